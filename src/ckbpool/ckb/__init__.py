@@ -1,0 +1,1 @@
+"""CKB chain core: hashing, molecule, targets, Eaglesong, RPC client, template -> block."""
