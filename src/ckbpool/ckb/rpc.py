@@ -1,0 +1,210 @@
+"""Async JSON-RPC client of the ckb node, plus the new-tip subscription.
+
+Transport failures are retried with backoff (a pool must ride through node restarts); errors the node returns
+are not retried and are raised with the method name and the node's own message, because they say something
+about the request (an invalid block) rather than the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import httpx
+
+from .errors import BlockRejected, MalformedError, NodeUnavailable, RpcError
+from .jsonhex import parse_bytes
+from .structures import Block, Header
+from .template import BlockTemplate
+
+log = logging.getLogger(__name__)
+
+_ids = itertools.count(1)
+
+
+class CkbRpcClient:
+    """One node's HTTP JSON-RPC endpoint. Safe to share between tasks; reuses one connection pool."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 10.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self.url = url
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._client = httpx.AsyncClient(timeout=timeout, headers={"content-type": "application/json"})
+
+    async def __aenter__(self) -> CkbRpcClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def call(self, method: str, params: Sequence[Any] = (), *, retries: int | None = None) -> Any:
+        """Call ``method``; retry transport failures ``retries`` times, raise RpcError for node errors."""
+        attempts = (self.retries if retries is None else retries) + 1
+        body = {"jsonrpc": "2.0", "id": next(_ids), "method": method, "params": list(params)}
+        delay = self.backoff
+        last_error = ""
+        for attempt in range(attempts):
+            try:
+                response = await self._client.post(self.url, content=json.dumps(body))
+                response.raise_for_status()
+                reply = response.json()
+                break
+            except (httpx.TransportError, httpx.HTTPStatusError, json.JSONDecodeError) as exc:
+                last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                if attempt + 1 < attempts:
+                    log.warning("ckb RPC %s failed (%s); retrying in %.1fs", method, last_error, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.max_backoff)
+        else:
+            raise NodeUnavailable(method, self.url, last_error)
+        if not isinstance(reply, dict):
+            raise RpcError(method, -32700, f"unexpected reply {str(reply)[:200]}")
+        error = reply.get("error")
+        if error is not None:
+            code = int(error.get("code", 0)) if isinstance(error, dict) else 0
+            message = str(error.get("message", error)) if isinstance(error, dict) else str(error)
+            data = error.get("data") if isinstance(error, dict) else None
+            cls = BlockRejected if method == "submit_block" else RpcError
+            raise cls(method, code, message, data)
+        return reply.get("result")
+
+    async def get_block_template_json(
+        self,
+        bytes_limit: int | None = None,
+        proposals_limit: int | None = None,
+        max_version: int | None = None,
+    ) -> dict[str, Any]:
+        params = [None if v is None else hex(v) for v in (bytes_limit, proposals_limit, max_version)]
+        result = await self.call("get_block_template", params)
+        if not isinstance(result, dict):
+            raise MalformedError("get_block_template", f"expected an object, got {type(result).__name__}")
+        return result
+
+    async def get_block_template(self) -> BlockTemplate:
+        """Fetch and parse a template; a malformed one raises MalformedError naming the field."""
+        return BlockTemplate.from_json(await self.get_block_template_json())
+
+    async def submit_block(self, work_id: int | str, block: Block | dict[str, Any]) -> bytes:
+        """Submit a block; returns its hash. Refusals raise BlockRejected with the node's reason."""
+        block_json = block.to_json() if isinstance(block, Block) else block
+        result = await self.call("submit_block", [str(work_id), block_json])
+        return parse_bytes(result, "submit_block.result", 32)
+
+    async def get_tip_header(self) -> Header:
+        return Header.from_json(await self.call("get_tip_header"), "get_tip_header")
+
+    async def get_tip_block_number(self) -> int:
+        return int(await self.call("get_tip_block_number"), 16)
+
+    async def get_blockchain_info(self) -> dict[str, Any]:
+        result = await self.call("get_blockchain_info")
+        assert isinstance(result, dict)
+        return result
+
+    async def get_consensus(self) -> dict[str, Any]:
+        result = await self.call("get_consensus")
+        assert isinstance(result, dict)
+        return result
+
+    async def get_block(self, block_hash: bytes) -> dict[str, Any] | None:
+        result = await self.call("get_block", ["0x" + block_hash.hex()])
+        return result if isinstance(result, dict) else None
+
+    async def get_block_by_number(self, number: int) -> dict[str, Any] | None:
+        result = await self.call("get_block_by_number", [hex(number)])
+        return result if isinstance(result, dict) else None
+
+    async def get_header(self, block_hash: bytes) -> dict[str, Any] | None:
+        result = await self.call("get_header", ["0x" + block_hash.hex()])
+        return result if isinstance(result, dict) else None
+
+    async def wait_ready(self, timeout: float = 60.0, interval: float = 0.2) -> None:
+        """Wait until the node answers RPC (used right after starting a node)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                await self.call("get_tip_block_number", retries=0)
+                return
+            except NodeUnavailable as exc:
+                if loop.time() > deadline:
+                    raise NodeUnavailable("wait_ready", self.url, f"no answer within {timeout:.0f}s") from exc
+                await asyncio.sleep(interval)
+
+
+async def subscribe_new_tip(
+    host: str,
+    port: int,
+    *,
+    backoff: float = 0.2,
+    max_backoff: float = 5.0,
+    max_line: int = 1 << 20,
+) -> AsyncIterator[Header]:
+    """Yield each new tip header pushed by the node's TCP RPC; reconnect with backoff forever.
+
+    The caller polls as a fallback: a push can be missed across a reconnect.
+    """
+    delay = backoff
+    while True:
+        writer: asyncio.StreamWriter | None = None
+        try:
+            reader, writer = await asyncio.open_connection(host, port, limit=max_line)
+            request = {"jsonrpc": "2.0", "id": next(_ids), "method": "subscribe", "params": ["new_tip_header"]}
+            writer.write(json.dumps(request).encode() + b"\n")
+            await writer.drain()
+            delay = backoff
+            while True:
+                line = await reader.readline()
+                if not line:
+                    raise ConnectionError("subscription closed by the node")
+                header = _parse_push(line)
+                if header is not None:
+                    yield header
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            log.warning("new_tip subscription to %s:%d lost (%s); reconnecting in %.1fs", host, port, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_backoff)
+        finally:
+            if writer is not None:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+
+
+def _parse_push(line: bytes) -> Header | None:
+    """Decode one subscription line; the subscribe acknowledgement and unrelated lines yield None."""
+    try:
+        message = json.loads(line)
+    except json.JSONDecodeError:
+        log.warning("ignoring undecodable line from the node: %r", line[:200])
+        return None
+    if not isinstance(message, dict) or message.get("method") != "subscribe":
+        return None
+    params = message.get("params")
+    result = params.get("result") if isinstance(params, dict) else None
+    if isinstance(result, str):
+        result = json.loads(result)
+    if not isinstance(result, dict):
+        return None
+    try:
+        return Header.from_json(result, "new_tip_header")
+    except MalformedError as exc:
+        log.warning("ignoring malformed new_tip_header push: %s", exc)
+        return None
