@@ -29,12 +29,13 @@ from __future__ import annotations
 import hashlib
 import importlib
 import warnings
-from typing import Final, Protocol, cast
+from typing import Final, Protocol, TypeAlias, cast
 
 __all__ = [
     "HAVE_C",
     "NONCE_BYTES",
     "POW_HASH_BYTES",
+    "BytesLike",
     "EaglesongFallbackWarning",
     "check_pow",
     "eaglesong",
@@ -42,6 +43,9 @@ __all__ = [
     "pow_output",
     "search",
 ]
+
+BytesLike: TypeAlias = bytes | bytearray | memoryview
+"""What every function here accepts for binary arguments (copied to bytes where the fallback needs it)."""
 
 POW_HASH_BYTES: Final = 32
 NONCE_BYTES: Final = 16
@@ -284,7 +288,7 @@ def _squeeze(state: list[int]) -> bytes:
     return b"".join(word.to_bytes(4, "little") for word in state[:8])
 
 
-def eaglesong_py(data: bytes) -> bytes:
+def eaglesong_py(data: BytesLike) -> bytes:
     """Eaglesong-256 of ``data`` in pure Python: the reference the C code is tested against.
 
     Always available, whatever was built; slow (a few hundred short messages a second).
@@ -365,14 +369,14 @@ def _non_negative_int(name: str, value: int) -> int:
 # --- public API -------------------------------------------------------------------------------------------
 
 
-def eaglesong(data: bytes) -> bytes:
+def eaglesong(data: BytesLike) -> bytes:
     """Eaglesong-256 of ``data`` (32 bytes): in C when built, else the pure-Python reference."""
     if _C is not None:
         return _C.hash(_as_bytes("data", data))
     return eaglesong_py(data)
 
 
-def pow_output(pow_hash: bytes, nonce16: bytes, blake2b: bool = False) -> bytes:
+def pow_output(pow_hash: BytesLike, nonce16: BytesLike, blake2b: bool = False) -> bytes:
     """The 32-byte PoW output of a header: eaglesong(pow_hash || nonce16), ckb_hash'ed again if blake2b.
 
     ``nonce16`` is the 16 wire bytes (``header_nonce.to_bytes(16, "little")``), not the u128. Raises
@@ -385,7 +389,7 @@ def pow_output(pow_hash: bytes, nonce16: bytes, blake2b: bool = False) -> bytes:
     return _pow_finish_py(_pow_midstate_py(pow_hash), nonce16, bool(blake2b))
 
 
-def check_pow(pow_hash: bytes, nonce16: bytes, target: int, blake2b: bool = False) -> bool:
+def check_pow(pow_hash: BytesLike, nonce16: BytesLike, target: int, blake2b: bool = False) -> bool:
     """Whether a share meets ``target``: ``int.from_bytes(pow_output(...), "big") <= target``.
 
     The pool runs this once per submitted share, so with C the hash and the comparison happen in one call
@@ -401,13 +405,13 @@ def check_pow(pow_hash: bytes, nonce16: bytes, target: int, blake2b: bool = Fals
 
 
 def search(
-    pow_hash: bytes,
+    pow_hash: BytesLike,
     nonce_start: int,
     count: int,
     target: int,
     *,
     blake2b: bool = False,
-    nonce_prefix: bytes = b"",
+    nonce_prefix: BytesLike = b"",
 ) -> int | None:
     """Try ``count`` nonces and return the first header nonce (u128) whose output is <= ``target``, else None.
 
