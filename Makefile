@@ -1,0 +1,47 @@
+# ckbpool — every target bootstraps what it needs (venv, deps), so a fresh machine needs only `make demo` / `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CACHE ?= $(HOME)/.cache/ckbpool
+export CKBPOOL_CACHE := $(CACHE)
+PYTEST_ARGS ?=
+
+.PHONY: venv deps test test-unit test-integration lint bench demo fuzz clean
+
+$(BIN)/.installed: pyproject.toml setup.py src/ckbpool/ckb/_eaglesong.c
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip setuptools wheel
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+## deps: heavy, cached, idempotent parts (ckb build, SRI interop harness, system packages)
+deps: venv
+	bash scripts/deps.sh
+
+test: venv deps
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+test-unit: venv
+	$(BIN)/pytest -q -m unit $(PYTEST_ARGS)
+
+test-integration: venv deps
+	$(BIN)/pytest -q -m integration $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy --strict src
+
+bench: venv deps
+	$(BIN)/python -m benchmarks.run --out docs/benchmarks.md
+
+demo: venv deps
+	$(BIN)/python -m ckbpool.demo
+
+fuzz: venv
+	$(BIN)/python -m benchmarks.fuzz --seconds $${FUZZ_SECONDS:-60}
+
+clean:
+	rm -rf build $(VENV) src/*.egg-info src/ckbpool/ckb/*.so

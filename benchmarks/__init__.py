@@ -1,0 +1,1 @@
+"""Benchmarks: programs, never timed assertions. `make bench` runs benchmarks.run."""

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# make deps: the heavy, cached parts. Idempotent: a warm cache makes this a few seconds.
+# Prints each step's duration. Steps that only need the network/CPU run in parallel.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE="${CKBPOOL_CACHE:-$HOME/.cache/ckbpool}"
+mkdir -p "$CACHE/logs"
+
+step() {  # step NAME CMD... : run, time, and keep the log in the cache
+  local name=$1; shift
+  local start=$SECONDS
+  if "$@" >"$CACHE/logs/$name.log" 2>&1; then
+    echo "deps: $name ok in $((SECONDS - start))s"
+  else
+    echo "deps: $name FAILED after $((SECONDS - start))s; last lines of $CACHE/logs/$name.log:" >&2
+    tail -n 40 "$CACHE/logs/$name.log" >&2
+    return 1
+  fi
+}
+
+apt_packages() {
+  local want=(clang libclang-dev libssl-dev pkg-config redis-server prometheus)
+  local missing=()
+  for p in "${want[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then echo "need root to apt-get install ${missing[*]}" >&2; return 1; fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  fi
+  echo "apt packages present: ${want[*]}"
+}
+
+total=$SECONDS
+step apt apt_packages
+pids=()
+step ckb bash scripts/build-ckb.sh & pids+=($!)
+if [ -f tests/interop/build.sh ]; then
+  step sri-interop bash tests/interop/build.sh & pids+=($!)
+fi
+rc=0
+for p in "${pids[@]}"; do wait "$p" || rc=1; done
+echo "deps: all done in $((SECONDS - total))s (rc=$rc)"
+exit $rc

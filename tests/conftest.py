@@ -1,0 +1,45 @@
+"""Shared fixtures: a real ckb dev node provisioned by the product's own code (ckbpool.ckb.node)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ckbpool.ckb.devwallet import DEV_GENESIS_PRIVATE_KEY, DevKey
+from ckbpool.ckb.install import CKB_VERSION, find_or_install_ckb
+from ckbpool.ckb.node import CkbNode, NodeConfig
+
+
+@pytest.fixture(scope="session")
+def ckb_binary() -> Path:
+    """The pinned ckb binary (built by `make deps`; built here on a cold cache, which takes long)."""
+    explicit = os.environ.get("CKBPOOL_CKB_BINARY")
+    return find_or_install_ckb(CKB_VERSION, Path(explicit) if explicit else None, allow_download=False)
+
+
+@pytest.fixture(scope="session")
+def dev_key() -> DevKey:
+    return DevKey(DEV_GENESIS_PRIVATE_KEY)
+
+
+def start_dev_node(binary: Path, data_dir: Path, key: DevKey, **overrides: object) -> CkbNode:
+    config = NodeConfig.for_tests(data_dir, key.lock, **overrides)
+    node = CkbNode(config, binary)
+    node.init(force=True)
+    node.start()
+    asyncio.run(node.wait_ready(timeout=60))
+    return node
+
+
+@pytest.fixture(scope="module")
+def dev_node(ckb_binary: Path, tmp_path_factory: pytest.TempPathFactory, dev_key: DevKey) -> Iterator[CkbNode]:
+    """A fresh dev chain (Eaglesong PoW, difficulty 256) on free loopback ports, one per test module."""
+    node = start_dev_node(ckb_binary, tmp_path_factory.mktemp("ckb"), dev_key)
+    try:
+        yield node
+    finally:
+        node.stop()
