@@ -79,7 +79,10 @@ def run(budget: float = 0.5) -> dict[str, Any]:
         "baseline",
     )
     ratios = {"ckb_hash / sha256": ckb / sha}
-    for name, template in (("RFC 0031 template (1 tx)", vector), ("synthetic template (200 txs)", _big_template(vector, 200))):
+    for name, template in (
+        ("RFC 0031 template (1 tx)", vector),
+        ("synthetic template (200 txs)", _big_template(vector, 200)),
+    ):
         text = json.dumps(template)
         job_rate = add(
             f"template -> job, {name}",
@@ -93,8 +96,11 @@ def run(budget: float = 0.5) -> dict[str, Any]:
     return {
         "benchmark": "chain",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
-                    "python": platform.python_version()},
+        "machine": {
+            "cores": os.cpu_count(),
+            "cpu": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+        },
         "rows": rows,
         "ratios": ratios,
     }

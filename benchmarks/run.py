@@ -64,8 +64,14 @@ def main() -> int:
             continue
         print(f"running {module_name} ...", file=sys.stderr)
         result = module.run(budget=args.budget)
-        sections += [f"## {title}", "", module.to_markdown(result), "",
-                     f"(took {time.perf_counter() - start:.1f}s)", ""]
+        sections += [
+            f"## {title}",
+            "",
+            module.to_markdown(result),
+            "",
+            f"(took {time.perf_counter() - start:.1f}s)",
+            "",
+        ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(sections))
     print(f"wrote {args.out}", file=sys.stderr)

@@ -86,7 +86,7 @@ def test_molecule_empty_dynvec_and_table_layout() -> None:
     script = Script(code_hash=bytes(32), hash_type=1, args=b"\x01\x02")
     raw = script.serialize()
     assert raw[:4] == (16 + 32 + 1 + 6).to_bytes(4, "little")
-    assert raw[4:16] == bytes.fromhex("10000000" "30000000" "31000000")
+    assert raw[4:16] == bytes.fromhex("100000003000000031000000")
 
 
 def test_cbmt_shapes_follow_rfc0006() -> None:

@@ -64,6 +64,7 @@ class DevKey:
 
 def witness_args(lock: bytes | None = None, input_type: bytes | None = None, output_type: bytes | None = None) -> bytes:
     """Molecule WitnessArgs: a table of three optional Bytes."""
+
     def opt(value: bytes | None) -> bytes:
         return mol.option(None if value is None else mol.bytes_(value))
 

@@ -13,6 +13,6 @@ def ckb_hash(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=32, person=CKB_HASH_PERSONALIZATION).digest()
 
 
-def ckb_hasher() -> "hashlib.blake2b":
+def ckb_hasher() -> hashlib.blake2b:
     """A streaming ckb_hash object, for hashing concatenations without building them."""
     return hashlib.blake2b(digest_size=32, person=CKB_HASH_PERSONALIZATION)

@@ -100,9 +100,7 @@ def download_release(
     return dest
 
 
-def cargo_install(
-    version: str = CKB_VERSION, progress: Callable[[str], None] | None = None
-) -> Path:
+def cargo_install(version: str = CKB_VERSION, progress: Callable[[str], None] | None = None) -> Path:
     """Build ckb from crates.io into the cache (same settings as scripts/build-ckb.sh)."""
     cargo = shutil.which("cargo")
     if cargo is None:

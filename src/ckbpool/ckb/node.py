@@ -70,14 +70,19 @@ class NodeConfig:
     @classmethod
     def for_tests(cls, data_dir: Path, lock: Script, **overrides: Any) -> NodeConfig:
         """A dev node on free loopback ports."""
-        ports = {
-            "rpc_port": free_port(),
-            "tcp_rpc_port": free_port(),
-            "p2p_port": free_port(),
-            "metrics_port": free_port(),
-        }
-        ports.update(overrides)
-        return cls(data_dir=data_dir, block_assembler_lock=lock, **ports)
+        config = cls(
+            data_dir=data_dir,
+            block_assembler_lock=lock,
+            rpc_port=free_port(),
+            tcp_rpc_port=free_port(),
+            p2p_port=free_port(),
+            metrics_port=free_port(),
+        )
+        for key, value in overrides.items():
+            if not hasattr(config, key):
+                raise TypeError(f"NodeConfig has no field {key!r}")
+            setattr(config, key, value)
+        return config
 
     @property
     def rpc_url(self) -> str:
@@ -213,9 +218,7 @@ class CkbNode:
         async with CkbRpcClient(self.config.rpc_url, retries=0, timeout=2.0) as client:
             while True:
                 if self.process is not None and self.process.poll() is not None:
-                    raise NodeSetupError(
-                        f"ckb exited with code {self.process.returncode}:\n{self.log_tail()}"
-                    )
+                    raise NodeSetupError(f"ckb exited with code {self.process.returncode}:\n{self.log_tail()}")
                 try:
                     await client.call("get_tip_block_number", retries=0)
                     return

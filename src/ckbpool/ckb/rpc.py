@@ -166,7 +166,12 @@ async def subscribe_new_tip(
         writer: asyncio.StreamWriter | None = None
         try:
             reader, writer = await asyncio.open_connection(host, port, limit=max_line)
-            request = {"jsonrpc": "2.0", "id": next(_ids), "method": "subscribe", "params": ["new_tip_header"]}
+            request = {
+                "jsonrpc": "2.0",
+                "id": next(_ids),
+                "method": "subscribe",
+                "params": ["new_tip_header"],
+            }
             writer.write(json.dumps(request).encode() + b"\n")
             await writer.drain()
             delay = backoff

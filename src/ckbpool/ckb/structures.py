@@ -80,9 +80,7 @@ class CellInput:
     def from_json(cls, obj: Any, path: str) -> CellInput:
         return cls(
             since=parse_uint(field(obj, "since", path), f"{path}.since", 64),
-            previous_output=OutPoint.from_json(
-                field(obj, "previous_output", path), f"{path}.previous_output"
-            ),
+            previous_output=OutPoint.from_json(field(obj, "previous_output", path), f"{path}.previous_output"),
         )
 
     def serialize(self) -> bytes:
@@ -333,9 +331,7 @@ class Block:
         return cls(
             header=Header.from_json(field(obj, "header", path), f"{path}.header"),
             uncles=tuple(UncleBlock.from_json(u, f"{path}.uncles[{i}]") for i, u in enumerate(uncles)),
-            transactions=tuple(
-                Transaction.from_json(t, f"{path}.transactions[{i}]") for i, t in enumerate(txs)
-            ),
+            transactions=tuple(Transaction.from_json(t, f"{path}.transactions[{i}]") for i, t in enumerate(txs)),
             proposals=tuple(parse_bytes(p, f"{path}.proposals[{i}]", 10) for i, p in enumerate(proposals)),
             extension=None if ext is None else parse_bytes(ext, f"{path}.extension"),
         )

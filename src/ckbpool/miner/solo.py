@@ -27,8 +27,15 @@ class MinedBlock:
     hashes_tried: int
 
 
-async def solve(job: MiningJob, *, chunk: int = 100_000, max_hashes: int = 1 << 40, blake2b: bool = False,
-                nonce_prefix: bytes = b"", start: int = 0) -> tuple[int, int]:
+async def solve(
+    job: MiningJob,
+    *,
+    chunk: int = 100_000,
+    max_hashes: int = 1 << 40,
+    blake2b: bool = False,
+    nonce_prefix: bytes = b"",
+    start: int = 0,
+) -> tuple[int, int]:
     """Search nonces for ``job`` in a worker thread (the C search drops the GIL); returns (nonce, tried)."""
     tried = 0
     while tried < max_hashes:
