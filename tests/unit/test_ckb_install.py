@@ -94,5 +94,5 @@ def test_configured_binary_of_the_wrong_version_is_refused(tmp_path: Path) -> No
     fake = tmp_path / "ckb"
     fake.write_text("#!/bin/sh\necho 'ckb 0.100.0'\n")
     fake.chmod(0o755)
-    with pytest.raises(NodeSetupError, match="pins 0.210.0"):
+    with pytest.raises(NodeSetupError, match=r"pins 0\.210\.0"):
         find_or_install_ckb(VERSION, fake)
