@@ -202,6 +202,25 @@ def test_search_agrees_with_fallback(fallback: ModuleType, blake2b: bool) -> Non
     assert c_found is not None
 
 
+@pytest.mark.parametrize("blake2b", [False, True])
+@pytest.mark.parametrize("prefix", [b"", b"\x07" * 5], ids=["no-prefix", "prefix5"])
+def test_search_first_hit_at_every_position(blake2b: bool, prefix: bytes) -> None:
+    """Whichever nonce of a window is the first to meet the target, search returns exactly it.
+
+    C checks 4 nonces per permutation (vector lanes) and the rest one by one, so this covers every lane
+    and the tail of a 23-nonce window, counting from a start where the counter carries into a new byte.
+    """
+    width = 16 - len(prefix)
+    start = 0x3FE
+    window = [prefix + c.to_bytes(width, "little") for c in range(start, start + 23)]
+    values = [int.from_bytes(es.pow_output(POW_HASH, n16, blake2b), "big") for n16 in window]
+    for target in values:
+        first = next(k for k, v in enumerate(values) if v <= target)
+        found = es.search(POW_HASH, start, len(window), target, blake2b=blake2b, nonce_prefix=prefix)
+        assert found == int.from_bytes(window[first], "little")
+    assert es.search(POW_HASH, start, len(window), min(values) - 1, blake2b=blake2b, nonce_prefix=prefix) is None
+
+
 def test_search_target_zero_finds_nothing() -> None:
     assert es.search(POW_HASH, 0, 500, 0) is None
     assert es.search(POW_HASH, 0, 500, 0, blake2b=True, nonce_prefix=b"\x00" * 8) is None
@@ -220,6 +239,7 @@ def test_search_counter_space_bounds() -> None:
     prefix15 = bytes(15)
     assert es.search(POW_HASH, 250, 6, U256_MAX, nonce_prefix=prefix15) == 250 << 120
     assert es.search(POW_HASH, 255, 1, 0, nonce_prefix=prefix15) is None
+    assert es.search(POW_HASH, 250, 6, 0, nonce_prefix=prefix15) is None  # ends exactly at the last counter
     with pytest.raises(ValueError, match="counter"):
         es.search(POW_HASH, 250, 7, U256_MAX, nonce_prefix=prefix15)
     full = bytes(range(16))

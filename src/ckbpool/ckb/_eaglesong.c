@@ -20,6 +20,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -34,7 +35,11 @@
 #define POW_HASH_BYTES 32
 #define NONCE_BYTES 16
 
-#define ROTL32(x, n) ((uint32_t)(((x) << (n)) | ((x) >> (32 - (n)))))
+#if UINT_MAX != 0xFFFFFFFFu
+#error "the rotations below assume a 32-bit unsigned int (uint32_t must not promote to int)"
+#endif
+/* Left rotation, 0 < n < 32. Also used on uint32_t vectors, hence no cast. */
+#define ROTL32(x, n) (((x) << (n)) | ((x) >> (32 - (n))))
 
 /* Round constants ("injection constants"), 16 per round, as published with RFC 0010. */
 static const uint32_t ES_INJECTION[ES_ROUNDS * 16] = {
@@ -182,6 +187,11 @@ static const uint32_t ES_INJECTION[ES_ROUNDS * 16] = {
  * Written out column by column it costs 120 XORs a round; below, pairs of words that several
  * columns share were factored out greedily (u0..u20), which brings it to 64 XORs. The result is
  * the same linear map; the tests compare every path with the plain reference in eaglesong.py.
+ *
+ * One round is written once, as a macro over the word type T, and expanded twice: for uint32_t
+ * (one state) and, where the compiler has GNU vector extensions, for a vector of 4 uint32_t
+ * (4 independent states, one per nonce, for the batch search). Only ^, +, << and >> are used,
+ * which act lane by lane on such vectors; a scalar round constant is broadcast to every lane.
  */
 #define ES_CIRC(t, a, b, k) t ^= ROTL32(t, a) ^ ROTL32(t, b) ^ rc[k]
 #define ES_ARX(x, y, tx, ty) \
@@ -192,86 +202,102 @@ static const uint32_t ES_INJECTION[ES_ROUNDS * 16] = {
         y = x + y;           \
     } while (0)
 
-static void es_permute(uint32_t st[16])
-{
-    uint32_t s0 = st[0], s1 = st[1], s2 = st[2], s3 = st[3];
-    uint32_t s4 = st[4], s5 = st[5], s6 = st[6], s7 = st[7];
-    uint32_t s8 = st[8], s9 = st[9], s10 = st[10], s11 = st[11];
-    uint32_t s12 = st[12], s13 = st[13], s14 = st[14], s15 = st[15];
-    const uint32_t *rc = ES_INJECTION;
-    int round;
+#define ES_ROUND(T)                                                                                 \
+    do {                                                                                            \
+        /* (1) bit matrix, factored: u* are shared pairs, t* the 16 new words */                    \
+        T u0 = s0 ^ s1;                                                                             \
+        T u1 = s2 ^ s3;                                                                             \
+        T u2 = s4 ^ s15;                                                                            \
+        T u3 = s5 ^ u2;                                                                             \
+        T u4 = s8 ^ u0;                                                                             \
+        T u5 = s10 ^ u1;                                                                            \
+        T u6 = s6 ^ s7;                                                                             \
+        T u7 = s9 ^ s11;                                                                            \
+        T u8 = s12 ^ s13;                                                                           \
+        T u9 = s14 ^ u5;                                                                            \
+        T u10 = s0 ^ u6;                                                                            \
+        T u11 = s1 ^ u1;                                                                            \
+        T u12 = s2 ^ s9;                                                                            \
+        T u13 = s3 ^ s6;                                                                            \
+        T u14 = s4 ^ u8;                                                                            \
+        T u15 = s7 ^ u7;                                                                            \
+        T u16 = s11 ^ s12;                                                                          \
+        T u17 = s14 ^ u3;                                                                           \
+        T u18 = u0 ^ u6;                                                                            \
+        T u19 = u2 ^ u8;                                                                            \
+        T u20 = u4 ^ u16;                                                                           \
+        T t0 = u3 ^ u10 ^ s12;                                                                      \
+        T t1 = u4 ^ u19;                                                                            \
+        T t2 = u12 ^ u18 ^ u19 ^ s14;                                                               \
+        T t3 = u4 ^ u9 ^ u14 ^ s6;                                                                  \
+        T t4 = u11 ^ u15 ^ u17 ^ s13;                                                               \
+        T t5 = u9 ^ s0 ^ s7 ^ s8;                                                                   \
+        T t6 = u2 ^ u7 ^ s1 ^ s3 ^ s8;                                                              \
+        T t7 = u10 ^ u12 ^ s10 ^ s15;                                                               \
+        T t8 = u3 ^ u13 ^ u20 ^ s10;                                                                \
+        T t9 = u0 ^ u7 ^ s2 ^ s13 ^ s15;                                                            \
+        T t10 = u3 ^ u9 ^ u18;                                                                      \
+        T t11 = u1 ^ u20;                                                                           \
+        T t12 = u11 ^ u14 ^ s9;                                                                     \
+        T t13 = u9 ^ s4 ^ s5 ^ s13;                                                                 \
+        T t14 = u13 ^ u17 ^ s11;                                                                    \
+        T t15 = u4 ^ u5 ^ u15 ^ s5 ^ s15;                                                           \
+        /* (2) circulant multiplication and (3) constant injection */                               \
+        ES_CIRC(t0, 2, 4, 0);                                                                       \
+        ES_CIRC(t1, 13, 22, 1);                                                                     \
+        ES_CIRC(t2, 4, 19, 2);                                                                      \
+        ES_CIRC(t3, 3, 14, 3);                                                                      \
+        ES_CIRC(t4, 27, 31, 4);                                                                     \
+        ES_CIRC(t5, 3, 8, 5);                                                                       \
+        ES_CIRC(t6, 17, 26, 6);                                                                     \
+        ES_CIRC(t7, 3, 12, 7);                                                                      \
+        ES_CIRC(t8, 18, 22, 8);                                                                     \
+        ES_CIRC(t9, 12, 18, 9);                                                                     \
+        ES_CIRC(t10, 4, 7, 10);                                                                     \
+        ES_CIRC(t11, 4, 31, 11);                                                                    \
+        ES_CIRC(t12, 12, 27, 12);                                                                   \
+        ES_CIRC(t13, 7, 17, 13);                                                                    \
+        ES_CIRC(t14, 7, 8, 14);                                                                     \
+        ES_CIRC(t15, 1, 13, 15);                                                                    \
+        /* (4) addition, rotation, addition on word pairs */                                        \
+        ES_ARX(s0, s1, t0, t1);                                                                     \
+        ES_ARX(s2, s3, t2, t3);                                                                     \
+        ES_ARX(s4, s5, t4, t5);                                                                     \
+        ES_ARX(s6, s7, t6, t7);                                                                     \
+        ES_ARX(s8, s9, t8, t9);                                                                     \
+        ES_ARX(s10, s11, t10, t11);                                                                 \
+        ES_ARX(s12, s13, t12, t13);                                                                 \
+        ES_ARX(s14, s15, t14, t15);                                                                 \
+    } while (0)
 
-    for (round = 0; round < ES_ROUNDS; round++, rc += 16) {
-        const uint32_t u0 = s0 ^ s1;
-        const uint32_t u1 = s2 ^ s3;
-        const uint32_t u2 = s4 ^ s15;
-        const uint32_t u3 = s5 ^ u2;
-        const uint32_t u4 = s8 ^ u0;
-        const uint32_t u5 = s10 ^ u1;
-        const uint32_t u6 = s6 ^ s7;
-        const uint32_t u7 = s9 ^ s11;
-        const uint32_t u8 = s12 ^ s13;
-        const uint32_t u9 = s14 ^ u5;
-        const uint32_t u10 = s0 ^ u6;
-        const uint32_t u11 = s1 ^ u1;
-        const uint32_t u12 = s2 ^ s9;
-        const uint32_t u13 = s3 ^ s6;
-        const uint32_t u14 = s4 ^ u8;
-        const uint32_t u15 = s7 ^ u7;
-        const uint32_t u16 = s11 ^ s12;
-        const uint32_t u17 = s14 ^ u3;
-        const uint32_t u18 = u0 ^ u6;
-        const uint32_t u19 = u2 ^ u8;
-        const uint32_t u20 = u4 ^ u16;
-        uint32_t t0 = u3 ^ u10 ^ s12;
-        uint32_t t1 = u4 ^ u19;
-        uint32_t t2 = u12 ^ u18 ^ u19 ^ s14;
-        uint32_t t3 = u4 ^ u9 ^ u14 ^ s6;
-        uint32_t t4 = u11 ^ u15 ^ u17 ^ s13;
-        uint32_t t5 = u9 ^ s0 ^ s7 ^ s8;
-        uint32_t t6 = u2 ^ u7 ^ s1 ^ s3 ^ s8;
-        uint32_t t7 = u10 ^ u12 ^ s10 ^ s15;
-        uint32_t t8 = u3 ^ u13 ^ u20 ^ s10;
-        uint32_t t9 = u0 ^ u7 ^ s2 ^ s13 ^ s15;
-        uint32_t t10 = u3 ^ u9 ^ u18;
-        uint32_t t11 = u1 ^ u20;
-        uint32_t t12 = u11 ^ u14 ^ s9;
-        uint32_t t13 = u9 ^ s4 ^ s5 ^ s13;
-        uint32_t t14 = u13 ^ u17 ^ s11;
-        uint32_t t15 = u4 ^ u5 ^ u15 ^ s5 ^ s15;
-
-        ES_CIRC(t0, 2, 4, 0);
-        ES_CIRC(t1, 13, 22, 1);
-        ES_CIRC(t2, 4, 19, 2);
-        ES_CIRC(t3, 3, 14, 3);
-        ES_CIRC(t4, 27, 31, 4);
-        ES_CIRC(t5, 3, 8, 5);
-        ES_CIRC(t6, 17, 26, 6);
-        ES_CIRC(t7, 3, 12, 7);
-        ES_CIRC(t8, 18, 22, 8);
-        ES_CIRC(t9, 12, 18, 9);
-        ES_CIRC(t10, 4, 7, 10);
-        ES_CIRC(t11, 4, 31, 11);
-        ES_CIRC(t12, 12, 27, 12);
-        ES_CIRC(t13, 7, 17, 13);
-        ES_CIRC(t14, 7, 8, 14);
-        ES_CIRC(t15, 1, 13, 15);
-
-        ES_ARX(s0, s1, t0, t1);
-        ES_ARX(s2, s3, t2, t3);
-        ES_ARX(s4, s5, t4, t5);
-        ES_ARX(s6, s7, t6, t7);
-        ES_ARX(s8, s9, t8, t9);
-        ES_ARX(s10, s11, t10, t11);
-        ES_ARX(s12, s13, t12, t13);
-        ES_ARX(s14, s15, t14, t15);
+/* Defines a permutation over the word type T (one state, or 4 states side by side); the state
+ * lives in 16 locals so the compiler can keep it in registers across the 43 rounds. */
+#define ES_DEFINE_PERMUTE(name, T)                                                      \
+    static void name(T st[16])                                                          \
+    {                                                                                   \
+        T s0 = st[0], s1 = st[1], s2 = st[2], s3 = st[3];                               \
+        T s4 = st[4], s5 = st[5], s6 = st[6], s7 = st[7];                               \
+        T s8 = st[8], s9 = st[9], s10 = st[10], s11 = st[11];                           \
+        T s12 = st[12], s13 = st[13], s14 = st[14], s15 = st[15];                       \
+        const uint32_t *rc = ES_INJECTION;                                              \
+        int round;                                                                      \
+        for (round = 0; round < ES_ROUNDS; round++, rc += 16)                           \
+            ES_ROUND(T);                                                                \
+        st[0] = s0, st[1] = s1, st[2] = s2, st[3] = s3;                                 \
+        st[4] = s4, st[5] = s5, st[6] = s6, st[7] = s7;                                 \
+        st[8] = s8, st[9] = s9, st[10] = s10, st[11] = s11;                             \
+        st[12] = s12, st[13] = s13, st[14] = s14, st[15] = s15;                         \
     }
 
-    st[0] = s0, st[1] = s1, st[2] = s2, st[3] = s3;
-    st[4] = s4, st[5] = s5, st[6] = s6, st[7] = s7;
-    st[8] = s8, st[9] = s9, st[10] = s10, st[11] = s11;
-    st[12] = s12, st[13] = s13, st[14] = s14, st[15] = s15;
-}
+ES_DEFINE_PERMUTE(es_permute, uint32_t)
+
+#if defined(__GNUC__) || defined(__clang__)
+/* GNU vector extension (GCC, Clang): 128-bit vectors are SSE2 on x86-64 and NEON on arm64, and
+ * the compiler lowers them to scalar code elsewhere. Other compilers use the scalar search. */
+#define ES_HAVE_X4 1
+typedef uint32_t es_x4 __attribute__((vector_size(16)));
+ES_DEFINE_PERMUTE(es_permute_x4, es_x4)
+#endif
 
 static uint32_t load_be32(const uint8_t *p)
 {
@@ -280,7 +306,7 @@ static uint32_t load_be32(const uint8_t *p)
 
 /* Squeeze: the 256-bit output is words 0..7, each little-endian. A 256-bit output equals the
  * rate, so no permutation follows the last absorb. */
-static void es_squeeze(const uint32_t st[16], uint8_t out[ES_OUT_BYTES])
+static void es_squeeze(const uint32_t st[8], uint8_t out[ES_OUT_BYTES])
 {
     int j;
     for (j = 0; j < 8; j++) {
@@ -462,15 +488,21 @@ static void ckb_hash(const uint8_t *in, size_t len, uint8_t out[32])
 /* PoW helpers                                                                                */
 /* ------------------------------------------------------------------------------------------ */
 
-static void pow_result(const uint32_t mid[16], const uint8_t nonce[NONCE_BYTES], int blake2b,
-                       uint8_t out[32])
+/* EaglesongBlake2b (testnet) hashes the Eaglesong output once more with ckb_hash. */
+static void pow_extra_hash(uint8_t out[32], int blake2b)
 {
-    es_pow_finish(mid, nonce, out);
     if (blake2b) {
         uint8_t tmp[32];
         ckb_hash(out, 32, tmp);
         memcpy(out, tmp, 32);
     }
+}
+
+static void pow_result(const uint32_t mid[16], const uint8_t nonce[NONCE_BYTES], int blake2b,
+                       uint8_t out[32])
+{
+    es_pow_finish(mid, nonce, out);
+    pow_extra_hash(out, blake2b);
 }
 
 /* Valid iff out, read as a big-endian integer, is <= the big-endian target. */
@@ -496,6 +528,72 @@ static uint64_t counter_room(const uint8_t nonce[NONCE_BYTES], Py_ssize_t prefix
         }
     }
     return left == UINT64_MAX ? UINT64_MAX : left + 1;
+}
+
+/* Step the little-endian counter in nonce bytes [prefix_len, 16) by one. Carrying out of byte 15
+ * wraps to zero, which only happens after the last nonce of a range that callers checked fits. */
+static void nonce_increment(uint8_t nonce[NONCE_BYTES], Py_ssize_t prefix_len)
+{
+    Py_ssize_t p;
+    for (p = prefix_len; p < NONCE_BYTES; p++) {
+        if (++nonce[p] != 0)
+            break;
+    }
+}
+
+/* Try n nonces from `nonce` on (which it advances); on a hit store the index of the first nonce
+ * that meets the target in *hit and return 1, else return 0. Pure C: runs without the GIL.
+ * Where vectors exist, 4 consecutive nonces share one 4-lane permutation and the lanes are
+ * checked in nonce order, so the result is the same first hit as the one-by-one loop. */
+static int search_range(const uint32_t mid[16], uint8_t nonce[NONCE_BYTES], Py_ssize_t prefix_len,
+                        uint64_t n, const uint8_t target[32], int blake2b, uint64_t *hit)
+{
+    uint8_t out[32];
+    uint64_t i = 0;
+
+#ifdef ES_HAVE_X4
+    for (; n - i >= 4; i += 4) {
+        es_x4 st[16];
+        uint8_t lane_nonce[4][NONCE_BYTES];
+        int j, lane;
+
+        for (lane = 0; lane < 4; lane++) {
+            memcpy(lane_nonce[lane], nonce, NONCE_BYTES);
+            nonce_increment(nonce, prefix_len);
+        }
+        for (j = 0; j < 16; j++) {
+            es_x4 word = {mid[j], mid[j], mid[j], mid[j]};
+            st[j] = word;
+        }
+        for (j = 0; j < 4; j++) {
+            es_x4 word = {load_be32(lane_nonce[0] + 4 * j), load_be32(lane_nonce[1] + 4 * j),
+                          load_be32(lane_nonce[2] + 4 * j), load_be32(lane_nonce[3] + 4 * j)};
+            st[j] ^= word;
+        }
+        st[4] ^= ES_DELIMITER;
+        es_permute_x4(st);
+        for (lane = 0; lane < 4; lane++) {
+            uint32_t words[8];
+            for (j = 0; j < 8; j++)
+                words[j] = st[j][lane];
+            es_squeeze(words, out);
+            pow_extra_hash(out, blake2b);
+            if (pow_meets(out, target)) {
+                *hit = i + (uint64_t)lane;
+                return 1;
+            }
+        }
+    }
+#endif
+    for (; i < n; i++) {
+        pow_result(mid, nonce, blake2b, out);
+        if (pow_meets(out, target)) {
+            *hit = i;
+            return 1;
+        }
+        nonce_increment(nonce, prefix_len);
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -625,7 +723,7 @@ static PyObject *py_search(PyObject *self, PyObject *args)
     long long count;
     int blake2b, found = 0;
     uint32_t mid[16];
-    uint8_t nonce[NONCE_BYTES], target[32], out[32];
+    uint8_t nonce[NONCE_BYTES], target[32];
     uint64_t i = 0, n;
     (void)self;
 
@@ -663,20 +761,7 @@ static PyObject *py_search(PyObject *self, PyObject *args)
     }
 
     Py_BEGIN_ALLOW_THREADS
-    for (i = 0; i < n; i++) {
-        if (i) {
-            Py_ssize_t p;
-            for (p = prefix_len; p < NONCE_BYTES; p++) {
-                if (++nonce[p] != 0)
-                    break;
-            }
-        }
-        pow_result(mid, nonce, blake2b, out);
-        if (pow_meets(out, target)) {
-            found = 1;
-            break;
-        }
-    }
+    found = search_range(mid, nonce, prefix_len, n, target, blake2b, &i);
     Py_END_ALLOW_THREADS
 
     if (!found)
