@@ -3,7 +3,7 @@
 Why this module exists: the pool checks every submitted share with one Eaglesong hash and the test CPU miner
 searches nonces, so both hot paths run in the C extension ``ckbpool.ckb._eaglesong`` (built by setup.py).
 The pure-Python reference below is kept because it is the readable statement of the algorithm, the oracle the
-tests compare the C code with, and the fallback when the extension is not built (a few hundred hashes/s:
+tests compare the C code with, and the fallback when the extension is not built (under a thousand hashes/s:
 enough for tests, not for a pool).
 
 Byte order, stated once:
@@ -49,7 +49,6 @@ BytesLike: TypeAlias = bytes | bytearray | memoryview
 
 POW_HASH_BYTES: Final = 32
 NONCE_BYTES: Final = 16
-_OUTPUT_BYTES: Final = 32
 _U256_MAX: Final = (1 << 256) - 1
 _MAX_COUNT: Final = (1 << 63) - 1  # the C loop counts in a signed 64-bit integer
 _CKB_HASH_PERSONALIZATION: Final = b"ckb-default-hash"
@@ -82,9 +81,7 @@ _BIT_MATRIX_ROWS: Final = (
     "1110101111100011",
 )
 # For each output word j, the input words k that feed it.
-_MATRIX_COLUMNS: Final = tuple(
-    tuple(k for k in range(16) if _BIT_MATRIX_ROWS[k][j] == "1") for j in range(16)
-)
+_MATRIX_COLUMNS: Final = tuple(tuple(k for k in range(16) if _BIT_MATRIX_ROWS[k][j] == "1") for j in range(16))
 
 # Circulant step: s[j] ^= rotl(s[j], a_j) ^ rotl(s[j], b_j).
 _CIRCULANT: Final = (
@@ -219,7 +216,7 @@ def _load_c_extension() -> _CModule | None:
     except ImportError as exc:
         warnings.warn(
             f"ckbpool.ckb._eaglesong is unavailable ({exc}); Eaglesong uses the pure-Python fallback, "
-            "which is roughly a thousand times slower (too slow for a pool or a miner). "
+            "which is several hundred times slower (too slow for a pool or a miner). "
             "Build the extension with `pip install -e .` or `python setup.py build_ext --inplace`.",
             EaglesongFallbackWarning,
             stacklevel=2,
@@ -291,7 +288,7 @@ def _squeeze(state: list[int]) -> bytes:
 def eaglesong_py(data: BytesLike) -> bytes:
     """Eaglesong-256 of ``data`` in pure Python: the reference the C code is tested against.
 
-    Always available, whatever was built; slow (a few hundred short messages a second).
+    Always available, whatever was built; slow (under a thousand short messages a second).
     """
     message = _as_bytes("data", data)
     state = [0] * 16
@@ -308,10 +305,7 @@ def _pow_midstate_py(pow_hash: bytes) -> list[int]:
 
     Every nonce of a job shares it, so a search pays one permutation per nonce instead of two.
     """
-    state = [0] * 16
-    for j, word in enumerate(_rate_words(pow_hash, 0)[:8]):
-        state[j] = word
-    # _rate_words(pow_hash, 0) on 32 bytes has no delimiter in block 0, as in the 48-byte message.
+    state = [int.from_bytes(pow_hash[4 * j : 4 * j + 4], "big") for j in range(8)] + [0] * 8
     _permute(state)
     return state
 
