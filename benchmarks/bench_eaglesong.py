@@ -85,9 +85,7 @@ def _threaded_search_work(threads: int) -> Callable[[int], int]:
     def work(n: int) -> int:
         share = max(1, n // threads)
         workers = [
-            threading.Thread(
-                target=es.search, args=(POW_HASH, 0, share, 0), kwargs={"nonce_prefix": bytes([i])}
-            )
+            threading.Thread(target=es.search, args=(POW_HASH, 0, share, 0), kwargs={"nonce_prefix": bytes([i])})
             for i in range(threads)
         ]
         for worker in workers:
@@ -211,9 +209,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         "|---|---:|---|---|",
     ]
     for row in result["rows"]:
-        lines.append(
-            f"| {row['what']} | {_fmt(row['figure'], row['unit'])} | {row['unit']} | {row['note']} |"
-        )
+        lines.append(f"| {row['what']} | {_fmt(row['figure'], row['unit'])} | {row['unit']} | {row['note']} |")
     lines += ["", "| ratio | value |", "|---|---:|"]
     for name, value in result["ratios"].items():
         lines.append(f"| {name} | {'n/a' if value is None else f'{value:,.2f}x'} |")
