@@ -7,7 +7,8 @@
 //!       handshake with noise_sv2's Responder (which, as in SRI, makes a fresh static key per connection
 //!       and signs its certificate with the authority key; --valid-from/--not-valid-after set the
 //!       certificate window), then print every received message and answer SetupConnection,
-//!       OpenStandardMiningChannel, OpenExtendedMiningChannel (and SubmitShares*) with a success reply.
+//!       OpenStandardMiningChannel, OpenExtendedMiningChannel (and SubmitShares*) with a success reply;
+//!       any other message is echoed back (decoded and re-encoded by SRI).
 //!   initiator --port P --authority-pub B58 [--now T]
 //!       connect, handshake (noise_sv2 Initiator verifying the certificate), send SetupConnection,
 //!       OpenStandardMiningChannel, OpenExtendedMiningChannel, print each reply, close.
@@ -92,9 +93,7 @@ impl Channel {
         let sframe = codec_sv2::SerializedFrame::from_bytes(frame).map_err(|e| format!("{e:?}"))?;
         let wire = self.encoder.encode_transport(sframe, &mut self.enc).map_err(|e| format!("{e:?}"))?;
         self.stream.write_all(wire.as_ref()).map_err(|e| format!("write: {e}"))?;
-        let mut shown = msg.clone();
-        shown.as_object_mut().map(|o| o.remove("_"));
-        emit(json!({"event": "sent", "message": shown}));
+        emit(json!({"event": "sent", "message": msg}));
         Ok(())
     }
 
@@ -186,9 +185,10 @@ fn run_responder(m: &HashMap<String, String>) -> R<()> {
             match decode_frame(&frame) {
                 Ok(msg) => {
                     emit(json!({"event": "received", "message": msg, "hex": hex(&frame)}));
-                    if let Some(reply) = reply_for(&msg) {
-                        ch.send_json(&reply)?;
-                    }
+                    // Success replies for the channel set-up messages; anything else is echoed back,
+                    // re-encoded by SRI (so large frames exercise chunking in both directions).
+                    let reply = reply_for(&msg).unwrap_or_else(|| msg.clone());
+                    ch.send_json(&reply)?;
                 }
                 Err(e) => emit(json!({"event": "undecodable", "error": e, "hex": hex(&frame)})),
             }
