@@ -30,6 +30,8 @@ from coincurve import PrivateKey, PublicKey
 from coincurve._libsecp256k1 import ffi, lib  # type: ignore[import-not-found]  # compiled cffi module
 from coincurve.context import GLOBAL_CONTEXT
 
+from ckbpool.sv2.errors import Sv2Error
+
 __all__ = [
     "AUTHORITY_PUBLIC_KEY_VERSION",
     "ELLSWIFT_SIZE",
@@ -59,7 +61,7 @@ _CTX: Any = GLOBAL_CONTEXT.ctx
 _BIP324_HASH: Any = lib.secp256k1_ellswift_xdh_hash_function_bip324
 
 
-class KeyFormatError(ValueError):
+class KeyFormatError(Sv2Error, ValueError):
     """A key, key string or key file could not be parsed. The message never contains secret material."""
 
 

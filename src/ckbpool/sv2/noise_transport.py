@@ -25,6 +25,8 @@ from typing import Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from ckbpool.sv2.errors import FrameTooLarge, Sv2Error
+
 __all__ = [
     "DEFAULT_MAX_FRAME_PAYLOAD",
     "ENCRYPTED_HEADER_SIZE",
@@ -61,8 +63,8 @@ _NONCE_LIMIT: Final = (1 << 64) - 1
 _nonce = struct.Struct("<4xQ").pack
 
 
-class NoiseError(Exception):
-    """Base class of every error raised by the Noise handshake and transport code."""
+class NoiseError(Sv2Error):
+    """Base class of every error raised by the Noise handshake and transport code (and certificates)."""
 
 
 class NoiseHandshakeError(NoiseError):
@@ -80,13 +82,16 @@ class NoiseFrameError(NoiseError):
     """A plaintext frame handed to the encryptor is not a well-formed SV2 frame."""
 
 
-class NoiseFrameTooLarge(NoiseError):
-    """An incoming frame announces a payload larger than the configured maximum."""
+class NoiseFrameTooLarge(NoiseError, FrameTooLarge):
+    """An incoming encrypted frame announces a payload larger than the configured maximum.
+
+    Also a :class:`~ckbpool.sv2.errors.FrameTooLarge`, so one ``except`` covers plaintext and
+    encrypted connections. Raised from the decrypted header, before any payload byte is buffered.
+    """
 
     def __init__(self, length: int, limit: int) -> None:
-        super().__init__(f"incoming frame payload of {length} bytes exceeds the limit of {limit} bytes")
+        FrameTooLarge.__init__(self, length, limit)
         self.length = length
-        self.limit = limit
 
 
 class NoiseStateError(NoiseError):
