@@ -94,7 +94,7 @@ def b58check_decode(text: str) -> bytes:
     zeros = len(raw) - len(raw.lstrip(b"1"))
     body = n.to_bytes((n.bit_length() + 7) // 8, "big") if n else b""
     data = b"\x00" * zeros + body
-    if len(data) < 5:
+    if len(data) < 4:
         raise KeyFormatError("Base58Check string too short")
     payload, checksum = data[:-4], data[-4:]
     if hashlib.sha256(hashlib.sha256(payload).digest()).digest()[:4] != checksum:

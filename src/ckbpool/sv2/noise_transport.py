@@ -165,16 +165,19 @@ class NoiseEncryptor:
             raise NoiseFrameError("frame length does not match the msg_length in its header")
         n = self.n
         enc = self._encrypt
+        # Nonces n .. n+calls-1 must all stay below 2^64-1, the value SRI refuses to use.
         if length <= MAX_CHUNK_PLAINTEXT:
-            if n >= _NONCE_LIMIT - 2:
-                raise NoiseStateError("nonce counter exhausted")
             if length == 0:
+                if n + 1 > _NONCE_LIMIT:
+                    raise NoiseStateError("nonce counter exhausted")
                 self.n = n + 1
                 return enc(_nonce(n), frame, None)
+            if n + 2 > _NONCE_LIMIT:
+                raise NoiseStateError("nonce counter exhausted")
             self.n = n + 2
             return enc(_nonce(n), frame[:6], None) + enc(_nonce(n + 1), frame[6:], None)
         chunks = -(-length // MAX_CHUNK_PLAINTEXT)
-        if n >= _NONCE_LIMIT - 1 - chunks:
+        if n + 1 + chunks > _NONCE_LIMIT:
             raise NoiseStateError("nonce counter exhausted")
         parts = [enc(_nonce(n), frame[:6], None)]
         view = memoryview(frame)
@@ -241,7 +244,7 @@ class NoiseDecryptor:
                 if header is None:
                     if end - pos < ENCRYPTED_HEADER_SIZE:
                         break
-                    if n >= _NONCE_LIMIT - 1:
+                    if n >= _NONCE_LIMIT:
                         raise NoiseStateError("nonce counter exhausted")
                     header = dec(_nonce(n), buf[pos : pos + ENCRYPTED_HEADER_SIZE], None)
                     n += 1
@@ -259,7 +262,7 @@ class NoiseDecryptor:
                 if end - pos < need:
                     break
                 if need <= _MAX_CHUNK_CIPHERTEXT:
-                    if n >= _NONCE_LIMIT - 1:
+                    if n >= _NONCE_LIMIT:
                         raise NoiseStateError("nonce counter exhausted")
                     out.append(header + dec(_nonce(n), buf[pos : pos + need], None))
                     n += 1
@@ -267,7 +270,7 @@ class NoiseDecryptor:
                     parts = [header]
                     stop = pos + need
                     for start in range(pos, stop, _MAX_CHUNK_CIPHERTEXT):
-                        if n >= _NONCE_LIMIT - 1:
+                        if n >= _NONCE_LIMIT:
                             raise NoiseStateError("nonce counter exhausted")
                         parts.append(dec(_nonce(n), buf[start : min(start + _MAX_CHUNK_CIPHERTEXT, stop)], None))
                         n += 1
