@@ -16,7 +16,7 @@ Message definitions live in :mod:`.messages_common` (Common + extension 0x0001),
 from __future__ import annotations
 
 from ckbpool.sv2.errors import EncodeError
-from ckbpool.sv2.framing import CHANNEL_MSG_BIT, MAX_PAYLOAD, Frame
+from ckbpool.sv2.framing import CHANNEL_MSG_BIT, HEADER_SIZE, MAX_PAYLOAD, Frame
 from ckbpool.sv2.messages_base import Message, UnknownMessage
 from ckbpool.sv2.messages_ckb import CkbJobTemplate, CkbSubmitSolution, CkbTemplateSubscribe
 from ckbpool.sv2.messages_common import (
@@ -173,5 +173,15 @@ def decode_message(frame: Frame) -> Message | UnknownMessage:
 
 
 def decode_frame_bytes(data: bytes) -> Message | UnknownMessage:
-    """Decode one whole plaintext frame given as bytes (header included)."""
-    return decode_message(Frame.decode(data))
+    """Decode one whole plaintext frame given as bytes (header included), e.g. from the Noise layer.
+
+    Same result as ``decode_message(Frame.decode(data))`` without building the :class:`Frame`.
+    """
+    n = len(data)
+    if n < HEADER_SIZE or n - HEADER_SIZE != data[3] | data[4] << 8 | data[5] << 16:
+        return decode_message(Frame.decode(data))  # raises the precise DecodeError
+    ext = (data[0] | data[1] << 8) & 0x7FFF
+    cls = _BY_KEY.get((ext << 8) | data[2])
+    if cls is None:
+        return UnknownMessage(ext, data[2], bool(data[1] & 0x80), bytes(data[HEADER_SIZE:]))
+    return cls.decode(data[HEADER_SIZE:])
