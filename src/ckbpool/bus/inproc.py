@@ -1,0 +1,168 @@
+"""The in-process bus: the embedded default (``memory://``). Events are passed as objects, never serialized.
+
+Each (topic, group) has one FIFO queue; ``publish`` appends the same (immutable) event object to the queue of
+every group of the topic, and the subscribers of a group pull from its queue (competing consumers). A group
+exists while it has at least one open subscription: subscribers created before a publish receive everything
+published after; a group whose last subscriber closed is forgotten (unlike Kafka, which keeps its offsets).
+
+Queues are unbounded, so a slow consumer never slows the stratum server down; a warning is logged each time a
+group's backlog crosses ``high_water`` (and again at every doubling), so a stuck consumer shows up in the logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+
+from .base import Bus, BusClosed, Event, Subscription, Topic, check_event
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HIGH_WATER = 100_000
+
+
+class _GroupQueue:
+    """FIFO of one consumer group, shared by the group's subscriptions."""
+
+    __slots__ = ("_next_warning", "closed", "high_water", "items", "name", "subscribers", "waiters")
+
+    def __init__(self, name: str, high_water: int) -> None:
+        self.name = name
+        self.items: collections.deque[Event] = collections.deque()
+        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.subscribers = 0
+        self.closed = False
+        self.high_water = high_water
+        self._next_warning = high_water
+
+    def put(self, event: Event) -> None:
+        items = self.items
+        items.append(event)
+        if len(items) >= self._next_warning:
+            log.warning(
+                "bus group %s has %d undelivered events (high-water mark %d)", self.name, len(items), self.high_water
+            )
+            self._next_warning *= 2
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def wake_all(self) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def get(self, subscription: InProcSubscription) -> Event:
+        while True:
+            if subscription.closed:
+                if self.items:
+                    self._wake_one()  # hand the wake-up we may have consumed to another subscriber
+                raise StopAsyncIteration
+            if self.items:
+                break
+            if self.closed:
+                raise StopAsyncIteration
+            waiter = asyncio.get_running_loop().create_future()
+            self.waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled() and self.items:
+                    self._wake_one()  # we were woken and cancelled at once: pass the wake-up on
+                raise
+        event = self.items.popleft()
+        if len(self.items) < self.high_water // 2:
+            self._next_warning = self.high_water
+        if self.items:
+            self._wake_one()  # another subscriber of the group may be waiting as well
+        return event
+
+
+class InProcSubscription(Subscription):
+    def __init__(self, bus: InProcBus, topic: Topic, group: str, queue: _GroupQueue) -> None:
+        self._bus = bus
+        self.topic = topic
+        self.group = group
+        self._queue = queue
+        self.closed = False
+
+    async def __anext__(self) -> Event:
+        if self.closed:
+            raise StopAsyncIteration
+        return await self._queue.get(self)
+
+    async def close(self) -> None:
+        """Detach from the group; an ``__anext__`` waiting in another task ends (StopAsyncIteration)."""
+        if not self.closed:
+            self.closed = True
+            self._bus._detach(self.topic, self.group)
+            self._queue.wake_all()  # the others go back to waiting; ours sees closed
+
+
+class InProcBus(Bus):
+    """Bus inside one process. ``publish`` never waits: it appends to the group queues and returns."""
+
+    def __init__(self, *, high_water: int = DEFAULT_HIGH_WATER) -> None:
+        self.high_water = high_water
+        self._groups: dict[Topic, dict[str, _GroupQueue]] = {topic: {} for topic in Topic}
+        self._closed = False
+        self.published = 0
+
+    async def start(self) -> None:
+        if self._closed:
+            raise BusClosed("bus was closed")
+
+    async def close(self) -> None:
+        """Subscriptions still get the events already queued, then end."""
+        self._closed = True
+        for groups in self._groups.values():
+            for queue in groups.values():
+                queue.closed = True
+                queue.wake_all()
+
+    async def publish(self, topic: Topic, event: Event) -> None:
+        if self._closed:
+            raise BusClosed("publish on a closed bus")
+        check_event(topic, event)
+        for queue in self._groups[topic].values():
+            queue.put(event)
+        self.published += 1
+
+    def subscribe(self, topic: Topic, group: str) -> Subscription:
+        if self._closed:
+            raise BusClosed("subscribe on a closed bus")
+        topic = Topic(topic)
+        groups = self._groups[topic]
+        queue = groups.get(group)
+        if queue is None:
+            queue = groups[group] = _GroupQueue(f"{topic.value}/{group}", self.high_water)
+        queue.subscribers += 1
+        return InProcSubscription(self, topic, group, queue)
+
+    def _detach(self, topic: Topic, group: str) -> None:
+        queue = self._groups[topic].get(group)
+        if queue is None:
+            return
+        queue.subscribers -= 1
+        if queue.subscribers <= 0:
+            del self._groups[topic][group]
+            queue.closed = True
+            queue.wake_all()
+
+    def backlog(self, topic: Topic, group: str) -> int:
+        """Events queued for ``group`` and not yet taken by a subscriber."""
+        queue = self._groups[topic].get(group)
+        return len(queue.items) if queue else 0
+
+    def stats(self) -> dict[str, int]:
+        backlog = sum(len(q.items) for groups in self._groups.values() for q in groups.values())
+        groups = sum(len(groups) for groups in self._groups.values())
+        return {"published": self.published, "groups": groups, "backlog": backlog}

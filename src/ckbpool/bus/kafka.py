@@ -1,0 +1,672 @@
+"""The Kafka bus: pool services in several processes / hosts (``kafka://host:port[,host:port]?...``).
+
+Events travel as protobuf (``Event.to_proto()``), one message type per topic, with a ``ckbpool-event`` header
+naming the type. Record keys keep what must stay in order on one partition: templates share one key (one
+partition, job order), shares are keyed by ``user.worker``, found blocks and outcomes by block hash.
+
+Producer: aiokafka with ``acks="all"``, idempotence on (so the broker drops the duplicates that its own retries
+would create) and a few ms of linger. ``publish`` waits for the acknowledgement at most ``publish_timeout``:
+
+- acknowledged in time: done (``published``);
+- could not even be queued (no metadata, buffer full, producer down): the event goes to the disk spool
+  (``spooled``);
+- queued but not acknowledged in time ("in doubt": the broker may still get it, since an idempotent producer
+  retries in-flight batches until they land): the event goes to the spool too, and the spool replay first
+  waits for that original send: acknowledged -> the record is dropped unsent, failed -> it is sent again. So an
+  outage neither loses nor duplicates events within one process run; after a crash, in-doubt records are sent
+  again (at-least-once: consumers that must not double count dedupe on the share's identity).
+
+While the spool holds anything, new events are appended to it too (no waiting at all), so order is kept and a
+stratum server is never slowed by a dead broker. A background task (re)connects, creates the topics, and replays
+the spool in order in windows of ``replay_batch`` records, acknowledging a record only after Kafka did.
+
+Consumers: one ``AIOKafkaConsumer`` per subscription, ``group_id`` = the group, starting at the earliest offset
+for a new group. Offsets are committed manually: a record counts as processed once the subscriber asks for the
+next one, and processed offsets are committed every ``commit_interval`` seconds, before a rebalance takes the
+partition away, and on close (at-least-once delivery).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import struct
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
+from aiokafka.abc import ConsumerRebalanceListener  # type: ignore[import-untyped]
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
+from aiokafka.errors import ConsumerStoppedError, KafkaError  # type: ignore[import-untyped]
+
+from .base import (
+    EVENT_TYPES,
+    Bus,
+    BusClosed,
+    BusError,
+    BusUnavailable,
+    Event,
+    EventDecodeError,
+    Subscription,
+    Topic,
+    check_event,
+)
+from .events import BlockOutcome, FoundBlock, JobTemplate, Share
+from .spool import FSYNC_POLICIES, FsyncPolicy, Spool
+
+log = logging.getLogger(__name__)
+
+EVENT_HEADER = "ckbpool-event"
+_TOPIC_CODES = {Topic.TEMPLATES: 1, Topic.SHARES: 2, Topic.FOUND_BLOCKS: 3, Topic.BLOCK_OUTCOMES: 4}
+_CODE_TOPICS = {code: topic for topic, code in _TOPIC_CODES.items()}
+_SPOOLED = struct.Struct("<BHQ")  # topic code, key length, timestamp ms; then key, then value
+_TEMPLATE_KEY = b"templates"
+_CONNECT_ERRORS = (KafkaError, OSError, TimeoutError)
+MAX_MESSAGE_BYTES = 8 << 20  # a full CKB template is ~1.3 MB of JSON; Kafka's default limit is 1 MB
+
+
+def default_spool_dir(client_id: str) -> Path:
+    base = os.environ.get("CKBPOOL_STATE_DIR") or os.path.join(
+        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "ckbpool"
+    )
+    return Path(base) / "bus-spool" / client_id
+
+
+@dataclass
+class KafkaBusConfig:
+    """Settings of the Kafka bus; ``from_url`` reads them from a ``kafka://`` URL's query string."""
+
+    bootstrap_servers: list[str]
+    client_id: str = "ckbpool"
+    spool_dir: Path | None = None  # None: no spool, publish raises BusUnavailable when Kafka cannot take an event
+    fsync: FsyncPolicy = "interval"
+    fsync_interval: float = 1.0
+    topic_prefix: str = ""
+    partitions: dict[Topic, int] = field(default_factory=lambda: {Topic.SHARES: 3})  # the others: 1
+    replication_factor: int = 1
+    create_topics: bool = True
+    publish_timeout: float = 0.5
+    linger_ms: int = 5
+    request_timeout_ms: int = 30_000
+    connect_timeout: float = 5.0
+    close_timeout: float = 5.0
+    replay_batch: int = 500
+    commit_interval: float = 1.0
+    max_attempts: int = 5  # sends of one spooled record failing with a non-retriable error before dead-lettering
+
+    @classmethod
+    def from_url(cls, url: str) -> KafkaBusConfig:
+        """``kafka://h1:9092,h2:9092?client_id=pool-a&spool_dir=/var/lib/ckbpool/spool&partitions=6&...``
+
+        Query keys: client_id, spool_dir ("none" disables the spool; default
+        ``$CKBPOOL_STATE_DIR|~/.local/state/ckbpool/bus-spool/<client_id>``), fsync (always|interval|never),
+        fsync_interval, topic_prefix, partitions (of the shares topic), replication_factor, create_topics (0/1),
+        publish_timeout (s), linger_ms, request_timeout_ms, connect_timeout, close_timeout, replay_batch,
+        commit_interval.
+        """
+        parts = urlsplit(url)
+        if parts.scheme != "kafka" or not parts.netloc:
+            raise ValueError(f"not a kafka:// URL: {url!r}")
+        servers = [s.strip() for s in unquote(parts.netloc).split(",") if s.strip()]
+        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        known = {
+            "client_id", "spool_dir", "fsync", "fsync_interval", "topic_prefix", "partitions",
+            "replication_factor", "create_topics", "publish_timeout", "linger_ms", "request_timeout_ms",
+            "connect_timeout", "close_timeout", "replay_batch", "commit_interval",
+        }  # fmt: skip
+        unknown = set(query) - known
+        if unknown:
+            raise ValueError(f"unknown kafka:// URL parameter(s): {', '.join(sorted(unknown))}")
+        config = cls(bootstrap_servers=servers, client_id=query.get("client_id") or "ckbpool")
+        spool = query.get("spool_dir")
+        if spool is None:
+            config.spool_dir = default_spool_dir(config.client_id)
+        elif spool.lower() not in ("", "none"):
+            config.spool_dir = Path(os.path.expanduser(spool))
+        fsync = query.get("fsync", config.fsync)
+        if fsync not in FSYNC_POLICIES:
+            raise ValueError(f"fsync must be one of {FSYNC_POLICIES}, got {fsync!r}")
+        config.fsync = fsync
+        config.topic_prefix = query.get("topic_prefix", "")
+        if "partitions" in query:
+            config.partitions = {Topic.SHARES: int(query["partitions"])}
+        if "create_topics" in query:
+            config.create_topics = query["create_topics"].lower() not in ("0", "false", "no")
+        for name in ("replication_factor", "linger_ms", "request_timeout_ms", "replay_batch"):
+            if name in query:
+                setattr(config, name, int(query[name]))
+        for name in ("fsync_interval", "publish_timeout", "connect_timeout", "close_timeout", "commit_interval"):
+            if name in query:
+                setattr(config, name, float(query[name]))
+        return config
+
+    def topic_name(self, topic: Topic) -> str:
+        return self.topic_prefix + topic.value
+
+
+def record_key(event: Event) -> bytes:
+    """The Kafka record key: what has to stay in order shares a partition."""
+    if isinstance(event, Share):
+        return f"{event.user}.{event.worker}".encode()
+    if isinstance(event, FoundBlock | BlockOutcome):
+        return event.block_hash
+    assert isinstance(event, JobTemplate)
+    return _TEMPLATE_KEY
+
+
+def encode_spooled(topic: Topic, key: bytes, timestamp_ms: int, value: bytes) -> bytes:
+    return _SPOOLED.pack(_TOPIC_CODES[topic], len(key), timestamp_ms) + key + value
+
+
+def decode_spooled(payload: bytes) -> tuple[Topic, bytes, int, bytes]:
+    code, key_len, timestamp_ms = _SPOOLED.unpack_from(payload)
+    start = _SPOOLED.size
+    return _CODE_TOPICS[code], payload[start : start + key_len], timestamp_ms, payload[start + key_len :]
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Done-callback: mark an in-doubt send's exception as seen (the replay decides what it means)."""
+    if not future.cancelled():
+        future.exception()
+
+
+class KafkaBus(Bus):
+    """Kafka backend with a disk spool for outages. Counters: see :meth:`stats`."""
+
+    def __init__(self, config: KafkaBusConfig) -> None:
+        self.config = config
+        self._producer: Any = None
+        self._spool: Spool | None = None
+        self._in_doubt: dict[int, asyncio.Future[Any]] = {}
+        self._delivered: set[int] = set()  # spool seqs delivered out of order, acked once the head reaches them
+        self._attempts: collections.Counter[int] = collections.Counter()
+        self._wake = asyncio.Event()
+        self._background: asyncio.Task[None] | None = None
+        self._syncer: asyncio.Task[None] | None = None
+        self._subscriptions: set[KafkaSubscription] = set()
+        self._topics_ready = False
+        self._topics_lock = asyncio.Lock()
+        self._started = False
+        self._closed = False
+        self.published = 0
+        self.spooled = 0
+        self.replayed = 0
+        self.dead_lettered = 0
+        self.consumed = 0
+        self.decode_errors = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        if self._closed:
+            raise BusClosed("bus was closed")
+        if self._started:
+            return
+        if self.config.spool_dir is not None:
+            self._spool = Spool(
+                self.config.spool_dir, fsync=self.config.fsync, fsync_interval=self.config.fsync_interval
+            )
+        self._started = True
+        try:
+            await asyncio.wait_for(self._connect(), self.config.connect_timeout)
+        except _CONNECT_ERRORS as exc:
+            if self._spool is None:
+                await self.close()
+                raise BusUnavailable(
+                    f"Kafka at {','.join(self.config.bootstrap_servers)} unreachable: {exc!r}"
+                ) from exc
+            log.warning("Kafka unreachable at start (%r): spooling to %s until it is back", exc, self.config.spool_dir)
+        self._background = asyncio.create_task(self._run_background(), name="ckbpool-bus-kafka")
+        if self._spool is not None and self.config.fsync == "interval":
+            self._syncer = asyncio.create_task(self._sync_spool(), name="ckbpool-bus-spool-fsync")
+
+    async def _connect(self) -> None:
+        await self.ensure_topics()
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.config.bootstrap_servers,
+            client_id=self.config.client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=self.config.linger_ms,
+            request_timeout_ms=self.config.request_timeout_ms,
+            max_request_size=MAX_MESSAGE_BYTES,
+        )
+        try:
+            await producer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise
+        self._producer = producer
+
+    async def ensure_topics(self) -> None:
+        """Create the four topics if missing (idempotent; concurrent creators are fine)."""
+        if self._topics_ready or not self.config.create_topics:
+            return
+        async with self._topics_lock:
+            if self._topics_ready:
+                return
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=self.config.bootstrap_servers,
+                client_id=f"{self.config.client_id}-admin",
+                request_timeout_ms=self.config.request_timeout_ms,
+            )
+            await admin.start()
+            try:
+                existing = set(await admin.list_topics())
+                wanted = [
+                    NewTopic(
+                        self.config.topic_name(topic),
+                        self.config.partitions.get(topic, 1),
+                        self.config.replication_factor,
+                        topic_configs={"max.message.bytes": str(MAX_MESSAGE_BYTES)},
+                    )
+                    for topic in Topic
+                    if self.config.topic_name(topic) not in existing
+                ]
+                if wanted:
+                    response = await admin.create_topics(wanted)
+                    for name, code, *rest in response.topic_errors:
+                        if code not in (0, 36):  # 36: TOPIC_ALREADY_EXISTS (another process won the race)
+                            raise BusError(f"creating Kafka topic {name} failed: error {code} {rest}")
+                    log.info("created Kafka topics %s", ", ".join(t.name for t in wanted))
+            finally:
+                await admin.close()
+            self._topics_ready = True
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in (self._background, self._syncer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        deadline = time.monotonic() + self.config.close_timeout
+        if self._producer is not None and self._spool is not None and self._spool.depth:
+            with contextlib.suppress(TimeoutError, *_CONNECT_ERRORS):
+                await asyncio.wait_for(self._drain_spool(), max(0.0, deadline - time.monotonic()))
+        if self._producer is not None:
+            await self._stop_producer(max(0.1, deadline - time.monotonic()))
+        for subscription in list(self._subscriptions):
+            await subscription.close()
+        if self._spool is not None:
+            if self._spool.depth:
+                log.warning("closing with %d events in the spool %s: they go out on the next start",
+                            self._spool.depth, self._spool.directory)  # fmt: skip
+            self._spool.close()
+
+    async def _stop_producer(self, timeout: float) -> None:
+        producer, self._producer = self._producer, None
+        try:
+            await asyncio.wait_for(producer.flush(), timeout)
+        except TimeoutError:
+            log.warning("Kafka producer flush timed out after %.1fs; unacknowledged events stay in the spool", timeout)
+            sender = getattr(getattr(producer, "_sender", None), "sender_task", None)
+            if sender is not None:
+                sender.cancel()  # else stop() waits for a broker that is not there
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(producer.stop(), 5.0)
+
+    async def _drain_spool(self) -> None:
+        assert self._spool is not None
+        while self._spool.depth and self._producer is not None:
+            await self._replay_window()
+
+    # ------------------------------------------------------------------ publish
+
+    async def publish(self, topic: Topic, event: Event) -> None:
+        if self._closed:
+            raise BusClosed("publish on a closed bus")
+        check_event(topic, event)
+        value = event.to_proto()
+        key = record_key(event)
+        timestamp_ms = int(time.time() * 1000)
+        producer = self._producer
+        spool = self._spool
+        if producer is None or (spool is not None and spool.depth):
+            self._spool_event(topic, key, timestamp_ms, value, "Kafka not connected" if producer is None else "")
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.publish_timeout
+        try:
+            future = await asyncio.wait_for(
+                producer.send(
+                    self.config.topic_name(topic),
+                    value,
+                    key=key,
+                    timestamp_ms=timestamp_ms,
+                    headers=[(EVENT_HEADER, type(event).event_name.encode())],
+                ),
+                self.config.publish_timeout,
+            )
+        except (TimeoutError, KafkaError) as exc:  # not queued: nothing is in flight
+            self._spool_event(topic, key, timestamp_ms, value, f"send failed: {exc!r}")
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(future), max(0.001, deadline - loop.time()))
+        except TimeoutError:
+            future.add_done_callback(_retrieve)
+            seq = self._spool_event(topic, key, timestamp_ms, value, "no acknowledgement in time")
+            self._in_doubt[seq] = future
+            return
+        except KafkaError as exc:
+            self._spool_event(topic, key, timestamp_ms, value, f"delivery failed: {exc!r}")
+            return
+        self.published += 1
+
+    def _spool_event(self, topic: Topic, key: bytes, timestamp_ms: int, value: bytes, why: str) -> int:
+        spool = self._spool
+        if spool is None:
+            raise BusUnavailable(f"Kafka cannot take the event ({why or 'backlog'}) and no spool is configured")
+        was_empty = spool.depth == 0
+        seq = spool.append(encode_spooled(topic, key, timestamp_ms, value))
+        self.spooled += 1
+        if was_empty:
+            log.warning("bus: spooling events to %s (%s)", spool.directory, why or "backlog")
+        self._wake.set()
+        return seq
+
+    # ------------------------------------------------------------------ background: reconnect, replay, fsync
+
+    async def _sync_spool(self) -> None:
+        assert self._spool is not None
+        while True:
+            await asyncio.sleep(self.config.fsync_interval)
+            self._spool.sync()  # fsync of what was appended since: short, and never racing close()
+
+    async def _run_background(self) -> None:
+        backoff = 0.2
+        while True:
+            if self._producer is None:
+                try:
+                    await asyncio.wait_for(self._connect(), self.config.connect_timeout)
+                    log.info("bus: connected to Kafka at %s", ",".join(self.config.bootstrap_servers))
+                    backoff = 0.2
+                except _CONNECT_ERRORS as exc:
+                    log.debug("bus: Kafka still unreachable: %r", exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                continue
+            if self._spool is None or self._spool.depth == 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.config.fsync_interval)
+                continue
+            try:
+                progressed = await self._replay_window()
+            except _CONNECT_ERRORS as exc:
+                log.warning("bus: spool replay failed (%r); retrying in %.1fs", exc, backoff)
+                progressed = False
+            if progressed:
+                backoff = 0.2
+                if self._spool.depth == 0:
+                    log.warning("bus: spool drained, %d events replayed so far", self.replayed)
+            else:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _replay_window(self) -> bool:
+        """Send up to ``replay_batch`` spooled records in order, ack the delivered prefix. True if it acked any."""
+        spool, producer = self._spool, self._producer
+        assert spool is not None and producer is not None
+        records = spool.read(self.config.replay_batch)
+        sends: list[tuple[int, asyncio.Future[Any] | None]] = []
+        for record in records:
+            if record.seq in self._delivered:
+                sends.append((record.seq, None))
+                continue
+            future = self._in_doubt.pop(record.seq, None)
+            if future is None:
+                topic, key, timestamp_ms, value = decode_spooled(record.payload)
+                try:
+                    future = await asyncio.wait_for(
+                        producer.send(
+                            self.config.topic_name(topic),
+                            value,
+                            key=key,
+                            timestamp_ms=timestamp_ms,
+                            headers=[(EVENT_HEADER, EVENT_TYPES[topic].event_name.encode())],
+                        ),
+                        self.config.request_timeout_ms / 1000,
+                    )
+                except (TimeoutError, KafkaError) as exc:
+                    log.debug("bus: replay could not queue record %d: %r", record.seq, exc)
+                    break
+            sends.append((record.seq, future))
+        acked = 0
+        head_blocked = False
+        for (seq, future), record in zip(sends, records, strict=False):
+            if future is not None:
+                try:
+                    await asyncio.shield(future)  # never cancel aiokafka's own batch future
+                except KafkaError as exc:
+                    head_blocked = True
+                    if not getattr(exc, "retriable", True):
+                        self._attempts[seq] += 1
+                        if self._attempts[seq] >= self.config.max_attempts:
+                            self._dead_letter(record.payload, exc)
+                            self._delivered.add(seq)
+                    log.debug("bus: replay of record %d failed: %r", seq, exc)
+                    continue
+                self.replayed += 1
+            self._delivered.add(seq)
+            if not head_blocked:
+                spool.ack(record)
+                self._delivered.discard(seq)
+                self._attempts.pop(seq, None)
+                acked += 1
+        return acked > 0
+
+    def _dead_letter(self, payload: bytes, exc: BaseException) -> None:
+        """A record Kafka refuses for good (e.g. too large): keep it aside in ``dead-letter.spool``, loudly."""
+        assert self._spool is not None
+        path = self._spool.directory / "dead-letter.spool"
+        with open(path, "ab") as f:
+            f.write(len(payload).to_bytes(4, "little") + payload)
+        self.dead_lettered += 1
+        log.error("bus: Kafka refused a spooled event %d times (%r); moved to %s", self.config.max_attempts, exc, path)
+
+    # ------------------------------------------------------------------ subscribe / stats
+
+    def subscribe(self, topic: Topic, group: str) -> Subscription:
+        if self._closed:
+            raise BusClosed("subscribe on a closed bus")
+        subscription = KafkaSubscription(self, Topic(topic), group)
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def stats(self) -> dict[str, int]:
+        spool = self._spool
+        return {
+            "published": self.published,
+            "spooled": self.spooled,
+            "replayed": self.replayed,
+            "spool_depth": spool.depth if spool is not None and not spool.closed else 0,
+            "spool_bytes": spool.pending_bytes if spool is not None and not spool.closed else 0,
+            "in_doubt": len(self._in_doubt),
+            "dead_lettered": self.dead_lettered,
+            "consumed": self.consumed,
+            "decode_errors": self.decode_errors,
+            "connected": int(self._producer is not None),
+        }
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, subscription: KafkaSubscription) -> None:
+        self.subscription = subscription
+
+    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        await self.subscription._on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[Any]) -> None:
+        self.subscription._assigned.set()  # also with no partitions: the member has joined
+
+
+class KafkaSubscription(Subscription):
+    """Events of one topic for one consumer group; see the module docstring for offsets and delivery."""
+
+    def __init__(self, bus: KafkaBus, topic: Topic, group: str) -> None:
+        self._bus = bus
+        self.topic = topic
+        self.group = group
+        self._consumer: Any = None
+        self._buffer: collections.deque[Any] = collections.deque()
+        self._current: Any = None  # the record handed out last; processed once the next one is asked for
+        self._processed: dict[Any, int] = {}  # TopicPartition -> next offset to commit
+        self._dirty = False
+        self._last_commit = time.monotonic()
+        self._assigned = asyncio.Event()
+        self._start_lock = asyncio.Lock()
+        self._closed = False
+
+    async def _ensure_started(self) -> Any:
+        if self._consumer is not None:
+            return self._consumer
+        async with self._start_lock:
+            backoff = 0.2
+            while self._consumer is None:
+                if self._closed:
+                    raise StopAsyncIteration
+                config = self._bus.config
+                consumer = AIOKafkaConsumer(
+                    bootstrap_servers=config.bootstrap_servers,
+                    client_id=config.client_id,
+                    group_id=self.group,
+                    enable_auto_commit=False,
+                    auto_offset_reset="earliest",
+                    request_timeout_ms=config.request_timeout_ms,
+                    fetch_max_bytes=MAX_MESSAGE_BYTES * 2,
+                    max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+                )
+                try:
+                    await self._bus.ensure_topics()
+                    consumer.subscribe([config.topic_name(self.topic)], listener=_Rebalance(self))
+                    await consumer.start()
+                except _CONNECT_ERRORS as exc:
+                    with contextlib.suppress(Exception):
+                        await consumer.stop()
+                    log.warning("bus: consumer %s/%s cannot reach Kafka (%r); retrying", self.topic, self.group, exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                self._consumer = consumer
+        return self._consumer
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        async with asyncio.timeout(timeout):
+            await self._ensure_started()
+            await self._assigned.wait()
+
+    async def __anext__(self) -> Event:
+        if self._closed:
+            raise StopAsyncIteration
+        consumer = await self._ensure_started()
+        self._mark_processed()
+        while True:
+            while self._buffer:
+                record = self._buffer.popleft()
+                event = self._decode(record)
+                if event is None:
+                    self._current = record
+                    self._mark_processed()
+                    continue
+                self._current = record
+                self._bus.consumed += 1
+                return event
+            await self._maybe_commit()
+            if self._closed:
+                raise StopAsyncIteration
+            try:
+                batches = await consumer.getmany(
+                    timeout_ms=int(self._bus.config.commit_interval * 1000), max_records=500
+                )
+            except ConsumerStoppedError:
+                raise StopAsyncIteration from None
+            except KafkaError as exc:
+                log.warning("bus: consumer %s/%s: %r", self.topic, self.group, exc)
+                await asyncio.sleep(0.5)
+                continue
+            for records in batches.values():
+                self._buffer.extend(records)
+
+    def _decode(self, record: Any) -> Event | None:
+        expected = EVENT_TYPES[self.topic]
+        for name, value in record.headers or ():
+            if name == EVENT_HEADER and value != expected.event_name.encode():
+                log.error("bus: %s carries a %r record at offset %d; skipped", self.topic, value, record.offset)
+                self._bus.decode_errors += 1
+                return None
+        try:
+            return expected.from_proto(record.value)
+        except EventDecodeError as exc:
+            log.error("bus: undecodable %s record at %d/%d: %s; skipped", self.topic, record.partition,
+                      record.offset, exc)  # fmt: skip
+            self._bus.decode_errors += 1
+            return None
+
+    def _mark_processed(self) -> None:
+        record = self._current
+        if record is not None:
+            self._processed[TopicPartition(record.topic, record.partition)] = record.offset + 1
+            self._current = None
+            self._dirty = True
+
+    async def _maybe_commit(self, force: bool = False) -> None:
+        if not self._dirty or self._consumer is None:
+            return
+        if not force and time.monotonic() - self._last_commit < self._bus.config.commit_interval:
+            return
+        await self._commit(dict(self._processed))
+
+    async def _commit(self, offsets: dict[Any, int]) -> None:
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except (KafkaError, AssertionError) as exc:  # AssertionError: a partition we no longer own
+            log.warning("bus: offset commit for %s/%s failed: %r", self.topic, self.group, exc)
+            return
+        for tp, offset in offsets.items():
+            if self._processed.get(tp) == offset:
+                del self._processed[tp]
+        self._dirty = bool(self._processed)
+        self._last_commit = time.monotonic()
+
+    async def commit(self) -> None:
+        """Commit what was processed so far (the record handed out last counts as processed) now."""
+        self._mark_processed()
+        await self._maybe_commit(force=True)
+
+    async def _on_revoked(self, revoked: set[Any]) -> None:
+        self._mark_processed()
+        await self._commit({tp: off for tp, off in self._processed.items() if tp in revoked})
+        for tp in revoked:
+            self._processed.pop(tp, None)
+        self._buffer = collections.deque(r for r in self._buffer if TopicPartition(r.topic, r.partition) not in revoked)
+        self._assigned.clear()
+
+    async def close(self) -> None:
+        """Commit what was processed and leave the group; a pending ``__anext__`` ends."""
+        if self._closed:
+            return
+        self._closed = True
+        self._bus._subscriptions.discard(self)
+        consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return
+        # The record handed out last is not marked processed: if its handler was interrupted, the group gets
+        # it again (at-least-once). Call commit() first to count it as done.
+        self._consumer = consumer  # for the final commit
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._maybe_commit(force=True), self._bus.config.close_timeout)
+        self._consumer = None
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(consumer.stop(), self._bus.config.close_timeout)
