@@ -352,6 +352,14 @@ def test_max_frame_size_enforced_from_the_header_alone() -> None:
         dec.feed(wire[ENCRYPTED_HEADER_SIZE:])
 
 
+@pytest.mark.parametrize("prefix", [b"", frame(b"ok")])
+def test_max_frame_size_enforced_on_a_complete_frame(prefix: bytes) -> None:
+    wire = NoiseEncryptor(KEY_A).encrypt_frames([prefix, frame(b"\x00" * 101)] if prefix else [frame(b"\x00" * 101)])
+    dec = NoiseDecryptor(KEY_A, max_frame_payload=100)
+    with pytest.raises(NoiseFrameTooLarge):
+        dec.feed(wire)
+
+
 def test_frame_at_the_limit_is_accepted() -> None:
     f = frame(b"\x01" * 4096)
     assert NoiseDecryptor(KEY_A, max_frame_payload=4096).feed(NoiseEncryptor(KEY_A).encrypt_frame(f)) == [f]

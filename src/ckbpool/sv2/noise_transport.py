@@ -227,20 +227,70 @@ class NoiseDecryptor:
         """Consume received bytes; return every plaintext frame (header + payload) completed by them."""
         if self._failed:
             raise NoiseStateError("transport failed earlier; close the connection")
+        n = self.n
+        if self._buf or self._header is not None or n + (len(data) >> 4) + 2 >= _NONCE_LIMIT:
+            return self._feed_general(data)
+        # Fast path: nothing pending and no nonce limit in reach (each AEAD call consumes >= 17 bytes):
+        # decrypt whole small frames straight out of ``data``; the literals are 22 (encrypted header),
+        # 16 (MAC) and 65519 (largest single-chunk payload).
+        dec = self._decrypt
+        nonce = _nonce
+        limit = self.max_frame_payload
+        end = len(data)
+        pos = 0
+        out: list[bytes] = []
+        try:
+            while end - pos >= 22:
+                p = pos + 22
+                header = dec(nonce(n), data[pos:p], None)
+                n += 1
+                length = header[3] | header[4] << 8 | header[5] << 16
+                if length == 0:
+                    out.append(header)
+                    pos = p
+                    continue
+                stop = p + length + 16
+                if length > limit or length > 65519 or stop > end:  # too big, multi-chunk or incomplete
+                    self.n = n
+                    self._accept_header(header)
+                    return out + self._feed_general(data[p:])
+                out.append(header + dec(nonce(n), data[p:stop], None))
+                n += 1
+                pos = stop
+        except InvalidTag:
+            self.n = n
+            self._failed = True
+            raise NoiseDecryptError("authentication tag mismatch on an incoming frame") from None
+        self.n = n
+        if pos < end:
+            self._buf = bytearray(data[pos:])
+        return out
+
+    def _accept_header(self, header: bytes) -> None:
+        """Check a decrypted header's payload length against the limit and remember what to read next."""
+        length = header[3] | header[4] << 8 | header[5] << 16
+        if length > self.max_frame_payload:
+            self._failed = True
+            raise NoiseFrameTooLarge(length, self.max_frame_payload)
+        self._header = header
+        self._need = encrypted_payload_size(length)
+
+    def _feed_general(self, data: bytes) -> list[bytes]:
+        """Any state, any split, any frame size; counts every nonce against the 2^64-1 limit."""
         stash = self._buf
         if stash:
             stash += data  # bytearray: amortised O(1) append while a large frame trickles in
             buf: bytes | bytearray = stash
         else:
-            buf = data  # fast path: nothing pending, decrypt straight out of the caller's bytes
+            buf = data
         end = len(buf)
         pos = 0
         out: list[bytes] = []
         dec = self._decrypt
-        header = self._header
         n = self.n
         try:
             while True:
+                header = self._header
                 if header is None:
                     if end - pos < ENCRYPTED_HEADER_SIZE:
                         break
@@ -249,34 +299,20 @@ class NoiseDecryptor:
                     header = dec(_nonce(n), buf[pos : pos + ENCRYPTED_HEADER_SIZE], None)
                     n += 1
                     pos += ENCRYPTED_HEADER_SIZE
-                    length = header[3] | header[4] << 8 | header[5] << 16
-                    if length > self.max_frame_payload:
-                        self._failed = True
-                        raise NoiseFrameTooLarge(length, self.max_frame_payload)
-                    if length == 0:
-                        out.append(header)
-                        header = None
-                        continue
-                    self._need = length + -(-length // MAX_CHUNK_PLAINTEXT) * MAC_SIZE
+                    self._accept_header(header)
                 need = self._need
                 if end - pos < need:
                     break
-                if need <= _MAX_CHUNK_CIPHERTEXT:
+                parts = [header]
+                stop = pos + need
+                for start in range(pos, stop, _MAX_CHUNK_CIPHERTEXT):
                     if n >= _NONCE_LIMIT:
                         raise NoiseStateError("nonce counter exhausted")
-                    out.append(header + dec(_nonce(n), buf[pos : pos + need], None))
+                    parts.append(dec(_nonce(n), buf[start : min(start + _MAX_CHUNK_CIPHERTEXT, stop)], None))
                     n += 1
-                else:
-                    parts = [header]
-                    stop = pos + need
-                    for start in range(pos, stop, _MAX_CHUNK_CIPHERTEXT):
-                        if n >= _NONCE_LIMIT:
-                            raise NoiseStateError("nonce counter exhausted")
-                        parts.append(dec(_nonce(n), buf[start : min(start + _MAX_CHUNK_CIPHERTEXT, stop)], None))
-                        n += 1
-                    out.append(b"".join(parts))
-                pos += need
-                header = None
+                out.append(b"".join(parts))
+                pos = stop
+                self._header = None
         except InvalidTag:
             self._failed = True
             raise NoiseDecryptError("authentication tag mismatch on an incoming frame") from None
@@ -285,7 +321,6 @@ class NoiseDecryptor:
             raise
         finally:
             self.n = n
-        self._header = header
         if buf is stash:
             del stash[:pos]
         elif pos < end:
