@@ -130,6 +130,16 @@ def test_signing_responder_issues_fresh_certificates() -> None:
     assert (initiator.certificate.valid_from, initiator.certificate.not_valid_after) == (NOW, NOW + 600)
 
 
+def test_credentials_self_check() -> None:
+    CREDS.verify(AUTHORITY.authority_public_key, clock=clock)
+    with pytest.raises(CertificateWrongAuthority):
+        CREDS.verify(Keypair.generate().xonly_public, clock=clock)
+    with pytest.raises(CertificateWrongAuthority):  # certificate issued for another static key
+        ResponderCredentials.from_certificate(Keypair.generate().secret, CERT).verify(AUTHORITY.xonly_public)
+    with pytest.raises(CertificateExpired):
+        CREDS.verify(AUTHORITY.xonly_public, clock=lambda: NOW + 7200)
+
+
 def test_initiator_without_authority_accepts_any_pool() -> None:
     other = Keypair.generate()
     creds = ResponderCredentials.signing_with_authority(other)

@@ -257,6 +257,24 @@ class ResponderCredentials:
     def static_public_key(self) -> bytes:
         return self._static.xonly_public
 
+    def verify(
+        self,
+        authority_public_key: bytes | str,
+        *,
+        clock: Callable[[], float] = time.time,
+        leeway: int = DEFAULT_CLOCK_LEEWAY,
+    ) -> None:
+        """Check the configured certificate the way miners will, e.g. at pool start-up.
+
+        Raises the same :class:`~ckbpool.sv2.certs.CertificateError` a miner would get, so a pool
+        configured with a certificate for another static key, from another authority, or expired,
+        fails loudly before accepting connections. Signing credentials always pass.
+        """
+        if isinstance(authority_public_key, str):
+            authority_public_key = decode_authority_public_key(authority_public_key)
+        if self.certificate is not None:
+            self.certificate.verify(self._static.xonly_public, authority_public_key, clock=clock, leeway=leeway)
+
     def certificate_bytes(self, now: int) -> bytes:
         if self.certificate is not None:
             return self.certificate.to_bytes()

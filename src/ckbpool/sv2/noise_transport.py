@@ -335,14 +335,13 @@ class NoiseTransport:
     extra Python frame. The halves are also available separately for a reader task and a writer task.
     """
 
-    __slots__ = ("decrypt_feed", "decryptor", "encrypt_frame", "encryptor", "feed")
+    __slots__ = ("decryptor", "encrypt_frame", "encryptor", "feed")
 
     def __init__(self, encryptor: NoiseEncryptor, decryptor: NoiseDecryptor) -> None:
         self.encryptor = encryptor
         self.decryptor = decryptor
         self.encrypt_frame = encryptor.encrypt_frame
         self.feed = decryptor.feed
-        self.decrypt_feed = decryptor.feed
 
     @classmethod
     def from_keys(
