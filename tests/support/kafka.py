@@ -1,0 +1,237 @@
+"""A real single-node Apache Kafka 4.x (KRaft: broker + controller in one JVM) on loopback ports, for tests.
+
+The jars come from ``scripts/kafka-deps.sh`` (Maven Central, cached under ``$CKBPOOL_CACHE/kafka-<ver>/libs``).
+We run the same classes the official scripts run: ``kafka.tools.StorageTool format --standalone`` once, then
+``java -cp '<libs>/*' kafka.Kafka server.properties``.
+
+``stop(keep_data=True)`` + ``start()`` restarts the broker on the same ports with the same data: an outage as
+clients see it. ``stop()`` (the default) also removes the directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import IO
+
+REPO = Path(__file__).resolve().parents[2]
+POM = REPO / "deps" / "kafka" / "pom.xml"
+
+
+class KafkaUnavailable(RuntimeError):
+    """The Kafka jars are not in the cache (run scripts/kafka-deps.sh), or java is missing."""
+
+
+def kafka_version() -> str:
+    match = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", POM.read_text())
+    if not match:
+        raise KafkaUnavailable(f"no <kafka.version> in {POM}")
+    return match.group(1).strip()
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CKBPOOL_CACHE") or Path.home() / ".cache" / "ckbpool")
+
+
+def kafka_libs() -> Path:
+    """The cached jar directory, checked against the stamp kafka-deps.sh writes last."""
+    libs = cache_dir() / f"kafka-{kafka_version()}" / "libs"
+    stamp = libs / ".complete"
+    if not stamp.is_file():
+        raise KafkaUnavailable(f"Kafka {kafka_version()} jars not in {libs}: run scripts/kafka-deps.sh (make deps)")
+    missing = [j for j in stamp.read_text().splitlines()[1:] if not (libs / j).is_file()]
+    if missing:
+        raise KafkaUnavailable(f"{libs} is incomplete ({len(missing)} jars missing): rerun scripts/kafka-deps.sh")
+    if shutil.which("java") is None:
+        raise KafkaUnavailable("java (>= 17) is not on PATH")
+    return libs
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def random_cluster_id() -> str:
+    """A Kafka cluster id: base64url of 16 random bytes, no padding (as ``kafka-storage.sh random-uuid``)."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class KafkaBroker:
+    """One KRaft node on 127.0.0.1: ``bootstrap`` is what clients connect to."""
+
+    HOST = "127.0.0.1"
+
+    def __init__(self, base_dir: Path | None = None, *, heap: str = "512m", partitions: int = 1) -> None:
+        self.libs = kafka_libs()
+        self.version = kafka_version()
+        self._own_dir = base_dir is None
+        self.dir = Path(tempfile.mkdtemp(prefix="ckbpool-kafka-")) if base_dir is None else Path(base_dir)
+        self.heap = heap
+        self.partitions = partitions
+        self.port = free_port()
+        self.controller_port = free_port()
+        self.cluster_id = random_cluster_id()
+        self.process: subprocess.Popen[bytes] | None = None
+        self._formatted = False
+        self._log_file: IO[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.HOST}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "broker.log"
+
+    def url(self, **params: str) -> str:
+        """A ``kafka://`` bus URL for this broker, with query parameters."""
+        query = "&".join(f"{k}={v}" for k, v in params.items())
+        return f"kafka://{self.bootstrap}" + (f"?{query}" if query else "")
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        return [
+            "java",
+            f"-Xmx{self.heap}",
+            "-Xms64m",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",  # C1 only: a faster start, plenty for tests
+            "-Djava.awt.headless=true",
+            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+            "-Dorg.slf4j.simpleLogger.log.kafka.server.KafkaRaftServer=info",
+            "-Dorg.slf4j.simpleLogger.showDateTime=true",
+            "-cp",
+            f"{self.libs}/*",
+            main,
+            *args,
+        ]
+
+    def _write_config(self) -> Path:
+        data = self.dir / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": f"{self.HOST}:{self.controller_port}",
+            "listeners": f"PLAINTEXT://{self.HOST}:{self.port},CONTROLLER://{self.HOST}:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{self.HOST}:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(data),
+            "num.partitions": str(self.partitions),
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "num.network.threads": "2",
+            "num.io.threads": "2",
+            "background.threads": "2",
+            "log.flush.interval.messages": "9223372036854775807",
+        }
+        path = self.dir / "server.properties"
+        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        return path
+
+    def _format(self, config: Path) -> None:
+        result = subprocess.run(
+            self._java("kafka.tools.StorageTool", "format", "-t", self.cluster_id, "-c", str(config), "--standalone"),
+            capture_output=True,
+            timeout=120,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"kafka StorageTool format failed: {result.stderr.decode(errors='replace')[-2000:]}")
+        self._formatted = True
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start (or restart, same ports and data) the broker; return once it accepts connections."""
+        if self.process is not None:
+            return
+        config = self._write_config()
+        if not self._formatted:
+            self._format(config)
+        log = open(self.log_path, "ab")  # noqa: SIM115  # kept open for the process's lifetime
+        self._log_file = log
+        self.process = subprocess.Popen(
+            self._java("kafka.Kafka", str(config)),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"kafka exited with {self.process.returncode}:\n{self.log_tail()}")
+            if _accepts(self.HOST, self.port) and "Kafka Server started" in self.log_path.read_text(errors="replace"):
+                return
+            time.sleep(0.1)
+        self.stop(keep_data=True)
+        raise TimeoutError(f"kafka did not start within {timeout}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, *, keep_data: bool = False, timeout: float = 30.0, kill: bool = False) -> None:
+        """Stop the broker (SIGTERM, or SIGKILL with ``kill=True`` / after ``timeout``).
+
+        ``keep_data=True`` keeps the directory for a ``start()`` on the same ports; otherwise it is removed.
+        """
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        deadline = time.monotonic() + 10
+        while _accepts(self.HOST, self.port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not keep_data:
+            if self._own_dir:
+                shutil.rmtree(self.dir, ignore_errors=True)
+            else:
+                shutil.rmtree(self.dir / "data", ignore_errors=True)
+            self._formatted = False
+
+    def __enter__(self) -> KafkaBroker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
