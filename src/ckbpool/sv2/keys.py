@@ -305,20 +305,24 @@ def _issue(args: argparse.Namespace, authority: Keypair, static: Keypair) -> Non
     print(f"valid            : {valid_from} .. {not_valid_after} (unix seconds)")
 
 
+_CLI_HELP = """\
+Create the key material of a Stratum V2 pool.
+
+generate    writes into --out-dir, each file with mode 0600:
+              authority.key         the authority secret (Base58Check); keep it offline, it only signs
+              authority.pub         the authority public key string to give to miners and proxies
+              pool-static.key       the pool's static Noise secret (Base58Check)
+              pool-certificate.hex  the 74-byte certificate (hex) the authority signed for that key
+issue-cert  signs a new certificate for an existing static key (rotation without new keys)
+show-pub    prints the authority public key string of a secret key file
+"""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ckbpool.sv2.keys``: create the key material of a pool.
-
-    ``generate`` writes, into ``--out-dir``, each file with mode 0600:
-
-    * ``authority.key``   — the authority secret (Base58Check). Keep it offline; it only signs certificates.
-    * ``authority.pub``   — the authority public key string for miners and proxies.
-    * ``pool-static.key`` — the pool's static Noise secret (Base58Check).
-    * ``pool-certificate.hex`` — the 74-byte certificate, hex, signed by the authority for the static key.
-
-    ``issue-cert`` re-signs a certificate for an existing static key (certificate rotation without new
-    keys); ``show-pub`` prints the authority public key of a secret key file.
-    """
-    parser = argparse.ArgumentParser(prog="python -m ckbpool.sv2.keys", description=main.__doc__)
+    """``python -m ckbpool.sv2.keys`` (see ``_CLI_HELP``); returns the exit code."""
+    parser = argparse.ArgumentParser(
+        prog="python -m ckbpool.sv2.keys", description=_CLI_HELP, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def window(p: argparse.ArgumentParser) -> None:
