@@ -184,6 +184,18 @@ def test_unknown_message_keeps_what_a_proxy_needs_to_forward_it() -> None:
     assert UnknownMessage(0, 0x50, False, b"\x01\x00\x00\x00").channel_id is None
 
 
+def test_decode_frame_bytes_checks_the_header_length() -> None:
+    frame = encode_message(SubmitSharesSuccess(1, 2, 3, 4))
+    with pytest.raises(DecodeError):
+        decode_frame_bytes(frame[:-1])
+    with pytest.raises(DecodeError):
+        decode_frame_bytes(frame + b"\x00")
+    with pytest.raises(DecodeError):
+        decode_frame_bytes(frame[:5])
+    unknown = decode_frame_bytes(bytes.fromhex("01c007020000abcd"))
+    assert unknown == UnknownMessage(0x4001, 7, True, b"\xab\xcd")
+
+
 def test_receiving_ignores_a_wrong_channel_bit_like_sri() -> None:
     share = SubmitSharesStandard(1, 2, 3, 4, 5, 6)
     assert decode_message(Frame(0, 0x1A, False, share.encode())) == share

@@ -20,7 +20,7 @@ from ckbpool.sv2.connection import (
     Connection,
     ConnectionState,
 )
-from ckbpool.sv2.errors import LocalProtocolError
+from ckbpool.sv2.errors import LocalProtocolError, ProtocolError
 from ckbpool.sv2.events import (
     ChannelInfo,
     ChannelKind,
@@ -201,7 +201,7 @@ class ClientConnection(Connection):
         if self.state is ConnectionState.SETUP_SENT:
             return [self._on_setup_response(message)]
         if self.state is ConnectionState.AWAITING_SETUP:
-            return [self._close(CLOSE_UNEXPECTED_MESSAGE, "the server spoke before SetupConnection")]
+            raise ProtocolError(CLOSE_UNEXPECTED_MESSAGE, "the server spoke before SetupConnection")
         if isinstance(message, UnknownMessage):
             return [MessageIgnored(message, "unknown message type")]
         if message.EXTENSION_TYPE > EXTENSION_TYPE_EXTENSIONS_NEGOTIATION and (
@@ -210,7 +210,7 @@ class ClientConnection(Connection):
             return [MessageIgnored(message, "extension not negotiated")]
         handler = self._handlers.get(type(message))
         if handler is None:
-            return [self._close(CLOSE_UNEXPECTED_MESSAGE, f"a server does not send {type(message).__name__}")]
+            raise ProtocolError(CLOSE_UNEXPECTED_MESSAGE, f"a server does not send {type(message).__name__}")
         return handler(message)
 
     def _on_setup_response(self, message: Message | UnknownMessage) -> Event:
@@ -218,7 +218,7 @@ class ClientConnection(Connection):
         if isinstance(message, SetupConnectionError):
             return self._close(message.error_code, f"server refused SetupConnection (flags {message.flags:#x})")
         if not isinstance(message, SetupConnectionSuccess):
-            return self._close(CLOSE_UNEXPECTED_MESSAGE, f"{type(message).__name__} before SetupConnection.Success")
+            raise ProtocolError(CLOSE_UNEXPECTED_MESSAGE, f"{type(message).__name__} before SetupConnection.Success")
         if not self.setup.min_version <= message.used_version <= self.setup.max_version:
             return self._close(ERROR_PROTOCOL_VERSION_MISMATCH, f"server chose version {message.used_version}")
         self.setup_success = message
@@ -228,7 +228,7 @@ class ClientConnection(Connection):
     def _on_extensions_response(self, msg: RequestExtensionsSuccess | RequestExtensionsError) -> list[Event]:
         request = self._pending_extensions
         if request is None or request.request_id != msg.request_id:
-            return [self._close(CLOSE_UNEXPECTED_MESSAGE, f"unsolicited {type(msg).__name__}")]
+            raise ProtocolError(CLOSE_UNEXPECTED_MESSAGE, f"unsolicited {type(msg).__name__}")
         self._pending_extensions = None
         if isinstance(msg, RequestExtensionsSuccess):
             # Only what we asked for can be in use, whatever the server lists.
@@ -240,9 +240,9 @@ class ClientConnection(Connection):
         is_standard = isinstance(msg, OpenStandardMiningChannelSuccess)
         wanted = OpenStandardMiningChannel if is_standard else OpenExtendedMiningChannel
         if not isinstance(request, wanted):
-            return [self._close(CLOSE_UNEXPECTED_MESSAGE, f"{type(msg).__name__} for no pending request")]
+            raise ProtocolError(CLOSE_UNEXPECTED_MESSAGE, f"{type(msg).__name__} for no pending request")
         if msg.channel_id in self.channels or msg.channel_id in self.groups:
-            return [self._close(CLOSE_UNEXPECTED_MESSAGE, f"channel_id {msg.channel_id} reused")]
+            raise ProtocolError(CLOSE_UNEXPECTED_MESSAGE, f"channel_id {msg.channel_id} reused")
         del self.pending_requests[msg.request_id]
         if isinstance(msg, OpenExtendedMiningChannelSuccess):
             kind, size = ChannelKind.EXTENDED, msg.extranonce_size
@@ -263,7 +263,7 @@ class ClientConnection(Connection):
 
     def _on_open_error(self, msg: OpenMiningChannelError) -> list[Event]:
         if self.pending_requests.pop(msg.request_id, None) is None:
-            return [self._close(CLOSE_UNEXPECTED_MESSAGE, "OpenMiningChannel.Error for no pending request")]
+            raise ProtocolError(CLOSE_UNEXPECTED_MESSAGE, "OpenMiningChannel.Error for no pending request")
         return [ChannelOpenRejected(msg)]
 
     def _on_new_mining_job(self, msg: NewMiningJob) -> list[Event]:
@@ -271,7 +271,7 @@ class ClientConnection(Connection):
         if channel is None:
             return [MessageIgnored(msg, "no such channel")]
         if channel.kind is not ChannelKind.STANDARD:
-            return [self._close(CLOSE_UNEXPECTED_MESSAGE, "NewMiningJob on an extended channel")]
+            raise ProtocolError(CLOSE_UNEXPECTED_MESSAGE, "NewMiningJob on an extended channel")
         return [MessageReceived(msg)]
 
     def _on_new_extended_job(self, msg: NewExtendedMiningJob) -> list[Event]:
@@ -279,7 +279,7 @@ class ClientConnection(Connection):
         if members is None:
             return [MessageIgnored(msg, "no such channel")]
         if msg.channel_id in self.channels and members[0].kind is not ChannelKind.EXTENDED:
-            return [self._close(CLOSE_UNEXPECTED_MESSAGE, "NewExtendedMiningJob on a standard channel")]
+            raise ProtocolError(CLOSE_UNEXPECTED_MESSAGE, "NewExtendedMiningJob on a standard channel")
         return [MessageReceived(msg)]
 
     def _on_set_target_or_prev_hash(self, msg: SetTarget | SetNewPrevHash) -> list[Event]:
@@ -300,7 +300,7 @@ class ClientConnection(Connection):
 
     def _on_set_group_channel(self, msg: SetGroupChannel) -> list[Event]:
         if msg.group_channel_id in self.channels:
-            return [self._close(CLOSE_UNEXPECTED_MESSAGE, "SetGroupChannel reuses a channel id as group id")]
+            raise ProtocolError(CLOSE_UNEXPECTED_MESSAGE, "SetGroupChannel reuses a channel id as group id")
         self._set_group(msg.group_channel_id, tuple(c for c in msg.channel_ids if c in self.channels))
         return [MessageReceived(msg)]
 

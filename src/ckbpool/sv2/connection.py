@@ -17,8 +17,9 @@ server answers; on ``.Success`` the channel is *open* (a :class:`ChannelInfo` in
 share the channel-id namespace, are addressed by jobs/prev-hashes/targets like channels, and
 closing a group closes its members (spec 5.3.9).
 
-Peer misbehaviour never raises out of ``receive_*``: it ends in a :class:`ConnectionClosed`
-event. Misuse by the local side (sending something the state forbids) raises
+Peer misbehaviour never raises out of ``receive_*``: a handler raises
+:class:`~ckbpool.sv2.errors.ProtocolError` (or the frame does not decode) and ``receive_frame``
+turns it into a :class:`ConnectionClosed` event. Misuse by the local side (sending something the state forbids) raises
 :class:`~ckbpool.sv2.errors.LocalProtocolError`. Input after CLOSED is dropped.
 """
 

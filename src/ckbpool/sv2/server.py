@@ -57,7 +57,7 @@ from ckbpool.sv2.connection import (
     Connection,
     ConnectionState,
 )
-from ckbpool.sv2.errors import LocalProtocolError
+from ckbpool.sv2.errors import LocalProtocolError, ProtocolError
 from ckbpool.sv2.events import (
     ChannelInfo,
     ChannelKind,
@@ -223,7 +223,7 @@ class ServerConnection(Connection):
         if self.state is ConnectionState.AWAITING_SETUP:
             if isinstance(message, SetupConnection):
                 return [self._on_setup_connection(message)]
-            return [self._close(CLOSE_SETUP_REQUIRED, f"{type(message).__name__} before SetupConnection")]
+            raise ProtocolError(CLOSE_SETUP_REQUIRED, f"{type(message).__name__} before SetupConnection")
         if isinstance(message, UnknownMessage):
             return [MessageIgnored(message, "unknown message type")]
         if message.EXTENSION_TYPE > EXTENSION_TYPE_EXTENSIONS_NEGOTIATION and (
@@ -232,11 +232,11 @@ class ServerConnection(Connection):
             return [MessageIgnored(message, "extension not negotiated")]
         handler = self._handlers.get(type(message))
         if handler is None:
-            return [self._close(CLOSE_UNEXPECTED_MESSAGE, f"a client does not send {type(message).__name__}")]
+            raise ProtocolError(CLOSE_UNEXPECTED_MESSAGE, f"a client does not send {type(message).__name__}")
         return handler(message)
 
     def _unexpected(self, message: Message) -> list[Event]:
-        return [self._close(CLOSE_UNEXPECTED_MESSAGE, f"{type(message).__name__} after setup")]
+        raise ProtocolError(CLOSE_UNEXPECTED_MESSAGE, f"{type(message).__name__} after setup")
 
     def _on_setup_connection(self, msg: SetupConnection) -> Event:
         if msg.protocol != PROTOCOL_MINING:
