@@ -100,12 +100,14 @@ def test_extended_share_needs_exactly_eight_extranonce_bytes() -> None:
 def test_nonce16_from_share_for_every_share_message() -> None:
     std = ChannelInfo(1, ChannelKind.STANDARD, "w", 0.0, 1, b"\xaa" * 8, 0, 0)
     ext = ChannelInfo(2, ChannelKind.EXTENDED, "p", 0.0, 1, b"\xbb" * 3, 5, 0)
-    assert p.nonce16_from_share(std, SubmitSharesStandard(1, 1, 1, 2, 0, 3)) == b"\xaa" * 8 + bytes(
+    assert p.nonce16_from_share(std.extranonce_prefix, SubmitSharesStandard(1, 1, 1, 2, 0, 3)) == b"\xaa" * 8 + bytes(
         [3, 0, 0, 0, 2, 0, 0, 0]
     )
     share = SubmitSharesExtended(2, 1, 1, 2, 0, 3, b"\xcc" * 5)
-    assert p.nonce16_from_share(ext, share) == b"\xbb" * 3 + b"\xcc" * 5 + bytes([3, 0, 0, 0, 2, 0, 0, 0])
-    assert p.nonce16_from_share(ext, CkbSubmitSolution(2, 1, 1, b"\x07" * 16)) == b"\x07" * 16
+    assert p.nonce16_from_share(ext.extranonce_prefix, share) == b"\xbb" * 3 + b"\xcc" * 5 + bytes(
+        [3, 0, 0, 0, 2, 0, 0, 0]
+    )
+    assert p.nonce16_from_share(ext.extranonce_prefix, CkbSubmitSolution(2, 1, 1, b"\x07" * 16)) == b"\x07" * 16
 
 
 def test_v1_extranonce_sizes_fit_asics() -> None:

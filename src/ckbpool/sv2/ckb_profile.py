@@ -27,7 +27,7 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
-from ckbpool.sv2.events import ChannelInfo, Share
+from ckbpool.sv2.events import Share
 from ckbpool.sv2.messages_ckb import CkbSubmitSolution
 from ckbpool.sv2.messages_mining import (
     NewExtendedMiningJob,
@@ -137,12 +137,18 @@ def nonce16_from_extended_share(extranonce_prefix: bytes, extranonce: bytes, ver
     return extranonce_prefix + extranonce + version.to_bytes(4, "little") + nonce.to_bytes(4, "little")
 
 
-def nonce16_from_share(channel: ChannelInfo, share: Share) -> bytes:
-    """nonce16 of any share the server reports (:class:`~ckbpool.sv2.events.ShareSubmitted`)."""
+def nonce16_from_share(extranonce_prefix: bytes, share: Share) -> bytes:
+    """nonce16 of any share the server reports (:class:`~ckbpool.sv2.events.ShareSubmitted`).
+
+    ``extranonce_prefix`` is the prefix the share's *job* was sent under. That is the channel's
+    current ``extranonce_prefix`` unless the pool sent SetExtranoncePrefix after the job: the new
+    prefix only applies to jobs sent after it (spec 5.3.10), so a pool that changes prefixes
+    records the prefix per job. (CkbSubmitSolution carries the whole nonce16 and needs none.)
+    """
     if isinstance(share, SubmitSharesStandard):
-        return nonce16_from_standard_share(channel.extranonce_prefix, share.version, share.nonce)
+        return nonce16_from_standard_share(extranonce_prefix, share.version, share.nonce)
     if isinstance(share, SubmitSharesExtended):
-        return nonce16_from_extended_share(channel.extranonce_prefix, share.extranonce, share.version, share.nonce)
+        return nonce16_from_extended_share(extranonce_prefix, share.extranonce, share.version, share.nonce)
     if isinstance(share, CkbSubmitSolution):
         return share.nonce16
     raise TypeError(f"not a share: {type(share).__name__}")
