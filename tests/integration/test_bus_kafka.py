@@ -263,3 +263,16 @@ async def test_spool_outlives_the_process(kafka: KafkaBroker, prefix: str, tmp_p
                 await asyncio.sleep(0.05)
         assert second_run.stats()["replayed"] == 50
         await sub.close()
+
+
+async def test_close_ends_a_waiting_subscriber_and_types_are_checked(two_buses: tuple[Bus, Bus]) -> None:
+    a, b = two_buses
+    sub = b.subscribe(Topic.FOUND_BLOCKS, "block-maker")
+    await sub.wait_ready(30)
+    waiting = asyncio.create_task(take(sub, 1))
+    await asyncio.sleep(0.5)
+    await sub.close()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(waiting, 10)
+    with pytest.raises(TypeError):
+        await a.publish(Topic.FOUND_BLOCKS, share(1))

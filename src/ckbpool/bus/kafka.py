@@ -20,10 +20,13 @@ While the spool holds anything, new events are appended to it too (no waiting at
 stratum server is never slowed by a dead broker. A background task (re)connects, creates the topics, and replays
 the spool in order in windows of ``replay_batch`` records, acknowledging a record only after Kafka did.
 
-Consumers: one ``AIOKafkaConsumer`` per subscription, ``group_id`` = the group, starting at the earliest offset
-for a new group. Offsets are committed manually: a record counts as processed once the subscriber asks for the
-next one, and processed offsets are committed every ``commit_interval`` seconds, before a rebalance takes the
-partition away, and on close (at-least-once delivery).
+Consumers: one ``AIOKafkaConsumer`` per subscription, Kafka ``group_id`` = ``<group>@<topic name>`` (so a
+service's subscriptions to several topics under one group name do not make each other rebalance), starting at
+the earliest offset for a new group. Offsets are committed manually: a record counts as processed once the
+subscriber asks for the next one (or calls ``commit()``), and processed offsets are committed every
+``commit_interval`` seconds, before a rebalance takes the partition away, and on close. The record handed out
+last is not counted on close or revocation, since its handler may have been interrupted: delivery is
+at-least-once.
 """
 
 from __future__ import annotations
@@ -517,6 +520,9 @@ class KafkaSubscription(Subscription):
         self._bus = bus
         self.topic = topic
         self.group = group
+        # One Kafka group per (group, topic): a service's subscriptions to different topics do not rebalance
+        # each other, and the test prefix isolates groups too.
+        self.kafka_group_id = f"{group}@{bus.config.topic_name(topic)}"
         self._consumer: Any = None
         self._buffer: collections.deque[Any] = collections.deque()
         self._current: Any = None  # the record handed out last; processed once the next one is asked for
@@ -539,7 +545,8 @@ class KafkaSubscription(Subscription):
                 consumer = AIOKafkaConsumer(
                     bootstrap_servers=config.bootstrap_servers,
                     client_id=config.client_id,
-                    group_id=self.group,
+                    group_id=self.kafka_group_id,
+                    heartbeat_interval_ms=1000,  # members notice a rebalance within ~1 s
                     enable_auto_commit=False,
                     auto_offset_reset="earliest",
                     request_timeout_ms=config.request_timeout_ms,
@@ -571,6 +578,8 @@ class KafkaSubscription(Subscription):
         consumer = await self._ensure_started()
         self._mark_processed()
         while True:
+            if self._closed:
+                raise StopAsyncIteration
             while self._buffer:
                 record = self._buffer.popleft()
                 event = self._decode(record)
@@ -582,8 +591,6 @@ class KafkaSubscription(Subscription):
                 self._bus.consumed += 1
                 return event
             await self._maybe_commit()
-            if self._closed:
-                raise StopAsyncIteration
             try:
                 batches = await consumer.getmany(
                     timeout_ms=int(self._bus.config.commit_interval * 1000), max_records=500
@@ -633,6 +640,10 @@ class KafkaSubscription(Subscription):
             await self._consumer.commit(offsets)
         except (KafkaError, AssertionError) as exc:  # AssertionError: a partition we no longer own
             log.warning("bus: offset commit for %s/%s failed: %r", self.topic, self.group, exc)
+            owned = self._consumer.assignment()
+            for tp in [tp for tp in self._processed if tp not in owned]:
+                del self._processed[tp]  # its new owner starts from the last committed offset
+            self._dirty = bool(self._processed)
             return
         for tp, offset in offsets.items():
             if self._processed.get(tp) == offset:
@@ -646,7 +657,9 @@ class KafkaSubscription(Subscription):
         await self._maybe_commit(force=True)
 
     async def _on_revoked(self, revoked: set[Any]) -> None:
-        self._mark_processed()
+        current = self._current
+        if current is not None and TopicPartition(current.topic, current.partition) in revoked:
+            self._current = None  # maybe still being handled: its partition's new owner gets it again
         await self._commit({tp: off for tp, off in self._processed.items() if tp in revoked})
         for tp in revoked:
             self._processed.pop(tp, None)
