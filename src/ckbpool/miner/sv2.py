@@ -1,0 +1,292 @@
+"""A CPU miner that speaks encrypted Stratum V2 (CKB profile): for the demo, the tests and load generation.
+
+It does what a real device does: Noise handshake against the pool's authority key, SetupConnection, one
+standard or extended channel, jobs + SetNewPrevHash, SetTarget, and shares found with the C Eaglesong search in
+worker threads (the search releases the GIL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+from ..ckb.eaglesong import search
+from ..sv2 import ckb_profile
+from ..sv2.client import ClientConnection
+from ..sv2.events import ChannelOpened, ChannelOpenRejected, ConnectionClosed, ConnectionSetUp, Event, MessageReceived
+from ..sv2.messages_common import PROTOCOL_MINING, SetupConnection, SetupConnectionError
+from ..sv2.messages_mining import (
+    NewExtendedMiningJob,
+    NewMiningJob,
+    OpenExtendedMiningChannel,
+    OpenStandardMiningChannel,
+    SetNewPrevHash,
+    SetTarget,
+    SubmitSharesError,
+    SubmitSharesExtended,
+    SubmitSharesStandard,
+    SubmitSharesSuccess,
+)
+from ..sv2.noise import MSG2_SIZE, NoiseInitiator, NoiseTransport
+
+log = logging.getLogger(__name__)
+
+
+class MinerError(RuntimeError):
+    pass
+
+
+@dataclass
+class MinerStats:
+    submitted: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    rejected_reasons: dict[str, int] = field(default_factory=dict)
+    hashes: int = 0
+    jobs: int = 0
+    targets: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Job:
+    job_id: int
+    pow_hash: bytes
+    min_ntime: int | None
+
+
+class Sv2Miner:
+    """One connection, one channel. ``run()`` mines until ``stop()`` or the limits given to it."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        user_identity: str,
+        *,
+        authority_public_key: str | None,
+        extended: bool = False,
+        nominal_hash_rate: float = 0.0,
+        threads: int = 1,
+        chunk: int = 20_000,
+        noise: bool = True,
+        vendor: str = "ckbpool-cpu",
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.user_identity = user_identity
+        self.authority_public_key = authority_public_key
+        self.extended = extended
+        self.nominal_hash_rate = nominal_hash_rate
+        self.threads = max(1, threads)
+        self.chunk = chunk
+        self.noise_on = noise
+        self.vendor = vendor
+        self.stats = MinerStats()
+        self.conn = ClientConnection()
+        self.channel_id: int | None = None
+        self.prefix = b""
+        self.extranonce_size = 0
+        self.target = 0
+        self.blake2b = False
+        self._jobs: dict[int, _Job] = {}
+        self._active: _Job | None = None
+        self._job_changed = asyncio.Event()
+        self._seq = 0
+        self._writer: asyncio.StreamWriter | None = None
+        self._noise: NoiseTransport | None = None
+        self._stop = asyncio.Event()
+        self.ready = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._job_changed.set()
+
+    # -- wire -------------------------------------------------------------------------------------
+    def _send(self, frame: bytes) -> None:
+        assert self._writer is not None
+        self._writer.write(self._noise.encrypt_frame(frame) if self._noise is not None else frame)
+
+    async def _connect(self) -> asyncio.StreamReader:
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        self._writer = writer
+        if self.noise_on:
+            initiator = NoiseInitiator(self.authority_public_key)
+            writer.write(initiator.start())
+            msg2 = await asyncio.wait_for(reader.readexactly(MSG2_SIZE), 10)
+            self._noise = initiator.complete(msg2)
+        self._send(
+            self.conn.send(
+                SetupConnection(
+                    protocol=PROTOCOL_MINING,
+                    min_version=2,
+                    max_version=2,
+                    flags=0,
+                    endpoint_host=self.host,
+                    endpoint_port=self.port,
+                    vendor=self.vendor,
+                    hardware_version="cpu",
+                    firmware="ckbpool",
+                    device_id=f"pid-{os.getpid()}",
+                )
+            )
+        )
+        return reader
+
+    def _open_channel(self) -> None:
+        if self.extended:
+            msg: OpenStandardMiningChannel | OpenExtendedMiningChannel = OpenExtendedMiningChannel(
+                request_id=1,
+                user_identity=self.user_identity,
+                nominal_hash_rate=self.nominal_hash_rate,
+                max_target=(1 << 256) - 1,
+                min_extranonce_size=0,
+            )
+        else:
+            msg = OpenStandardMiningChannel(
+                request_id=1,
+                user_identity=self.user_identity,
+                nominal_hash_rate=self.nominal_hash_rate,
+                max_target=(1 << 256) - 1,
+            )
+        self._send(self.conn.send(msg))
+
+    # -- events -----------------------------------------------------------------------------------
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, ConnectionSetUp):
+            self.blake2b = (
+                ckb_profile.pow_function_from_flags(event.response.flags) is ckb_profile.PowFunction.EAGLESONG_BLAKE2B
+            )
+            self._open_channel()
+        elif isinstance(event, ChannelOpened):
+            self.channel_id = event.channel.channel_id
+            self.prefix = event.channel.extranonce_prefix
+            self.extranonce_size = event.channel.extranonce_size
+            self.target = event.channel.target
+            self.stats.targets.append(self.target)
+            self.ready.set()
+        elif isinstance(event, ChannelOpenRejected):
+            raise MinerError(f"channel refused: {event.response.error_code}")
+        elif isinstance(event, ConnectionClosed):
+            raise MinerError(f"connection closed: {event.error_code} {event.detail}")
+        elif isinstance(event, MessageReceived):
+            self._on_message(event.message)
+
+    def _on_message(self, msg: object) -> None:
+        if isinstance(msg, NewMiningJob | NewExtendedMiningJob):
+            info = ckb_profile.job_info(msg)
+            job = _Job(info.job_id, info.pow_hash, info.min_ntime)
+            self._jobs[job.job_id] = job
+            self.stats.jobs += 1
+            if info.min_ntime is not None:  # active now (same-height refresh)
+                self._activate(job)
+        elif isinstance(msg, SetNewPrevHash):
+            future = self._jobs.get(msg.job_id)
+            if future is not None:
+                future.min_ntime = msg.min_ntime
+                self._jobs = {future.job_id: future}
+                self._activate(future)
+        elif isinstance(msg, SetTarget):
+            self.target = msg.maximum_target
+            self.stats.targets.append(self.target)
+            self._job_changed.set()
+        elif isinstance(msg, SubmitSharesSuccess):
+            self.stats.accepted += msg.new_submits_accepted_count
+        elif isinstance(msg, SubmitSharesError):
+            self.stats.rejected += 1
+            self.stats.rejected_reasons[msg.error_code] = self.stats.rejected_reasons.get(msg.error_code, 0) + 1
+        elif isinstance(msg, SetupConnectionError):
+            raise MinerError(f"setup refused: {msg.error_code}")
+
+    def _activate(self, job: _Job) -> None:
+        self._active = job
+        self._job_changed.set()
+
+    # -- mining -----------------------------------------------------------------------------------
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        while not self._stop.is_set():
+            data = await reader.read(1 << 16)
+            if not data:
+                raise MinerError("pool closed the connection")
+            frames = self._noise.feed(data) if self._noise is not None else None
+            events = (
+                self.conn.receive_data(data)
+                if frames is None
+                else [e for f in frames for e in self.conn.receive_frame(f)]
+            )
+            for event in events:
+                self._on_event(event)
+
+    async def _mine_loop(self, worker: int) -> None:
+        await self.ready.wait()
+        while not self._stop.is_set():
+            job = self._active
+            if job is None:
+                self._job_changed.clear()
+                await self._job_changed.wait()
+                continue
+            # each worker owns a disjoint range of the 8 device bytes: the top byte of the counter
+            extranonce = bytes(self.extranonce_size)
+            prefix = self.prefix + extranonce
+            counter = worker << 56
+            while job is self._active and not self._stop.is_set():
+                target = self.target
+                found = await asyncio.to_thread(
+                    search, job.pow_hash, counter, self.chunk, target, blake2b=self.blake2b, nonce_prefix=prefix
+                )
+                if found is None:
+                    counter += self.chunk
+                    self.stats.hashes += self.chunk
+                    continue
+                hit = found >> (8 * len(prefix))
+                self.stats.hashes += hit - counter + 1
+                counter = hit + 1
+                if job is self._active:
+                    self._submit(job, found.to_bytes(16, "little"))
+
+    def _submit(self, job: _Job, nonce16: bytes) -> None:
+        assert self.channel_id is not None
+        parts = ckb_profile.split_nonce16(nonce16, len(self.prefix))
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        ntime = job.min_ntime or 0
+        msg: SubmitSharesStandard | SubmitSharesExtended
+        if self.extended:
+            msg = SubmitSharesExtended(
+                self.channel_id, self._seq, job.job_id, parts.nonce, ntime, parts.version, parts.extranonce
+            )
+        else:
+            msg = SubmitSharesStandard(self.channel_id, self._seq, job.job_id, parts.nonce, ntime, parts.version)
+        self._send(self.conn.send(msg))
+        self.stats.submitted += 1
+
+    async def run(self, *, duration: float | None = None, shares: int | None = None) -> MinerStats:
+        """Mine until ``duration`` seconds pass, ``shares`` are acknowledged, or stop() is called."""
+        reader = await self._connect()
+        tasks = [asyncio.create_task(self._read_loop(reader))]
+        tasks += [asyncio.create_task(self._mine_loop(i)) for i in range(self.threads)]
+        deadline = None if duration is None else time.monotonic() + duration
+        try:
+            while not self._stop.is_set():
+                done = [t for t in tasks if t.done()]
+                for task in done:
+                    task.result()  # re-raise a failure
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                if shares is not None and self.stats.accepted + self.stats.rejected >= shares:
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            self.stop()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, MinerError, ConnectionError):
+                    await task
+            if self._writer is not None:
+                self._writer.close()
+                with contextlib.suppress(Exception):
+                    await self._writer.wait_closed()
+        return self.stats

@@ -1,0 +1,1 @@
+"""The pool services (asyncio): template watcher, SV2 server, block maker, share accounting, metrics, status."""

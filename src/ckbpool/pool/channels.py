@@ -1,0 +1,181 @@
+"""Pool policy for mining channels: extranonce prefixes, vardiff, and the share check.
+
+Kept free of sockets and of the SV2 state machine so each rule is testable on its own. Prefix layout follows
+docs/sv2-ckb.md section 2: 4-byte slots whose first byte is this pool instance (server_id); extended channels
+each own one slot, standard channels share slot 0 and add a 4-byte counter.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from ..ckb.eaglesong import pow_output
+from ..ckb.target import U256_MAX, target_to_share_difficulty
+from .config import VardiffSettings
+
+TWO_256 = 1 << 256
+
+
+class PrefixExhausted(RuntimeError):
+    """No free extranonce prefix left on this server instance."""
+
+
+class PrefixAllocator:
+    """Unique extranonce prefixes for this server instance; freed prefixes are reused last (FIFO)."""
+
+    def __init__(self, server_id: int, extended_prefix_bytes: int = 4) -> None:
+        if not 0 <= server_id <= 255:
+            raise ValueError("server_id must fit one byte")
+        if not 2 <= extended_prefix_bytes <= 7:
+            raise ValueError("extended prefix must be 2..7 bytes")
+        self.server_id = server_id
+        self.extended_prefix_bytes = extended_prefix_bytes
+        self._next_slot = 1  # slot 0 is shared by standard channels
+        self._next_standard = 0
+        self._free_slots: list[int] = []
+        self._free_standard: list[int] = []
+        self._slot_limit = 1 << (8 * (extended_prefix_bytes - 1))
+
+    @property
+    def extended_extranonce_size(self) -> int:
+        return 8 - self.extended_prefix_bytes
+
+    def extended(self) -> bytes:
+        if self._free_slots:
+            slot = self._free_slots.pop(0)
+        elif self._next_slot < self._slot_limit:
+            slot = self._next_slot
+            self._next_slot += 1
+        else:
+            raise PrefixExhausted("no extended-channel prefix left")
+        return bytes([self.server_id]) + slot.to_bytes(self.extended_prefix_bytes - 1, "big")
+
+    def standard(self) -> bytes:
+        if self._free_standard:
+            counter = self._free_standard.pop(0)
+        elif self._next_standard < 1 << (8 * (8 - self.extended_prefix_bytes)):
+            counter = self._next_standard
+            self._next_standard += 1
+        else:
+            raise PrefixExhausted("no standard-channel prefix left")
+        slot0 = bytes([self.server_id]) + bytes(self.extended_prefix_bytes - 1)
+        return slot0 + counter.to_bytes(8 - self.extended_prefix_bytes, "big")
+
+    def release(self, prefix: bytes) -> None:
+        if len(prefix) == self.extended_prefix_bytes:
+            self._free_slots.append(int.from_bytes(prefix[1:], "big"))
+        elif len(prefix) == 8:
+            self._free_standard.append(int.from_bytes(prefix[self.extended_prefix_bytes :], "big"))
+
+
+def target_for_hashrate(hashrate: float, share_interval_s: float) -> int:
+    """Share target at which a device of ``hashrate`` H/s finds one share every ``share_interval_s``."""
+    hashes = max(1.0, hashrate * share_interval_s)
+    return min(U256_MAX, int(TWO_256 / hashes))
+
+
+class Vardiff:
+    """Per-channel difficulty: aim at one share per ``share_interval_s``; retarget at most every
+    ``retarget_interval_s`` (sooner if shares flood in), only when the change exceeds ``tolerance``."""
+
+    def __init__(self, settings: VardiffSettings, initial_target: int, network_target: int) -> None:
+        self.settings = settings
+        self.network_target = network_target
+        self.target = self._clamp(initial_target)
+        self._window_start = time.monotonic()
+        self._window_shares = 0
+
+    def _clamp(self, target: int) -> int:
+        easiest = min(U256_MAX, int((0xFFFF << 240) / self.settings.min_share_difficulty))
+        hardest = max(1, int((0xFFFF << 240) / self.settings.max_share_difficulty))
+        # never harder than the network: every block-solving nonce must also pass as a share
+        hardest = max(hardest, self.network_target)
+        return max(hardest, min(easiest, target))
+
+    def set_network_target(self, network_target: int) -> int | None:
+        self.network_target = network_target
+        clamped = self._clamp(self.target)
+        if clamped != self.target:
+            self.target = clamped
+            return clamped
+        return None
+
+    def on_share(self, now: float | None = None) -> int | None:
+        """Count an accepted share; return a new target when it is time to change."""
+        self._window_shares += 1
+        return self.maybe_retarget(now)
+
+    def maybe_retarget(self, now: float | None = None) -> int | None:
+        now = time.monotonic() if now is None else now
+        elapsed = now - self._window_start
+        expected = elapsed / self.settings.share_interval_s
+        flood = self._window_shares >= 8 and self._window_shares > 4 * max(expected, 1.0)
+        if elapsed < self.settings.retarget_interval_s and not flood:
+            return None
+        if elapsed <= 0:
+            return None
+        hashrate = self._window_shares * (TWO_256 / self.target) / elapsed
+        if self._window_shares == 0:
+            hashrate = (TWO_256 / self.target) / elapsed / 2  # silence: at least halve the difficulty
+        new_target = self._clamp(target_for_hashrate(hashrate, self.settings.share_interval_s))
+        self._window_start = now
+        self._window_shares = 0
+        ratio = max(new_target, self.target) / max(1, min(new_target, self.target))
+        if ratio < self.settings.tolerance:
+            return None
+        self.target = new_target
+        return new_target
+
+
+class ShareResult(StrEnum):
+    ACCEPTED = "accepted"
+    STALE = "stale-share"
+    LOW_DIFFICULTY = "difficulty-too-low"
+    DUPLICATE = "duplicate-share"
+    UNKNOWN_JOB = "invalid-job-id"
+
+
+@dataclass
+class JobEntry:
+    """A job as the share checker sees it. ``seen`` holds the nonce16 of every share accepted for it."""
+
+    job_id: int
+    pow_hash: bytes
+    network_target: int
+    height: int
+    parent_hash: bytes
+    seen: set[bytes] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class ShareVerdict:
+    result: ShareResult
+    is_block: bool = False
+    difficulty: float = 0.0
+
+
+def check_share(
+    job: JobEntry | None,
+    current_parent: bytes | None,
+    nonce16: bytes,
+    share_target: int,
+    blake2b: bool,
+) -> ShareVerdict:
+    """The pool's share rules, in order: known job, not stale, not duplicate, Eaglesong(pow_hash||nonce) <= target.
+
+    A nonce that meets the network target is a block even if it somehow misses the share target.
+    """
+    if job is None:
+        return ShareVerdict(ShareResult.UNKNOWN_JOB)
+    if current_parent is not None and job.parent_hash != current_parent:
+        return ShareVerdict(ShareResult.STALE)
+    if nonce16 in job.seen:
+        return ShareVerdict(ShareResult.DUPLICATE)
+    value = int.from_bytes(pow_output(job.pow_hash, nonce16, blake2b), "big")
+    is_block = value <= job.network_target
+    if value > share_target and not is_block:
+        return ShareVerdict(ShareResult.LOW_DIFFICULTY)
+    job.seen.add(nonce16)
+    return ShareVerdict(ShareResult.ACCEPTED, is_block, target_to_share_difficulty(share_target))

@@ -1,0 +1,103 @@
+"""Prometheus metrics of the pool, named by Prometheus conventions (units in names, ``_total`` counters).
+
+Labels are low-cardinality on purpose: results and channel types, never workers (per-worker figures live in
+Redis and the status endpoint). Each Pool gets its own registry so several can run in one process (tests).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+SHARE_RESULTS = (
+    "accepted",
+    "stale-share",
+    "difficulty-too-low",
+    "duplicate-share",
+    "invalid-job-id",
+    "invalid-channel-id",
+)
+
+
+class PoolMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.connections = Gauge("ckbpool_connections", "Open Stratum V2 connections", registry=r)
+        self.connections_total = Counter(
+            "ckbpool_connections_total", "Stratum V2 connections accepted since start", registry=r
+        )
+        self.connection_errors_total = Counter(
+            "ckbpool_connection_errors_total",
+            "Connections closed because of a protocol or handshake error",
+            ["reason"],
+            registry=r,
+        )
+        self.channels = Gauge("ckbpool_channels", "Open mining channels", ["type"], registry=r)
+        self.shares_total = Counter("ckbpool_shares_total", "Shares received, by result", ["result"], registry=r)
+        for result in SHARE_RESULTS:
+            self.shares_total.labels(result=result)
+        self.share_difficulty_total = Counter(
+            "ckbpool_accepted_share_difficulty_total",
+            "Sum of the difficulty (btcpool CKB scale, diff-1 = 0xffff << 240) of accepted shares",
+            registry=r,
+        )
+        self.accepted_work_hashes_total = Counter(
+            "ckbpool_accepted_work_hashes_total",
+            "Expected hashes behind accepted shares (2^256 / share target); rate() of it is the pool hashrate",
+            registry=r,
+        )
+        self.blocks_found_total = Counter(
+            "ckbpool_blocks_found_total", "Shares that met the network target", registry=r
+        )
+        self.blocks_total = Counter("ckbpool_blocks_total", "Submitted blocks by outcome", ["status"], registry=r)
+        for status in ("accepted", "stale", "rejected", "pending"):
+            self.blocks_total.labels(status=status)
+        self.block_submit_latency_seconds = Histogram(
+            "ckbpool_block_submit_latency_seconds",
+            "submit_block round trip for found blocks",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.templates_total = Counter("ckbpool_templates_total", "New templates turned into jobs", registry=r)
+        self.template_age_seconds = Gauge(
+            "ckbpool_template_age_seconds", "Seconds since the current job's template was received", registry=r
+        )
+        self.job_height = Gauge("ckbpool_job_height", "Block height of the current job", registry=r)
+        self.network_difficulty = Gauge("ckbpool_network_difficulty", "Difficulty of the current job", registry=r)
+        self.hashrate = Gauge(
+            "ckbpool_hashrate_hashes_per_second", "Pool hashrate estimated from accepted shares (10 min)", registry=r
+        )
+
+    def track_template_age(self, last_template_at: Callable[[], float]) -> None:
+        self.template_age_seconds.set_function(lambda: max(0.0, time.time() - last_template_at()))
+
+
+class HashrateWindow:
+    """Sliding-window estimate of hashrate from accepted work (hashes = 2^256 / share target)."""
+
+    def __init__(self, window_s: float = 600.0) -> None:
+        self.window_s = window_s
+        self._events: deque[tuple[float, float]] = deque()
+        self._sum = 0.0
+        self._started = time.monotonic()
+
+    def add(self, work: float, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self._events.append((now, work))
+        self._sum += work
+        self._expire(now)
+
+    def _expire(self, now: float) -> None:
+        cutoff = now - self.window_s
+        while self._events and self._events[0][0] < cutoff:
+            self._sum -= self._events.popleft()[1]
+
+    def rate(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        self._expire(now)
+        span = min(self.window_s, max(1.0, now - self._started))
+        return max(0.0, self._sum) / span

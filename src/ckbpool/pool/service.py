@@ -1,0 +1,235 @@
+"""The pool as one object: wires node, bus, template watcher, Stratum V2 server, block maker, accounting,
+metrics and the status endpoint according to the roles this process runs.
+
+Embedded (all roles, in-process bus): the watcher feeds the server directly and the server submits blocks
+directly — no hop on the latency path. Distributed: each role talks to the others only through the bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from ..bus import create_bus
+from ..bus.base import Bus, Topic
+from ..bus.events import BlockOutcome, FoundBlock, JobTemplate, Share
+from ..ckb.rpc import CkbRpcClient
+from ..ckb.target import target_to_difficulty
+from ..ckb.template import BlockTemplate, job_from_template
+from ..sv2.certs import Certificate
+from ..sv2.keys import decode_secret_key
+from ..sv2.noise import ResponderCredentials
+from .accounting import ShareAccounting
+from .blocks import BlockMaker, BlockStore
+from .config import PoolConfig
+from .metrics import PoolMetrics
+from .status import StatusServer
+from .stratum import StratumServer, server_stats
+from .templates import NewJob, TemplateWatcher
+
+log = logging.getLogger(__name__)
+
+
+def load_credentials(static_key_file: Path, certificate_file: Path) -> ResponderCredentials:
+    """The pool's Noise identity from the files `ckbpool init` (or ``python -m ckbpool.sv2.keys``) wrote."""
+    secret = decode_secret_key(static_key_file.read_text(encoding="ascii"))
+    certificate = Certificate.from_hex(certificate_file.read_text(encoding="ascii").strip())
+    return ResponderCredentials.from_certificate(secret, certificate)
+
+
+class Pool:
+    def __init__(self, config: PoolConfig, *, credentials: ResponderCredentials | None = None) -> None:
+        self.config = config
+        self.roles = set(config.roles)
+        if credentials is None and config.stratum.noise and "stratum" in self.roles:
+            s = config.stratum
+            if s.static_key_file is None or s.certificate_file is None:
+                raise ValueError("stratum.static_key_file and stratum.certificate_file are required (encryption is on)")
+            credentials = load_credentials(s.static_key_file, s.certificate_file)
+        self.credentials = credentials
+        self.metrics = PoolMetrics()
+        self.rpc = CkbRpcClient(config.node.rpc_url, timeout=config.node.rpc_timeout_s, retries=2)
+        self.bus: Bus = create_bus(config.bus.url)
+        self.server: StratumServer | None = None
+        self.watcher: TemplateWatcher | None = None
+        self.block_maker: BlockMaker | None = None
+        self.accounting: ShareAccounting | None = None
+        self.status_server: StatusServer | None = None
+        self.recent_blocks: list[BlockOutcome] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._redis: aioredis.Redis | None = None
+        self.started_at = time.time()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.config
+        await self.bus.start()
+        if "blockmaker" in self.roles or "stratum" in self.roles:
+            self.block_maker = BlockMaker(
+                self.rpc,
+                BlockStore(cfg.blocks.data_dir, fsync=cfg.blocks.fsync),
+                retries=cfg.blocks.submit_retries,
+                on_outcome=self._on_outcome,
+            )
+            self._spawn(self.block_maker.replay_pending())
+        if "accounting" in self.roles and cfg.redis.url:
+            password = cfg.redis.password_file.read_text().strip() if cfg.redis.password_file else None
+            self._redis = aioredis.from_url(cfg.redis.url, password=password)
+            self.accounting = ShareAccounting(self._redis, share_log_maxlen=cfg.redis.share_log_maxlen)
+            self._spawn(self.accounting.run(self.bus.subscribe(Topic.SHARES, "accounting")))
+        if "blockmaker" in self.roles and "stratum" not in self.roles:
+            assert self.block_maker is not None
+            self._spawn(self.block_maker.run(self.bus.subscribe(Topic.FOUND_BLOCKS, "blockmaker")))
+        if "stratum" in self.roles:
+            self.server = StratumServer(
+                cfg,
+                self.metrics,
+                self.credentials,
+                on_share=self._publish_share,
+                on_found_block=self._on_found_block,
+                server_name=f"stratum-{cfg.stratum.server_id}",
+            )
+            await self.server.start()
+            if "jobmaker" not in self.roles:
+                group = f"stratum-{cfg.stratum.server_id}"
+                self._spawn(self._follow_templates(self.bus.subscribe(Topic.TEMPLATES, group)))
+        if "jobmaker" in self.roles:
+            subscribe = None
+            if cfg.node.subscribe_address:
+                host, _, port = cfg.node.subscribe_address.rpartition(":")
+                subscribe = (host, int(port))
+            self.watcher = TemplateWatcher(
+                self.rpc,
+                self._on_new_job,
+                poll_interval=cfg.node.poll_interval_ms / 1000,
+                subscribe_address=subscribe,
+            )
+            watcher = self.watcher
+            self.metrics.track_template_age(lambda: watcher.last_template_at or time.time())
+            self._spawn(self.watcher.run())
+        self.status_server = StatusServer(
+            cfg.http.listen_host, cfg.http.listen_port, self.status, self.metrics.registry, self.healthy
+        )
+        await self.status_server.start()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.server is not None:
+            await self.server.close()
+        if self.status_server is not None:
+            await self.status_server.close()
+        await self.bus.close()
+        await self.rpc.close()
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    async def __aenter__(self) -> Pool:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    @staticmethod
+    def _task_done(task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("pool service task died", exc_info=task.exception())
+
+    # -- data flow --------------------------------------------------------------------------------
+    async def _on_new_job(self, new: NewJob) -> None:
+        self.metrics.network_difficulty.set(target_to_difficulty(new.job.target))
+        if self.server is not None:
+            self.server.new_job(new.job_id, new.job)
+        await self.bus.publish(Topic.TEMPLATES, JobTemplate(new.job_id, new.template_json, new.received_at))
+
+    async def _follow_templates(self, subscription: Any) -> None:
+        """Stratum-only process: jobs arrive as templates over the bus."""
+        async for event in subscription:
+            if not isinstance(event, JobTemplate) or self.server is None:
+                continue
+            try:
+                template = BlockTemplate.from_json(json.loads(event.template_json))
+            except ValueError as exc:
+                log.error("ignoring malformed template %d from the bus: %s", event.job_id, exc)
+                continue
+            self.server.new_job(event.job_id, job_from_template(template))
+
+    async def _publish_share(self, share: Share) -> None:
+        await self.bus.publish(Topic.SHARES, share)
+
+    async def _on_found_block(self, found: FoundBlock) -> None:
+        """Submit first (the block maker persists before it submits), tell the bus after."""
+        if self.block_maker is not None:
+            submit = asyncio.create_task(self.block_maker.submit(found))
+            await self.bus.publish(Topic.FOUND_BLOCKS, found)
+            await submit
+        else:
+            await self.bus.publish(Topic.FOUND_BLOCKS, found)
+
+    async def _on_outcome(self, outcome: BlockOutcome) -> None:
+        self.metrics.blocks_total.labels(status=outcome.status).inc()
+        if outcome.latency_ms:
+            self.metrics.block_submit_latency_seconds.observe(outcome.latency_ms / 1000)
+        self.recent_blocks.append(outcome)
+        del self.recent_blocks[:-50]
+        await self.bus.publish(Topic.BLOCK_OUTCOMES, outcome)
+        if self.accounting is not None:
+            await self.accounting.record_block(outcome)
+
+    # -- status -----------------------------------------------------------------------------------
+    def healthy(self) -> bool:
+        if self.watcher is not None:
+            return bool(self.watcher.current) and time.time() - self.watcher.last_template_at < 120
+        return True
+
+    async def status(self) -> dict[str, Any]:
+        current = self.watcher.current if self.watcher is not None else None
+        stats = server_stats(self.server) if self.server is not None else None
+        hashrate = self.server.hashrate.rate() if self.server is not None else 0.0
+        return {
+            "network": self.config.network,
+            "roles": sorted(self.roles),
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "stratum": None if self.server is None else f"{self.server.address[0]}:{self.server.address[1]}",
+            "job": None
+            if current is None
+            else {
+                "job_id": current.job_id,
+                "height": current.job.height,
+                "parent_hash": "0x" + current.job.parent_hash.hex(),
+                "network_difficulty": target_to_difficulty(current.job.target),
+                "template_age_s": round(time.time() - current.received_at, 1),
+            },
+            "hashrate_hps": hashrate,
+            "connections": stats.connections if stats else 0,
+            "channels": stats.channels if stats else 0,
+            "workers": sorted(stats.workers) if stats else [],
+            "last_blocks": [
+                {
+                    "height": b.height,
+                    "hash": "0x" + b.block_hash.hex(),
+                    "status": b.status,
+                    "reason": b.reason,
+                    "worker": f"{b.user}.{b.worker}",
+                }
+                for b in reversed(self.recent_blocks[-10:])
+            ],
+            "bus": self.bus.stats(),
+        }

@@ -1,0 +1,571 @@
+"""The Stratum V2 server: Noise handshake, the sans-IO ServerConnection per miner, and the pool's policy.
+
+One asyncio task per connection reads, decrypts, feeds the state machine and acts on its events; everything a
+connection sends goes through :meth:`MinerSession.send` so Noise nonces stay in order. A malformed frame, a
+failed MAC or a protocol violation closes that one connection — never the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..bus.events import FoundBlock, Share
+from ..ckb.template import MiningJob
+from ..sv2 import ckb_profile
+from ..sv2.errors import Sv2Error
+from ..sv2.events import (
+    ChannelClosed,
+    ChannelInfo,
+    ChannelKind,
+    ChannelUpdateRequested,
+    ConnectionClosed,
+    ConnectionSetUp,
+    Event,
+    MessageIgnored,
+    OpenExtendedChannelRequested,
+    OpenStandardChannelRequested,
+    Rejected,
+    ShareSubmitted,
+)
+from ..sv2.messages_ckb import CkbSubmitSolution
+from ..sv2.noise import NoiseResponder, NoiseTransport, ResponderCredentials
+from ..sv2.noise_handshake import MSG1_SIZE
+from ..sv2.server import ServerConnection
+from .channels import (
+    JobEntry,
+    PrefixAllocator,
+    PrefixExhausted,
+    ShareResult,
+    Vardiff,
+    check_share,
+    target_for_hashrate,
+)
+from .config import PoolConfig
+from .metrics import HashrateWindow, PoolMetrics
+
+log = logging.getLogger(__name__)
+TWO_256 = 1 << 256
+MAX_WRITE_BUFFER = 4 << 20  # a client that does not read what we send is dropped, not buffered forever
+
+
+@dataclass
+class ActiveJob:
+    """A job as the server hands it out: the chain-side job, the share checker's entry, its id."""
+
+    job_id: int
+    job: MiningJob
+    entry: JobEntry
+    new_height: bool
+
+
+class JobBook:
+    """Recent jobs by id. Jobs of older heights stay known for a while so their shares read as stale, not
+    unknown; the current parent decides staleness."""
+
+    def __init__(self, keep: int = 256) -> None:
+        self.keep = keep
+        self.jobs: OrderedDict[int, ActiveJob] = OrderedDict()
+        self.current: ActiveJob | None = None
+        self.current_parent: bytes | None = None
+
+    def add(self, job_id: int, job: MiningJob) -> ActiveJob:
+        new_height = self.current_parent != job.parent_hash
+        entry = JobEntry(
+            job_id=job_id,
+            pow_hash=job.pow_hash,
+            network_target=job.target,
+            height=job.height,
+            parent_hash=job.parent_hash,
+        )
+        active = ActiveJob(job_id, job, entry, new_height)
+        self.jobs[job_id] = active
+        while len(self.jobs) > self.keep:
+            self.jobs.popitem(last=False)
+        self.current = active
+        self.current_parent = job.parent_hash
+        if new_height:
+            # duplicate sets of older heights can go: their shares are stale anyway
+            for other in self.jobs.values():
+                if other.entry.parent_hash != job.parent_hash:
+                    other.entry.seen.clear()
+        return active
+
+    def get(self, job_id: int) -> ActiveJob | None:
+        return self.jobs.get(job_id)
+
+
+@dataclass
+class ChannelState:
+    info: ChannelInfo
+    user: str
+    worker: str
+    vardiff: Vardiff
+    pending_accepted: int = 0
+    pending_sum: int = 0
+    last_sequence: int = 0
+    accepted: int = 0
+    rejected: int = 0
+
+    @property
+    def target(self) -> int:
+        return self.vardiff.target
+
+
+def split_identity(user_identity: str) -> tuple[str, str]:
+    """``user.worker`` split at the first dot; a missing worker is ``default``."""
+    user, _, worker = user_identity.partition(".")
+    return user, worker or "default"
+
+
+class MinerSession:
+    """One miner connection after the handshake."""
+
+    def __init__(self, server: StratumServer, writer: asyncio.StreamWriter, noise: NoiseTransport | None) -> None:
+        self.server = server
+        self.writer = writer
+        self.noise = noise
+        self.conn = ServerConnection(
+            success_flags=server.success_flags,
+            max_payload=server.config.stratum.max_frame_bytes,
+        )
+        self.channels: dict[int, ChannelState] = {}
+        self.peer = writer.get_extra_info("peername")
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self.closed = False
+        self.setup_done = asyncio.Event()
+
+    # -- output -----------------------------------------------------------------------------------
+    def send(self, plaintext_frame: bytes) -> None:
+        if self.closed or not plaintext_frame:
+            return
+        data = self.noise.encrypt_frame(plaintext_frame) if self.noise is not None else plaintext_frame
+        self.writer.write(data)
+        if self.writer.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            log.warning("closing %s: it does not read what we send", self.peer)
+            self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        for channel_id in list(self.channels):
+            self.server.forget_channel(self, channel_id)
+        self.writer.close()
+
+    # -- input ------------------------------------------------------------------------------------
+    def feed(self, data: bytes) -> None:
+        frames = self.noise.feed(data) if self.noise is not None else None
+        if frames is None:
+            events = self.conn.receive_data(data)
+            for event in events:
+                self.handle(event)
+            return
+        for frame in frames:
+            for event in self.conn.receive_frame(frame):
+                self.handle(event)
+                if self.closed:
+                    return
+
+    def handle(self, event: Event) -> None:
+        if event.reply:
+            self.send(event.reply)
+        server = self.server
+        if isinstance(event, ShareSubmitted):
+            server.on_share(self, event)
+        elif isinstance(event, OpenStandardChannelRequested | OpenExtendedChannelRequested):
+            server.open_channel(self, event)
+        elif isinstance(event, Rejected):
+            code = event.error_code
+            if code in ("invalid-channel-id", "bad-extranonce-size"):
+                server.metrics.shares_total.labels(result="invalid-channel-id").inc()
+        elif isinstance(event, ChannelUpdateRequested):
+            server.update_channel(self, event)
+        elif isinstance(event, ChannelClosed):
+            server.forget_channel(self, event.channel_id)
+        elif isinstance(event, ConnectionSetUp):
+            self.setup_done.set()
+        elif isinstance(event, ConnectionClosed):
+            server.metrics.connection_errors_total.labels(reason=event.error_code or "closed").inc()
+            log.info("closing %s: %s %s", self.peer, event.error_code, event.detail)
+            self.close()
+        elif isinstance(event, MessageIgnored):
+            log.debug("ignored from %s: %s", self.peer, event.reason)
+
+    # -- share acknowledgements, batched ----------------------------------------------------------
+    def ack(self, channel: ChannelState, sequence_number: int, shares_sum: int) -> None:
+        channel.pending_accepted += 1
+        channel.pending_sum += shares_sum
+        channel.last_sequence = sequence_number
+        if channel.pending_accepted >= self.server.config.success_batch_shares:
+            self._flush_channel(channel)
+        elif self._flush_handle is None:
+            delay = self.server.config.success_batch_ms / 1000
+            self._flush_handle = asyncio.get_running_loop().call_later(delay, self.flush_acks)
+
+    def flush_acks(self) -> None:
+        self._flush_handle = None
+        for channel in self.channels.values():
+            if channel.pending_accepted:
+                self._flush_channel(channel)
+
+    def _flush_channel(self, channel: ChannelState) -> None:
+        if self.closed:
+            return
+        self.send(
+            self.conn.acknowledge_shares(
+                channel.info.channel_id,
+                channel.last_sequence,
+                channel.pending_accepted,
+                min(channel.pending_sum, (1 << 64) - 1),
+            )
+        )
+        channel.pending_accepted = 0
+        channel.pending_sum = 0
+
+
+class StratumServer:
+    """Accepts miners, hands out jobs, checks shares. Pool-wide state lives here; per-miner state in sessions."""
+
+    def __init__(
+        self,
+        config: PoolConfig,
+        metrics: PoolMetrics,
+        credentials: ResponderCredentials | None,
+        *,
+        on_share: Callable[[Share], Awaitable[None] | None] | None = None,
+        on_found_block: Callable[[FoundBlock], Awaitable[Any] | None] | None = None,
+        server_name: str = "stratum-1",
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.credentials = credentials
+        self.on_share_event = on_share
+        self.on_found_block = on_found_block
+        self.server_name = server_name
+        self.blake2b = config.pow_blake2b
+        pow_function = ckb_profile.PowFunction.EAGLESONG_BLAKE2B if self.blake2b else ckb_profile.PowFunction.EAGLESONG
+        self.success_flags = ckb_profile.success_flags(pow_function)
+        self.jobs = JobBook()
+        self.prefixes = PrefixAllocator(config.stratum.server_id, config.stratum.extended_prefix_bytes)
+        self.sessions: set[MinerSession] = set()
+        self._next_channel_id = 1
+        self._server: asyncio.Server | None = None
+        self.hashrate = HashrateWindow()
+        self.found_blocks: list[FoundBlock] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._retarget_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        s = self.config.stratum
+        if self.credentials is None and s.noise:
+            raise ValueError("Stratum V2 encryption is on but no pool key/certificate was given")
+        if not s.noise:
+            log.warning("Stratum V2 encryption is OFF: miners' traffic can be read and hijacked")
+        self._server = await asyncio.start_server(self._accept, s.listen_host, s.listen_port, limit=1 << 16)
+        self._retarget_task = asyncio.create_task(self._retarget_loop())
+        log.info("Stratum V2 server listening on %s", self.address)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._server is not None and self._server.sockets
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return host, port
+
+    async def close(self) -> None:
+        if self._retarget_task is not None:
+            self._retarget_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retarget_task
+        if self._server is not None:
+            self._server.close()
+        for session in list(self.sessions):
+            session.close()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+        for task in list(self._tasks):
+            with contextlib.suppress(Exception):
+                await task
+
+    # -- connections ------------------------------------------------------------------------------
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        s = self.config.stratum
+        if len(self.sessions) >= s.max_connections:
+            writer.close()
+            return
+        self.metrics.connections_total.inc()
+        session: MinerSession | None = None
+        try:
+            noise = None
+            if s.noise:
+                assert self.credentials is not None
+                msg1 = await asyncio.wait_for(reader.readexactly(MSG1_SIZE), s.handshake_timeout_s)
+                responder = NoiseResponder(self.credentials, max_frame_payload=s.max_frame_bytes)
+                msg2, noise = responder.respond(msg1)
+                writer.write(msg2)
+            session = MinerSession(self, writer, noise)
+            self.sessions.add(session)
+            self.metrics.connections.inc()
+            deadline = asyncio.get_running_loop().time() + s.setup_timeout_s
+            while not session.closed:
+                timeout = None if session.setup_done.is_set() else deadline - asyncio.get_running_loop().time()
+                if timeout is not None and timeout <= 0:
+                    raise TimeoutError("no SetupConnection in time")
+                data = await asyncio.wait_for(reader.read(1 << 16), timeout)
+                if not data:
+                    break
+                session.feed(data)
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError) as exc:
+            self.metrics.connection_errors_total.labels(reason=type(exc).__name__).inc()
+            log.debug("connection ended: %s", exc)
+        except Sv2Error as exc:
+            self.metrics.connection_errors_total.labels(reason=type(exc).__name__).inc()
+            log.info("closing a connection after a protocol error: %s", exc)
+        except Exception:  # a bug must cost one connection, not the server
+            self.metrics.connection_errors_total.labels(reason="internal").inc()
+            log.exception("unexpected error on a miner connection; closing it")
+        finally:
+            if session is not None:
+                session.close()
+                self.sessions.discard(session)
+                self.metrics.connections.dec()
+            else:
+                writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    # -- channels ---------------------------------------------------------------------------------
+    def _new_channel_id(self) -> int:
+        channel_id = self._next_channel_id
+        self._next_channel_id = self._next_channel_id % 0xFFFFFFFF + 1
+        return channel_id
+
+    def _network_target(self) -> int:
+        return self.jobs.current.job.target if self.jobs.current is not None else TWO_256 - 1
+
+    def open_channel(
+        self, session: MinerSession, event: OpenStandardChannelRequested | OpenExtendedChannelRequested
+    ) -> None:
+        request = event.request
+        user, worker = split_identity(request.user_identity)
+        if not user:
+            session.send(session.conn.reject_channel(request.request_id, "unknown-user"))
+            return
+        extended = isinstance(event, OpenExtendedChannelRequested)
+        try:
+            if extended:
+                assert isinstance(event, OpenExtendedChannelRequested)
+                if event.request.min_extranonce_size > self.prefixes.extended_extranonce_size:
+                    session.send(session.conn.reject_channel(request.request_id, "min-extranonce-size-too-large"))
+                    return
+                prefix = self.prefixes.extended()
+            else:
+                prefix = self.prefixes.standard()
+        except PrefixExhausted:
+            session.send(session.conn.reject_channel(request.request_id, "no-extranonce-prefix-available"))
+            return
+        vd = self.config.vardiff
+        hashrate = request.nominal_hash_rate if request.nominal_hash_rate > 0 else vd.initial_hashrate
+        vardiff = Vardiff(vd, target_for_hashrate(hashrate, vd.share_interval_s), self._network_target())
+        if request.max_target and vardiff.target > request.max_target:
+            vardiff.target = max(request.max_target, 1)
+        channel_id = self._new_channel_id()
+        if extended:
+            reply = session.conn.accept_extended_channel(
+                request.request_id, channel_id, vardiff.target, prefix, self.prefixes.extended_extranonce_size
+            )
+        else:
+            reply = session.conn.accept_standard_channel(request.request_id, channel_id, vardiff.target, prefix)
+        session.send(reply)
+        info = session.conn.channels[channel_id]
+        session.channels[channel_id] = ChannelState(info=info, user=user, worker=worker, vardiff=vardiff)
+        self.metrics.channels.labels(type="extended" if extended else "standard").inc()
+        current = self.jobs.current
+        if current is not None:
+            self._send_job(session, info, current, new_height=True)
+
+    def update_channel(self, session: MinerSession, event: ChannelUpdateRequested) -> None:
+        channel = session.channels.get(event.channel.channel_id)
+        if channel is None:
+            return
+        vd = self.config.vardiff
+        if event.request.nominal_hash_rate > 0:
+            target = target_for_hashrate(event.request.nominal_hash_rate, vd.share_interval_s)
+            if event.request.maximum_target:
+                target = min(target, event.request.maximum_target)
+            channel.vardiff = Vardiff(vd, target, self._network_target())
+            session.send(session.conn.send(ckb_profile.set_target(channel.info.channel_id, channel.target)))
+
+    def forget_channel(self, session: MinerSession, channel_id: int) -> None:
+        channel = session.channels.pop(channel_id, None)
+        if channel is None:
+            return
+        self.prefixes.release(channel.info.extranonce_prefix)
+        kind = "extended" if channel.info.kind is ChannelKind.EXTENDED else "standard"
+        self.metrics.channels.labels(type=kind).dec()
+
+    # -- jobs -------------------------------------------------------------------------------------
+    def new_job(self, job_id: int, job: MiningJob) -> ActiveJob:
+        """Announce a job to every channel: future job + SetNewPrevHash on a new tip, else an active job."""
+        active = self.jobs.add(job_id, job)
+        self.metrics.templates_total.inc()
+        self.metrics.job_height.set(job.height)
+        network_target = job.target
+        for session in list(self.sessions):
+            if session.closed:
+                continue
+            try:
+                for channel in session.channels.values():
+                    changed = channel.vardiff.set_network_target(network_target)
+                    if changed is not None:
+                        session.send(session.conn.send(ckb_profile.set_target(channel.info.channel_id, changed)))
+                    self._send_job(session, channel.info, active, new_height=active.new_height)
+            except Sv2Error as exc:
+                log.warning("dropping %s: cannot send it the job: %s", session.peer, exc)
+                session.close()
+        return active
+
+    def _send_job(self, session: MinerSession, info: ChannelInfo, active: ActiveJob, *, new_height: bool) -> None:
+        conn = session.conn
+        cid = info.channel_id
+        if info.kind is ChannelKind.EXTENDED:
+            session.send(conn.send(ckb_profile.extended_job(cid, active.job_id, active.job, future=new_height)))
+        else:
+            session.send(conn.send(ckb_profile.standard_job(cid, active.job_id, active.job, future=new_height)))
+        if new_height:
+            session.send(conn.send(ckb_profile.set_new_prev_hash(cid, active.job_id, active.job)))
+
+    # -- shares -----------------------------------------------------------------------------------
+    def on_share(self, session: MinerSession, event: ShareSubmitted) -> None:
+        share = event.share
+        channel = session.channels.get(event.channel.channel_id)
+        if channel is None:
+            session.send(
+                session.conn.reject_share(event.channel.channel_id, share.sequence_number, "invalid-channel-id")
+            )
+            return
+        if isinstance(share, CkbSubmitSolution):
+            nonce16 = share.nonce16
+        else:
+            nonce16 = ckb_profile.nonce16_from_share(channel.info.extranonce_prefix, share)
+        active = self.jobs.get(share.job_id)
+        share_target = channel.target
+        verdict = check_share(
+            None if active is None else active.entry, self.jobs.current_parent, nonce16, share_target, self.blake2b
+        )
+        now = time.time()
+        self.metrics.shares_total.labels(result=verdict.result.value).inc()
+        accepted = verdict.result is ShareResult.ACCEPTED
+        block_hash = b""
+        nonce = int.from_bytes(nonce16, "little")
+        if accepted:
+            assert active is not None
+            channel.accepted += 1
+            work = TWO_256 / share_target
+            self.hashrate.add(work)
+            self.metrics.accepted_work_hashes_total.inc(work)
+            self.metrics.share_difficulty_total.inc(verdict.difficulty)
+            if verdict.is_block:
+                block_hash = self._found_block(channel, active, nonce, now)
+            session.ack(channel, share.sequence_number, max(1, round(verdict.difficulty)))
+            new_target = channel.vardiff.on_share()
+            if new_target is not None:
+                session.flush_acks()
+                session.send(session.conn.send(ckb_profile.set_target(channel.info.channel_id, new_target)))
+        else:
+            channel.rejected += 1
+            session.send(
+                session.conn.reject_share(channel.info.channel_id, share.sequence_number, verdict.result.value)
+            )
+        if self.on_share_event is not None:
+            event_out = Share(
+                server_id=self.server_name,
+                channel_id=channel.info.channel_id,
+                user=channel.user,
+                worker=channel.worker,
+                job_id=share.job_id,
+                height=active.job.height if active is not None else 0,
+                nonce=nonce,
+                share_target=share_target,
+                share_difficulty=verdict.difficulty,
+                accepted=accepted,
+                reason="" if accepted else verdict.result.value,
+                is_block=bool(block_hash),
+                block_hash=block_hash,
+                timestamp=now,
+            )
+            self._spawn(self.on_share_event(event_out))
+
+    def _found_block(self, channel: ChannelState, active: ActiveJob, nonce: int, now: float) -> bytes:
+        job = active.job
+        block = job.block(nonce)
+        block_hash = block.hash()
+        found = FoundBlock(
+            server_id=self.server_name,
+            job_id=active.job_id,
+            height=job.height,
+            block_hash=block_hash,
+            work_id=job.work_id,
+            block_json=json.dumps(block.to_json(), separators=(",", ":")).encode(),
+            user=channel.user,
+            worker=channel.worker,
+            found_at=now,
+        )
+        self.metrics.blocks_found_total.inc()
+        self.found_blocks.append(found)
+        del self.found_blocks[:-100]
+        log.info("block found at height %d by %s.%s: %s", job.height, channel.user, channel.worker, block_hash.hex())
+        if self.on_found_block is not None:
+            self._spawn(self.on_found_block(found))
+        return block_hash
+
+    def _spawn(self, result: Awaitable[Any] | None) -> None:
+        if result is None or not asyncio.iscoroutine(result):
+            return
+        task = asyncio.ensure_future(result)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    async def _retarget_loop(self) -> None:
+        """Channels that went quiet get an easier target even though no share arrives to trigger it."""
+        interval = self.config.vardiff.retarget_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            for session in list(self.sessions):
+                for channel in list(session.channels.values()):
+                    new_target = channel.vardiff.maybe_retarget()
+                    if new_target is not None and not session.closed:
+                        with contextlib.suppress(Sv2Error):
+                            session.send(session.conn.send(ckb_profile.set_target(channel.info.channel_id, new_target)))
+
+
+@dataclass
+class ServerStats:
+    connections: int = 0
+    channels: int = 0
+    workers: set[str] = field(default_factory=set)
+
+
+def server_stats(server: StratumServer) -> ServerStats:
+    stats = ServerStats(connections=len(server.sessions))
+    for session in server.sessions:
+        for channel in session.channels.values():
+            stats.channels += 1
+            stats.workers.add(f"{channel.user}.{channel.worker}")
+    return stats
