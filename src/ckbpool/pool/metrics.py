@@ -26,9 +26,9 @@ class PoolMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.connections = Gauge("ckbpool_connections", "Open Stratum V2 connections", registry=r)
+        self.connections = Gauge("ckbpool_open_connections", "Open Stratum V2 connections", registry=r)
         self.connections_total = Counter(
-            "ckbpool_connections_total", "Stratum V2 connections accepted since start", registry=r
+            "ckbpool_connections_accepted_total", "Stratum V2 connections accepted since start", registry=r
         )
         self.connection_errors_total = Counter(
             "ckbpool_connection_errors_total",
@@ -36,7 +36,7 @@ class PoolMetrics:
             ["reason"],
             registry=r,
         )
-        self.channels = Gauge("ckbpool_channels", "Open mining channels", ["type"], registry=r)
+        self.channels = Gauge("ckbpool_open_channels", "Open mining channels", ["type"], registry=r)
         self.shares_total = Counter("ckbpool_shares_total", "Shares received, by result", ["result"], registry=r)
         for result in SHARE_RESULTS:
             self.shares_total.labels(result=result)

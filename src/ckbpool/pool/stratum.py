@@ -113,9 +113,18 @@ class ChannelState:
     last_sequence: int = 0
     accepted: int = 0
     rejected: int = 0
+    # After a SetTarget that makes shares harder, shares already in flight were found against the old
+    # target: accept them until grace_until (credited at the target they met).
+    previous_target: int = 0
+    grace_until: float = 0.0
 
     @property
     def target(self) -> int:
+        return self.vardiff.target
+
+    def share_target(self, now: float) -> int:
+        if now < self.grace_until and self.previous_target > self.vardiff.target:
+            return self.previous_target
         return self.vardiff.target
 
 
@@ -233,6 +242,14 @@ class MinerSession:
         channel.pending_sum = 0
 
 
+def announce_target(session: MinerSession, channel: ChannelState, previous: int, grace_s: float) -> None:
+    """Send SetTarget for the channel's current target, opening a grace window when it got harder."""
+    if channel.target < previous:
+        channel.previous_target = previous
+        channel.grace_until = time.monotonic() + grace_s
+    session.send(session.conn.send(ckb_profile.set_target(channel.info.channel_id, channel.target)))
+
+
 class StratumServer:
     """Accepts miners, hands out jobs, checks shares. Pool-wide state lives here; per-miner state in sessions."""
 
@@ -264,6 +281,8 @@ class StratumServer:
         self.found_blocks: list[FoundBlock] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._retarget_task: asyncio.Task[None] | None = None
+        # in-flight shares after a harder SetTarget: a few share intervals, at least 2 s
+        self._grace_s = max(2.0, 3 * config.vardiff.share_interval_s)
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -404,8 +423,9 @@ class StratumServer:
             target = target_for_hashrate(event.request.nominal_hash_rate, vd.share_interval_s)
             if event.request.maximum_target:
                 target = min(target, event.request.maximum_target)
+            previous = channel.target
             channel.vardiff = Vardiff(vd, target, self._network_target())
-            session.send(session.conn.send(ckb_profile.set_target(channel.info.channel_id, channel.target)))
+            announce_target(session, channel, previous, self._grace_s)
 
     def forget_channel(self, session: MinerSession, channel_id: int) -> None:
         channel = session.channels.pop(channel_id, None)
@@ -427,9 +447,9 @@ class StratumServer:
                 continue
             try:
                 for channel in session.channels.values():
-                    changed = channel.vardiff.set_network_target(network_target)
-                    if changed is not None:
-                        session.send(session.conn.send(ckb_profile.set_target(channel.info.channel_id, changed)))
+                    previous = channel.target
+                    if channel.vardiff.set_network_target(network_target) is not None:
+                        announce_target(session, channel, previous, self._grace_s)
                     self._send_job(session, channel.info, active, new_height=active.new_height)
             except Sv2Error as exc:
                 log.warning("dropping %s: cannot send it the job: %s", session.peer, exc)
@@ -460,7 +480,7 @@ class StratumServer:
         else:
             nonce16 = ckb_profile.nonce16_from_share(channel.info.extranonce_prefix, share)
         active = self.jobs.get(share.job_id)
-        share_target = channel.target
+        share_target = channel.share_target(time.monotonic())
         verdict = check_share(
             None if active is None else active.entry, self.jobs.current_parent, nonce16, share_target, self.blake2b
         )
@@ -479,10 +499,10 @@ class StratumServer:
             if verdict.is_block:
                 block_hash = self._found_block(channel, active, nonce, now)
             session.ack(channel, share.sequence_number, max(1, round(verdict.difficulty)))
-            new_target = channel.vardiff.on_share()
-            if new_target is not None:
+            previous = channel.target
+            if channel.vardiff.on_share() is not None:
                 session.flush_acks()
-                session.send(session.conn.send(ckb_profile.set_target(channel.info.channel_id, new_target)))
+                announce_target(session, channel, previous, self._grace_s)
         else:
             channel.rejected += 1
             session.send(
@@ -549,10 +569,10 @@ class StratumServer:
             await asyncio.sleep(interval)
             for session in list(self.sessions):
                 for channel in list(session.channels.values()):
-                    new_target = channel.vardiff.maybe_retarget()
-                    if new_target is not None and not session.closed:
+                    previous = channel.target
+                    if channel.vardiff.maybe_retarget() is not None and not session.closed:
                         with contextlib.suppress(Sv2Error):
-                            session.send(session.conn.send(ckb_profile.set_target(channel.info.channel_id, new_target)))
+                            announce_target(session, channel, previous, self._grace_s)
 
 
 @dataclass
