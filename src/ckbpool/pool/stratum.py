@@ -134,6 +134,27 @@ def split_identity(user_identity: str) -> tuple[str, str]:
     return user, worker or "default"
 
 
+class Flooding(Exception):
+    """A connection sent messages faster than its rate limit allows."""
+
+
+class TokenBucket:
+    """Message rate limit of one connection: ``rate`` per second on average, bursts up to ``burst``."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    def take(self, count: int) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        self.tokens -= count
+        return self.tokens >= 0
+
+
 class MinerSession:
     """One miner connection after the handshake."""
 
@@ -150,6 +171,7 @@ class MinerSession:
         self._flush_handle: asyncio.TimerHandle | None = None
         self.closed = False
         self.setup_done = asyncio.Event()
+        self.bucket = TokenBucket(server.config.stratum.max_messages_per_second, server.config.stratum.message_burst)
 
     # -- output -----------------------------------------------------------------------------------
     def send(self, plaintext_frame: bytes) -> None:
@@ -176,9 +198,13 @@ class MinerSession:
         frames = self.noise.feed(data) if self.noise is not None else None
         if frames is None:
             events = self.conn.receive_data(data)
+            if not self.bucket.take(max(1, len(events))):
+                raise Flooding(f"more than {self.bucket.rate:.0f} messages/s")
             for event in events:
                 self.handle(event)
             return
+        if not self.bucket.take(len(frames)):
+            raise Flooding(f"more than {self.bucket.rate:.0f} messages/s")
         for frame in frames:
             for event in self.conn.receive_frame(frame):
                 self.handle(event)
@@ -348,9 +374,9 @@ class StratumServer:
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError) as exc:
             self.metrics.connection_errors_total.labels(reason=type(exc).__name__).inc()
             log.debug("connection ended: %s", exc)
-        except Sv2Error as exc:
+        except (Sv2Error, Flooding) as exc:
             self.metrics.connection_errors_total.labels(reason=type(exc).__name__).inc()
-            log.info("closing a connection after a protocol error: %s", exc)
+            log.info("closing a connection: %s: %s", type(exc).__name__, exc)
         except Exception:  # a bug must cost one connection, not the server
             self.metrics.connection_errors_total.labels(reason="internal").inc()
             log.exception("unexpected error on a miner connection; closing it")

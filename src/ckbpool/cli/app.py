@@ -1,0 +1,139 @@
+"""``ckbpool`` commands. Errors become one clear line and a non-zero exit code, never a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from .. import __version__
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Stratum V2 mining pool for Nervos CKB.")
+pool_app = typer.Typer(no_args_is_help=True, help="Run pool services.")
+app.add_typer(pool_app, name="pool")
+console = Console(stderr=True)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _install_uvloop() -> None:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+@app.command()
+def version() -> None:
+    """Print the ckbpool version."""
+    typer.echo(__version__)
+
+
+@pool_app.command("run")
+def pool_run(
+    config: Annotated[Path, typer.Option("--config", "-c", help="pool configuration (TOML)")],
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+) -> None:
+    """Run the pool services this config's ``roles`` name (all of them: the embedded pool)."""
+    from ..pool.config import ConfigError, load_pool_config
+    from ..pool.service import Pool
+
+    _setup_logging(log_level)
+    try:
+        cfg = load_pool_config(config)
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    _install_uvloop()
+
+    async def run() -> None:
+        try:
+            pool = Pool(cfg)
+        except (ValueError, OSError) as exc:
+            console.print(f"[red]cannot start the pool: {exc}[/red]")
+            raise typer.Exit(2) from None
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await pool.start()
+        where = f" on {pool.server.address[0]}:{pool.server.address[1]}" if pool.server else ""
+        console.print(f"[green]ckbpool running ({', '.join(sorted(pool.roles))}){where}[/green]")
+        try:
+            await stop.wait()
+        finally:
+            await pool.close()
+
+    asyncio.run(run())
+
+
+@app.command()
+def miner(
+    url: Annotated[str, typer.Option(help="pool address, host:port")],
+    user: Annotated[str, typer.Option(help="user identity, e.g. <ckb address>.<worker>")],
+    authority_key: Annotated[
+        str | None, typer.Option(help="the pool's authority public key (Base58Check); required unless --no-noise")
+    ] = None,
+    protocol: Annotated[str, typer.Option(help="v2 (Stratum V2); v1 comes with the translator")] = "v2",
+    extended: Annotated[bool, typer.Option(help="open an extended channel instead of a standard one")] = False,
+    threads: Annotated[int, typer.Option(min=1)] = 1,
+    duration: Annotated[float | None, typer.Option(help="seconds to mine (default: until Ctrl-C)")] = None,
+    noise: Annotated[bool, typer.Option(help="encrypt (Noise NX); off only for plaintext test pools")] = True,
+    log_level: str = "info",
+) -> None:
+    """CPU miner (Eaglesong batch search in C) for demos, tests and load."""
+    from ..miner.sv2 import MinerError, Sv2Miner
+
+    _setup_logging(log_level)
+    if protocol != "v2":
+        console.print("[red]only --protocol v2 is available in this version[/red]")
+        raise typer.Exit(2)
+    if noise and not authority_key:
+        console.print("[red]--authority-key is required: miners must authenticate the pool (or pass --no-noise)[/red]")
+        raise typer.Exit(2)
+    host, _, port = url.removeprefix("stratum2+tcp://").rpartition(":")
+    if not host or not port.isdigit():
+        console.print(f"[red]--url must be host:port, got {url!r}[/red]")
+        raise typer.Exit(2)
+    sv2_miner = Sv2Miner(
+        host, int(port), user, authority_public_key=authority_key, extended=extended, threads=threads, noise=noise
+    )
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, sv2_miner.stop)
+        stats = await sv2_miner.run(duration=duration)
+        console.print(
+            f"submitted {stats.submitted}, accepted {stats.accepted}, rejected {stats.rejected} "
+            f"{stats.rejected_reasons or ''}, {stats.hashes} hashes"
+        )
+
+    try:
+        asyncio.run(run())
+    except (MinerError, OSError) as exc:
+        console.print(f"[red]miner stopped: {exc}[/red]")
+        raise typer.Exit(1) from None
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def keys(ctx: typer.Context) -> None:
+    """Pool key material: generate | issue-cert | show-pub (see `ckbpool keys -- --help`)."""
+    from ..sv2.keys import main as keys_main
+
+    raise typer.Exit(keys_main(ctx.args))
+
+
+def main() -> None:
+    app()
