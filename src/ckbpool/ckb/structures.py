@@ -30,7 +30,7 @@ class Script:
     @classmethod
     def from_json(cls, obj: Any, path: str) -> Script:
         hash_type = field(obj, "hash_type", path)
-        if hash_type not in HASH_TYPES:
+        if not isinstance(hash_type, str) or hash_type not in HASH_TYPES:
             raise MalformedError(f"{path}.hash_type", f"unknown hash_type {hash_type!r}")
         return cls(
             code_hash=parse_bytes(field(obj, "code_hash", path), f"{path}.code_hash", 32),
@@ -98,7 +98,7 @@ class CellDep:
     @classmethod
     def from_json(cls, obj: Any, path: str) -> CellDep:
         dep_type = field(obj, "dep_type", path)
-        if dep_type not in DEP_TYPES:
+        if not isinstance(dep_type, str) or dep_type not in DEP_TYPES:
             raise MalformedError(f"{path}.dep_type", f"unknown dep_type {dep_type!r}")
         return cls(
             out_point=OutPoint.from_json(field(obj, "out_point", path), f"{path}.out_point"),
