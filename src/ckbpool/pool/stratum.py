@@ -35,6 +35,7 @@ from ..sv2.events import (
     Rejected,
     ShareSubmitted,
 )
+from ..sv2.framing import Frame, FrameDecoder
 from ..sv2.messages_ckb import CkbSubmitSolution
 from ..sv2.noise import NoiseResponder, NoiseTransport, ResponderCredentials
 from ..sv2.noise_handshake import MSG1_SIZE
@@ -172,6 +173,7 @@ class MinerSession:
         self.closed = False
         self.setup_done = asyncio.Event()
         self.bucket = TokenBucket(server.config.stratum.max_messages_per_second, server.config.stratum.message_burst)
+        self.plain = FrameDecoder(server.config.stratum.max_frame_bytes) if noise is None else None
 
     # -- output -----------------------------------------------------------------------------------
     def send(self, plaintext_frame: bytes) -> None:
@@ -195,14 +197,15 @@ class MinerSession:
 
     # -- input ------------------------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
-        frames = self.noise.feed(data) if self.noise is not None else None
-        if frames is None:
-            events = self.conn.receive_data(data)
-            if not self.bucket.take(max(1, len(events))):
-                raise Flooding(f"more than {self.bucket.rate:.0f} messages/s")
-            for event in events:
-                self.handle(event)
-            return
+        # Frame by frame, each answered before the next one reaches the state machine, also without Noise:
+        # conn.receive_data would run every frame of the chunk first, and an answer (a channel accepted, a
+        # share acknowledged) could then find its channel or the connection already closed by a later frame.
+        frames: list[bytes] | list[Frame]
+        if self.noise is not None:
+            frames = self.noise.feed(data)
+        else:
+            assert self.plain is not None
+            frames = self.plain.feed(data)
         if not self.bucket.take(len(frames)):
             raise Flooding(f"more than {self.bucket.rate:.0f} messages/s")
         for frame in frames:
