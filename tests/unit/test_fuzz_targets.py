@@ -152,3 +152,26 @@ def test_encrypted_header_announcing_16_mib_is_refused_without_allocating() -> N
     assert pool.decryptor.buffered == 0
     with pytest.raises(NoiseStateError):
         pool.feed(b"more")
+
+
+def test_plaintext_session_answers_each_frame_before_the_next_one_closes_the_connection() -> None:
+    """Found by the pool_session target: without Noise, MinerSession.feed ran conn.receive_data over the whole chunk
+    and answered afterwards, so an OpenStandardMiningChannel followed in the same chunk by a frame that closes the
+    connection made the pool send .Success on a closed connection (LocalProtocolError escaping feed)."""
+    from ckbpool.pool.config import PoolConfig
+    from ckbpool.pool.metrics import PoolMetrics
+    from ckbpool.pool.stratum import MinerSession, StratumServer
+    from ckbpool.sv2.messages import OpenStandardMiningChannel, SetupConnection, encode_message
+
+    server = StratumServer(PoolConfig(), PoolMetrics(), None)
+    writer = targets._FakeWriter()
+    session = MinerSession(server, writer, None)  # type: ignore[arg-type]
+    setup = encode_message(SetupConnection(0, 2, 2, 0, "h", 1, "v", "", "", ""))
+    open_channel = encode_message(OpenStandardMiningChannel(1, "user.w", 1e6, (1 << 256) - 1))
+    session.feed(setup + open_channel + setup)  # the second SetupConnection closes the connection
+    assert session.closed and writer.closed
+    assert server.metrics.connection_errors_total.labels(reason="unexpected-message")._value.get() == 1
+    # and the input the fuzzer minimised it to
+    targets.pool_session(
+        bytes.fromhex("0021020104000605030708090a0b0c0d0e0f1011121314363738c8c9cacbcccdced9dadbdcddffff7a0203")
+    )
