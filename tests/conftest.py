@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +32,9 @@ def start_dev_node(binary: Path, data_dir: Path, key: DevKey, **overrides: objec
     node = CkbNode(config, binary)
     node.init(force=True)
     node.start()
-    asyncio.run(node.wait_ready(timeout=60))
+    # own thread + loop, so this also works from inside an async test
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, node.wait_ready(timeout=60)).result()
     return node
 
 

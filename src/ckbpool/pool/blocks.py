@@ -124,14 +124,24 @@ class BlockMaker:
         *,
         retries: int = 20,
         retry_backoff: float = 0.2,
+        settle_s: float = 1.0,
         on_outcome: Callable[[BlockOutcome], Any] | None = None,
     ) -> None:
         self.rpc = rpc
         self.store = store
         self.retries = retries
         self.retry_backoff = retry_backoff
+        self.settle_s = settle_s
         self.on_outcome = on_outcome
         self._inflight: set[bytes] = set()
+        # False after the node was seen down, until it has answered for settle_s (see _wait_node_settled)
+        self._node_settled = True
+        self._settling: asyncio.Lock = asyncio.Lock()
+
+    def note_node_down(self) -> None:
+        """Anyone who sees the node unreachable (template watcher, a submit) tells the block maker, so the
+        next submission waits for the restarted node to settle."""
+        self._node_settled = False
 
     async def submit(self, found: FoundBlock) -> BlockOutcome:
         """Persist, then submit until the node answers (accepted or refused), then record the outcome."""
@@ -151,6 +161,8 @@ class BlockMaker:
             record.submitted_at = time.time()
             while True:
                 record.attempts += 1
+                if not self._node_settled:
+                    await self._wait_node_settled()
                 try:
                     returned = await self.rpc.submit_block(found.work_id, block_json)
                     record.latency_ms = (time.perf_counter() - start) * 1000
@@ -164,6 +176,8 @@ class BlockMaker:
                     record.status, record.reason = "rejected", exc.message
                     break
                 except (NodeUnavailable, RpcError) as exc:
+                    if isinstance(exc, NodeUnavailable):
+                        self._node_settled = False
                     if record.attempts > self.retries:
                         record.reason = f"gave up after {record.attempts} attempts: {exc}"
                         log.error("block %s at height %d still pending: %s", found.block_hash.hex(), found.height, exc)
@@ -181,6 +195,28 @@ class BlockMaker:
             if asyncio.iscoroutine(result):
                 await result
         return outcome
+
+    async def _wait_node_settled(self) -> None:
+        """After an outage, let a restarted node finish starting before it gets a block.
+
+        Seen with ckb 0.210: a block accepted in the first ~0.2 s after start-up becomes the tip, but the block
+        assembler keeps serving templates on the old tip until some other block arrives — so a pool that
+        resubmits instantly stalls on stale work. Waiting until RPC has answered for ``settle_s`` avoids it.
+        """
+        async with self._settling:  # one prober for all waiting submissions
+            if self._node_settled:
+                return
+            deadline = asyncio.get_running_loop().time() + 30.0
+            while True:
+                try:
+                    await self.rpc.call("get_tip_block_number", retries=0)
+                    break
+                except (NodeUnavailable, RpcError):
+                    if asyncio.get_running_loop().time() > deadline:
+                        return  # give up waiting; the submit itself will retry and report
+                    await asyncio.sleep(0.1)
+            await asyncio.sleep(self.settle_s)
+            self._node_settled = True
 
     async def _classify(self, found: FoundBlock) -> tuple[str, str]:
         """accepted = on the main chain at its height; stale = stored by the node on a side branch."""

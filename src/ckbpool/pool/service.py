@@ -111,6 +111,7 @@ class Pool:
                 self._on_new_job,
                 poll_interval=cfg.node.poll_interval_ms / 1000,
                 subscribe_address=subscribe,
+                on_node_down=self.block_maker.note_node_down if self.block_maker is not None else None,
             )
             watcher = self.watcher
             self.metrics.track_template_age(lambda: watcher.last_template_at or time.time())
@@ -196,7 +197,11 @@ class Pool:
     # -- status -----------------------------------------------------------------------------------
     def healthy(self) -> bool:
         if self.watcher is not None:
-            return bool(self.watcher.current) and time.time() - self.watcher.last_template_at < 120
+            return (
+                bool(self.watcher.current)
+                and time.time() - self.watcher.last_template_at < 120
+                and not self.watcher.template_stale
+            )
         return True
 
     async def status(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ..ckb.errors import CkbError, MalformedError
+from ..ckb.errors import CkbError, MalformedError, NodeUnavailable
 from ..ckb.hashing import ckb_hash
 from ..ckb.rpc import CkbRpcClient, subscribe_new_tip
 from ..ckb.template import BlockTemplate, MiningJob, job_from_template
@@ -75,18 +75,22 @@ class TemplateWatcher:
         poll_interval: float = 0.5,
         subscribe_address: tuple[str, int] | None = None,
         job_ids: JobIdAllocator | None = None,
+        on_node_down: Callable[[], None] | None = None,
     ) -> None:
         self.rpc = rpc
         self.on_job = on_job
         self.poll_interval = poll_interval
         self.subscribe_address = subscribe_address
         self.job_ids = job_ids or JobIdAllocator()
+        self.on_node_down = on_node_down
         self.current: NewJob | None = None
         self._fingerprint: bytes | None = None
         self._refresh = asyncio.Event()
         self._lock = asyncio.Lock()
         self._wanted_parent: bytes | None = None
         self._wanted_since = 0.0
+        self.tip_hash: bytes | None = None
+        self.stale_since: float | None = None
         self.templates_seen = 0
         self.last_template_at = 0.0
         self.errors = 0
@@ -99,6 +103,7 @@ class TemplateWatcher:
             template = BlockTemplate.from_json(raw)
             self.templates_seen += 1
             self.last_template_at = received
+            self._track_staleness(template)
             fingerprint = template_fingerprint(template)
             if fingerprint == self._fingerprint:
                 return None
@@ -114,6 +119,29 @@ class TemplateWatcher:
             self.current = job
         await self.on_job(job)
         return job
+
+    def _track_staleness(self, template: BlockTemplate) -> None:
+        """Notice a node whose templates lag its own tip (its block assembler missed a new tip): mining such a
+        template only produces side blocks, so say so loudly instead of mining on in silence."""
+        if self.tip_hash is None or template.parent_hash == self.tip_hash:
+            if self.stale_since is not None:
+                log.info("node templates follow its tip again")
+            self.stale_since = None
+            return
+        now = time.monotonic()
+        if self.stale_since is None:
+            self.stale_since = now
+        elif now - self.stale_since > 5.0 and now - self.stale_since - self.poll_interval <= 5.0:
+            log.error(
+                "the node's templates are built on %s but its tip is %s: its block assembler is stuck; "
+                "new blocks will be side blocks until it recovers (restart the node if this persists)",
+                template.parent_hash.hex(),
+                self.tip_hash.hex(),
+            )
+
+    @property
+    def template_stale(self) -> bool:
+        return self.stale_since is not None and time.monotonic() - self.stale_since > 5.0
 
     async def run(self) -> None:
         """Poll and listen until cancelled."""
@@ -138,6 +166,8 @@ class TemplateWatcher:
                 log.error("node sent a malformed template (%s); keeping the current job", exc)
             except CkbError as exc:
                 self.errors += 1
+                if isinstance(exc, NodeUnavailable) and self.on_node_down is not None:
+                    self.on_node_down()
                 log.warning("template fetch failed: %s; keeping the current job, retrying", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._refresh.wait(), timeout=self._next_wait())
@@ -155,6 +185,7 @@ class TemplateWatcher:
     async def _push_loop(self, host: str, port: int) -> None:
         async for header in subscribe_new_tip(host, port):
             tip = header.hash()
+            self.tip_hash = tip
             if self.current is None or tip != self.current.job.parent_hash:
                 self._wanted_parent = tip
                 self._wanted_since = time.monotonic()
