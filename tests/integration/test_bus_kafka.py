@@ -276,3 +276,30 @@ async def test_close_ends_a_waiting_subscriber_and_types_are_checked(two_buses: 
         await asyncio.wait_for(waiting, 10)
     with pytest.raises(TypeError):
         await a.publish(Topic.FOUND_BLOCKS, share(1))
+
+
+async def test_acks_slower_than_publish_timeout_neither_lose_nor_duplicate(
+    kafka: KafkaBroker, prefix: str, tmp_path: Path
+) -> None:
+    """A burst whose acks take longer than publish_timeout: the late ones are spooled "in doubt", and the
+    replay must not send again what the original send delivered."""
+    stratum = create_bus(bus_url(kafka, prefix, "stratum", tmp_path / "spool", publish_timeout="0.02"))
+    accounting = create_bus(bus_url(kafka, prefix, "accounting"))
+    n = 3000
+    async with stratum, accounting:
+        await asyncio.gather(*(stratum.publish(Topic.SHARES, share(i, worker=f"rig{i % 8}")) for i in range(n)))
+        stats = stratum.stats()
+        assert stats["ack_timeouts"] > 0, "the burst was acknowledged in time: nothing tested"
+        assert stats["published"] + stats["spooled"] == n
+        sub = accounting.subscribe(Topic.SHARES, "accounting")
+        got = await take(sub, n, timeout=60)
+        with pytest.raises(TimeoutError):
+            await take(sub, 1, timeout=2)  # no duplicate after the n
+        assert {e.nonce for e in got if isinstance(e, Share)} == {share(i).nonce for i in range(n)}
+        async with asyncio.timeout(30):
+            while stratum.stats()["spool_depth"]:
+                await asyncio.sleep(0.05)
+        stats = stratum.stats()
+        assert stats["published"] + stats["replayed"] == n and stats["in_doubt"] == 0, stats
+        print(f"burst of {n}: {stats}")
+        await sub.close()

@@ -38,9 +38,10 @@ import logging
 import os
 import struct
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
@@ -71,6 +72,7 @@ _CODE_TOPICS = {code: topic for topic, code in _TOPIC_CODES.items()}
 _SPOOLED = struct.Struct("<BHQ")  # topic code, key length, timestamp ms; then key, then value
 _TEMPLATE_KEY = b"templates"
 _CONNECT_ERRORS = (KafkaError, OSError, TimeoutError)
+T = TypeVar("T")
 MAX_MESSAGE_BYTES = 8 << 20  # a full CKB template is ~1.3 MB of JSON; Kafka's default limit is 1 MB
 
 
@@ -173,6 +175,12 @@ def decode_spooled(payload: bytes) -> tuple[Topic, bytes, int, bytes]:
     return _CODE_TOPICS[code], payload[start : start + key_len], timestamp_ms, payload[start + key_len :]
 
 
+async def _timed(awaitable: Awaitable[T], timeout: float) -> T:
+    """``asyncio.wait_for`` without its Python 3.11 flaw (a cancellation racing completion gets lost)."""
+    async with asyncio.timeout(timeout):
+        return await awaitable
+
+
 def _retrieve(future: asyncio.Future[Any]) -> None:
     """Done-callback: mark an in-doubt send's exception as seen (the replay decides what it means)."""
     if not future.cancelled():
@@ -201,6 +209,7 @@ class KafkaBus(Bus):
         self.spooled = 0
         self.replayed = 0
         self.dead_lettered = 0
+        self.ack_timeouts = 0  # events spooled "in doubt" (queued, not acknowledged within publish_timeout)
         self.consumed = 0
         self.decode_errors = 0
 
@@ -217,7 +226,7 @@ class KafkaBus(Bus):
             )
         self._started = True
         try:
-            await asyncio.wait_for(self._connect(), self.config.connect_timeout)
+            await _timed(self._connect(), self.config.connect_timeout)
         except _CONNECT_ERRORS as exc:
             if self._spool is None:
                 await self.close()
@@ -246,6 +255,10 @@ class KafkaBus(Bus):
             with contextlib.suppress(Exception):
                 await producer.stop()
             raise
+        if self._closed:  # close() ran while we were connecting
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            return
         self._producer = producer
 
     async def ensure_topics(self) -> None:
@@ -295,7 +308,7 @@ class KafkaBus(Bus):
         deadline = time.monotonic() + self.config.close_timeout
         if self._producer is not None and self._spool is not None and self._spool.depth:
             with contextlib.suppress(TimeoutError, *_CONNECT_ERRORS):
-                await asyncio.wait_for(self._drain_spool(), max(0.0, deadline - time.monotonic()))
+                await _timed(self._drain_spool(), max(0.0, deadline - time.monotonic()))
         if self._producer is not None:
             await self._stop_producer(max(0.1, deadline - time.monotonic()))
         for subscription in list(self._subscriptions):
@@ -309,14 +322,14 @@ class KafkaBus(Bus):
     async def _stop_producer(self, timeout: float) -> None:
         producer, self._producer = self._producer, None
         try:
-            await asyncio.wait_for(producer.flush(), timeout)
+            await _timed(producer.flush(), timeout)
         except TimeoutError:
             log.warning("Kafka producer flush timed out after %.1fs; unacknowledged events stay in the spool", timeout)
             sender = getattr(getattr(producer, "_sender", None), "sender_task", None)
             if sender is not None:
                 sender.cancel()  # else stop() waits for a broker that is not there
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(producer.stop(), 5.0)
+            await _timed(producer.stop(), 5.0)
 
     async def _drain_spool(self) -> None:
         assert self._spool is not None
@@ -340,7 +353,7 @@ class KafkaBus(Bus):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.publish_timeout
         try:
-            future = await asyncio.wait_for(
+            future = await _timed(
                 producer.send(
                     self.config.topic_name(topic),
                     value,
@@ -354,11 +367,12 @@ class KafkaBus(Bus):
             self._spool_event(topic, key, timestamp_ms, value, f"send failed: {exc!r}")
             return
         try:
-            await asyncio.wait_for(asyncio.shield(future), max(0.001, deadline - loop.time()))
+            await _timed(asyncio.shield(future), max(0.001, deadline - loop.time()))
         except TimeoutError:
             future.add_done_callback(_retrieve)
             seq = self._spool_event(topic, key, timestamp_ms, value, "no acknowledgement in time")
             self._in_doubt[seq] = future
+            self.ack_timeouts += 1
             return
         except KafkaError as exc:
             self._spool_event(topic, key, timestamp_ms, value, f"delivery failed: {exc!r}")
@@ -387,10 +401,10 @@ class KafkaBus(Bus):
 
     async def _run_background(self) -> None:
         backoff = 0.2
-        while True:
+        while not self._closed:
             if self._producer is None:
                 try:
-                    await asyncio.wait_for(self._connect(), self.config.connect_timeout)
+                    await _timed(self._connect(), self.config.connect_timeout)
                     log.info("bus: connected to Kafka at %s", ",".join(self.config.bootstrap_servers))
                     backoff = 0.2
                 except _CONNECT_ERRORS as exc:
@@ -401,7 +415,7 @@ class KafkaBus(Bus):
             if self._spool is None or self._spool.depth == 0:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.config.fsync_interval)
+                    await _timed(self._wake.wait(), self.config.fsync_interval)
                 continue
             try:
                 progressed = await self._replay_window()
@@ -430,7 +444,7 @@ class KafkaBus(Bus):
             if future is None:
                 topic, key, timestamp_ms, value = decode_spooled(record.payload)
                 try:
-                    future = await asyncio.wait_for(
+                    future = await _timed(
                         producer.send(
                             self.config.topic_name(topic),
                             value,
@@ -495,6 +509,7 @@ class KafkaBus(Bus):
             "spool_depth": spool.depth if spool is not None and not spool.closed else 0,
             "spool_bytes": spool.pending_bytes if spool is not None and not spool.closed else 0,
             "in_doubt": len(self._in_doubt),
+            "ack_timeouts": self.ack_timeouts,
             "dead_lettered": self.dead_lettered,
             "consumed": self.consumed,
             "decode_errors": self.decode_errors,
@@ -679,7 +694,7 @@ class KafkaSubscription(Subscription):
         # it again (at-least-once). Call commit() first to count it as done.
         self._consumer = consumer  # for the final commit
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._maybe_commit(force=True), self._bus.config.close_timeout)
+            await _timed(self._maybe_commit(force=True), self._bus.config.close_timeout)
         self._consumer = None
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(consumer.stop(), self._bus.config.close_timeout)
+            await _timed(consumer.stop(), self._bus.config.close_timeout)
