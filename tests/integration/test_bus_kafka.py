@@ -283,11 +283,16 @@ async def test_acks_slower_than_publish_timeout_neither_lose_nor_duplicate(
 ) -> None:
     """A burst whose acks take longer than publish_timeout: the late ones are spooled "in doubt", and the
     replay must not send again what the original send delivered."""
-    stratum = create_bus(bus_url(kafka, prefix, "stratum", tmp_path / "spool", publish_timeout="0.02"))
+    stratum = create_bus(bus_url(kafka, prefix, "stratum", tmp_path / "spool"))
     accounting = create_bus(bus_url(kafka, prefix, "accounting"))
+    assert isinstance(stratum, KafkaBus)
     n = 3000
     async with stratum, accounting:
-        await asyncio.gather(*(stratum.publish(Topic.SHARES, share(i, worker=f"rig{i % 8}")) for i in range(n)))
+        for worker in range(8):  # the producer learns every partition's leader in time
+            await stratum.publish(Topic.SHARES, share(worker, worker=f"rig{worker}"))
+        assert stratum.stats()["published"] == 8
+        stratum.config.publish_timeout = 0.02  # then acks of a burst cannot all come back in time
+        await asyncio.gather(*(stratum.publish(Topic.SHARES, share(i, worker=f"rig{i % 8}")) for i in range(8, n)))
         stats = stratum.stats()
         assert stats["ack_timeouts"] > 0, "the burst was acknowledged in time: nothing tested"
         assert stats["published"] + stats["spooled"] == n

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import os
 import re
 import shutil
@@ -19,8 +20,10 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -62,6 +65,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: SIGKILL the child when its parent dies (Linux PR_SET_PDEATHSIG), so a killed test run leaves
+    no broker behind."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
+def child_guard() -> Callable[[], None] | None:
+    """The ``preexec_fn`` for a test server: the death signal is tied to the *thread* that forks, so only a child
+    forked from the main thread gets it (a broker restarted from ``asyncio.to_thread`` must outlive that
+    worker thread)."""
+    return _die_with_parent if threading.current_thread() is threading.main_thread() else None
 
 
 def random_cluster_id() -> str:
@@ -185,6 +202,7 @@ class KafkaBroker:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=child_guard(),
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .kafka import free_port
+from .kafka import child_guard, free_port
 
 
 class RedisUnavailable(RuntimeError):
@@ -73,7 +73,12 @@ class RedisServer:
         else:
             args += ["--appendonly", "no"]
         self.process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=child_guard(),
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
