@@ -209,6 +209,10 @@ class Result:
         return self.returncode == 0 and self.runs is not None
 
 
+# how a worker's log says what it found (atheris prints "=== Timeout", libFuzzer "libFuzzer: timeout")
+FINDING_MARKERS = ("=== Timeout", "libFuzzer: timeout", "out-of-memory", "Uncaught Python exception", "==FINDING==")
+
+
 def _stat(text: str, pattern: str) -> int | None:
     matches = re.findall(pattern, text)
     return int(matches[-1]) if matches else None
@@ -254,7 +258,7 @@ def run_target(name: str, engine: str, args: argparse.Namespace) -> Result:
     result.coverage = _stat(text, r"\bcov: (\d+)")
     result.corpus = _stat(text, r"\bcorp: (\d+)")
     if code != 0:
-        for marker in ("ERROR: libFuzzer: timeout", "out-of-memory", "Uncaught Python exception", "==FINDING=="):
+        for marker in FINDING_MARKERS:
             if marker in text:
                 result.finding = marker
                 break
