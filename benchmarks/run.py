@@ -21,6 +21,7 @@ MODULES = [
     ("Eaglesong", "benchmarks.bench_eaglesong"),
     ("Chain core", "benchmarks.bench_chain"),
     ("Stratum V2 codec and Noise", "benchmarks.bench_sv2"),
+    ("Event bus payloads", "benchmarks.bench_bus"),
     ("Pool: shares/s, memory per channel, fan-out, block latency", "benchmarks.bench_pool"),
 ]
 

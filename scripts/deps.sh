@@ -22,6 +22,8 @@ apt_packages() {
   local want=(clang libclang-dev libssl-dev pkg-config redis-server prometheus)
   local missing=()
   for p in "${want[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  command -v java >/dev/null || missing+=(default-jdk-headless)  # Kafka 4.x needs Java >= 17
+  command -v mvn >/dev/null || missing+=(maven)                  # fetches the Kafka jars
   if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then echo "need root to apt-get install ${missing[*]}" >&2; return 1; fi
     apt-get update -qq
@@ -34,6 +36,7 @@ total=$SECONDS
 step apt apt_packages
 pids=()
 step ckb bash scripts/build-ckb.sh & pids+=($!)
+step kafka bash scripts/kafka-deps.sh & pids+=($!)
 if [ -f tests/interop/build.sh ]; then
   step sri-interop bash tests/interop/build.sh & pids+=($!)
 fi
