@@ -829,6 +829,11 @@ _REPLACEMENTS: tuple[Any, ...] = (
 )
 
 
+def _replacement(inp: Input) -> Any:
+    """A fresh copy: the shared [] / {} must never be mutated, nor end up inside themselves."""
+    return copy.deepcopy(inp.choice(_REPLACEMENTS))
+
+
 def _slots(node: Any) -> Iterator[tuple[Any, Any]]:
     """Every (container, key) in a JSON tree."""
     if isinstance(node, dict):
@@ -845,14 +850,14 @@ def _mutate(root: dict[str, Any], inp: Input) -> Any:
     for _ in range(1 + inp.byte() % 4):
         slots = list(_slots(root))
         if not slots or inp.byte() == 255:
-            return inp.choice(_REPLACEMENTS)  # the whole template replaced
+            return _replacement(inp)  # the whole template replaced
         container, key = slots[inp.below(len(slots))]
         value = container[key]
         op = inp.byte() % 8
         if op == 0:
             del container[key]
         elif op == 1:
-            container[key] = inp.choice(_REPLACEMENTS)
+            container[key] = _replacement(inp)
         elif op == 2 and isinstance(value, str):  # damage a hex string
             edit = inp.byte() % 6
             if edit == 0:
@@ -871,7 +876,7 @@ def _mutate(root: dict[str, Any], inp: Input) -> Any:
         elif op == 3:  # wrap in a container / unwrap
             container[key] = [value] if inp.flag() else {"data": value}
         elif op == 4 and isinstance(value, list):
-            value.append(copy.deepcopy(value[0]) if value and inp.flag() else inp.choice(_REPLACEMENTS))
+            value.append(copy.deepcopy(value[0]) if value and inp.flag() else _replacement(inp))
         elif op == 5:
             container[key] = "0x" + inp.take(inp.byte() % 40).hex()
         elif op == 6 and isinstance(container, dict):
