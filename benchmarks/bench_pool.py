@@ -628,6 +628,7 @@ def _rows(raw: dict[str, Any], s: Settings) -> list[dict[str, Any]]:
     pool = raw.get("pool_conns") or {"sizes": {}}
     tcp = raw.get("tcp_conns") or {"sizes": {}}
     noise = raw.get("noise_conns") or {"sizes": {}}
+    noise_sizes = noise["sizes"]
     for n in s.rss_sizes:
         p, t = pool["sizes"].get(str(n)), tcp["sizes"].get(str(n))
         if p is None or "rss" not in p:
@@ -644,7 +645,12 @@ def _rows(raw: dict[str, Any], s: Settings) -> list[dict[str, Any]]:
                 base_kib,
                 "< 41.9 (2 GiB / 50k)",
                 p["rss_per_conn"] * 50_000 < 2 << 30,
-                f"total {p['rss'] / 2**20:,.0f} MiB; set-up {p['connect_rate']:,.0f} conns/s (handshake+setup+channel)",
+                f"total {p['rss'] / 2**20:,.0f} MiB; set-up {p['connect_rate']:,.0f} conns/s (handshake+setup+channel)"
+                + (
+                    f"; Noise-only server {noise_sizes[str(n)]['rss_per_conn'] / 1024:.1f} KiB"
+                    if "rss" in noise_sizes.get(str(n), {})
+                    else ""
+                ),
             )
         )
     big = max(s.rss_sizes)
@@ -778,6 +784,13 @@ def to_markdown(result: dict[str, Any]) -> str:
             f"{r['target']} | {mark} | {r['note']} |"
         )
     raw = result.get("raw", {})
+    cap = raw.get("connection_cap")
+    if cap is not None and cap < 50_000:
+        lines += [
+            "",
+            f"This machine lets one process hold at most ~{cap + 300:,} descriptors (RLIMIT_NOFILE hard limit, not "
+            "raisable here), so the 50k figure is extrapolated linearly from the largest size measured.",
+        ]
     if raw.get("errors"):
         lines += ["", "Failed sections: " + "; ".join(f"{k}: {v}" for k, v in raw["errors"].items())]
     if raw.get("timings_s"):
@@ -1010,7 +1023,6 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--no-50k", action="store_true", help="RSS at 10k and 20k only (50k is extrapolated)")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy the server during share windows")
-    parser.add_argument("--only", nargs="*", default=None, help=argparse.SUPPRESS)
     # child-process mode (used by the benchmark itself)
     parser.add_argument("--serve", choices=["bare", "bus", "node"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, default=None, help=argparse.SUPPRESS)
