@@ -135,5 +135,10 @@ def keys(ctx: typer.Context) -> None:
     raise typer.Exit(keys_main(ctx.args))
 
 
+from .deploy_cmds import register as _register_deploy_commands  # noqa: E402 - init, render, deploy, ...
+
+_register_deploy_commands(app)
+
+
 def main() -> None:
     app()
