@@ -1,0 +1,310 @@
+"""``ckbpool.yaml``: the typed deployment configuration (pydantic, unknown keys rejected).
+
+One file describes a pool deployment for every target: which network, where the block rewards go, the ports,
+which services run and on which hosts, the image versions. Secrets never appear in it: ``ckbpool init``
+generates them into ``secrets_dir`` (files with mode 0600) and the rendered artifacts refer to those files.
+
+Errors name the exact key path (``ports.stratum``, ``topology.hosts.1.roles.0``) so a user can fix the file
+without reading this module.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..ckb.address import parse_address
+from ..ckb.errors import MalformedError
+from .errors import ConfigFileError
+
+CONFIG_FILE_NAME = "ckbpool.yaml"
+Network = Literal["dev", "testnet", "mainnet"]
+Port = Annotated[int, Field(ge=1, le=65535)]
+#: Roles a host can carry. ``pool`` is shorthand for the four pool roles (the embedded pool on one host).
+HostRole = Literal[
+    "ckb_node", "pool", "jobmaker", "stratum", "blockmaker", "accounting", "redis", "kafka", "proxy", "monitoring"
+]
+POOL_ROLES: tuple[str, ...] = ("jobmaker", "stratum", "blockmaker", "accounting")
+NAME_PATTERN = r"^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$"
+DEFAULT_DEV_DIFFICULTY = 1 << 20  # ~1 M Eaglesong hashes a block: a few blocks a second from one CPU miner
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Ports(_Strict):
+    """Ports on the host. Only ``stratum`` (and ``proxy``) face miners; the rest bind to ``bind.private``."""
+
+    stratum: Port = 34255
+    proxy: Port = 3333  # CKB Stratum V1 for ASICs, served by the translator
+    pool_http: Port = 8180  # /status, /metrics, /health
+    node_rpc: Port = 8114
+    node_tcp_rpc: Port = 18114  # new-tip subscription
+    node_p2p: Port = 8115
+    node_metrics: Port = 8100
+    redis: Port = 6379
+    kafka: Port = 9092
+    kafka_controller: Port = 9093
+    prometheus: Port = 9090
+    grafana: Port = 3000
+    node_exporter: Port = 9100
+    redis_exporter: Port = 9121
+    kafka_exporter: Port = 9308
+
+
+class Bind(_Strict):
+    """Host addresses: ``public`` for the miner-facing ports, ``private`` for everything an operator reads."""
+
+    public: str = "0.0.0.0"
+    private: str = "127.0.0.1"
+
+    @field_validator("public", "private")
+    @classmethod
+    def _ip(cls, value: str) -> str:
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address") from None
+        return value
+
+
+class NodeOptions(_Strict):
+    """The ckb node. ``dev_*`` apply to the dev chain only (a private chain with Eaglesong PoW)."""
+
+    dev_difficulty: Annotated[int, Field(ge=1, le=1 << 64)] = DEFAULT_DEV_DIFFICULTY
+    dev_epoch_length: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    block_message: Annotated[str, Field(max_length=64)] = ""  # ASCII put into each cellbase's witness
+    rpc_threads: Annotated[int, Field(ge=1, le=64)] | None = None
+
+
+class PoolOptions(_Strict):
+    share_interval_s: Annotated[float, Field(gt=0, le=600)] = 10.0  # vardiff aims at one share per this
+    initial_hashrate: Annotated[float, Field(gt=0)] = 1e6  # H/s assumed for miners declaring 0
+    max_connections: Annotated[int, Field(ge=1)] = 100_000
+
+
+class MinerOptions(_Strict):
+    """CPU miners run by the local target (dev/testnet smoke tests and the demo), never by default."""
+
+    enabled: bool = False
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    threads: Annotated[int, Field(ge=1, le=64)] = 1
+    extended: bool = False
+
+
+class Services(_Strict):
+    redis: bool = True  # share accounting
+    kafka: bool = False  # the bus between pool processes; required when pool roles are split across hosts
+    proxy: bool = False  # V1 <-> V2 translator for CKB Stratum V1 miners
+    miner: MinerOptions = MinerOptions()
+
+
+class Monitoring(_Strict):
+    enabled: bool = True  # Prometheus + exporters
+    grafana: bool = True
+    retention: Annotated[str, Field(pattern=r"^[0-9]+[smhdwy]$")] = "15d"
+    scrape_interval: Annotated[str, Field(pattern=r"^[0-9]+[smh]$")] = "15s"
+
+
+class Host(_Strict):
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    address: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:-]+$")]
+    ssh_user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]*$")] = "root"
+    ssh_port: Port = 22
+    roles: Annotated[list[HostRole], Field(min_length=1)]
+
+    @property
+    def expanded_roles(self) -> list[str]:
+        out: list[str] = []
+        for role in self.roles:
+            for r in POOL_ROLES if role == "pool" else (role,):
+                if r not in out:
+                    out.append(r)
+        return out
+
+
+class Topology(_Strict):
+    """``single``: everything on one machine (local, compose, or one host). ``multi``: roles on ``hosts``."""
+
+    mode: Literal["single", "multi"] = "single"
+    hosts: list[Host] = []
+
+
+class Images(_Strict):
+    """Container images, pinned by version. The compose file reads each through a variable so tests (and
+    air-gapped operators) can substitute locally built images: ``CKBPOOL_IMAGE_<NAME>``."""
+
+    ckb: str = "nervos/ckb:v0.210.0"
+    pool: str = "ckbpool/pool:0.1.0"
+    redis: str = "redis:7.4.2"
+    kafka: str = "apache/kafka:4.1.0"
+    prometheus: str = "prom/prometheus:v2.53.2"
+    node_exporter: str = "prom/node-exporter:v1.8.2"
+    redis_exporter: str = "oliver006/redis_exporter:v1.66.0-alpine"
+    kafka_exporter: str = "danielqsj/kafka-exporter:v1.8.0"
+    grafana: str = "grafana/grafana:11.2.2"
+
+    @field_validator("*")
+    @classmethod
+    def _pinned(cls, value: str) -> str:
+        name, _, tag = value.rpartition(":")
+        if not name or "/" in tag or not tag or tag == "latest":
+            raise ValueError(f"{value!r} must be pinned to a version tag (name:tag, not latest)")
+        return value
+
+
+class Cloud(_Strict):
+    """Inputs of the aws / alicloud targets (rendered into terraform.tfvars.json)."""
+
+    provider: Literal["aws", "alicloud"] = "aws"
+    region: Annotated[str, Field(pattern=r"^[a-z0-9-]+$")] = "us-east-1"
+    instance_type: str = "c6i.large"
+    disk_gb: Annotated[int, Field(ge=20, le=16_384)] = 200
+    ssh_public_key_file: str = "~/.ssh/id_ed25519.pub"
+    allowed_ssh_cidrs: list[str] = []
+
+
+class DeployConfig(_Strict):
+    version: Literal[1] = 1
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    network: Network
+    payout_address: str
+    ports: Ports = Ports()
+    bind: Bind = Bind()
+    node: NodeOptions = NodeOptions()
+    pool: PoolOptions = PoolOptions()
+    services: Services = Services()
+    monitoring: Monitoring = Monitoring()
+    topology: Topology = Topology()
+    images: Images = Images()
+    cloud: Cloud = Cloud()
+    # relative paths are relative to the directory of ckbpool.yaml
+    secrets_dir: Path = Path("secrets")
+    workspace: Path = Path("workspace")
+
+    @field_validator("payout_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        try:
+            parse_address(value)
+        except MalformedError as exc:
+            raise ValueError(f"not a valid CKB address ({exc.problem})") from None
+        return value.strip()
+
+    # -- derived ---------------------------------------------------------------------------------------
+    def enabled_roles(self) -> list[str]:
+        """Every deploy role this configuration runs somewhere."""
+        roles = ["ckb_node", *POOL_ROLES]
+        if self.services.redis:
+            roles.append("redis")
+        if self.services.kafka:
+            roles.append("kafka")
+        if self.services.proxy:
+            roles.append("proxy")
+        if self.monitoring.enabled:
+            roles.append("monitoring")
+        return roles
+
+
+# ------------------------------------------------------------------------------------------ load / dump
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """Field names of the model at ``loc``'s parent, for "unknown key" messages."""
+    model: Any = DeployConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return []
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        candidates = [annotation, *args]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return []
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []
+
+
+def describe_validation_error(exc: ValidationError) -> list[str]:
+    """One ``key.path: message`` line per error, phrased for people editing YAML."""
+    lines = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        path = _format_loc(loc)
+        if error["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc)
+            hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+            lines.append(f"{path}: unknown key{hint}")
+        elif error["type"] == "missing":
+            lines.append(f"{path}: required key is missing")
+        else:
+            msg = str(error["msg"]).removeprefix("Value error, ")
+            lines.append(f"{path}: {msg}")
+    return lines
+
+
+def parse_config(data: object, source: str = "<config>") -> DeployConfig:
+    if data is None:
+        raise ConfigFileError(source, ["(top level): the file is empty"])
+    if not isinstance(data, dict):
+        raise ConfigFileError(source, [f"(top level): expected a mapping of keys, got {type(data).__name__}"])
+    try:
+        return DeployConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigFileError(source, describe_validation_error(exc)) from None
+
+
+def load_config(path: Path) -> DeployConfig:
+    """Read and validate ``ckbpool.yaml`` (schema only; :mod:`.validate` adds the semantic checks)."""
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigFileError(source, ["file not found (create it with `ckbpool init`)"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigFileError(source, [f"cannot read: {exc}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigFileError(source, [f"not valid YAML: {where}{problem}"]) from None
+    return parse_config(data, source)
+
+
+_HEADER = """\
+# ckbpool deployment configuration (schema: ckbpool.deploy.config.DeployConfig; unknown keys are errors).
+# Secrets are not in this file: they live in secrets_dir, generated by `ckbpool init` (mode 0600).
+# Next: `ckbpool validate`, `ckbpool render`, `ckbpool deploy --target local|compose`.
+"""
+
+
+def dump_config(config: DeployConfig) -> str:
+    data = config.model_dump(mode="json")
+    return _HEADER + yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+
+
+def resolve(base: Path, path: Path) -> Path:
+    """``path`` relative to the directory of the config file (``~`` expanded), absolute."""
+    path = path.expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")

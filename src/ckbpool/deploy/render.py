@@ -1,0 +1,564 @@
+"""``ckbpool render``: ``ckbpool.yaml`` through one jinja2 template per artifact into a workspace directory.
+
+The workspace holds every file any target needs, one directory per target::
+
+    workspace/
+      render.json                 manifest: ckbpool version, config digest, sha256 of every rendered file
+      local/                      processes on this machine (the local target)
+        ckb/ckb.toml ckb/default.db-options [ckb/specs/dev.toml]   (ckb data: local/ckb/data)
+        pool.toml [redis.conf] [proxy.toml] prometheus/prometheus.yml prometheus/rules/ckbpool.yml
+      compose/                    the docker compose stack
+        compose.yaml .env ckb/... pool/pool.toml redis/redis.conf prometheus/... grafana/provisioning/...
+      hosts/                      Ansible (hosts target): inventory.ini group_vars/all.yml kafka/server.properties
+      terraform/terraform.tfvars.json   inputs of the aws / alicloud modules
+
+Rendering is deterministic (no timestamps), so re-rendering an unchanged config changes nothing, and the diff
+against the previous render shows exactly what a config edit does. No rendered file contains a secret: they
+refer to the files in ``secrets_dir``.
+"""
+
+from __future__ import annotations
+
+import base64
+import difflib
+import hashlib
+import json
+import os
+import tomllib
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import tomlkit
+import yaml
+
+from .. import __version__
+from ..ckb.address import parse_address
+from ..ckb.install import CKB_VERSION
+from ..ckb.node import POOL_RPC_MODULES
+from ..ckb.structures import HASH_TYPE_NAMES
+from ..ckb.target import difficulty_to_target, target_to_compact
+from ..pool.config import ConfigError, load_pool_config
+from . import secrets as sec
+from .config import POOL_ROLES, DeployConfig, resolve
+from .errors import WorkspaceError
+
+MANIFEST = "render.json"
+#: bootnodes of the pinned ckb version's stock ckb.toml (`ckb init --chain <network>`)
+BOOTNODES: dict[str, list[str]] = {
+    "dev": [],
+    "testnet": [
+        "/ip4/18.217.146.65/tcp/8111/p2p/QmT6DFfm18wtbJz3y4aPNn3ac86N4d4p4xtfQRRPf73frC",
+        "/ip4/18.136.60.221/tcp/8111/p2p/QmTt6HeNakL8Fpmevrhdna7J4NzEMf9pLchf1CXtmtSrwb",
+        "/ip4/35.176.207.239/tcp/8111/p2p/QmSJTsMsMGBjzv1oBNwQU36VhQRxc2WQpFoRu1ZifYKrjZ",
+        "/ip4/13.228.149.113/tcp/8111/p2p/QmQoTR39rBkpZVgLApDGDoFnJ2YDBS9hYeiib1Z6aoAdEf",
+        "/ip4/4.241.132.26/tcp/8111/p2p/QmX5D6aJiAQ5Fxn4BfVqSn6zrgyuQM1oXVC9yvmzLuHXnx",
+        "/ip4/52.147.120.180/tcp/8111/p2p/QmPcJY2gZLUm66szYA9QaG1P3rzwseWCMgbj6AyNCyW4G2",
+        "/ip4/18.167.196.121/tcp/8111/p2p/QmQMjFrNGaphzfHin3mbYybbJcFMDUihKAcknquYvm9J3W",
+        "/ip4/34.216.103.183/tcp/8111/p2p/Qmd41MaByDprkC5gP1XBKgamZ9DTLNk37zbPgwtiWCzRV6",
+        "/ip4/3.98.152.180/tcp/8111/p2p/QmWVuW5KquiWDSqgMJRFW1xRtVqkYJrWz6S9NNk6fFn3wh",
+        "/ip4/18.192.147.65/tcp/8111/p2p/QmWcEhsMNRcfJit62EbKgzpgtAJZX1G3Ur4shXjcvLsYDb",
+        "/ip4/13.236.13.195/tcp/8111/p2p/QmfUTZxsse7rFJTJfoUv8bbStoDLETxst5nJEpJozNuAnH",
+    ],
+    "mainnet": [
+        "/ip4/16.163.82.218/tcp/8114/p2p/QmaZMemLXSsxKUrYNucjEbPxVX3rBKsGhWW2muWtWxUWyh",
+        "/ip4/35.79.196.111/tcp/8114/p2p/QmYCRVonLfP18LSoz2WCHaXDorUYxuUMfhtcXK1TuZ1iwF",
+        "/ip4/13.234.144.148/tcp/8114/p2p/QmbT7QimcrcD5k2znoJiWpxoESxang6z1Gy9wof1rT1LKR",
+        "/ip4/34.64.120.143/tcp/8114/p2p/QmejEJEbDcGGMp4D6WtftMMVLkR1ZuBfMgyLFDMJymkDt6",
+        "/ip4/3.218.170.86/tcp/8114/p2p/QmShw2vtVt49wJagc1zGQXGS6LkQTcHxnEV3xs6y8MAmQN",
+        "/ip4/35.236.107.161/tcp/8114/p2p/QmSRj57aa9sR2AiTvMyrEea8n1sEM1cDTrfb2VHVJxnGuu",
+        "/ip4/23.101.191.12/tcp/8114/p2p/QmexvXVDiRt2FBGptgK4gBJusWyyTEEaHeuCAa35EPNkZS",
+        "/ip4/20.151.143.237/tcp/8114/p2p/QmNsGNQjYA6iP472bNnNE2GR31kCYBifhY1XcaUxRjZ1py",
+        "/ip4/52.59.155.249/tcp/8114/p2p/QmRHqhSGMGm5FtnkW8D6T83X7YwaiMAZXCXJJaKzQEo3rb",
+        "/ip4/3.10.216.39/tcp/8114/p2p/QmagxSv7GNwKXQE7mi1iDjFHghjUpbqjBgqSot7PmMJqHA",
+        "/ip4/13.37.172.80/tcp/8114/p2p/QmXJg4iKbQzMpLhX75RyDn89Mv7N2H8vLePBR7kgZf6hYk",
+        "/ip4/34.118.49.255/tcp/8114/p2p/QmeCzzVmSAU5LNYAeXhdJj8TCq335aJMqUxcvZXERBWdgS",
+        "/ip4/40.115.75.216/tcp/8114/p2p/QmW3P1WYtuz9hitqctKnRZua2deHXhNePNjvtc9Qjnwp4q",
+        "/ip4/34.176.239.95/tcp/8114/p2p/QmQoWrmuFauCn3zZ2mYYKAciG9opTbjzC2wVEfWveZNDt8",
+        "/ip4/13.245.217.98/tcp/8114/p2p/Qmf4t1SzFhRWuGcFcgs7r4pXvkACsz3FcaBMcmMKQMMpn7",
+    ],
+}
+# container-side ports of the compose stack (the host side comes from ckbpool.yaml's ports)
+INNER = {"node_rpc": 8114, "node_tcp_rpc": 18114, "node_p2p": 8115, "node_metrics": 8100, "stratum": 34255,
+         "pool_http": 8180, "redis": 6379, "kafka": 9092, "kafka_controller": 9093, "proxy": 3333}  # fmt: skip
+COMPOSE_SECRET_FILES = {
+    "pool_static_key": sec.POOL_STATIC_KEY,
+    "pool_certificate": sec.POOL_CERTIFICATE,
+    "redis_password": sec.REDIS_PASSWORD,
+    "redis_auth_conf": sec.REDIS_AUTH_CONF,
+    "redis_exporter_json": sec.REDIS_EXPORTER_JSON,
+    "grafana_admin_password": sec.GRAFANA_ADMIN_PASSWORD,
+}
+
+
+# -------------------------------------------------------------------------------------------- jinja2
+
+
+def _toml(value: Any) -> str:
+    return str(tomlkit.item(value).as_string())
+
+
+def _to_yaml(value: Any) -> str:
+    return yaml.safe_dump(value, sort_keys=False, default_flow_style=False).rstrip("\n")
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("ckbpool", "templates"),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["toml"] = _toml
+    env.filters["to_yaml"] = _to_yaml
+    return env
+
+
+# ------------------------------------------------------------------------------------------- context
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where a config's files live: everything relative in ckbpool.yaml is relative to its directory."""
+
+    config_file: Path
+    secrets_dir: Path
+    workspace: Path
+
+    @classmethod
+    def of(cls, config_file: Path, config: DeployConfig) -> Paths:
+        config_file = config_file.resolve()
+        base = config_file.parent
+        return cls(config_file, resolve(base, config.secrets_dir), resolve(base, config.workspace))
+
+
+def _ckb_rpc_healthcheck() -> str:
+    body = '{"id":1,"jsonrpc":"2.0","method":"get_tip_block_number","params":[]}'
+    request = f"POST / HTTP/1.0\\r\\nContent-Type: application/json\\r\\nContent-Length: {len(body)}\\r\\n\\r\\n{body}"
+    return f"exec 3<>/dev/tcp/127.0.0.1/8114 && printf '{request}' >&3 && grep -q '\"result\"' <&3"
+
+
+def _kafka_settings(name: str, host: str, advertised: str, port: int, controller_port: int) -> dict[str, str]:
+    """Single-node KRaft settings (broker + controller), as server.properties keys."""
+    cluster_id = uuid.uuid5(uuid.NAMESPACE_DNS, f"{name}.ckbpool").bytes
+    return {
+        "node.id": "1",
+        "process.roles": "broker,controller",
+        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{advertised}:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "controller.quorum.voters": f"1@{advertised}:{controller_port}",
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        "log.dirs": "/var/lib/kafka/data",
+        "num.partitions": "1",
+        # the cluster id `kafka-storage.sh format` needs, derived from the pool name (stable across renders)
+        "cluster.id": base64.urlsafe_b64encode(cluster_id).decode().rstrip("="),
+    }
+
+
+def build_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
+    lock = parse_address(config.payout_address, None)
+    pub_key = sec.authority_public_key(paths.secrets_dir)
+    common: dict[str, Any] = {
+        "cfg": config,
+        "name": config.name,
+        "network": config.network,
+        "version": __version__,
+        "ckb_version": CKB_VERSION,
+        "secrets_dir": str(paths.secrets_dir),
+        "authority_public_key": pub_key,
+        "lock": {
+            "code_hash": "0x" + lock.code_hash.hex(),
+            "args": "0x" + lock.args.hex(),
+            "hash_type": HASH_TYPE_NAMES[lock.hash_type],
+            "message": "0x" + config.node.block_message.encode("utf-8").hex(),
+        },
+        "dev": {
+            "compact_target": hex(target_to_compact(difficulty_to_target(config.node.dev_difficulty))),
+            "epoch_length": config.node.dev_epoch_length,
+        },
+        "ckb_healthcheck": _ckb_rpc_healthcheck(),
+    }
+    return common
+
+
+def _ckb_ctx(config: DeployConfig, *, listen_host: str, ports: dict[str, int], data_dir: str) -> dict[str, Any]:
+    return {
+        "listen_host": listen_host,
+        "rpc_port": ports["node_rpc"],
+        "tcp_rpc_port": ports["node_tcp_rpc"],
+        "p2p_port": ports["node_p2p"],
+        "metrics_port": ports["node_metrics"],
+        "data_dir": data_dir,
+        "bootnodes": BOOTNODES[config.network],
+        "rpc_modules": list(POOL_RPC_MODULES),
+    }
+
+
+def local_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
+    p = config.ports
+    ports = p.model_dump()
+    priv = config.bind.private
+    ws = paths.workspace / "local"
+    secrets_dir = paths.secrets_dir
+    jobs = [
+        {"name": "prometheus", "targets": [f"{priv}:{p.prometheus}"], "path": None},
+        {"name": "ckbpool", "targets": [f"{priv}:{p.pool_http}"], "path": None},
+        {"name": "ckb", "targets": [f"{priv}:{p.node_metrics}"], "path": None},
+        {"name": "node", "targets": [f"{priv}:{p.node_exporter}"], "path": None},
+    ]
+    if config.services.redis:
+        jobs.append({"name": "redis", "targets": [f"{priv}:{p.redis_exporter}"], "path": None})
+    return {
+        "place": "local",
+        "ckb": _ckb_ctx(config, listen_host=priv, ports=ports, data_dir="data"),
+        "pool": {
+            "roles": list(POOL_ROLES),
+            "rpc_url": f"http://{priv}:{p.node_rpc}",
+            "subscribe_address": f"{priv}:{p.node_tcp_rpc}",
+            "stratum_host": config.bind.public,
+            "stratum_port": p.stratum,
+            "static_key_file": str(secrets_dir / sec.POOL_STATIC_KEY),
+            "certificate_file": str(secrets_dir / sec.POOL_CERTIFICATE),
+            "blocks_dir": str(ws / "data" / "pool" / "blocks"),
+            # the local target runs the embedded pool: one process, in-process bus
+            "bus_url": "memory://",
+            "redis_url": f"redis://{priv}:{p.redis}/0" if config.services.redis else None,
+            "redis_password_file": str(secrets_dir / sec.REDIS_PASSWORD),
+            "http_host": priv,
+            "http_port": p.pool_http,
+        },
+        "redis": {
+            "bind": priv,
+            "port": p.redis,
+            "auth_conf": str(secrets_dir / sec.REDIS_AUTH_CONF),
+            "dir": str(ws / "data" / "redis"),
+        },
+        "proxy": {"listen_host": config.bind.public, "listen_port": p.proxy, "upstream": f"{priv}:{p.stratum}"},
+        "prometheus": {"jobs": jobs},
+    }
+
+
+def compose_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
+    roles = list(POOL_ROLES)
+    jobs = [
+        {"name": "prometheus", "targets": ["localhost:9090"], "path": None},
+        {"name": "ckbpool", "targets": [f"pool:{INNER['pool_http']}"], "path": None},
+        {"name": "ckb", "targets": [f"ckb:{INNER['node_metrics']}"], "path": None},
+        {"name": "node", "targets": ["node-exporter:9100"], "path": None},
+    ]
+    if config.services.redis:
+        jobs.append({"name": "redis", "targets": ["redis-exporter:9121"], "path": None})
+    if config.services.kafka:
+        jobs.append({"name": "kafka", "targets": ["kafka-exporter:9308"], "path": None})
+    kafka = _kafka_settings(config.name, "", "kafka", INNER["kafka"], INNER["kafka_controller"])
+    kafka_env = {"KAFKA_" + k.replace(".", "_").upper(): v for k, v in kafka.items() if k != "cluster.id"}
+    kafka_env["CLUSTER_ID"] = kafka["cluster.id"]
+    secrets_needed = set(sec.required_files(config))
+    images = config.images.model_dump()
+    return {
+        "place": "compose",
+        "ckb": _ckb_ctx(config, listen_host="0.0.0.0", ports=INNER, data_dir="/var/lib/ckb/data"),
+        "pool": {
+            "roles": roles,
+            "rpc_url": f"http://ckb:{INNER['node_rpc']}",
+            "subscribe_address": f"ckb:{INNER['node_tcp_rpc']}",
+            "stratum_host": "0.0.0.0",
+            "stratum_port": INNER["stratum"],
+            "static_key_file": "/run/secrets/pool_static_key",
+            "certificate_file": "/run/secrets/pool_certificate",
+            "blocks_dir": "/var/lib/ckbpool/blocks",
+            "bus_url": f"kafka://kafka:{INNER['kafka']}?client_id=pool&spool_dir=/var/lib/ckbpool/spool"
+            if config.services.kafka
+            else "memory://",
+            "redis_url": f"redis://redis:{INNER['redis']}/0" if config.services.redis else None,
+            "redis_password_file": "/run/secrets/redis_password",
+            "http_host": "0.0.0.0",
+            "http_port": INNER["pool_http"],
+        },
+        "redis": {
+            "bind": "0.0.0.0",
+            "port": INNER["redis"],
+            "auth_conf": "/run/secrets/redis_auth_conf",
+            "dir": "/data",
+        },
+        "proxy": {"listen_host": "0.0.0.0", "listen_port": INNER["proxy"], "upstream": f"pool:{INNER['stratum']}"},
+        "prometheus": {"jobs": jobs},
+        "kafka": {"settings": kafka, "env": kafka_env},
+        "compose_secrets": {
+            name: str(paths.secrets_dir / file) for name, file in COMPOSE_SECRET_FILES.items() if file in secrets_needed
+        },
+        "compose_env": {
+            "COMPOSE_PROJECT_NAME": compose_project(config),
+            **{f"CKBPOOL_IMAGE_{key.upper()}": value for key, value in images.items()},
+        },
+    }
+
+
+def compose_project(config: DeployConfig) -> str:
+    return f"ckbpool-{config.name}"
+
+
+def hosts_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
+    topo = config.topology
+    if topo.hosts:
+        hosts = topo.hosts
+        listed = [
+            {"name": h.name, "vars": f"ansible_host={h.address} ansible_user={h.ssh_user} ansible_port={h.ssh_port}"}
+            for h in hosts
+        ]
+        groups = {role: [h.name for h in hosts if role in h.expanded_roles] for role in config.enabled_roles()}
+    else:  # single mode without a host: the controller itself
+        listed = [{"name": "localhost", "vars": "ansible_connection=local"}]
+        groups = {role: ["localhost"] for role in config.enabled_roles()}
+    first = {role: (names[0] if names else None) for role, names in groups.items()}
+    address = {h.name: h.address for h in topo.hosts} | {"localhost": "127.0.0.1"}
+    kafka_host = address.get(first.get("kafka") or "", "127.0.0.1")
+    ansible_vars: dict[str, Any] = {
+        "btcpool_pool_name": config.name,
+        "btcpool_network": config.network,
+        "btcpool_payout_address": config.payout_address,
+        "btcpool_ckb_version": CKB_VERSION,
+        "btcpool_ckbpool_version": __version__,
+        "btcpool_ports": config.ports.model_dump(),
+        "btcpool_bind_public": config.bind.public,
+        "btcpool_node_dev_difficulty": config.node.dev_difficulty,
+        "btcpool_share_interval_s": config.pool.share_interval_s,
+        "btcpool_redis_enabled": config.services.redis,
+        "btcpool_kafka_enabled": config.services.kafka,
+        "btcpool_proxy_enabled": config.services.proxy,
+        "btcpool_monitoring_enabled": config.monitoring.enabled,
+        "btcpool_grafana_enabled": config.monitoring.enabled and config.monitoring.grafana,
+        "btcpool_images": config.images.model_dump(),
+        "btcpool_secrets_dir": str(paths.secrets_dir),
+        "btcpool_authority_public_key": sec.authority_public_key(paths.secrets_dir),
+        "btcpool_ckb_rpc_host": address.get(first.get("ckb_node") or "", "127.0.0.1"),
+        "btcpool_redis_host": address.get(first.get("redis") or "", "127.0.0.1"),
+        "btcpool_kafka_bootstrap": f"{kafka_host}:{config.ports.kafka}" if config.services.kafka else None,
+    }
+    return {
+        "place": "hosts",
+        "hosts": {"list": listed, "groups": groups},
+        "ansible_vars": ansible_vars,
+        "kafka": {
+            "settings": _kafka_settings(
+                config.name, "0.0.0.0", kafka_host, config.ports.kafka, config.ports.kafka_controller
+            )
+        },
+    }
+
+
+def terraform_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
+    c = config.cloud
+    hosts = [{"name": h.name, "roles": h.expanded_roles} for h in config.topology.hosts] or [
+        {"name": config.name, "roles": config.enabled_roles()}
+    ]
+    return {
+        "place": "terraform",
+        "tfvars": {
+            "name": config.name,
+            "network": config.network,
+            "provider": c.provider,
+            "region": c.region,
+            "instance_type": c.instance_type,
+            "root_volume_size_gb": c.disk_gb,
+            "ssh_public_key_file": c.ssh_public_key_file,
+            "allowed_ssh_cidrs": list(c.allowed_ssh_cidrs),
+            # the only ports open to the internet: stratum (and the V1 proxy when enabled)
+            "public_tcp_ports": [config.ports.stratum] + ([config.ports.proxy] if config.services.proxy else []),
+            "private_tcp_ports": sorted(
+                {v for k, v in config.ports.model_dump().items() if k not in ("stratum", "proxy")}
+            ),
+            "hosts": hosts,
+        },
+    }
+
+
+# ------------------------------------------------------------------------------------------ artifacts
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: str  # relative to the workspace
+    template: str
+    context: str  # which context builder: local | compose | hosts | terraform
+
+
+def artifacts(config: DeployConfig) -> list[Artifact]:
+    out: list[Artifact] = []
+    for place, ckb_dir, pool_dir, redis_dir in (
+        ("local", "local/ckb", "local", "local"),
+        ("compose", "compose/ckb", "compose/pool", "compose/redis"),
+    ):
+        out += [
+            Artifact(f"{ckb_dir}/ckb.toml", "ckb.toml.j2", place),
+            Artifact(f"{ckb_dir}/default.db-options", "default.db-options.j2", place),
+        ]
+        if config.network == "dev":
+            out.append(Artifact(f"{ckb_dir}/specs/dev.toml", "dev-spec.toml.j2", place))
+        out.append(Artifact(f"{pool_dir}/pool.toml", "pool.toml.j2", place))
+        if config.services.redis:
+            out.append(Artifact(f"{redis_dir}/redis.conf", "redis.conf.j2", place))
+        if config.services.proxy:
+            out.append(Artifact(f"{pool_dir}/proxy.toml", "proxy.toml.j2", place))
+        prom_dir = f"{place}/prometheus"
+        out += [
+            Artifact(f"{prom_dir}/prometheus.yml", "prometheus.yml.j2", place),
+            Artifact(f"{prom_dir}/rules/ckbpool.yml", "prometheus-rules.yml.j2", place),
+        ]
+    out += [
+        Artifact("compose/compose.yaml", "compose.yaml.j2", "compose"),
+        Artifact("compose/.env", "compose.env.j2", "compose"),
+    ]
+    if config.monitoring.enabled and config.monitoring.grafana:
+        out.append(
+            Artifact("compose/grafana/provisioning/datasources/prometheus.yml", "grafana-datasource.yml.j2", "compose")
+        )
+    out += [
+        Artifact("hosts/inventory.ini", "inventory.ini.j2", "hosts"),
+        Artifact("hosts/group_vars/all.yml", "group_vars.yml.j2", "hosts"),
+    ]
+    if config.services.kafka:
+        out += [
+            Artifact("hosts/kafka/server.properties", "kafka-server.properties.j2", "hosts"),
+            Artifact("compose/kafka/server.properties", "kafka-server.properties.j2", "compose"),
+        ]
+    out.append(Artifact("terraform/terraform.tfvars.json", "terraform.tfvars.json.j2", "terraform"))
+    return out
+
+
+def render_files(config: DeployConfig, paths: Paths) -> dict[str, str]:
+    """Every artifact's path (relative to the workspace) -> content. Pure: writes nothing."""
+    env = environment()
+    common = build_context(config, paths)
+    builders = {
+        "local": local_context,
+        "compose": compose_context,
+        "hosts": hosts_context,
+        "terraform": terraform_context,
+    }
+    contexts: dict[str, dict[str, Any]] = {}
+    files: dict[str, str] = {}
+    for artifact in artifacts(config):
+        if artifact.context not in contexts:
+            contexts[artifact.context] = {**common, **builders[artifact.context](config, paths)}
+        text = env.get_template(artifact.template).render(contexts[artifact.context])
+        files[artifact.path] = text
+    for path, text in files.items():
+        if path.endswith("pool.toml"):
+            _check_pool_toml(path, text)
+    return files
+
+
+def _check_pool_toml(path: str, text: str) -> None:
+    """A rendered pool.toml must load as the pool's own config (a template bug otherwise)."""
+    try:
+        load_pool_config(data=tomllib.loads(text))
+    except (ConfigError, tomllib.TOMLDecodeError) as exc:  # pragma: no cover - template bug
+        raise WorkspaceError(f"rendered {path} is not a valid pool configuration: {exc}") from None
+
+
+# ------------------------------------------------------------------------------------------ workspace
+
+
+@dataclass
+class FileChange:
+    path: str
+    status: str  # added | changed | removed | unchanged
+    diff: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RenderResult:
+    workspace: Path
+    changes: list[FileChange]
+
+    @property
+    def changed(self) -> list[FileChange]:
+        return [c for c in self.changes if c.status != "unchanged"]
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def read_manifest(workspace: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((workspace / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def plan(config: DeployConfig, paths: Paths) -> tuple[dict[str, str], list[FileChange]]:
+    """What render would do: the files and their changes against what is on disk."""
+    files = render_files(config, paths)
+    previous = read_manifest(paths.workspace) or {}
+    changes: list[FileChange] = []
+    for rel, text in files.items():
+        target = paths.workspace / rel
+        try:
+            old = target.read_text()
+        except (OSError, UnicodeDecodeError):
+            old = None
+        if old is None:
+            changes.append(FileChange(rel, "added"))
+        elif old == text:
+            changes.append(FileChange(rel, "unchanged"))
+        else:
+            diff = list(
+                difflib.unified_diff(old.splitlines(), text.splitlines(), f"a/{rel}", f"b/{rel}", lineterm="", n=2)
+            )
+            changes.append(FileChange(rel, "changed", diff))
+    for rel in sorted(set(previous.get("files", {})) - set(files)):
+        if (paths.workspace / rel).exists():
+            changes.append(FileChange(rel, "removed"))
+    return files, changes
+
+
+def render(config: DeployConfig, paths: Paths, *, dry_run: bool = False) -> RenderResult:
+    files, changes = plan(config, paths)
+    if dry_run:
+        return RenderResult(paths.workspace, changes)
+    ws = paths.workspace
+    ws.mkdir(parents=True, exist_ok=True)
+    for change in changes:
+        target = ws / change.path
+        if change.status == "removed":
+            target.unlink(missing_ok=True)
+        elif change.status in ("added", "changed"):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp")
+            tmp.write_text(files[change.path])
+            os.replace(tmp, target)
+    manifest = {
+        "ckbpool": __version__,
+        "config": str(paths.config_file),
+        "config_sha256": _sha256(paths.config_file.read_text()) if paths.config_file.exists() else None,
+        "name": config.name,
+        "network": config.network,
+        "files": {rel: _sha256(text) for rel, text in sorted(files.items())},
+    }
+    (ws / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return RenderResult(ws, changes)
+
+
+def require_rendered(config: DeployConfig, paths: Paths) -> dict[str, Any]:
+    """The manifest of an up-to-date render of ``config``, or a WorkspaceError saying what to run."""
+    manifest = read_manifest(paths.workspace)
+    if manifest is None:
+        raise WorkspaceError(f"{paths.workspace} has not been rendered (run `ckbpool render`)")
+    _, changes = plan(config, paths)
+    stale = [c.path for c in changes if c.status != "unchanged"]
+    if stale:
+        raise WorkspaceError(
+            f"the workspace is out of date with {paths.config_file.name} ({len(stale)} file(s), e.g. {stale[0]}); "
+            "run `ckbpool render` and review the diff"
+        )
+    return manifest
