@@ -72,7 +72,7 @@ class Pool:
     async def start(self) -> None:
         cfg = self.config
         await self.bus.start()
-        if "blockmaker" in self.roles or "stratum" in self.roles:
+        if "blockmaker" in self.roles:
             self.block_maker = BlockMaker(
                 self.rpc,
                 BlockStore(cfg.blocks.data_dir, fsync=cfg.blocks.fsync),
@@ -85,6 +85,8 @@ class Pool:
             self._redis = aioredis.from_url(cfg.redis.url, password=password)
             self.accounting = ShareAccounting(self._redis, share_log_maxlen=cfg.redis.share_log_maxlen)
             self._spawn(self.accounting.run(self.bus.subscribe(Topic.SHARES, "accounting")))
+            if "blockmaker" not in self.roles:
+                self._spawn(self._record_outcomes(self.bus.subscribe(Topic.BLOCK_OUTCOMES, "accounting")))
         if "blockmaker" in self.roles and "stratum" not in self.roles:
             assert self.block_maker is not None
             self._spawn(self.block_maker.run(self.bus.subscribe(Topic.FOUND_BLOCKS, "blockmaker")))
@@ -157,20 +159,34 @@ class Pool:
     async def _on_new_job(self, new: NewJob) -> None:
         self.metrics.network_difficulty.set(target_to_difficulty(new.job.target))
         if self.server is not None:
-            self.server.new_job(new.job_id, new.job)
+            self.server.new_job(new.job_id, new.job, new.template_json)
         await self.bus.publish(Topic.TEMPLATES, JobTemplate(new.job_id, new.template_json, new.received_at))
 
     async def _follow_templates(self, subscription: Any) -> None:
-        """Stratum-only process: jobs arrive as templates over the bus."""
+        """Stratum-only process: jobs arrive as templates over the bus.
+
+        A consumer group that is new (or restarted) may be handed old templates first: only the newest one
+        counts, and nothing older than a couple of minutes is announced to miners.
+        """
+        newest = 0.0
         async for event in subscription:
             if not isinstance(event, JobTemplate) or self.server is None:
                 continue
+            if event.received_at < newest or time.time() - event.received_at > 120:
+                continue
+            newest = event.received_at
             try:
                 template = BlockTemplate.from_json(json.loads(event.template_json))
             except ValueError as exc:
                 log.error("ignoring malformed template %d from the bus: %s", event.job_id, exc)
                 continue
-            self.server.new_job(event.job_id, job_from_template(template))
+            self.server.new_job(event.job_id, job_from_template(template), event.template_json)
+
+    async def _record_outcomes(self, subscription: Any) -> None:
+        """Accounting in its own process: block outcomes arrive from the block maker over the bus."""
+        async for event in subscription:
+            if isinstance(event, BlockOutcome) and self.accounting is not None:
+                await self.accounting.record_block(event)
 
     async def _publish_share(self, share: Share) -> None:
         await self.bus.publish(Topic.SHARES, share)
