@@ -95,5 +95,7 @@ async def test_two_miners_mine_ten_blocks_and_accounting_matches(
             metrics = (await http.get(f"{base}/metrics")).text
         assert len(status["last_blocks"]) == 10 and status["hashrate_hps"] > 0
         assert 'ckbpool_blocks_total{status="accepted"}' in metrics
-        accepted_line = next(line for line in metrics.splitlines() if line.startswith('ckbpool_blocks_total{status="accepted"}'))
+        accepted_line = next(
+            line for line in metrics.splitlines() if line.startswith('ckbpool_blocks_total{status="accepted"}')
+        )
         assert float(accepted_line.split()[-1]) >= 10
