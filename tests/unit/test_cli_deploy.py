@@ -240,7 +240,9 @@ def test_role_placed_but_disabled(project: Path) -> None:
         project,
         topology={
             "mode": "multi",
-            "hosts": [{"name": "a", "address": "10.0.0.1", "roles": ["ckb_node", "pool", "redis", "monitoring", "kafka"]}],
+            "hosts": [
+                {"name": "a", "address": "10.0.0.1", "roles": ["ckb_node", "pool", "redis", "monitoring", "kafka"]}
+            ],
         },
     )
     line = one_error_line(run("validate", "-c", str(project)))

@@ -240,7 +240,12 @@ def local_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
             "auth_conf": str(secrets_dir / sec.REDIS_AUTH_CONF),
             "dir": str(ws / "data" / "redis"),
         },
-        "proxy": {"listen_host": config.bind.public, "listen_port": p.proxy, "upstream": f"{priv}:{p.stratum}"},
+        "proxy": {
+            "listen_host": config.bind.public,
+            "listen_port": p.proxy,
+            "upstream_host": "127.0.0.1" if config.bind.public in ("0.0.0.0", "::") else config.bind.public,
+            "upstream_port": p.stratum,
+        },
         "prometheus": {"jobs": jobs},
     }
 
@@ -288,7 +293,12 @@ def compose_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
             "auth_conf": "/run/secrets/redis_auth_conf",
             "dir": "/data",
         },
-        "proxy": {"listen_host": "0.0.0.0", "listen_port": INNER["proxy"], "upstream": f"pool:{INNER['stratum']}"},
+        "proxy": {
+            "listen_host": "0.0.0.0",
+            "listen_port": INNER["proxy"],
+            "upstream_host": "pool",
+            "upstream_port": INNER["stratum"],
+        },
         "prometheus": {"jobs": jobs},
         "kafka": {"settings": kafka, "env": kafka_env},
         "compose_secrets": {
@@ -453,6 +463,8 @@ def render_files(config: DeployConfig, paths: Paths) -> dict[str, str]:
     for path, text in files.items():
         if path.endswith("pool.toml"):
             _check_pool_toml(path, text)
+        elif path.endswith("proxy.toml"):
+            _check_proxy_toml(path, text)
     return files
 
 
@@ -462,6 +474,20 @@ def _check_pool_toml(path: str, text: str) -> None:
         load_pool_config(data=tomllib.loads(text))
     except (ConfigError, tomllib.TOMLDecodeError) as exc:  # pragma: no cover - template bug
         raise WorkspaceError(f"rendered {path} is not a valid pool configuration: {exc}") from None
+
+
+def _check_proxy_toml(path: str, text: str) -> None:
+    """Same for proxy.toml, when this ckbpool has the translator."""
+    try:
+        from ..proxy.config import ProxyConfig
+    except ImportError:  # pragma: no cover - versions without the proxy
+        return
+    from pydantic import ValidationError
+
+    try:
+        ProxyConfig.model_validate(tomllib.loads(text))
+    except (ValidationError, tomllib.TOMLDecodeError) as exc:  # pragma: no cover - template bug
+        raise WorkspaceError(f"rendered {path} is not a valid proxy configuration: {exc}") from None
 
 
 # ------------------------------------------------------------------------------------------ workspace

@@ -30,13 +30,19 @@ from ..sv2.events import (
     ConnectionSetUp,
     Event,
     MessageIgnored,
+    MessageReceived,
     OpenExtendedChannelRequested,
     OpenStandardChannelRequested,
     Rejected,
     ShareSubmitted,
 )
 from ..sv2.framing import Frame, FrameDecoder
-from ..sv2.messages_ckb import CkbSubmitSolution
+from ..sv2.messages_ckb import (
+    EXTENSION_TYPE_CKB_TEMPLATE,
+    CkbJobTemplate,
+    CkbSubmitSolution,
+    CkbTemplateSubscribe,
+)
 from ..sv2.noise import NoiseResponder, NoiseTransport, ResponderCredentials
 from ..sv2.noise_handshake import MSG1_SIZE
 from ..sv2.server import ServerConnection
@@ -65,6 +71,8 @@ class ActiveJob:
     job: MiningJob
     entry: JobEntry
     new_height: bool
+    # the node's template JSON the job was built from (template extension 0x4CCB), when known
+    template_json: bytes | None = None
 
 
 class JobBook:
@@ -77,7 +85,7 @@ class JobBook:
         self.current: ActiveJob | None = None
         self.current_parent: bytes | None = None
 
-    def add(self, job_id: int, job: MiningJob) -> ActiveJob:
+    def add(self, job_id: int, job: MiningJob, template_json: bytes | None = None) -> ActiveJob:
         new_height = self.current_parent != job.parent_hash
         entry = JobEntry(
             job_id=job_id,
@@ -86,7 +94,7 @@ class JobBook:
             height=job.height,
             parent_hash=job.parent_hash,
         )
-        active = ActiveJob(job_id, job, entry, new_height)
+        active = ActiveJob(job_id, job, entry, new_height, template_json)
         self.jobs[job_id] = active
         while len(self.jobs) > self.keep:
             self.jobs.popitem(last=False)
@@ -118,6 +126,8 @@ class ChannelState:
     # target: accept them until grace_until (credited at the target they met).
     previous_target: int = 0
     grace_until: float = 0.0
+    # CkbTemplateSubscribe received: send CkbJobTemplate with every job (docs/sv2-ckb.md section 9)
+    templates: bool = False
 
     @property
     def target(self) -> int:
@@ -165,6 +175,7 @@ class MinerSession:
         self.noise = noise
         self.conn = ServerConnection(
             success_flags=server.success_flags,
+            supported_extensions=(EXTENSION_TYPE_CKB_TEMPLATE,),
             max_payload=server.config.stratum.max_frame_bytes,
         )
         self.channels: dict[int, ChannelState] = {}
@@ -243,6 +254,8 @@ class MinerSession:
             server.metrics.connection_errors_total.labels(reason=event.error_code or "closed").inc()
             log.info("closing %s: %s %s", self.peer, event.error_code, event.detail)
             self.close()
+        elif isinstance(event, MessageReceived) and isinstance(event.message, CkbTemplateSubscribe):
+            server.subscribe_templates(self, event.message.channel_id)
         elif isinstance(event, MessageIgnored):
             log.debug("ignored from %s: %s", self.peer, event.reason)
 
@@ -465,6 +478,16 @@ class StratumServer:
             channel.vardiff = Vardiff(vd, target, self._network_target())
             announce_target(session, channel, previous, self._grace_s)
 
+    def subscribe_templates(self, session: MinerSession, channel_id: int) -> None:
+        """CkbTemplateSubscribe: templates with every later job, and now the current job's."""
+        channel = session.channels.get(channel_id)
+        if channel is None or channel.templates:
+            return
+        channel.templates = True
+        current = self.jobs.current
+        if current is not None and current.template_json is not None:
+            session.send(session.conn.send(CkbJobTemplate(channel_id, current.job_id, current.template_json)))
+
     def forget_channel(self, session: MinerSession, channel_id: int) -> None:
         channel = session.channels.pop(channel_id, None)
         if channel is None:
@@ -474,9 +497,12 @@ class StratumServer:
         self.metrics.channels.labels(type=kind).dec()
 
     # -- jobs -------------------------------------------------------------------------------------
-    def new_job(self, job_id: int, job: MiningJob) -> ActiveJob:
-        """Announce a job to every channel: future job + SetNewPrevHash on a new tip, else an active job."""
-        active = self.jobs.add(job_id, job)
+    def new_job(self, job_id: int, job: MiningJob, template_json: bytes | None = None) -> ActiveJob:
+        """Announce a job to every channel: future job + SetNewPrevHash on a new tip, else an active job.
+
+        ``template_json`` (the node's template the job was built from) goes to channels that subscribed to
+        the CKB template extension."""
+        active = self.jobs.add(job_id, job, template_json)
         self.metrics.templates_total.inc()
         self.metrics.job_height.set(job.height)
         network_target = job.target
@@ -501,6 +527,10 @@ class StratumServer:
             session.send(conn.send(ckb_profile.extended_job(cid, active.job_id, active.job, future=new_height)))
         else:
             session.send(conn.send(ckb_profile.standard_job(cid, active.job_id, active.job, future=new_height)))
+        channel = session.channels.get(cid)
+        if channel is not None and channel.templates and active.template_json is not None:
+            # after the job, before its SetNewPrevHash: the client has the template when the job activates
+            session.send(conn.send(CkbJobTemplate(cid, active.job_id, active.template_json)))
         if new_height:
             session.send(conn.send(ckb_profile.set_new_prev_hash(cid, active.job_id, active.job)))
 
