@@ -1,0 +1,133 @@
+"""The translator's typed configuration (pydantic, unknown keys rejected), shared with the CLI.
+
+::
+
+    [upstream]                       # the SV2 pool
+    host = "pool.example.org"
+    port = 34255
+    authority_public_key = "9b...."  # Base58Check, from the pool operator
+    user_identity = "ckb1qyq....farm1"
+
+    [v1]                             # CKB Stratum V1 for ASICs
+    listen_port = 3333
+    extranonce2_size = 10            # 16 - len(pool prefix) - miner id bytes
+
+    [getwork]                        # JSON-RPC for the official `ckb miner`
+    enabled = true
+    listen_port = 8118
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..v1.dialect import EXTRANONCE2_MAX, PROFILE_EXTRANONCE2_MIN
+from ..v1.lines import DEFAULT_MAX_LINE_BYTES
+
+__all__ = [
+    "GetworkSettings",
+    "ProxyConfig",
+    "ProxyConfigError",
+    "UpstreamSettings",
+    "V1Settings",
+    "V1VardiffSettings",
+    "load_proxy_config",
+]
+
+Port = Annotated[int, Field(ge=0, le=65535)]  # 0 = let the OS pick (tests)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UpstreamSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: Port = 34255
+    noise: bool = True  # off only for plaintext test pools
+    authority_public_key: str | None = None  # required when noise is on: the proxy must authenticate the pool
+    # the pool account all V1 miners mine for; the pool sees one worker (see docs/sv2-ckb.md, the proxy)
+    user_identity: str = Field(min_length=1, max_length=255)
+    nominal_hash_rate: Annotated[float, Field(ge=0)] = 0.0
+    connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    reconnect_min_s: Annotated[float, Field(gt=0)] = 0.5
+    reconnect_max_s: Annotated[float, Field(gt=0)] = 30.0
+    # a pool that leaves a forwarded share unanswered this long: the miner is told "stale" (21)
+    share_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+
+
+class V1VardiffSettings(_Strict):
+    enabled: bool = True
+    share_interval_s: Annotated[float, Field(gt=0)] = 10.0
+    retarget_interval_s: Annotated[float, Field(gt=0)] = 30.0
+    tolerance: Annotated[float, Field(ge=1.0)] = 1.5
+    # after a harder target, shares found against the previous one still count for this long
+    grace_s: Annotated[float, Field(ge=0)] = 5.0
+
+
+class V1Settings(_Strict):
+    enabled: bool = True
+    listen_host: str = "0.0.0.0"
+    listen_port: Port = 3333
+    # V1 extranonce2 = (rest of the SV2 extranonce) || version || nonce; extranonce1 = pool prefix || miner id.
+    # With the usual 4-byte pool prefix: 10 -> 2-byte miner ids (65,536 miners), 8 -> 4-byte ids (an 8+8 split).
+    extranonce2_size: Annotated[int, Field(ge=PROFILE_EXTRANONCE2_MIN, le=EXTRANONCE2_MAX)] = 10
+    max_line_bytes: Annotated[int, Field(ge=256, le=1 << 20)] = DEFAULT_MAX_LINE_BYTES
+    max_connections: Annotated[int, Field(ge=1)] = 100_000
+    max_bad_requests: Annotated[int, Field(ge=1)] = 32
+    notify_parent_hash: bool = True  # 5-parameter mining.notify (False: the 4-parameter form)
+    extranonce_subscribe: bool = True  # answer mining.extranonce.subscribe with true (False: error 20)
+    vardiff: V1VardiffSettings = V1VardiffSettings()
+
+
+class GetworkSettings(_Strict):
+    enabled: bool = False
+    listen_host: str = "127.0.0.1"
+    listen_port: Port = 8118
+    # identity of the getwork channel; default: the upstream account with worker "ckb-miner"
+    user_identity: str | None = None
+    submit_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    max_request_bytes: Annotated[int, Field(ge=1024)] = 4 << 20
+
+
+class ProxyConfig(_Strict):
+    upstream: UpstreamSettings
+    v1: V1Settings = V1Settings()
+    getwork: GetworkSettings = GetworkSettings()
+
+    @property
+    def getwork_identity(self) -> str:
+        if self.getwork.user_identity:
+            return self.getwork.user_identity
+        account = self.upstream.user_identity.partition(".")[0]
+        return f"{account}.ckb-miner"
+
+
+class ProxyConfigError(ValueError):
+    """A configuration file is unreadable or invalid; the message names the file and each bad key path."""
+
+
+def load_proxy_config(path: Path | None = None, data: dict[str, Any] | None = None) -> ProxyConfig:
+    source = str(path) if path is not None else "<config>"
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ProxyConfigError(f"{source}: cannot read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ProxyConfigError(f"{source}: not valid TOML: {exc}") from None
+    try:
+        config = ProxyConfig.model_validate(data or {})
+    except ValidationError as exc:
+        lines = [f"{source}: invalid configuration"]
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"]) or "(top level)"
+            lines.append(f"  {where}: {error['msg']}")
+        raise ProxyConfigError("\n".join(lines)) from None
+    if config.upstream.noise and not config.upstream.authority_public_key:
+        raise ProxyConfigError(f"{source}: upstream.authority_public_key is required (or set upstream.noise = false)")
+    return config

@@ -1,0 +1,517 @@
+"""The CKB Stratum V1 side of the translator: ASICs in, one SV2 extended channel out.
+
+Nonce space (docs/sv2-ckb.md sections 2 and 8): the pool gives the channel an extranonce_prefix (4 bytes by
+default); each V1 connection gets a miner id of ``16 - len(prefix) - extranonce2_size`` bytes, so
+
+    extranonce1 = pool prefix || miner id        extranonce2 = rest of the SV2 extranonce || version || nonce
+
+and every V1 share is a SubmitSharesExtended on the one channel. A miner's share target is never easier than the
+channel's (see :mod:`.vardiff`), so each share the proxy accepts locally is forwarded, and the miner hears the
+pool's verdict: the miners' accepted shares and the pool's count for the channel are the same number.
+
+While the pool is away the miners stay connected: no new work is sent, their shares are answered with 21
+(stale). After a reconnect with the *same* prefix mining simply resumes with the new jobs; if the pool hands out
+a different prefix, every V1 connection is closed so that the miners subscribe again (CKB V1 has no way to
+change extranonce1 on a live connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..ckb.eaglesong import pow_output
+from ..ckb.target import target_to_share_difficulty
+from ..sv2.events import ChannelInfo
+from ..sv2.messages_base import Message
+from ..sv2.messages_mining import (
+    ERROR_DIFFICULTY_TOO_LOW,
+    ERROR_DUPLICATE_SHARE,
+    ERROR_INVALID_JOB_ID,
+    ERROR_STALE_SHARE,
+    NewExtendedMiningJob,
+    SetExtranoncePrefix,
+    SetNewPrevHash,
+    SetTarget,
+    SubmitSharesError,
+    SubmitSharesSuccess,
+)
+from ..v1.dialect import Dialect, parse_job_id
+from ..v1.errors import StratumErrorCode
+from ..v1.events import AuthorizeRequested, ConnectionClosed, ShareSubmitted, SubscribeRequested
+from ..v1.server import ServerSession
+from .config import ProxyConfig
+from .jobs import ChannelJobs, ProxyJob
+from .pending import PendingShare, PendingShares
+from .upstream import Upstream, UpstreamRefused
+from .vardiff import MinerVardiff
+
+__all__ = ["V1Connection", "V1Server", "WorkerStats"]
+
+log = logging.getLogger(__name__)
+MAX_WRITE_BUFFER = 1 << 20  # a miner that does not read its answers is dropped, not buffered forever
+MAX_WORKERS_PER_CONNECTION = 16
+MAX_TRACKED_WORKERS = 100_000
+
+_SV2_TO_V1 = {
+    ERROR_STALE_SHARE: StratumErrorCode.JOB_NOT_FOUND,
+    ERROR_INVALID_JOB_ID: StratumErrorCode.JOB_NOT_FOUND,
+    ERROR_DUPLICATE_SHARE: StratumErrorCode.DUPLICATE_SHARE,
+    ERROR_DIFFICULTY_TOO_LOW: StratumErrorCode.LOW_DIFFICULTY,
+}
+
+
+@dataclass
+class WorkerStats:
+    """What the proxy knows per V1 worker name (the pool sees one channel for all of them)."""
+
+    accepted: int = 0
+    rejected: dict[int, int] = field(default_factory=dict)
+    accepted_difficulty: float = 0.0
+    blocks: int = 0
+    last_share_at: float = 0.0
+
+
+class V1Connection(asyncio.Protocol):
+    """One miner's TCP connection: bytes to the sans-IO session, its events to the server."""
+
+    def __init__(self, server: V1Server) -> None:
+        self.server = server
+        s = server.config.v1
+        self.session = ServerSession(
+            dialect=server.dialect, max_line_bytes=s.max_line_bytes, max_bad_requests=s.max_bad_requests
+        )
+        self.transport: asyncio.Transport | None = None
+        self.peer: Any = None
+        self.miner_id: int | None = None
+        self.vardiff: MinerVardiff | None = None
+        self.previous_target = 0
+        self.grace_until = 0.0
+        self.waiting_subscribe = False
+        self.closed = False
+
+    # -- asyncio.Protocol -------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.peer = transport.get_extra_info("peername")
+        if not self.server.add_connection(self):
+            self.closed = True
+            transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        server = self.server
+        server.bytes_in += len(data)
+        out: list[bytes] = []
+        for event in self.session.receive_data(data):
+            if event.reply:
+                out.append(event.reply)
+            kind = type(event)
+            if kind is ShareSubmitted:
+                assert isinstance(event, ShareSubmitted)
+                line = server.on_share(self, event)
+                if line:
+                    out.append(line)
+            elif kind is SubscribeRequested:
+                assert isinstance(event, SubscribeRequested)
+                out.extend(server.on_subscribe(self, event))
+            elif kind is AuthorizeRequested:
+                assert isinstance(event, AuthorizeRequested)
+                out.extend(server.on_authorize(self, event))
+            elif kind is ConnectionClosed:
+                assert isinstance(event, ConnectionClosed)
+                log.info("closing V1 connection %s: %s", self.peer, event.reason)
+                server.bad_closes += 1
+                if out:
+                    self.write(b"".join(out))
+                self.close()
+                return
+        if out:
+            self.write(b"".join(out))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.remove_connection(self)
+
+    # -- output -----------------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if self.closed or transport is None:
+            return
+        self.server.bytes_out += len(data)
+        transport.write(data)
+        if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            log.warning("closing V1 connection %s: it does not read what we send", self.peer)
+            self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+        self.server.remove_connection(self)
+
+    # -- targets ----------------------------------------------------------------------------------
+    def share_target(self, now: float) -> int:
+        """The target a share must meet: the current one, or the previous easier one during the grace window."""
+        current = self.session.target or 0
+        if now < self.grace_until and self.previous_target > current:
+            return self.previous_target
+        return current
+
+    def retarget(self, upstream_target: int, grace_s: float) -> bytes:
+        """A set_target line if the miner's effective target moved, else b''."""
+        if self.vardiff is None or not self.session.ready:
+            return b""
+        target = self.vardiff.effective(upstream_target)
+        current = self.session.target
+        if target == current:
+            return b""
+        if current is not None and target < current:
+            self.previous_target = current
+            self.grace_until = time.monotonic() + grace_s
+        return self.session.set_target(target)
+
+
+class V1Server:
+    """V1 listener + the V1 channel's upstream; implements :class:`~.upstream.UpstreamHandler`."""
+
+    def __init__(self, config: ProxyConfig) -> None:
+        self.config = config
+        v1 = config.v1
+        self.dialect = Dialect(notify_parent_hash=v1.notify_parent_hash, extranonce_subscribe=v1.extranonce_subscribe)
+        self.extranonce2_size = v1.extranonce2_size
+        self.jobs = ChannelJobs()
+        self.pending = PendingShares()
+        self.upstream = Upstream(
+            config.upstream,
+            self,
+            user_identity=config.upstream.user_identity,
+            extended=True,
+            # the SV2 extranonce must hold >= 1 byte of miner id plus extranonce2's part of it
+            min_extranonce_size=v1.extranonce2_size - 8 + 1,
+            name="v1-upstream",
+        )
+        self.connections: set[V1Connection] = set()
+        self.prefix: bytes | None = None
+        self.id_bytes = 0
+        self.upstream_target = 0
+        self._next_id = 0
+        self._free_ids: deque[int] = deque()
+        self._server: asyncio.Server | None = None
+        self._maintenance: asyncio.Task[None] | None = None
+        self.workers: dict[str, WorkerStats] = {}
+        self.accepted = 0
+        self.rejected: dict[int, int] = {}
+        self.forwarded = 0
+        self.blocks = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.bad_closes = 0
+        self.prefix_changes = 0
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        v1 = self.config.v1
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: V1Connection(self), v1.listen_host, v1.listen_port, backlog=1024
+        )
+        self.upstream.start()
+        self._maintenance = asyncio.create_task(self._maintenance_loop())
+        log.info("CKB Stratum V1 listening on %s:%d", *self.address)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._server is not None and self._server.sockets
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return host, port
+
+    async def close(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.close()
+        await self.upstream.close()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+
+    # -- connections ------------------------------------------------------------------------------
+    def add_connection(self, conn: V1Connection) -> bool:
+        if len(self.connections) >= self.config.v1.max_connections:
+            log.warning("refusing V1 connection from %s: %d connections", conn.peer, len(self.connections))
+            return False
+        self.connections.add(conn)
+        return True
+
+    def remove_connection(self, conn: V1Connection) -> None:
+        if conn in self.connections:
+            self.connections.discard(conn)
+            if conn.miner_id is not None:
+                self._free_ids.append(conn.miner_id)
+                conn.miner_id = None
+
+    def _allocate_id(self) -> int | None:
+        if self._next_id < 1 << (8 * self.id_bytes):
+            self._next_id += 1
+            return self._next_id - 1
+        return self._free_ids.popleft() if self._free_ids else None
+
+    # -- V1 requests ------------------------------------------------------------------------------
+    def on_subscribe(self, conn: V1Connection, event: SubscribeRequested) -> list[bytes]:
+        if self.prefix is None:  # the pool has not given us a channel yet: the miner waits for its answer
+            conn.waiting_subscribe = True
+            return []
+        return self._answer_subscribe(conn, event.request_id)
+
+    def _answer_subscribe(self, conn: V1Connection, request_id: Any) -> list[bytes]:
+        assert self.prefix is not None
+        miner_id = self._allocate_id()
+        if miner_id is None:
+            return [conn.session.reject(request_id, StratumErrorCode.INTERNAL_ERROR, "no free extranonce1")]
+        conn.miner_id = miner_id
+        extranonce1 = self.prefix + miner_id.to_bytes(self.id_bytes, "big")
+        lines = [conn.session.accept_subscribe(request_id, extranonce1, self.extranonce2_size)]
+        if conn.session.ready:
+            lines += self._start_mining(conn)
+        return lines
+
+    def on_authorize(self, conn: V1Connection, event: AuthorizeRequested) -> list[bytes]:
+        first = not conn.session.authorized
+        if len(conn.session.authorized) >= MAX_WORKERS_PER_CONNECTION:
+            return [conn.session.reject(event.request_id, StratumErrorCode.INVALID_USERNAME, "too many workers")]
+        lines = [conn.session.accept_authorize(event.request_id, event.username)]
+        if event.username not in self.workers and len(self.workers) < MAX_TRACKED_WORKERS:
+            self.workers[event.username] = WorkerStats()
+        if first and conn.session.ready:
+            lines += self._start_mining(conn)
+        return lines
+
+    def _start_mining(self, conn: V1Connection) -> list[bytes]:
+        """The miner is subscribed and authorized: its target, then the current job."""
+        vd = self.config.v1.vardiff
+        conn.vardiff = MinerVardiff(
+            self.upstream_target,
+            share_interval_s=vd.share_interval_s,
+            retarget_interval_s=vd.retarget_interval_s,
+            tolerance=vd.tolerance,
+            enabled=vd.enabled,
+        )
+        lines = [conn.session.set_target(conn.vardiff.effective(self.upstream_target))]
+        job = self.jobs.current
+        if job is not None and self.upstream.connected:
+            lines.append(self._notify_line(job, clean=True))
+        return lines
+
+    def _notify_line(self, job: ProxyJob, clean: bool) -> bytes:
+        return self.dialect.notify(job.downstream_id, job.pow_hash, job.height or 0, job.parent_hash, clean)
+
+    def on_share(self, conn: V1Connection, event: ShareSubmitted) -> bytes:
+        """Judge a share; forward it (answer later, with the pool's verdict) or answer now with an error."""
+        session = conn.session
+        number = parse_job_id(event.job_id)
+        job = self.jobs.get(number) if number is not None else None
+        if job is None or not self.jobs.is_live(job) or not self.upstream.connected:
+            return self._reject_now(conn, event, StratumErrorCode.JOB_NOT_FOUND)
+        nonce16 = session.extranonce1 + event.extranonce2
+        if nonce16 in job.seen:
+            return self._reject_now(conn, event, StratumErrorCode.DUPLICATE_SHARE)
+        now = time.monotonic()
+        target = conn.share_target(now)
+        value = int.from_bytes(pow_output(job.pow_hash, nonce16, self.upstream.blake2b), "big")
+        is_block = value <= job.network_target
+        if value > target and not is_block:
+            return self._reject_now(conn, event, StratumErrorCode.LOW_DIFFICULTY)
+        job.seen.add(nonce16)
+        sequence_number = self.pending.next_sequence_number()
+        self.upstream.submit_extended(sequence_number, job.upstream_id, job.ntime, nonce16)
+        self.forwarded += 1
+        self.pending.add(PendingShare(sequence_number, conn, event.request_id, event.username, target, now, is_block))
+        if is_block:
+            log.info("block candidate from %s at height %s, forwarded", event.username, job.height)
+        return b""
+
+    def _reject_now(self, conn: V1Connection, event: ShareSubmitted, code: StratumErrorCode) -> bytes:
+        self._count_reject(event.username, code)
+        return conn.session.reject(event.request_id, code)
+
+    def _count_reject(self, worker: str, code: StratumErrorCode) -> None:
+        self.rejected[code] = self.rejected.get(code, 0) + 1
+        stats = self.workers.get(worker)
+        if stats is not None:
+            stats.rejected[code] = stats.rejected.get(code, 0) + 1
+
+    # -- verdicts ---------------------------------------------------------------------------------
+    def _accepted(self, shares: list[PendingShare]) -> None:
+        if not shares:
+            return
+        now = time.time()
+        grace = self.config.v1.vardiff.grace_s
+        upstream_target = self.upstream_target
+        out: dict[V1Connection, list[bytes]] = {}
+        for share in shares:
+            conn: V1Connection = share.owner
+            self.accepted += 1
+            stats = self.workers.get(share.worker)
+            if stats is not None:
+                stats.accepted += 1
+                stats.accepted_difficulty += target_to_share_difficulty(share.target)
+                stats.last_share_at = now
+                stats.blocks += share.is_block
+            self.blocks += share.is_block
+            if conn.closed:
+                continue
+            lines = out.setdefault(conn, [])
+            lines.append(conn.session.accept_share(share.request_id))
+            if conn.vardiff is not None and conn.vardiff.on_share(upstream_target):
+                line = conn.retarget(upstream_target, grace)
+                if line:
+                    lines.append(line)
+        for conn, lines in out.items():
+            conn.write(b"".join(lines))
+
+    def _rejected(self, share: PendingShare, code: StratumErrorCode) -> None:
+        self._count_reject(share.worker, code)
+        conn: V1Connection = share.owner
+        if not conn.closed:
+            conn.write(conn.session.reject(share.request_id, code))
+
+    # -- upstream ---------------------------------------------------------------------------------
+    def upstream_up(self, upstream: Upstream, channel: ChannelInfo) -> None:
+        prefix = channel.extranonce_prefix
+        id_bytes = 16 - len(prefix) - self.extranonce2_size
+        if not 0 <= id_bytes <= channel.extranonce_size:
+            raise UpstreamRefused(
+                f"extranonce2_size {self.extranonce2_size} does not fit the pool's {len(prefix)}-byte prefix"
+            )
+        self.jobs.reset()
+        if self.prefix is not None and (prefix != self.prefix or id_bytes != self.id_bytes):
+            # the miners' extranonce1 no longer belongs to us: they must subscribe again
+            self.prefix_changes += 1
+            log.warning(
+                "the pool gave a new extranonce prefix (%s, was %s): closing %d V1 connections to resubscribe",
+                prefix.hex(),
+                self.prefix.hex(),
+                len(self.connections),
+            )
+            for conn in list(self.connections):
+                conn.close()
+            self._next_id = 0
+            self._free_ids.clear()
+        self.prefix, self.id_bytes = prefix, id_bytes
+        self.upstream_target = channel.target
+        grace = self.config.v1.vardiff.grace_s
+        for conn in list(self.connections):
+            if conn.waiting_subscribe:
+                conn.waiting_subscribe = False
+                lines = self._answer_subscribe(conn, conn.session.pending_subscribe_id)
+                conn.write(b"".join(lines))
+            elif conn.session.ready:
+                line = conn.retarget(self.upstream_target, grace)
+                if line:
+                    conn.write(line)
+
+    def upstream_down(self, upstream: Upstream, reason: str) -> None:
+        log.warning("pool connection lost (%s): %d V1 miners wait for new work", reason, len(self.connections))
+        self.jobs.reset()
+        for share in self.pending.drain():
+            self._rejected(share, StratumErrorCode.JOB_NOT_FOUND)
+
+    def upstream_message(self, upstream: Upstream, message: Message) -> None:
+        kind = type(message)
+        if kind is SubmitSharesSuccess:
+            assert isinstance(message, SubmitSharesSuccess)
+            self._accepted(self.pending.accept_through(message.last_sequence_number))
+        elif kind is SubmitSharesError:
+            assert isinstance(message, SubmitSharesError)
+            share = self.pending.reject(message.sequence_number)
+            if share is not None:
+                self._rejected(share, _SV2_TO_V1.get(message.error_code, StratumErrorCode.NOT_SUPPORTED))
+        elif kind is NewExtendedMiningJob:
+            assert isinstance(message, NewExtendedMiningJob)
+            job = self.jobs.on_job(message)
+            if job is not None:
+                self._broadcast(self._notify_line(job, clean=False))
+        elif kind is SetNewPrevHash:
+            assert isinstance(message, SetNewPrevHash)
+            job = self.jobs.on_prev_hash(message)
+            if job is not None:
+                self._broadcast(self._notify_line(job, clean=True))
+        elif kind is SetTarget:
+            assert isinstance(message, SetTarget)
+            self.upstream_target = message.maximum_target
+            grace = self.config.v1.vardiff.grace_s
+            for conn in list(self.connections):
+                line = conn.retarget(self.upstream_target, grace)
+                if line:
+                    conn.write(line)
+        elif kind is SetExtranoncePrefix:
+            assert upstream.channel is not None
+            self.upstream_up(upstream, upstream.channel)  # same handling as a reconnect with a new prefix
+        else:
+            log.debug("v1 upstream: ignoring %s", kind.__name__)
+
+    def _broadcast(self, line: bytes) -> None:
+        for conn in list(self.connections):
+            if conn.session.ready:
+                conn.write(line)
+
+    async def _maintenance_loop(self) -> None:
+        """Shares the pool never answered; quiet miners get an easier target (down to the channel's)."""
+        timeout = self.config.upstream.share_timeout_s
+        grace = self.config.v1.vardiff.grace_s
+        while True:
+            await asyncio.sleep(1.0)
+            for share in self.pending.expire(timeout):
+                self._rejected(share, StratumErrorCode.JOB_NOT_FOUND)
+            for conn in list(self.connections):
+                if conn.vardiff is not None and conn.vardiff.maybe_retarget(self.upstream_target):
+                    line = conn.retarget(self.upstream_target, grace)
+                    if line:
+                        conn.write(line)
+
+    # -- reporting --------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        return {
+            "upstream": {
+                "connected": self.upstream.connected,
+                "connections": self.upstream.connections,
+                "last_error": self.upstream.last_error,
+                "channel_id": self.upstream.channel.channel_id if self.upstream.channel else None,
+                "extranonce_prefix": self.prefix.hex() if self.prefix else None,
+                "target": f"{self.upstream_target:064x}" if self.upstream_target else None,
+                "bytes_out": self.upstream.bytes_out,
+                "bytes_in": self.upstream.bytes_in,
+            },
+            "miners": len(self.connections),
+            "accepted": self.accepted,
+            "rejected": {str(k): v for k, v in sorted(self.rejected.items())},
+            "forwarded": self.forwarded,
+            "pending": len(self.pending),
+            "blocks": self.blocks,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "workers": {
+                name: {
+                    "accepted": w.accepted,
+                    "rejected": {str(k): v for k, v in sorted(w.rejected.items())},
+                    "accepted_difficulty": w.accepted_difficulty,
+                    "blocks": w.blocks,
+                    "last_share_at": w.last_share_at,
+                }
+                for name, w in sorted(self.workers.items())
+            },
+        }
