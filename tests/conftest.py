@@ -28,7 +28,7 @@ def dev_key() -> DevKey:
 
 
 def start_dev_node(binary: Path, data_dir: Path, key: DevKey, **overrides: object) -> CkbNode:
-    config = NodeConfig.for_tests(data_dir, key.lock, **overrides)
+    config = NodeConfig.for_tests(data_dir, key.lock, die_with_parent=True, **overrides)
     node = CkbNode(config, binary)
     node.init(force=True)
     node.start()

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,17 @@ Chain = Literal["dev", "testnet", "mainnet"]
 PowFunc = Literal["Eaglesong", "EaglesongBlake2b", "Dummy"]
 POOL_RPC_MODULES = ["Net", "Pool", "Miner", "Chain", "Stats", "Subscription", "Experiment"]
 DEV_GENESIS_COMPACT_TARGET = 0x20010000  # difficulty 256: a few hundred Eaglesong hashes a block
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: ask Linux to SIGKILL the child when the parent dies (PR_SET_PDEATHSIG = 1)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+
+
+def _on_main_thread() -> bool:
+    # the death signal follows the forking *thread*; a node started from a worker thread must outlive it
+    return threading.current_thread() is threading.main_thread()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -66,6 +79,9 @@ class NodeConfig:
     genesis_compact_target: int = DEV_GENESIS_COMPACT_TARGET
     genesis_epoch_length: int = 1000
     log_filter: str = "info,ckb-pow=debug"
+    # tests: SIGKILL the node when the process that started it dies (a killed test run leaves no node behind).
+    # The local deploy target leaves it False: the node must outlive the CLI that started it.
+    die_with_parent: bool = False
 
     @classmethod
     def for_tests(cls, data_dir: Path, lock: Script, **overrides: Any) -> NodeConfig:
@@ -202,12 +218,14 @@ class CkbNode:
         if not (self.config.data_dir / "ckb.toml").exists():
             raise NodeSetupError(f"{self.config.data_dir} is not initialised: run init first")
         log_file = self.log_path.open("ab")
+        guard = _die_with_parent if self.config.die_with_parent and _on_main_thread() else None
         self.process = subprocess.Popen(
             [str(self.binary), "run", "-C", str(self.config.data_dir)],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=guard,
         )
         log_file.close()
 
