@@ -17,6 +17,8 @@ from .. import __version__
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Stratum V2 mining pool for Nervos CKB.")
 pool_app = typer.Typer(no_args_is_help=True, help="Run pool services.")
 app.add_typer(pool_app, name="pool")
+proxy_app = typer.Typer(no_args_is_help=True, help="Run the V1<->V2 translator (CKB Stratum V1 ASICs, ckb miner).")
+app.add_typer(proxy_app, name="proxy")
 console = Console(stderr=True)
 
 
@@ -78,6 +80,48 @@ def pool_run(
     asyncio.run(run())
 
 
+@proxy_app.command("run")
+def proxy_run(
+    config: Annotated[Path, typer.Option("--config", "-c", help="proxy configuration (TOML)")],
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+) -> None:
+    """Serve CKB Stratum V1 (and, if enabled, ckb miner's getwork RPC) on one SV2 upstream channel each."""
+    from ..proxy import Proxy, ProxyConfigError, load_proxy_config
+
+    _setup_logging(log_level)
+    try:
+        cfg = load_proxy_config(config)
+    except ProxyConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    _install_uvloop()
+
+    async def run() -> None:
+        try:
+            proxy = Proxy(cfg)
+            await proxy.start()
+        except (ValueError, OSError) as exc:
+            console.print(f"[red]cannot start the proxy: {exc}[/red]")
+            raise typer.Exit(2) from None
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        where = []
+        if proxy.v1 is not None:
+            where.append("V1 on {}:{}".format(*proxy.v1.address))
+        if proxy.getwork is not None:
+            where.append("getwork on http://{}:{}/".format(*proxy.getwork.address))
+        up = cfg.upstream
+        console.print(f"[green]ckbpool proxy running ({', '.join(where)}) -> pool {up.host}:{up.port}[/green]")
+        try:
+            await stop.wait()
+        finally:
+            await proxy.close()
+
+    asyncio.run(run())
+
+
 @app.command()
 def miner(
     url: Annotated[str, typer.Option(help="pool address, host:port")],
@@ -85,7 +129,7 @@ def miner(
     authority_key: Annotated[
         str | None, typer.Option(help="the pool's authority public key (Base58Check); required unless --no-noise")
     ] = None,
-    protocol: Annotated[str, typer.Option(help="v2 (Stratum V2); v1 comes with the translator")] = "v2",
+    protocol: Annotated[str, typer.Option(help="v2 (Stratum V2) or v1 (CKB Stratum V1, e.g. via the proxy)")] = "v2",
     extended: Annotated[bool, typer.Option(help="open an extended channel instead of a standard one")] = False,
     threads: Annotated[int, typer.Option(min=1)] = 1,
     duration: Annotated[float | None, typer.Option(help="seconds to mine (default: until Ctrl-C)")] = None,
@@ -96,8 +140,11 @@ def miner(
     from ..miner.sv2 import MinerError, Sv2Miner
 
     _setup_logging(log_level)
+    if protocol == "v1":
+        _miner_v1(url, user, threads, duration)
+        return
     if protocol != "v2":
-        console.print("[red]only --protocol v2 is available in this version[/red]")
+        console.print(f"[red]--protocol must be v1 or v2, got {protocol!r}[/red]")
         raise typer.Exit(2)
     if noise and not authority_key:
         console.print("[red]--authority-key is required: miners must authenticate the pool (or pass --no-noise)[/red]")
@@ -118,6 +165,34 @@ def miner(
         console.print(
             f"submitted {stats.submitted}, accepted {stats.accepted}, rejected {stats.rejected} "
             f"{stats.rejected_reasons or ''}, {stats.hashes} hashes"
+        )
+
+    try:
+        asyncio.run(run())
+    except (MinerError, OSError) as exc:
+        console.print(f"[red]miner stopped: {exc}[/red]")
+        raise typer.Exit(1) from None
+
+
+def _miner_v1(url: str, user: str, threads: int, duration: float | None) -> None:
+    """The CKB Stratum V1 CPU miner (what the proxy's ASIC port expects)."""
+    from ..miner.sv2 import MinerError
+    from ..miner.v1 import V1Miner
+
+    host, _, port = url.removeprefix("stratum+tcp://").rpartition(":")
+    if not host or not port.isdigit():
+        console.print(f"[red]--url must be host:port, got {url!r}[/red]")
+        raise typer.Exit(2)
+    v1_miner = V1Miner(host, int(port), user, threads=threads)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, v1_miner.stop)
+        stats = await v1_miner.run(duration=duration)
+        console.print(
+            f"submitted {stats.submitted}, accepted {stats.accepted}, rejected {stats.rejected} "
+            f"{stats.rejected_codes or ''}, {stats.hashes} hashes"
         )
 
     try:
