@@ -41,6 +41,8 @@ class StratumSettings(_Strict):
     max_frame_bytes: Annotated[int, Field(ge=1024, le=1 << 24)] = 1 << 20
     handshake_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     setup_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    # after setup: close a connection that sends nothing for this long (vardiff keeps honest miners talking)
+    idle_timeout_s: Annotated[float, Field(gt=0)] = 900.0
     # per-connection message rate limit (token bucket); a connection that floods past it is closed
     max_messages_per_second: Annotated[float, Field(gt=0)] = 2000.0
     message_burst: Annotated[int, Field(ge=1)] = 4000
