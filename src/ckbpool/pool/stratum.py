@@ -387,9 +387,12 @@ class StratumServer:
             self.metrics.connections.inc()
             deadline = asyncio.get_running_loop().time() + s.setup_timeout_s
             while not session.closed:
-                timeout = None if session.setup_done.is_set() else deadline - asyncio.get_running_loop().time()
-                if timeout is not None and timeout <= 0:
-                    raise TimeoutError("no SetupConnection in time")
+                if session.setup_done.is_set():
+                    timeout = s.idle_timeout_s  # a live miner always has shares or vardiff traffic
+                else:
+                    timeout = deadline - asyncio.get_running_loop().time()
+                    if timeout <= 0:
+                        raise TimeoutError("no SetupConnection in time")
                 data = await asyncio.wait_for(reader.read(1 << 16), timeout)
                 if not data:
                     if session.buffered:  # the peer hung up in the middle of a frame
