@@ -195,3 +195,18 @@ def test_rendered_prometheus_config_passes_promtool(tmp_path: Path) -> None:
         out = subprocess.run(["promtool", "check", "config", str(path)], capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stdout + out.stderr
         assert "SUCCESS: 4 rules found" in out.stdout
+
+
+def test_make_demo_bounded_run(ckb_binary: Path) -> None:
+    """`make demo`'s program with the bounds CI uses: blocks accepted, clean shutdown, nothing left running."""
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "ckbpool.demo", "--blocks", "2", "--duration", "90", "--miners", "1"],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "everything stopped" in out.stdout
+    assert "blocks accepted by the node" in out.stdout
+    accepted = int(out.stdout.rsplit("shares accepted, ", 1)[1].split()[0])
+    assert accepted >= 2
