@@ -37,8 +37,9 @@ lint: venv
 bench: venv deps
 	$(BIN)/python -m benchmarks.run --out docs/benchmarks.md
 
+## demo: local target on a dev chain + CPU miners, live view until Ctrl-C (DEMO_ARGS="--blocks 3 --duration 120" bounds it)
 demo: venv deps
-	$(BIN)/python -m ckbpool.demo
+	$(BIN)/python -m ckbpool.demo $(DEMO_ARGS)
 
 fuzz: venv
 	$(BIN)/python -m benchmarks.fuzz --seconds $${FUZZ_SECONDS:-60}
