@@ -704,6 +704,17 @@ def _rows(raw: dict[str, Any], s: Settings) -> list[dict[str, Any]]:
                 + (f"; a GC pause of {pf['gc_ms_max']:.0f} ms in one round" if pf["gc_ms_max"] >= 1 else ""),
             )
         )
+        rows.append(
+            _row(
+                f"fan-out server CPU per channel @ {n:,} channels",
+                pf["new_job_cpu_ms_p50"] * 1000 / n,
+                "µs",
+                bf["new_job_cpu_ms_p50"] * 1000 / n if bf else None,
+                "",
+                None,
+                "process CPU time of new_job() / channels (median round): the noise-robust comparison",
+            )
+        )
         one = b.get("fanout_1write") if b else None
         rows.append(
             _row(
