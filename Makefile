@@ -41,8 +41,10 @@ bench: venv deps
 demo: venv deps
 	$(BIN)/python -m ckbpool.demo $(DEMO_ARGS)
 
+## fuzz: atheris (coverage-guided) on the SV2 decoders, Noise, the server state machine and the template parser
 fuzz: venv
-	$(BIN)/python -m benchmarks.fuzz --seconds $${FUZZ_SECONDS:-60}
+	$(BIN)/pip install -q 'atheris>=3.0,<4' || echo "atheris unavailable: benchmarks.fuzz falls back to hypothesis"
+	$(BIN)/python -m benchmarks.fuzz --seconds $${FUZZ_SECONDS:-60} --jobs $${FUZZ_JOBS:-1}
 
 clean:
 	rm -rf build $(VENV) src/*.egg-info src/ckbpool/ckb/*.so
