@@ -1,0 +1,4 @@
+terraform {
+  # Pure logic, no provider.
+  required_version = ">= 1.7.0"
+}

@@ -1,0 +1,58 @@
+output "hosts" {
+  description = "Map of host key => { name, roles (expanded, with \"pool\" on every pool host), instance_type, root_volume_size_gb, data_volume_size_gb, public_services }."
+  value       = local.hosts
+
+  precondition {
+    condition     = local.role_counts.ckb_node >= 1
+    error_message = "hosts: no host has the ckb_node role (the pool needs a node)."
+  }
+  precondition {
+    condition     = local.role_counts.stratum >= 1
+    error_message = "hosts: no host has the stratum (or pool) role: miners would have nothing to connect to."
+  }
+  precondition {
+    condition     = local.role_counts.jobmaker == 1 && local.role_counts.blockmaker == 1
+    error_message = "hosts: exactly one host must run jobmaker and exactly one blockmaker (found ${local.role_counts.jobmaker} and ${local.role_counts.blockmaker})."
+  }
+  precondition {
+    condition     = local.role_counts.accounting <= 1
+    error_message = "hosts: at most one host may run accounting (found ${local.role_counts.accounting})."
+  }
+  precondition {
+    condition     = !local.needs_kafka || local.role_counts.kafka >= 1
+    error_message = "hosts: pool roles are spread over ${length(local.pool_hosts)} hosts (${join(", ", local.pool_hosts)}): give one host the kafka role."
+  }
+  precondition {
+    condition     = var.network != "mainnet" || alltrue([for h in values(local.hosts) : h.data_volume_size_gb >= 150 if contains(h.roles, "ckb_node")])
+    error_message = "hosts: a mainnet ckb_node host needs a data disk of at least 150 GB (the CKB documentation's minimum for a mainnet node)."
+  }
+  precondition {
+    condition     = length(local.exposed_privates) == 0
+    error_message = "private_ports ${join(", ", local.exposed_privates)} collide with a public port (stratum, proxy or node p2p)."
+  }
+}
+
+output "groups" {
+  description = "Map of inventory group (ckb_node, pool, jobmaker, stratum, blockmaker, accounting, redis, kafka, proxy, monitoring) => sorted host keys."
+  value       = local.groups
+}
+
+output "role_counts" {
+  description = "Map of inventory group => number of hosts in it."
+  value       = local.role_counts
+}
+
+output "public_services" {
+  description = "Services open to the internet that at least one host runs: key => { port, description }. Nothing else is public."
+  value       = local.public_services
+}
+
+output "private_ports" {
+  description = "Ports only the deployment's own hosts may reach (node RPC, Kafka, Redis, metrics, ...)."
+  value       = var.private_ports
+}
+
+output "needs_kafka" {
+  description = "True when pool roles run on more than one host (they then talk through Kafka)."
+  value       = local.needs_kafka
+}
