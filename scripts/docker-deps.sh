@@ -5,7 +5,7 @@
 #   3. the base image local/debian:bookworm from `debootstrap --variant=minbase` -> `docker import`
 #      (rootfs tarball cached in $CACHE/docker/, so a restarted engine re-imports it in seconds)
 # The images of the stack itself (pool, ckb, redis, ...) are built FROM that base by
-# `python -m ckbpool.deploy.images` (tests/e2e does it), with wheels built on the host.
+# `python -m tests.e2e.images` (the compose e2e test does it), with wheels built on the host.
 # Usage: scripts/docker-deps.sh [--no-start]   (--no-start: install packages only)
 set -euo pipefail
 CACHE="${CKBPOOL_CACHE:-$HOME/.cache/ckbpool}"

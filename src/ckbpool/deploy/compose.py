@@ -179,7 +179,9 @@ class ComposeTarget:
             status = state.get("Status", "?")
             health = (state.get("Health") or {}).get("Status")
             if status != "running":
-                detail = f"exit code {state.get('ExitCode')}" if status == "exited" else status
+                detail = status
+                if status in ("exited", "restarting"):
+                    detail = f"{status}, exit code {state.get('ExitCode')}, {container.get('RestartCount', 0)} restarts"
                 out.append(ServiceHealth(service, status, False, detail))
             elif health is None:
                 out.append(ServiceHealth(service, status, True, "running (no healthcheck)"))
@@ -224,7 +226,8 @@ class ComposeTarget:
             if done and all(h.healthy for h in health):
                 return
             if done:
-                dead = next((h for h in health if h.state in ("exited", "dead")), None)
+                # a crashed container: exited, dead, or cycling through its restart policy
+                dead = next((h for h in health if h.state in ("exited", "dead", "restarting")), None)
                 if dead is not None:
                     raise TargetError(self._failure(dead, ""))
             if time.monotonic() > deadline:

@@ -83,6 +83,15 @@ BOOTNODES: dict[str, list[str]] = {
 # container-side ports of the compose stack (the host side comes from ckbpool.yaml's ports)
 INNER = {"node_rpc": 8114, "node_tcp_rpc": 18114, "node_p2p": 8115, "node_metrics": 8100, "stratum": 34255,
          "pool_http": 8180, "redis": 6379, "kafka": 9092, "kafka_controller": 9093, "proxy": 3333}  # fmt: skip
+#: compose service -> its directory of rendered config files (bind-mounted read-only)
+COMPOSE_CONFIG_DIRS = {
+    "ckb": "ckb",
+    "pool": "pool",
+    "redis": "redis",
+    "prometheus": "prometheus",
+    "grafana": "grafana",
+    "kafka": "kafka",
+}
 COMPOSE_SECRET_FILES = {
     "pool_static_key": sec.POOL_STATIC_KEY,
     "pool_certificate": sec.POOL_CERTIFICATE,
@@ -210,7 +219,7 @@ def local_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
     jobs = [
         {"name": "prometheus", "targets": [f"{priv}:{p.prometheus}"], "path": None},
         {"name": "ckbpool", "targets": [f"{priv}:{p.pool_http}"], "path": None},
-        {"name": "ckb", "targets": [f"{priv}:{p.node_metrics}"], "path": None},
+        {"name": "ckb", "targets": [f"{priv}:{p.node_metrics}"], "path": "/"},  # ckb serves metrics at /
         {"name": "node", "targets": [f"{priv}:{p.node_exporter}"], "path": None},
     ]
     if config.services.redis:
@@ -255,7 +264,7 @@ def compose_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
     jobs = [
         {"name": "prometheus", "targets": ["localhost:9090"], "path": None},
         {"name": "ckbpool", "targets": [f"pool:{INNER['pool_http']}"], "path": None},
-        {"name": "ckb", "targets": [f"ckb:{INNER['node_metrics']}"], "path": None},
+        {"name": "ckb", "targets": [f"ckb:{INNER['node_metrics']}"], "path": "/"},
         {"name": "node", "targets": ["node-exporter:9100"], "path": None},
     ]
     if config.services.redis:
@@ -455,9 +464,17 @@ def render_files(config: DeployConfig, paths: Paths) -> dict[str, str]:
     }
     contexts: dict[str, dict[str, Any]] = {}
     files: dict[str, str] = {}
-    for artifact in artifacts(config):
+    # compose.yaml last: it carries a digest of each service's config files, so `up` recreates exactly the
+    # containers whose configuration changed (bind-mounted files alone would not)
+    ordered = sorted(artifacts(config), key=lambda a: a.path == "compose/compose.yaml")
+    for artifact in ordered:
         if artifact.context not in contexts:
             contexts[artifact.context] = {**common, **builders[artifact.context](config, paths)}
+        if artifact.path == "compose/compose.yaml":
+            contexts["compose"]["config_digest"] = {
+                service: _sha256("".join(t for p, t in sorted(files.items()) if p.startswith(f"compose/{sub}/")))[:16]
+                for service, sub in COMPOSE_CONFIG_DIRS.items()
+            }
         text = env.get_template(artifact.template).render(contexts[artifact.context])
         files[artifact.path] = text
     for path, text in files.items():

@@ -1,0 +1,138 @@
+"""Build the compose stack's images locally, FROM the debootstrap base image (no registry is reachable here).
+
+    python -m tests.e2e.images [--base local/debian:bookworm] [name ...]
+
+Each image is tagged ``local/ckbpool-<name>:e2e`` and labelled with a digest of its inputs; an image whose label
+matches is not rebuilt, so warm runs take a second. The pool image installs wheels built on the host
+(``pip wheel`` of this checkout into ``$CKBPOOL_CACHE/docker/wheels``). The stand-ins for the official images
+(docker/local/*.Dockerfile) keep their interface: entrypoint, user, paths, healthcheck tools.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE_IMAGE = os.environ.get("CKBPOOL_BASE_IMAGE", "local/debian:bookworm")
+#: compose service variable -> image name
+IMAGES = {
+    "pool": "CKBPOOL_IMAGE_POOL",
+    "ckb": "CKBPOOL_IMAGE_CKB",
+    "redis": "CKBPOOL_IMAGE_REDIS",
+    "prometheus": "CKBPOOL_IMAGE_PROMETHEUS",
+    "node-exporter": "CKBPOOL_IMAGE_NODE_EXPORTER",
+    "redis-exporter": "CKBPOOL_IMAGE_REDIS_EXPORTER",
+}
+LABEL = "ckbpool.inputs"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CKBPOOL_CACHE", Path.home() / ".cache" / "ckbpool"))
+
+
+def tag(name: str) -> str:
+    return f"local/ckbpool-{name}:e2e"
+
+
+def docker() -> str:
+    return "/usr/bin/docker" if Path("/usr/bin/docker").exists() else (shutil.which("docker") or "docker")
+
+
+def _digest(paths: list[Path], extra: str = "") -> str:
+    h = hashlib.sha256(extra.encode())
+    for path in paths:
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in files:
+            if "__pycache__" in f.parts or f.suffix in (".so", ".pyc"):
+                continue
+            h.update(str(f.relative_to(ROOT) if f.is_relative_to(ROOT) else f.name).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _current_label(image: str) -> str | None:
+    out = subprocess.run(
+        [docker(), "image", "inspect", "--format", f'{{{{ index .Config.Labels "{LABEL}" }}}}', image],
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _build(name: str, dockerfile: Path, context: Path, digest: str, base: str, log: Path) -> None:
+    cmd = [
+        docker(), "build", "-q", "-t", tag(name), "-f", str(dockerfile),
+        "--build-arg", f"BASE={base}", "--label", f"{LABEL}={digest}", str(context),
+    ]  # fmt: skip
+    with log.open("w") as out:
+        result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=1800)
+    if result.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+        raise RuntimeError(f"docker build of {name} failed (log {log}):\n{tail}")
+
+
+def build_pool_wheels() -> Path:
+    """ckbpool + dependencies as wheels for the image's CPython (3.11, like Debian bookworm's python3)."""
+    wheels = cache_dir() / "docker" / "wheels"
+    if wheels.exists():
+        for old in wheels.glob("ckbpool-*.whl"):
+            old.unlink()
+    wheels.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", str(wheels), str(ROOT)],
+        check=True,
+        timeout=1800,
+    )
+    return wheels
+
+
+def build(names: list[str], base: str = BASE_IMAGE) -> dict[str, str]:
+    """Build what is out of date; returns ``{compose variable: image}`` for the environment of compose."""
+    logs = cache_dir() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env: dict[str, str] = {}
+    for name in names:
+        if name == "pool":
+            dockerfile = ROOT / "docker" / "pool" / "Dockerfile"
+            inputs = [ROOT / "src" / "ckbpool", ROOT / "pyproject.toml", ROOT / "setup.py", dockerfile]
+            digest = _digest(inputs, base)
+            if _current_label(tag(name)) != digest:
+                with tempfile.TemporaryDirectory(prefix="ckbpool-pool-image-") as ctx:
+                    shutil.copytree(build_pool_wheels(), Path(ctx) / "wheels")
+                    _build(name, dockerfile, Path(ctx), digest, base, logs / "image-pool.log")
+        else:
+            dockerfile = ROOT / "docker" / "local" / f"{name}.Dockerfile"
+            extra: list[Path] = []
+            if name == "ckb":
+                from ckbpool.ckb.install import find_or_install_ckb
+
+                extra.append(find_or_install_ckb(allow_download=False))
+            digest = _digest([dockerfile, *extra], base)
+            if _current_label(tag(name)) != digest:
+                with tempfile.TemporaryDirectory(prefix=f"ckbpool-{name}-image-") as ctx:
+                    for path in extra:
+                        shutil.copy2(path, Path(ctx) / path.name)
+                    _build(name, dockerfile, Path(ctx), digest, base, logs / f"image-{name}.log")
+        env[IMAGES[name]] = tag(name)
+    return env
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", default=list(IMAGES), help=f"images to build (default: {' '.join(IMAGES)})")
+    parser.add_argument("--base", default=BASE_IMAGE)
+    args = parser.parse_args()
+    for key, image in build(args.names, args.base).items():
+        print(f"{key}={image}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""The compose target on a real Docker engine (Debian docker.io, started here by scripts/docker-deps.sh), with
+images built locally FROM a debootstrap base (no registry is reachable):
+
+* the rendered compose.yaml passes ``docker compose config`` / ``docker-compose config`` (every profile);
+* ``deploy --target compose`` brings the stack up healthy (ckb, pool, redis; prometheus, node-exporter and
+  redis-exporter under the monitoring profile), a miner outside the stack connects to the published stratum
+  port on 127.0.0.1 and the node accepts a block; ``status`` shows it;
+* a service that cannot start is named with its last log lines;
+* ``destroy`` removes the containers and networks.
+
+Skipped only when the Docker engine cannot be started on this machine (the reason is printed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner, Result
+
+from ckbpool.ckb.node import free_port
+from ckbpool.cli.app import app
+from ckbpool.deploy.compose import ComposeTarget, compose_command
+from ckbpool.deploy.config import load_config
+from ckbpool.deploy.errors import TargetError, TargetUnavailable
+from ckbpool.deploy.render import Paths
+from ckbpool.deploy.secrets import authority_public_key
+from ckbpool.miner.sv2 import Sv2Miner
+
+from .images import build, docker
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args))
+
+
+def ports() -> list[str]:
+    flags: list[str] = []
+    for key in ("stratum", "pool_http", "node_rpc", "prometheus"):
+        flags += ["--port", f"{key}={free_port()}"]
+    return flags
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> str:
+    """Start (or find) the engine and the base image; skip with the script's own words when impossible."""
+    if shutil.which("docker-compose") is None and shutil.which("docker") is None and os.geteuid() != 0:
+        pytest.skip("docker is not installed and we are not root to install it")
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "docker-deps.sh")], capture_output=True, text=True, timeout=1200
+    )
+    if result.returncode != 0:
+        pytest.skip("docker engine unavailable: " + " / ".join((result.stderr or result.stdout).splitlines()[-5:]))
+    return docker()
+
+
+@pytest.fixture(scope="session")
+def images(docker_engine: str) -> dict[str, str]:
+    return build(["ckb", "pool", "redis", "prometheus", "node-exporter", "redis-exporter"])
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    config = tmp_path / "ckbpool.yaml"
+    result = cli(
+        "init", "-c", str(config), "-y", "--name", f"e2e{os.getpid() % 10000}", "--bind-public", "127.0.0.1",
+        "--no-grafana", "--no-miner", "--share-interval", "0.5", *ports(),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert cli("render", "-c", str(config), "--no-diff").exit_code == 0
+    return config
+
+
+def test_rendered_compose_file_passes_compose_config(project: Path) -> None:
+    try:
+        command = compose_command()
+    except TargetUnavailable as exc:
+        pytest.skip(f"no compose CLI: {exc}")
+    compose_dir = project.parent / "workspace" / "compose"
+    for profiles in (["core"], ["core", "monitoring", "testnet"]):
+        flags = [f for p in profiles for f in ("--profile", p)]
+        result = subprocess.run(
+            [*command, "-f", "compose.yaml", *flags, "config", "-q"],
+            cwd=compose_dir,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+    # what is published, and where
+    full = subprocess.run(
+        [*command, "-f", "compose.yaml", "--profile", "core", "--profile", "monitoring", "config"],
+        cwd=compose_dir, capture_output=True, text=True, timeout=60,
+    ).stdout  # fmt: skip
+    import yaml
+
+    doc = yaml.safe_load(full)
+    for name, service in doc["services"].items():
+        assert "healthcheck" in service, name
+        for port in service.get("ports", []):
+            host_ip = port.get("host_ip") if isinstance(port, dict) else str(port).split(":")[0]
+            assert host_ip == "127.0.0.1", (name, port)  # the test binds even stratum to loopback
+        for dep in (service.get("depends_on") or {}).values():
+            assert dep["condition"] == "service_healthy"
+    assert doc["networks"]["backend"]["internal"] is True
+    for name in ("redis", "node-exporter", "redis-exporter"):
+        assert doc["services"][name]["networks"] == {"backend": None} or list(doc["services"][name]["networks"]) == [
+            "backend"
+        ]
+
+
+def _containers(project_name: str) -> list[str]:
+    out = subprocess.run(
+        [docker(), "ps", "-aq", "--filter", f"label=com.docker.compose.project={project_name}"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return out.stdout.split()
+
+
+def _networks(project_name: str) -> list[str]:
+    out = subprocess.run(
+        [docker(), "network", "ls", "-q", "--filter", f"label=com.docker.compose.project={project_name}"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return out.stdout.split()
+
+
+@pytest.fixture
+def compose_env(images: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    for key, value in images.items():
+        monkeypatch.setenv(key, value)
+    return images
+
+
+@pytest.fixture
+def stack(project: Path, compose_env: dict[str, str]) -> Iterator[tuple[Path, ComposeTarget]]:
+    cfg = load_config(project)
+    target = ComposeTarget(cfg, Paths.of(project, cfg))
+    try:
+        yield project, target
+    finally:
+        with contextlib.suppress(TargetError):
+            target.destroy(purge=True)
+
+
+def test_stack_healthy_outside_miner_gets_a_block_accepted_destroy_cleans_up(
+    stack: tuple[Path, ComposeTarget],
+) -> None:
+    config, target = stack
+    start = time.monotonic()
+    result = cli("deploy", "-c", str(config), "--target", "compose", "--timeout", "300")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    up_s = time.monotonic() - start
+    health = {h.name: h for h in target.health()}
+    assert set(health) == {"ckb", "pool", "redis", "prometheus", "node-exporter", "redis-exporter"}
+    assert all(h.healthy for h in health.values()), health
+
+    # a miner outside the stack, on the published stratum port (127.0.0.1 only)
+    cfg = target.config
+    miner = Sv2Miner(
+        "127.0.0.1",
+        cfg.ports.stratum,
+        f"{cfg.payout_address}.outside",
+        authority_public_key=authority_public_key(target.paths.secrets_dir),
+    )
+
+    async def mine() -> None:
+        task = asyncio.create_task(miner.run(duration=120))
+        deadline = time.monotonic() + 120
+        try:
+            async with httpx.AsyncClient(timeout=3) as http:
+                while time.monotonic() < deadline:
+                    status = (await http.get(f"{target.pool_http}/status")).json()
+                    if any(b["status"] == "accepted" for b in status["last_blocks"]):
+                        return
+                    await asyncio.sleep(0.5)
+            raise AssertionError("no block accepted within 120 s")
+        finally:
+            miner.stop()
+            await task
+
+    asyncio.run(mine())
+    status = httpx.get(f"{target.pool_http}/status", timeout=3).json()
+    block = next(b for b in status["last_blocks"] if b["status"] == "accepted")
+    assert block["worker"].endswith(".outside")
+    header = httpx.post(
+        target.rpc_url,
+        json={"id": 1, "jsonrpc": "2.0", "method": "get_header_by_number", "params": [hex(block["height"])]},
+        timeout=5,
+    ).json()["result"]
+    assert header["hash"] == block["hash"]
+
+    # Prometheus (inside the stack) scrapes the pool and the node
+    prom = f"http://127.0.0.1:{cfg.ports.prometheus}"
+    deadline = time.monotonic() + 60
+    up: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        targets = httpx.get(f"{prom}/api/v1/targets", timeout=3).json()["data"]["activeTargets"]
+        up = {t["labels"]["job"]: t["health"] for t in targets}
+        if up.get("ckbpool") == "up" and up.get("ckb") == "up" and up.get("redis") == "up":
+            break
+        time.sleep(2)
+    assert up.get("ckbpool") == "up" and up.get("ckb") == "up" and up.get("redis") == "up", up
+
+    table = cli("status", "-c", str(config), "--target", "compose")
+    assert table.exit_code == 0, table.stdout
+    assert "accepted" in table.stdout and "healthy" in table.stdout
+    as_json = json.loads(cli("status", "-c", str(config), "--json").stdout)
+    assert as_json["target"] == "compose" and as_json["pool"]["blocks"].get("accepted", 0) >= 1
+
+    # destroy: containers and networks gone
+    project_name = target.project
+    assert _containers(project_name) and _networks(project_name)
+    destroyed = cli("destroy", "-c", str(config))
+    assert destroyed.exit_code == 0, destroyed.stderr
+    assert _containers(project_name) == []
+    assert _networks(project_name) == []
+    print(f"compose stack healthy in {up_s:.0f}s")
+
+
+def test_unhealthy_service_is_named_with_its_logs(stack: tuple[Path, ComposeTarget]) -> None:
+    """Break the pool's config: deploy fails naming the pool and showing why, from its log."""
+    config, target = stack
+    pool_toml = target.dir / "pool" / "pool.toml"
+    # a render writes it back; the compose target uses what is on disk, so break it after render
+    assert cli("render", "-c", str(config), "--no-diff").exit_code == 0
+    target_cli = ComposeTarget(target.config, target.paths)
+    pool_toml.write_text(pool_toml.read_text().replace('network = "dev"', 'network = "moonnet"'))
+    with pytest.raises(TargetError) as failure:
+        target_cli.deploy(timeout=120)
+    message = str(failure.value)
+    assert "service pool is unhealthy" in message
+    assert "network" in message  # the pool's own config error, from its log
