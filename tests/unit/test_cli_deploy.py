@@ -270,7 +270,8 @@ def test_multi_host_ok_and_inventory(project: Path) -> None:
     props = (project.parent / "workspace" / "hosts" / "kafka" / "server.properties").read_text()
     assert "process.roles=broker,controller" in props and "zookeeper" not in props
     tfvars = json.loads((project.parent / "workspace" / "terraform" / "terraform.tfvars.json").read_text())
-    assert tfvars["public_tcp_ports"] == [34255] and len(tfvars["hosts"]) == 3
+    assert tfvars["stratum_port"] == 34255 and len(tfvars["hosts"]) == 3
+    assert "stratum" not in tfvars["private_ports"] and tfvars["private_ports"]["node_rpc"] == 8114
 
 
 def test_missing_secret(project: Path) -> None:
@@ -290,3 +291,22 @@ def test_unknown_target(project: Path) -> None:
 
 def test_target_not_in_this_version(project: Path) -> None:
     assert "not available in this version" in one_error_line(run("deploy", "-c", str(project), "--target", "aws"))
+
+
+def test_tfvars_use_only_variables_the_aws_module_declares(project: Path) -> None:
+    import re
+
+    module = Path(__file__).resolve().parents[2] / "terraform" / "aws" / "variables.tf"
+    if not module.exists():
+        pytest.skip("terraform/aws is not in this checkout")
+    declared = set(re.findall(r'^variable "([a-z0-9_]+)"', module.read_text(), re.M))
+    edit(
+        project,
+        topology={
+            "mode": "multi",
+            "hosts": [{"name": "a", "address": "10.0.0.1", "roles": ["ckb_node", "pool", "redis", "monitoring"]}],
+        },
+    )
+    assert run("render", "-c", str(project)).exit_code == 0
+    tfvars = json.loads((project.parent / "workspace" / "terraform" / "terraform.tfvars.json").read_text())
+    assert set(tfvars) <= declared, set(tfvars) - declared

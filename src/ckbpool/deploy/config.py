@@ -161,14 +161,16 @@ class Images(_Strict):
 
 
 class Cloud(_Strict):
-    """Inputs of the aws / alicloud targets (rendered into terraform.tfvars.json)."""
+    """Inputs of the aws / alicloud targets, rendered into terraform.tfvars.json (the variables of terraform/aws)."""
 
     provider: Literal["aws", "alicloud"] = "aws"
     region: Annotated[str, Field(pattern=r"^[a-z0-9-]+$")] = "us-east-1"
-    instance_type: str = "c6i.large"
-    disk_gb: Annotated[int, Field(ge=20, le=16_384)] = 200
-    ssh_public_key_file: str = "~/.ssh/id_ed25519.pub"
-    allowed_ssh_cidrs: list[str] = []
+    instance_type: str = "c6i.xlarge"
+    root_volume_size_gb: Annotated[int, Field(ge=20, le=2048)] = 30
+    ssh_user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "ubuntu"
+    ssh_public_key_file: str = "~/.ssh/id_ed25519.pub"  # its text goes into tfvars (a public key, not a secret)
+    allowed_ssh_cidrs: list[str] = []  # required by the cloud targets: your admin network, e.g. 198.51.100.7/32
+    open_node_p2p: bool = False
 
 
 class DeployConfig(_Strict):

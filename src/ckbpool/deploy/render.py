@@ -374,29 +374,31 @@ def hosts_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
 
 
 def terraform_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
+    """The variables of the terraform/aws module (the alicloud module takes the same names)."""
     c = config.cloud
-    hosts = [{"name": h.name, "roles": h.expanded_roles} for h in config.topology.hosts] or [
-        {"name": config.name, "roles": config.enabled_roles()}
-    ]
-    return {
-        "place": "terraform",
-        "tfvars": {
-            "name": config.name,
-            "network": config.network,
-            "provider": c.provider,
-            "region": c.region,
-            "instance_type": c.instance_type,
-            "root_volume_size_gb": c.disk_gb,
-            "ssh_public_key_file": c.ssh_public_key_file,
-            "allowed_ssh_cidrs": list(c.allowed_ssh_cidrs),
-            # the only ports open to the internet: stratum (and the V1 proxy when enabled)
-            "public_tcp_ports": [config.ports.stratum] + ([config.ports.proxy] if config.services.proxy else []),
-            "private_tcp_ports": sorted(
-                {v for k, v in config.ports.model_dump().items() if k not in ("stratum", "proxy")}
-            ),
-            "hosts": hosts,
+    tfvars: dict[str, Any] = {
+        "name": config.name,
+        "region": c.region,
+        "network": config.network,
+        "allowed_ssh_cidrs": list(c.allowed_ssh_cidrs),
+        "ssh_user": c.ssh_user,
+        "instance_type": c.instance_type,
+        "root_volume_size_gb": c.root_volume_size_gb,
+        # the only ports open to the internet: stratum (and the V1 proxy); the rest stays inside the deployment
+        "stratum_port": config.ports.stratum,
+        "proxy_port": config.ports.proxy,
+        "node_p2p_port": config.ports.node_p2p,
+        "open_node_p2p": c.open_node_p2p,
+        "private_ports": {
+            k: v for k, v in config.ports.model_dump().items() if k not in ("stratum", "proxy", "node_p2p")
         },
     }
+    key_file = Path(c.ssh_public_key_file).expanduser()
+    if key_file.is_file():
+        tfvars["ssh_public_key"] = key_file.read_text().strip()
+    if config.topology.hosts:
+        tfvars["hosts"] = [{"name": h.name, "roles": list(h.roles)} for h in config.topology.hosts]
+    return {"place": "terraform", "tfvars": tfvars}
 
 
 # ------------------------------------------------------------------------------------------ artifacts
