@@ -56,3 +56,13 @@ output "needs_kafka" {
   description = "True when pool roles run on more than one host (they then talk through Kafka)."
   value       = local.needs_kafka
 }
+
+output "user_data" {
+  description = "Boot script for every host: formats the data disk on first boot and mounts it at data_mount_point."
+  value       = templatefile("${path.module}/user_data.sh.tftpl", { mount_point = var.data_mount_point })
+}
+
+output "data_mount_point" {
+  description = "Where the data disk is mounted on every host."
+  value       = var.data_mount_point
+}

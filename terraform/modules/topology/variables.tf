@@ -186,3 +186,14 @@ variable "private_ports" {
     error_message = "private_ports values must be TCP ports (1-65535)."
   }
 }
+
+variable "data_mount_point" {
+  description = "Where the data disk is mounted on every host (ckb chain, Kafka log, Redis, Prometheus live below it)."
+  type        = string
+  default     = "/var/lib/ckbpool"
+
+  validation {
+    condition     = can(regex("^/[A-Za-z0-9._/-]+$", var.data_mount_point)) && var.data_mount_point != "/"
+    error_message = "data_mount_point must be an absolute path other than /."
+  }
+}
