@@ -310,3 +310,23 @@ def test_tfvars_use_only_variables_the_aws_module_declares(project: Path) -> Non
     assert run("render", "-c", str(project)).exit_code == 0
     tfvars = json.loads((project.parent / "workspace" / "terraform" / "terraform.tfvars.json").read_text())
     assert set(tfvars) <= declared, set(tfvars) - declared
+
+
+def test_compose_example_config_validates_and_renders(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "compose" / "ckbpool.example.yaml"
+    config = tmp_path / "ckbpool.yaml"
+    config.write_text(example.read_text())
+    from ckbpool.deploy.config import load_config
+    from ckbpool.deploy.secrets import generate_secrets
+
+    generate_secrets(load_config(config), tmp_path / "secrets")
+    result = run("render", "-c", str(config), "--no-diff")
+    assert result.exit_code == 0, result.stderr
+    compose = yaml.safe_load((tmp_path / "workspace" / "compose" / "compose.yaml").read_text())
+    assert {"ckb", "pool", "redis", "prometheus", "node-exporter", "redis-exporter", "grafana", "miner"} == set(
+        compose["services"]
+    )
+    profiles = {name: svc["profiles"] for name, svc in compose["services"].items()}
+    assert profiles["pool"] == ["core"] and profiles["grafana"] == ["monitoring"] and profiles["miner"] == ["testnet"]
+    assert compose["services"]["pool"]["ports"][0].startswith("0.0.0.0:34255:")
+    assert all(p.startswith("127.0.0.1:") for p in compose["services"]["prometheus"]["ports"])

@@ -311,7 +311,10 @@ def compose_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
         "prometheus": {"jobs": jobs},
         "kafka": {"settings": kafka, "env": kafka_env},
         "compose_secrets": {
-            name: str(paths.secrets_dir / file) for name, file in COMPOSE_SECRET_FILES.items() if file in secrets_needed
+            # relative to compose.yaml: the workspace and secrets_dir can move together
+            name: os.path.relpath(paths.secrets_dir / file, paths.workspace / "compose")
+            for name, file in COMPOSE_SECRET_FILES.items()
+            if file in secrets_needed
         },
         "compose_env": {
             "COMPOSE_PROJECT_NAME": compose_project(config),
