@@ -330,3 +330,44 @@ def test_compose_example_config_validates_and_renders(tmp_path: Path) -> None:
     assert profiles["pool"] == ["core"] and profiles["grafana"] == ["monitoring"] and profiles["miner"] == ["testnet"]
     assert compose["services"]["pool"]["ports"][0].startswith("0.0.0.0:34255:")
     assert all(p.startswith("127.0.0.1:") for p in compose["services"]["prometheus"]["ports"])
+
+
+def test_init_interactive_prompts_with_defaults(tmp_path: Path) -> None:
+    config = tmp_path / "ckbpool.yaml"
+    answers = "\n".join(
+        [
+            "mine",  # pool name
+            "testnet",  # network
+            TESTNET_ADDRESS,  # payout address
+            "3456",  # stratum port
+            "",  # redis (default yes)
+            "",  # kafka (default no)
+            "",  # proxy (default no)
+            "y",  # CPU miners
+            "n",  # monitoring
+            "",  # several hosts (default no)
+        ]
+    )
+    result = CliRunner().invoke(app, ["init", "-c", str(config)], input=answers + "\n")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    data = yaml.safe_load(config.read_text())
+    assert data["name"] == "mine" and data["network"] == "testnet" and data["ports"]["stratum"] == 3456
+    assert data["services"]["redis"] is True and data["services"]["miner"]["enabled"] is True
+    assert data["monitoring"]["enabled"] is False
+
+
+def test_init_interactive_asks_again_for_an_address_of_another_network(tmp_path: Path) -> None:
+    answers = "\n".join(["p", "mainnet", TESTNET_ADDRESS, MAINNET_ADDRESS, "34255", "", "", "", "", "", ""])
+    result = CliRunner().invoke(app, ["init", "-c", str(tmp_path / "c.yaml")], input=answers + "\n")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "a ckt address cannot be used on mainnet; try again" in result.stderr
+    assert yaml.safe_load((tmp_path / "c.yaml").read_text())["payout_address"] == MAINNET_ADDRESS
+
+
+def test_init_non_interactive_address_of_another_network_is_one_line(tmp_path: Path) -> None:
+    result = run(
+        "init", "-c", str(tmp_path / "c.yaml"), "-y", "--network", "mainnet", "--payout-address", TESTNET_ADDRESS
+    )
+    line = one_error_line(result)
+    assert "payout_address: a ckt address cannot receive mainnet rewards" in line
+    assert not (tmp_path / "c.yaml").exists()

@@ -6,7 +6,6 @@ Every error is one line on stderr (``error: <key path or file>: <problem>``) and
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -129,8 +128,6 @@ def init(
     if config.exists() and not force:
         raise fail(f"{config} exists (use --force to overwrite it; existing secrets are kept)")
     interactive = not non_interactive
-    if interactive and not os.isatty(0):
-        raise fail("no terminal to prompt on: pass --non-interactive with flags")
 
     def ask(label: str, value: Any, default: Any, **kw: Any) -> Any:
         if value is not None:
@@ -153,7 +150,20 @@ def init(
         raise fail(
             f"--payout-address is required for {network} (a {'ckb' if network == 'mainnet' else 'ckt'}1... address)"
         )
-    payout_address = ask("Payout address (receives block rewards)", payout_address, address_default)
+    if interactive and payout_address is None:
+        from ..ckb.address import parse_address
+        from ..ckb.errors import MalformedError
+
+        while True:  # re-ask until the address decodes and belongs to the network
+            candidate = str(typer.prompt("Payout address (receives block rewards)", default=address_default))
+            try:
+                parse_address(candidate, network)
+            except MalformedError as exc:
+                console.print(f"[yellow]not usable:[/yellow] {escape(exc.problem)}; try again")
+                continue
+            payout_address = candidate
+            break
+    payout_address = payout_address or address_default
     ports = _parse_ports(port or [])
     if interactive and "stratum" not in ports:
         ports["stratum"] = int(typer.prompt("Stratum port (public)", default=34255))
