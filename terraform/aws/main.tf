@@ -2,6 +2,7 @@
 # hosts of the topology (one by default). Ansible deploys the stack on them from the `inventory` output.
 
 locals {
+  # Tags of every resource this module creates.
   tags = merge(var.tags, { ckbpool = var.name, ckbpool-network = var.network })
   az   = var.availability_zone != null ? var.availability_zone : data.aws_availability_zones.available[0].names[0]
   ami  = var.ami_id != null ? var.ami_id : data.aws_ami.ubuntu[0].id
@@ -23,6 +24,10 @@ module "topology" {
   open_node_p2p               = var.open_node_p2p
   private_ports               = var.private_ports
 }
+
+# The region is a required input of this module. The caller's provider block must use it, and the module checks
+# that it does (see examples/: provider "aws" { region = var.region }).
+data "aws_region" "current" {}
 
 data "aws_availability_zones" "available" {
   count = var.availability_zone == null ? 1 : 0
@@ -50,7 +55,14 @@ resource "aws_vpc" "this" {
   cidr_block           = var.vpc_cidr
   enable_dns_support   = true
   enable_dns_hostnames = true
-  tags                 = { Name = var.name }
+  tags                 = merge(local.tags, { Name = var.name })
+
+  lifecycle {
+    precondition {
+      condition     = data.aws_region.current.name == var.region
+      error_message = "The aws provider is configured for region ${data.aws_region.current.name} but region = ${var.region}: configure it with provider \"aws\" { region = var.region }."
+    }
+  }
 }
 
 # The VPC's default security group keeps no rule: nothing may fall back to it.
@@ -61,7 +73,7 @@ resource "aws_default_security_group" "this" {
 
 resource "aws_internet_gateway" "this" {
   vpc_id = aws_vpc.this.id
-  tags   = { Name = var.name }
+  tags   = merge(local.tags, { Name = var.name })
 }
 
 resource "aws_subnet" "hosts" {
@@ -197,10 +209,10 @@ resource "aws_instance" "host" {
     tags                  = { Name = "${each.value.name}-data" }
   }
 
-  tags = {
+  tags = merge(local.tags, {
     Name          = each.value.name
     ckbpool-roles = join(" ", each.value.roles)
-  }
+  })
 
   lifecycle {
     ignore_changes = [ami] # a newer image must not replace a synced node; change ami_id to rebuild on purpose

@@ -9,13 +9,3 @@ terraform {
     }
   }
 }
-
-# The region is this module's required input, not an environment variable or a prompt. Credentials come from the
-# usual AWS chain (AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, SSO, instance role).
-provider "aws" {
-  region = var.region
-
-  default_tags {
-    tags = local.tags
-  }
-}

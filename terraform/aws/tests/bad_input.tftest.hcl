@@ -1,5 +1,9 @@
 # Bad input stops at validation: nothing is planned, nothing is created.
-mock_provider "aws" {}
+mock_provider "aws" {
+  mock_data "aws_region" {
+    defaults = { name = "us-east-1" }
+  }
+}
 
 variables {
   name              = "pool"
@@ -53,3 +57,11 @@ run "bad_key_is_refused" {
 # The topology's own checks (disk sizes, role requirements) live in ../modules/topology/tests; a child module's
 # output precondition cannot be an expect_failures target here. tests/integration/test_terraform_modules.py
 # checks that a plan with a too small mainnet disk stops with that message.
+
+run "provider_in_another_region_is_refused" {
+  command = plan
+  variables {
+    region = "ap-southeast-1"
+  }
+  expect_failures = [aws_vpc.this]
+}

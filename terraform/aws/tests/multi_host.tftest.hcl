@@ -1,4 +1,7 @@
 mock_provider "aws" {
+  mock_data "aws_region" {
+    defaults = { name = "eu-central-1" }
+  }
   mock_data "aws_availability_zones" {
     defaults = { names = ["eu-central-1a"] }
   }

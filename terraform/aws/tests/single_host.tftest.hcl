@@ -1,6 +1,9 @@
 # No cloud account: the AWS provider is mocked (it still needs the provider binary for its schema).
 
 mock_provider "aws" {
+  mock_data "aws_region" {
+    defaults = { name = "us-east-1" }
+  }
   mock_data "aws_availability_zones" {
     defaults = { names = ["us-east-1a", "us-east-1b"] }
   }

@@ -1,0 +1,30 @@
+mock_provider "aws" {
+  mock_data "aws_region" {
+    defaults = { name = "us-east-1" }
+  }
+  mock_data "aws_availability_zones" {
+    defaults = { names = ["us-east-1a"] }
+  }
+  mock_data "aws_ami" {
+    defaults = { id = "ami-0123456789abcdef0" }
+  }
+}
+
+variables {
+  region              = "us-east-1"
+  allowed_ssh_cidrs   = ["198.51.100.7/32"]
+  ssh_public_key_file = "tests/admin.pub"
+}
+
+run "example_plans_six_hosts" {
+  command = apply
+
+  assert {
+    condition     = length(output.hosts) == 6 && length(output.stratum_endpoints) == 2
+    error_message = "six hosts, two stratum endpoints"
+  }
+  assert {
+    condition     = length(output.inventory.all.children.kafka.hosts) == 1 && length(output.inventory.all.children.stratum.hosts) == 2 && length(output.inventory.all.children.proxy.hosts) == 1
+    error_message = "kafka, stratum and proxy groups"
+  }
+}
