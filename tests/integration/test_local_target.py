@@ -116,6 +116,20 @@ def test_init_deploy_mine_status_destroy(deployed: tuple[Path, LocalTarget]) -> 
     logs = cli("logs", "pool", "-c", str(config), "-n", "5")
     assert logs.exit_code == 0 and "==> pool <==" in logs.stdout
 
+    # a config change re-deployed onto the running stack restarts it with the new files
+    import yaml
+
+    data = yaml.safe_load(config.read_text())
+    data["pool"]["share_interval_s"] = 1.0
+    config.write_text(yaml.safe_dump(data))
+    old_pool_pid = state["services"]["pool"]["pid"]
+    redeploy = cli("deploy", "-c", str(config), "--timeout", "120")
+    assert redeploy.exit_code == 0, redeploy.stdout + redeploy.stderr
+    new_state = read_state(target.paths)
+    assert new_state is not None and new_state["services"]["pool"]["pid"] != old_pool_pid
+    assert not pid_alive(old_pool_pid)
+    assert "share_interval_s = 1.0" in (target.paths.workspace / "local" / "pool.toml").read_text()
+
     # destroy: nothing left running, data kept
     pids = target.processes()
     assert len(pids) >= 5  # supervisor, redis, ckb, pool, miner

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import hashlib
 import json
 import os
 import shutil
@@ -216,6 +217,7 @@ class Supervisor:
         self.services = services
         self.stopping = False
         self.started_at = time.time()
+        self.config_digest = local_config_digest(paths)
 
     def write_state(self, running: bool = True) -> None:
         path = state_path(self.paths)
@@ -225,6 +227,7 @@ class Supervisor:
             "pid": os.getpid(),
             "running": running,
             "started_at": self.started_at,
+            "config_digest": self.config_digest,
             "services": {s.name: s.record() for s in self.services},
         }
         tmp = path.with_name(path.name + ".tmp")
@@ -297,6 +300,15 @@ class Supervisor:
             self.write_state()
 
 
+def local_config_digest(paths: Paths) -> str:
+    """Digest of the rendered local/ files (from render.json): a running stack with another digest is stale."""
+    from .render import read_manifest
+
+    files = (read_manifest(paths.workspace) or {}).get("files", {})
+    local = sorted((k, v) for k, v in files.items() if k.startswith("local/"))
+    return hashlib.sha256(json.dumps(local).encode()).hexdigest()[:16]
+
+
 def supervise(workspace_config: Path) -> int:
     """Entry point of the detached supervisor process."""
     config = load_config(workspace_config)
@@ -343,6 +355,14 @@ class LocalTarget:
             find_or_install_ckb()
         except CkbError as exc:
             raise TargetUnavailable(f"no ckb binary: {exc}") from None
+        state = read_state(self.paths)
+        if (
+            self.running_supervisor() is not None
+            and state
+            and state.get("config_digest") != local_config_digest(self.paths)
+        ):
+            report("supervisor", "restarting with the new configuration")
+            self.destroy()
         if self.running_supervisor() is None:
             build_services(self.config, self.paths)  # fail early (missing redis-server, ...) in this process
             logs = log_dir(self.paths)
