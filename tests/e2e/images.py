@@ -29,6 +29,7 @@ IMAGES = {
     "prometheus": "CKBPOOL_IMAGE_PROMETHEUS",
     "node-exporter": "CKBPOOL_IMAGE_NODE_EXPORTER",
     "redis-exporter": "CKBPOOL_IMAGE_REDIS_EXPORTER",
+    "kafka": "CKBPOOL_IMAGE_KAFKA",
 }
 LABEL = "ckbpool.inputs"
 
@@ -78,6 +79,14 @@ def _build(name: str, dockerfile: Path, context: Path, digest: str, base: str, l
         raise RuntimeError(f"docker build of {name} failed (log {log}):\n{tail}")
 
 
+def kafka_libs() -> Path:
+    """The broker jars scripts/kafka-deps.sh fetched (the version is the one deps/kafka/pom.xml pins)."""
+    found = sorted(cache_dir().glob("kafka-*/libs"))
+    if not found:
+        raise RuntimeError("no Kafka jars in the cache: run scripts/kafka-deps.sh (make deps does)")
+    return found[-1]
+
+
 def build_pool_wheels() -> Path:
     """ckbpool + dependencies as wheels for the image's CPython (3.11, like Debian bookworm's python3)."""
     wheels = cache_dir() / "docker" / "wheels"
@@ -114,11 +123,17 @@ def build(names: list[str], base: str = BASE_IMAGE) -> dict[str, str]:
                 from ckbpool.ckb.install import find_or_install_ckb
 
                 extra.append(find_or_install_ckb(allow_download=False))
+            elif name == "kafka":
+                extra += [kafka_libs(), dockerfile.parent / "kafka-run.sh"]
+                extra.append(dockerfile.parent / "kafka-broker-api-versions.sh")
             digest = _digest([dockerfile, *extra], base)
             if _current_label(tag(name)) != digest:
                 with tempfile.TemporaryDirectory(prefix=f"ckbpool-{name}-image-") as ctx:
                     for path in extra:
-                        shutil.copy2(path, Path(ctx) / path.name)
+                        if path.is_dir():
+                            shutil.copytree(path, Path(ctx) / path.name)
+                        else:
+                            shutil.copy2(path, Path(ctx) / path.name)
                     _build(name, dockerfile, Path(ctx), digest, base, logs / f"image-{name}.log")
         env[IMAGES[name]] = tag(name)
     return env

@@ -68,7 +68,7 @@ def docker_engine() -> str:
 
 @pytest.fixture(scope="session")
 def images(docker_engine: str) -> dict[str, str]:
-    return build(["ckb", "pool", "redis", "prometheus", "node-exporter", "redis-exporter"])
+    return build(["ckb", "pool", "redis", "prometheus", "node-exporter", "redis-exporter", "kafka"])
 
 
 @pytest.fixture
@@ -155,19 +155,8 @@ def stack(project: Path, compose_env: dict[str, str]) -> Iterator[tuple[Path, Co
             target.destroy(purge=True)
 
 
-def test_stack_healthy_outside_miner_gets_a_block_accepted_destroy_cleans_up(
-    stack: tuple[Path, ComposeTarget],
-) -> None:
-    config, target = stack
-    start = time.monotonic()
-    result = cli("deploy", "-c", str(config), "--target", "compose", "--timeout", "300")
-    assert result.exit_code == 0, result.stdout + result.stderr
-    up_s = time.monotonic() - start
-    health = {h.name: h for h in target.health()}
-    assert set(health) == {"ckb", "pool", "redis", "prometheus", "node-exporter", "redis-exporter"}
-    assert all(h.healthy for h in health.values()), health
-
-    # a miner outside the stack, on the published stratum port (127.0.0.1 only)
+def mine_a_block_from_outside(target: ComposeTarget) -> dict[str, object]:
+    """A miner outside the stack, on the published stratum port (127.0.0.1 only), until the node accepts a block."""
     cfg = target.config
     miner = Sv2Miner(
         "127.0.0.1",
@@ -201,6 +190,23 @@ def test_stack_healthy_outside_miner_gets_a_block_accepted_destroy_cleans_up(
         timeout=5,
     ).json()["result"]
     assert header["hash"] == block["hash"]
+    return block  # type: ignore[no-any-return]
+
+
+def test_stack_healthy_outside_miner_gets_a_block_accepted_destroy_cleans_up(
+    stack: tuple[Path, ComposeTarget],
+) -> None:
+    config, target = stack
+    start = time.monotonic()
+    result = cli("deploy", "-c", str(config), "--target", "compose", "--timeout", "300")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    up_s = time.monotonic() - start
+    health = {h.name: h for h in target.health()}
+    assert set(health) == {"ckb", "pool", "redis", "prometheus", "node-exporter", "redis-exporter"}
+    assert all(h.healthy for h in health.values()), health
+
+    mine_a_block_from_outside(target)
+    cfg = target.config
 
     # Prometheus (inside the stack) scrapes the pool and the node
     prom = f"http://127.0.0.1:{cfg.ports.prometheus}"
@@ -243,3 +249,25 @@ def test_unhealthy_service_is_named_with_its_logs(stack: tuple[Path, ComposeTarg
     message = str(failure.value)
     assert "service pool is unhealthy" in message
     assert "network" in message  # the pool's own config error, from its log
+
+
+def test_kafka_stack_pool_on_the_kafka_bus(tmp_path: Path, compose_env: dict[str, str]) -> None:
+    """services.kafka: a single-node KRaft broker in the stack; the pool's events go through it."""
+    config = tmp_path / "ckbpool.yaml"
+    result = cli(
+        "init", "-c", str(config), "-y", "--name", f"k{os.getpid() % 10000}", "--bind-public", "127.0.0.1",
+        "--kafka", "--no-monitoring", "--no-miner", "--share-interval", "0.5", *ports(),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    cfg = load_config(config)
+    target = ComposeTarget(cfg, Paths.of(config, cfg))
+    try:
+        deployed = cli("deploy", "-c", str(config), "--target", "compose", "--timeout", "300")
+        assert deployed.exit_code == 0, deployed.stdout + deployed.stderr
+        assert {h.name: h.healthy for h in target.health()} == {"ckb": True, "pool": True, "redis": True, "kafka": True}
+        mine_a_block_from_outside(target)
+        bus = httpx.get(f"{target.pool_http}/status", timeout=3).json()["bus"]
+        assert bus["connected"] == 1 and bus["published"] > 0 and bus["consumed"] > 0, bus
+    finally:
+        assert cli("destroy", "-c", str(config), "--purge", "--yes").exit_code == 0
+    assert _containers(target.project) == [] and _networks(target.project) == []
