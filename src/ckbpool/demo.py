@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even if started with SIGINT ignored
     code = 0
     pool = PoolProbe(False)
     try:
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(1.0)
         console.print()
     except KeyboardInterrupt:
-        console.print("stopping...")
+        console.print("\nstopping...")
     except DeployError as exc:
         console.print(f"[red]demo failed:[/red] {exc}")
         code = 1

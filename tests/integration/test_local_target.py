@@ -224,3 +224,41 @@ def test_make_demo_bounded_run(ckb_binary: Path) -> None:
     assert "blocks accepted by the node" in out.stdout
     accepted = int(out.stdout.rsplit("shares accepted, ", 1)[1].split()[0])
     assert accepted >= 2
+
+
+def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path, ckb_binary: Path) -> None:
+    """Unbounded demo, then SIGINT (Ctrl-C): every process of the stack is gone, exit code 0."""
+    import signal
+    import sys
+
+    from ckbpool.deploy.local import read_state as read
+
+    work = tmp_path / "demo"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ckbpool.demo", "--miners", "1", "--dir", str(work)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        cfg_file = work / "ckbpool.yaml"
+
+        def mining() -> bool:
+            if not cfg_file.exists():
+                return False
+            cfg = load_config(cfg_file)
+            state = read(Paths.of(cfg_file, cfg))
+            return bool(state and "miner-1" in state["services"] and state["services"]["miner-1"]["pid"])
+
+        wait_for(mining, 120, "the demo's miner to start")
+        cfg = load_config(cfg_file)
+        state = read(Paths.of(cfg_file, cfg))
+        assert state is not None
+        pids = [state["pid"]] + [r["pid"] for r in state["services"].values() if r["pid"]]
+        time.sleep(3)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-2000:]
+    assert "stopping..." in out and "everything stopped" in out
+    assert not any(pid_alive(p) for p in pids)
