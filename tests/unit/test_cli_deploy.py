@@ -371,3 +371,10 @@ def test_init_non_interactive_address_of_another_network_is_one_line(tmp_path: P
     line = one_error_line(result)
     assert "payout_address: a ckt address cannot receive mainnet rewards" in line
     assert not (tmp_path / "c.yaml").exists()
+
+
+def test_v1_miners_need_the_proxy(project: Path) -> None:
+    edit(project, services__miner={"enabled": True, "protocol": "v1"})
+    assert "services.miner.protocol: v1 miners connect through the proxy" in one_error_line(
+        run("validate", "-c", str(project))
+    )

@@ -111,6 +111,7 @@ def init(
         bool | None, typer.Option("--miner/--no-miner", help="CPU miners (local target, dev/testnet)")
     ] = None,
     miner_workers: Annotated[int | None, typer.Option(min=1, max=64)] = None,
+    miner_protocol: Annotated[str | None, typer.Option(help="v2 (to the pool) or v1 (through the proxy)")] = None,
     share_interval: Annotated[float | None, typer.Option(help="vardiff: seconds between shares per miner")] = None,
     dev_difficulty: Annotated[int | None, typer.Option(min=1, help="dev chain difficulty")] = None,
     host: Annotated[
@@ -185,6 +186,8 @@ def init(
         else bool(miner)
     )
     services["miner"] = {"enabled": want_miner, **({"workers": miner_workers} if miner_workers else {})}
+    if miner_protocol is not None:
+        services["miner"]["protocol"] = miner_protocol
     data["services"] = services
     mon = confirm("Monitoring (Prometheus + exporters)?", monitoring, True)
     data["monitoring"] = {"enabled": mon, "grafana": confirm("Grafana?", grafana, True) if mon else False}

@@ -97,6 +97,8 @@ class MinerOptions(_Strict):
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     threads: Annotated[int, Field(ge=1, le=64)] = 1
     extended: bool = False
+    # v2: straight to the pool's Stratum V2 port; v1: CKB Stratum V1 through the proxy (needs services.proxy)
+    protocol: Literal["v2", "v1"] = "v2"
 
 
 class Services(_Strict):

@@ -149,6 +149,23 @@ class Service:
         }
 
 
+def service_port(config: DeployConfig, key: str) -> tuple[str, int]:
+    """Where to reach a miner-facing port of the local stack from this machine."""
+    host = "127.0.0.1" if config.bind.public in ("0.0.0.0", "::") else config.bind.public
+    port: int = getattr(config.ports, key)
+    return host, port
+
+
+def port_open(address: tuple[str, int]) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(address, timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
 def proxy_available() -> bool:
     """True when this ckbpool has ``ckbpool proxy run`` (the translator ships in a later version)."""
     result = subprocess.run(
@@ -193,15 +210,15 @@ def build_services(config: DeployConfig, paths: Paths, *, binary: Path | None = 
         host = "127.0.0.1" if config.bind.public in ("0.0.0.0", "::") else config.bind.public
         authority = sec.authority_public_key(paths.secrets_dir)
         for i in range(miner.workers):
-            command = [
-                *cli_command(), "miner",
-                "--url", f"{host}:{p.stratum}",
-                "--user", f"{config.payout_address}.local-{i + 1}",
-                "--authority-key", authority,
-                "--threads", str(miner.threads),
-            ]  # fmt: skip
-            if miner.extended:
-                command.append("--extended")
+            user = f"{config.payout_address}.local-{i + 1}"
+            if miner.protocol == "v1":  # CKB Stratum V1 through the proxy
+                command = [*cli_command(), "miner", "--protocol", "v1", "--url", f"{host}:{p.proxy}", "--user", user]
+            else:
+                command = [*cli_command(), "miner", "--url", f"{host}:{p.stratum}", "--user", user,
+                           "--authority-key", authority]  # fmt: skip
+                if miner.extended:
+                    command.append("--extended")
+            command += ["--threads", str(miner.threads)]
             services.append(Service(f"miner-{i + 1}", command, logs / f"miner-{i + 1}.log"))
     return services
 
@@ -257,6 +274,8 @@ class Supervisor:
                     time.sleep(0.3)
                 elif service.name == "pool":  # miners and the proxy connect to it: wait for its health
                     self._wait_pool(deadline=time.monotonic() + 60)
+                elif service.name == "proxy":  # V1 miners connect to it
+                    self._wait_port(service_port(load_config(self.paths.config_file), "proxy"), time.monotonic() + 30)
             while not self.stopping:
                 self._supervise()
                 time.sleep(0.5)
@@ -272,6 +291,12 @@ class Supervisor:
         url = f"http://{config.bind.private}:{config.ports.pool_http}"
         while not self.stopping and time.monotonic() < deadline:
             if probe_pool(url, timeout=1.0).healthy:
+                return
+            time.sleep(0.2)
+
+    def _wait_port(self, address: tuple[str, int], deadline: float) -> None:
+        while not self.stopping and time.monotonic() < deadline:
+            if port_open(address):
                 return
             time.sleep(0.2)
 
@@ -444,6 +469,10 @@ class LocalTarget:
                 elif name == "redis":
                     healthy = self._redis_ping()
                     detail = "PONG" if healthy else "not answering yet"
+                elif name == "proxy":
+                    host, port = service_port(self.config, "proxy")
+                    healthy = port_open((host, port))
+                    detail = f"V1 on {host}:{port}" if healthy else "not listening yet"
                 else:
                     healthy = True
             else:

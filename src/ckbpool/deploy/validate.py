@@ -150,6 +150,8 @@ def check_config(config: DeployConfig, *, secrets_dir: Path | None = None) -> Re
         and not ipaddress.ip_address(config.bind.private).is_private
     ):
         errors.append(f"bind.private: {config.bind.private} is a public address; RPC, metrics and Redis must not be")
+    if config.services.miner.enabled and config.services.miner.protocol == "v1" and not config.services.proxy:
+        errors.append("services.miner.protocol: v1 miners connect through the proxy, so services.proxy must be true")
     if config.network == "mainnet" and config.services.miner.enabled:
         warnings.append("services.miner: CPU miners on mainnet will not find blocks; they are for dev/testnet")
 
