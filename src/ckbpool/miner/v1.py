@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from ..ckb.eaglesong import search
+from ..ckb.eaglesong import pow_output, search
 from ..v1.client import ClientSession
 from ..v1.events import (
     AuthorizeResult,
@@ -167,8 +167,11 @@ class V1Miner:
                 hit = found >> (8 * len(self.extranonce1))
                 self.stats.hashes += hit - counter + 1
                 counter = hit + 1
-                if job is self._active and not self._stop.is_set():
-                    self._submit(job, found.to_bytes(16, "little")[len(self.extranonce1) :])
+                nonce16 = found.to_bytes(16, "little")
+                # as firmware does: a share found against a target that has since become harder is dropped
+                current = int.from_bytes(pow_output(job.pow_hash, nonce16), "big") <= self.target
+                if job is self._active and current and not self._stop.is_set():
+                    self._submit(job, nonce16[len(self.extranonce1) :])
 
     def _submit(self, job: _Job, extranonce2: bytes) -> None:
         request_id, line = self.session.submit(self.username, job.job_id, extranonce2)
@@ -220,3 +223,55 @@ class V1Miner:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
         return self.stats
+
+
+async def run_many(
+    host: str,
+    port: int,
+    usernames: list[str],
+    *,
+    duration: float,
+    hashing_threads: int = 2,
+    chunk: int = 20_000,
+) -> list[V1MinerStats]:
+    """Many V1 connections from one process (a farm in miniature), hashing on ``hashing_threads`` threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=max(1, hashing_threads)))
+    miners = [V1Miner(host, port, name, chunk=chunk) for name in usernames]
+    results = await asyncio.gather(*(m.run(duration=duration) for m in miners), return_exceptions=True)
+    stats: list[V1MinerStats] = []
+    for miner, result in zip(miners, results, strict=True):
+        if isinstance(result, BaseException):
+            log.error("%s: %s", miner.username, result)
+            miner.stats.connects = -1  # marks a miner that lost its connection
+        stats.append(miner.stats)
+    return stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ckbpool.miner.v1 HOST:PORT --count N``: N miners in one process; JSON stats on stdout."""
+    import argparse
+    import dataclasses
+    import json
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("address", help="host:port of a CKB Stratum V1 server (e.g. the proxy)")
+    parser.add_argument("--user", default="ckbpool-test", help="account; workers are <user>.rig<i>")
+    parser.add_argument("--count", type=int, default=1)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--hashing-threads", type=int, default=2)
+    parser.add_argument("--chunk", type=int, default=20_000)
+    args = parser.parse_args(argv)
+    host, _, port = args.address.rpartition(":")
+    names = [f"{args.user}.rig{i:03d}" for i in range(args.count)]
+    stats = asyncio.run(
+        run_many(host, int(port), names, duration=args.duration, hashing_threads=args.hashing_threads, chunk=args.chunk)
+    )
+    print(json.dumps([dataclasses.asdict(s) for s in stats]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -62,6 +62,10 @@ class UpstreamSettings(_Strict):
 
 class V1VardiffSettings(_Strict):
     enabled: bool = True
+    # a new miner's first share difficulty (btcpool scale, ~hashes per share), bounded by the channel's target.
+    # ASIC-sized: a 10 TH/s device sends ~10^4 shares/s for the moment until the flood rule retargets it; a CPU
+    # miner waits for a few silence retargets. Set it to your hardware's rate x share_interval_s.
+    initial_difficulty: Annotated[float, Field(gt=0)] = 1e9
     share_interval_s: Annotated[float, Field(gt=0)] = 10.0
     retarget_interval_s: Annotated[float, Field(gt=0)] = 30.0
     tolerance: Annotated[float, Field(ge=1.0)] = 1.5

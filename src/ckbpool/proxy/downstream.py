@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..ckb.eaglesong import pow_output
-from ..ckb.target import target_to_share_difficulty
+from ..ckb.target import share_difficulty_to_target, target_to_share_difficulty
 from ..sv2.events import ChannelInfo
 from ..sv2.messages_base import Message
 from ..sv2.messages_mining import (
@@ -176,8 +176,12 @@ class V1Connection(asyncio.Protocol):
         if target == current:
             return b""
         if current is not None and target < current:
-            self.previous_target = current
-            self.grace_until = time.monotonic() + grace_s
+            # harder: shares found against the easier target are still on their way. Two steps in a row keep the
+            # easiest target still in its grace window, not just the last one.
+            now = time.monotonic()
+            in_grace = self.previous_target if now < self.grace_until else 0
+            self.previous_target = max(current, in_grace)
+            self.grace_until = now + grace_s
         return self.session.set_target(target)
 
 
@@ -303,8 +307,10 @@ class V1Server:
     def _start_mining(self, conn: V1Connection) -> list[bytes]:
         """The miner is subscribed and authorized: its target, then the current job."""
         vd = self.config.v1.vardiff
+        # without vardiff a miner simply gets the channel's target (an "infinitely easy" own target)
+        initial = share_difficulty_to_target(vd.initial_difficulty) if vd.enabled else (1 << 256) - 1
         conn.vardiff = MinerVardiff(
-            self.upstream_target,
+            initial,
             share_interval_s=vd.share_interval_s,
             retarget_interval_s=vd.retarget_interval_s,
             tolerance=vd.tolerance,
