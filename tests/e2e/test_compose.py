@@ -225,6 +225,7 @@ def test_stack_healthy_outside_miner_gets_a_block_accepted_destroy_cleans_up(
     assert "accepted" in table.stdout and "healthy" in table.stdout
     as_json = json.loads(cli("status", "-c", str(config), "--json").stdout)
     assert as_json["target"] == "compose" and as_json["pool"]["blocks"].get("accepted", 0) >= 1
+    assert as_json["prometheus_targets"]["ckbpool"] == "up"
 
     # destroy: containers and networks gone
     project_name = target.project

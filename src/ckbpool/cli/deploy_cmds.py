@@ -367,7 +367,7 @@ def status(
     """Node tip and sync, pool hashrate, connections, last blocks, and each service's health."""
     import json
 
-    from ..deploy.probe import format_hashrate, probe_node, probe_pool
+    from ..deploy.probe import format_hashrate, probe_node, probe_pool, probe_prometheus
 
     try:
         cfg, paths = load_project(config, check_secrets=False)
@@ -378,6 +378,9 @@ def status(
         raise report_error(exc) from None
     node = probe_node(impl.rpc_url)
     pool = probe_pool(impl.pool_http)
+    scrapes = None
+    if name == "compose" and cfg.monitoring.enabled:
+        scrapes = probe_prometheus(f"http://{cfg.bind.private}:{cfg.ports.prometheus}")
     if json_output:
         out.print_json(
             json.dumps(
@@ -385,6 +388,7 @@ def status(
                     "target": name,
                     "services": [h.__dict__ for h in health],
                     "node": node.__dict__,
+                    "prometheus_targets": scrapes,
                     "pool": {
                         "reachable": pool.reachable,
                         "healthy": pool.healthy,
@@ -419,6 +423,8 @@ def status(
             summary.add_row("current job", f"height {job.get('height', '-')}")
         else:
             summary.add_row("pool", f"unreachable ({pool.error})")
+        if scrapes is not None:
+            summary.add_row("prometheus targets", ", ".join(f"{job} {h}" for job, h in sorted(scrapes.items())))
         out.print(summary)
         blocks = pool.status.get("last_blocks", []) if pool.reachable else []
         if blocks:

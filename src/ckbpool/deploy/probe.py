@@ -118,6 +118,16 @@ def probe_pool(http_base: str, timeout: float = 3.0) -> PoolProbe:
     return PoolProbe(True, healthy=health.status_code == 200, status=status, shares=shares, blocks=blocks)
 
 
+def probe_prometheus(base: str, timeout: float = 3.0) -> dict[str, str] | None:
+    """job -> up/down/unknown of Prometheus' active targets, or None when Prometheus does not answer."""
+    try:
+        data = httpx.get(f"{base}/api/v1/targets", timeout=timeout).json()
+        targets = data["data"]["activeTargets"]
+        return {str(t["labels"]["job"]): str(t["health"]) for t in targets}
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _short(exc: BaseException) -> str:
     text = str(exc) or exc.__class__.__name__
     return text.splitlines()[0][:120]
