@@ -126,6 +126,15 @@ async def test_status_and_metrics_endpoints_report_the_pool(running_pool: tuple[
     assert status["job"]["height"] >= 1
     assert status["network"] == "dev"
     assert "ckbpool_shares_total" in metrics and "ckbpool_template_age_seconds" in metrics
+    for name in (
+        "ckbpool_bus_published_total",
+        "ckbpool_job_age_seconds",
+        "ckbpool_template_fetch_errors_total",
+        "ckbpool_template_stale 0.0",
+        "ckbpool_blocks_pending",
+        "ckbpool_hashrate_hashes_per_second",
+    ):
+        assert name in metrics, name
     assert health.status_code == 200
     json.dumps(status)
 

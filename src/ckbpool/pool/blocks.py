@@ -138,6 +138,11 @@ class BlockMaker:
         self._node_settled = True
         self._settling: asyncio.Lock = asyncio.Lock()
 
+    @property
+    def pending_count(self) -> int:
+        """Blocks persisted whose submission has no final outcome yet."""
+        return len(self._inflight)
+
     def note_node_down(self) -> None:
         """Anyone who sees the node unreachable (template watcher, a submit) tells the block maker, so the
         next submission waits for the restarted node to settle."""

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import ClassVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 SHARE_RESULTS = (
     "accepted",
@@ -72,8 +74,68 @@ class PoolMetrics:
             "ckbpool_hashrate_hashes_per_second", "Pool hashrate estimated from accepted shares (10 min)", registry=r
         )
 
+        self.job_age_seconds = Gauge(
+            "ckbpool_job_age_seconds", "Seconds since this stratum server announced its current job", registry=r
+        )
+        self.template_stale = Gauge(
+            "ckbpool_template_stale", "1 while the node's templates lag its own tip (block assembler stuck)", registry=r
+        )
+        self.blocks_pending = Gauge(
+            "ckbpool_blocks_pending", "Found blocks saved on disk whose submission has no outcome yet", registry=r
+        )
+
     def track_template_age(self, last_template_at: Callable[[], float]) -> None:
         self.template_age_seconds.set_function(lambda: max(0.0, time.time() - last_template_at()))
+
+
+class BusCollector:
+    """Exposes ``bus.stats()`` at scrape time: spool depth and friends without touching the publish path."""
+
+    COUNTERS: ClassVar[tuple[str, ...]] = (
+        "published",
+        "consumed",
+        "spooled",
+        "replayed",
+        "ack_timeouts",
+        "dead_lettered",
+        "decode_errors",
+    )
+    GAUGES: ClassVar[dict[str, str]] = {
+        "spool_depth": "ckbpool_bus_spool_records",
+        "spool_bytes": "ckbpool_bus_spool_bytes",
+        "in_doubt": "ckbpool_bus_in_doubt_records",
+        "connected": "ckbpool_bus_connected",
+    }
+
+    def __init__(self, stats: Callable[[], dict[str, int]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        for name in self.COUNTERS:
+            if name in stats:
+                counter = CounterMetricFamily(f"ckbpool_bus_{name}", f"Bus events {name.replace('_', ' ')}")
+                counter.add_metric([], float(stats[name]))
+                yield counter
+        for key, metric_name in self.GAUGES.items():
+            if key in stats:
+                gauge = GaugeMetricFamily(metric_name, f"Bus {key.replace('_', ' ')}")
+                gauge.add_metric([], float(stats[key]))
+                yield gauge
+
+
+class FunctionCounter:
+    """A counter whose value lives elsewhere (e.g. the template watcher's error count), read at scrape time."""
+
+    def __init__(self, name: str, documentation: str, value: Callable[[], float]) -> None:
+        self._name = name
+        self._doc = documentation
+        self._value = value
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self._name, self._doc)
+        family.add_metric([], float(self._value()))
+        yield family
 
 
 class HashrateWindow:

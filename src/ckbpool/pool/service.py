@@ -30,7 +30,7 @@ from ..sv2.noise import ResponderCredentials
 from .accounting import ShareAccounting
 from .blocks import BlockMaker, BlockStore
 from .config import PoolConfig
-from .metrics import PoolMetrics
+from .metrics import BusCollector, FunctionCounter, PoolMetrics
 from .status import StatusServer
 from .stratum import StratumServer, server_stats
 from .templates import NewJob, TemplateWatcher
@@ -118,10 +118,35 @@ class Pool:
             watcher = self.watcher
             self.metrics.track_template_age(lambda: watcher.last_template_at or time.time())
             self._spawn(self.watcher.run())
+        self._register_metrics()
         self.status_server = StatusServer(
             cfg.http.listen_host, cfg.http.listen_port, self.status, self.metrics.registry, self.healthy
         )
         await self.status_server.start()
+
+    def _register_metrics(self) -> None:
+        """Gauges read at scrape time from the live objects (nothing on the share path)."""
+        m = self.metrics
+        m.registry.register(BusCollector(self.bus.stats))
+        server = self.server
+        if server is not None:
+            m.hashrate.set_function(server.hashrate.rate)
+            m.job_age_seconds.set_function(
+                lambda: time.time() - server.job_announced_at if server.job_announced_at else 0.0
+            )
+        watcher = self.watcher
+        if watcher is not None:
+            m.template_stale.set_function(lambda: 1.0 if watcher.template_stale else 0.0)
+            m.registry.register(
+                FunctionCounter(
+                    "ckbpool_template_fetch_errors",
+                    "Failed or malformed get_block_template calls",
+                    lambda: watcher.errors,
+                )
+            )
+        block_maker = self.block_maker
+        if block_maker is not None:
+            m.blocks_pending.set_function(lambda: block_maker.pending_count)
 
     async def close(self) -> None:
         for task in self._tasks:

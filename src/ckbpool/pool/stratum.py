@@ -325,6 +325,7 @@ class StratumServer:
         self.prefixes = PrefixAllocator(config.stratum.server_id, config.stratum.extended_prefix_bytes)
         self.sessions: set[MinerSession] = set()
         self._next_channel_id = 1
+        self.job_announced_at = 0.0
         self._server: asyncio.Server | None = None
         self.hashrate = HashrateWindow()
         self.found_blocks: list[FoundBlock] = []
@@ -362,9 +363,16 @@ class StratumServer:
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
-        for task in list(self._tasks):
-            with contextlib.suppress(Exception):
-                await task
+        # Let share publishing and block submissions finish briefly; a submission still retrying against a dead
+        # node is cancelled — its block is already on disk as pending and is replayed at the next start.
+        pending = list(self._tasks)
+        if pending:
+            _done, still_running = await asyncio.wait(pending, timeout=3.0)
+            for task in still_running:
+                task.cancel()
+            for task in still_running:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
     # -- connections ------------------------------------------------------------------------------
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -506,6 +514,7 @@ class StratumServer:
         ``template_json`` (the node's template the job was built from) goes to channels that subscribed to
         the CKB template extension."""
         active = self.jobs.add(job_id, job, template_json)
+        self.job_announced_at = time.time()
         self.metrics.templates_total.inc()
         self.metrics.job_height.set(job.height)
         network_target = job.target
