@@ -19,7 +19,7 @@ step() {  # step NAME CMD... : run, time, and keep the log in the cache
 }
 
 apt_packages() {
-  local want=(clang libclang-dev libssl-dev pkg-config redis-server prometheus)
+  local want=(clang libclang-dev libssl-dev pkg-config redis-server prometheus prometheus-node-exporter prometheus-redis-exporter)
   local missing=()
   for p in "${want[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
   command -v java >/dev/null || missing+=(default-jdk-headless)  # Kafka 4.x needs Java >= 17
