@@ -151,7 +151,8 @@ class BlockMaker:
     async def submit(self, found: FoundBlock) -> BlockOutcome:
         """Persist, then submit until the node answers (accepted or refused), then record the outcome."""
         record = BlockRecord(found=found)
-        self.store.save(record)  # durable before the node hears of it
+        # durable before the node hears of it; the fsync runs off the event loop so other miners don't stall
+        await asyncio.to_thread(self.store.save, record)
         return await self._submit_record(record)
 
     async def _submit_record(self, record: BlockRecord) -> BlockOutcome:
