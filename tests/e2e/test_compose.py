@@ -227,6 +227,8 @@ def test_stack_healthy_outside_miner_gets_a_block_accepted_destroy_cleans_up(
     assert as_json["target"] == "compose" and as_json["pool"]["blocks"].get("accepted", 0) >= 1
     assert as_json["prometheus_targets"]["ckbpool"] == "up"
 
+    assert cli("logs", "pool", "-c", str(config), "-n", "5").exit_code == 0
+
     # destroy: containers and networks gone
     project_name = target.project
     assert _containers(project_name) and _networks(project_name)
