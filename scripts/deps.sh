@@ -37,6 +37,7 @@ step apt apt_packages
 pids=()
 step ckb bash scripts/build-ckb.sh & pids+=($!)
 step kafka bash scripts/kafka-deps.sh & pids+=($!)
+step docker bash scripts/docker-deps.sh & pids+=($!)
 if [ -f tests/interop/build.sh ]; then
   step sri-interop bash tests/interop/build.sh & pids+=($!)
 fi
