@@ -1,0 +1,556 @@
+"""What the ``btcpool`` Ansible role puts on each host: role variables <-> config, placement, per-host files.
+
+The role has no templates of its own. On the controller, its ``btcpool_render`` lookup calls :func:`host_files`,
+which renders the *same* jinja2 templates as ``ckbpool render`` (``src/ckbpool/templates``) with the same context
+builders, adjusted to where each service runs:
+
+* one host carrying every role gets exactly the files of ``workspace/compose`` (the compose target's stack);
+* with several hosts, each host gets the compose stack of the services its inventory groups give it. Services on
+  the same host find each other by compose service name, as in the compose stack; services on other hosts through
+  the peer's ``btcpool_private_address`` and the port in ``btcpool_ports``, published there only when a peer needs it.
+
+:func:`firewall_rules` derives, from the same placement, which source addresses may reach each published port;
+the ``host-firewall.nft.j2`` template turns that into an nftables table.
+
+Role variables (``btcpool_*``) map one to one onto ``ckbpool.yaml`` keys (:data:`ROLE_VARS`), so the CLI's
+``hosts`` target hands the role exactly its config, and a role user gets the config schema's checks, reported with
+the role variable's name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .. import __version__
+from .config import POOL_ROLES, DeployConfig, parse_config
+from .errors import ConfigFileError, DeployError
+from .render import (
+    COMPOSE_CONFIG_DIRS,
+    COMPOSE_SECRET_FILES,
+    INNER,
+    Paths,
+    artifacts,
+    build_context,
+    compose_context,
+    environment,
+)
+from .secrets import required_files
+
+#: role variable -> key path in ckbpool.yaml (dicts: merged over the schema's defaults)
+ROLE_VARS: dict[str, str] = {
+    "btcpool_pool_name": "name",
+    "btcpool_network": "network",
+    "btcpool_payout_address": "payout_address",
+    "btcpool_ports": "ports",
+    "btcpool_bind_public": "bind.public",
+    "btcpool_bind_private": "bind.private",
+    "btcpool_node_dev_difficulty": "node.dev_difficulty",
+    "btcpool_node_dev_epoch_length": "node.dev_epoch_length",
+    "btcpool_node_block_message": "node.block_message",
+    "btcpool_share_interval_s": "pool.share_interval_s",
+    "btcpool_pool_initial_hashrate": "pool.initial_hashrate",
+    "btcpool_pool_max_connections": "pool.max_connections",
+    "btcpool_redis_enabled": "services.redis",
+    "btcpool_kafka_enabled": "services.kafka",
+    "btcpool_proxy_enabled": "services.proxy",
+    "btcpool_monitoring_enabled": "monitoring.enabled",
+    "btcpool_grafana_enabled": "monitoring.grafana",
+    "btcpool_monitoring_retention": "monitoring.retention",
+    "btcpool_monitoring_scrape_interval": "monitoring.scrape_interval",
+    "btcpool_images": "images",
+}
+#: inventory groups the role reads; ``pool`` is the four pool roles together
+GROUPS: tuple[str, ...] = ("ckb_node", "pool", *POOL_ROLES, "redis", "kafka", "proxy", "monitoring")
+#: groups that hold at most one host in this version
+SINGLE_HOST_GROUPS: tuple[str, ...] = ("ckb_node", "redis", "kafka", "monitoring", "jobmaker", "blockmaker")
+#: the compose project of a deployment on a host (the same name as the compose target's)
+SECRETS_SUBDIR = "secrets"
+
+
+class RoleVarsError(DeployError):
+    """Role variables that do not make a valid deployment; each problem names its ``btcpool_*`` variable."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def _get(data: dict[str, Any], path: str) -> Any:
+    for part in path.split("."):
+        data = data[part]
+    return data
+
+
+def _set(data: dict[str, Any], path: str, value: Any) -> None:
+    parts = path.split(".")
+    for part in parts[:-1]:
+        data = data.setdefault(part, {})
+    data[parts[-1]] = value
+
+
+def role_vars(config: DeployConfig, paths: Paths) -> dict[str, Any]:
+    """Every ``btcpool_*`` variable of ``config`` (what the hosts target passes to the role as extra vars)."""
+    data = config.model_dump(mode="json")
+    out = {var: _get(data, path) for var, path in ROLE_VARS.items()}
+    out["btcpool_secrets_dir"] = str(paths.secrets_dir)
+    out["btcpool_ckbpool_version"] = __version__
+    return out
+
+
+def _var_for(key_path: str) -> str:
+    """``ports.stratum`` -> ``btcpool_ports.stratum``: the role variable a config key path comes from."""
+    best = ""
+    for var, path in ROLE_VARS.items():
+        if (key_path == path or key_path.startswith(path + ".")) and len(path) > len(best):
+            best, name = path, var
+    if not best:
+        return key_path
+    return name + key_path[len(best) :]
+
+
+def config_from_role_vars(variables: dict[str, Any]) -> DeployConfig:
+    """The deployment the role variables describe, checked by the config schema; errors name role variables."""
+    data: dict[str, Any] = {"version": 1}
+    for var, path in ROLE_VARS.items():
+        value = variables.get(var)
+        if value is None:
+            continue
+        _set(data, path, value)
+    try:
+        return parse_config(data, "role variables")
+    except ConfigFileError as exc:
+        problems = []
+        for line in exc.problems:
+            key, sep, message = line.partition(": ")
+            problems.append(f"{_var_for(key)}: {message}" if sep else line)
+        raise RoleVarsError(problems) from None
+
+
+# ------------------------------------------------------------------------------------------ placement
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Which host runs what, from the inventory groups, and each host's private address."""
+
+    addresses: dict[str, str]  # host -> the address its peers use
+    roles: dict[str, list[str]]  # host -> deploy roles (pool expanded), in GROUPS order
+
+    @classmethod
+    def from_inventory(
+        cls, config: DeployConfig, groups: dict[str, list[str]], addresses: dict[str, str]
+    ) -> Placement:
+        problems: list[str] = []
+        enabled = config.enabled_roles()
+        roles: dict[str, list[str]] = {}
+        for group in GROUPS:
+            for host in groups.get(group) or []:
+                for role in POOL_ROLES if group == "pool" else (group,):
+                    if role not in enabled:
+                        problems.append(f"inventory group {group}: {host} is in it but {_switch(role)} is false")
+                        continue
+                    bucket = roles.setdefault(host, [])
+                    if role not in bucket:
+                        bucket.append(role)
+        placement = cls({h: str(addresses.get(h) or h) for h in roles}, roles)
+        for role in enabled:
+            hosts = placement.hosts_with(role)
+            group = "pool" if role in POOL_ROLES else role
+            if not hosts:
+                problems.append(f"inventory group {group}: no host runs {role} (add a host to the group)")
+            elif role in SINGLE_HOST_GROUPS and len(hosts) > 1:
+                problems.append(f"inventory group {group}: {len(hosts)} hosts ({', '.join(hosts)}); this version runs one")
+        pool_hosts = {h for h, rs in roles.items() if set(rs) & set(POOL_ROLES)}
+        if len(pool_hosts) > 1 and not config.services.kafka:
+            problems.append(
+                f"btcpool_kafka_enabled: pool roles run on {len(pool_hosts)} hosts ({', '.join(sorted(pool_hosts))}); "
+                "they talk through Kafka, so it must be true"
+            )
+        if problems:
+            raise RoleVarsError(problems)
+        return placement
+
+    @classmethod
+    def single(cls, config: DeployConfig, host: str = "localhost", address: str = "127.0.0.1") -> Placement:
+        return cls.from_inventory(config, {"pool": [host], **{r: [host] for r in config.enabled_roles()}}, {host: address})
+
+    def hosts_with(self, role: str) -> list[str]:
+        return [h for h, rs in self.roles.items() if role in rs]
+
+    def first(self, role: str) -> str | None:
+        hosts = self.hosts_with(role)
+        return hosts[0] if hosts else None
+
+    @property
+    def is_single(self) -> bool:
+        return len(self.roles) == 1
+
+
+def _switch(role: str) -> str:
+    return {
+        "redis": "btcpool_redis_enabled",
+        "kafka": "btcpool_kafka_enabled",
+        "proxy": "btcpool_proxy_enabled",
+        "monitoring": "btcpool_monitoring_enabled",
+    }.get(role, role)
+
+
+def services_on(config: DeployConfig, placement: Placement, host: str) -> list[str]:
+    """Compose services that run on ``host`` (in the order of compose.yaml)."""
+    roles = placement.roles.get(host, [])
+    mon = config.monitoring.enabled
+    out: list[str] = []
+    if "ckb_node" in roles:
+        out.append("ckb")
+    if set(roles) & set(POOL_ROLES):
+        out.append("pool")
+    if "redis" in roles:
+        out.append("redis")
+    if "kafka" in roles:
+        out.append("kafka")
+    if "proxy" in roles:
+        out.append("proxy")
+    if "monitoring" in roles:
+        out.append("prometheus")
+    if mon:
+        out.append("node-exporter")  # every host is scraped
+    if mon and "redis" in roles:
+        out.append("redis-exporter")
+    if mon and "kafka" in roles:
+        out.append("kafka-exporter")
+    if "monitoring" in roles and config.monitoring.grafana:
+        out.append("grafana")
+    return out
+
+
+# ------------------------------------------------------------------------------------------- rendering
+
+
+@dataclass
+class HostPlan:
+    """One host's files (relative to ``btcpool_install_dir``), services, secrets, ports and firewall rules."""
+
+    host: str
+    services: list[str]
+    files: dict[str, str] = field(default_factory=dict)
+    secrets: list[str] = field(default_factory=list)  # file names in btcpool_secrets_dir
+    profiles: list[str] = field(default_factory=list)
+    published: list[dict[str, Any]] = field(default_factory=list)  # {port, address, key, service}
+    firewall: list[dict[str, Any]] = field(default_factory=list)  # {port, key, sources}
+
+
+#: the port key (ckbpool.yaml ports.*) -> (service, container port) of every port a host may publish
+PUBLISHABLE: dict[str, tuple[str, int]] = {
+    "stratum": ("pool", INNER["stratum"]),
+    "pool_http": ("pool", INNER["pool_http"]),
+    "proxy": ("proxy", INNER["proxy"]),
+    "node_rpc": ("ckb", INNER["node_rpc"]),
+    "node_tcp_rpc": ("ckb", INNER["node_tcp_rpc"]),
+    "node_metrics": ("ckb", INNER["node_metrics"]),
+    "redis": ("redis", INNER["redis"]),
+    "kafka": ("kafka", INNER["kafka"]),
+    "prometheus": ("prometheus", 9090),
+    "grafana": ("grafana", 3000),
+    "node_exporter": ("node-exporter", 9100),
+    "redis_exporter": ("redis-exporter", 9121),
+    "kafka_exporter": ("kafka-exporter", 9308),
+}
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class _Peers:
+    """Addresses of services as seen from one host: compose DNS names when local, peer address:port otherwise."""
+
+    def __init__(self, config: DeployConfig, placement: Placement, host: str) -> None:
+        self.config, self.placement, self.host = config, placement, host
+        self.ports = config.ports.model_dump()
+
+    def where(self, role: str) -> str | None:
+        return self.placement.first(role)
+
+    def local(self, role: str) -> bool:
+        return self.where(role) == self.host
+
+    def endpoint(self, role: str, service: str, key: str) -> tuple[str, int]:
+        """(host, port) of ``service``'s port ``key`` for a client on this host."""
+        if self.local(role):
+            return service, PUBLISHABLE[key][1]
+        peer = self.where(role)
+        assert peer is not None
+        return self.placement.addresses[peer], self.ports[key]
+
+
+def _consumers(config: DeployConfig, placement: Placement) -> dict[tuple[str, str], list[str]]:
+    """(host, port key) -> hosts that connect to that port from elsewhere (who needs it published)."""
+    need: dict[tuple[str, str], list[str]] = {}
+
+    def add(provider_role: str, key: str, client_roles: list[str]) -> None:
+        provider = placement.first(provider_role)
+        if provider is None:
+            return
+        for role in client_roles:
+            for client in placement.hosts_with(role):
+                if client != provider and client not in need.setdefault((provider, key), []):
+                    need[(provider, key)].append(client)
+
+    pool = list(POOL_ROLES)
+    add("ckb_node", "node_rpc", pool)
+    add("ckb_node", "node_tcp_rpc", pool)
+    if config.services.redis:
+        add("redis", "redis", pool)
+    if config.services.kafka:
+        add("kafka", "kafka", pool)
+    if config.services.proxy:
+        add("stratum", "stratum", ["proxy"])
+    if config.monitoring.enabled:
+        add("ckb_node", "node_metrics", ["monitoring"])
+        for role in pool:
+            for h in placement.hosts_with(role):
+                mon = placement.first("monitoring")
+                if mon and mon != h and mon not in need.setdefault((h, "pool_http"), []):
+                    need[(h, "pool_http")].append(mon)
+        mon = placement.first("monitoring")
+        for h in placement.roles:
+            if mon and mon != h:
+                need.setdefault((h, "node_exporter"), []).append(mon)
+        if config.services.redis:
+            add("redis", "redis_exporter", ["monitoring"])
+        if config.services.kafka:
+            add("kafka", "kafka_exporter", ["monitoring"])
+    return need
+
+
+def host_plan(
+    config: DeployConfig,
+    placement: Placement,
+    host: str,
+    *,
+    install_dir: str,
+    controller_secrets_dir: Path,
+) -> HostPlan:
+    """Everything ``host`` gets. With one host carrying every role, the compose files equal ``ckbpool render``'s."""
+    if host not in placement.roles:
+        return HostPlan(host, [])
+    services = services_on(config, placement, host)
+    peers = _Peers(config, placement, host)
+    roles = placement.roles[host]
+    install = Path(install_dir)
+    host_paths = Paths(install / "ckbpool.yaml", install / SECRETS_SUBDIR, install)
+    controller_paths = Paths(controller_secrets_dir / "ckbpool.yaml", controller_secrets_dir, install)
+
+    common = build_context(config, controller_paths)  # reads the authority public key on the controller
+    common["secrets_dir"] = str(host_paths.secrets_dir)
+    ctx: dict[str, Any] = {**common, **compose_context(config, host_paths)}
+
+    # -- where this host's services find the others ---------------------------------------------------
+    if not placement.is_single:
+        pool = ctx["pool"]
+        pool["roles"] = [r for r in POOL_ROLES if r in roles]
+        node_host, node_port = peers.endpoint("ckb_node", "ckb", "node_rpc")
+        tcp_host, tcp_port = peers.endpoint("ckb_node", "ckb", "node_tcp_rpc")
+        pool["rpc_url"] = f"http://{node_host}:{node_port}"
+        pool["subscribe_address"] = f"{tcp_host}:{tcp_port}"
+        if config.services.redis:
+            r_host, r_port = peers.endpoint("redis", "redis", "redis")
+            pool["redis_url"] = f"redis://{r_host}:{r_port}/0"
+        kafka_remote_clients = any(
+            c != placement.first("kafka") for r in POOL_ROLES for c in placement.hosts_with(r)
+        )
+        if config.services.kafka:
+            kafka_host = placement.first("kafka")
+            assert kafka_host is not None
+            # one advertised address for every client: the kafka host's, when any client is elsewhere
+            if kafka_remote_clients:
+                k_addr, k_port = placement.addresses[kafka_host], config.ports.kafka
+                ctx["kafka"] = {**ctx["kafka"], "env": {**ctx["kafka"]["env"]}}
+                ctx["kafka"]["env"]["KAFKA_ADVERTISED_LISTENERS"] = f"PLAINTEXT://{k_addr}:{k_port}"
+            else:
+                k_addr, k_port = "kafka", INNER["kafka"]
+            pool["bus_url"] = f"kafka://{k_addr}:{k_port}?client_id=pool-{host}&spool_dir=/var/lib/ckbpool/spool"
+        if config.services.proxy:
+            up_host, up_port = peers.endpoint("stratum", "pool", "stratum")
+            ctx["proxy"] = {**ctx["proxy"], "upstream_host": up_host, "upstream_port": up_port}
+        if "monitoring" in roles:
+            ctx["prometheus"] = {"jobs": _prometheus_jobs(config, placement, peers)}
+
+    # -- files ------------------------------------------------------------------------------------
+    wanted_dirs = {"ckb": "ckb" in services, "pool": "pool" in services or "proxy" in services,
+                   "redis": "redis" in services, "prometheus": "prometheus" in services,
+                   "grafana": "grafana" in services, "kafka": "kafka" in services}  # fmt: skip
+    env = environment()
+    files: dict[str, str] = {}
+    compose_artifacts = [a for a in artifacts(config) if a.path.startswith("compose/")]
+    ordered = sorted(compose_artifacts, key=lambda a: a.path == "compose/compose.yaml")
+    for artifact in ordered:
+        sub = artifact.path.split("/")[1]
+        if sub in wanted_dirs and not wanted_dirs[sub] and not placement.is_single:
+            continue
+        if artifact.path == "compose/compose.yaml":
+            ctx["config_digest"] = {
+                service: _sha256("".join(t for p, t in sorted(files.items()) if p.startswith(f"compose/{sub}/")))[:16]
+                for service, sub in COMPOSE_CONFIG_DIRS.items()
+            }
+        files[artifact.path] = env.get_template(artifact.template).render(ctx)
+
+    plan = HostPlan(host, services, files)
+    plan.profiles = ["core"] + (["monitoring"] if config.monitoring.enabled else [])
+    consumers = _consumers(config, placement)
+    private = placement.addresses[host]
+    if not placement.is_single:
+        files["compose/compose.yaml"] = _host_compose(
+            files["compose/compose.yaml"], services, consumers, host, private, config
+        )
+    plan.published = _published(files["compose/compose.yaml"])
+    plan.secrets = _secrets_needed(files["compose/compose.yaml"])
+    plan.firewall = _firewall(config, placement, host, plan.published, consumers)
+    return plan
+
+
+def _prometheus_jobs(config: DeployConfig, placement: Placement, peers: _Peers) -> list[dict[str, Any]]:
+    def targets(role: str, service: str, key: str, hosts: list[str] | None = None) -> list[str]:
+        out = []
+        for h in hosts if hosts is not None else placement.hosts_with(role):
+            if h == peers.host:
+                out.append(f"{service}:{PUBLISHABLE[key][1]}")
+            else:
+                out.append(f"{placement.addresses[h]}:{peers.ports[key]}")
+        return out
+
+    pool_hosts = [h for h, rs in placement.roles.items() if set(rs) & set(POOL_ROLES)]
+    jobs: list[dict[str, Any]] = [
+        {"name": "prometheus", "targets": ["localhost:9090"], "path": None},
+        {"name": "ckbpool", "targets": targets("", "pool", "pool_http", pool_hosts), "path": None},
+        {"name": "ckb", "targets": targets("ckb_node", "ckb", "node_metrics"), "path": "/"},
+        {"name": "node", "targets": targets("", "node-exporter", "node_exporter", list(placement.roles)), "path": None},
+    ]
+    if config.services.redis:
+        jobs.append({"name": "redis", "targets": targets("redis", "redis-exporter", "redis_exporter"), "path": None})
+    if config.services.kafka:
+        jobs.append({"name": "kafka", "targets": targets("kafka", "kafka-exporter", "kafka_exporter"), "path": None})
+    return jobs
+
+
+def _host_compose(
+    text: str,
+    services: list[str],
+    consumers: dict[tuple[str, str], list[str]],
+    host: str,
+    private: str,
+    config: DeployConfig,
+) -> str:
+    """The compose stack reduced to ``services``, publishing on ``private`` the ports other hosts use."""
+    header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
+    doc = yaml.safe_load(text)
+    kept = {name: svc for name, svc in doc["services"].items() if name in services}
+    ports = config.ports.model_dump()
+    for name, svc in kept.items():
+        deps = svc.get("depends_on")
+        if isinstance(deps, dict):
+            deps = {d: c for d, c in deps.items() if d in kept}
+            if deps:
+                svc["depends_on"] = deps
+            else:
+                svc.pop("depends_on")
+        for key, (service, inner) in PUBLISHABLE.items():
+            if service != name or not consumers.get((host, key)):
+                continue
+            listed = svc.setdefault("ports", [])
+            covered = any(
+                str(p).rsplit(":", 2)[1] == str(ports[key]) and str(p).rsplit(":", 2)[0] in (private, "0.0.0.0", "::")
+                for p in listed
+            )
+            if not covered:
+                listed.append(f"{private}:{ports[key]}:{inner}")
+        if name == "kafka-exporter" or svc.get("ports"):
+            nets = svc.setdefault("networks", [])
+            if "edge" not in nets:
+                nets.append("edge")  # the backend network is internal: no published ports, no route to peers
+    doc["services"] = kept
+    used_volumes = {
+        v.split(":", 1)[0] for svc in kept.values() for v in svc.get("volumes", []) if not v.startswith((".", "/"))
+    }
+    doc["volumes"] = {k: v for k, v in (doc.get("volumes") or {}).items() if k in used_volumes}
+    used_secrets = {s for svc in kept.values() for s in svc.get("secrets", [])}
+    doc["secrets"] = {k: v for k, v in (doc.get("secrets") or {}).items() if k in used_secrets}
+    for key in ("volumes", "secrets"):
+        if not doc[key]:
+            doc.pop(key)
+    note = f"# Services of host {host}: {', '.join(kept)} (the other services run on the other hosts of the inventory)\n"
+    body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1000)
+    return header + note + "\n" + body
+
+
+def _published(compose_text: str) -> list[dict[str, Any]]:
+    """Host ports the compose file publishes: {address, port, service}."""
+    doc = yaml.safe_load(compose_text)
+    out = []
+    for name, svc in doc["services"].items():
+        for spec in svc.get("ports", []):
+            address, host_port, _inner = str(spec).rsplit(":", 2)
+            out.append({"address": address, "port": int(host_port), "service": name})
+    return out
+
+
+def _secrets_needed(compose_text: str) -> list[str]:
+    doc = yaml.safe_load(compose_text)
+    used = {s for svc in doc["services"].values() for s in svc.get("secrets", [])}
+    return [COMPOSE_SECRET_FILES[name] for name in COMPOSE_SECRET_FILES if name in used]
+
+
+def _firewall(
+    config: DeployConfig,
+    placement: Placement,
+    host: str,
+    published: list[dict[str, Any]],
+    consumers: dict[tuple[str, str], list[str]],
+) -> list[dict[str, Any]]:
+    """One rule per published port: who may connect (``any`` for the miner-facing ports)."""
+    key_of = {v: k for k, v in config.ports.model_dump().items()}
+    rules: dict[int, dict[str, Any]] = {}
+    for pub in sorted(published, key=lambda p: p["port"]):
+        key = key_of.get(pub["port"], "")
+        rule = rules.setdefault(pub["port"], {"port": pub["port"], "key": key, "public": False, "sources": []})
+        if key in ("stratum", "proxy") and pub["address"] == config.bind.public:
+            rule["public"] = True
+        for client in consumers.get((host, key), []):
+            address = placement.addresses[client]
+            if address not in rule["sources"]:
+                rule["sources"].append(address)
+    return list(rules.values())
+
+
+def firewall_context(
+    config: DeployConfig, plan: HostPlan, public_sources: list[str], admin_sources: list[str]
+) -> dict[str, Any]:
+    """Context of ``host-firewall.nft.j2``: per port, IPv4/IPv6 source sets (empty: nobody from outside)."""
+    rules = []
+    for rule in plan.firewall:
+        sources = list(public_sources) if rule["public"] else [*rule["sources"], *admin_sources]
+        v4, v6 = [], []
+        for src in dict.fromkeys(sources):
+            net = ipaddress.ip_network(src, strict=False)
+            (v4 if net.version == 4 else v6).append(str(net) if net.num_addresses > 1 else str(net.network_address))
+        who = "anyone" if rule["public"] else (", ".join(rule["sources"]) or "nobody but this host")
+        rules.append({**rule, "v4": v4, "v6": v6, "who": who})
+    return {"name": config.name, "host": plan.host, "version": __version__, "rules": rules}
+
+
+def render_firewall(config: DeployConfig, plan: HostPlan, public_sources: list[str], admin_sources: list[str]) -> str:
+    template = environment().get_template("host-firewall.nft.j2")
+    return template.render(firewall_context(config, plan, public_sources, admin_sources))
+
+
+def required_secrets(config: DeployConfig) -> list[str]:
+    """Secret files a deployment of ``config`` needs on the controller (authority.key never leaves it)."""
+    return required_files(config)
