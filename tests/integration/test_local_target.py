@@ -208,7 +208,7 @@ def test_rendered_prometheus_config_passes_promtool(tmp_path: Path) -> None:
         path = tmp_path / "workspace" / place / "prometheus" / "prometheus.yml"
         out = subprocess.run(["promtool", "check", "config", str(path)], capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stdout + out.stderr
-        assert "SUCCESS: 4 rules found" in out.stdout
+        assert "SUCCESS: 9 rules found" in out.stdout
 
 
 def test_make_demo_bounded_run(ckb_binary: Path) -> None:

@@ -432,10 +432,7 @@ def artifacts(config: DeployConfig) -> list[Artifact]:
         if config.services.proxy:
             out.append(Artifact(f"{pool_dir}/proxy.toml", "proxy.toml.j2", place))
         prom_dir = f"{place}/prometheus"
-        out += [
-            Artifact(f"{prom_dir}/prometheus.yml", "prometheus.yml.j2", place),
-            Artifact(f"{prom_dir}/rules/ckbpool.yml", "prometheus-rules.yml.j2", place),
-        ]
+        out.append(Artifact(f"{prom_dir}/prometheus.yml", "prometheus.yml.j2", place))
     out += [
         Artifact("compose/compose.yaml", "compose.yaml.j2", "compose"),
         Artifact("compose/.env", "compose.env.j2", "compose"),
@@ -457,6 +454,25 @@ def artifacts(config: DeployConfig) -> list[Artifact]:
     return out
 
 
+MONITORING_DIR = Path(__file__).resolve().parent.parent / "monitoring"
+
+
+def monitoring_files(config: DeployConfig) -> dict[str, str]:
+    """The alert rules and Grafana dashboards, copied verbatim from ckbpool/monitoring (one source: the same
+    files the promtool rule tests and the dashboard tests check)."""
+    files: dict[str, str] = {}
+    rules = (MONITORING_DIR / "prometheus" / "rules" / "ckbpool.yml").read_text()
+    for place in ("local", "compose"):
+        files[f"{place}/prometheus/rules/ckbpool.yml"] = rules
+    if config.monitoring.enabled and config.monitoring.grafana:
+        provisioning = MONITORING_DIR / "grafana" / "provisioning"
+        for path in sorted((provisioning / "dashboards").rglob("*")):
+            if path.is_file():
+                relative = path.relative_to(provisioning).as_posix()
+                files[f"compose/grafana/provisioning/{relative}"] = path.read_text()
+    return files
+
+
 def render_files(config: DeployConfig, paths: Paths) -> dict[str, str]:
     """Every artifact's path (relative to the workspace) -> content. Pure: writes nothing."""
     env = environment()
@@ -468,7 +484,7 @@ def render_files(config: DeployConfig, paths: Paths) -> dict[str, str]:
         "terraform": terraform_context,
     }
     contexts: dict[str, dict[str, Any]] = {}
-    files: dict[str, str] = {}
+    files: dict[str, str] = monitoring_files(config)
     # compose.yaml last: it carries a digest of each service's config files, so `up` recreates exactly the
     # containers whose configuration changed (bind-mounted files alone would not)
     ordered = sorted(artifacts(config), key=lambda a: a.path == "compose/compose.yaml")
