@@ -23,7 +23,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from ..ckb.eaglesong import pow_output
 from ..ckb.target import share_difficulty_to_target, target_to_share_difficulty
@@ -97,12 +97,12 @@ class V1Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's TCPTransport is not an asyncio.Transport subclass: check the interface, not the class
+        self.transport = cast(asyncio.Transport, transport)
         self.peer = transport.get_extra_info("peername")
         if not self.server.add_connection(self):
             self.closed = True
-            transport.abort()
+            self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -220,6 +220,7 @@ class V1Server:
         self.bytes_in = 0
         self.bytes_out = 0
         self.bad_closes = 0
+        self.verdicts_lost = 0
         self.prefix_changes = 0
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -433,7 +434,11 @@ class V1Server:
     def upstream_down(self, upstream: Upstream, reason: str) -> None:
         log.warning("pool connection lost (%s): %d V1 miners wait for new work", reason, len(self.connections))
         self.jobs.reset()
-        for share in self.pending.drain():
+        # no verdict will come: the miner hears "stale". (A pool that closed without flushing its batched
+        # SubmitShares.Success may still have credited some of these: verdicts_lost bounds that.)
+        lost = self.pending.drain()
+        self.verdicts_lost += len(lost)
+        for share in lost:
             self._rejected(share, StratumErrorCode.JOB_NOT_FOUND)
 
     def upstream_message(self, upstream: Upstream, message: Message) -> None:
@@ -507,6 +512,7 @@ class V1Server:
             "rejected": {str(k): v for k, v in sorted(self.rejected.items())},
             "forwarded": self.forwarded,
             "pending": len(self.pending),
+            "verdicts_lost": self.verdicts_lost,
             "blocks": self.blocks,
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
