@@ -65,6 +65,5 @@ locals {
   # Pool roles on more than one host talk through Kafka.
   pool_hosts       = [for k, h in local.hosts : k if length(setintersection(toset(h.roles), toset(local.pool_roles))) > 0]
   needs_kafka      = length(local.pool_hosts) > 1
-  public_ports     = [for s in values(local.public_services) : s.port]
   exposed_privates = [for k, p in var.private_ports : k if contains(values(local.all_public_services)[*].port, p)]
 }
