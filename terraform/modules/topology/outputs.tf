@@ -15,6 +15,10 @@ output "hosts" {
     error_message = "hosts: exactly one host must run jobmaker and exactly one blockmaker (found ${local.role_counts.jobmaker} and ${local.role_counts.blockmaker})."
   }
   precondition {
+    condition     = local.role_counts.ckb_node <= 1 && local.role_counts.redis <= 1 && local.role_counts.kafka <= 1 && local.role_counts.monitoring <= 1
+    error_message = "hosts: ckb_node, redis, kafka and monitoring run on one host each in this version (the btcpool role's limit); found ${local.role_counts.ckb_node}, ${local.role_counts.redis}, ${local.role_counts.kafka}, ${local.role_counts.monitoring}."
+  }
+  precondition {
     condition     = local.role_counts.accounting <= 1
     error_message = "hosts: at most one host may run accounting (found ${local.role_counts.accounting})."
   }

@@ -148,3 +148,14 @@ run "private_port_on_a_public_port_fails" {
   }
   expect_failures = [output.hosts]
 }
+
+run "two_ckb_nodes_fail" {
+  command = plan
+  variables {
+    hosts = [
+      { name = "a", roles = ["ckb_node", "pool"] },
+      { name = "b", roles = ["ckb_node"], count = 2 },
+    ]
+  }
+  expect_failures = [output.hosts]
+}
