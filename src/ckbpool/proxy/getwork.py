@@ -240,10 +240,11 @@ class GetworkServer:
         nonce16 = block.header.nonce.to_bytes(16, "little")
         if nonce16 in job.seen:
             raise RpcFailure(ERR_REJECTED, "duplicate-share")
+        # like the node's submit_block: a solution must be a block (ckb miner aims at compact_target)
         value = int.from_bytes(pow_output(job.pow_hash, nonce16, self.upstream.blake2b), "big")
-        if value > max(self.share_target, job.network_target):
+        if value > job.network_target:
             self.rejected["difficulty-too-low"] = self.rejected.get("difficulty-too-low", 0) + 1
-            raise RpcFailure(ERR_REJECTED, "difficulty-too-low")
+            raise RpcFailure(ERR_REJECTED, "difficulty-too-low: the nonce does not meet the header's compact_target")
         job.seen.add(nonce16)
         future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         sequence_number = self.pending.next_sequence_number()
