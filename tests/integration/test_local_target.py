@@ -264,11 +264,6 @@ def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path, ckb_binary: Path) -> None:
     assert not any(pid_alive(p) for p in pids)
 
 
-@pytest.mark.xfail(
-    reason="ckbpool proxy under uvloop: proxy/downstream.py connection_made asserts asyncio.Transport, which "
-    "uvloop's TCPTransport is not, so every V1 connection is dropped (reported to the proxy's owner)",
-    strict=False,
-)
 def test_local_target_with_the_proxy_and_a_v1_miner(tmp_path: Path, ckb_binary: Path) -> None:
     """services.proxy + a CKB Stratum V1 CPU miner: its blocks reach the node through proxy -> pool."""
     config = tmp_path / "ckbpool.yaml"
