@@ -1,0 +1,369 @@
+"""The ``aws`` and ``alicloud`` targets: preflight -> Terraform (network, security groups, hosts) -> inventory ->
+the ``hosts`` target (the btcpool Ansible role) on the new hosts.
+
+The Terraform root lives in ``workspace/terraform/<cloud>/``: a generated ``main.tf.json`` that configures the
+provider with the configured region and calls the module in the repository's ``terraform/<cloud>`` by a relative
+(local) path, its inputs in ``terraform.tfvars.json``, the state, and after apply ``inventory.yml`` /
+``inventory.ini`` from the module's outputs. ``destroy`` runs ``terraform destroy`` on the same root.
+
+Nothing is created before the input checks and the cloud preflight pass; the plan is shown and must be confirmed
+(the CLI's ``--yes`` skips the question) before apply.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .cloud_preflight import AlicloudRequest, AwsRequest, PreflightReport, preflight_alicloud, preflight_aws
+from .config import POOL_ROLES, DeployConfig
+from .errors import TargetError, TargetUnavailable, ValidationFailed
+from .local import ServiceHealth
+from .render import Paths
+from .terraform import LineCallback, PlanSummary, Terraform, default_plugin_mirror, provider_available
+
+Cloud = Literal["aws", "alicloud"]
+PROVIDERS: dict[str, tuple[str, str]] = {"aws": ("hashicorp", "aws"), "alicloud": ("aliyun", "alicloud")}
+#: module outputs copied to the root (and so to `terraform output -json`)
+ROOT_OUTPUTS = (
+    "hosts",
+    "role_counts",
+    "ssh_user",
+    "stratum_endpoints",
+    "inventory",
+    "inventory_ini",
+    "security_group_ids",
+    "data_mount_point",
+    "region",
+)
+DEFAULT_AWS_AMI_FILTER = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*"
+
+ProgressCallback = Callable[[str, str], None]
+ConfirmCallback = Callable[[PlanSummary], bool]
+
+
+class DeployCancelled(TargetError):
+    """The plan was shown and the user declined it: nothing was changed."""
+
+    exit_code = 1
+
+
+def terraform_modules_dir() -> Path:
+    """``terraform/`` of this checkout (``CKBPOOL_TERRAFORM_DIR`` overrides)."""
+    explicit = os.environ.get("CKBPOOL_TERRAFORM_DIR")
+    candidates = [Path(explicit)] if explicit else []
+    candidates.append(Path(__file__).resolve().parents[3] / "terraform")
+    for candidate in candidates:
+        if (candidate / "aws" / "main.tf").is_file():
+            return candidate.resolve()
+    raise TargetUnavailable(
+        "the Terraform modules (terraform/aws, terraform/alicloud) were not found: run from a ckbpool checkout "
+        "or set CKBPOOL_TERRAFORM_DIR to its terraform/ directory"
+    )
+
+
+def check_cloud_inputs(config: DeployConfig, cloud: Cloud, source: str = "ckbpool.yaml") -> list[str]:
+    """Problems with ``cloud.*`` that stop the deploy before anything is asked of the cloud."""
+    c = config.cloud
+    problems = []
+    if not c.allowed_ssh_cidrs:
+        problems.append(
+            f"cloud.allowed_ssh_cidrs: required for the {cloud} target: the admin network(s) allowed to SSH to the "
+            "hosts, e.g. [198.51.100.7/32]"
+        )
+    for cidr in c.allowed_ssh_cidrs:
+        try:
+            net = ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            problems.append(f"cloud.allowed_ssh_cidrs: {cidr!r} is not a CIDR block such as 198.51.100.7/32")
+            continue
+        if net.version != 4:
+            problems.append(f"cloud.allowed_ssh_cidrs: {cidr}: IPv4 only")
+        elif net.prefixlen < 8:
+            problems.append(f"cloud.allowed_ssh_cidrs: {cidr} would open SSH to the internet; give your admin network")
+    if cloud == "alicloud" and not c.instance_type.startswith("ecs."):
+        problems.append(f"cloud.instance_type: {c.instance_type!r} is not an ECS instance type (e.g. ecs.c7.xlarge)")
+    if cloud == "aws" and c.instance_type.startswith("ecs."):
+        problems.append(f"cloud.instance_type: {c.instance_type!r} is not an EC2 instance type (e.g. c6i.xlarge)")
+    return problems
+
+
+def _host_roles(roles: list[str]) -> list[str]:
+    """Deploy roles as the module takes them: the four pool roles together are ``pool``."""
+    out = [r for r in roles if r not in POOL_ROLES]
+    pool = [r for r in roles if r in POOL_ROLES]
+    if set(pool) == set(POOL_ROLES):
+        out.insert(1 if "ckb_node" in out else 0, "pool")
+    else:
+        out += pool
+    return out
+
+
+def module_inputs(config: DeployConfig, paths: Paths, cloud: Cloud, ssh_public_key: str) -> dict[str, Any]:
+    """The module's inputs: the rendered ``terraform.tfvars.json`` (:func:`render.terraform_context`), with the
+    public key's text, the single host's roles when the topology names no host (so services.kafka/proxy count),
+    and Alibaba's login user."""
+    from .render import terraform_context
+
+    inputs: dict[str, Any] = dict(terraform_context(config, paths)["tfvars"])
+    inputs["ssh_public_key"] = ssh_public_key.strip()
+    if not inputs.get("hosts"):
+        inputs["hosts"] = [{"name": config.name, "roles": _host_roles(config.enabled_roles())}]
+    if cloud == "alicloud" and inputs.get("ssh_user") == "ubuntu":
+        inputs["ssh_user"] = "root"  # Alibaba Cloud's system images take the key pair for root
+    return inputs
+
+
+def root_module(cloud: Cloud, module_source: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """``main.tf.json`` of the workspace root: provider with the input region, the module by local path."""
+    namespace, name = PROVIDERS[cloud]
+    version = "~> 5.100" if cloud == "aws" else "~> 1.239"
+    return {
+        "terraform": {
+            "required_version": ">= 1.7.0",
+            "required_providers": {name: {"source": f"{namespace}/{name}", "version": version}},
+        },
+        "variable": {key: {} for key in inputs},
+        "provider": {name: {"region": "${var.region}"}},
+        "module": {"ckbpool": {"source": module_source, **{key: f"${{var.{key}}}" for key in inputs}}},
+        "output": {key: {"value": f"${{module.ckbpool.{key}}}"} for key in ROOT_OUTPUTS},
+    }
+
+
+@dataclass
+class CloudTarget:
+    """Deploys on AWS or Alibaba Cloud; usable without the CLI (tests drive it against moto)."""
+
+    config: DeployConfig
+    paths: Paths
+    cloud: Cloud = "aws"
+    on_line: LineCallback | None = None
+    binary: str | None = None
+    env: Mapping[str, str] | None = None
+    aws_endpoint_url: str | None = None  # preflight only; Terraform reads AWS_ENDPOINT_URL from env
+    extra_inputs: Mapping[str, Any] | None = None  # module inputs beyond ckbpool.yaml (ami_id, zone_id, ...)
+    preflight_call: Any = None  # alicloud: injectable API call (tests)
+
+    def __post_init__(self) -> None:
+        self.name = self.cloud
+        self.workdir = self.paths.workspace / "terraform" / self.cloud
+        self.rpc_url = ""
+        self.pool_http = ""
+
+    # ----------------------------------------------------------------------------------------- pieces
+
+    def ssh_public_key(self) -> str:
+        path = Path(self.config.cloud.ssh_public_key_file).expanduser()
+        if not path.is_absolute():
+            path = self.paths.config_file.parent / path
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValidationFailed(
+                str(self.paths.config_file),
+                [
+                    f"cloud.ssh_public_key_file: cannot read {path} ({exc.strerror or exc}); "
+                    "point it at your OpenSSH public key (ssh-keygen -t ed25519 makes one)"
+                ],
+            ) from None
+
+    def inputs(self) -> dict[str, Any]:
+        problems = check_cloud_inputs(self.config, self.cloud)
+        if problems:
+            raise ValidationFailed(str(self.paths.config_file), problems)
+        inputs = module_inputs(self.config, self.paths, self.cloud, self.ssh_public_key())
+        inputs.update(self.extra_inputs or {})
+        return inputs
+
+    def terraform(self) -> Terraform:
+        namespace, name = PROVIDERS[self.cloud]
+        mirror = default_plugin_mirror()
+        if not provider_available(mirror, namespace, name):
+            raise TargetUnavailable(
+                f"the Terraform provider {namespace}/{name} is not in {mirror}: run scripts/terraform-deps.sh"
+                + (
+                    " (the alicloud provider's Go module is not served on this network)"
+                    if self.cloud == "alicloud"
+                    else ""
+                )
+            )
+        return Terraform(
+            self.workdir, binary=self.binary, on_line=self.on_line, env=dict(self.env or {}), plugin_mirror=mirror
+        )
+
+    def write_root(self, inputs: Mapping[str, Any]) -> Path:
+        module_dir = terraform_modules_dir() / self.cloud
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        source = os.path.relpath(module_dir, self.workdir)
+        if not source.startswith("."):
+            source = "./" + source
+        _write_if_changed(
+            self.workdir / "main.tf.json", json.dumps(root_module(self.cloud, source, inputs), indent=2) + "\n"
+        )
+        tfvars = self.workdir / "terraform.tfvars.json"
+        _write_if_changed(tfvars, json.dumps(dict(inputs), indent=2) + "\n")
+        return tfvars
+
+    def preflight(self, inputs: Mapping[str, Any]) -> PreflightReport:
+        types: dict[str, int] = {}
+        for host in inputs.get("hosts") or [{"count": 1}]:
+            kind = host.get("instance_type") or inputs["instance_type"]
+            types[kind] = types.get(kind, 0) + int(host.get("count", 1))
+        if self.cloud == "aws":
+            return preflight_aws(
+                AwsRequest(
+                    region=inputs["region"],
+                    instance_types=types,
+                    ami_id=inputs.get("ami_id"),
+                    ami_owners=tuple(inputs.get("ami_owners") or ("099720109477",)),
+                    ami_name_filter=inputs.get("ami_name_filter") or DEFAULT_AWS_AMI_FILTER,
+                    endpoint_url=self.aws_endpoint_url,
+                )
+            )
+        return preflight_alicloud(
+            AlicloudRequest(region=inputs["region"], instance_types=types, image_id=inputs.get("image_id")),
+            call=self.preflight_call,
+        )
+
+    def plan(self, *, on_progress: ProgressCallback | None = None) -> tuple[Terraform, PlanSummary]:
+        """Input checks, preflight, init and plan: everything before a change."""
+        progress = on_progress or (lambda _s, _t: None)
+        progress("inputs", "checking")
+        inputs = self.inputs()
+        progress("inputs", "healthy")
+        progress("preflight", "checking")
+        report = self.preflight(inputs)
+        progress("preflight", "healthy")
+        for check in report.checks:
+            progress(f"preflight {check.name}", {True: "healthy", False: "failed", None: "skipped"}[check.ok])
+        tf = self.terraform()
+        tfvars = self.write_root(inputs)
+        progress("terraform init", "running")
+        tf.init()
+        progress("terraform init", "healthy")
+        progress("terraform plan", "running")
+        summary = tf.plan("ckbpool.tfplan", var_files=[tfvars])
+        progress("terraform plan", "healthy")
+        return tf, summary
+
+    def apply(self, tf: Terraform, *, on_progress: ProgressCallback | None = None) -> dict[str, Any]:
+        progress = on_progress or (lambda _s, _t: None)
+        progress("terraform apply", "running")
+        tf.apply("ckbpool.tfplan")
+        progress("terraform apply", "healthy")
+        outputs = tf.output()
+        self.write_inventory(outputs)
+        return outputs
+
+    def write_inventory(self, outputs: Mapping[str, Any]) -> Path:
+        path = self.workdir / "inventory.yml"
+        _write_if_changed(
+            path,
+            "# written by ckbpool from the Terraform outputs\n"
+            + yaml.safe_dump(outputs["inventory"], sort_keys=False, default_flow_style=False),
+        )
+        _write_if_changed(self.workdir / "inventory.ini", str(outputs.get("inventory_ini", "")))
+        return path
+
+    @property
+    def inventory_path(self) -> Path:
+        return self.workdir / "inventory.yml"
+
+    # -------------------------------------------------------------------------------------- target API
+
+    def deploy(
+        self,
+        *,
+        timeout: float = 1800.0,
+        on_progress: ProgressCallback | None = None,
+        confirm: ConfirmCallback | None = None,
+        run_hosts: Callable[[Path], None] | None = None,
+    ) -> dict[str, Any]:
+        """Preflight, plan, (confirm), apply, inventory, then the stack on the hosts. Returns the outputs."""
+        tf, summary = self.plan(on_progress=on_progress)
+        if confirm is not None and not summary.empty and not confirm(summary):
+            raise DeployCancelled(f"plan not applied ({summary.line()}); nothing changed")
+        outputs = self.apply(tf, on_progress=on_progress)
+        (run_hosts or self._run_hosts)(self.inventory_path)
+        return outputs
+
+    def _run_hosts(self, inventory: Path) -> None:
+        try:
+            from . import hosts  # type: ignore[attr-defined]  # the hosts target (Ansible), when present
+        except ImportError:
+            raise TargetUnavailable(
+                f"the {self.cloud} hosts are up (inventory: {inventory}), but this version has no hosts target to "
+                f"deploy the stack on them; run: ansible-playbook -i {inventory} ansible/site.yml"
+            ) from None
+        target = hosts.HostsTarget(self.config, self.paths, inventory=inventory)
+        target.deploy()
+
+    def outputs(self) -> dict[str, Any]:
+        if not (self.workdir / "terraform.tfstate").exists():
+            return {}
+        return self.terraform().output()
+
+    def health(self) -> list[ServiceHealth]:
+        outputs = self.outputs()
+        hosts = outputs.get("hosts") or {}
+        if not hosts:
+            return [ServiceHealth(f"{self.cloud} hosts", "missing", None, "nothing deployed (no Terraform state)")]
+        return [
+            ServiceHealth(key, "running", None, f"{h.get('public_ip')} ({', '.join(h.get('roles', []))})")
+            for key, h in sorted(hosts.items())
+        ]
+
+    def show_logs(self, service: str | None, *, lines: int, follow: bool, console: Any) -> None:
+        raise TargetUnavailable(f"logs of the {self.cloud} target come from its hosts: use the hosts target")
+
+    def destroy(self, *, purge: bool = False, timeout: float = 1800.0) -> list[str]:
+        """``terraform destroy`` of everything the deploy created (hosts, disks, groups, network)."""
+        tfvars = self.workdir / "terraform.tfvars.json"
+        if not (self.workdir / "terraform.tfstate").exists() or not tfvars.exists():
+            return []
+        before = self.outputs().get("hosts") or {}
+        tf = self.terraform()
+        tf.init()
+        tf.destroy(var_files=[tfvars])
+        for name in ("inventory.yml", "inventory.ini", "ckbpool.tfplan"):
+            (self.workdir / name).unlink(missing_ok=True)
+        return [f"{len(before)} {self.cloud} host(s)", "network", "security groups", "key pair"]
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
+def plan_table(summary: PlanSummary) -> Any:
+    """A Rich table of the plan, for the CLI's confirmation."""
+    from rich.table import Table
+
+    table = Table(title=f"Terraform plan: {summary.line()}")
+    table.add_column("action")
+    table.add_column("resource")
+    colours = {"create": "green", "update": "yellow", "delete": "red", "replace": "magenta"}
+    for change in summary.changes:
+        if change.action in ("no-op", "read"):
+            continue
+        colour = colours.get(change.action, "white")
+        table.add_row(f"[{colour}]{change.action}[/{colour}]", change.address)
+    return table
+
+
+__all__ = [
+    "CloudTarget",
+    "DeployCancelled",
+    "check_cloud_inputs",
+    "module_inputs",
+    "plan_table",
+    "root_module",
+    "terraform_modules_dir",
+]
