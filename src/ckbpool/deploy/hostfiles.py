@@ -39,6 +39,7 @@ from .render import (
     build_context,
     compose_context,
     environment,
+    render_files,
 )
 from .secrets import required_files
 
@@ -145,9 +146,7 @@ class Placement:
     roles: dict[str, list[str]]  # host -> deploy roles (pool expanded), in GROUPS order
 
     @classmethod
-    def from_inventory(
-        cls, config: DeployConfig, groups: dict[str, list[str]], addresses: dict[str, str]
-    ) -> Placement:
+    def from_inventory(cls, config: DeployConfig, groups: dict[str, list[str]], addresses: dict[str, str]) -> Placement:
         problems: list[str] = []
         enabled = config.enabled_roles()
         roles: dict[str, list[str]] = {}
@@ -167,7 +166,9 @@ class Placement:
             if not hosts:
                 problems.append(f"inventory group {group}: no host runs {role} (add a host to the group)")
             elif role in SINGLE_HOST_GROUPS and len(hosts) > 1:
-                problems.append(f"inventory group {group}: {len(hosts)} hosts ({', '.join(hosts)}); this version runs one")
+                problems.append(
+                    f"inventory group {group}: {len(hosts)} hosts ({', '.join(hosts)}); this version runs one"
+                )
         pool_hosts = {h for h, rs in roles.items() if set(rs) & set(POOL_ROLES)}
         if len(pool_hosts) > 1 and not config.services.kafka:
             problems.append(
@@ -180,7 +181,9 @@ class Placement:
 
     @classmethod
     def single(cls, config: DeployConfig, host: str = "localhost", address: str = "127.0.0.1") -> Placement:
-        return cls.from_inventory(config, {"pool": [host], **{r: [host] for r in config.enabled_roles()}}, {host: address})
+        return cls.from_inventory(
+            config, {"pool": [host], **{r: [host] for r in config.enabled_roles()}}, {host: address}
+        )
 
     def hosts_with(self, role: str) -> list[str]:
         return [h for h, rs in self.roles.items() if role in rs]
@@ -364,9 +367,7 @@ def host_plan(
         if config.services.redis:
             r_host, r_port = peers.endpoint("redis", "redis", "redis")
             pool["redis_url"] = f"redis://{r_host}:{r_port}/0"
-        kafka_remote_clients = any(
-            c != placement.first("kafka") for r in POOL_ROLES for c in placement.hosts_with(r)
-        )
+        kafka_remote_clients = any(c != placement.first("kafka") for r in POOL_ROLES for c in placement.hosts_with(r))
         if config.services.kafka:
             kafka_host = placement.first("kafka")
             assert kafka_host is not None
@@ -389,19 +390,27 @@ def host_plan(
                    "redis": "redis" in services, "prometheus": "prometheus" in services,
                    "grafana": "grafana" in services, "kafka": "kafka" in services}  # fmt: skip
     env = environment()
-    files: dict[str, str] = {}
-    compose_artifacts = [a for a in artifacts(config) if a.path.startswith("compose/")]
-    ordered = sorted(compose_artifacts, key=lambda a: a.path == "compose/compose.yaml")
-    for artifact in ordered:
-        sub = artifact.path.split("/")[1]
-        if sub in wanted_dirs and not wanted_dirs[sub] and not placement.is_single:
+    # what `ckbpool render` writes for the compose stack: files copied verbatim (alert rules, dashboards) are
+    # taken as they are; templated ones are rendered again with this host's context
+    reference = {p: t for p, t in render_files(config, controller_paths).items() if p.startswith("compose/")}
+    templated = {a.path: a for a in artifacts(config) if a.path in reference}
+
+    def wanted(path: str) -> bool:
+        sub = path.split("/")[1]
+        return placement.is_single or wanted_dirs.get(sub, True)
+
+    files: dict[str, str] = {p: t for p, t in reference.items() if p not in templated and wanted(p)}
+    for path in sorted(templated, key=lambda p: (p == "compose/compose.yaml", list(reference).index(p))):
+        if not wanted(path):
             continue
-        if artifact.path == "compose/compose.yaml":
+        if path == "compose/compose.yaml":
+            # the same digest as render's: each service's config files, so `up` recreates what changed
             ctx["config_digest"] = {
                 service: _sha256("".join(t for p, t in sorted(files.items()) if p.startswith(f"compose/{sub}/")))[:16]
                 for service, sub in COMPOSE_CONFIG_DIRS.items()
             }
-        files[artifact.path] = env.get_template(artifact.template).render(ctx)
+        files[path] = env.get_template(templated[path].template).render(ctx)
+    files = {p: files[p] for p in reference if p in files}
 
     plan = HostPlan(host, services, files)
     plan.profiles = ["core"] + (["monitoring"] if config.monitoring.enabled else [])
@@ -486,7 +495,9 @@ def _host_compose(
     for key in ("volumes", "secrets"):
         if not doc[key]:
             doc.pop(key)
-    note = f"# Services of host {host}: {', '.join(kept)} (the other services run on the other hosts of the inventory)\n"
+    note = (
+        f"# Services of host {host}: {', '.join(kept)} (the other services run on the other hosts of the inventory)\n"
+    )
     body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1000)
     return header + note + "\n" + body
 
@@ -537,7 +548,8 @@ def firewall_context(
     rules = []
     for rule in plan.firewall:
         sources = list(public_sources) if rule["public"] else [*rule["sources"], *admin_sources]
-        v4, v6 = [], []
+        v4: list[str] = []
+        v6: list[str] = []
         for src in dict.fromkeys(sources):
             net = ipaddress.ip_network(src, strict=False)
             (v4 if net.version == 4 else v6).append(str(net) if net.num_addresses > 1 else str(net.network_address))

@@ -98,7 +98,7 @@ class LookupModule(LookupBase):
 
             from ckbpool import __version__
             from ckbpool.deploy import hostfiles
-            from ckbpool.deploy.errors import DeployError
+            from ckbpool.deploy.errors import DeployError, SecretsError
         except ImportError as exc:
             raise AnsibleLookupError(
                 "the btcpool role renders its files with the ckbpool Python package on the controller, "
@@ -136,6 +136,8 @@ class LookupModule(LookupBase):
                     f"btcpool_secrets_dir: {secrets_dir} lacks {', '.join(missing)} "
                     "(generate them with `ckbpool init`)"
                 )
+        except SecretsError as exc:
+            problems.append(f"btcpool_secrets_dir: {exc}")
         except DeployError as exc:
             problems.extend(getattr(exc, "problems", None) or [str(exc)])
         except ValueError as exc:  # a firewall source that is not a network

@@ -1,0 +1,285 @@
+"""What the btcpool role puts on each host (ckbpool.deploy.hostfiles, called by the role's render lookup):
+
+* one host with every role gets byte for byte the compose stack of ``ckbpool render``;
+* three hosts (node | Kafka + Redis | pool + monitoring): each gets only its services, finds the others on their
+  private addresses, publishes only the ports a peer needs, receives only the secrets its services read;
+* the nftables table of each host passes ``nft -c`` and, loaded in a test network namespace, admits the peer
+  that needs a port and drops another host (veth pairs between namespaces this test makes and removes);
+* role variables map one to one onto ckbpool.yaml, and bad values are reported with the role variable's name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tomllib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from ckbpool.cli.app import app
+from ckbpool.deploy.config import DeployConfig, load_config
+from ckbpool.deploy.hostfiles import (
+    Placement,
+    RoleVarsError,
+    config_from_role_vars,
+    host_plan,
+    render_firewall,
+    role_vars,
+)
+from ckbpool.deploy.render import Paths, render_files
+
+pytestmark = pytest.mark.unit
+
+THREE = {"ckb_node": ["node-1"], "kafka": ["data-1"], "redis": ["data-1"], "pool": ["pool-1"], "monitoring": ["pool-1"]}
+ADDRESSES = {"node-1": "10.231.0.1", "data-1": "10.231.0.2", "pool-1": "10.231.0.3"}
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    config = tmp_path / "ckbpool.yaml"
+    result = CliRunner().invoke(
+        app,
+        ["init", "-c", str(config), "-y", "--name", "hf", "--kafka", "--no-miner", "--workspace", str(tmp_path)],
+    )
+    assert result.exit_code == 0, result.stderr
+    return config
+
+
+def _cfg(project: Path) -> tuple[DeployConfig, Paths]:
+    cfg = load_config(project)
+    return cfg, Paths.of(project, cfg)
+
+
+def test_one_host_gets_exactly_the_rendered_compose_stack(project: Path) -> None:
+    cfg, paths = _cfg(project)
+    rendered = {k: v for k, v in render_files(cfg, paths).items() if k.startswith("compose/")}
+    placement = Placement.single(cfg, "solo", "127.0.0.1")
+    # the install directory laid out like the workspace (compose/ next to the secrets): identical files
+    plan = host_plan(cfg, placement, "solo", install_dir=str(paths.workspace), controller_secrets_dir=paths.secrets_dir)
+    assert plan.files == rendered
+    assert plan.services == [
+        "ckb", "pool", "redis", "kafka", "prometheus", "node-exporter", "redis-exporter", "kafka-exporter", "grafana",
+    ]  # fmt: skip
+    assert "authority.key" not in plan.secrets and "pool-static.key" in plan.secrets
+    # anywhere else on a host: only the secret paths (relative to compose.yaml) differ
+    elsewhere = host_plan(
+        cfg, placement, "solo", install_dir="/opt/ckbpool/hf", controller_secrets_dir=paths.secrets_dir
+    )
+    assert set(elsewhere.files) == set(rendered)
+    for path, text in rendered.items():
+        if path != "compose/compose.yaml":
+            assert elsewhere.files[path] == text, path
+    compose = yaml.safe_load(elsewhere.files["compose/compose.yaml"])
+    assert compose["secrets"]["pool_static_key"]["file"] == "../secrets/pool-static.key"
+
+
+def test_three_hosts_each_run_their_services_and_find_the_others(project: Path) -> None:
+    cfg, paths = _cfg(project)
+    placement = Placement.from_inventory(cfg, THREE, ADDRESSES)
+    plans = {
+        h: host_plan(cfg, placement, h, install_dir="/opt/ckbpool/hf", controller_secrets_dir=paths.secrets_dir)
+        for h in ADDRESSES
+    }
+    assert plans["node-1"].services == ["ckb", "node-exporter"]
+    assert plans["data-1"].services == ["redis", "kafka", "node-exporter", "redis-exporter", "kafka-exporter"]
+    assert plans["pool-1"].services == ["pool", "prometheus", "node-exporter", "grafana"]
+    # secrets: only what the services read
+    assert plans["node-1"].secrets == []
+    assert plans["data-1"].secrets == ["redis.password", "redis-auth.conf", "redis-exporter.json"]
+    assert "pool-static.key" in plans["pool-1"].secrets and "redis-auth.conf" not in plans["pool-1"].secrets
+    # the pool reaches the node, Redis and Kafka on their private addresses and host ports
+    pool = tomllib.loads(plans["pool-1"].files["compose/pool/pool.toml"])
+    assert pool["node"]["rpc_url"] == f"http://10.231.0.1:{cfg.ports.node_rpc}"
+    assert pool["node"]["subscribe_address"] == f"10.231.0.1:{cfg.ports.node_tcp_rpc}"
+    assert pool["redis"]["url"] == f"redis://10.231.0.2:{cfg.ports.redis}/0"
+    assert pool["bus"]["url"].startswith(f"kafka://10.231.0.2:{cfg.ports.kafka}?")
+    assert set(pool["roles"]) == {"jobmaker", "stratum", "blockmaker", "accounting"}
+    # Kafka advertises the address its remote clients can reach
+    data = yaml.safe_load(plans["data-1"].files["compose/compose.yaml"])
+    kafka_env = data["services"]["kafka"]["environment"]
+    assert kafka_env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://10.231.0.2:{cfg.ports.kafka}"
+    # published: exactly what a peer needs, on the private address (plus what the single stack publishes)
+    published = {h: {(p["address"], p["port"]) for p in plan.published} for h, plan in plans.items()}
+    p = cfg.ports
+    assert published["node-1"] == {
+        ("127.0.0.1", p.node_rpc), ("10.231.0.1", p.node_rpc), ("10.231.0.1", p.node_tcp_rpc),
+        ("10.231.0.1", p.node_metrics), ("10.231.0.1", p.node_exporter),
+    }  # fmt: skip
+    assert published["data-1"] == {
+        ("10.231.0.2", p.redis), ("10.231.0.2", p.kafka), ("10.231.0.2", p.node_exporter),
+        ("10.231.0.2", p.redis_exporter), ("10.231.0.2", p.kafka_exporter),
+    }  # fmt: skip
+    assert ("10.231.0.3", p.pool_http) not in published["pool-1"]  # Prometheus is on the same host
+    # a published service leaves the internal-only network; nothing depends on a service of another host
+    for name, svc in data["services"].items():
+        assert set(svc.get("depends_on", {})) <= set(data["services"]), name
+    assert "edge" in data["services"]["redis"]["networks"]
+    # Prometheus scrapes everything on the peers' addresses
+    prom = yaml.safe_load(plans["pool-1"].files["compose/prometheus/prometheus.yml"])
+    targets = {j["job_name"]: j["static_configs"][0]["targets"] for j in prom["scrape_configs"]}
+    assert targets["ckb"] == [f"10.231.0.1:{p.node_metrics}"]
+    assert targets["redis"] == [f"10.231.0.2:{p.redis_exporter}"]
+    assert sorted(targets["node"]) == sorted([f"10.231.0.1:{p.node_exporter}", f"10.231.0.2:{p.node_exporter}",
+                                               "node-exporter:9100"])  # fmt: skip
+    # firewall: who may connect to each published port
+    rules = {r["port"]: r for r in plans["data-1"].firewall}
+    assert rules[p.redis]["sources"] == ["10.231.0.3"] and rules[p.kafka]["sources"] == ["10.231.0.3"]
+    assert rules[p.redis_exporter]["sources"] == ["10.231.0.3"]
+    node_rules = {r["port"]: r for r in plans["node-1"].firewall}
+    assert node_rules[p.node_rpc]["sources"] == ["10.231.0.3"]
+
+
+def test_inventory_problems_name_the_group_or_variable(project: Path) -> None:
+    cfg, _ = _cfg(project)
+    with pytest.raises(RoleVarsError) as empty:
+        Placement.from_inventory(cfg, {**THREE, "redis": []}, ADDRESSES)
+    assert "inventory group redis: no host runs redis" in str(empty.value)
+    with pytest.raises(RoleVarsError) as two:
+        Placement.from_inventory(cfg, {**THREE, "redis": ["data-1", "pool-1"]}, ADDRESSES)
+    assert "inventory group redis: 2 hosts" in str(two.value)
+    no_kafka = cfg.model_copy(update={"services": cfg.services.model_copy(update={"kafka": False})})
+    split = {**THREE, "kafka": [], "pool": [], "stratum": ["pool-1"], "jobmaker": ["data-1"],
+             "blockmaker": ["data-1"], "accounting": ["data-1"]}  # fmt: skip
+    with pytest.raises(RoleVarsError) as kafka:
+        Placement.from_inventory(no_kafka, split, ADDRESSES)
+    assert "btcpool_kafka_enabled: pool roles run on 2 hosts" in str(kafka.value)
+    with pytest.raises(RoleVarsError) as off:
+        Placement.from_inventory(no_kafka, THREE, ADDRESSES)
+    assert "inventory group kafka: data-1 is in it but btcpool_kafka_enabled is false" in str(off.value)
+
+
+def test_role_variables_round_trip_and_errors_name_the_variable(project: Path) -> None:
+    cfg, paths = _cfg(project)
+    variables = role_vars(cfg, paths)
+    back = config_from_role_vars(variables)
+    keep = {"topology", "cloud", "services", "secrets_dir", "workspace"}
+    assert back.model_dump(exclude=keep) == cfg.model_dump(exclude=keep)
+    assert back.services.model_dump(exclude={"miner"}) == cfg.services.model_dump(exclude={"miner"})
+    with pytest.raises(RoleVarsError) as bad_port:
+        config_from_role_vars({**variables, "btcpool_ports": {"stratum": "many"}})
+    assert str(bad_port.value).startswith("btcpool_ports.stratum:")
+    with pytest.raises(RoleVarsError) as bad_image:
+        config_from_role_vars({**variables, "btcpool_images": {"pool": "ckbpool/pool:latest"}})
+    assert str(bad_image.value).startswith("btcpool_images.pool:")
+    with pytest.raises(RoleVarsError) as bad_address:
+        config_from_role_vars({**variables, "btcpool_payout_address": "ckt1notanaddress"})
+    assert str(bad_address.value).startswith("btcpool_payout_address: not a valid CKB address")
+
+
+# ----------------------------------------------------------------------------------------- firewall
+
+
+def _can_use_netns() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (network namespaces)"
+    for binary in ("nft", "ip", "unshare"):
+        if shutil.which(binary) is None:
+            return f"{binary} is not installed (scripts/ansible-deps.sh installs nftables)"
+    return None
+
+
+def _firewalls(project: Path) -> tuple[DeployConfig, dict[str, str]]:
+    cfg, paths = _cfg(project)
+    placement = Placement.from_inventory(cfg, THREE, ADDRESSES)
+    out = {}
+    for h in ADDRESSES:
+        plan = host_plan(cfg, placement, h, install_dir="/opt/ckbpool/hf", controller_secrets_dir=paths.secrets_dir)
+        out[h] = render_firewall(cfg, plan, ["0.0.0.0/0", "::/0"], ["10.231.9.0/24"])
+    return cfg, out
+
+
+def test_rendered_rulesets_pass_nft_check(project: Path, tmp_path: Path) -> None:
+    reason = _can_use_netns()
+    if reason:
+        pytest.skip(reason)
+    cfg, rulesets = _firewalls(project)
+    for host, text in rulesets.items():
+        path = tmp_path / f"{host}.nft"
+        path.write_text(text)
+        # in a fresh, empty network namespace: nothing on this machine is touched
+        result = subprocess.run(["unshare", "-n", "nft", "-c", "-f", str(path)], capture_output=True, text=True)
+        assert result.returncode == 0, (host, result.stderr, text)
+    assert f"ip saddr {{ 10.231.0.3, 10.231.9.0/24 }} tcp dport {cfg.ports.redis} accept" in rulesets["data-1"]
+    assert f"tcp dport {cfg.ports.stratum} accept" in rulesets["pool-1"]
+
+
+@contextlib.contextmanager
+def _namespaces(names: list[str]) -> Iterator[dict[str, str]]:
+    tag = uuid.uuid4().hex[:6]
+    made = {n: f"ckbfw-{n}-{tag}" for n in names}
+    try:
+        for ns in made.values():
+            subprocess.run(["ip", "netns", "add", ns], check=True)
+        yield made
+    finally:
+        for ns in made.values():
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def _ns(ns: str, *cmd: str, check: bool = True, timeout: float = 10) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True, check=check,
+                          timeout=timeout)  # fmt: skip
+
+
+def test_loaded_ruleset_admits_the_peer_and_drops_others(project: Path, tmp_path: Path) -> None:
+    """data-1's table in a namespace: pool-1 (10.231.0.3) reaches Redis, another host (10.231.0.7) does not."""
+    reason = _can_use_netns()
+    if reason:
+        pytest.skip(reason)
+    cfg, rulesets = _firewalls(project)
+    ruleset = tmp_path / "data-1.nft"
+    ruleset.write_text(rulesets["data-1"])
+    with _namespaces(["data", "pool", "other"]) as ns:
+        for i, (peer, address) in enumerate((("pool", "10.231.0.3"), ("other", "10.231.0.7"))):
+            a, b = f"vd{i}{ns['data'][-6:]}", f"vp{i}{ns['data'][-6:]}"
+            subprocess.run(["ip", "link", "add", a, "type", "veth", "peer", "name", b], check=True)
+            subprocess.run(["ip", "link", "set", a, "netns", ns["data"]], check=True)
+            subprocess.run(["ip", "link", "set", b, "netns", ns[peer]], check=True)
+            _ns(ns["data"], "ip", "addr", "add", f"10.231.{i + 1}.2/24", "dev", a)
+            _ns(ns["data"], "ip", "link", "set", a, "up")
+            _ns(ns[peer], "ip", "addr", "add", f"10.231.{i + 1}.1/24", "dev", b)
+            _ns(ns[peer], "ip", "link", "set", b, "up")
+            _ns(ns[peer], "ip", "addr", "add", f"{address}/32", "dev", b)
+            _ns(ns["data"], "ip", "route", "add", f"{address}/32", "via", f"10.231.{i + 1}.1")
+        _ns(ns["data"], "ip", "addr", "add", "10.231.0.2/32", "dev", "lo")
+        _ns(ns["data"], "ip", "link", "set", "lo", "up")
+        for i in (0, 1):
+            peer = ("pool", "other")[i]
+            _ns(ns[peer], "ip", "route", "add", "10.231.0.2/32", "via", f"10.231.{i + 1}.2")
+        _ns(ns["data"], "nft", "-f", str(ruleset))
+        ports = [cfg.ports.redis, cfg.ports.kafka]
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", ns["data"], "python3", "-c",
+             "import socket,sys,select\n"
+             "ss=[socket.create_server(('0.0.0.0',int(p))) for p in sys.argv[1:]]\n"
+             "print('ready',flush=True)\n"
+             "while True:\n"
+             "  r,_,_=select.select(ss,[],[],20)\n"
+             "  if not r: break\n"
+             "  for s in r: s.accept()[0].close()\n",
+             *map(str, ports)],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+            probe = (
+                "import socket,sys\n"
+                "try:\n"
+                "  socket.create_connection(('10.231.0.2',int(sys.argv[2])),1,source_address=(sys.argv[1],0))\n"
+                "  print('open')\n"
+                "except OSError:\n"
+                "  print('closed')\n"
+            )
+            for port in ports:
+                assert _ns(ns["pool"], "python3", "-c", probe, "10.231.0.3", str(port)).stdout.strip() == "open"
+                assert _ns(ns["other"], "python3", "-c", probe, "10.231.0.7", str(port)).stdout.strip() == "closed"
+        finally:
+            server.kill()
+            server.wait()
