@@ -21,7 +21,6 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -259,11 +258,16 @@ class Terraform:
             err_thread = threading.Thread(target=pump_stderr, daemon=True)
             err_thread.start()
         limit = timeout if timeout is not None else self.timeout
-        timer = threading.Timer(limit, _kill_group, args=(proc,)) if limit else None
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            _kill_group(proc)
+
+        timer = threading.Timer(limit, expire) if limit else None
         if timer is not None:
             timer.daemon = True
             timer.start()
-        started = time.monotonic()
         try:
             assert proc.stdout is not None
             for raw in proc.stdout:
@@ -283,9 +287,8 @@ class Terraform:
                 proc.wait()
         if err_thread is not None:
             err_thread.join(timeout=5)
-        timed_out = limit is not None and returncode < 0 and time.monotonic() - started >= limit
         if returncode != 0:
-            raise TerraformError(command, None if timed_out else returncode, list(last))
+            raise TerraformError(command, None if expired.is_set() else returncode, list(last))
         return "".join(stdout_parts)
 
     # ---------------------------------------------------------------------------------------- commands
