@@ -1,0 +1,343 @@
+"""The ``hosts`` target: the ``btcpool`` Ansible role run by ansible-runner against an inventory.
+
+``ckbpool deploy --target hosts -i INVENTORY`` hands the role exactly this config (:func:`hostfiles.role_vars` as
+extra vars), follows ansible-runner's events (play, task, host, ok/changed/failed) into a live Rich view, and ends
+with a per-host summary table. Without ``-i`` it uses the inventory of the last deploy, else the rendered
+``workspace/hosts/inventory.ini``. ``destroy`` runs the role's removal tasks (``destroy.yml``).
+
+The role lives in ``ansible/`` of this repository (found next to the package in a checkout); ``CKBPOOL_ANSIBLE_DIR``
+points elsewhere (e.g. a directory with ``site.yml`` and ``roles/btcpool`` from ``ansible-galaxy role install``).
+Inventory variables of the hosts (``ansible_host``, ``private_ip``, ``btcpool_docker_install``, ...) stay the
+inventory's; the deployment itself comes from ckbpool.yaml.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import DeployConfig
+from .errors import TargetError, TargetUnavailable
+from .hostfiles import GROUPS, role_vars
+from .local import ServiceHealth
+from .render import Paths, compose_project
+
+INVENTORY_MARKER = "hosts/.inventory"
+
+
+def ansible_dir() -> Path:
+    explicit = os.environ.get("CKBPOOL_ANSIBLE_DIR")
+    candidates = [Path(explicit)] if explicit else []
+    candidates.append(Path(__file__).resolve().parents[3] / "ansible")  # a checkout: src/ckbpool/deploy/hosts.py
+    for candidate in candidates:
+        if (candidate / "site.yml").is_file() and (candidate / "roles" / "btcpool").is_dir():
+            return candidate
+    raise TargetUnavailable(
+        "the btcpool role is not here: set CKBPOOL_ANSIBLE_DIR to a directory with site.yml and roles/btcpool "
+        "(a checkout's ansible/, or `ansible-galaxy role install ckbpool.btcpool -p DIR/roles` plus site.yml)"
+    )
+
+
+def _tool(name: str) -> str:
+    local = Path(sys.executable).parent / name
+    if local.exists():
+        return str(local)
+    raise TargetUnavailable(f"{name} is not installed next to this Python (scripts/ansible-deps.sh installs it)")
+
+
+# ---------------------------------------------------------------------------------------------- events
+
+
+@dataclass
+class HostProgress:
+    """What one host is doing, from the runner's events."""
+
+    host: str
+    task: str = "waiting"
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    unreachable: int = 0
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+    error: str = ""
+
+    @property
+    def state(self) -> str:
+        if self.unreachable:
+            return "unreachable"
+        if self.failed:
+            return "failed"
+        return "done" if self.finished is not None else "running"
+
+    def describe(self) -> str:
+        counts = f"ok {self.ok}, changed {self.changed}" + (f", failed {self.failed}" if self.failed else "")
+        return f"{self.task} ({counts})"
+
+
+class RunView:
+    """Folds ansible-runner events into per-host progress; ``on_progress(host, text)`` gets every change."""
+
+    def __init__(self, on_progress: Callable[[str, str], None] | None = None) -> None:
+        self.on_progress = on_progress or (lambda host, text: None)
+        self.hosts: dict[str, HostProgress] = {}
+        self.play = ""
+        self.stats: dict[str, dict[str, int]] = {}
+        self.failures: list[str] = []
+
+    def _host(self, name: str) -> HostProgress:
+        if name not in self.hosts:
+            self.hosts[name] = HostProgress(name)
+        return self.hosts[name]
+
+    def handle(self, event: dict[str, Any]) -> bool:
+        kind = event.get("event", "")
+        data = event.get("event_data") or {}
+        host = data.get("host") or data.get("remote_addr")
+        if kind == "playbook_on_play_start":
+            self.play = str(data.get("play", ""))
+        elif kind == "runner_on_start" and host:
+            progress = self._host(host)
+            progress.task = str(data.get("task", "")).replace("btcpool : ", "")
+            self.on_progress(host, progress.describe())
+        elif kind in ("runner_on_ok", "runner_on_failed", "runner_on_skipped", "runner_on_unreachable") and host:
+            progress = self._host(host)
+            result = data.get("res") or {}
+            if kind == "runner_on_ok":
+                progress.ok += 1
+                progress.changed += bool(result.get("changed"))
+            elif kind == "runner_on_failed" and not data.get("ignore_errors"):
+                progress.failed += 1
+                message = str(result.get("msg") or result.get("stderr") or "failed").strip()
+                progress.error = message
+                self.failures.append(f"{host}: {progress.task}: {message}")
+            elif kind == "runner_on_failed":
+                progress.ok += 1
+            elif kind == "runner_on_skipped":
+                progress.skipped += 1
+            else:
+                progress.unreachable += 1
+                progress.error = str(result.get("msg", "unreachable")).strip()
+                self.failures.append(f"{host}: unreachable: {progress.error}")
+            self.on_progress(host, progress.describe())
+        elif kind == "playbook_on_stats":
+            for key in ("ok", "changed", "failures", "skipped", "dark", "rescued", "ignored"):
+                for name, count in (data.get(key) or {}).items():
+                    self.stats.setdefault(name, {})[key] = int(count)
+            for name in self.stats:
+                progress = self._host(name)
+                progress.finished = time.monotonic()
+                self.on_progress(name, f"{progress.state}: ok {progress.ok}, changed {progress.changed}")
+        return True
+
+    def changed(self) -> int:
+        return sum(s.get("changed", 0) for s in self.stats.values())
+
+    def summary_table(self, title: str) -> Any:
+        from rich.table import Table
+
+        table = Table(title=title)
+        for column in ("host", "result", "ok", "changed", "failed", "unreachable", "skipped", "time"):
+            table.add_column(column, justify="left" if column in ("host", "result") else "right")
+        for name, progress in sorted(self.hosts.items()):
+            stats = self.stats.get(name, {})
+            colour = {"done": "green", "failed": "red", "unreachable": "red"}.get(progress.state, "yellow")
+            took = (progress.finished or time.monotonic()) - progress.started
+            table.add_row(
+                name,
+                f"[{colour}]{progress.state}[/{colour}]",
+                str(stats.get("ok", progress.ok)),
+                str(stats.get("changed", progress.changed)),
+                str(stats.get("failures", progress.failed)),
+                str(stats.get("dark", progress.unreachable)),
+                str(stats.get("skipped", progress.skipped)),
+                f"{took:.0f}s",
+            )
+        return table
+
+
+# ---------------------------------------------------------------------------------------------- target
+
+
+class HostsTarget:
+    name = "hosts"
+
+    def __init__(self, config: DeployConfig, paths: Paths, inventory: Path | None = None) -> None:
+        self.config = config
+        self.paths = paths
+        self.project = compose_project(config)
+        self.inventory = self._inventory(inventory)
+        self.last_view: RunView | None = None
+        self._inventory_data: dict[str, Any] | None = None
+        p = config.ports
+        node = self._address_of("ckb_node")
+        pool = self._address_of("pool") or self._address_of("stratum")
+        self.rpc_url = f"http://{node or config.bind.private}:{p.node_rpc}"
+        self.pool_http = f"http://{pool or config.bind.private}:{p.pool_http}"
+
+    # -- inventory -----------------------------------------------------------------------------------
+    def _inventory(self, given: Path | None) -> Path:
+        marker = self.paths.workspace / INVENTORY_MARKER
+        if given is not None:
+            inventory = given.expanduser().resolve()
+            if not inventory.exists():
+                raise TargetError(f"inventory {inventory} does not exist")
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(str(inventory) + "\n")
+            return inventory
+        try:
+            remembered = Path(marker.read_text().strip())
+            if remembered.exists():
+                return remembered
+        except OSError:
+            pass
+        return self.paths.workspace / "hosts" / "inventory.ini"
+
+    def inventory_data(self) -> dict[str, Any]:
+        """``ansible-inventory --list`` of the inventory (groups and host variables)."""
+        if self._inventory_data is None:
+            try:
+                result = subprocess.run(
+                    [_tool("ansible-inventory"), "-i", str(self.inventory), "--list"],
+                    capture_output=True, text=True, timeout=60, env=self._env(),
+                )  # fmt: skip
+                self._inventory_data = json.loads(result.stdout) if result.returncode == 0 else {}
+            except (TargetUnavailable, ValueError, subprocess.TimeoutExpired, OSError):
+                self._inventory_data = {}
+        return self._inventory_data
+
+    def groups(self) -> dict[str, list[str]]:
+        data = self.inventory_data()
+        return {g: list((data.get(g) or {}).get("hosts", [])) for g in GROUPS if data.get(g)}
+
+    def _address_of(self, group: str) -> str | None:
+        hosts = self.groups().get(group) or []
+        if not hosts:
+            return None
+        hostvars = (self.inventory_data().get("_meta") or {}).get("hostvars", {}).get(hosts[0], {})
+        if hostvars.get("ansible_connection") == "local":
+            return None
+        address = hostvars.get("btcpool_private_address") or hostvars.get("private_ip") or hostvars.get("ansible_host")
+        if address in (None, "127.0.0.1", "localhost"):
+            return None
+        return str(address)
+
+    # -- runner --------------------------------------------------------------------------------------
+    def _env(self) -> dict[str, str]:
+        bin_dir = str(Path(sys.executable).parent)
+        return {
+            **os.environ,
+            "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
+            "ANSIBLE_HOST_PATTERN_MISMATCH": "ignore",
+            "ANSIBLE_RETRY_FILES_ENABLED": "0",
+            "ANSIBLE_NOCOLOR": "1",
+        }
+
+    def run_playbook(
+        self,
+        playbook: str,
+        extravars: dict[str, Any],
+        *,
+        timeout: float,
+        on_progress: Callable[[str, str], None] | None = None,
+    ) -> RunView:
+        try:
+            import ansible_runner  # type: ignore[import-untyped]
+        except ImportError:
+            raise TargetUnavailable("ansible-runner is not installed (scripts/ansible-deps.sh installs it)") from None
+        if not self.inventory.exists():
+            raise TargetError(f"inventory {self.inventory} does not exist (pass -i INVENTORY or run `ckbpool render`)")
+        project = ansible_dir()
+        private = self.paths.workspace / "hosts" / "runner"
+        private.mkdir(parents=True, exist_ok=True)
+        view = RunView(on_progress)
+        env = self._env()
+        runner = ansible_runner.run(
+            private_data_dir=str(private),
+            project_dir=str(project),
+            playbook=playbook,
+            inventory=str(self.inventory),
+            extravars=extravars,
+            envvars={k: env[k] for k in ("PATH", "ANSIBLE_HOST_PATTERN_MISMATCH", "ANSIBLE_RETRY_FILES_ENABLED")},
+            binary=_tool("ansible-playbook"),
+            event_handler=view.handle,
+            quiet=True,
+            timeout=int(timeout),
+            rotate_artifacts=5,
+        )
+        self.last_view = view
+        if runner.status == "timeout":
+            raise TargetError(f"{playbook} did not finish within {timeout:.0f}s")
+        if runner.rc != 0:
+            detail = "; ".join(view.failures[:3]) or f"{runner.status}, rc {runner.rc}"
+            if not view.failures:
+                tail = (private / "artifacts").glob("*/stdout")
+                last = max(tail, key=lambda p: p.stat().st_mtime, default=None)
+                if last is not None:
+                    detail += ": " + " / ".join(last.read_text(errors="replace").strip().splitlines()[-3:])
+            raise TargetError(f"{playbook} failed: {detail}")
+        return view
+
+    def summary_table(self) -> Any:
+        view = self.last_view or RunView()
+        return view.summary_table(f"{self.config.name} on the hosts of {self.inventory.name}")
+
+    # -- target ------------------------------------------------------------------------------------
+    def deploy(self, *, timeout: float = 1800.0, on_progress: Callable[[str, str], None] | None = None) -> None:
+        self.run_playbook("site.yml", role_vars(self.config, self.paths), timeout=timeout, on_progress=on_progress)
+
+    def destroy(self, *, purge: bool = False, timeout: float = 900.0) -> list[str]:
+        extravars = {**role_vars(self.config, self.paths), "btcpool_purge": purge}
+        view = self.run_playbook("destroy.yml", extravars, timeout=timeout)
+        return sorted(view.hosts)
+
+    def health(self) -> list[ServiceHealth]:
+        """Each host's containers of this pool, from `docker ps` over Ansible (ad-hoc, read-only)."""
+        out: list[ServiceHealth] = []
+        fmt = '{{.Label "com.docker.compose.service"}}|{{.State}}|{{.Status}}'
+        command = f"docker ps --all --filter label=com.docker.compose.project={self.project} --format '{fmt}'"
+        hosts = sorted({h for names in self.groups().values() for h in names}) or ["all"]
+        result = subprocess.run(
+            [_tool("ansible"), "-i", str(self.inventory), ",".join(hosts), "-b", "-o", "-m", "ansible.builtin.shell",
+             "-a", command],
+            capture_output=True, text=True, timeout=120, env=self._env(),
+        )  # fmt: skip
+        for line in result.stdout.splitlines():
+            host, sep, rest = line.partition(" | ")
+            if not sep:
+                continue
+            if "(stdout)" not in rest:
+                out.append(ServiceHealth(host.strip(), "unreachable", False, rest.strip()[:120]))
+                continue
+            body = rest.split("(stdout)", 1)[1].strip()
+            for entry in body.split("\\n"):
+                service, _, state_status = entry.partition("|")
+                state, _, status = state_status.partition("|")
+                if service:
+                    healthy = "(healthy)" in status
+                    out.append(ServiceHealth(f"{host.strip()}/{service}", state, healthy, status))
+        return out
+
+    def show_logs(self, service: str | None, *, lines: int, follow: bool, console: Any) -> None:
+        hosts = sorted({h for names in self.groups().values() for h in names}) or ["all"]
+        command = f"cd /opt/ckbpool/{self.config.name}/compose 2>/dev/null; docker ps -q --filter "
+        command += f"label=com.docker.compose.project={self.project}"
+        if service:
+            command += f" --filter label=com.docker.compose.service={service}"
+        command += f" | xargs -r -n1 docker logs --tail {lines}"
+        subprocess.run(
+            [_tool("ansible"), "-i", str(self.inventory), ",".join(hosts), "-b", "-m", "ansible.builtin.shell",
+             "-a", command],
+            env=self._env(), check=False, timeout=300,
+        )  # fmt: skip
+
+    def processes(self) -> list[str]:
+        return [h.name for h in self.health()]
