@@ -299,7 +299,7 @@ def render(
 # -------------------------------------------------------------------------------- deploy/status/destroy
 
 
-def _target(name: str, cfg: DeployConfig, paths: Paths) -> Any:
+def _target(name: str, cfg: DeployConfig, paths: Paths, inventory: Path | None = None) -> Any:
     if name == "local":
         from ..deploy.local import LocalTarget
 
@@ -308,8 +308,12 @@ def _target(name: str, cfg: DeployConfig, paths: Paths) -> Any:
         from ..deploy.compose import ComposeTarget
 
         return ComposeTarget(cfg, paths)
+    if name == "hosts":
+        from ..deploy.hosts import HostsTarget
+
+        return HostsTarget(cfg, paths, inventory)
     if name in TARGETS:
-        raise fail(f"--target {name}: not available in this version (local and compose are)")
+        raise fail(f"--target {name}: not available in this version (local, compose and hosts are)")
     raise fail(f"--target {name}: unknown target (choose from {', '.join(TARGETS)})")
 
 
@@ -323,6 +327,10 @@ def _remember_target(paths: Paths, target: str | None) -> str:
         return "local"
 
 
+InventoryOption = Annotated[
+    Path | None,
+    typer.Option("--inventory", "-i", help="hosts target: Ansible inventory (default: the last one used)"),
+]
 TargetOption = Annotated[
     str | None,
     typer.Option("--target", "-t", help="local | compose | hosts | aws | alicloud (default: the last deployed)"),
@@ -333,14 +341,16 @@ def deploy(
     config: ConfigOption = Path(CONFIG_FILE_NAME),
     target: TargetOption = None,
     timeout: Annotated[float, typer.Option(help="seconds to wait for every service to be healthy")] = 300.0,
+    inventory: InventoryOption = None,
 ) -> None:
     """Render, then bring the stack up on the target and wait until every service is healthy."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    impl: Any = None
     try:
         cfg, paths = do_render(config, diff=False)
         name = _remember_target(paths, target)
-        impl = _target(name, cfg, paths)
+        impl = _target(name, cfg, paths, inventory)
         (paths.workspace / "target").write_text(name + "\n")
         with Progress(
             SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=False
@@ -354,7 +364,11 @@ def deploy(
                 progress.update(tasks[service], description=text, completed=1 if state == "healthy" else 0)
 
             impl.deploy(timeout=timeout, on_progress=on_progress)
+        if hasattr(impl, "summary_table"):
+            out.print(impl.summary_table())
     except DeployError as exc:
+        if hasattr(impl, "summary_table"):
+            console.print(impl.summary_table())
         raise report_error(exc) from None
     out.print(f"[green]{cfg.name} is up[/green] on the {name} target; see `ckbpool status`")
 
@@ -459,12 +473,13 @@ def destroy(
     target: TargetOption = None,
     purge: Annotated[bool, typer.Option("--purge", help="also delete the stack's data (chain, blocks, Redis)")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="do not ask before --purge")] = False,
+    inventory: InventoryOption = None,
 ) -> None:
     """Stop everything the target runs. Data is kept unless --purge."""
     try:
         cfg, paths = load_project(config, check_secrets=False)
         name = _remember_target(paths, target)
-        impl = _target(name, cfg, paths)
+        impl = _target(name, cfg, paths, inventory)
         if purge and not yes and not typer.confirm(f"Delete all data of {cfg.name} on the {name} target?"):
             raise typer.Exit(1)
         stopped = impl.destroy(purge=purge)
