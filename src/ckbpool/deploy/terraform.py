@@ -221,7 +221,8 @@ class Terraform:
 
     def _cli_config(self) -> Path:
         assert self.plugin_mirror is not None
-        path = self.workdir / ".terraform" / "ckbpool.tfrc"
+        data_dir = Path(self.env.get("TF_DATA_DIR") or os.environ.get("TF_DATA_DIR") or self.workdir / ".terraform")
+        path = (data_dir if data_dir.is_absolute() else self.workdir / data_dir) / "ckbpool.tfrc"
         text = cli_config_text(self.plugin_mirror)
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists() or path.read_text() != text:
