@@ -23,6 +23,7 @@ MODULES = [
     ("Stratum V2 codec and Noise", "benchmarks.bench_sv2"),
     ("Event bus payloads", "benchmarks.bench_bus"),
     ("Pool: shares/s, memory per channel, fan-out, block latency", "benchmarks.bench_pool"),
+    ("V1<->V2 translator: V1 shares/s, bytes per share upstream vs downstream", "benchmarks.bench_proxy"),
 ]
 
 
