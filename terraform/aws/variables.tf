@@ -110,7 +110,7 @@ variable "root_volume_size_gb" {
 }
 
 variable "node_data_volume_size_gb" {
-  description = "Data volume (GB) of ckb_node hosts that set none; null = by network (mainnet 300, testnet 150, dev 20). Mainnet needs at least 150."
+  description = "Data volume (GB) of ckb_node hosts that set none; null = by network (mainnet 300, testnet 150, dev 20). At least 250 on mainnet, 60 on testnet (the btcpool role's preflight)."
   type        = number
   default     = null
 

@@ -125,7 +125,30 @@ def test_small_mainnet_disk_stops_the_plan_with_the_topology_message(tmp_path: P
     with pytest.raises(TerraformError) as info:
         tf.plan("t.tfplan")
     assert "`terraform plan` failed" in str(info.value)
-    assert "mainnet ckb_node host needs a data disk of at least 150 GB" in str(info.value)
+    assert "a mainnet ckb_node host needs a data disk of at least 250 GB" in str(info.value)
+
+
+def test_boot_script_is_valid_shell(tmp_path: Path) -> None:
+    """The user data every host boots with (data disk, bind mounts) parses as POSIX sh."""
+    root = tmp_path / "root"
+    root.mkdir()
+    module = {
+        "source": os.path.relpath(TF / "modules" / "topology", root),
+        "name": "pool",
+        "network": "dev",
+        "default_instance_type": "c6i.xlarge",
+    }
+    (root / "main.tf.json").write_text(
+        json.dumps({"module": {"t": module}, "output": {"user_data": {"value": "${module.t.user_data}"}}})
+    )
+    tf = Terraform(root, binary=terraform_binary(), env={"TF_DATA_DIR": str(tmp_path / ".terraform")})
+    tf.init()
+    tf.plan("t.tfplan")
+    tf.apply("t.tfplan")  # no resources: only outputs
+    script = tmp_path / "user_data.sh"
+    script.write_text(tf.output()["user_data"])
+    subprocess.run(["sh", "-n", str(script)], check=True, timeout=30)
+    assert "mkfs.ext4" in script.read_text() and "/var/lib/docker none bind" in script.read_text()
 
 
 # ------------------------------------------------------------------------------------------ static checks

@@ -18,6 +18,8 @@ locals {
   entries = var.hosts == null ? local.single_host : var.hosts
 
   node_data_default = coalesce(var.node_data_volume_size_gb, { mainnet = 300, testnet = 150, dev = 20 }[var.network])
+  # The btcpool role's preflight asks for this much free space where Docker's data and its install dir live.
+  node_data_minimum = { mainnet = 250, testnet = 60, dev = 20 }[var.network]
 
   # One element per instance: an entry with count = 3 becomes <entry>-1, <entry>-2, <entry>-3.
   expanded = flatten([

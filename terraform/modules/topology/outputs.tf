@@ -27,8 +27,8 @@ output "hosts" {
     error_message = "hosts: pool roles are spread over ${length(local.pool_hosts)} hosts (${join(", ", local.pool_hosts)}): give one host the kafka role."
   }
   precondition {
-    condition     = var.network != "mainnet" || alltrue([for h in values(local.hosts) : h.data_volume_size_gb >= 150 if contains(h.roles, "ckb_node")])
-    error_message = "hosts: a mainnet ckb_node host needs a data disk of at least 150 GB (the CKB documentation's minimum for a mainnet node)."
+    condition     = alltrue([for h in values(local.hosts) : h.data_volume_size_gb >= local.node_data_minimum if contains(h.roles, "ckb_node")])
+    error_message = "hosts: a ${var.network} ckb_node host needs a data disk of at least ${local.node_data_minimum} GB (the btcpool role's preflight minimum; the CKB documentation asks for 150 GB free for mainnet)."
   }
   precondition {
     condition     = length(local.exposed_privates) == 0
@@ -63,7 +63,7 @@ output "needs_kafka" {
 
 output "user_data" {
   description = "Boot script for every host: formats the data disk on first boot and mounts it at data_mount_point."
-  value       = templatefile("${path.module}/user_data.sh.tftpl", { mount_point = var.data_mount_point })
+  value       = templatefile("${path.module}/user_data.sh.tftpl", { mount_point = var.data_mount_point, bind_paths = var.data_bind_paths })
 }
 
 output "data_mount_point" {

@@ -99,7 +99,7 @@ variable "node_data_volume_size_gb" {
   description = <<-EOT
     Data disk (GB) of hosts running ckb_node. null picks by network: mainnet 300 (the CKB docs ask for at least
     150 GB free for a mainnet node; twice that leaves room for growth, the indexer and RocksDB compaction),
-    testnet 150, dev 20.
+    testnet 150, dev 20. At least 250 (mainnet) / 60 (testnet): the btcpool role's preflight minimum.
   EOT
   type        = number
   default     = null
@@ -195,5 +195,16 @@ variable "data_mount_point" {
   validation {
     condition     = can(regex("^/[A-Za-z0-9._/-]+$", var.data_mount_point)) && var.data_mount_point != "/"
     error_message = "data_mount_point must be an absolute path other than /."
+  }
+}
+
+variable "data_bind_paths" {
+  description = "Directories bind-mounted from the data disk at boot, before anything is installed: Docker's data (the chain, Kafka and Redis volumes) and the btcpool role's install dir."
+  type        = list(string)
+  default     = ["/var/lib/docker", "/opt/ckbpool"]
+
+  validation {
+    condition     = alltrue([for p in var.data_bind_paths : can(regex("^/[A-Za-z0-9._/-]+$", p)) && p != "/"])
+    error_message = "data_bind_paths must be absolute paths other than /."
   }
 }

@@ -159,3 +159,20 @@ run "two_ckb_nodes_fail" {
   }
   expect_failures = [output.hosts]
 }
+
+run "user_data_mounts_the_data_disk_under_docker_and_the_install_dir" {
+  command = plan
+  assert {
+    condition     = strcontains(output.user_data, "/var/lib/ckbpool/binds/var/lib/docker /var/lib/docker none bind") && strcontains(output.user_data, "/var/lib/ckbpool/binds/opt/ckbpool /opt/ckbpool none bind") && strcontains(output.user_data, "LABEL=ckbpool-data /var/lib/ckbpool ext4")
+    error_message = "the data disk holds Docker's data and the role's install dir"
+  }
+}
+
+run "testnet_node_disk_below_the_role_minimum_fails" {
+  command = plan
+  variables {
+    network                  = "testnet"
+    node_data_volume_size_gb = 40
+  }
+  expect_failures = [output.hosts]
+}
