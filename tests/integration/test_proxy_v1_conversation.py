@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import json
 import re
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -324,3 +326,59 @@ async def test_bad_input_costs_only_that_connection(stack: Stack) -> None:
         stats = await honest_task
     assert stats.connects == 1 and stats.unanswered == 0
     assert set(stats.rejected_codes) <= {21}, stats.rejected_codes
+
+
+async def test_cli_proxy_run_and_the_v1_cli_miner(stack: Stack, tmp_path: Path) -> None:
+    """`ckbpool proxy run -c proxy.toml` (uvloop, as operators run it) and `ckbpool miner --protocol v1`."""
+    from ckbpool.ckb.node import free_port
+
+    assert stack.pool.server is not None
+    host, port = stack.pool.server.address
+    authority = stack.proxy.config.upstream.authority_public_key
+    v1_port = free_port()
+    config = tmp_path / "proxy.toml"
+    config.write_text(
+        f'[upstream]\nhost = "{host}"\nport = {port}\nauthority_public_key = "{authority}"\n'
+        f'user_identity = "{USER}.cli"\n\n[v1]\nlisten_host = "127.0.0.1"\nlisten_port = {v1_port}\n\n'
+        "[v1.vardiff]\ninitial_difficulty = 100000.0\n"
+    )
+    proxy = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ckbpool.cli", "proxy", "run", "-c", str(config), stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proxy.stderr is not None
+        banner = await asyncio.wait_for(proxy.stderr.readline(), 30)
+        while b"ckbpool proxy running" not in banner:
+            assert banner, "the proxy exited"
+            banner = await asyncio.wait_for(proxy.stderr.readline(), 30)
+        assert f"V1 on 127.0.0.1:{v1_port}".encode() in banner
+        miner = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "ckbpool.cli",
+            "miner",
+            "--protocol",
+            "v1",
+            "--url",
+            f"127.0.0.1:{v1_port}",
+            "--user",
+            f"{USER}.cli-rig",
+            "--duration",
+            "4",
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(miner.communicate(), 60)
+        assert miner.returncode == 0, err.decode()
+        summary = re.search(rb"submitted (\d+), accepted (\d+), rejected (\d+)", err)
+        assert summary and int(summary.group(2)) > 0, err.decode()
+        channels = [c for s in stack.pool.server.sessions for c in s.channels.values() if c.worker == "cli"]
+        assert len(channels) == 1 and channels[0].accepted == int(summary.group(2))
+    finally:
+        if proxy.returncode is None:
+            proxy.send_signal(signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proxy.wait(), 15)
+            if proxy.returncode is None:
+                proxy.kill()
+                await proxy.wait()
+    assert proxy.returncode == 0
