@@ -126,7 +126,7 @@ class Upstream:
     async def run(self) -> None:
         delay = self.settings.reconnect_min_s
         while not self._stopping:
-            reached_channel = False
+            reached_channel = refused = False
             try:
                 await self._session()
                 reason = "the pool closed the connection"
@@ -134,6 +134,7 @@ class Upstream:
                 raise
             except UpstreamRefused as exc:
                 reason = f"refused: {exc}"
+                refused = True
             except (OSError, TimeoutError, asyncio.IncompleteReadError, Sv2Error, CertificateError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             except Exception as exc:  # a bug must not end the reconnect loop
@@ -145,7 +146,8 @@ class Upstream:
             self.last_error = reason
             if reached_channel:
                 self.handler.upstream_down(self, reason)
-                delay = self.settings.reconnect_min_s
+                if not refused:  # a refusal (e.g. a config that does not fit the pool) keeps backing off
+                    delay = self.settings.reconnect_min_s
             if self._stopping:
                 break
             wait = delay * random.uniform(0.5, 1.0)
