@@ -326,3 +326,35 @@ def test_line_buffer() -> None:
     with pytest.raises(LineTooLong):
         LineBuffer(4).feed(b"12345\n")
     assert re.fullmatch(rb"[0-9a-f]{64}", target_hex(12345).encode())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=64),
+            st.sampled_from(
+                [
+                    b'{"id":1,"method":"mining.subscribe","params":[]}\n',
+                    b'{"id":2,"method":"mining.authorize","params":["a.b","x"]}\n',
+                    b'{"id":3,"method":"mining.submit","params":["a.b","1","' + b"00" * 12 + b'"]}\n',
+                    b'{"id":{},"method":[],"params":null}\n',
+                    b"\n",
+                ]
+            ),
+        ),
+        max_size=20,
+    )
+)
+def test_arbitrary_input_never_raises_and_every_reply_is_one_json_line(chunks: list[bytes]) -> None:
+    session = ServerSession(max_line_bytes=256)
+    for chunk in chunks:
+        for event in session.receive_data(chunk):
+            if isinstance(event, SubscribeRequested):
+                session.accept_subscribe(event.request_id, EXTRANONCE1, 12)
+            elif isinstance(event, AuthorizeRequested):
+                session.accept_authorize(event.request_id, event.username)
+            if event.reply:
+                assert event.reply.endswith(b"\n") and event.reply.count(b"\n") == 1
+                reply = json.loads(event.reply)
+                assert set(reply) == {"id", "result", "error"}
