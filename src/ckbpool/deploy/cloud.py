@@ -286,24 +286,25 @@ class CloudTarget:
         confirm: ConfirmCallback | None = None,
         run_hosts: Callable[[Path], None] | None = None,
     ) -> dict[str, Any]:
-        """Preflight, plan, (confirm), apply, inventory, then the stack on the hosts. Returns the outputs."""
+        """Preflight, plan, (confirm), apply, inventory, then the stack on the hosts (the hosts target, i.e. the
+        btcpool role through ansible-runner). Returns the Terraform outputs."""
         tf, summary = self.plan(on_progress=on_progress)
         if confirm is not None and not summary.empty and not confirm(summary):
             raise DeployCancelled(f"plan not applied ({summary.line()}); nothing changed")
         outputs = self.apply(tf, on_progress=on_progress)
-        (run_hosts or self._run_hosts)(self.inventory_path)
+        if run_hosts is not None:
+            run_hosts(self.inventory_path)
+        else:
+            self.hosts_target().deploy(timeout=timeout, on_progress=on_progress)
         return outputs
 
-    def _run_hosts(self, inventory: Path) -> None:
-        try:
-            from . import hosts  # type: ignore[attr-defined]  # the hosts target (Ansible), when present
-        except ImportError:
-            raise TargetUnavailable(
-                f"the {self.cloud} hosts are up (inventory: {inventory}), but this version has no hosts target to "
-                f"deploy the stack on them; run: ansible-playbook -i {inventory} ansible/site.yml"
-            ) from None
-        target = hosts.HostsTarget(self.config, self.paths, inventory=inventory)
-        target.deploy()
+    def hosts_target(self) -> Any:
+        """The hosts target over this deployment's inventory (from the Terraform outputs)."""
+        from .hosts import HostsTarget
+
+        if not self.inventory_path.exists():
+            raise TargetError(f"no inventory at {self.inventory_path}: deploy with --target {self.cloud} first")
+        return HostsTarget(self.config, self.paths, inventory=self.inventory_path)
 
     def outputs(self) -> dict[str, Any]:
         if not (self.workdir / "terraform.tfstate").exists():
@@ -311,8 +312,14 @@ class CloudTarget:
         return self.terraform().output()
 
     def health(self) -> list[ServiceHealth]:
-        outputs = self.outputs()
-        hosts = outputs.get("hosts") or {}
+        """The stack's services on the hosts (through the hosts target); the bare hosts before it ran."""
+        if self.inventory_path.exists():
+            target = self.hosts_target()
+            self.rpc_url, self.pool_http = target.rpc_url, target.pool_http
+            found: list[ServiceHealth] = target.health()
+            if found:
+                return found
+        hosts = self.outputs().get("hosts") or {}
         if not hosts:
             return [ServiceHealth(f"{self.cloud} hosts", "missing", None, "nothing deployed (no Terraform state)")]
         return [
@@ -321,7 +328,7 @@ class CloudTarget:
         ]
 
     def show_logs(self, service: str | None, *, lines: int, follow: bool, console: Any) -> None:
-        raise TargetUnavailable(f"logs of the {self.cloud} target come from its hosts: use the hosts target")
+        self.hosts_target().show_logs(service, lines=lines, follow=follow, console=console)
 
     def destroy(self, *, purge: bool = False, timeout: float = 1800.0) -> list[str]:
         """``terraform destroy`` of everything the deploy created (hosts, disks, groups, network)."""
