@@ -287,3 +287,15 @@ def test_bad_credentials_stop_at_preflight(moto: str, tmp_path: Path, monkeypatc
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_unattended_deploy_without_yes_applies_nothing(aws_env: str, tmp_path: Path) -> None:
+    """No confirm callback, no --yes and no terminal: the plan is shown to nobody, so it is not applied. Terraform's
+    lines went into the progress view meanwhile."""
+    config, paths = project(tmp_path, "ttypool")
+    progress: list[tuple[str, str]] = []
+    target = CloudTarget(config, paths, "aws", aws_endpoint_url=aws_env, extra_inputs=MOTO_INPUTS)
+    with pytest.raises(DeployCancelled, match="re-run with --yes"):
+        target.deploy(on_progress=lambda step, state: progress.append((step, state)), run_hosts=lambda _p: None)
+    assert any(step == "terraform plan" and "Plan:" in state for step, state in progress), progress[-5:]
+    nothing_created(aws_env, "ttypool", target)

@@ -12,10 +12,12 @@ Nothing is created before the input checks and the cloud preflight pass; the pla
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -150,6 +152,7 @@ class CloudTarget:
     aws_endpoint_url: str | None = None  # preflight only; Terraform reads AWS_ENDPOINT_URL from env
     extra_inputs: Mapping[str, Any] | None = None  # module inputs beyond ckbpool.yaml (ami_id, zone_id, ...)
     preflight_call: Any = None  # alicloud: injectable API call (tests)
+    auto_approve: bool = False  # apply the plan without asking (the CLI's --yes)
 
     def __post_init__(self) -> None:
         self.name = self.cloud
@@ -245,22 +248,55 @@ class CloudTarget:
             progress(f"preflight {check.name}", {True: "healthy", False: "failed", None: "skipped"}[check.ok])
         tf = self.terraform()
         tfvars = self.write_root(inputs)
-        progress("terraform init", "running")
-        tf.init()
-        progress("terraform init", "healthy")
-        progress("terraform plan", "running")
-        summary = tf.plan("ckbpool.tfplan", var_files=[tfvars])
-        progress("terraform plan", "healthy")
+        with self._streaming(tf, "terraform init", progress):
+            tf.init()
+        with self._streaming(tf, "terraform plan", progress):
+            summary = tf.plan("ckbpool.tfplan", var_files=[tfvars])
         return tf, summary
 
     def apply(self, tf: Terraform, *, on_progress: ProgressCallback | None = None) -> dict[str, Any]:
         progress = on_progress or (lambda _s, _t: None)
-        progress("terraform apply", "running")
-        tf.apply("ckbpool.tfplan")
-        progress("terraform apply", "healthy")
+        with self._streaming(tf, "terraform apply", progress):
+            tf.apply("ckbpool.tfplan")
         outputs = tf.output()
         self.write_inventory(outputs)
         return outputs
+
+    @contextlib.contextmanager
+    def _streaming(self, tf: Terraform, step: str, progress: ProgressCallback) -> Iterator[None]:
+        """Terraform's lines go to ``on_line`` when given, else into the step's progress line (the CLI's live view
+        then shows what Terraform is doing, e.g. ``aws_instance.host["pool"]: Still creating... [40s elapsed]``)."""
+        progress(step, "running")
+        if self.on_line is None:
+
+            def forward(line: str) -> None:
+                text = line.strip()
+                if text:
+                    progress(step, text[:120])
+
+            tf.on_line = forward
+        try:
+            yield
+        finally:
+            tf.on_line = self.on_line
+        progress(step, "healthy")
+
+    def _confirmed(self, summary: PlanSummary, confirm: ConfirmCallback | None) -> bool:
+        if confirm is not None:
+            return confirm(summary)
+        if self.auto_approve:
+            return True
+        if not sys.stdin.isatty():
+            raise DeployCancelled(
+                f"the plan ({summary.line()}) needs confirmation and there is no terminal to ask on: "
+                "re-run with --yes to apply it"
+            )
+        from rich.console import Console
+        from rich.prompt import Confirm
+
+        console = Console(stderr=True)
+        console.print(plan_table(summary))
+        return bool(Confirm.ask(f"Apply this plan to {self.cloud} {self.config.cloud.region}?", console=console))
 
     def write_inventory(self, outputs: Mapping[str, Any]) -> Path:
         path = self.workdir / "inventory.yml"
@@ -286,10 +322,13 @@ class CloudTarget:
         confirm: ConfirmCallback | None = None,
         run_hosts: Callable[[Path], None] | None = None,
     ) -> dict[str, Any]:
-        """Preflight, plan, (confirm), apply, inventory, then the stack on the hosts (the hosts target, i.e. the
-        btcpool role through ansible-runner). Returns the Terraform outputs."""
+        """Preflight, plan, confirm, apply, inventory, then the stack on the hosts (the hosts target, i.e. the
+        btcpool role through ansible-runner). Returns the Terraform outputs.
+
+        The plan is applied only when ``confirm(summary)`` says so, or with ``auto_approve``; without either, the
+        plan table is shown and the user asked on the terminal, and with no terminal the deploy stops unapplied."""
         tf, summary = self.plan(on_progress=on_progress)
-        if confirm is not None and not summary.empty and not confirm(summary):
+        if not summary.empty and not self._confirmed(summary, confirm):
             raise DeployCancelled(f"plan not applied ({summary.line()}); nothing changed")
         outputs = self.apply(tf, on_progress=on_progress)
         if run_hosts is not None:
