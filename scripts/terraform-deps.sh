@@ -13,6 +13,7 @@
 #                       so on our machines the alicloud provider is reported missing and its tests skip.
 # tflint (optional):    `go install` from the Go module proxy into the cache (its built-in terraform ruleset works
 #                       offline; the AWS ruleset plugin is not served).
+# checkov (optional):   its own venv in the cache (its pinned boto3/botocore conflict with ours).
 set -euo pipefail
 CACHE="${CKBPOOL_CACHE:-$HOME/.cache/ckbpool}"
 MIRROR="$CACHE/tf-plugins"
@@ -20,6 +21,7 @@ SRC="${TF_PLUGINS_SRC:-/opt/tf-plugins}"
 AWS_VERSION="${CKBPOOL_TF_AWS_VERSION:-5.100.0}"
 ALICLOUD_VERSION="${CKBPOOL_TF_ALICLOUD_VERSION:-1.239.0}"
 TFLINT_VERSION="${CKBPOOL_TFLINT_VERSION:-v0.64.0}"
+CHECKOV_VERSION="${CKBPOOL_CHECKOV_VERSION:-3.3.30}"
 PLATFORM="linux_amd64"
 mkdir -p "$MIRROR" "$CACHE/logs" "$CACHE/bin"
 total=$SECONDS
@@ -46,8 +48,8 @@ provider_aws() {
     say "hashicorp/aws $AWS_VERSION linked from $SRC ($((SECONDS - start))s)"
     return 0
   fi
-  say "hashicorp/aws $AWS_VERSION MISSING: not in $SRC and not buildable here (its Go module needs the registry's" \
-    "release tooling); terraform/aws tests will skip ($((SECONDS - start))s)"
+  say "hashicorp/aws $AWS_VERSION MISSING: not in $SRC, and the Go module proxy refuses its source (403 for v5.x)," \
+    "so it cannot be built here; terraform/aws validate/test and the moto test will skip ($((SECONDS - start))s)"
 }
 
 provider_alicloud() {
@@ -67,7 +69,7 @@ provider_alicloud() {
   if ! dir=$(go mod download -json "github.com/aliyun/terraform-provider-alicloud@v$ALICLOUD_VERSION" 2>"$log" |
     python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(d.get("Error")) if d.get("Error") else print(d["Dir"])' 2>>"$log"); then
     say "aliyun/alicloud $ALICLOUD_VERSION MISSING: the Go module proxy does not serve its source:" \
-      "$(grep -m1 -o '[0-9]\{3\} [A-Za-z ]*[^\n]*' "$log" | head -c 160) ($((SECONDS - start))s);" \
+      "$(grep -m1 -o '[0-9]\{3\} [A-Za-z]*' "$log")$(grep -m1 -o 'server response: .*' "$log" | sed 's/server response: /: /' | head -c 120) ($((SECONDS - start))s);" \
       "terraform/alicloud is checked by fmt, checkov and the provider-free topology tests only"
     return 0
   fi
@@ -95,6 +97,20 @@ tflint_bin() {
   fi
 }
 
+checkov_venv() {
+  local start=$SECONDS venv="$CACHE/checkov-venv"
+  if [ -x "$venv/bin/checkov" ] && "$venv/bin/pip" show checkov 2>/dev/null | grep "^Version: $CHECKOV_VERSION$" >/dev/null; then
+    say "checkov $CHECKOV_VERSION present ($((SECONDS - start))s)"
+    return 0
+  fi
+  if python3 -m venv "$venv" >"$CACHE/logs/checkov.log" 2>&1 &&
+    nice "$venv/bin/pip" install -q "checkov==$CHECKOV_VERSION" >>"$CACHE/logs/checkov.log" 2>&1; then
+    say "checkov $CHECKOV_VERSION installed in $((SECONDS - start))s"
+  else
+    say "checkov install FAILED after $((SECONDS - start))s; see $CACHE/logs/checkov.log"
+  fi
+}
+
 cli_config() {
   # Providers come only from the mirror: no registry is contacted, so nothing waits on an unreachable network.
   local rc="$CACHE/terraformrc" tmp
@@ -116,5 +132,6 @@ EOF
 provider_aws
 provider_alicloud
 tflint_bin
+checkov_venv
 cli_config
 say "done in $((SECONDS - total))s"
