@@ -265,7 +265,7 @@ def test_module_sources_are_local() -> None:
 def test_checkov_reports_no_failed_check(tmp_path: Path) -> None:
     checkov = os.environ.get("CKBPOOL_CHECKOV") or str(CACHE / "checkov-venv" / "bin" / "checkov")
     if not Path(checkov).is_file() and shutil.which("checkov") is None:
-        pytest.skip(f"checkov is not installed ({checkov}); scripts/terraform-deps.sh --lint installs it")
+        pytest.skip(f"checkov is not installed ({checkov}); scripts/terraform-deps.sh installs it")
     checkov = checkov if Path(checkov).is_file() else str(shutil.which("checkov"))
     out = tmp_path / "checkov.json"
     env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"}
