@@ -182,6 +182,7 @@ class MinerSession:
         self.peer = writer.get_extra_info("peername")
         self._flush_handle: asyncio.TimerHandle | None = None
         self.closed = False
+        self._closing = False
         self.setup_done = asyncio.Event()
         self.bucket = TokenBucket(server.config.stratum.max_messages_per_second, server.config.stratum.message_burst)
         self.plain = FrameDecoder(server.config.stratum.max_frame_bytes) if noise is None else None
@@ -197,11 +198,17 @@ class MinerSession:
             self.close()
 
     def close(self) -> None:
-        if self.closed:
+        if self.closed or self._closing:
             return
-        self.closed = True
+        self._closing = True  # send() may call close() again (slow reader) while the last acks go out
         if self._flush_handle is not None:
             self._flush_handle.cancel()
+            self._flush_handle = None
+        # shares accepted but not yet acknowledged get their SubmitShares.Success before the connection goes
+        with contextlib.suppress(Exception):
+            if not self.conn.closed:
+                self.flush_acks()
+        self.closed = True
         for channel_id in list(self.channels):
             self.server.forget_channel(self, channel_id)
         self.writer.close()
@@ -294,8 +301,13 @@ class MinerSession:
 def announce_target(session: MinerSession, channel: ChannelState, previous: int, grace_s: float) -> None:
     """Send SetTarget for the channel's current target, opening a grace window when it got harder."""
     if channel.target < previous:
-        channel.previous_target = previous
-        channel.grace_until = time.monotonic() + grace_s
+        now = time.monotonic()
+        # back-to-back harder targets: shares may still be in flight against the easiest one of the window
+        if now < channel.grace_until:
+            channel.previous_target = max(channel.previous_target, previous)
+        else:
+            channel.previous_target = previous
+        channel.grace_until = now + grace_s
     session.send(session.conn.send(ckb_profile.set_target(channel.info.channel_id, channel.target)))
 
 
