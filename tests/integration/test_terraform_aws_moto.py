@@ -208,7 +208,14 @@ def test_deploy_and_destroy_against_moto(aws_env: str, tmp_path: Path) -> None:
         'module.ckbpool.aws_instance.host["motopool"]'
     }
 
+    # destroy asks like deploy: unattended, without --yes, it changes nothing
+    with pytest.raises(DeployCancelled, match="re-run with --yes"):
+        target.destroy()
+    assert len(instances_of(aws_env, "motopool")) == 1
+    assert "motopool" in str(target.summary_table().columns[0]._cells)
+
     # destroy removes everything it created
+    target.auto_approve = True
     removed = target.destroy()
     assert removed[0] == "1 aws host(s)"
     assert instances_of(aws_env, "motopool") == []

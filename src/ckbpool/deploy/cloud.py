@@ -155,6 +155,7 @@ class CloudTarget:
     auto_approve: bool = False  # apply the plan without asking (the CLI's --yes)
 
     def __post_init__(self) -> None:
+        self._hosts: Any = None
         self.name = self.cloud
         self.workdir = self.paths.workspace / "terraform" / self.cloud
         self.rpc_url = ""
@@ -334,8 +335,24 @@ class CloudTarget:
         if run_hosts is not None:
             run_hosts(self.inventory_path)
         else:
-            self.hosts_target().deploy(timeout=timeout, on_progress=on_progress)
+            self._hosts = self.hosts_target()
+            self._hosts.deploy(timeout=timeout, on_progress=on_progress)
         return outputs
+
+    def summary_table(self) -> Any:
+        """The hosts target's per-host summary after the Ansible step; the created hosts before it."""
+        if self._hosts is not None:
+            return self._hosts.summary_table()
+        from rich.table import Table
+
+        table = Table(title=f"{self.config.name} on {self.cloud} {self.config.cloud.region}")
+        for column in ("host", "roles", "public address", "private address"):
+            table.add_column(column)
+        for key, host in sorted((self.outputs().get("hosts") or {}).items()):
+            table.add_row(
+                key, ", ".join(host.get("roles", [])), str(host.get("public_ip")), str(host.get("private_ip"))
+            )
+        return table
 
     def hosts_target(self) -> Any:
         """The hosts target over this deployment's inventory (from the Terraform outputs)."""
@@ -369,15 +386,24 @@ class CloudTarget:
     def show_logs(self, service: str | None, *, lines: int, follow: bool, console: Any) -> None:
         self.hosts_target().show_logs(service, lines=lines, follow=follow, console=console)
 
-    def destroy(self, *, purge: bool = False, timeout: float = 1800.0) -> list[str]:
-        """``terraform destroy`` of everything the deploy created (hosts, disks, groups, network)."""
+    def destroy(
+        self, *, purge: bool = False, timeout: float = 1800.0, confirm: ConfirmCallback | None = None
+    ) -> list[str]:
+        """``terraform destroy`` of everything the deploy created (hosts with their disks, groups, network): the
+        chain data goes with the hosts, so it is confirmed like a deploy (callback, ``auto_approve``, terminal)."""
         tfvars = self.workdir / "terraform.tfvars.json"
         if not (self.workdir / "terraform.tfstate").exists() or not tfvars.exists():
             return []
         before = self.outputs().get("hosts") or {}
+        if not before:
+            return []
         tf = self.terraform()
         tf.init()
-        tf.destroy(var_files=[tfvars])
+        summary = tf.plan("ckbpool-destroy.tfplan", var_files=[tfvars], destroy=True)
+        if not summary.empty and not self._confirmed(summary, confirm):
+            raise DeployCancelled(f"destroy plan not applied ({summary.line()}); nothing changed")
+        tf.apply("ckbpool-destroy.tfplan")
+        (self.workdir / "ckbpool-destroy.tfplan").unlink(missing_ok=True)
         for name in ("inventory.yml", "inventory.ini", "ckbpool.tfplan"):
             (self.workdir / name).unlink(missing_ok=True)
         return [f"{len(before)} {self.cloud} host(s)", "network", "security groups", "key pair"]
