@@ -1,6 +1,6 @@
 mock_provider "alicloud" {
   mock_data "alicloud_regions" {
-    defaults = { regions = [{ id = "cn-hangzhou", region_id = "cn-hangzhou", local_name = "China (Hangzhou)" }] }
+    defaults = { regions = [{ id = "cn-hangzhou", local_name = "China (Hangzhou)" }] }
   }
 }
 

@@ -1,6 +1,6 @@
 mock_provider "alicloud" {
   mock_data "alicloud_regions" {
-    defaults = { regions = [{ id = "ap-southeast-1", region_id = "ap-southeast-1", local_name = "Singapore" }] }
+    defaults = { regions = [{ id = "ap-southeast-1", local_name = "Singapore" }] }
   }
 }
 

@@ -2,7 +2,7 @@
 
 mock_provider "alicloud" {
   mock_data "alicloud_regions" {
-    defaults = { regions = [{ id = "cn-hangzhou", region_id = "cn-hangzhou", local_name = "China (Hangzhou)" }] }
+    defaults = { regions = [{ id = "cn-hangzhou", local_name = "China (Hangzhou)" }] }
   }
   mock_data "alicloud_zones" {
     defaults = { zones = [{ id = "cn-hangzhou-k" }], ids = ["cn-hangzhou-k"] }
