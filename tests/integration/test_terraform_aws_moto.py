@@ -175,6 +175,17 @@ def test_deploy_and_destroy_against_moto(aws_env: str, tmp_path: Path) -> None:
     assert host_vars["ansible_user"] == "ubuntu"
     assert "[ckb_node]\nmotopool\n" in (target.workdir / "inventory.ini").read_text()
 
+    # the btcpool role accepts this inventory as it is: its placement rules, and the hosts target's reading of it
+    from ckbpool.deploy.hostfiles import Placement
+
+    groups = {g: list(v["hosts"]) for g, v in children.items()}
+    placement = Placement.from_inventory(config, groups, {"motopool": host["private_ip"]})
+    assert placement.is_single and placement.addresses == {"motopool": host["private_ip"]}
+    if (Path(sys.executable).parent / "ansible-inventory").exists():
+        hosts_target = target.hosts_target()
+        assert hosts_target.groups()["ckb_node"] == ["motopool"]
+        assert hosts_target.rpc_url == f"http://{host['private_ip']}:8114"
+
     # what moto holds: one running instance, and the security rules
     running = instances_of(aws_env, "motopool")
     assert len(running) == 1 and running[0]["InstanceType"] == "c6i.large"
