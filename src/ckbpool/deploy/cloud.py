@@ -183,6 +183,8 @@ class CloudTarget:
         if problems:
             raise ValidationFailed(str(self.paths.config_file), problems)
         inputs = module_inputs(self.config, self.paths, self.cloud, self.ssh_public_key())
+        # more module inputs from the config (ami_id, zone_id, tags, ...) when its schema carries them
+        inputs.update(getattr(self.config.cloud, "module_inputs", None) or {})
         inputs.update(self.extra_inputs or {})
         return inputs
 
@@ -334,10 +336,20 @@ class CloudTarget:
         outputs = self.apply(tf, on_progress=on_progress)
         if run_hosts is not None:
             run_hosts(self.inventory_path)
+        elif self.emulated:
+            (on_progress or (lambda _s, _t: None))("ansible", f"skipped: the hosts are emulated by {self.emulated}")
         else:
             self._hosts = self.hosts_target()
             self._hosts.deploy(timeout=timeout, on_progress=on_progress)
         return outputs
+
+    @property
+    def emulated(self) -> str | None:
+        """The endpoint override when the cloud API is an emulator (moto in tests): its hosts do not exist, so
+        nothing may connect to their addresses (no Ansible, no probes)."""
+        if self.cloud != "aws":
+            return None
+        return self.aws_endpoint_url or os.environ.get("AWS_ENDPOINT_URL_EC2") or os.environ.get("AWS_ENDPOINT_URL")
 
     def summary_table(self) -> Any:
         """The hosts target's per-host summary after the Ansible step; the created hosts before it."""
@@ -369,7 +381,7 @@ class CloudTarget:
 
     def health(self) -> list[ServiceHealth]:
         """The stack's services on the hosts (through the hosts target); the bare hosts before it ran."""
-        if self.inventory_path.exists():
+        if self.inventory_path.exists() and not self.emulated:
             target = self.hosts_target()
             self.rpc_url, self.pool_http = target.rpc_url, target.pool_http
             found: list[ServiceHealth] = target.health()
@@ -384,6 +396,8 @@ class CloudTarget:
         ]
 
     def show_logs(self, service: str | None, *, lines: int, follow: bool, console: Any) -> None:
+        if self.emulated:
+            raise TargetUnavailable(f"the hosts are emulated by {self.emulated}: they have no logs")
         self.hosts_target().show_logs(service, lines=lines, follow=follow, console=console)
 
     def destroy(
