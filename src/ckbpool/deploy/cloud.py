@@ -7,7 +7,10 @@ provider with the configured region and calls the module in the repository's ``t
 ``inventory.ini`` from the module's outputs. ``destroy`` runs ``terraform destroy`` on the same root.
 
 Nothing is created before the input checks and the cloud preflight pass; the plan is shown and must be confirmed
-(the CLI's ``--yes`` skips the question) before apply.
+(the CLI's ``--yes`` skips the question) before apply, and so is ``destroy``'s plan.
+
+When the AWS API is an emulator (an endpoint override such as ``AWS_ENDPOINT_URL`` pointing at moto, as in the
+tests), the hosts do not exist: the Ansible step and every probe of their addresses are skipped.
 """
 
 from __future__ import annotations
