@@ -152,6 +152,8 @@ async def test_found_blocks_are_persisted_before_and_after_submission(
     finally:
         miner.stop()
         await task
+    assert pool.block_maker is not None
+    await _wait_for(lambda: pool.block_maker.pending_count == 0, 30)  # submissions still in flight finish
     records = [json.loads(p.read_text()) for p in (tmp_path / "blocks").glob("*.json")]
     assert records and all(r["status"] in ("accepted", "stale") for r in records)
     assert all(r["block"]["header"]["nonce"].startswith("0x") for r in records)
