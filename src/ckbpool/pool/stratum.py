@@ -192,6 +192,19 @@ class MinerSession:
         if self.closed or not plaintext_frame:
             return
         data = self.noise.encrypt_frame(plaintext_frame) if self.noise is not None else plaintext_frame
+        self._write(data)
+
+    def send_many(self, plaintext_frames: list[bytes]) -> None:
+        """Several frames in one write (job + SetNewPrevHash): one syscall per connection on a new tip."""
+        if self.closed:
+            return
+        frames = [f for f in plaintext_frames if f]
+        if self.noise is not None:
+            self._write(self.noise.encryptor.encrypt_frames(frames))
+        else:
+            self._write(b"".join(frames))
+
+    def _write(self, data: bytes) -> None:
         self.writer.write(data)
         if self.writer.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
             log.warning("closing %s: it does not read what we send", self.peer)
@@ -555,16 +568,18 @@ class StratumServer:
     def _send_job(self, session: MinerSession, info: ChannelInfo, active: ActiveJob, *, new_height: bool) -> None:
         conn = session.conn
         cid = info.channel_id
+        frames: list[bytes] = []
         if info.kind is ChannelKind.EXTENDED:
-            session.send(conn.send(ckb_profile.extended_job(cid, active.job_id, active.job, future=new_height)))
+            frames.append(conn.send(ckb_profile.extended_job(cid, active.job_id, active.job, future=new_height)))
         else:
-            session.send(conn.send(ckb_profile.standard_job(cid, active.job_id, active.job, future=new_height)))
+            frames.append(conn.send(ckb_profile.standard_job(cid, active.job_id, active.job, future=new_height)))
         channel = session.channels.get(cid)
         if channel is not None and channel.templates and active.template_json is not None:
             # after the job, before its SetNewPrevHash: the client has the template when the job activates
-            session.send(conn.send(CkbJobTemplate(cid, active.job_id, active.template_json)))
+            frames.append(conn.send(CkbJobTemplate(cid, active.job_id, active.template_json)))
         if new_height:
-            session.send(conn.send(ckb_profile.set_new_prev_hash(cid, active.job_id, active.job)))
+            frames.append(conn.send(ckb_profile.set_new_prev_hash(cid, active.job_id, active.job)))
+        session.send_many(frames)
 
     # -- shares -----------------------------------------------------------------------------------
     def on_share(self, session: MinerSession, event: ShareSubmitted) -> None:
