@@ -69,6 +69,7 @@ class HostProgress:
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     error: str = ""
+    changed_tasks: list[str] = field(default_factory=list)
 
     @property
     def state(self) -> str:
@@ -113,10 +114,15 @@ class RunView:
             result = data.get("res") or {}
             if kind == "runner_on_ok":
                 progress.ok += 1
-                progress.changed += bool(result.get("changed"))
+                if result.get("changed"):
+                    progress.changed += 1
+                    progress.changed_tasks.append(progress.task)
             elif kind == "runner_on_failed" and not data.get("ignore_errors"):
                 progress.failed += 1
-                message = str(result.get("msg") or result.get("stderr") or "failed").strip()
+                message = str(result.get("msg") or "failed").strip()
+                output = str(result.get("stderr") or result.get("stdout") or "").strip().splitlines()
+                if output:
+                    message += ": " + " / ".join(line.strip() for line in output[-4:])
                 progress.error = message
                 self.failures.append(f"{host}: {progress.task}: {message}")
             elif kind == "runner_on_failed":
@@ -266,8 +272,11 @@ class HostsTarget:
             playbook=playbook,
             inventory=str(self.inventory),
             extravars=extravars,
-            envvars={k: env[k] for k in ("PATH", "ANSIBLE_HOST_PATTERN_MISMATCH", "ANSIBLE_RETRY_FILES_ENABLED")},
-            binary=_tool("ansible-playbook"),
+            envvars={
+                **{k: env[k] for k in ("PATH", "ANSIBLE_HOST_PATTERN_MISMATCH", "ANSIBLE_RETRY_FILES_ENABLED")},
+                "ANSIBLE_NOCOLOR": "1",
+                "ANSIBLE_FORCE_COLOR": "0",
+            },
             event_handler=view.handle,
             quiet=True,
             timeout=int(timeout),
@@ -302,7 +311,11 @@ class HostsTarget:
     def health(self) -> list[ServiceHealth]:
         """Each host's containers of this pool, from `docker ps` over Ansible (ad-hoc, read-only)."""
         out: list[ServiceHealth] = []
-        fmt = '{{.Label "com.docker.compose.service"}}|{{.State}}|{{.Status}}'
+        # Go templates for docker, escaped from Ansible's Jinja
+        fmt = "|".join(
+            '{{ "{{" }}' + field + '{{ "}}" }}'
+            for field in ('.Label "com.docker.compose.service"', ".State", ".Status")
+        )
         command = f"docker ps --all --filter label=com.docker.compose.project={self.project} --format '{fmt}'"
         hosts = sorted({h for names in self.groups().values() for h in names}) or ["all"]
         result = subprocess.run(
