@@ -7,7 +7,7 @@ Every error is one line on stderr (``error: <key path or file>: <problem>``) and
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -299,7 +299,7 @@ def render(
 # -------------------------------------------------------------------------------- deploy/status/destroy
 
 
-def _target(name: str, cfg: DeployConfig, paths: Paths, inventory: Path | None = None) -> Any:
+def _target(name: str, cfg: DeployConfig, paths: Paths, inventory: Path | None = None, yes: bool = False) -> Any:
     if name == "local":
         from ..deploy.local import LocalTarget
 
@@ -312,6 +312,11 @@ def _target(name: str, cfg: DeployConfig, paths: Paths, inventory: Path | None =
         from ..deploy.hosts import HostsTarget
 
         return HostsTarget(cfg, paths, inventory)
+    if name == "aws" or name == "alicloud":
+        from ..deploy.cloud import CloudTarget
+
+        provider: Literal["aws", "alicloud"] = "aws" if name == "aws" else "alicloud"
+        return CloudTarget(cfg, paths, provider, auto_approve=yes)
     if name in TARGETS:
         raise fail(f"--target {name}: not available in this version (local, compose and hosts are)")
     raise fail(f"--target {name}: unknown target (choose from {', '.join(TARGETS)})")
@@ -342,6 +347,7 @@ def deploy(
     target: TargetOption = None,
     timeout: Annotated[float, typer.Option(help="seconds to wait for every service to be healthy")] = 300.0,
     inventory: InventoryOption = None,
+    yes: Annotated[bool, typer.Option("--yes", help="aws/alicloud: apply the Terraform plan without asking")] = False,
 ) -> None:
     """Render, then bring the stack up on the target and wait until every service is healthy."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -350,7 +356,7 @@ def deploy(
     try:
         cfg, paths = do_render(config, diff=False)
         name = _remember_target(paths, target)
-        impl = _target(name, cfg, paths, inventory)
+        impl = _target(name, cfg, paths, inventory, yes=yes)
         (paths.workspace / "target").write_text(name + "\n")
         with Progress(
             SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=False
@@ -363,7 +369,19 @@ def deploy(
                     tasks[service] = progress.add_task(text, total=1)
                 progress.update(tasks[service], description=text, completed=1 if state == "healthy" else 0)
 
-            impl.deploy(timeout=timeout, on_progress=on_progress)
+            extra: dict[str, Any] = {}
+            if name in ("aws", "alicloud"):
+                from ..deploy.cloud import plan_table
+
+                def confirm(summary: Any) -> bool:
+                    progress.stop()
+                    out.print(plan_table(summary))
+                    ok = yes or typer.confirm(f"Apply this plan ({summary.line()})?", default=False)
+                    progress.start()
+                    return ok
+
+                extra["confirm"] = confirm
+            impl.deploy(timeout=timeout, on_progress=on_progress, **extra)
         if hasattr(impl, "summary_table"):
             out.print(impl.summary_table())
     except DeployError as exc:
@@ -479,7 +497,7 @@ def destroy(
     try:
         cfg, paths = load_project(config, check_secrets=False)
         name = _remember_target(paths, target)
-        impl = _target(name, cfg, paths, inventory)
+        impl = _target(name, cfg, paths, inventory, yes=yes)
         if purge and not yes and not typer.confirm(f"Delete all data of {cfg.name} on the {name} target?"):
             raise typer.Exit(1)
         stopped = impl.destroy(purge=purge)

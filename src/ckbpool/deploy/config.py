@@ -173,6 +173,8 @@ class Cloud(_Strict):
     ssh_public_key_file: str = "~/.ssh/id_ed25519.pub"  # its text goes into tfvars (a public key, not a secret)
     allowed_ssh_cidrs: list[str] = []  # required by the cloud targets: your admin network, e.g. 198.51.100.7/32
     open_node_p2p: bool = False
+    # more inputs of terraform/<provider>, passed as they are (ami_id, zone_id, image_id, tags, ...)
+    module_inputs: dict[str, Any] = {}
 
 
 class DeployConfig(_Strict):
