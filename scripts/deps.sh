@@ -38,6 +38,7 @@ pids=()
 step ckb bash scripts/build-ckb.sh & pids+=($!)
 step kafka bash scripts/kafka-deps.sh & pids+=($!)
 step docker bash scripts/docker-deps.sh & pids+=($!)
+step terraform bash scripts/terraform-deps.sh & pids+=($!)
 if [ -f tests/interop/build.sh ]; then
   step sri-interop bash tests/interop/build.sh & pids+=($!)
 fi
