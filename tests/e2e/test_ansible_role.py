@@ -267,17 +267,26 @@ def test_converge_idempotence_verify_destroy(deployment: Path, engine: str, tmp_
     print("timings " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()) + f"; shares {shares}")
 
 
-def test_unhealthy_service_fails_verify_with_its_name(deployment: Path, engine: str, tmp_path: Path) -> None:
-    """A pool that cannot start (a port it must bind is held inside its container's view: a broken image tag
-    is simpler) fails the run naming the host and task, and the CLI prints the summary table."""
+def test_unhealthy_service_fails_verify_naming_it_with_its_log(
+    deployment: Path, images: dict[str, str], tmp_path: Path
+) -> None:
+    """The pool's image swapped for the node's (its command cannot run there): the pool never gets healthy, the
+    run fails in verify naming the host, the service and its last log lines, and the CLI prints the summary."""
     data = yaml.safe_load(deployment.read_text())
-    data["images"]["pool"] = "local/ckbpool-does-not-exist:e2e"
+    data["images"]["pool"] = images["CKBPOOL_IMAGE_CKB"]
     deployment.write_text(yaml.safe_dump(data, sort_keys=False))
-    result = cli("deploy", "-c", str(deployment), "--target", "hosts", "-i", str(tmp_path / "inventory.ini"),
-                 "--timeout", "600")  # fmt: skip
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text(
+        inventory.read_text().replace("btcpool_firewall=none", "btcpool_firewall=none btcpool_health_timeout_s=30")
+    )
+    start = time.monotonic()
+    result = cli("deploy", "-c", str(deployment), "--target", "hosts", "-i", str(inventory), "--timeout", "600")
     assert result.exit_code == 1, result.stdout
     text = " ".join((result.stdout + result.stderr).split())
-    assert "site.yml failed: testhost: Deploy | Bring up the services of this host" in text
-    assert "failed" in text
+    assert "site.yml failed: testhost: Verify | Name the services that are not healthy" in text, text[-1500:]
+    assert "not healthy after 30s on testhost: pool|" in text
+    assert "last log lines:" in text and "pool_1" in text
+    assert "│ testhost │ failed │" in result.stdout + result.stderr
+    print(f"unhealthy pool reported in {time.monotonic() - start:.0f}s")
     with contextlib.suppress(Exception):
         cli("destroy", "-c", str(deployment), "--purge", "--yes")

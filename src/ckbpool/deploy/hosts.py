@@ -286,7 +286,8 @@ class HostsTarget:
         if runner.status == "timeout":
             raise TargetError(f"{playbook} did not finish within {timeout:.0f}s")
         if runner.rc != 0:
-            detail = "; ".join(view.failures[:3]) or f"{runner.status}, rc {runner.rc}"
+            # the last failure is the one that stopped the host (earlier ones may have been rescued)
+            detail = "; ".join(reversed(view.failures[-3:])) or f"{runner.status}, rc {runner.rc}"
             if not view.failures:
                 tail = (private / "artifacts").glob("*/stdout")
                 last = max(tail, key=lambda p: p.stat().st_mtime, default=None)
