@@ -187,3 +187,48 @@ def test_missing_required_variable_fails_in_argument_validation(workdir: Path) -
 def _no_stray_install(workdir: Path) -> Iterator[None]:
     yield
     assert not (workdir / "install").exists()
+
+
+def test_three_hosts_are_planned_through_ansible(workdir: Path, tmp_path: Path) -> None:
+    """The multi-host plumbing of the role itself (inventory groups and every host's private address gathered
+    from hostvars, the render lookup per host): three inventory hosts on the local connection, only the
+    preflight runs, and each host's plan is written out."""
+    inventory = tmp_path / "three.ini"
+    local = f"ansible_connection=local ansible_python_interpreter={sys.executable}"
+    inventory.write_text(
+        "[all]\n"
+        f"node-1 private_ip=10.231.0.1 {local}\n"
+        f"data-1 private_ip=10.231.0.2 {local}\n"
+        f"pool-1 private_ip=10.231.0.3 {local}\n"
+        "[ckb_node]\nnode-1\n[kafka]\ndata-1\n[redis]\ndata-1\n[pool]\npool-1\n[monitoring]\npool-1\n"
+    )
+    playbook = tmp_path / "plan.yml"
+    playbook.write_text(
+        "- name: Plan\n  hosts: all\n  gather_facts: true\n  tasks:\n"
+        "    - name: Preflight\n      ansible.builtin.include_role:\n        name: btcpool\n"
+        "        tasks_from: preflight\n"
+        "    - name: Write the plan\n      ansible.builtin.copy:\n"
+        '        content: "{{ btcpool__plan | to_json }}"\n'
+        f'        dest: "{tmp_path}/{{{{ inventory_hostname }}}}.json"\n'
+        "        mode: '0644'\n      delegate_to: localhost\n"
+    )
+    variables = {**base_vars(workdir), "btcpool_kafka_enabled": True, "btcpool_network": "mainnet",
+                 "btcpool_payout_address": MAINNET_ADDRESS}  # fmt: skip
+    variables["btcpool_ports"] = {}  # the defaults: nothing listens on 10.231.0.x here
+    vars_file = tmp_path / "vars.json"
+    vars_file.write_text(json.dumps(variables))
+    environ = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", "ANSIBLE_NOCOLOR": "1"}
+    environ["ANSIBLE_ROLES_PATH"] = str(ANSIBLE / "roles")
+    result = subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", str(inventory), str(playbook), "-e", f"@{vars_file}"],
+        capture_output=True, text=True, timeout=300, env=environ,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    plans = {h: json.loads((tmp_path / f"{h}.json").read_text()) for h in ("node-1", "data-1", "pool-1")}
+    assert plans["node-1"]["services"] == ["ckb", "node-exporter"]
+    assert plans["data-1"]["services"] == ["redis", "kafka", "node-exporter", "redis-exporter", "kafka-exporter"]
+    assert plans["pool-1"]["services"] == ["pool", "prometheus", "node-exporter"]
+    pool_toml = plans["pool-1"]["files"]["compose/pool/pool.toml"]
+    assert 'rpc_url = "http://10.231.0.1:8114"' in pool_toml and 'url = "redis://10.231.0.2:6379/0"' in pool_toml
+    assert "ip saddr { 10.231.0.3 } tcp dport 6379 accept" in plans["data-1"]["firewall"]
+    assert "ip saddr { 10.231.0.3 } tcp dport 8114 accept" in plans["node-1"]["firewall"]
