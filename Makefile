@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 $(BIN)/.installed: pyproject.toml setup.py src/ckbpool/ckb/_eaglesong.c
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip setuptools wheel
-	$(BIN)/pip install -q -e '.[dev,cloud]'
+	$(BIN)/pip install -q -e '.[dev,cloud,hosts]'
 	touch $@
 
 venv: $(BIN)/.installed

@@ -44,5 +44,6 @@ if [ -f tests/interop/build.sh ]; then
 fi
 rc=0
 for p in "${pids[@]}"; do wait "$p" || rc=1; done
+step ansible bash scripts/ansible-deps.sh || rc=1   # after the parallel block: it installs into .venv
 echo "deps: all done in $((SECONDS - total))s (rc=$rc)"
 exit $rc
