@@ -207,6 +207,7 @@ class ComposeTarget:
         thread.start()
         deadline = time.monotonic() + timeout
         reported: dict[str, str] = {}
+        retried = False
         while True:
             time.sleep(1.0)
             health = self.health()
@@ -220,6 +221,18 @@ class ComposeTarget:
             if isinstance(outcome, BaseException):
                 raise TargetError(str(outcome))
             if done and isinstance(outcome, subprocess.CompletedProcess) and outcome.returncode != 0:
+                text = outcome.stderr + outcome.stdout
+                crashed = any(h.state in ("exited", "dead", "restarting") for h in health)
+                if not retried and "is unhealthy" in text and not crashed:
+                    # docker-compose v1 gives up on a dependency whose health check failed while a loaded host was
+                    # still starting it; if nothing crashed, wait for the services it did start and `up` once more
+                    retried = True
+                    while time.monotonic() < deadline and not all(h.healthy for h in self.health()):
+                        time.sleep(2.0)
+                    del result["up"]
+                    thread = threading.Thread(target=up, daemon=True)
+                    thread.start()
+                    continue
                 bad = next((h for h in health if not h.healthy), None)
                 detail = (outcome.stderr or outcome.stdout).strip().splitlines()[-3:]
                 raise TargetError(self._failure(bad, " / ".join(detail)))
