@@ -18,7 +18,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -274,12 +273,3 @@ class CkbNode:
 
     def client(self, **kwargs: Any) -> CkbRpcClient:
         return CkbRpcClient(self.config.rpc_url, **kwargs)
-
-    def wait_exit(self, timeout: float) -> int | None:
-        deadline = time.monotonic() + timeout
-        while self.process is not None and time.monotonic() < deadline:
-            code = self.process.poll()
-            if code is not None:
-                return code
-            time.sleep(0.05)
-        return None

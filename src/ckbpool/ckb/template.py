@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import MalformedError
-from .jsonhex import field, hex_uint, parse_bytes, parse_list, parse_uint
+from .jsonhex import field, parse_bytes, parse_list, parse_uint
 from .merkle import extra_hash, proposals_hash, transactions_root
 from .structures import Block, Header, RawHeader, Transaction, UncleBlock
 from .target import compact_to_target
@@ -213,7 +213,3 @@ def job_from_template(template: BlockTemplate, timestamp: int | None = None) -> 
         target=compact_to_target(template.compact_target),
         _body=body,
     )
-
-
-def format_work_id(work_id: int) -> str:
-    return hex_uint(work_id)
