@@ -136,6 +136,25 @@ def test_three_hosts_each_run_their_services_and_find_the_others(project: Path) 
     assert node_rules[p.node_rpc]["sources"] == ["10.231.0.3"]
 
 
+def test_kafka_exporter_switched_off_leaves_no_service_port_or_scrape_job(project: Path) -> None:
+    cfg, paths = _cfg(project)
+    cfg = cfg.model_copy(update={"monitoring": cfg.monitoring.model_copy(update={"kafka_exporter": False})})
+    placement = Placement.from_inventory(cfg, THREE, ADDRESSES)
+    plans = {
+        h: host_plan(cfg, placement, h, install_dir="/opt/ckbpool/hf", controller_secrets_dir=paths.secrets_dir)
+        for h in ADDRESSES
+    }
+    assert plans["data-1"].services == ["redis", "kafka", "node-exporter", "redis-exporter"]
+    assert cfg.ports.kafka_exporter not in {p["port"] for p in plans["data-1"].published}
+    assert cfg.ports.kafka_exporter not in {r["port"] for r in plans["data-1"].firewall}
+    prom = yaml.safe_load(plans["pool-1"].files["compose/prometheus/prometheus.yml"])
+    assert "kafka" not in {j["job_name"] for j in prom["scrape_configs"]}
+    # the single-host compose stack too
+    files = render_files(cfg, paths)
+    assert "kafka-exporter" not in yaml.safe_load(files["compose/compose.yaml"])["services"]
+    assert "kafka" in yaml.safe_load(files["compose/compose.yaml"])["services"]
+
+
 def test_inventory_problems_name_the_group_or_variable(project: Path) -> None:
     cfg, _ = _cfg(project)
     with pytest.raises(RoleVarsError) as empty:

@@ -111,6 +111,9 @@ class Services(_Strict):
 class Monitoring(_Strict):
     enabled: bool = True  # Prometheus + exporters
     grafana: bool = True
+    # danielqsj/kafka-exporter beside the broker (with services.kafka): the consumer-lag alert reads it. Off for
+    # operators whose Kafka is already watched by their own exporter.
+    kafka_exporter: bool = True
     retention: Annotated[str, Field(pattern=r"^[0-9]+[smhdwy]$")] = "15d"
     scrape_interval: Annotated[str, Field(pattern=r"^[0-9]+[smh]$")] = "15s"
 

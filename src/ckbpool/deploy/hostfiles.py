@@ -62,6 +62,7 @@ ROLE_VARS: dict[str, str] = {
     "btcpool_proxy_enabled": "services.proxy",
     "btcpool_monitoring_enabled": "monitoring.enabled",
     "btcpool_grafana_enabled": "monitoring.grafana",
+    "btcpool_kafka_exporter_enabled": "monitoring.kafka_exporter",
     "btcpool_monitoring_retention": "monitoring.retention",
     "btcpool_monitoring_scrape_interval": "monitoring.scrape_interval",
     "btcpool_images": "images",
@@ -227,7 +228,7 @@ def services_on(config: DeployConfig, placement: Placement, host: str) -> list[s
         out.append("node-exporter")  # every host is scraped
     if mon and "redis" in roles:
         out.append("redis-exporter")
-    if mon and "kafka" in roles:
+    if mon and "kafka" in roles and config.monitoring.kafka_exporter:
         out.append("kafka-exporter")
     if "monitoring" in roles and config.monitoring.grafana:
         out.append("grafana")
@@ -329,7 +330,7 @@ def _consumers(config: DeployConfig, placement: Placement) -> dict[tuple[str, st
                 need.setdefault((h, "node_exporter"), []).append(mon)
         if config.services.redis:
             add("redis", "redis_exporter", ["monitoring"])
-        if config.services.kafka:
+        if config.services.kafka and config.monitoring.kafka_exporter:
             add("kafka", "kafka_exporter", ["monitoring"])
     return need
 
@@ -445,7 +446,7 @@ def _prometheus_jobs(config: DeployConfig, placement: Placement, peers: _Peers) 
     ]
     if config.services.redis:
         jobs.append({"name": "redis", "targets": targets("redis", "redis-exporter", "redis_exporter"), "path": None})
-    if config.services.kafka:
+    if config.services.kafka and config.monitoring.kafka_exporter:
         jobs.append({"name": "kafka", "targets": targets("kafka", "kafka-exporter", "kafka_exporter"), "path": None})
     return jobs
 

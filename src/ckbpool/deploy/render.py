@@ -269,7 +269,7 @@ def compose_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
     ]
     if config.services.redis:
         jobs.append({"name": "redis", "targets": ["redis-exporter:9121"], "path": None})
-    if config.services.kafka:
+    if config.services.kafka and config.monitoring.kafka_exporter:
         jobs.append({"name": "kafka", "targets": ["kafka-exporter:9308"], "path": None})
     kafka = _kafka_settings(config.name, "", "kafka", INNER["kafka"], INNER["kafka_controller"])
     kafka_env = {"KAFKA_" + k.replace(".", "_").upper(): v for k, v in kafka.items() if k != "cluster.id"}

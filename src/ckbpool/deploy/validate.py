@@ -52,7 +52,7 @@ def used_ports(config: DeployConfig, roles: list[str]) -> dict[str, int]:
             groups.append("grafana")
         if config.services.redis:
             groups.append("redis_exporter")
-        if config.services.kafka:
+        if config.services.kafka and config.monitoring.kafka_exporter:
             groups.append("kafka_exporter")
     for group in groups:
         keys += ROLE_PORTS.get(group, ())
