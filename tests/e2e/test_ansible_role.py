@@ -6,7 +6,8 @@ its Docker socket is the machine's: the role runs its **"engine already present"
 (``btcpool_docker_install: false``, checked by preflight) and the stack's containers run on the machine's engine,
 so the install directory is bind-mounted at the same path (compose's relative bind mounts resolve on the engine's
 side). ``btcpool_firewall: none`` (a test must not change this machine's firewall; the nftables table is tested
-in namespaces by tests/unit/test_ansible_hostfiles.py). Docker-in-Docker inside the test host is not tried.
+in namespaces by tests/unit/test_ansible_hostfiles.py). The engine install path and the firewall on real
+hosts are the three-host scenario's (test_ansible_multihost.py: test hosts with systemd and engines of their own).
 
 1. converge: deploy through ansible-runner (progress view, summary table), the stack healthy;
 2. idempotence: a second run of the role changes nothing (changed=0 on every host);
