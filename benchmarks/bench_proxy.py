@@ -226,6 +226,7 @@ async def _proxy(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.ERROR)
     config = load_proxy_config(
         data={
+            "http": {"listen_port": 0},  # /metrics on a free port
             "upstream": {
                 "host": "127.0.0.1",
                 "port": args.upstream_port,

@@ -15,7 +15,9 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from test_pool_e2e import pool_config, pool_keys, pool_node  # noqa: F401  (pool_node is a fixture)
 
 from ckbpool.ckb.node import CkbNode
@@ -42,6 +44,7 @@ async def test_100_v1_miners_share_one_upstream_channel_and_the_counts_agree(
         host, port = pool.server.address
         proxy_config = load_proxy_config(
             data={
+                "http": {"listen_port": 0},  # /metrics on a free port
                 "upstream": {
                     "host": host,
                     "port": port,
@@ -111,6 +114,26 @@ async def test_100_v1_miners_share_one_upstream_channel_and_the_counts_agree(
             assert codes[23] <= max(5, miners_accepted // 20), codes
             assert sum(1 for r in results if r.accepted) >= MINERS * 0.8  # nearly every miner got shares in
             assert len(stats["workers"]) == MINERS
+
+            # the proxy's /metrics says the same, with no per-worker series
+            assert proxy.status_server is not None
+            async with httpx.AsyncClient() as http:
+                exposition = (await http.get(f"http://127.0.0.1:{proxy.status_server.port}/metrics")).text
+                health = await http.get(f"http://127.0.0.1:{proxy.status_server.port}/health")
+            assert health.status_code == 200
+            samples = {
+                (family.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in text_string_to_metric_families(exposition)
+                for sample in family.samples
+                if family.name.startswith("ckbpool_proxy_")
+            }
+            assert samples[("ckbpool_proxy_shares", (("result", "accepted"), ("service", "v1")))] == stats["accepted"]
+            rejected_21 = samples.get(("ckbpool_proxy_shares", (("result", "job_not_found"), ("service", "v1"))), 0)
+            assert rejected_21 == stats["rejected"].get("21", 0)
+            assert samples[("ckbpool_proxy_upstream_up", (("service", "v1"),))] == 1.0
+            assert samples[("ckbpool_proxy_upstream_connects", (("service", "v1"),))] == 1.0
+            assert samples[("ckbpool_proxy_traffic_bytes", (("direction", "out"), ("side", "upstream")))] > 0
+            assert not any(ACCOUNT in str(key) for key in samples)
 
             accepted_blocks = [b for b in pool.recent_blocks if b.status == "accepted"]
             assert accepted_blocks, "the miners found no block"

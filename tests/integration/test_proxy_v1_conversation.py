@@ -78,6 +78,7 @@ async def stack(pool_node: CkbNode, tmp_path: Path) -> AsyncIterator[Stack]:  # 
         host, port = pool.server.address
         proxy_config = load_proxy_config(
             data={
+                "http": {"listen_port": 0},  # /metrics on a free port
                 "upstream": {
                     "host": host,
                     "port": port,

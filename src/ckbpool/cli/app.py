@@ -112,6 +112,8 @@ def proxy_run(
             where.append("V1 on {}:{}".format(*proxy.v1.address))
         if proxy.getwork is not None:
             where.append("getwork on http://{}:{}/".format(*proxy.getwork.address))
+        if proxy.status_server is not None:
+            where.append(f"metrics on http://{proxy.status_server.host}:{proxy.status_server.port}/metrics")
         up = cfg.upstream
         console.print(f"[green]ckbpool proxy running ({', '.join(where)}) -> pool {up.host}:{up.port}[/green]")
         try:

@@ -15,6 +15,9 @@
     [getwork]                        # JSON-RPC for the official `ckb miner`
     enabled = true
     listen_port = 8118
+
+    [http]                           # /metrics (Prometheus), /status, /health -- for the operator only
+    listen_port = 8181
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from ..v1.lines import DEFAULT_MAX_LINE_BYTES
 
 __all__ = [
     "GetworkSettings",
+    "HttpSettings",
     "ProxyConfig",
     "ProxyConfigError",
     "UpstreamSettings",
@@ -98,10 +102,17 @@ class GetworkSettings(_Strict):
     max_request_bytes: Annotated[int, Field(ge=1024)] = 4 << 20
 
 
+class HttpSettings(_Strict):
+    enabled: bool = True
+    listen_host: str = "127.0.0.1"  # metrics and status are the operator's, never the internet's
+    listen_port: Port = 8181
+
+
 class ProxyConfig(_Strict):
     upstream: UpstreamSettings
     v1: V1Settings = V1Settings()
     getwork: GetworkSettings = GetworkSettings()
+    http: HttpSettings = HttpSettings()
 
     @property
     def getwork_identity(self) -> str:

@@ -9,9 +9,13 @@ import asyncio
 import logging
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
+from ..pool.status import StatusServer
 from .config import ProxyConfig
 from .downstream import V1Server
 from .getwork import GetworkServer
+from .metrics import ProxyCollector
 
 __all__ = ["Proxy"]
 
@@ -25,18 +29,36 @@ class Proxy:
         self.getwork: GetworkServer | None = GetworkServer(config) if config.getwork.enabled else None
         if self.v1 is None and self.getwork is None:
             raise ValueError("nothing to serve: enable v1 and/or getwork")
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(ProxyCollector(self))
+        self.status_server: StatusServer | None = None
+        if config.http.enabled:
+            self.status_server = StatusServer(
+                config.http.listen_host, config.http.listen_port, self._status, self.registry, health=self.healthy
+            )
 
     async def start(self) -> None:
         if self.v1 is not None:
             await self.v1.start()
         if self.getwork is not None:
             await self.getwork.start()
+        if self.status_server is not None:
+            await self.status_server.start()
 
     async def close(self) -> None:
+        if self.status_server is not None:
+            await self.status_server.close()
         if self.getwork is not None:
             await self.getwork.close()
         if self.v1 is not None:
             await self.v1.close()
+
+    def healthy(self) -> bool:
+        """Every upstream channel open: a proxy cut off from its pool is up but cannot do its job."""
+        return all(s.upstream.connected for s in (self.v1, self.getwork) if s is not None)
+
+    async def _status(self) -> dict[str, Any]:
+        return {"healthy": self.healthy(), **self.stats()}
 
     async def __aenter__(self) -> Proxy:
         await self.start()
