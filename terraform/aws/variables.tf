@@ -189,6 +189,7 @@ variable "private_ports" {
     node_tcp_rpc     = 18114
     node_metrics     = 8100
     pool_http        = 8180
+    proxy_http       = 8181
     redis            = 6379
     kafka            = 9092
     kafka_controller = 9093

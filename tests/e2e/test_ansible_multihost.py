@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import hashlib
 import json
 import os
 import subprocess
@@ -46,8 +45,9 @@ from ckbpool.deploy.render import Paths
 from ckbpool.deploy.secrets import authority_public_key
 from ckbpool.miner.sv2 import Sv2Miner
 
-from .images import build
-from .test_ansible_role import LABEL, ROOT, cli, engine  # noqa: F401  (engine is a fixture)
+from .images import IMAGES as IMAGE_VARS
+from .images import build, build_testing_image, redis_for_hosts
+from .test_ansible_role import ROOT, cli, engine  # noqa: F401  (engine is a fixture)
 
 pytestmark = pytest.mark.e2e
 ACCEPTED = 'ckbpool_shares_total{result="accepted"}'
@@ -107,22 +107,6 @@ class Lab:
         return sorted(line for line in out.stdout.split() if line)
 
 
-def _image(docker_cli: str) -> None:
-    dockerfile = ROOT / "ansible" / "testing" / "testhost-systemd.Dockerfile"
-    digest = hashlib.sha256(dockerfile.read_bytes()).hexdigest()[:16]
-    current = subprocess.run(
-        [docker_cli, "image", "inspect", "--format", f'{{{{ index .Config.Labels "{LABEL}" }}}}', IMAGE],
-        capture_output=True, text=True,
-    ).stdout.strip()  # fmt: skip
-    if current != digest:
-        result = subprocess.run(
-            [docker_cli, "build", "-q", "-t", IMAGE, "--label", f"{LABEL}={digest}", "-f", str(dockerfile),
-             str(dockerfile.parent)],
-            capture_output=True, text=True, timeout=1800,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stdout + result.stderr
-
-
 def _network(docker_cli: str, name: str) -> str:
     """A /24 of the test's own for the hosts; returns its prefix ("10.213.N")."""
     for n in range(os.getpid() % 200 + 20, 256):
@@ -142,23 +126,10 @@ def images(engine: str) -> dict[str, str]:  # noqa: F811
     """tests/e2e/images.py name -> local image (the redis stand-in with /etc/redis opened, as in the one-host test)."""
     names = sorted({n for host in IMAGES.values() for n in host})
     built = build(names)
-    by_name = {name: built[var] for name, var in _vars().items() if var in built}
-    redis_image = f"{by_name['redis'].split(':')[0]}-hosts:e2e"
-    result = subprocess.run(
-        [engine, "build", "-q", "-t", redis_image, "-"],
-        input=f"FROM {by_name['redis']}\nUSER root\nRUN chmod 0755 /etc/redis\n",
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    by_name["redis"] = redis_image
-    _image(engine)
+    by_name = {name: built[var] for name, var in IMAGE_VARS.items() if var in built}
+    by_name["redis"] = redis_for_hosts(by_name["redis"])
+    build_testing_image(IMAGE, ROOT / "ansible" / "testing" / "testhost-systemd.Dockerfile")
     return by_name
-
-
-def _vars() -> dict[str, str]:
-    from .images import IMAGES as VARS
-
-    return VARS
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import shutil
 import subprocess
@@ -43,7 +42,7 @@ from ckbpool.deploy.render import Paths
 from ckbpool.deploy.secrets import authority_public_key
 from ckbpool.miner.sv2 import Sv2Miner
 
-from .images import build, docker
+from .images import build, build_testing_image, docker, redis_for_hosts
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,30 +70,8 @@ def engine() -> str:
 def images(engine: str) -> dict[str, str]:
     start = time.monotonic()
     built = build(["ckb", "pool", "redis", "prometheus", "node-exporter", "redis-exporter"])
-    dockerfile = ROOT / "ansible" / "testing" / "testhost.Dockerfile"
-    digest = hashlib.sha256(dockerfile.read_bytes()).hexdigest()[:16]
-    current = subprocess.run(
-        [engine, "image", "inspect", "--format", f'{{{{ index .Config.Labels "{LABEL}" }}}}', TESTHOST_IMAGE],
-        capture_output=True, text=True,
-    ).stdout.strip()  # fmt: skip
-    if current != digest:
-        result = subprocess.run(
-            [engine, "build", "-q", "-t", TESTHOST_IMAGE, "--label", f"{LABEL}={digest}", "-f", str(dockerfile),
-             str(dockerfile.parent)],
-            capture_output=True, text=True, timeout=1800,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stdout + result.stderr
-    # Debian's redis-server (the stand-in for the official image) leaves /etc/redis 2770 redis:redis, which the
-    # stack's uid (btcpool_uid, not root here unlike the compose e2e) cannot enter; the official image has no
-    # /etc/redis at all (the bind mount creates it world-readable). Same image, that directory opened.
-    redis = f"{built['CKBPOOL_IMAGE_REDIS'].split(':')[0]}-hosts:e2e"
-    result = subprocess.run(
-        [engine, "build", "-q", "-t", redis, "-"],
-        input=f"FROM {built['CKBPOOL_IMAGE_REDIS']}\nUSER root\nRUN chmod 0755 /etc/redis\n",
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    built["CKBPOOL_IMAGE_REDIS"] = redis
+    build_testing_image(TESTHOST_IMAGE, ROOT / "ansible" / "testing" / "testhost.Dockerfile")
+    built["CKBPOOL_IMAGE_REDIS"] = redis_for_hosts(built["CKBPOOL_IMAGE_REDIS"])
     print(f"images ready in {time.monotonic() - start:.0f}s")
     return built
 

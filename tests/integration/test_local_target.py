@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from typer.testing import CliRunner, Result
 
 from ckbpool.ckb.node import free_port
@@ -208,7 +209,9 @@ def test_rendered_prometheus_config_passes_promtool(tmp_path: Path) -> None:
         path = tmp_path / "workspace" / place / "prometheus" / "prometheus.yml"
         out = subprocess.run(["promtool", "check", "config", str(path)], capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stdout + out.stderr
-        assert "SUCCESS: 9 rules found" in out.stdout
+        rules = yaml.safe_load((path.parent / "rules" / "ckbpool.yml").read_text())
+        count = sum(len(group["rules"]) for group in rules["groups"])
+        assert count >= 10 and f"SUCCESS: {count} rules found" in out.stdout  # the rules shipped with the render
 
 
 def test_make_demo_bounded_run(ckb_binary: Path) -> None:
@@ -270,7 +273,8 @@ def test_local_target_with_the_proxy_and_a_v1_miner(tmp_path: Path, ckb_binary: 
     result = cli(
         "init", "-c", str(config), "-y", "--name", "local-v1", "--no-redis", "--no-monitoring", "--proxy", "--miner",
         "--miner-protocol", "v1", "--share-interval", "0.5",
-        *port_flags("stratum", "proxy", "pool_http", "node_rpc", "node_tcp_rpc", "node_p2p", "node_metrics"),
+        *port_flags("stratum", "proxy", "proxy_http", "pool_http", "node_rpc", "node_tcp_rpc", "node_p2p",
+                    "node_metrics"),
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     cfg = load_config(config)
@@ -292,6 +296,10 @@ def test_local_target_with_the_proxy_and_a_v1_miner(tmp_path: Path, ckb_binary: 
             return any(b["status"] == "accepted" and b["worker"].endswith(".proxy") for b in blocks)
 
         wait_for(proxied_block, 120, "a block mined through the proxy")
+        # the proxy's own /metrics, where the rendered proxy.toml put it (the operator's private address)
+        metrics = httpx.get(f"http://{cfg.bind.private}:{cfg.ports.proxy_http}/metrics", timeout=5).text
+        assert 'ckbpool_proxy_upstream_up{service="v1"} 1.0' in metrics, metrics[:2000]
+        assert 'ckbpool_proxy_shares_total{result="accepted",service="v1"}' in metrics
     finally:
         pids = target.processes()
         target.destroy(purge=True)

@@ -1,7 +1,8 @@
 """Monitoring against a running stack: Debian's Prometheus, started here on a free loopback port with the
 prometheus.yml that `ckbpool render` writes (1 s scrape and evaluation intervals), scrapes a real ckb dev node's
-built-in exporter, the real Pool's /metrics (a CPU miner mining through it, so share and block metrics move),
-Redis through redis_exporter and this host through node-exporter (both Debian packages) — every target up.
+built-in exporter, the real Pool's /metrics (a CPU miner mining through it, so share and block metrics move), the
+V1<->V2 proxy's /metrics (a V1 CPU miner behind it), Redis through redis_exporter and this host through
+node-exporter (both Debian packages) — every target up.
 
 Then: every Grafana dashboard query runs on that Prometheus and names metrics the stack exports (kafka_exporter's
 names, which nothing here exports, are checked against the cited list in monitoring/metric-names.yml and reported
@@ -33,7 +34,9 @@ from ckbpool.ckb.devwallet import DevKey
 from ckbpool.ckb.node import CkbNode
 from ckbpool.cli.app import app
 from ckbpool.miner.sv2 import Sv2Miner
+from ckbpool.miner.v1 import V1Miner
 from ckbpool.pool.service import Pool
+from ckbpool.proxy import Proxy, load_proxy_config
 from support.kafka import child_guard, free_port
 from support.monitoring import (
     RULES,
@@ -43,6 +46,7 @@ from support.monitoring import (
     load_dashboards,
     pool_metric_names,
     promql_metric_names,
+    proxy_metric_names,
     short_window_rules,
 )
 from support.redis import RedisServer
@@ -56,7 +60,9 @@ NODE_EXPORTER = shutil.which("prometheus-node-exporter")
 REDIS_EXPORTER = shutil.which("prometheus-redis-exporter")
 # alerts whose condition this stack controls: they must be quiet while it is healthy (DiskAlmostFull depends on
 # the test machine's disks, the hashrate/reject alerts on a CPU miner's noise over 10-second windows)
-QUIET_WHEN_HEALTHY = ("TargetDown", "CkbNodeTipNotAdvancing", "CkbpoolNoNewTemplate", "RedisDown")
+QUIET_WHEN_HEALTHY = (
+    "TargetDown", "CkbNodeTipNotAdvancing", "CkbpoolNoNewTemplate", "RedisDown", "CkbpoolProxyUpstreamDown"
+)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -109,6 +115,7 @@ class PoolThread:
     def __init__(self, pool: Pool, authority: str) -> None:
         self.pool = pool
         self.authority = authority
+        self.proxy: Proxy | None = None
         self.error: BaseException | None = None
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -127,6 +134,8 @@ class PoolThread:
         self._stop = asyncio.Event()
         miner: Sv2Miner | None = None
         miner_task: asyncio.Task[Any] | None = None
+        v1_miner: V1Miner | None = None
+        v1_task: asyncio.Task[Any] | None = None
         try:
             await self.pool.start()
             for _ in range(200):
@@ -137,6 +146,23 @@ class PoolThread:
             host, port = self.pool.server.address
             miner = Sv2Miner(host, port, "ckt1qmonitoring.rig1", authority_public_key=self.authority)
             miner_task = asyncio.create_task(miner.run())
+            # the V1<->V2 translator with a V1 CPU miner behind it: its /metrics is a scrape target too
+            self.proxy = Proxy(
+                load_proxy_config(
+                    data={
+                        "upstream": {"host": host, "port": port, "authority_public_key": self.authority,
+                                     "user_identity": "ckt1qmonitoring.proxy"},
+                        "v1": {"listen_host": "127.0.0.1", "listen_port": 0,
+                               "vardiff": {"initial_difficulty": 2e4, "share_interval_s": 1.0}},
+                        "http": {"listen_port": 0},
+                    }
+                )
+            )  # fmt: skip
+            await self.proxy.start()
+            await self.proxy.wait_upstream(10)
+            assert self.proxy.v1 is not None
+            v1_miner = V1Miner(*self.proxy.v1.address, "ckt1qmonitoring.asic1")
+            v1_task = asyncio.create_task(v1_miner.run())
             # one peer that hangs up mid-handshake: ckbpool_connection_errors_total{reason} gets a series
             _, writer = await asyncio.open_connection(host, port)
             writer.write(b"not a noise handshake")
@@ -150,10 +176,13 @@ class PoolThread:
             if self.error is None:
                 await self._stop.wait()
         finally:
-            if miner is not None and miner_task is not None:
-                miner.stop()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(miner_task, 10)
+            for stoppable, task in ((v1_miner, v1_task), (miner, miner_task)):
+                if stoppable is not None and task is not None:
+                    stoppable.stop()
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(task, 10)
+            if self.proxy is not None:
+                await self.proxy.close()
             # Bounded: with the node stopped, Pool.close() waits for in-flight submit_block retries (each waits
             # up to 30 s for the node to come back). The blocks are on disk already; asyncio.run cancels the rest.
             with contextlib.suppress(TimeoutError):
@@ -204,7 +233,7 @@ def render_prometheus_config(tmp: Path, ports: dict[str, int], keep_jobs: set[st
     config = tmp / "ckbpool.yaml"
     runner = CliRunner()
     flags = [arg for key, port in ports.items() for arg in ("--port", f"{key}={port}")]
-    result = runner.invoke(app, ["init", "-c", str(config), "-y", "--name", "monitoring-live", *flags])
+    result = runner.invoke(app, ["init", "-c", str(config), "-y", "--name", "monitoring-live", "--proxy", *flags])
     assert result.exit_code == 0, result.stdout + result.stderr
     data = yaml.safe_load(config.read_text())
     data.setdefault("monitoring", {})["scrape_interval"] = "1s"
@@ -246,8 +275,14 @@ def stack(ckb_binary: Path, tmp_path_factory: pytest.TempPathFactory, dev_key: D
         pool_thread.start()
         assert pool.status_server is not None and node.config.metrics_port is not None
 
-        ports = {"pool_http": pool.status_server.port, "node_metrics": node.config.metrics_port}
-        jobs = {"prometheus", "ckbpool", "ckb"}
+        proxy = pool_thread.proxy
+        assert proxy is not None and proxy.status_server is not None
+        ports = {
+            "pool_http": pool.status_server.port,
+            "node_metrics": node.config.metrics_port,
+            "proxy_http": proxy.status_server.port,
+        }
+        jobs = {"prometheus", "ckbpool", "ckb", "proxy"}
         if NODE_EXPORTER is not None:
             ports["node_exporter"] = free_port()
             processes.append(Process(
@@ -322,6 +357,8 @@ def test_pool_and_node_metrics_move(stack: Stack) -> None:
         "node tip advancing": "changes(ckb_chain_tip[15s]) > 0",
         "pool job follows the node": "max(ckbpool_job_height) - max(ckb_chain_tip) >= 0",
         "connection error counted": "ckbpool_connection_errors_total > 0",
+        "V1 shares through the proxy": 'increase(ckbpool_proxy_shares_total{result="accepted", service="v1"}[15s]) > 0',
+        "proxy upstream up": "ckbpool_proxy_upstream_up == 1",
     }
     for what, expr in checks.items():
         wait_until(lambda expr=expr: stack.query(expr), 30, what)  # type: ignore[misc]
@@ -332,6 +369,7 @@ def test_dashboard_queries_run_live_and_name_exported_metrics(stack: Stack) -> N
     live_names = set(stack.api("label/__name__/values"))
     exporters = exporter_metric_names()
     sources: dict[str, str] = {name: "pool" for name in pool_metric_names()}
+    sources |= {name: "proxy" for name in proxy_metric_names()}
     sources["up"] = "prometheus"
     running = {"ckb": True, "node_exporter": NODE_EXPORTER is not None, "redis_exporter": REDIS_EXPORTER is not None}
     for exporter, entry in exporters.items():

@@ -23,9 +23,7 @@ from ckbpool.pool.service import Pool
 pytestmark = pytest.mark.integration
 
 
-async def test_node_restart_mid_run_loses_no_block(
-    ckb_binary: Path, tmp_path: Path, dev_key: DevKey
-) -> None:
+async def test_node_restart_mid_run_loses_no_block(ckb_binary: Path, tmp_path: Path, dev_key: DevKey) -> None:
     from conftest import start_dev_node
 
     node = start_dev_node(ckb_binary, tmp_path / "ckb", dev_key, genesis_compact_target=POOL_TEST_COMPACT_TARGET)
@@ -84,9 +82,7 @@ async def test_node_restart_mid_run_loses_no_block(
         node.stop()
 
 
-async def test_block_persisted_but_never_submitted_is_replayed_at_start_up(
-    dev_node: object, tmp_path: Path
-) -> None:
+async def test_block_persisted_but_never_submitted_is_replayed_at_start_up(dev_node: object, tmp_path: Path) -> None:
     """The pool died after writing a found block and before submitting it: the next start submits it."""
     from ckbpool.ckb.node import CkbNode
 

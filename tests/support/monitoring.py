@@ -105,6 +105,25 @@ def pool_metric_names() -> set[str]:
     return names
 
 
+def proxy_metric_names() -> set[str]:
+    """Every sample name the proxy's /metrics can carry: its collector over a proxy with both services (not started;
+    the collector reads counters, which exist from construction)."""
+    from ckbpool.proxy import Proxy, load_proxy_config
+
+    config = load_proxy_config(
+        data={
+            "upstream": {"user_identity": "a.b", "noise": False},
+            "getwork": {"enabled": True},
+            "http": {"enabled": False},
+        }
+    )
+    names = set()
+    for family in Proxy(config).registry.collect():
+        names |= {sample.name for sample in family.samples}
+        names |= {family.name + "_total"} if family.type == "counter" else {family.name}
+    return names
+
+
 # --------------------------------------------------------------------------------------- short-window rules
 # Durations of the real rule file -> what the live test uses with 1 s scrapes. A duration missing here fails
 # loudly, so a new window in the rules gets a deliberate test value.

@@ -155,7 +155,28 @@ def test_kafka_exporter_switched_off_leaves_no_service_port_or_scrape_job(projec
     assert "kafka" in yaml.safe_load(files["compose/compose.yaml"])["services"]
 
 
+def test_a_proxy_host_is_scraped_by_the_monitoring_host_and_only_by_it(project: Path) -> None:
+    cfg, paths = _cfg(project)
+    cfg = cfg.model_copy(update={"services": cfg.services.model_copy(update={"proxy": True})})
+    inventory = {**THREE, "proxy": ["edge-1"]}
+    addresses = {**ADDRESSES, "edge-1": "10.231.0.4"}
+    placement = Placement.from_inventory(cfg, inventory, addresses)
+    plan = host_plan(cfg, placement, "edge-1", install_dir="/opt/ckbpool/hf", controller_secrets_dir=paths.secrets_dir)
+    assert plan.services == ["proxy", "node-exporter"]
+    proxy_toml = tomllib.loads(plan.files["compose/pool/proxy.toml"])
+    assert proxy_toml["http"] == {"listen_host": "0.0.0.0", "listen_port": 8181}
+    assert ("10.231.0.4", cfg.ports.proxy_http) in {(p["address"], p["port"]) for p in plan.published}
+    rules = {r["port"]: r for r in plan.firewall}
+    assert rules[cfg.ports.proxy_http]["sources"] == ["10.231.0.3"]  # the monitoring host
+    assert rules[cfg.ports.proxy]["public"]
+    mon = host_plan(cfg, placement, "pool-1", install_dir="/opt/ckbpool/hf", controller_secrets_dir=paths.secrets_dir)
+    prom = yaml.safe_load(mon.files["compose/prometheus/prometheus.yml"])
+    targets = {j["job_name"]: j["static_configs"][0]["targets"] for j in prom["scrape_configs"]}
+    assert targets["proxy"] == [f"10.231.0.4:{cfg.ports.proxy_http}"]
+
+
 def test_inventory_problems_name_the_group_or_variable(project: Path) -> None:
+
     cfg, _ = _cfg(project)
     with pytest.raises(RoleVarsError) as empty:
         Placement.from_inventory(cfg, {**THREE, "redis": []}, ADDRESSES)

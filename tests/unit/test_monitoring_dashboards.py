@@ -27,6 +27,7 @@ from support.monitoring import (
     load_dashboards,
     pool_metric_names,
     promql_metric_names,
+    proxy_metric_names,
 )
 
 pytestmark = pytest.mark.unit
@@ -118,7 +119,7 @@ def test_every_query_parses_with_prometheus_parser(boards: dict[str, dict[str, A
 
 
 def test_every_query_names_a_metric_that_is_exported(boards: dict[str, dict[str, Any]]) -> None:
-    known = pool_metric_names() | {"up"}
+    known = pool_metric_names() | proxy_metric_names() | {"up"}
     for exporter in exporter_metric_names().values():
         known |= set(exporter["metrics"])
     used: set[str] = set()

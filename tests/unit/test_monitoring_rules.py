@@ -21,6 +21,7 @@ from support.monitoring import (
     exporter_metric_names,
     pool_metric_names,
     promql_metric_names,
+    proxy_metric_names,
     short_window_rules,
 )
 
@@ -86,7 +87,7 @@ def test_alerts_follow_the_conventions() -> None:
 
 
 def test_alerts_read_only_metrics_that_exist() -> None:
-    known = pool_metric_names() | {"up"}
+    known = pool_metric_names() | proxy_metric_names() | {"up"}
     for exporter in exporter_metric_names().values():
         known |= set(exporter["metrics"])
     for rule in alert_rules():

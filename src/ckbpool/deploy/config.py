@@ -43,6 +43,7 @@ class Ports(_Strict):
     stratum: Port = 34255
     proxy: Port = 3333  # CKB Stratum V1 for ASICs, served by the translator
     pool_http: Port = 8180  # /status, /metrics, /health
+    proxy_http: Port = 8181  # the translator's /status, /metrics, /health
     node_rpc: Port = 8114
     node_tcp_rpc: Port = 18114  # new-tip subscription
     node_p2p: Port = 8115

@@ -256,6 +256,7 @@ PUBLISHABLE: dict[str, tuple[str, int]] = {
     "stratum": ("pool", INNER["stratum"]),
     "pool_http": ("pool", INNER["pool_http"]),
     "proxy": ("proxy", INNER["proxy"]),
+    "proxy_http": ("proxy", INNER["proxy_http"]),
     "node_rpc": ("ckb", INNER["node_rpc"]),
     "node_tcp_rpc": ("ckb", INNER["node_tcp_rpc"]),
     "node_metrics": ("ckb", INNER["node_metrics"]),
@@ -328,6 +329,10 @@ def _consumers(config: DeployConfig, placement: Placement) -> dict[tuple[str, st
         for h in placement.roles:
             if mon and mon != h:
                 need.setdefault((h, "node_exporter"), []).append(mon)
+        if config.services.proxy:
+            for h in placement.hosts_with("proxy"):
+                if mon and mon != h:
+                    need.setdefault((h, "proxy_http"), []).append(mon)
         if config.services.redis:
             add("redis", "redis_exporter", ["monitoring"])
         if config.services.kafka and config.monitoring.kafka_exporter:
@@ -448,6 +453,8 @@ def _prometheus_jobs(config: DeployConfig, placement: Placement, peers: _Peers) 
         jobs.append({"name": "redis", "targets": targets("redis", "redis-exporter", "redis_exporter"), "path": None})
     if config.services.kafka and config.monitoring.kafka_exporter:
         jobs.append({"name": "kafka", "targets": targets("kafka", "kafka-exporter", "kafka_exporter"), "path": None})
+    if config.services.proxy:
+        jobs.append({"name": "proxy", "targets": targets("proxy", "proxy", "proxy_http"), "path": None})
     return jobs
 
 

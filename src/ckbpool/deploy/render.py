@@ -82,7 +82,8 @@ BOOTNODES: dict[str, list[str]] = {
 }
 # container-side ports of the compose stack (the host side comes from ckbpool.yaml's ports)
 INNER = {"node_rpc": 8114, "node_tcp_rpc": 18114, "node_p2p": 8115, "node_metrics": 8100, "stratum": 34255,
-         "pool_http": 8180, "redis": 6379, "kafka": 9092, "kafka_controller": 9093, "proxy": 3333}  # fmt: skip
+         "pool_http": 8180, "redis": 6379, "kafka": 9092, "kafka_controller": 9093, "proxy": 3333,
+         "proxy_http": 8181}  # fmt: skip
 #: compose service -> its directory of rendered config files (bind-mounted read-only)
 COMPOSE_CONFIG_DIRS = {
     "ckb": "ckb",
@@ -224,6 +225,8 @@ def local_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
     ]
     if config.services.redis:
         jobs.append({"name": "redis", "targets": [f"{priv}:{p.redis_exporter}"], "path": None})
+    if config.services.proxy:
+        jobs.append({"name": "proxy", "targets": [f"{priv}:{p.proxy_http}"], "path": None})
     return {
         "place": "local",
         "ckb": _ckb_ctx(config, listen_host=priv, ports=ports, data_dir="data"),
@@ -254,6 +257,8 @@ def local_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
             "listen_port": p.proxy,
             "upstream_host": "127.0.0.1" if config.bind.public in ("0.0.0.0", "::") else config.bind.public,
             "upstream_port": p.stratum,
+            "http_host": priv,
+            "http_port": p.proxy_http,
         },
         "prometheus": {"jobs": jobs},
     }
@@ -271,6 +276,8 @@ def compose_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
         jobs.append({"name": "redis", "targets": ["redis-exporter:9121"], "path": None})
     if config.services.kafka and config.monitoring.kafka_exporter:
         jobs.append({"name": "kafka", "targets": ["kafka-exporter:9308"], "path": None})
+    if config.services.proxy:
+        jobs.append({"name": "proxy", "targets": [f"proxy:{INNER['proxy_http']}"], "path": None})
     kafka = _kafka_settings(config.name, "", "kafka", INNER["kafka"], INNER["kafka_controller"])
     kafka_env = {"KAFKA_" + k.replace(".", "_").upper(): v for k, v in kafka.items() if k != "cluster.id"}
     kafka_env["CLUSTER_ID"] = kafka["cluster.id"]
@@ -307,6 +314,8 @@ def compose_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
             "listen_port": INNER["proxy"],
             "upstream_host": "pool",
             "upstream_port": INNER["stratum"],
+            "http_host": "0.0.0.0",
+            "http_port": INNER["proxy_http"],
         },
         "prometheus": {"jobs": jobs},
         "kafka": {"settings": kafka, "env": kafka_env},

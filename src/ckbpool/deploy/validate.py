@@ -21,7 +21,7 @@ ROLE_PORTS: dict[str, tuple[str, ...]] = {
     "pool_http": ("pool_http",),
     "redis": ("redis",),
     "kafka": ("kafka", "kafka_controller"),
-    "proxy": ("proxy",),
+    "proxy": ("proxy", "proxy_http"),
     "monitoring": ("prometheus", "node_exporter"),
     "grafana": ("grafana",),
     "redis_exporter": ("redis_exporter",),
