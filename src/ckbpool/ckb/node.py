@@ -8,7 +8,6 @@ every other setting at the node's own defaults for the pinned version.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import logging
@@ -230,21 +229,16 @@ class CkbNode:
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
         """Wait until RPC answers; fail fast (with the log tail) if the process exits."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+
+        def alive() -> None:
+            if self.process is not None and self.process.poll() is not None:
+                raise NodeSetupError(f"ckb exited with code {self.process.returncode}:\n{self.log_tail()}")
+
         async with CkbRpcClient(self.config.rpc_url, retries=0, timeout=2.0) as client:
-            while True:
-                if self.process is not None and self.process.poll() is not None:
-                    raise NodeSetupError(f"ckb exited with code {self.process.returncode}:\n{self.log_tail()}")
-                try:
-                    await client.call("get_tip_block_number", retries=0)
-                    return
-                except NodeUnavailable:
-                    if loop.time() > deadline:
-                        raise NodeSetupError(
-                            f"ckb RPC did not answer within {timeout:.0f}s:\n{self.log_tail()}"
-                        ) from None
-                    await asyncio.sleep(0.1)
+            try:
+                await client.wait_ready(timeout, interval=0.1, check=alive)
+            except NodeUnavailable:
+                raise NodeSetupError(f"ckb RPC did not answer within {timeout:.0f}s:\n{self.log_tail()}") from None
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout``: ckb flushes RocksDB on a clean shutdown."""

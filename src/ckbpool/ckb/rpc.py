@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import httpx
@@ -135,11 +135,16 @@ class CkbRpcClient:
         result = await self.call("get_header", ["0x" + block_hash.hex()])
         return result if isinstance(result, dict) else None
 
-    async def wait_ready(self, timeout: float = 60.0, interval: float = 0.2) -> None:
-        """Wait until the node answers RPC (used right after starting a node)."""
+    async def wait_ready(
+        self, timeout: float = 60.0, interval: float = 0.2, *, check: Callable[[], None] | None = None
+    ) -> None:
+        """Wait until the node answers RPC (used right after starting a node). ``check`` runs before each try
+        and raises to give up early, e.g. when the node's process has already exited."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
+            if check is not None:
+                check()
             try:
                 await self.call("get_tip_block_number", retries=0)
                 return
