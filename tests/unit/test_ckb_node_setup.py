@@ -1,5 +1,5 @@
-"""CkbNode.wait_ready gives up at once, with the node's log, when the process has already exited; and with the
-RPC address when nothing answers in time -- instead of waiting out its whole timeout."""
+"""Setting up the node: CkbNode.wait_ready gives up at once, with the node's log, when the process has already
+exited, and names the timeout when nothing answers; the installer and scripts/build-ckb.sh build the same ckb."""
 
 from __future__ import annotations
 
@@ -40,3 +40,17 @@ def test_a_node_that_never_answers_times_out_naming_it(tmp_path: Path) -> None:
     finally:
         node.process.kill()
         node.process.wait(10)
+
+
+def test_build_script_and_installer_build_ckb_alike() -> None:
+    """scripts/build-ckb.sh (make deps) and ckbpool.ckb.install.cargo_install (first run without make deps) must
+    build the same pinned ckb with the same profile, or the cache would hold two different builds."""
+    import re
+
+    from ckbpool.ckb.install import CARGO_PROFILE, CKB_VERSION, DEFAULT_OPT_LEVEL
+
+    script = (Path(__file__).resolve().parents[2] / "scripts" / "build-ckb.sh").read_text()
+    exports = dict(re.findall(r"^export (CARGO_PROFILE_RELEASE_\w+)=\"?([^\"\n]+)\"?$", script, re.M))
+    assert exports.pop("CARGO_PROFILE_RELEASE_OPT_LEVEL") == "${CKB_OPT_LEVEL:-" + DEFAULT_OPT_LEVEL + "}"
+    assert exports == CARGO_PROFILE
+    assert f'CKB_VERSION="${{CKB_VERSION:-{CKB_VERSION}}}"' in script
