@@ -71,7 +71,7 @@ from ckbpool.sv2.messages_mining import (
     REQUIRES_VERSION_ROLLING,
     REQUIRES_WORK_SELECTION,
 )
-from ckbpool.sv2.server import ServerConnection
+from ckbpool.sv2.server import PreparedJobMessage, ServerConnection
 
 pytestmark = pytest.mark.unit
 
@@ -584,3 +584,43 @@ def test_server_extended_channel_checks() -> None:
     # A SetNewPrevHash to a member channel may activate a future job sent to its group.
     server.send(NewExtendedMiningJob(100, 3, None, 0, True, (), POW_HASH, b""))
     server.send(SetNewPrevHash(9, 3, PARENT, 0, 0))
+
+
+def test_a_job_encoded_once_for_many_channels_is_what_send_gives_each() -> None:
+    """send_for_channel (the pool's fan-out) = send() of the same message with that channel id: the same bytes,
+    the same checks, the same future-job bookkeeping (a SetNewPrevHash needs the future job first)."""
+    server, client = connected()
+    standard = open_standard(server, client, request_id=1, channel_id=7)
+    extended = open_extended(server, client, request_id=2, channel_id=8)
+    reference, ref_client = connected()
+    open_standard(reference, ref_client, request_id=1, channel_id=7)
+    open_extended(reference, ref_client, request_id=2, channel_id=8)
+
+    job = PreparedJobMessage.of(NewMiningJob(0, 5, None, 0, POW_HASH))
+    ext_job = PreparedJobMessage.of(NewExtendedMiningJob(0, 5, None, 0, True, (), POW_HASH, b"\x01" * 8))
+    prev = PreparedJobMessage.of(SetNewPrevHash(0, 5, PARENT, 1_700_000_000, 0x1D00FFFF))
+    with pytest.raises(LocalProtocolError, match="future job"):
+        server.send_for_channel(prev, standard.channel_id)  # no future job yet
+    sent = [
+        server.send_for_channel(job, standard.channel_id),
+        server.send_for_channel(prev, standard.channel_id),
+        server.send_for_channel(ext_job, extended.channel_id),
+        server.send_for_channel(prev, extended.channel_id),
+    ]
+    assert sent == [
+        reference.send(NewMiningJob(7, 5, None, 0, POW_HASH)),
+        reference.send(SetNewPrevHash(7, 5, PARENT, 1_700_000_000, 0x1D00FFFF)),
+        reference.send(NewExtendedMiningJob(8, 5, None, 0, True, (), POW_HASH, b"\x01" * 8)),
+        reference.send(SetNewPrevHash(8, 5, PARENT, 1_700_000_000, 0x1D00FFFF)),
+    ]
+    received = [e for frame in sent for e in client.receive_data(frame)]
+    assert all(isinstance(e, MessageReceived) for e in received), received  # the client accepts them in order
+    assert [e.message.channel_id for e in received if isinstance(e, MessageReceived)] == [7, 7, 8, 8]
+    with pytest.raises(LocalProtocolError, match="future job"):
+        server.send_for_channel(prev, standard.channel_id)  # SetNewPrevHash consumed the channel's future jobs
+    with pytest.raises(LocalProtocolError, match="standard channel"):
+        server.send_for_channel(job, extended.channel_id)
+    with pytest.raises(LocalProtocolError, match="to standard channel"):
+        server.send_for_channel(ext_job, standard.channel_id)
+    with pytest.raises(LocalProtocolError, match="no extended channel or group 99"):
+        server.send_for_channel(ext_job, 99)

@@ -45,7 +45,7 @@ from ..sv2.messages_ckb import (
 )
 from ..sv2.noise import NoiseResponder, NoiseTransport, ResponderCredentials
 from ..sv2.noise_handshake import MSG1_SIZE
-from ..sv2.server import ServerConnection
+from ..sv2.server import PreparedJobMessage, ServerConnection
 from .channels import (
     JobEntry,
     PrefixAllocator,
@@ -73,6 +73,37 @@ class ActiveJob:
     new_height: bool
     # the node's template JSON the job was built from (template extension 0x4CCB), when known
     template_json: bytes | None = None
+
+
+class _JobFrames:
+    """One fan-out's job messages, each encoded once (lazily, for the channel kinds present) and handed to every
+    channel with only its channel id patched in: per channel, what remains is the state machine's bookkeeping,
+    the encryption and the write."""
+
+    __slots__ = ("_active", "_extended", "_prev_hash", "_standard")
+
+    def __init__(self, active: ActiveJob) -> None:
+        self._active = active
+        self._standard: PreparedJobMessage | None = None
+        self._extended: PreparedJobMessage | None = None
+        self._prev_hash: PreparedJobMessage | None = None
+
+    def job(self, kind: ChannelKind) -> PreparedJobMessage:
+        a = self._active
+        if kind is ChannelKind.EXTENDED:
+            if self._extended is None:
+                message = ckb_profile.extended_job(0, a.job_id, a.job, future=a.new_height)
+                self._extended = PreparedJobMessage.of(message)
+            return self._extended
+        if self._standard is None:
+            self._standard = PreparedJobMessage.of(ckb_profile.standard_job(0, a.job_id, a.job, future=a.new_height))
+        return self._standard
+
+    def prev_hash(self) -> PreparedJobMessage:
+        if self._prev_hash is None:
+            a = self._active
+            self._prev_hash = PreparedJobMessage.of(ckb_profile.set_new_prev_hash(0, a.job_id, a.job))
+        return self._prev_hash
 
 
 class JobBook:
@@ -548,6 +579,7 @@ class StratumServer:
         self.metrics.templates_total.inc()
         self.metrics.job_height.set(job.height)
         network_target = job.target
+        prepared = _JobFrames(active)
         for session in list(self.sessions):
             if session.closed:
                 continue
@@ -559,17 +591,29 @@ class StratumServer:
                         and channel.vardiff.set_network_target(network_target) is not None
                     ):
                         announce_target(session, channel, previous, self._grace_s)
-                    self._send_job(session, channel.info, active, new_height=active.new_height)
+                    self._send_job(session, channel.info, active, new_height=active.new_height, prepared=prepared)
             except Sv2Error as exc:
                 log.warning("dropping %s: cannot send it the job: %s", session.peer, exc)
                 session.close()
         return active
 
-    def _send_job(self, session: MinerSession, info: ChannelInfo, active: ActiveJob, *, new_height: bool) -> None:
+    def _send_job(
+        self,
+        session: MinerSession,
+        info: ChannelInfo,
+        active: ActiveJob,
+        *,
+        new_height: bool,
+        prepared: _JobFrames | None = None,
+    ) -> None:
+        """The job (and on a new tip its SetNewPrevHash) to one channel. ``prepared``: the frames of a fan-out,
+        encoded once for every channel (only the channel id differs), for ``new_height == active.new_height``."""
         conn = session.conn
         cid = info.channel_id
         frames: list[bytes] = []
-        if info.kind is ChannelKind.EXTENDED:
+        if prepared is not None:
+            frames.append(conn.send_for_channel(prepared.job(info.kind), cid))
+        elif info.kind is ChannelKind.EXTENDED:
             frames.append(conn.send(ckb_profile.extended_job(cid, active.job_id, active.job, future=new_height)))
         else:
             frames.append(conn.send(ckb_profile.standard_job(cid, active.job_id, active.job, future=new_height)))
@@ -578,7 +622,10 @@ class StratumServer:
             # after the job, before its SetNewPrevHash: the client has the template when the job activates
             frames.append(conn.send(CkbJobTemplate(cid, active.job_id, active.template_json)))
         if new_height:
-            frames.append(conn.send(ckb_profile.set_new_prev_hash(cid, active.job_id, active.job)))
+            if prepared is not None:
+                frames.append(conn.send_for_channel(prepared.prev_hash(), cid))
+            else:
+                frames.append(conn.send(ckb_profile.set_new_prev_hash(cid, active.job_id, active.job)))
         session.send_many(frames)
 
     # -- shares -----------------------------------------------------------------------------------

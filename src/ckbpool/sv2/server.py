@@ -48,6 +48,7 @@ channel/group ids, one extranonce size per group. Violations raise ``LocalProtoc
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from ckbpool.sv2.connection import (
@@ -73,7 +74,7 @@ from ckbpool.sv2.events import (
     Rejected,
     ShareSubmitted,
 )
-from ckbpool.sv2.framing import DEFAULT_MAX_PAYLOAD
+from ckbpool.sv2.framing import DEFAULT_MAX_PAYLOAD, HEADER_SIZE
 from ckbpool.sv2.messages import Message, UnknownMessage, encode_message
 from ckbpool.sv2.messages_ckb import (
     CkbJobTemplate,
@@ -132,6 +133,7 @@ __all__ = [
     "ERROR_EXTENDED_CHANNELS_NOT_SUPPORTED_FOR_STANDARD_JOBS",
     "ERROR_STANDARD_CHANNELS_NOT_SUPPORTED",
     "KNOWN_MINING_SETUP_FLAGS",
+    "PreparedJobMessage",
     "ServerConnection",
 ]
 
@@ -359,6 +361,16 @@ class ServerConnection(Connection):
         check(message)
         return encode_message(message)
 
+    def send_for_channel(self, prepared: PreparedJobMessage, channel_id: int) -> bytes:
+        """What ``send()`` returns for ``prepared.message`` with ``channel_id`` as its channel, with the same
+        checks and bookkeeping, but without building or encoding the message again: a new tip goes to every
+        channel with the same job, so the pool encodes it once and only the channel id differs."""
+        self._require_connected(prepared.name)
+        prepared.check(self, channel_id, prepared.job_id, prepared.future)
+        frame = bytearray(prepared.frame)
+        frame[HEADER_SIZE : HEADER_SIZE + 4] = channel_id.to_bytes(4, "little")
+        return bytes(frame)
+
     def accept_standard_channel(
         self, request_id: int, channel_id: int, target: int, extranonce_prefix: bytes, group_channel_id: int = 0
     ) -> bytes:
@@ -461,33 +473,42 @@ class ServerConnection(Connection):
             raise LocalProtocolError(f"no pending channel request with request_id {msg.request_id}")
 
     def _send_new_mining_job(self, msg: NewMiningJob) -> None:
-        channel = self.channels.get(msg.channel_id)
+        self._check_standard_job(msg.channel_id, msg.job_id, msg.min_ntime is None)
+
+    def _check_standard_job(self, channel_id: int, job_id: int, future: bool) -> None:
+        channel = self.channels.get(channel_id)
         if channel is None or channel.kind is not ChannelKind.STANDARD:
-            raise LocalProtocolError(f"NewMiningJob needs an open standard channel, not {msg.channel_id}")
-        if msg.min_ntime is None:
-            self._future_jobs.setdefault(msg.channel_id, set()).add(msg.job_id)
+            raise LocalProtocolError(f"NewMiningJob needs an open standard channel, not {channel_id}")
+        if future:
+            self._future_jobs.setdefault(channel_id, set()).add(job_id)
 
     def _send_new_extended_job(self, msg: NewExtendedMiningJob) -> None:
-        channel = self.channels.get(msg.channel_id)
+        self._check_extended_job(msg.channel_id, msg.job_id, msg.min_ntime is None)
+
+    def _check_extended_job(self, channel_id: int, job_id: int, future: bool) -> None:
+        channel = self.channels.get(channel_id)
         if channel is None:
-            if msg.channel_id not in self.groups:
-                raise LocalProtocolError(f"no extended channel or group {msg.channel_id}")
+            if channel_id not in self.groups:
+                raise LocalProtocolError(f"no extended channel or group {channel_id}")
         elif channel.kind is not ChannelKind.EXTENDED:
-            raise LocalProtocolError(f"NewExtendedMiningJob to standard channel {msg.channel_id}")
-        if msg.min_ntime is None:
-            self._future_jobs.setdefault(msg.channel_id, set()).add(msg.job_id)
+            raise LocalProtocolError(f"NewExtendedMiningJob to standard channel {channel_id}")
+        if future:
+            self._future_jobs.setdefault(channel_id, set()).add(job_id)
 
     def _send_set_new_prev_hash(self, msg: SetNewPrevHash) -> None:
-        target = msg.channel_id
-        if self._members(target) is None:
-            raise LocalProtocolError(f"no channel or group {target}")
+        self._check_prev_hash(msg.channel_id, msg.job_id, False)
+
+    def _check_prev_hash(self, channel_id: int, job_id: int, future: bool) -> None:
+        del future  # (same signature as the job checks)
+        if self._members(channel_id) is None:
+            raise LocalProtocolError(f"no channel or group {channel_id}")
         # Spec 5.3.17: only a job previously sent as a future job on that channel (or its group).
-        futures = self._future_jobs.get(target, set())
-        channel = self.channels.get(target)
+        futures = self._future_jobs.get(channel_id, set())
+        channel = self.channels.get(channel_id)
         group_futures = self._future_jobs.get(channel.group_channel_id, set()) if channel else set()
-        if msg.job_id not in futures and msg.job_id not in group_futures:
-            raise LocalProtocolError(f"job {msg.job_id} was not sent as a future job on {target}")
-        self._future_jobs.pop(target, None)  # "the remaining queued jobs have to be made invalid"
+        if job_id not in futures and job_id not in group_futures:
+            raise LocalProtocolError(f"job {job_id} was not sent as a future job on {channel_id}")
+        self._future_jobs.pop(channel_id, None)  # "the remaining queued jobs have to be made invalid"
 
     def _send_set_target(self, msg: SetTarget) -> None:
         members = self._members(msg.channel_id)
@@ -536,6 +557,30 @@ class ServerConnection(Connection):
     def _forget(self, channel_id: int) -> None:
         self._future_jobs.pop(channel_id, None)
         self._group_extranonce.pop(channel_id, None)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedJobMessage:
+    """A job message (NewMiningJob, NewExtendedMiningJob, SetNewPrevHash) encoded once for many channels; every
+    one of them begins with its channel id, which :meth:`ServerConnection.send_for_channel` patches in."""
+
+    name: str
+    frame: bytes
+    job_id: int
+    future: bool
+    check: Callable[[ServerConnection, int, int, bool], None]
+
+    @classmethod
+    def of(cls, message: NewMiningJob | NewExtendedMiningJob | SetNewPrevHash) -> PreparedJobMessage:
+        check: Callable[[ServerConnection, int, int, bool], None]
+        if isinstance(message, NewMiningJob):
+            check = ServerConnection._check_standard_job
+        elif isinstance(message, NewExtendedMiningJob):
+            check = ServerConnection._check_extended_job
+        else:
+            check = ServerConnection._check_prev_hash
+        future = not isinstance(message, SetNewPrevHash) and message.min_ntime is None
+        return cls(type(message).__name__, encode_message(message), message.job_id, future, check)
 
 
 def _no_check(msg: Message) -> None:
