@@ -5,8 +5,9 @@ extra vars), follows ansible-runner's events (play, task, host, ok/changed/faile
 with a per-host summary table. Without ``-i`` it uses the inventory of the last deploy, else the rendered
 ``workspace/hosts/inventory.ini``. ``destroy`` runs the role's removal tasks (``destroy.yml``).
 
-The role lives in ``ansible/`` of this repository (found next to the package in a checkout); ``CKBPOOL_ANSIBLE_DIR``
-points elsewhere (e.g. a directory with ``site.yml`` and ``roles/btcpool`` from ``ansible-galaxy role install``).
+The role ships inside the package (``ckbpool/ansible``: the checkout's ``ansible/``, linked in and copied into the
+wheel), so an installed ckbpool deploys with the role of its own version; ``CKBPOOL_ANSIBLE_DIR`` points elsewhere
+(e.g. a directory with ``site.yml`` and ``roles/btcpool`` from ``ansible-galaxy role install``).
 Inventory variables of the hosts (``ansible_host``, ``private_ip``, ``btcpool_docker_install``, ...) stay the
 inventory's; the deployment itself comes from ckbpool.yaml.
 """
@@ -35,13 +36,14 @@ INVENTORY_MARKER = "hosts/.inventory"
 def ansible_dir() -> Path:
     explicit = os.environ.get("CKBPOOL_ANSIBLE_DIR")
     candidates = [Path(explicit)] if explicit else []
-    candidates.append(Path(__file__).resolve().parents[3] / "ansible")  # a checkout: src/ckbpool/deploy/hosts.py
+    candidates.append(Path(__file__).resolve().parent.parent / "ansible")  # ckbpool/ansible, in the wheel too
     for candidate in candidates:
         if (candidate / "site.yml").is_file() and (candidate / "roles" / "btcpool").is_dir():
             return candidate
     raise TargetUnavailable(
         "the btcpool role is not here: set CKBPOOL_ANSIBLE_DIR to a directory with site.yml and roles/btcpool "
-        "(a checkout's ansible/, or `ansible-galaxy role install ckbpool.btcpool -p DIR/roles` plus site.yml)"
+        "(a checkout's ansible/, or `ansible-galaxy role install ckbpool.btcpool -p DIR/roles` plus site.yml); "
+        "this ckbpool was installed without its ckbpool/ansible directory"
     )
 
 
