@@ -23,7 +23,6 @@ so this deployment sets ``monitoring.kafka_exporter: false``.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import json
 import os
@@ -34,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-import httpx
 import pytest
 import redis
 import yaml
@@ -47,6 +45,7 @@ from ckbpool.miner.sv2 import Sv2Miner
 
 from .images import IMAGES as IMAGE_VARS
 from .images import build, build_testing_image, redis_for_hosts
+from .mining import mine_until_block
 from .test_ansible_role import ROOT, cli, engine  # noqa: F401  (engine is a fixture)
 
 pytestmark = pytest.mark.e2e
@@ -247,31 +246,9 @@ def test_three_hosts_node_data_pool_mine_a_block_across_hosts(lab: Lab, images: 
     def pool_status() -> dict[str, Any]:
         return cast(dict[str, Any], json.loads(lab.http_get("pool-1", ports.pool_http, "/status")))
 
-    async def mine() -> None:
-        task = asyncio.create_task(miner.run(duration=240))
-        deadline = time.monotonic() + 240
-        try:
-            while time.monotonic() < deadline:
-                status = await asyncio.to_thread(pool_status)
-                if any(b["status"] == "accepted" for b in status["last_blocks"]):
-                    return
-                await asyncio.sleep(0.5)
-            raise AssertionError("no block accepted within 240 s")
-        finally:
-            miner.stop()
-            await task
-
-    asyncio.run(mine())
+    block = mine_until_block(miner, pool_status, f"http://{node}:{ports.node_rpc}", timeout=240)
     timings["block"] = time.monotonic() - start
-    status = pool_status()
-    block = next(b for b in status["last_blocks"] if b["status"] == "accepted")
     assert block["worker"].endswith(".multihost")
-    header = httpx.post(
-        f"http://{node}:{ports.node_rpc}",
-        json={"id": 1, "jsonrpc": "2.0", "method": "get_header_by_number", "params": [hex(block["height"])]},
-        timeout=5,
-    ).json()["result"]
-    assert header["hash"] == block["hash"]
 
     # ... the pool's events went through Kafka on data-1, and its accounting into Redis there
     exposition = lab.http_get("pool-1", ports.pool_http, "/metrics")

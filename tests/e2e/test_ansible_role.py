@@ -18,7 +18,6 @@ hosts are the three-host scenario's (test_ansible_multihost.py: test hosts with 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
@@ -43,6 +42,7 @@ from ckbpool.deploy.secrets import authority_public_key
 from ckbpool.miner.sv2 import Sv2Miner
 
 from .images import build, build_testing_image, docker, redis_for_hosts
+from .mining import mine_until_block
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,7 +162,7 @@ def deployment(testhost: dict[str, object], images: dict[str, str], engine: str,
                 subprocess.run([engine, kind, "rm", *ids], capture_output=True, timeout=120)
 
 
-def mine_until_block(target: HostsTarget) -> dict[str, float]:
+def mine_a_block(target: HostsTarget) -> dict[str, float]:
     cfg = target.config
     miner = Sv2Miner(
         "127.0.0.1", cfg.ports.stratum, f"{cfg.payout_address}.ansible",
@@ -170,32 +170,13 @@ def mine_until_block(target: HostsTarget) -> dict[str, float]:
     )  # fmt: skip
     pool_http = f"http://127.0.0.1:{cfg.ports.pool_http}"
 
-    async def mine() -> None:
-        task = asyncio.create_task(miner.run(duration=150))
-        deadline = time.monotonic() + 150
-        try:
-            async with httpx.AsyncClient(timeout=3) as http:
-                while time.monotonic() < deadline:
-                    status = (await http.get(f"{pool_http}/status")).json()
-                    if any(b["status"] == "accepted" for b in status["last_blocks"]):
-                        return
-                    await asyncio.sleep(0.5)
-            raise AssertionError("no block accepted within 150 s")
-        finally:
-            miner.stop()
-            await task
-
-    asyncio.run(mine())
+    block = mine_until_block(
+        miner, lambda: httpx.get(f"{pool_http}/status", timeout=3).json(), f"http://127.0.0.1:{cfg.ports.node_rpc}",
+        timeout=150,
+    )  # fmt: skip
+    assert block["worker"].endswith(".ansible")
     probe = probe_pool(pool_http)
     assert probe.shares.get("accepted", 0) >= 1, probe.shares
-    block = next(b for b in probe.status["last_blocks"] if b["status"] == "accepted")
-    assert block["worker"].endswith(".ansible")
-    header = httpx.post(
-        f"http://127.0.0.1:{cfg.ports.node_rpc}",
-        json={"id": 1, "jsonrpc": "2.0", "method": "get_header_by_number", "params": [hex(block["height"])]},
-        timeout=5,
-    ).json()["result"]
-    assert header["hash"] == block["hash"]
     return probe.shares
 
 
@@ -233,7 +214,7 @@ def test_converge_idempotence_verify_destroy(deployment: Path, engine: str, tmp_
     status = cli("status", "-c", str(config))
     assert status.exit_code == 0, status.stdout + status.stderr
     start = time.monotonic()
-    shares = mine_until_block(target)
+    shares = mine_a_block(target)
     timings["block"] = time.monotonic() - start
 
     # 4. destroy: the role's removal tasks

@@ -13,7 +13,6 @@ Skipped only when the Docker engine cannot be started on this machine (the reaso
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -37,6 +36,7 @@ from ckbpool.deploy.secrets import authority_public_key
 from ckbpool.miner.sv2 import Sv2Miner
 
 from .images import build, docker
+from .mining import mine_until_block
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -165,32 +165,11 @@ def mine_a_block_from_outside(target: ComposeTarget) -> dict[str, object]:
         authority_public_key=authority_public_key(target.paths.secrets_dir),
     )
 
-    async def mine() -> None:
-        task = asyncio.create_task(miner.run(duration=120))
-        deadline = time.monotonic() + 120
-        try:
-            async with httpx.AsyncClient(timeout=3) as http:
-                while time.monotonic() < deadline:
-                    status = (await http.get(f"{target.pool_http}/status")).json()
-                    if any(b["status"] == "accepted" for b in status["last_blocks"]):
-                        return
-                    await asyncio.sleep(0.5)
-            raise AssertionError("no block accepted within 120 s")
-        finally:
-            miner.stop()
-            await task
-
-    asyncio.run(mine())
-    status = httpx.get(f"{target.pool_http}/status", timeout=3).json()
-    block = next(b for b in status["last_blocks"] if b["status"] == "accepted")
+    block = mine_until_block(
+        miner, lambda: httpx.get(f"{target.pool_http}/status", timeout=3).json(), target.rpc_url, timeout=120
+    )
     assert block["worker"].endswith(".outside")
-    header = httpx.post(
-        target.rpc_url,
-        json={"id": 1, "jsonrpc": "2.0", "method": "get_header_by_number", "params": [hex(block["height"])]},
-        timeout=5,
-    ).json()["result"]
-    assert header["hash"] == block["hash"]
-    return block  # type: ignore[no-any-return]
+    return block
 
 
 def test_stack_healthy_outside_miner_gets_a_block_accepted_destroy_cleans_up(
