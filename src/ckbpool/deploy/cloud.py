@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import yaml
 
+from .assets import shipped_dir
 from .cloud_preflight import AlicloudRequest, AwsRequest, PreflightReport, preflight_alicloud, preflight_aws
 from .config import POOL_ROLES, DeployConfig
 from .errors import TargetError, TargetUnavailable, ValidationFailed
@@ -61,16 +62,13 @@ class DeployCancelled(TargetError):
 
 
 def terraform_modules_dir() -> Path:
-    """``terraform/`` of this checkout (``CKBPOOL_TERRAFORM_DIR`` overrides)."""
-    explicit = os.environ.get("CKBPOOL_TERRAFORM_DIR")
-    candidates = [Path(explicit)] if explicit else []
-    candidates.append(Path(__file__).resolve().parents[3] / "terraform")
-    for candidate in candidates:
-        if (candidate / "aws" / "main.tf").is_file():
-            return candidate.resolve()
-    raise TargetUnavailable(
-        "the Terraform modules (terraform/aws, terraform/alicloud) were not found: run from a ckbpool checkout "
-        "or set CKBPOOL_TERRAFORM_DIR to its terraform/ directory"
+    """The Terraform modules shipped with this ckbpool (``CKBPOOL_TERRAFORM_DIR`` overrides)."""
+    return shipped_dir(
+        "terraform",
+        "CKBPOOL_TERRAFORM_DIR",
+        ("aws/main.tf", "alicloud/main.tf", "modules/topology/main.tf", "modules/inventory/main.tf"),
+        "the Terraform modules (terraform/aws, terraform/alicloud, terraform/modules) were not found: set "
+        "CKBPOOL_TERRAFORM_DIR to a ckbpool checkout's terraform/ directory",
     )
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .assets import shipped_dir
 from .config import DeployConfig
 from .errors import TargetError, TargetUnavailable
 from .hostfiles import GROUPS, role_vars
@@ -34,16 +35,12 @@ INVENTORY_MARKER = "hosts/.inventory"
 
 
 def ansible_dir() -> Path:
-    explicit = os.environ.get("CKBPOOL_ANSIBLE_DIR")
-    candidates = [Path(explicit)] if explicit else []
-    candidates.append(Path(__file__).resolve().parent.parent / "ansible")  # ckbpool/ansible, in the wheel too
-    for candidate in candidates:
-        if (candidate / "site.yml").is_file() and (candidate / "roles" / "btcpool").is_dir():
-            return candidate
-    raise TargetUnavailable(
+    return shipped_dir(
+        "ansible",
+        "CKBPOOL_ANSIBLE_DIR",
+        ("site.yml", "roles/btcpool/tasks/main.yml"),
         "the btcpool role is not here: set CKBPOOL_ANSIBLE_DIR to a directory with site.yml and roles/btcpool "
-        "(a checkout's ansible/, or `ansible-galaxy role install ckbpool.btcpool -p DIR/roles` plus site.yml); "
-        "this ckbpool was installed without its ckbpool/ansible directory"
+        "(a checkout's ansible/, or `ansible-galaxy role install ckbpool.btcpool -p DIR/roles` plus site.yml)",
     )
 
 

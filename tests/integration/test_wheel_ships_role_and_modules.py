@@ -1,6 +1,7 @@
-"""An installed ckbpool deploys to hosts with the role of its own version: the wheel carries ``ckbpool/ansible``
-(site.yml, destroy.yml, roles/btcpool with its plugins), ``ansible_dir()`` finds it there, and the shipped copy
-passes ``ansible-playbook --syntax-check`` on its own example inventory."""
+"""An installed ckbpool deploys to hosts and clouds with the role and modules of its own version: the wheel carries
+``ckbpool/ansible`` (site.yml, destroy.yml, roles/btcpool with its plugins) and ``ckbpool/terraform`` (the aws and
+alicloud modules and the shared ones), ``ansible_dir()`` and ``terraform_modules_dir()`` find them there, and the
+shipped role passes ``ansible-playbook --syntax-check`` on its own example inventory."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-def test_the_wheel_carries_the_btcpool_role_and_finds_it(tmp_path: Path) -> None:
+def test_the_wheel_carries_the_role_and_the_terraform_modules_and_finds_them(tmp_path: Path) -> None:
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path),
          str(ROOT)],
@@ -35,17 +36,31 @@ def test_the_wheel_carries_the_btcpool_role_and_finds_it(tmp_path: Path) -> None
     }  # everything but the test hosts' Dockerfiles
     assert expected <= role, sorted(expected - role)
     assert {"site.yml", "destroy.yml", "roles/btcpool/lookup_plugins/btcpool_render.py"} <= role
+    modules = {n.removeprefix("ckbpool/terraform/") for n in names if n.startswith("ckbpool/terraform/")}
+    tracked_tf = subprocess.run(
+        ["git", "ls-files", "terraform"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+    ).stdout.split()
+    # what a deploy reads: every module file, not the examples, tests or lint settings
+    needed = {
+        p.removeprefix("terraform/")
+        for p in tracked_tf
+        if p.endswith((".tf", ".tftpl")) and "/examples/" not in p and "/tests/" not in p
+    }
+    assert needed and needed <= modules, sorted(needed - modules)
+    assert not any(".terraform" in n for n in modules), sorted(modules)
 
     unpacked = tmp_path / "site-packages"
     zipfile.ZipFile(wheel).extractall(unpacked)
-    env = {**os.environ, "PYTHONPATH": str(unpacked), "CKBPOOL_ANSIBLE_DIR": ""}
+    env = {**os.environ, "PYTHONPATH": str(unpacked), "CKBPOOL_ANSIBLE_DIR": "", "CKBPOOL_TERRAFORM_DIR": ""}
     found = subprocess.run(
-        [sys.executable, "-c", "from ckbpool.deploy.hosts import ansible_dir; print(ansible_dir())"],
+        [sys.executable, "-c", "from ckbpool.deploy.hosts import ansible_dir; from ckbpool.deploy.cloud import "
+         "terraform_modules_dir; print(ansible_dir()); print(terraform_modules_dir())"],
         capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path,
     )  # fmt: skip
     assert found.returncode == 0, found.stderr
-    shipped = Path(found.stdout.strip())
+    shipped, shipped_tf = (Path(line) for line in found.stdout.split())
     assert shipped == unpacked / "ckbpool" / "ansible"
+    assert shipped_tf == unpacked / "ckbpool" / "terraform"
     if not (BIN / "ansible-playbook").exists():
         pytest.skip("ansible-playbook is not installed (scripts/ansible-deps.sh)")
     check = subprocess.run(
