@@ -317,12 +317,9 @@ class HostsTarget:
             for field in ('.Label "com.docker.compose.service"', ".State", ".Status")
         )
         command = f"docker ps --all --filter label=com.docker.compose.project={self.project} --format '{fmt}'"
-        hosts = sorted({h for names in self.groups().values() for h in names}) or ["all"]
         result = subprocess.run(
-            [_tool("ansible"), "-i", str(self.inventory), ",".join(hosts), "-b", "-o", "-m", "ansible.builtin.shell",
-             "-a", command],
-            capture_output=True, text=True, timeout=120, env=self._env(),
-        )  # fmt: skip
+            [*self._adhoc_shell(command), "-o"], capture_output=True, text=True, timeout=120, env=self._env()
+        )
         for line in result.stdout.splitlines():
             host, sep, rest = line.partition(" | ")
             if not sep:
@@ -340,17 +337,17 @@ class HostsTarget:
         return out
 
     def show_logs(self, service: str | None, *, lines: int, follow: bool, console: Any) -> None:
-        hosts = sorted({h for names in self.groups().values() for h in names}) or ["all"]
-        command = f"cd /opt/ckbpool/{self.config.name}/compose 2>/dev/null; docker ps -q --filter "
-        command += f"label=com.docker.compose.project={self.project}"
+        command = f"docker ps -q --filter label=com.docker.compose.project={self.project}"
         if service:
             command += f" --filter label=com.docker.compose.service={service}"
         command += f" | xargs -r -n1 docker logs --tail {lines}"
-        subprocess.run(
-            [_tool("ansible"), "-i", str(self.inventory), ",".join(hosts), "-b", "-m", "ansible.builtin.shell",
-             "-a", command],
-            env=self._env(), check=False, timeout=300,
-        )  # fmt: skip
+        subprocess.run(self._adhoc_shell(command), env=self._env(), check=False, timeout=300)
+
+    def _adhoc_shell(self, command: str) -> list[str]:
+        """``ansible`` running ``command`` as root on every host of the inventory's groups (read-only uses)."""
+        hosts = sorted({h for names in self.groups().values() for h in names}) or ["all"]
+        return [_tool("ansible"), "-i", str(self.inventory), ",".join(hosts), "-b", "-m", "ansible.builtin.shell",
+                "-a", command]  # fmt: skip
 
     def processes(self) -> list[str]:
         return [h.name for h in self.health()]
