@@ -76,32 +76,35 @@ class ActiveJob:
 
 
 class _JobFrames:
-    """One fan-out's job messages, each encoded once (lazily, for the channel kinds present) and handed to every
-    channel with only its channel id patched in: per channel, what remains is the state machine's bookkeeping,
-    the encryption and the write."""
+    """A job's messages, each encoded once (lazily, for the channel kinds present) and handed to every channel
+    with only its channel id patched in: per channel of a fan-out, what remains is the state machine's
+    bookkeeping, the encryption and the write. ``new_height``: sent as a future job followed by SetNewPrevHash
+    (a new tip, or a channel that opens), else as an active job on the current tip."""
 
-    __slots__ = ("_active", "_extended", "_prev_hash", "_standard")
+    __slots__ = ("_extended", "_prev_hash", "_standard", "active", "new_height")
 
-    def __init__(self, active: ActiveJob) -> None:
-        self._active = active
+    def __init__(self, active: ActiveJob, *, new_height: bool) -> None:
+        self.active = active
+        self.new_height = new_height
         self._standard: PreparedJobMessage | None = None
         self._extended: PreparedJobMessage | None = None
         self._prev_hash: PreparedJobMessage | None = None
 
     def job(self, kind: ChannelKind) -> PreparedJobMessage:
-        a = self._active
+        a = self.active
         if kind is ChannelKind.EXTENDED:
             if self._extended is None:
-                message = ckb_profile.extended_job(0, a.job_id, a.job, future=a.new_height)
-                self._extended = PreparedJobMessage.of(message)
+                extended = ckb_profile.extended_job(0, a.job_id, a.job, future=self.new_height)
+                self._extended = PreparedJobMessage.of(extended)
             return self._extended
         if self._standard is None:
-            self._standard = PreparedJobMessage.of(ckb_profile.standard_job(0, a.job_id, a.job, future=a.new_height))
+            standard = ckb_profile.standard_job(0, a.job_id, a.job, future=self.new_height)
+            self._standard = PreparedJobMessage.of(standard)
         return self._standard
 
     def prev_hash(self) -> PreparedJobMessage:
         if self._prev_hash is None:
-            a = self._active
+            a = self.active
             self._prev_hash = PreparedJobMessage.of(ckb_profile.set_new_prev_hash(0, a.job_id, a.job))
         return self._prev_hash
 
@@ -535,7 +538,7 @@ class StratumServer:
         self.metrics.channels.labels(type="extended" if extended else "standard").inc()
         current = self.jobs.current
         if current is not None:
-            self._send_job(session, info, current, new_height=True)
+            self._send_job(session, info, _JobFrames(current, new_height=True))
 
     def update_channel(self, session: MinerSession, event: ChannelUpdateRequested) -> None:
         channel = session.channels.get(event.channel.channel_id)
@@ -579,7 +582,7 @@ class StratumServer:
         self.metrics.templates_total.inc()
         self.metrics.job_height.set(job.height)
         network_target = job.target
-        prepared = _JobFrames(active)
+        prepared = _JobFrames(active, new_height=active.new_height)
         for session in list(self.sessions):
             if session.closed:
                 continue
@@ -591,41 +594,24 @@ class StratumServer:
                         and channel.vardiff.set_network_target(network_target) is not None
                     ):
                         announce_target(session, channel, previous, self._grace_s)
-                    self._send_job(session, channel.info, active, new_height=active.new_height, prepared=prepared)
+                    self._send_job(session, channel.info, prepared)
             except Sv2Error as exc:
                 log.warning("dropping %s: cannot send it the job: %s", session.peer, exc)
                 session.close()
         return active
 
-    def _send_job(
-        self,
-        session: MinerSession,
-        info: ChannelInfo,
-        active: ActiveJob,
-        *,
-        new_height: bool,
-        prepared: _JobFrames | None = None,
-    ) -> None:
-        """The job (and on a new tip its SetNewPrevHash) to one channel. ``prepared``: the frames of a fan-out,
-        encoded once for every channel (only the channel id differs), for ``new_height == active.new_height``."""
+    def _send_job(self, session: MinerSession, info: ChannelInfo, prepared: _JobFrames) -> None:
+        """The job (and with ``prepared.new_height`` its SetNewPrevHash) to one channel, in one write."""
         conn = session.conn
         cid = info.channel_id
-        frames: list[bytes] = []
-        if prepared is not None:
-            frames.append(conn.send_for_channel(prepared.job(info.kind), cid))
-        elif info.kind is ChannelKind.EXTENDED:
-            frames.append(conn.send(ckb_profile.extended_job(cid, active.job_id, active.job, future=new_height)))
-        else:
-            frames.append(conn.send(ckb_profile.standard_job(cid, active.job_id, active.job, future=new_height)))
+        active = prepared.active
+        frames = [conn.send_for_channel(prepared.job(info.kind), cid)]
         channel = session.channels.get(cid)
         if channel is not None and channel.templates and active.template_json is not None:
             # after the job, before its SetNewPrevHash: the client has the template when the job activates
             frames.append(conn.send(CkbJobTemplate(cid, active.job_id, active.template_json)))
-        if new_height:
-            if prepared is not None:
-                frames.append(conn.send_for_channel(prepared.prev_hash(), cid))
-            else:
-                frames.append(conn.send(ckb_profile.set_new_prev_hash(cid, active.job_id, active.job)))
+        if prepared.new_height:
+            frames.append(conn.send_for_channel(prepared.prev_hash(), cid))
         session.send_many(frames)
 
     # -- shares -----------------------------------------------------------------------------------
