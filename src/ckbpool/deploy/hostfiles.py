@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -320,19 +321,18 @@ def _consumers(config: DeployConfig, placement: Placement) -> dict[tuple[str, st
         add("stratum", "stratum", ["proxy"])
     if config.monitoring.enabled:
         add("ckb_node", "node_metrics", ["monitoring"])
-        for role in pool:
-            for h in placement.hosts_with(role):
-                mon = placement.first("monitoring")
-                if mon and mon != h and mon not in need.setdefault((h, "pool_http"), []):
-                    need[(h, "pool_http")].append(mon)
         mon = placement.first("monitoring")
-        for h in placement.roles:
-            if mon and mon != h:
-                need.setdefault((h, "node_exporter"), []).append(mon)
+
+        def scraped(hosts: Iterable[str], key: str) -> None:
+            """Prometheus (on the monitoring host) scrapes ``key`` on each of ``hosts``."""
+            for h in hosts:
+                if mon and mon != h and mon not in need.setdefault((h, key), []):
+                    need[(h, key)].append(mon)
+
+        scraped((h for role in pool for h in placement.hosts_with(role)), "pool_http")
+        scraped(placement.roles, "node_exporter")
         if config.services.proxy:
-            for h in placement.hosts_with("proxy"):
-                if mon and mon != h:
-                    need.setdefault((h, "proxy_http"), []).append(mon)
+            scraped(placement.hosts_with("proxy"), "proxy_http")
         if config.services.redis:
             add("redis", "redis_exporter", ["monitoring"])
         if config.services.kafka and config.monitoring.kafka_exporter:
