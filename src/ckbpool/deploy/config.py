@@ -75,6 +75,11 @@ class Bind(_Strict):
             raise ValueError(f"{value!r} is not an IP address") from None
         return value
 
+    @property
+    def public_from_here(self) -> str:
+        """The address a client on this machine uses for the miner-facing ports: loopback when they bind to all."""
+        return "127.0.0.1" if self.public in ("0.0.0.0", "::") else self.public
+
 
 class NodeOptions(_Strict):
     """The ckb node. ``dev_*`` apply to the dev chain only (a private chain with Eaglesong PoW)."""

@@ -151,9 +151,8 @@ class Service:
 
 def service_port(config: DeployConfig, key: str) -> tuple[str, int]:
     """Where to reach a miner-facing port of the local stack from this machine."""
-    host = "127.0.0.1" if config.bind.public in ("0.0.0.0", "::") else config.bind.public
     port: int = getattr(config.ports, key)
-    return host, port
+    return config.bind.public_from_here, port
 
 
 def port_open(address: tuple[str, int]) -> bool:
@@ -207,7 +206,7 @@ def build_services(config: DeployConfig, paths: Paths, *, binary: Path | None = 
         )
     miner = config.services.miner
     if miner.enabled:
-        host = "127.0.0.1" if config.bind.public in ("0.0.0.0", "::") else config.bind.public
+        host = config.bind.public_from_here
         authority = sec.authority_public_key(paths.secrets_dir)
         for i in range(miner.workers):
             user = f"{config.payout_address}.local-{i + 1}"

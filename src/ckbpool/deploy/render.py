@@ -255,7 +255,7 @@ def local_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
         "proxy": {
             "listen_host": config.bind.public,
             "listen_port": p.proxy,
-            "upstream_host": "127.0.0.1" if config.bind.public in ("0.0.0.0", "::") else config.bind.public,
+            "upstream_host": config.bind.public_from_here,
             "upstream_port": p.stratum,
             "http_host": priv,
             "http_port": p.proxy_http,
