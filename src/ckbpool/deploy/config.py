@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..ckb.address import parse_address
 from ..ckb.errors import MalformedError
 from .errors import ConfigFileError
+from .image import DEFAULT_POOL_BASE, DEFAULT_POOL_IMAGE
 
 CONFIG_FILE_NAME = "ckbpool.yaml"
 Network = Literal["dev", "testnet", "mainnet"]
@@ -150,10 +151,15 @@ class Topology(_Strict):
 
 class Images(_Strict):
     """Container images, pinned by version. The compose file reads each through a variable so tests (and
-    air-gapped operators) can substitute locally built images: ``CKBPOOL_IMAGE_<NAME>``."""
+    air-gapped operators) can substitute locally built images: ``CKBPOOL_IMAGE_<NAME>``.
+
+    ``pool`` is built by ckbpool itself (``ckbpool image build``, and every deploy when it is missing) on
+    ``pool_base``; its default name is under the reserved ``ckbpool.invalid`` host, so it is never pulled from
+    anyone (see ckbpool.deploy.image)."""
 
     ckb: str = "nervos/ckb:v0.210.0"
-    pool: str = "ckbpool/pool:0.1.0"
+    pool: str = DEFAULT_POOL_IMAGE
+    pool_base: str = DEFAULT_POOL_BASE
     redis: str = "redis:7.4.2"
     kafka: str = "apache/kafka:4.1.0"
     prometheus: str = "prom/prometheus:v2.53.2"
