@@ -216,6 +216,10 @@ from .deploy_cmds import register as _register_deploy_commands  # noqa: E402 - i
 
 _register_deploy_commands(app)
 
+from .image_cmds import image_app  # noqa: E402 - image build, image push
+
+app.add_typer(image_app, name="image")
+
 
 def main() -> None:
     app()
