@@ -9,7 +9,6 @@ can capture it; progress goes to stderr.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Annotated
 
@@ -18,14 +17,12 @@ from rich.console import Console
 
 from ..deploy.config import CONFIG_FILE_NAME, Images, load_config
 from ..deploy.errors import DeployError
-from ..deploy.image import BuiltImage, build_pool_image, push_image
+from ..deploy.image import BuiltImage, build_pool_image, build_step, push_image
 from .deploy_cmds import ConfigOption, report_error
 
 image_app = typer.Typer(no_args_is_help=True, help="The pool's container image (built locally, never pulled).")
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
-#: a BuildKit plain-progress step header: "#7 [builder 3/4] RUN ..."
-_STEP = re.compile(r"^#\d+ \[([^\]]+)\] (.*)$")
 
 
 def pool_image_settings(config_file: Path) -> tuple[str, str]:
@@ -41,9 +38,9 @@ def build_with_progress(name: str, base: str, *, ca_bundle: Path | None = None, 
     with console.status(f"building {name} on {base}", spinner="dots") as status:
 
         def on_line(line: str) -> None:
-            step = _STEP.match(line)
+            step = build_step(line, 90)
             if step:
-                status.update(f"building {name}: [{step.group(1)}] {step.group(2)[:90]}")
+                status.update(f"building {name}: {step}")
 
         built = build_pool_image(name, base=base, ca_bundle=ca_bundle, force=force, on_line=on_line)
     verb = "built" if built.built else "up to date"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -22,16 +23,21 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from .config import DeployConfig
 from .errors import TargetError, TargetUnavailable
-from .local import ServiceHealth
-from .render import Paths, compose_project
+from .render import compose_project
+from .target import ConfirmCallback, Paths, ServiceHealth, Target
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
 
 PROJECT_LABEL = "com.docker.compose.project"
+#: ``${NAME}`` / ``${NAME:-default}`` in the rendered compose file
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}")
 SERVICE_LABEL = "com.docker.compose.service"
 
 
@@ -189,9 +195,55 @@ class ComposeTarget:
                 out.append(ServiceHealth(service, status, health == "healthy", health))
         return out
 
-    def deploy(self, *, timeout: float = 300.0, on_progress: Callable[[str, str], None] | None = None) -> None:
+    def service_images(self) -> dict[str, str]:
+        """image -> the first service that runs it, for the services the active profiles start, with the
+        ``${CKBPOOL_IMAGE_X:-default}`` references resolved the way compose resolves them (same environment)."""
+        try:
+            doc = yaml.safe_load((self.dir / "compose.yaml").read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise TargetError(f"cannot read {self.dir / 'compose.yaml'}: {exc}") from None
+        env = self.env()
+        out: dict[str, str] = {}
+        for service in self.expected_services():
+            raw = str(doc["services"][service].get("image", ""))
+            name = _VARIABLE.sub(lambda m: env.get(m.group(1)) or (m.group(3) or ""), raw)
+            if name:
+                out.setdefault(name, service)
+        return out
+
+    def prepare_images(self, report: Callable[[str, str], None]) -> None:
+        """Every image present BEFORE ``up``: the pool image built by ckbpool itself (never pulled), each
+        official image pulled when missing. A failure names the image and the reason and nothing has started;
+        compose itself then never pulls (it only pulls what is missing)."""
+        from .image import build_pool_image, build_step, image_id, is_local_image, pull_image
+
+        base = self.env().get("CKBPOOL_IMAGE_POOL_BASE") or self.config.images.pool_base
+        for name, service in self.service_images().items():
+            if is_local_image(name):
+                report("image", f"building {name}")
+
+                def on_line(line: str, name: str = name) -> None:
+                    step = build_step(line)
+                    if step:
+                        report("image", f"building {name}: {step}")
+
+                built = build_pool_image(name, base=base, on_line=on_line)
+                report("image", f"{name} {'built' if built.built else 'up to date'} ({built.id[:19]})")
+            elif image_id(name) is None:
+                report("image", f"pulling {name}")
+                pull_image(name, service=service)
+        report("image", "healthy")
+
+    def deploy(
+        self,
+        *,
+        timeout: float = 300.0,
+        on_progress: Callable[[str, str], None] | None = None,
+        confirm: ConfirmCallback | None = None,  # unused: containers on this engine have no plan to approve
+    ) -> None:
         report = on_progress or (lambda service, state: None)
         self.engine_check()
+        self.prepare_images(report)
         for sub in ("pool", "redis"):
             (self.dir / "data" / sub).mkdir(parents=True, exist_ok=True)
         # `up -d` blocks while dependencies become healthy; run it beside the health poll
@@ -260,7 +312,12 @@ class ComposeTarget:
         result = self.run("logs", "--no-color", "--tail", str(lines), service, timeout=60, check=False)
         return (result.stdout + result.stderr).strip()
 
-    def show_logs(self, service: str | None, *, lines: int, follow: bool, console: Any) -> None:
+    def summary(self) -> RenderableType | None:
+        """Nothing beyond the deploy's per-service progress lines (and `ckbpool status` for the details)."""
+        return None
+
+    def show_logs(self, service: str | None, *, lines: int, follow: bool, console: Console) -> None:
+        """``docker compose logs`` writes to the terminal itself, so ``console`` is not used."""
         args = ["logs", "--no-color", "--tail", str(lines)]
         if follow:
             args.append("--follow")
@@ -280,3 +337,6 @@ class ComposeTarget:
 
     def processes(self) -> list[str]:
         return list(self.containers())
+
+
+_IS_A_TARGET: type[Target] = ComposeTarget  # mypy: ComposeTarget has every member of the Target protocol
