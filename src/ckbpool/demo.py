@@ -33,8 +33,9 @@ from .deploy.config import DeployConfig, dump_config, parse_config
 from .deploy.errors import DeployError
 from .deploy.local import LocalTarget
 from .deploy.probe import NodeProbe, PoolProbe, format_hashrate, probe_node, probe_pool
-from .deploy.render import Paths, render
+from .deploy.render import render
 from .deploy.secrets import generate_secrets
+from .deploy.target import Paths
 
 
 def demo_config(miners: int, threads: int, redis: bool) -> DeployConfig:
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         with console.status("stopping the node, the pool and the miners..."), contextlib.suppress(Exception):
             target.destroy()
-        left = target.processes()
+        left = target.pids()
         if left:
             console.print(f"[red]processes still running: {left}[/red]")
             code = 1

@@ -39,8 +39,8 @@ import yaml
 
 from ckbpool.deploy.config import load_config
 from ckbpool.deploy.hosts import HostsTarget
-from ckbpool.deploy.render import Paths
 from ckbpool.deploy.secrets import authority_public_key
+from ckbpool.deploy.target import Paths
 from ckbpool.miner.sv2 import Sv2Miner
 
 from .images import IMAGES as IMAGE_VARS

@@ -37,8 +37,8 @@ from ckbpool.cli.app import app
 from ckbpool.deploy.config import load_config
 from ckbpool.deploy.hosts import HostsTarget
 from ckbpool.deploy.probe import probe_pool
-from ckbpool.deploy.render import Paths
 from ckbpool.deploy.secrets import authority_public_key
+from ckbpool.deploy.target import Paths
 from ckbpool.miner.sv2 import Sv2Miner
 
 from .images import build, build_testing_image, docker, redis_for_hosts

@@ -31,8 +31,8 @@ from ckbpool.cli.app import app
 from ckbpool.deploy.compose import ComposeTarget, compose_command
 from ckbpool.deploy.config import load_config
 from ckbpool.deploy.errors import TargetError, TargetUnavailable
-from ckbpool.deploy.render import Paths
 from ckbpool.deploy.secrets import authority_public_key
+from ckbpool.deploy.target import Paths
 from ckbpool.miner.sv2 import Sv2Miner
 
 from .images import build, docker

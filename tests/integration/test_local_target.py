@@ -25,7 +25,7 @@ from ckbpool.ckb.node import free_port
 from ckbpool.cli.app import app
 from ckbpool.deploy.config import load_config
 from ckbpool.deploy.local import LocalTarget, pid_alive, read_state
-from ckbpool.deploy.render import Paths
+from ckbpool.deploy.target import Paths
 
 pytestmark = pytest.mark.integration
 
@@ -132,7 +132,7 @@ def test_init_deploy_mine_status_destroy(deployed: tuple[Path, LocalTarget]) -> 
     assert "share_interval_s = 1.0" in (target.paths.workspace / "local" / "pool.toml").read_text()
 
     # destroy: nothing left running, data kept
-    pids = target.processes()
+    pids = target.pids()
     assert len(pids) >= 5  # supervisor, redis, ckb, pool, miner
     destroyed = cli("destroy", "-c", str(config))
     assert destroyed.exit_code == 0, destroyed.stderr
@@ -148,7 +148,7 @@ def test_init_deploy_mine_status_destroy(deployed: tuple[Path, LocalTarget]) -> 
         target.rpc_url, json={"id": 1, "jsonrpc": "2.0", "method": "get_tip_block_number", "params": []}, timeout=5
     ).json()["result"]
     assert int(tip, 16) >= accepted[-1]["height"]
-    pids = target.processes()
+    pids = target.pids()
     assert cli("destroy", "-c", str(config), "--purge", "--yes").exit_code == 0
     wait_for(lambda: not any(pid_alive(p) for p in pids), 10, "every process to exit")
     assert not (target.paths.workspace / "local" / "ckb" / "data").exists()
@@ -176,7 +176,7 @@ def test_deploy_reports_a_failing_service_with_its_log(tmp_path: Path, ckb_binar
     finally:
         target.destroy()
         blocker.close()
-    assert not target.processes()
+    assert not target.pids()
 
 
 @pytest.mark.parametrize(
@@ -301,6 +301,6 @@ def test_local_target_with_the_proxy_and_a_v1_miner(tmp_path: Path, ckb_binary: 
         assert 'ckbpool_proxy_upstream_up{service="v1"} 1.0' in metrics, metrics[:2000]
         assert 'ckbpool_proxy_shares_total{result="accepted",service="v1"}' in metrics
     finally:
-        pids = target.processes()
+        pids = target.pids()
         target.destroy(purge=True)
     assert not any(pid_alive(p) for p in pids)

@@ -19,12 +19,13 @@ from typing import Any
 
 import pytest
 import yaml
+from rich.table import Table
 
 from ckbpool.deploy.cloud import CloudTarget, DeployCancelled
 from ckbpool.deploy.cloud_preflight import PreflightFailed
 from ckbpool.deploy.config import parse_config
 from ckbpool.deploy.errors import ValidationFailed
-from ckbpool.deploy.render import Paths
+from ckbpool.deploy.target import Paths
 from ckbpool.deploy.terraform import (
     PlanSummary,
     TerraformError,
@@ -148,9 +149,10 @@ def test_deploy_and_destroy_against_moto(aws_env: str, tmp_path: Path) -> None:
         plans.append(summary)
         return True
 
-    outputs = target.deploy(
+    target.deploy(
         on_progress=lambda step, state: progress.append((step, state)), confirm=confirm, run_hosts=handed.append
     )
+    outputs = target.outputs()
 
     # the plan shown before anything was created
     assert len(plans) == 1 and plans[0].destroy == 0 and plans[0].change == 0
@@ -223,7 +225,8 @@ def test_deploy_and_destroy_against_moto(aws_env: str, tmp_path: Path) -> None:
     with pytest.raises(DeployCancelled, match="re-run with --yes"):
         target.destroy()
     assert len(instances_of(aws_env, "motopool")) == 1
-    assert "motopool" in str(target.summary_table().columns[0]._cells)
+    summary = target.summary()
+    assert isinstance(summary, Table) and "motopool" in str(summary.columns[0]._cells)
 
     # destroy removes everything it created
     target.auto_approve = True

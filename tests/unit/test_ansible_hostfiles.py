@@ -33,7 +33,8 @@ from ckbpool.deploy.hostfiles import (
     render_firewall,
     role_vars,
 )
-from ckbpool.deploy.render import Paths, render_files
+from ckbpool.deploy.render import render_files
+from ckbpool.deploy.target import Paths
 
 pytestmark = pytest.mark.unit
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from ckbpool.cli.app import app
 from ckbpool.deploy.config import load_config
 from ckbpool.deploy.hosts import HostsTarget, RunView, ansible_dir
-from ckbpool.deploy.render import Paths
+from ckbpool.deploy.target import Paths
 
 pytestmark = pytest.mark.unit
 

@@ -19,7 +19,7 @@ import yaml
 
 from ckbpool.deploy.config import DeployConfig
 from ckbpool.deploy.hostfiles import GROUPS, ROLE_VARS, role_vars
-from ckbpool.deploy.render import Paths
+from ckbpool.deploy.target import Paths
 
 pytestmark = pytest.mark.unit
 

@@ -21,7 +21,7 @@ from ckbpool.deploy.cloud import (
 from ckbpool.deploy.cloud_preflight import AlicloudApiError, AlicloudRequest, PreflightFailed, preflight_alicloud
 from ckbpool.deploy.config import DeployConfig, parse_config
 from ckbpool.deploy.errors import ValidationFailed
-from ckbpool.deploy.render import Paths
+from ckbpool.deploy.target import Paths
 from ckbpool.deploy.terraform import PlanSummary
 
 pytestmark = pytest.mark.unit

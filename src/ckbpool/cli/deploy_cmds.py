@@ -6,8 +6,9 @@ Every error is one line on stderr (``error: <key path or file>: <problem>``) and
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -17,7 +18,13 @@ from rich.table import Table
 
 from ..deploy.config import CONFIG_FILE_NAME, DeployConfig, load_config
 from ..deploy.errors import DeployError
-from ..deploy.render import Paths, RenderResult
+from ..deploy.render import RenderResult
+from ..deploy.target import Paths, Target
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+    from ..deploy.terraform import PlanSummary
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -299,7 +306,8 @@ def render(
 # -------------------------------------------------------------------------------- deploy/status/destroy
 
 
-def _target(name: str, cfg: DeployConfig, paths: Paths, inventory: Path | None = None, yes: bool = False) -> Any:
+def _target(name: str, cfg: DeployConfig, paths: Paths, inventory: Path | None = None, yes: bool = False) -> Target:
+    """The target called ``name``; the commands below use nothing of it but the :class:`Target` protocol."""
     if name == "local":
         from ..deploy.local import LocalTarget
 
@@ -352,7 +360,7 @@ def deploy(
     """Render, then bring the stack up on the target and wait until every service is healthy."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    impl: Any = None
+    impl: Target | None = None
     try:
         cfg, paths = do_render(config, diff=False)
         name = _remember_target(paths, target)
@@ -361,7 +369,7 @@ def deploy(
         with Progress(
             SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=False
         ) as progress:
-            tasks: dict[str, Any] = {}
+            tasks: dict[str, TaskID] = {}
 
             def on_progress(service: str, state: str) -> None:
                 text = f"{service}: {state}"
@@ -369,24 +377,27 @@ def deploy(
                     tasks[service] = progress.add_task(text, total=1)
                 progress.update(tasks[service], description=text, completed=1 if state == "healthy" else 0)
 
-            extra: dict[str, Any] = {}
-            if name in ("aws", "alicloud"):
+            def confirm(summary: PlanSummary) -> bool:
+                """Asked by the cloud targets before they apply a plan: the live view pauses for the question."""
                 from ..deploy.cloud import plan_table
 
-                def confirm(summary: Any) -> bool:
-                    progress.stop()
-                    out.print(plan_table(summary))
-                    ok = yes or typer.confirm(f"Apply this plan ({summary.line()})?", default=False)
-                    progress.start()
-                    return ok
+                progress.stop()
+                out.print(plan_table(summary))
+                ok = yes or typer.confirm(f"Apply this plan ({summary.line()})?", default=False)
+                progress.start()
+                return ok
 
-                extra["confirm"] = confirm
-            impl.deploy(timeout=timeout, on_progress=on_progress, **extra)
-        if hasattr(impl, "summary_table"):
-            out.print(impl.summary_table())
+            impl.deploy(timeout=timeout, on_progress=on_progress, confirm=confirm)
+        summary = impl.summary()
+        if summary is not None:
+            out.print(summary)
     except DeployError as exc:
-        if hasattr(impl, "summary_table"):
-            console.print(impl.summary_table())
+        if impl is not None:
+            # what got done before the failure helps; a summary that cannot be had must not hide the failure
+            with contextlib.suppress(DeployError):
+                failed_summary = impl.summary()
+                if failed_summary is not None:
+                    console.print(failed_summary)
         raise report_error(exc) from None
     out.print(f"[green]{cfg.name} is up[/green] on the {name} target; see `ckbpool status`")
 

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
@@ -31,9 +31,14 @@ from .assets import shipped_dir
 from .cloud_preflight import AlicloudRequest, AwsRequest, PreflightReport, preflight_alicloud, preflight_aws
 from .config import POOL_ROLES, DeployConfig
 from .errors import TargetError, TargetUnavailable, ValidationFailed
-from .local import ServiceHealth
-from .render import Paths
+from .target import ConfirmCallback, Paths, ProgressCallback, ServiceHealth, Target
 from .terraform import LineCallback, PlanSummary, Terraform, default_plugin_mirror, provider_available
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+    from rich.table import Table
+
+    from .hosts import HostsTarget
 
 Cloud = Literal["aws", "alicloud"]
 PROVIDERS: dict[str, tuple[str, str]] = {"aws": ("hashicorp", "aws"), "alicloud": ("aliyun", "alicloud")}
@@ -50,9 +55,6 @@ ROOT_OUTPUTS = (
     "region",
 )
 DEFAULT_AWS_AMI_FILTER = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*"
-
-ProgressCallback = Callable[[str, str], None]
-ConfirmCallback = Callable[[PlanSummary], bool]
 
 
 class DeployCancelled(TargetError):
@@ -156,7 +158,7 @@ class CloudTarget:
     auto_approve: bool = False  # apply the plan without asking (the CLI's --yes)
 
     def __post_init__(self) -> None:
-        self._hosts: Any = None
+        self._hosts: HostsTarget | None = None
         self.name = self.cloud
         self.workdir = self.paths.workspace / "terraform" / self.cloud
         self.rpc_url = ""
@@ -325,16 +327,16 @@ class CloudTarget:
         on_progress: ProgressCallback | None = None,
         confirm: ConfirmCallback | None = None,
         run_hosts: Callable[[Path], None] | None = None,
-    ) -> dict[str, Any]:
+    ) -> None:
         """Preflight, plan, confirm, apply, inventory, then the stack on the hosts (the hosts target, i.e. the
-        btcpool role through ansible-runner). Returns the Terraform outputs.
+        btcpool role through ansible-runner). :meth:`outputs` then has the Terraform outputs (the hosts, ...).
 
         The plan is applied only when ``confirm(summary)`` says so, or with ``auto_approve``; without either, the
         plan table is shown and the user asked on the terminal, and with no terminal the deploy stops unapplied."""
         tf, summary = self.plan(on_progress=on_progress)
         if not summary.empty and not self._confirmed(summary, confirm):
             raise DeployCancelled(f"plan not applied ({summary.line()}); nothing changed")
-        outputs = self.apply(tf, on_progress=on_progress)
+        self.apply(tf, on_progress=on_progress)
         if run_hosts is not None:
             run_hosts(self.inventory_path)
         elif self.emulated:
@@ -342,7 +344,6 @@ class CloudTarget:
         else:
             self._hosts = self.hosts_target()
             self._hosts.deploy(timeout=timeout, on_progress=on_progress)
-        return outputs
 
     @property
     def emulated(self) -> str | None:
@@ -352,22 +353,29 @@ class CloudTarget:
             return None
         return self.aws_endpoint_url or os.environ.get("AWS_ENDPOINT_URL_EC2") or os.environ.get("AWS_ENDPOINT_URL")
 
-    def summary_table(self) -> Any:
-        """The hosts target's per-host summary after the Ansible step; the created hosts before it."""
-        if self._hosts is not None:
-            return self._hosts.summary_table()
+    def summary(self) -> RenderableType | None:
+        """The hosts target's per-host summary after the Ansible step ran; else the created hosts; None when the
+        Terraform state has no hosts (a deploy that stopped before apply created nothing worth a table)."""
+        ran = self._hosts.summary() if self._hosts is not None else None
+        if ran is not None:
+            return ran
+        hosts: dict[str, dict[str, Any]] = self.outputs().get("hosts") or {}
+        return self.hosts_table(hosts) if hosts else None
+
+    def hosts_table(self, hosts: Mapping[str, Mapping[str, Any]]) -> Table:
+        """The hosts (``hosts`` output of the module) with their roles and addresses."""
         from rich.table import Table
 
         table = Table(title=f"{self.config.name} on {self.cloud} {self.config.cloud.region}")
         for column in ("host", "roles", "public address", "private address"):
             table.add_column(column)
-        for key, host in sorted((self.outputs().get("hosts") or {}).items()):
+        for key, host in sorted(hosts.items()):
             table.add_row(
                 key, ", ".join(host.get("roles", [])), str(host.get("public_ip")), str(host.get("private_ip"))
             )
         return table
 
-    def hosts_target(self) -> Any:
+    def hosts_target(self) -> HostsTarget:
         """The hosts target over this deployment's inventory (from the Terraform outputs)."""
         from .hosts import HostsTarget
 
@@ -385,7 +393,7 @@ class CloudTarget:
         if self.inventory_path.exists() and not self.emulated:
             target = self.hosts_target()
             self.rpc_url, self.pool_http = target.rpc_url, target.pool_http
-            found: list[ServiceHealth] = target.health()
+            found = target.health()
             if found:
                 return found
         hosts = self.outputs().get("hosts") or {}
@@ -396,7 +404,7 @@ class CloudTarget:
             for key, h in sorted(hosts.items())
         ]
 
-    def show_logs(self, service: str | None, *, lines: int, follow: bool, console: Any) -> None:
+    def show_logs(self, service: str | None, *, lines: int, follow: bool, console: Console) -> None:
         if self.emulated:
             raise TargetUnavailable(f"the hosts are emulated by {self.emulated}: they have no logs")
         self.hosts_target().show_logs(service, lines=lines, follow=follow, console=console)
@@ -429,7 +437,7 @@ def _write_if_changed(path: Path, text: str) -> None:
         path.write_text(text)
 
 
-def plan_table(summary: PlanSummary) -> Any:
+def plan_table(summary: PlanSummary) -> Table:
     """A Rich table of the plan, for the CLI's confirmation."""
     from rich.table import Table
 
@@ -444,6 +452,8 @@ def plan_table(summary: PlanSummary) -> Any:
         table.add_row(f"[{colour}]{change.action}[/{colour}]", change.address)
     return table
 
+
+_IS_A_TARGET: type[Target] = CloudTarget  # mypy: CloudTarget has every member of the Target protocol
 
 __all__ = [
     "CloudTarget",

@@ -35,7 +35,6 @@ from .render import (
     COMPOSE_CONFIG_DIRS,
     COMPOSE_SECRET_FILES,
     INNER,
-    Paths,
     artifacts,
     build_context,
     compose_context,
@@ -43,6 +42,7 @@ from .render import (
     render_files,
 )
 from .secrets import required_files
+from .target import Paths
 
 #: role variable -> key path in ckbpool.yaml (dicts: merged over the schema's defaults)
 ROLE_VARS: dict[str, str] = {

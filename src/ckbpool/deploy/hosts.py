@@ -22,14 +22,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .assets import shipped_dir
 from .config import DeployConfig
 from .errors import TargetError, TargetUnavailable
 from .hostfiles import GROUPS, role_vars
-from .local import ServiceHealth
-from .render import Paths, compose_project
+from .render import compose_project
+from .target import ConfirmCallback, Paths, ServiceHealth, Target
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 INVENTORY_MARKER = "hosts/.inventory"
 
@@ -146,7 +150,7 @@ class RunView:
     def changed(self) -> int:
         return sum(s.get("changed", 0) for s in self.stats.values())
 
-    def summary_table(self, title: str) -> Any:
+    def summary_table(self, title: str) -> Table:
         from rich.table import Table
 
         table = Table(title=title)
@@ -295,12 +299,20 @@ class HostsTarget:
             raise TargetError(f"{playbook} failed: {detail}")
         return view
 
-    def summary_table(self) -> Any:
-        view = self.last_view or RunView()
-        return view.summary_table(f"{self.config.name} on the hosts of {self.inventory.name}")
+    def summary(self) -> Table | None:
+        """Per host: the role's result and its task counts, from the last playbook run (None before one ran)."""
+        if self.last_view is None:
+            return None
+        return self.last_view.summary_table(f"{self.config.name} on the hosts of {self.inventory.name}")
 
     # -- target ------------------------------------------------------------------------------------
-    def deploy(self, *, timeout: float = 1800.0, on_progress: Callable[[str, str], None] | None = None) -> None:
+    def deploy(
+        self,
+        *,
+        timeout: float = 1800.0,
+        on_progress: Callable[[str, str], None] | None = None,
+        confirm: ConfirmCallback | None = None,  # unused: the hosts exist already, the role has no plan to approve
+    ) -> None:
         self.run_playbook("site.yml", role_vars(self.config, self.paths), timeout=timeout, on_progress=on_progress)
 
     def destroy(self, *, purge: bool = False, timeout: float = 900.0) -> list[str]:
@@ -336,7 +348,8 @@ class HostsTarget:
                     out.append(ServiceHealth(f"{host.strip()}/{service}", state, healthy, status))
         return out
 
-    def show_logs(self, service: str | None, *, lines: int, follow: bool, console: Any) -> None:
+    def show_logs(self, service: str | None, *, lines: int, follow: bool, console: Console) -> None:
+        """``ansible`` prints each host's ``docker logs`` to the terminal itself, so ``console`` is not used."""
         command = f"docker ps -q --filter label=com.docker.compose.project={self.project}"
         if service:
             command += f" --filter label=com.docker.compose.service={service}"
@@ -351,3 +364,6 @@ class HostsTarget:
 
     def processes(self) -> list[str]:
         return [h.name for h in self.health()]
+
+
+_IS_A_TARGET: type[Target] = HostsTarget  # mypy: HostsTarget has every member of the Target protocol

@@ -23,10 +23,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..ckb.address import parse_address
 from ..ckb.errors import CkbError
@@ -35,7 +34,10 @@ from . import secrets as sec
 from .config import DeployConfig, load_config
 from .errors import TargetError, TargetUnavailable
 from .probe import probe_node, probe_pool
-from .render import Paths
+from .target import ConfirmCallback, Paths, ProgressCallback, ServiceHealth, Target
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
 
 STATE_FILE = "supervisor.json"
 STOP_GRACE_S = 25.0
@@ -344,14 +346,6 @@ def supervise(workspace_config: Path) -> int:
 # -------------------------------------------------------------------------------------------- target
 
 
-@dataclass
-class ServiceHealth:
-    name: str
-    state: str  # running | restarting | stopped | exited | failed | missing
-    healthy: bool | None
-    detail: str = ""
-
-
 class LocalTarget:
     name = "local"
 
@@ -370,8 +364,16 @@ class LocalTarget:
             return pid
         return None
 
-    def deploy(self, *, timeout: float = 180.0, on_progress: Callable[[str, str], None] | None = None) -> None:
-        """Start the supervisor (unless it runs already) and wait until every service is healthy."""
+    def deploy(
+        self,
+        *,
+        timeout: float = 180.0,
+        on_progress: ProgressCallback | None = None,
+        confirm: ConfirmCallback | None = None,
+    ) -> None:
+        """Start the supervisor (unless it runs already) and wait until every service is healthy.
+
+        ``confirm`` is unused: processes on this machine cost nothing to start, so there is no plan to approve."""
         report = on_progress or (lambda service, state: None)
         from ..ckb.install import find_or_install_ckb
 
@@ -403,7 +405,7 @@ class LocalTarget:
                 )
         self.wait_healthy(timeout=timeout, on_progress=report)
 
-    def wait_healthy(self, *, timeout: float, on_progress: Callable[[str, str], None]) -> None:
+    def wait_healthy(self, *, timeout: float, on_progress: ProgressCallback) -> None:
         deadline = time.monotonic() + timeout
         reported: dict[str, str] = {}
         while True:
@@ -527,8 +529,8 @@ class LocalTarget:
             (ld / "ckb" / "ckb-run.log").unlink(missing_ok=True)
         return stopped
 
-    def processes(self) -> list[int]:
-        """Pids of the stack's processes that are still alive (for tests and `status`)."""
+    def pids(self) -> list[int]:
+        """Pids of the stack's processes that are still alive (for tests and the demo's leak check)."""
         state = read_state(self.paths) or {}
         pids = [state.get("pid")] + [r.get("pid") for r in state.get("services", {}).values()]
         return [p for p in pids if isinstance(p, int) and pid_alive(p)]
@@ -541,7 +543,11 @@ class LocalTarget:
             files[name] = Path(record["log"])
         return files
 
-    def show_logs(self, service: str | None, *, lines: int, follow: bool, console: Any) -> None:
+    def summary(self) -> RenderableType | None:
+        """Nothing beyond the deploy's per-service progress lines: every service here is one line already."""
+        return None
+
+    def show_logs(self, service: str | None, *, lines: int, follow: bool, console: Console) -> None:
         files = self.log_files()
         if service is not None and service not in files:
             raise TargetError(f"no service {service!r} (services: {', '.join(files)})")
@@ -573,6 +579,9 @@ class LocalTarget:
             return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+_IS_A_TARGET: type[Target] = LocalTarget  # mypy: LocalTarget has every member of the Target protocol
 
 
 def _is_ours(pid: int, paths: Paths) -> bool:

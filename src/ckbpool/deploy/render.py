@@ -42,8 +42,9 @@ from ..ckb.structures import HASH_TYPE_NAMES
 from ..ckb.target import difficulty_to_target, target_to_compact
 from ..pool.config import ConfigError, load_pool_config
 from . import secrets as sec
-from .config import POOL_ROLES, DeployConfig, resolve
+from .config import POOL_ROLES, DeployConfig
 from .errors import WorkspaceError
+from .target import Paths
 
 MANIFEST = "render.json"
 #: bootnodes of the pinned ckb version's stock ckb.toml (`ckb init --chain <network>`)
@@ -127,21 +128,6 @@ def environment() -> jinja2.Environment:
 
 
 # ------------------------------------------------------------------------------------------- context
-
-
-@dataclass(frozen=True)
-class Paths:
-    """Where a config's files live: everything relative in ckbpool.yaml is relative to its directory."""
-
-    config_file: Path
-    secrets_dir: Path
-    workspace: Path
-
-    @classmethod
-    def of(cls, config_file: Path, config: DeployConfig) -> Paths:
-        config_file = config_file.resolve()
-        base = config_file.parent
-        return cls(config_file, resolve(base, config.secrets_dir), resolve(base, config.workspace))
 
 
 def _ckb_rpc_healthcheck() -> str:
