@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..ckb.address import parse_address
 from ..ckb.errors import MalformedError
 from .errors import ConfigFileError
-from .image import DEFAULT_POOL_BASE, DEFAULT_POOL_IMAGE
+from .image import DEFAULT_POOL_BASE, DEFAULT_POOL_IMAGE, LOCAL_REGISTRY
 
 CONFIG_FILE_NAME = "ckbpool.yaml"
 Network = Literal["dev", "testnet", "mainnet"]
@@ -31,6 +31,12 @@ HostRole = Literal[
 ]
 POOL_ROLES: tuple[str, ...] = ("jobmaker", "stratum", "blockmaker", "accounting")
 NAME_PATTERN = r"^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$"
+#: ``name@sha256:<64 hex>`` (optionally ``name:tag@sha256:...``): an image pinned by its content
+_DIGEST_REFERENCE = re.compile(r"^[a-z0-9][a-z0-9._:/-]*[a-z0-9](:[\w][\w.-]{0,127})?@sha256:[0-9a-f]{64}$")
+#: ``host[:port]/path[:tag]`` of a registry repository (lower case, as the distribution spec requires)
+_REPOSITORY = re.compile(
+    r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]+([._-]+[a-z0-9]+)*)+(:[\w][\w.-]{0,127})?$"
+)
 DEFAULT_DEV_DIFFICULTY = 1 << 20  # ~1 M Eaglesong hashes a block: a few blocks a second from one CPU miner
 
 
@@ -155,7 +161,15 @@ class Images(_Strict):
 
     ``pool`` is built by ckbpool itself (``ckbpool image build``, and every deploy when it is missing) on
     ``pool_base``; its default name is under the reserved ``ckbpool.invalid`` host, so it is never pulled from
-    anyone (see ckbpool.deploy.image)."""
+    anyone (see ckbpool.deploy.image).
+
+    ``registry`` (hosts and cloud targets): a repository of the operator's registry (``host[:port]/path``, e.g. an
+    ECR, ACR or GHCR repository). When set, a deploy pushes the built pool image there and the hosts pull it by
+    digest (``repository@sha256:...``), so every host runs the bytes the controller built; when unset, the
+    controller copies the image to each host that runs it (``docker save`` -> ``docker load``).
+
+    Each image is pinned by a version tag (``name:tag``, never ``latest``) or by digest (``name@sha256:<hex>``,
+    what a deploy through ``registry`` hands the hosts)."""
 
     ckb: str = "nervos/ckb:v0.210.0"
     pool: str = DEFAULT_POOL_IMAGE
@@ -167,13 +181,37 @@ class Images(_Strict):
     redis_exporter: str = "oliver006/redis_exporter:v1.66.0-alpine"
     kafka_exporter: str = "danielqsj/kafka-exporter:v1.8.0"
     grafana: str = "grafana/grafana:11.2.2"
+    registry: str = ""  # empty: no registry, the controller copies the image to the hosts
 
-    @field_validator("*")
+    @field_validator(
+        "ckb", "pool", "pool_base", "redis", "kafka", "prometheus", "node_exporter", "redis_exporter",
+        "kafka_exporter", "grafana",
+    )  # fmt: skip
     @classmethod
     def _pinned(cls, value: str) -> str:
+        if _DIGEST_REFERENCE.match(value):
+            return value
         name, _, tag = value.rpartition(":")
-        if not name or "/" in tag or not tag or tag == "latest":
-            raise ValueError(f"{value!r} must be pinned to a version tag (name:tag, not latest)")
+        if not name or "/" in tag or not tag or tag == "latest" or "@" in value:
+            raise ValueError(
+                f"{value!r} must be pinned to a version tag (name:tag, not latest) or a digest (name@sha256:...)"
+            )
+        return value
+
+    @field_validator("registry")
+    @classmethod
+    def _repository(cls, value: str) -> str:
+        """A repository to push to, not an image to run: no scheme, no digest, not the local-only name, and a
+        registry path (``host/name``) rather than a bare name that would go to Docker Hub's library."""
+        if not value:
+            return ""
+        if not _REPOSITORY.match(value):
+            raise ValueError(
+                f"{value!r} is not a registry repository: write host[:port]/path[:tag] "
+                "(e.g. registry.example.com/ckbpool/pool), without https:// or @sha256"
+            )
+        if value.startswith(LOCAL_REGISTRY + "/"):
+            raise ValueError(f"{value!r}: {LOCAL_REGISTRY} is the local-only name; give your registry's repository")
         return value
 
 
