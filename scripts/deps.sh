@@ -39,6 +39,7 @@ step ckb bash scripts/build-ckb.sh & pids+=($!)
 step kafka bash scripts/kafka-deps.sh & pids+=($!)
 step docker bash scripts/docker-deps.sh & pids+=($!)
 step terraform bash scripts/terraform-deps.sh & pids+=($!)
+step registry bash scripts/registry-deps.sh & pids+=($!)   # OCI registry for the images.registry e2e test
 if [ -f tests/interop/build.sh ]; then
   step sri-interop bash tests/interop/build.sh & pids+=($!)
 fi
