@@ -295,7 +295,7 @@ def build_pool_image(
         log = _log_dir() / "image-build.log"
         env = {**os.environ, "DOCKER_BUILDKIT": "1"}
         tail: list[str] = []
-        with log.open("w") as out:
+        with log.open("w", buffering=1) as out:  # line-buffered: the log is readable while the build runs
             try:
                 proc = subprocess.Popen(
                     cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
