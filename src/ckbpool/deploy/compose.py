@@ -5,10 +5,10 @@ honours profiles and ``depends_on: condition: service_healthy``); ``CKBPOOL_COMP
 (e.g. ``CKBPOOL_COMPOSE=docker-compose``). Health comes from the engine (each service's healthcheck), read with
 ``docker inspect`` through the compose labels, so it does not depend on the compose version either.
 
-Containers that read secrets run as the deploying user (``CKBPOOL_UID``/``CKBPOOL_GID``), so the secret
-files stay 0600 on the host; their data lives in ``compose/data/`` (bind mounts owned by that user). The
-others keep their image's user and use named volumes. ``destroy`` is ``down`` (containers and networks);
-``--purge`` adds ``-v`` and deletes ``compose/data``.
+Containers that read secrets run as the owner of the secrets (``CKBPOOL_UID``/``CKBPOOL_GID``, which render
+writes into ``.env``; never root), so the secret files stay 0600 on the host; their data lives in
+``compose/data/`` (bind mounts owned by that user). The others keep their image's user and use named volumes.
+``destroy`` is ``down`` (containers and networks); ``--purge`` adds ``-v`` and deletes ``compose/data``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import yaml
 
 from .config import DeployConfig
 from .errors import TargetError, TargetUnavailable
-from .render import compose_project
+from .render import compose_profiles, compose_project, compose_root_problem, prepare_compose_data
 from .target import ConfirmCallback, Paths, ServiceHealth, Target
 
 if TYPE_CHECKING:
@@ -92,18 +92,14 @@ class ComposeTarget:
 
     # -- plumbing ----------------------------------------------------------------------------------
     def profiles(self) -> list[str]:
-        profiles = ["core"]
-        if self.config.monitoring.enabled:
-            profiles.append("monitoring")
-        if self.config.services.miner.enabled and self.config.network != "mainnet":
-            profiles.append("testnet")
-        return profiles
+        return compose_profiles(self.config)
 
     def env(self) -> dict[str, str]:
-        """The rendered .env, overridden by the caller's environment (CKBPOOL_IMAGE_* for local images)."""
+        """The rendered .env, overridden by the caller's environment (CKBPOOL_IMAGE_* for local images).
+
+        CKBPOOL_UID/GID come from .env like everything else (render writes the owner of the secrets there), not
+        from our own uid: under sudo that would be root, and a plain ``compose up`` would not see it anyway."""
         env = {**read_env_file(self.dir / ".env"), **os.environ}
-        env.setdefault("CKBPOOL_UID", str(os.getuid()))
-        env.setdefault("CKBPOOL_GID", str(os.getgid()))
         env.setdefault("COMPOSE_PROJECT_NAME", self.project)
         return env
 
@@ -130,6 +126,19 @@ class ComposeTarget:
             last = (result.stderr or result.stdout).strip().splitlines()[-5:]
             raise TargetError(f"compose {args[0]} failed: " + " / ".join(last))
         return result
+
+    def check_user(self) -> None:
+        """Refuse to run the secret-reading services as root (or as nobody in particular: compose would stop on
+        the missing variable, with a less helpful message)."""
+        env = self.env()
+        uid, gid = env.get("CKBPOOL_UID", "").strip(), env.get("CKBPOOL_GID", "").strip()
+        if not uid or not gid:
+            raise TargetError(compose_root_problem(self.paths.secrets_dir))
+        if uid == "0":
+            raise TargetError(
+                "CKBPOOL_UID=0 in the environment would run the services that read secrets as root; unset it "
+                "(render writes the owner of the secrets into .env) or set the uid that owns them"
+            )
 
     def engine_check(self) -> None:
         result = subprocess.run([docker_binary(), "info"], capture_output=True, text=True, timeout=60)
@@ -242,10 +251,11 @@ class ComposeTarget:
         confirm: ConfirmCallback | None = None,  # unused: containers on this engine have no plan to approve
     ) -> None:
         report = on_progress or (lambda service, state: None)
+        self.check_user()
         self.engine_check()
         self.prepare_images(report)
-        for sub in ("pool", "redis"):
-            (self.dir / "data" / sub).mkdir(parents=True, exist_ok=True)
+        # compose/data/<service> owned by CKBPOOL_UID (render made them; `destroy --purge` deletes them)
+        prepare_compose_data(self.config, self.paths)
         # `up -d` blocks while dependencies become healthy; run it beside the health poll
         result: dict[str, subprocess.CompletedProcess[str] | BaseException] = {}
 

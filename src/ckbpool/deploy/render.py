@@ -130,6 +130,56 @@ def environment() -> jinja2.Environment:
 # ------------------------------------------------------------------------------------------- context
 
 
+@dataclass(frozen=True)
+class Owner:
+    """A numeric ``uid:gid``: who owns a path, or who a container runs as."""
+
+    uid: int
+    gid: int
+
+
+def secrets_owner(secrets_dir: Path) -> Owner | None:
+    """Who owns ``secrets_dir`` (None when it cannot be read).
+
+    This, not ``os.getuid()``, is who the compose services that read secrets run as: a compose file secret is a
+    bind mount, so the container sees the host file's owner and its 0600 mode, and only that uid can read it.
+    Under ``sudo ckbpool render`` the caller is root while the operator's own ``ckbpool init`` made the secrets
+    theirs; the owner of the directory is right in both cases, and it is the same on every re-render."""
+    try:
+        st = secrets_dir.stat()
+    except OSError:
+        return None
+    return Owner(st.st_uid, st.st_gid)
+
+
+def compose_user(secrets_dir: Path) -> Owner | None:
+    """The ``CKBPOOL_UID``/``CKBPOOL_GID`` of the compose stack; None when that would be root, which we refuse:
+    a root pool or Redis would turn any bug in them into root on the host's bind mounts."""
+    owner = secrets_owner(secrets_dir)
+    return owner if owner is not None and owner.uid != 0 else None
+
+
+def compose_root_problem(secrets_dir: Path) -> str:
+    """Why the compose services have no user, and the fix (the deploy error; .env carries the same words)."""
+    sudo_uid, sudo_gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
+    who = f"{sudo_uid}:{sudo_gid}" if sudo_uid and sudo_gid and sudo_uid != "0" else "<user>:<group>"
+    return (
+        f"the secrets in {secrets_dir} are owned by root, and the compose services that read them (pool, redis, "
+        f"the exporters, grafana) must not run as root: give the secrets to an unprivileged user "
+        f"(`chown -R {who} {secrets_dir}`, or run `ckbpool init` as that user) and run `ckbpool render` again"
+    )
+
+
+def compose_profiles(config: DeployConfig) -> list[str]:
+    """The compose profiles this config runs (also ``COMPOSE_PROFILES`` in .env, for a plain ``compose up``)."""
+    profiles = ["core"]
+    if config.monitoring.enabled:
+        profiles.append("monitoring")
+    if config.services.miner.enabled and config.network != "mainnet":
+        profiles.append("testnet")
+    return profiles
+
+
 def _ckb_rpc_healthcheck() -> str:
     body = '{"id":1,"jsonrpc":"2.0","method":"get_tip_block_number","params":[]}'
     request = f"POST / HTTP/1.0\\r\\nContent-Type: application/json\\r\\nContent-Length: {len(body)}\\r\\n\\r\\n{body}"
@@ -180,6 +230,9 @@ def build_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
             "epoch_length": config.node.dev_epoch_length,
         },
         "ckb_healthcheck": _ckb_rpc_healthcheck(),
+        # who the compose services that read secrets run as (.env): from the controller's secrets_dir, so a
+        # host's compose files equal render's (hostfiles builds this context from the controller's paths)
+        "compose_user": compose_user(paths.secrets_dir),
     }
     return common
 
@@ -313,6 +366,8 @@ def compose_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
         },
         "compose_env": {
             "COMPOSE_PROJECT_NAME": compose_project(config),
+            # read by `docker compose` / `docker-compose` (>= 1.28) from .env: a plain `up` starts this stack
+            "COMPOSE_PROFILES": ",".join(compose_profiles(config)),
             **{f"CKBPOOL_IMAGE_{key.upper()}": value for key, value in images.items()},
         },
     }
@@ -581,30 +636,134 @@ def plan(config: DeployConfig, paths: Paths) -> tuple[dict[str, str], list[FileC
     return files, changes
 
 
+#: Modes of what render writes, set explicitly (fchmod/chmod, never left to the umask: 077 is common on hardened
+#: hosts and would make every file 0600). Rendered files hold no secret -- they name the files in secrets_dir --
+#: and several are bind-mounted into containers that read them as their image's own user (ckb: uid 1000,
+#: prometheus: nobody), who is neither their owner nor in their group: files must be world-readable and their
+#: directories world-searchable.
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+#: compose/data/<service>: bind-mounted read-write into the services that run as CKBPOOL_UID, their only
+#: writer; the group may read (found blocks, Redis dumps), nobody else needs to.
+DATA_DIR_MODE = 0o750
+
+
+def compose_data_dirs(config: DeployConfig) -> list[str]:
+    """The ``compose/data/<service>`` directories compose.yaml bind-mounts read-write (services run as
+    CKBPOOL_UID); the other services keep their data in named volumes, which their image's user owns."""
+    return ["pool", "redis"] if config.services.redis else ["pool"]
+
+
+def _own(path: Path, owner: Owner | None) -> None:
+    """Give ``path`` (not a symlink's target) to ``owner``; only root can, and only root needs to: a workspace
+    rendered by ``sudo ckbpool render`` should still belong to the operator who owns the secrets."""
+    if owner is None or os.geteuid() != 0:
+        return
+    st = os.lstat(path)
+    if (st.st_uid, st.st_gid) != (owner.uid, owner.gid):
+        os.lchown(path, owner.uid, owner.gid)
+
+
+def _ensure_dir(path: Path, mode: int, owner: Owner | None) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    st = os.lstat(path)
+    if not os.path.isdir(path) or os.path.islink(path):
+        raise WorkspaceError(f"{path} is not a directory")
+    if st.st_mode & 0o7777 != mode:
+        os.chmod(path, mode)
+    _own(path, owner)
+
+
+def _write_file(target: Path, text: str, owner: Owner | None) -> None:
+    """Replace ``target`` atomically with a FILE_MODE file; the temporary file is created without following
+    symlinks and gets its mode and owner through its descriptor (no umask, no window with another mode)."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        os.fchmod(fh.fileno(), FILE_MODE)
+        if owner is not None and os.geteuid() == 0:
+            os.fchown(fh.fileno(), owner.uid, owner.gid)
+        fh.write(text)
+    os.replace(tmp, target)
+
+
+def _settle_file(target: Path, owner: Owner | None) -> None:
+    """An unchanged file gets the mode and owner a fresh render would give it (older renders left the umask's)."""
+    st = os.lstat(target)
+    if not os.path.islink(target) and st.st_mode & 0o7777 != FILE_MODE:
+        os.chmod(target, FILE_MODE)
+    _own(target, owner)
+
+
+def prepare_compose_data(config: DeployConfig, paths: Paths) -> None:
+    """``compose/data/<service>`` owned by CKBPOOL_UID:CKBPOOL_GID with DATA_DIR_MODE, before compose sees them.
+
+    A missing bind-mount source is created by the Docker daemon as root:root 0755, which the pool and Redis
+    (running as CKBPOOL_UID) cannot write; so render makes them -- a plain ``compose up`` needs nothing else --
+    and ``deploy`` makes sure again (``destroy --purge`` deletes them)."""
+    owner = secrets_owner(paths.secrets_dir)
+    user = compose_user(paths.secrets_dir)
+    data = paths.workspace / "compose" / "data"
+    _ensure_dir(data, DIR_MODE, owner)
+    for sub in compose_data_dirs(config):
+        path = data / sub
+        path.mkdir(exist_ok=True)
+        st = os.lstat(path)
+        if user is not None and (st.st_uid, st.st_gid) != (user.uid, user.gid):
+            if os.geteuid() != 0:
+                raise WorkspaceError(
+                    f"{path} belongs to {st.st_uid}:{st.st_gid}, but the services that write it run as "
+                    f"{user.uid}:{user.gid} (the owner of {paths.secrets_dir}): "
+                    f"`sudo chown -R {user.uid}:{user.gid} {path}`, or render as root"
+                )
+            # root: hand over what an earlier deploy (or the Docker daemon) left with another owner
+            for root, dirs, files in os.walk(path):
+                for name in (*dirs, *files):
+                    os.lchown(os.path.join(root, name), user.uid, user.gid)
+        # without a user the services are refused (compose_root_problem): the directory stays its creator's
+        _ensure_dir(path, DATA_DIR_MODE, user)
+
+
 def render(config: DeployConfig, paths: Paths, *, dry_run: bool = False) -> RenderResult:
+    """Write the changed files (and the manifest), with explicit modes and owners, and compose's data dirs.
+
+    Everything render writes belongs to the owner of secrets_dir: as the operator that is who runs render; as
+    root (``sudo ckbpool render``) render hands the files over, so the operator can re-render without sudo."""
     files, changes = plan(config, paths)
     if dry_run:
         return RenderResult(paths.workspace, changes)
     ws = paths.workspace
-    ws.mkdir(parents=True, exist_ok=True)
-    for change in changes:
-        target = ws / change.path
-        if change.status == "removed":
-            target.unlink(missing_ok=True)
-        elif change.status in ("added", "changed"):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.tmp")
-            tmp.write_text(files[change.path])
-            os.replace(tmp, target)
-    manifest = {
-        "ckbpool": __version__,
-        "config": str(paths.config_file),
-        "config_sha256": _sha256(paths.config_file.read_text()) if paths.config_file.exists() else None,
-        "name": config.name,
-        "network": config.network,
-        "files": {rel: _sha256(text) for rel, text in sorted(files.items())},
-    }
-    (ws / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    owner = secrets_owner(paths.secrets_dir)
+    try:
+        if not ws.is_dir():
+            _ensure_dir(ws, DIR_MODE, owner)  # an existing workspace keeps its mode: it may be a shared directory
+        # every directory render owns (the parents of its files, below the workspace)
+        dirs = {ws.joinpath(*Path(rel).parts[:i]) for rel in files for i in range(1, len(Path(rel).parts))}
+        for directory in sorted(dirs, key=lambda d: len(d.parts)):
+            _ensure_dir(directory, DIR_MODE, owner)
+        for change in changes:
+            target = ws / change.path
+            if change.status == "removed":
+                target.unlink(missing_ok=True)
+            elif change.status in ("added", "changed"):
+                _write_file(target, files[change.path], owner)
+            else:
+                _settle_file(target, owner)
+        manifest = {
+            "ckbpool": __version__,
+            "config": str(paths.config_file),
+            "config_sha256": _sha256(paths.config_file.read_text()) if paths.config_file.exists() else None,
+            "name": config.name,
+            "network": config.network,
+            "files": {rel: _sha256(text) for rel, text in sorted(files.items())},
+        }
+        _write_file(ws / MANIFEST, json.dumps(manifest, indent=2) + "\n", owner)
+        prepare_compose_data(config, paths)
+    except PermissionError as exc:
+        raise WorkspaceError(
+            f"cannot write {exc.filename or ws}: permission denied (render as the owner of {ws}, or as root)"
+        ) from None
     return RenderResult(ws, changes)
 
 
