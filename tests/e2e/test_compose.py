@@ -68,7 +68,14 @@ def docker_engine() -> str:
 
 @pytest.fixture(scope="session")
 def images(docker_engine: str) -> dict[str, str]:
-    return build(["ckb", "pool", "redis", "prometheus", "node-exporter", "redis-exporter", "kafka"])
+    """The stand-ins, and the pool image as a deploy builds it -- or, with ``CKBPOOL_E2E_POOL_IMAGE`` (CI on a
+    tag: the pushed ``name@sha256:...``, pulled beforehand), exactly that image."""
+    pushed = os.environ.get("CKBPOOL_E2E_POOL_IMAGE")
+    names = ["ckb", "redis", "prometheus", "node-exporter", "redis-exporter", "kafka"]
+    env = build(names if pushed else ["pool", *names])
+    if pushed:
+        env["CKBPOOL_IMAGE_POOL"] = pushed
+    return env
 
 
 @pytest.fixture

@@ -227,20 +227,22 @@ class ComposeTarget:
         from .image import build_pool_image, build_step, image_id, is_local_image, pull_image
 
         base = self.env().get("CKBPOOL_IMAGE_POOL_BASE") or self.config.images.pool_base
-        for name, service in self.service_images().items():
-            if is_local_image(name):
-                report("image", f"building {name}")
-
-                def on_line(line: str, name: str = name) -> None:
-                    step = build_step(line)
-                    if step:
-                        report("image", f"building {name}: {step}")
-
-                built = build_pool_image(name, base=base, on_line=on_line)
-                report("image", f"{name} {'built' if built.built else 'up to date'} ({built.id[:19]})")
-            elif image_id(name) is None:
+        images = self.service_images()
+        # pulls first: a missing official image fails in seconds, before minutes of building
+        for name, service in images.items():
+            if not is_local_image(name) and image_id(name) is None:
                 report("image", f"pulling {name}")
                 pull_image(name, service=service)
+        for name in filter(is_local_image, images):
+            report("image", f"building {name}")
+
+            def on_line(line: str, name: str = name) -> None:
+                step = build_step(line)
+                if step:
+                    report("image", f"building {name}: {step}")
+
+            built = build_pool_image(name, base=base, on_line=on_line)
+            report("image", f"{name} {'built' if built.built else 'up to date'} ({built.id[:19]})")
         report("image", "healthy")
 
     def deploy(
