@@ -1,8 +1,5 @@
 #!/bin/bash
-# Stand-in healthcheck: succeed when the broker accepts connections on the --bootstrap-server address.
-server=localhost:9092
-while [ $# -gt 0 ]; do
-  case "$1" in --bootstrap-server) server="$2"; shift 2 ;; *) shift ;; esac
-done
-host="${server%:*}"; port="${server##*:}"
-exec 3<>"/dev/tcp/${host}/${port}"
+# Stand-in for /opt/kafka/bin/kafka-broker-api-versions.sh of the apache/kafka image: the same tool class
+# (org.apache.kafka.tools.BrokerApiVersionsCommand, from the kafka-tools jar) run the same way, so the compose
+# healthcheck asks the broker for its API versions here exactly as it does on the official image.
+exec /opt/kafka/bin/kafka-run-class.sh org.apache.kafka.tools.BrokerApiVersionsCommand "$@"

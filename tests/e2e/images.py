@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -80,11 +81,16 @@ def _build(name: str, dockerfile: Path, context: Path, digest: str, base: str, l
 
 
 def kafka_libs() -> Path:
-    """The broker jars scripts/kafka-deps.sh fetched (the version is the one deps/kafka/pom.xml pins)."""
-    found = sorted(cache_dir().glob("kafka-*/libs"))
-    if not found:
-        raise RuntimeError("no Kafka jars in the cache: run scripts/kafka-deps.sh (make deps does)")
-    return found[-1]
+    """The broker jars scripts/kafka-deps.sh fetched, of the version deps/kafka/pom.xml pins (the pinned image's
+    tag: tests/unit/test_pinned_versions.py), never whichever other version is still in the cache."""
+    pom = (ROOT / "deps" / "kafka" / "pom.xml").read_text()
+    match = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", pom)
+    if not match:
+        raise RuntimeError("no <kafka.version> in deps/kafka/pom.xml")
+    libs = cache_dir() / f"kafka-{match.group(1).strip()}" / "libs"
+    if not (libs / ".complete").is_file():
+        raise RuntimeError(f"no complete Kafka jars in {libs}: run scripts/kafka-deps.sh (make deps does)")
+    return libs
 
 
 def build_pool_wheels() -> Path:
@@ -124,8 +130,8 @@ def build(names: list[str], base: str = BASE_IMAGE) -> dict[str, str]:
 
                 extra.append(find_or_install_ckb(allow_download=False))
             elif name == "kafka":
-                extra += [kafka_libs(), dockerfile.parent / "kafka-run.sh"]
-                extra.append(dockerfile.parent / "kafka-broker-api-versions.sh")
+                # the jars and the scripts standing in for the image's (kafka-run.sh, kafka-run-class.sh, ...)
+                extra += [kafka_libs(), *sorted(dockerfile.parent.glob("kafka-*.sh"))]
             digest = _digest([dockerfile, *extra], base)
             if _current_label(tag(name)) != digest:
                 with tempfile.TemporaryDirectory(prefix=f"ckbpool-{name}-image-") as ctx:

@@ -175,7 +175,7 @@ class Images(_Strict):
     pool: str = DEFAULT_POOL_IMAGE
     pool_base: str = DEFAULT_POOL_BASE
     redis: str = "redis:7.4.2"
-    kafka: str = "apache/kafka:4.1.0"
+    kafka: str = "apache/kafka:4.4.0"
     prometheus: str = "prom/prometheus:v2.53.2"
     node_exporter: str = "prom/node-exporter:v1.8.2"
     redis_exporter: str = "oliver006/redis_exporter:v1.66.0-alpine"
