@@ -78,6 +78,16 @@ def images(docker_engine: str) -> dict[str, str]:
     return env
 
 
+def secrets_to_an_operator(config: Path) -> None:
+    """As root (CI), hand the secrets to an unprivileged uid, as an operator's own ``ckbpool init`` leaves them:
+    the compose services that read them run as their owner and refuse root."""
+    if os.geteuid() != 0:
+        return
+    secrets = config.parent / "secrets"
+    for path in [secrets, *secrets.rglob("*")]:
+        os.lchown(path, 10001, 10001)
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     config = tmp_path / "ckbpool.yaml"
@@ -86,6 +96,7 @@ def project(tmp_path: Path) -> Path:
         "--no-grafana", "--no-miner", "--share-interval", "0.5", *ports(),
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
+    secrets_to_an_operator(config)
     assert cli("render", "-c", str(config), "--no-diff").exit_code == 0
     return config
 
@@ -248,6 +259,7 @@ def test_kafka_stack_pool_on_the_kafka_bus(tmp_path: Path, compose_env: dict[str
         "--kafka", "--no-monitoring", "--no-miner", "--share-interval", "0.5", *ports(),
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
+    secrets_to_an_operator(config)
     cfg = load_config(config)
     target = ComposeTarget(cfg, Paths.of(config, cfg))
     try:

@@ -97,9 +97,7 @@ def test_miner_profile_follows_the_config(project: Path) -> None:
     assert read_env_file(paths.workspace / "compose" / ".env")["COMPOSE_PROFILES"] == "core,monitoring,testnet"
 
 
-def test_secrets_owned_by_root_give_no_user_and_deploy_refuses(
-    project: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_secrets_owned_by_root_give_no_user_and_deploy_refuses(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(render_mod, "secrets_owner", lambda secrets_dir: Owner(0, 0))
     monkeypatch.delenv("CKBPOOL_UID", raising=False)
     monkeypatch.delenv("CKBPOOL_GID", raising=False)
