@@ -1,7 +1,8 @@
 """An installed ckbpool deploys to hosts and clouds with the role and modules of its own version: the wheel carries
 ``ckbpool/ansible`` (site.yml, destroy.yml, roles/btcpool with its plugins) and ``ckbpool/terraform`` (the aws and
 alicloud modules and the shared ones), ``ansible_dir()`` and ``terraform_modules_dir()`` find them there, and the
-shipped role passes ``ansible-playbook --syntax-check`` on its own example inventory."""
+shipped role passes ``ansible-playbook --syntax-check`` on its own example inventory. The wheel also carries the pool
+image's Dockerfile and the Eaglesong C source, and the image's build context can be assembled from it alone."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-def test_the_wheel_carries_the_role_and_the_terraform_modules_and_finds_them(tmp_path: Path) -> None:
+def test_the_wheel_carries_the_role_the_terraform_modules_and_the_image_recipe(tmp_path: Path) -> None:
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path),
          str(ROOT)],
@@ -61,6 +62,19 @@ def test_the_wheel_carries_the_role_and_the_terraform_modules_and_finds_them(tmp
     shipped, shipped_tf = (Path(line) for line in found.stdout.split())
     assert shipped == unpacked / "ckbpool" / "ansible"
     assert shipped_tf == unpacked / "ckbpool" / "terraform"
+
+    # the pool image's recipe: the Dockerfile and the C source, and a build context assembled from the wheel alone
+    assert {"ckbpool/image/Dockerfile", "ckbpool/ckb/_eaglesong.c"} <= names
+    context = subprocess.run(
+        [sys.executable, "-c", "import sys; from pathlib import Path; from ckbpool.deploy.image import build_context; "
+         "print(build_context(Path(sys.argv[1]), 'base:1'))", str(tmp_path / "image")],
+        capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert context.returncode == 0, context.stderr
+    ctx = tmp_path / "image" / "context"
+    assert (tmp_path / "image" / "Dockerfile").is_file() and (ctx / "src/ckbpool/ckb/_eaglesong.c").is_file()
+    assert not (ctx / "src/ckbpool/ansible").exists() and not list(ctx.rglob("*.so"))
+    assert 'name = "ckbpool"' in (ctx / "pyproject.toml").read_text()
     if not (BIN / "ansible-playbook").exists():
         pytest.skip("ansible-playbook is not installed (scripts/ansible-deps.sh)")
     check = subprocess.run(
