@@ -2,10 +2,10 @@
 
     python -m tests.e2e.images [--base local/debian:bookworm] [name ...]
 
-Each image is tagged ``local/ckbpool-<name>:e2e`` and labelled with a digest of its inputs; an image whose label
-matches is not rebuilt, so warm runs take a second. The pool image installs wheels built on the host
-(``pip wheel`` of this checkout into ``$CKBPOOL_CACHE/docker/wheels``). The stand-ins for the official images
-(docker/local/*.Dockerfile) keep their interface: entrypoint, user, paths, healthcheck tools.
+Each stand-in is tagged ``local/ckbpool-<name>:e2e`` and labelled with a digest of its inputs; an image whose label
+matches is not rebuilt, so warm runs take a second. The stand-ins for the official images (docker/local/*.Dockerfile)
+keep their interface: entrypoint, user, paths, healthcheck tools. The pool image is not a stand-in: it is built by
+the product (``ckbpool.deploy.image``, what ``ckbpool image build`` and every deploy run) on the test base.
 """
 
 from __future__ import annotations
@@ -93,21 +93,6 @@ def kafka_libs() -> Path:
     return libs
 
 
-def build_pool_wheels() -> Path:
-    """ckbpool + dependencies as wheels for the image's CPython (3.11, like Debian bookworm's python3)."""
-    wheels = cache_dir() / "docker" / "wheels"
-    if wheels.exists():
-        for old in wheels.glob("ckbpool-*.whl"):
-            old.unlink()
-    wheels.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", str(wheels), str(ROOT)],
-        check=True,
-        timeout=1800,
-    )
-    return wheels
-
-
 def build(names: list[str], base: str = BASE_IMAGE) -> dict[str, str]:
     """Build what is out of date; returns ``{compose variable: image}`` for the environment of compose."""
     logs = cache_dir() / "logs"
@@ -115,32 +100,32 @@ def build(names: list[str], base: str = BASE_IMAGE) -> dict[str, str]:
     env: dict[str, str] = {}
     for name in names:
         if name == "pool":
-            dockerfile = ROOT / "docker" / "pool" / "Dockerfile"
-            inputs = [ROOT / "src" / "ckbpool", ROOT / "pyproject.toml", ROOT / "setup.py", dockerfile]
-            digest = _digest(inputs, base)
-            if _current_label(tag(name)) != digest:
-                with tempfile.TemporaryDirectory(prefix="ckbpool-pool-image-") as ctx:
-                    shutil.copytree(build_pool_wheels(), Path(ctx) / "wheels")
-                    _build(name, dockerfile, Path(ctx), digest, base, logs / "image-pool.log")
-        else:
-            dockerfile = ROOT / "docker" / "local" / f"{name}.Dockerfile"
-            extra: list[Path] = []
-            if name == "ckb":
-                from ckbpool.ckb.install import find_or_install_ckb
+            # the product's own path (ckbpool.deploy.image): the image a deploy would build, on the test base;
+            # deploy then finds it up to date. The variables point compose at it and at the same base.
+            from ckbpool.deploy.image import DEFAULT_POOL_IMAGE, build_pool_image
 
-                extra.append(find_or_install_ckb(allow_download=False))
-            elif name == "kafka":
-                # the jars and the scripts standing in for the image's (kafka-run.sh, kafka-run-class.sh, ...)
-                extra += [kafka_libs(), *sorted(dockerfile.parent.glob("kafka-*.sh"))]
-            digest = _digest([dockerfile, *extra], base)
-            if _current_label(tag(name)) != digest:
-                with tempfile.TemporaryDirectory(prefix=f"ckbpool-{name}-image-") as ctx:
-                    for path in extra:
-                        if path.is_dir():
-                            shutil.copytree(path, Path(ctx) / path.name)
-                        else:
-                            shutil.copy2(path, Path(ctx) / path.name)
-                    _build(name, dockerfile, Path(ctx), digest, base, logs / f"image-{name}.log")
+            build_pool_image(DEFAULT_POOL_IMAGE, base=base)
+            env["CKBPOOL_IMAGE_POOL_BASE"] = base
+            env[IMAGES[name]] = DEFAULT_POOL_IMAGE
+            continue
+        dockerfile = ROOT / "docker" / "local" / f"{name}.Dockerfile"
+        extra: list[Path] = []
+        if name == "ckb":
+            from ckbpool.ckb.install import find_or_install_ckb
+
+            extra.append(find_or_install_ckb(allow_download=False))
+        elif name == "kafka":
+            # the jars and the scripts standing in for the image's (kafka-run.sh, kafka-run-class.sh, ...)
+            extra += [kafka_libs(), *sorted(dockerfile.parent.glob("kafka-*.sh"))]
+        digest = _digest([dockerfile, *extra], base)
+        if _current_label(tag(name)) != digest:
+            with tempfile.TemporaryDirectory(prefix=f"ckbpool-{name}-image-") as ctx:
+                for path in extra:
+                    if path.is_dir():
+                        shutil.copytree(path, Path(ctx) / path.name)
+                    else:
+                        shutil.copy2(path, Path(ctx) / path.name)
+                _build(name, dockerfile, Path(ctx), digest, base, logs / f"image-{name}.log")
         env[IMAGES[name]] = tag(name)
     return env
 
