@@ -14,7 +14,9 @@ short_description: Render one host's ckbpool files (compose stack, configs, fire
 description:
   - Returns one dictionary with C(ok); when ok, C(files) (path relative to the install directory -> text),
     C(services), C(profiles), C(secrets) (file names in btcpool_secrets_dir), C(published) (host ports),
-    C(firewall) (nftables ruleset text) and C(ckbpool_version); when not ok, C(problems), one line each,
+    C(firewall) (nftables ruleset text), C(images) (each image the host's services run, with those services,
+    as compose resolves it), C(pool_image) (btcpool_images.pool) and C(ckbpool_version); when not ok,
+    C(problems), one line each,
     naming the btcpool_* variable or inventory group at fault.
 options:
   settings:
@@ -66,6 +68,8 @@ _raw:
   elements: dict
 """
 
+import re
+
 from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 
@@ -88,6 +92,32 @@ def _plain(value):
     if isinstance(value, float):
         return float(value)
     return str(value)
+
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?-([^}]*))?\}")
+
+
+def host_images(files, services):
+    """[{name, services}] of the images the host's compose services run, in compose.yaml's order.
+
+    Resolved as compose resolves ``${CKBPOOL_IMAGE_X:-default}`` on the host: the role's environment sets no
+    image variable, so the rendered ``.env`` decides, else the default. The role uses this to have every image
+    on the host before ``up`` (so compose never pulls, and a failed pull names its image)."""
+    import yaml
+
+    env = {}
+    for line in files.get("compose/.env", "").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not key.lstrip().startswith("#"):
+            env[key.strip()] = value.strip()
+    doc = yaml.safe_load(files["compose/compose.yaml"]) or {}
+    found = {}
+    for service in services:
+        raw = str(((doc.get("services") or {}).get(service) or {}).get("image") or "")
+        name = _VARIABLE.sub(lambda m: env.get(m.group(1)) or (m.group(3) or ""), raw)
+        if name:
+            found.setdefault(name, []).append(service)
+    return [{"name": name, "services": users} for name, users in found.items()]
 
 
 class LookupModule(LookupBase):
@@ -154,6 +184,8 @@ class LookupModule(LookupBase):
             secrets=plan.secrets,
             published=plan.published,
             firewall=firewall,
+            images=host_images(plan.files, plan.services),
+            pool_image=config.images.pool,
             pool_http=(
                 {"address": config.bind.private, "port": config.ports.pool_http} if "pool" in plan.services else None
             ),
