@@ -102,6 +102,27 @@ COMPOSE_SECRET_FILES = {
     "redis_exporter_json": sec.REDIS_EXPORTER_JSON,
     "grafana_admin_password": sec.GRAFANA_ADMIN_PASSWORD,
 }
+#: port key (ckbpool.yaml ports.*) -> (compose service, container port) of every port a compose stack can publish
+COMPOSE_PORTS: dict[str, tuple[str, int]] = {
+    "stratum": ("pool", INNER["stratum"]),
+    "pool_http": ("pool", INNER["pool_http"]),
+    "proxy": ("proxy", INNER["proxy"]),
+    "proxy_http": ("proxy", INNER["proxy_http"]),
+    "node_rpc": ("ckb", INNER["node_rpc"]),
+    "node_tcp_rpc": ("ckb", INNER["node_tcp_rpc"]),
+    "node_metrics": ("ckb", INNER["node_metrics"]),
+    "redis": ("redis", INNER["redis"]),
+    "kafka": ("kafka", INNER["kafka"]),
+    "prometheus": ("prometheus", 9090),
+    "grafana": ("grafana", 3000),
+    "node_exporter": ("node-exporter", 9100),
+    "redis_exporter": ("redis-exporter", 9121),
+    "kafka_exporter": ("kafka-exporter", 9308),
+}
+#: compose service -> its named volume (declared in compose.yaml only when the service is in the stack)
+COMPOSE_VOLUMES = {"ckb": "ckb-data", "kafka": "kafka-data", "prometheus": "prometheus-data", "grafana": "grafana-data"}
+#: host addresses that publish a port on every interface (a peer reaches such a port on any address)
+WILDCARD_ADDRESSES = ("0.0.0.0", "::")
 
 
 # -------------------------------------------------------------------------------------------- jinja2
@@ -324,6 +345,7 @@ def compose_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
     images = config.images.model_dump()
     return {
         "place": "compose",
+        "stack": compose_stack(config),
         "ckb": _ckb_ctx(config, listen_host="0.0.0.0", ports=INNER, data_dir="/var/lib/ckb/data"),
         "pool": {
             "roles": roles,
@@ -370,6 +392,112 @@ def compose_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
             "COMPOSE_PROFILES": ",".join(compose_profiles(config)),
             **{f"CKBPOOL_IMAGE_{key.upper()}": value for key, value in images.items()},
         },
+    }
+
+
+def _compose_services(config: DeployConfig) -> dict[str, dict[str, Any]]:
+    """Every service of the compose target's stack (compose.yaml's order) with what wires it to the others:
+    the ports it publishes (port key, host address), the services it waits for, the secrets it reads, and whether
+    it needs a route off the host even without a published port (ckb's p2p)."""
+    pub, priv = config.bind.public, config.bind.private
+    redis, kafka, mon = config.services.redis, config.services.kafka, config.monitoring.enabled
+
+    def service(
+        ports: tuple[tuple[str, str], ...] = (),
+        depends_on: tuple[str | None, ...] = (),
+        secrets: tuple[str | None, ...] = (),
+        outbound: bool = False,
+    ) -> dict[str, Any]:
+        return {
+            "ports": list(ports),
+            "depends_on": [d for d in depends_on if d],
+            "secrets": [s for s in secrets if s],
+            "outbound": outbound,
+        }
+
+    out = {
+        "ckb": service(ports=(("node_rpc", priv),), outbound=True),
+        "pool": service(
+            ports=(("stratum", pub), ("pool_http", priv)),
+            depends_on=("ckb", "redis" if redis else None, "kafka" if kafka else None),
+            secrets=("pool_static_key", "pool_certificate", "redis_password" if redis else None),
+        ),
+    }
+    if redis:
+        out["redis"] = service(secrets=("redis_auth_conf", "redis_password"))
+    if kafka:
+        out["kafka"] = service()
+    if config.services.proxy:
+        out["proxy"] = service(ports=(("proxy", pub), ("proxy_http", priv)), depends_on=("pool",))
+    if config.network != "mainnet":
+        out["miner"] = service(depends_on=("pool",))  # profile testnet
+    if mon:
+        out["prometheus"] = service(ports=(("prometheus", priv),))
+        out["node-exporter"] = service()
+        if redis:
+            out["redis-exporter"] = service(depends_on=("redis",), secrets=("redis_exporter_json",))
+        if kafka and config.monitoring.kafka_exporter:
+            out["kafka-exporter"] = service(depends_on=("kafka",))
+        if config.monitoring.grafana:
+            out["grafana"] = service(
+                ports=(("grafana", priv),), depends_on=("prometheus",), secrets=("grafana_admin_password",)
+            )
+    return out
+
+
+def compose_stack(
+    config: DeployConfig,
+    *,
+    services: list[str] | None = None,
+    host: str | None = None,
+    publish: dict[str, str] | None = None,
+    outbound: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """The ``stack`` context of compose.yaml.j2: which services run and how each is wired.
+
+    With no arguments, the compose target's stack. The hosts target renders the same template once per host
+    with the services of that host (``services``, named in the file's header through ``host``), the extra ports
+    its peers connect to (``publish``: port key -> host address; skipped when the stack already publishes that
+    port there or on every interface) and the services that need a route to other hosts (``outbound``). The
+    rest follows from that here rather than in each caller: ``depends_on`` keeps only services of the stack
+    (compose refuses others), a service with a published port or a route out joins the ``edge`` network (the
+    ``backend`` one is internal), and only the volumes and secrets of those services are declared.
+    """
+    full = _compose_services(config)
+    keep = list(full) if services is None else [s for s in full if s in services]
+    unknown = sorted(set(services or ()) - set(full))
+    if unknown:
+        raise ValueError(f"not services of this compose stack: {', '.join(unknown)}")
+    ports = config.ports.model_dump()
+    stack: dict[str, dict[str, Any]] = {}
+    for name in keep:
+        svc = full[name]
+        published = [
+            {"key": key, "address": address, "port": ports[key], "inner": COMPOSE_PORTS[key][1]}
+            for key, address in svc["ports"]
+        ]
+        stack[name] = {
+            "ports": published,
+            "networks": ["backend", "edge"] if published or svc["outbound"] or name in outbound else ["backend"],
+            "depends_on": [d for d in svc["depends_on"] if d in keep],
+            "secrets": svc["secrets"],
+        }
+    for key, address in (publish or {}).items():
+        service = COMPOSE_PORTS[key][0]
+        if service not in stack:
+            raise ValueError(f"port {key} belongs to {service}, which is not in this stack")
+        listed = stack[service]["ports"]
+        if any(p["key"] == key and p["address"] in (address, *WILDCARD_ADDRESSES) for p in listed):
+            continue
+        listed.append({"key": key, "address": address, "port": ports[key], "inner": COMPOSE_PORTS[key][1]})
+        if "edge" not in stack[service]["networks"]:
+            stack[service]["networks"].append("edge")
+    used_secrets = {s for svc in stack.values() for s in svc["secrets"]}
+    return {
+        "host": host,
+        "services": stack,
+        "volumes": [volume for name, volume in COMPOSE_VOLUMES.items() if name in stack],
+        "secrets": [name for name in COMPOSE_SECRET_FILES if name in used_secrets],
     }
 
 
