@@ -332,8 +332,15 @@ class CloudTarget:
         btcpool role through ansible-runner). :meth:`outputs` then has the Terraform outputs (the hosts, ...).
 
         The plan is applied only when ``confirm(summary)`` says so, or with ``auto_approve``; without either, the
-        plan table is shown and the user asked on the terminal, and with no terminal the deploy stops unapplied."""
+        plan table is shown and the user asked on the terminal, and with no terminal the deploy stops unapplied.
+        Between the plan (its preflight fails fast) and that question, the pool image is built here and saved for
+        the hosts or pushed to ``images.registry``: a build that fails has created nothing to pay for."""
         tf, summary = self.plan(on_progress=on_progress)
+        images: dict[str, Any] | None = None
+        if run_hosts is None and not self.emulated:
+            from .hosts import pool_image_vars
+
+            images = pool_image_vars(self.config, self.paths, on_progress)
         if not summary.empty and not self._confirmed(summary, confirm):
             raise DeployCancelled(f"plan not applied ({summary.line()}); nothing changed")
         self.apply(tf, on_progress=on_progress)
@@ -343,7 +350,7 @@ class CloudTarget:
             (on_progress or (lambda _s, _t: None))("ansible", f"skipped: the hosts are emulated by {self.emulated}")
         else:
             self._hosts = self.hosts_target()
-            self._hosts.deploy(timeout=timeout, on_progress=on_progress)
+            self._hosts.deploy(timeout=timeout, on_progress=on_progress, images=images)
 
     @property
     def emulated(self) -> str | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 INVENTORY_MARKER = "hosts/.inventory"
+#: a BuildKit plain-progress step header: "#7 [builder 3/4] RUN ..."
+_BUILD_STEP = re.compile(r"^#\d+ \[([^\]]+)\] (.*)$")
 
 
 def ansible_dir() -> Path:
@@ -53,6 +56,94 @@ def _tool(name: str) -> str:
     if local.exists():
         return str(local)
     raise TargetUnavailable(f"{name} is not installed next to this Python (scripts/ansible-deps.sh installs it)")
+
+
+# ---------------------------------------------------------------------------------------------- images
+
+#: where the hosts target keeps the pool image's ``docker save`` archive (one per image id) for the role to copy
+IMAGES_SUBDIR = "hosts/images"
+#: a Docker client config with the registry's credentials, used by the hosts' pulls when it exists in secrets_dir
+REGISTRY_AUTH_FILE = "registry-auth.json"
+
+
+def pool_image_vars(
+    config: DeployConfig, paths: Paths, on_progress: Callable[[str, str], None] | None = None
+) -> dict[str, Any]:
+    """Role variables that put the controller's pool image on the hosts, after building it here.
+
+    Every host must run the same bytes, and no registry serves ckbpool's image, so the controller builds it once
+    (``images.pool`` on ``images.pool_base``; ``CKBPOOL_IMAGE_POOL`` / ``CKBPOOL_IMAGE_POOL_BASE`` override them,
+    as for compose) and then either
+
+    * without ``images.registry``: saves it (``docker save``) once per image id into
+      ``workspace/hosts/images/<id>.tar`` (older archives are removed) and hands the role the archive and the
+      id; the role loads it only on hosts that run the pool image and lack that id, so an unchanged image is
+      never transferred again;
+    * with ``images.registry``: pushes it there and hands the hosts the pushed reference by digest
+      (``btcpool_images.pool = repository@sha256:...``): a tag could be moved between two hosts' pulls, a
+      digest cannot. ``secrets/registry-auth.json`` (a ``docker login`` config, mode 0600), when present, is
+      what the hosts pull with; it is never written into a rendered file.
+
+    A pool image already named by digest, or a name of somebody's registry the controller does not have, is
+    left to the hosts to pull (the role pulls every image but ``ckbpool.invalid/`` names).
+    """
+    from .image import build_pool_image, image_id, is_local_image, push_image, save_image
+
+    report = on_progress or (lambda item, state: None)
+    images = config.images
+    name = os.environ.get("CKBPOOL_IMAGE_POOL") or images.pool
+    base = os.environ.get("CKBPOOL_IMAGE_POOL_BASE") or images.pool_base
+    out: dict[str, Any] = {
+        "btcpool_images": {**images.model_dump(mode="json"), "pool": name},
+        "btcpool_pool_image_id": "",
+        "btcpool_pool_image_archive": "",
+        "btcpool_registry_auth_file": "",
+    }
+    auth = paths.secrets_dir / REGISTRY_AUTH_FILE
+    if auth.is_file():
+        if auth.stat().st_mode & 0o077:
+            raise TargetError(f"{auth} holds registry credentials but others may read it: chmod 600 {auth}")
+        out["btcpool_registry_auth_file"] = str(auth)
+    if "@sha256:" in name:
+        report("image", f"{name}: pinned by digest, the hosts pull it")
+        return out
+    if is_local_image(name):
+        report("image", f"building {name}")
+
+        def on_line(line: str) -> None:
+            step = _BUILD_STEP.match(line)
+            if step:
+                report("image", f"building {name}: [{step.group(1)}] {step.group(2)[:80]}")
+
+        built = build_pool_image(name, base=base, on_line=on_line)
+        found: str | None = built.id
+        report("image", f"{name} {'built' if built.built else 'up to date'} ({built.id[:19]})")
+    else:
+        found = image_id(name)
+    if images.registry:
+        if found is None:
+            raise TargetError(f"cannot push {name} to {images.registry}: this machine does not have it")
+        report("image", f"pushing {name} to {images.registry}")
+        ref = push_image(name, images.registry)
+        out["btcpool_images"]["pool"] = ref
+        report("image", f"pushed: the hosts pull {ref}")
+        return out
+    if found is None:
+        report("image", f"{name}: not on this machine, the hosts pull it")
+        return out
+    digest = found.removeprefix("sha256:")
+    folder = paths.workspace / IMAGES_SUBDIR
+    archive = folder / f"{digest}.tar"
+    if not archive.is_file():
+        report("image", f"saving {name} for the hosts")
+        save_image(name, archive)  # by name: the archive carries the tag that `docker load` restores
+    for old in folder.glob("*.tar"):
+        if old != archive:
+            old.unlink(missing_ok=True)
+    out["btcpool_pool_image_id"] = found
+    out["btcpool_pool_image_archive"] = str(archive)
+    report("image", f"{name} ({found[:19]}) ready for the hosts")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- events
@@ -312,8 +403,14 @@ class HostsTarget:
         timeout: float = 1800.0,
         on_progress: Callable[[str, str], None] | None = None,
         confirm: ConfirmCallback | None = None,  # unused: the hosts exist already, the role has no plan to approve
+        images: dict[str, Any] | None = None,
     ) -> None:
-        self.run_playbook("site.yml", role_vars(self.config, self.paths), timeout=timeout, on_progress=on_progress)
+        """Build the pool image here and run the role with it (``images``: :func:`pool_image_vars` already
+        computed by the caller, as the cloud targets do before creating anything billable)."""
+        if images is None:
+            images = pool_image_vars(self.config, self.paths, on_progress)
+        extravars = {**role_vars(self.config, self.paths), **images}
+        self.run_playbook("site.yml", extravars, timeout=timeout, on_progress=on_progress)
 
     def destroy(self, *, purge: bool = False, timeout: float = 900.0) -> list[str]:
         extravars = {**role_vars(self.config, self.paths), "btcpool_purge": purge}
