@@ -18,6 +18,7 @@ import tomllib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -26,6 +27,7 @@ from typer.testing import CliRunner
 from ckbpool.cli.app import app
 from ckbpool.deploy.config import DeployConfig, load_config
 from ckbpool.deploy.hostfiles import (
+    HostPlan,
     Placement,
     RoleVarsError,
     config_from_role_vars,
@@ -33,7 +35,7 @@ from ckbpool.deploy.hostfiles import (
     render_firewall,
     role_vars,
 )
-from ckbpool.deploy.render import render_files
+from ckbpool.deploy.render import compose_stack, render_files
 from ckbpool.deploy.target import Paths
 
 pytestmark = pytest.mark.unit
@@ -194,6 +196,124 @@ def test_inventory_problems_name_the_group_or_variable(project: Path) -> None:
     with pytest.raises(RoleVarsError) as off:
         Placement.from_inventory(no_kafka, THREE, ADDRESSES)
     assert "inventory group kafka: data-1 is in it but btcpool_kafka_enabled is false" in str(off.value)
+
+
+def _endpoints(plan: HostPlan) -> list[tuple[str, int]]:
+    """Every host:port the services of ``plan``'s host dial, read back from its rendered config files."""
+    out: list[tuple[str, int]] = []
+
+    def add(hostport: str) -> None:
+        host, _, port = hostport.rpartition(":")
+        out.append((host, int(port)))
+
+    if "compose/pool/pool.toml" in plan.files and "pool" in plan.services:
+        pool = tomllib.loads(plan.files["compose/pool/pool.toml"])
+        add(urlsplit(pool["node"]["rpc_url"]).netloc)
+        add(pool["node"]["subscribe_address"])
+        for section in ("redis", "bus"):
+            if section in pool and "://" in pool[section]["url"] and not pool[section]["url"].startswith("memory"):
+                add(urlsplit(pool[section]["url"]).netloc)
+    if "proxy" in plan.services:
+        upstream = tomllib.loads(plan.files["compose/pool/proxy.toml"])["upstream"]
+        out.append((upstream["host"], upstream["port"]))
+    if "prometheus" in plan.services:
+        prom = yaml.safe_load(plan.files["compose/prometheus/prometheus.yml"])
+        for job in prom["scrape_configs"]:
+            for target in job["static_configs"][0]["targets"]:
+                if not target.startswith("localhost:"):
+                    add(target)
+    return out
+
+
+@pytest.mark.parametrize("proxy_host", ["edge-1", "pool-1"])
+def test_every_address_a_service_dials_is_published_there_and_admitted_by_the_firewall(
+    project: Path, proxy_host: str
+) -> None:
+    """Cross-check of the per-host files against each other: an address a config names is either a compose service
+    of the same host, or a peer's private address where that peer publishes the port and its firewall admits the
+    client; and a host publishes a port on its private address only for a peer its firewall lets in."""
+    cfg, paths = _cfg(project)
+    cfg = cfg.model_copy(update={"services": cfg.services.model_copy(update={"proxy": True})})
+    inventory = {**THREE, "proxy": [proxy_host]}
+    addresses = {**ADDRESSES, "edge-1": "10.231.0.4"}
+    placement = Placement.from_inventory(cfg, inventory, addresses)
+    plans = {
+        h: host_plan(cfg, placement, h, install_dir="/opt/ckbpool/hf", controller_secrets_dir=paths.secrets_dir)
+        for h in placement.roles
+    }
+    by_address = {a: h for h, a in addresses.items() if h in plans}
+    dialled: set[tuple[str, int]] = set()
+    for client, plan in plans.items():
+        compose = yaml.safe_load(plan.files["compose/compose.yaml"])
+        assert list(compose["services"]) == plan.services, client
+        for address, port in _endpoints(plan):
+            if address not in by_address:  # a compose service name: on this host
+                assert address in compose["services"], (client, address, port)
+                continue
+            provider = by_address[address]
+            assert provider != client, (client, address, port)
+            published = {(p["address"], p["port"]) for p in plans[provider].published}
+            assert {(address, port), ("0.0.0.0", port), ("::", port)} & published, (client, provider, port)
+            rule = next(r for r in plans[provider].firewall if r["port"] == port)
+            assert rule["public"] or addresses[client] in rule["sources"], (client, provider, rule)
+            dialled.add((provider, port))
+    assert dialled, "no host dials another"
+    for host, plan in plans.items():
+        private = addresses[host]
+        for pub in plan.published:
+            rule = next(r for r in plan.firewall if r["port"] == pub["port"])
+            assert rule["key"] == pub["key"]
+            if pub["address"] == private:
+                # published for peers: one of them dials it, and exactly those peers are admitted
+                assert rule["sources"] and (host, pub["port"]) in dialled, (host, pub)
+                clients = {
+                    addresses[c] for c, p in plans.items() if c != host and (private, pub["port"]) in _endpoints(p)
+                }
+                assert set(rule["sources"]) == clients, (host, pub)
+
+
+def test_compose_stack_wires_only_the_services_it_holds(project: Path) -> None:
+    cfg, _ = _cfg(project)
+    full = compose_stack(cfg)
+    assert full["host"] is None and "miner" in full["services"]  # the dev stack's testnet profile
+    assert full["volumes"] == ["ckb-data", "kafka-data", "prometheus-data", "grafana-data"]
+    assert full["services"]["pool"]["depends_on"] == ["ckb", "redis", "kafka"]
+    assert full["services"]["redis"]["networks"] == ["backend"]  # nothing published: internal only
+    assert full["services"]["ckb"]["networks"] == ["backend", "edge"]  # p2p
+    part = compose_stack(
+        cfg, services=["pool", "redis", "grafana"], host="h", publish={"redis": "10.0.0.9", "stratum": cfg.bind.public}
+    )
+    assert list(part["services"]) == ["pool", "redis", "grafana"]
+    assert part["services"]["pool"]["depends_on"] == ["redis"]  # ckb and kafka are elsewhere
+    assert part["services"]["grafana"]["depends_on"] == []
+    assert part["services"]["redis"]["ports"] == [
+        {"key": "redis", "address": "10.0.0.9", "port": cfg.ports.redis, "inner": 6379}
+    ]
+    assert part["services"]["redis"]["networks"] == ["backend", "edge"]
+    assert [p["key"] for p in part["services"]["pool"]["ports"]] == ["stratum", "pool_http"]  # already there
+    assert part["volumes"] == ["grafana-data"]
+    assert part["secrets"] == ["pool_static_key", "pool_certificate", "redis_password", "redis_auth_conf",
+                               "grafana_admin_password"]  # fmt: skip
+    with pytest.raises(ValueError, match="kafka belongs to kafka"):
+        compose_stack(cfg, services=["pool"], publish={"kafka": "10.0.0.9"})
+    with pytest.raises(ValueError, match="not services of this compose stack: bogus"):
+        compose_stack(cfg, services=["pool", "bogus"])
+
+
+def test_a_host_stack_is_the_template_with_its_services_volumes_and_secrets(project: Path) -> None:
+    cfg, paths = _cfg(project)
+    placement = Placement.from_inventory(cfg, THREE, ADDRESSES)
+    node = host_plan(cfg, placement, "node-1", install_dir="/opt/ckbpool/hf", controller_secrets_dir=paths.secrets_dir)
+    text = node.files["compose/compose.yaml"]
+    # rendered, not re-serialised: the template's anchors and comments stay
+    assert "x-logging: &logging" in text and "# JSON-RPC get_tip_block_number" in text
+    assert "# Services of host node-1: ckb, node-exporter (the other services" in text
+    compose = yaml.safe_load(text)
+    assert list(compose["services"]) == ["ckb", "node-exporter"]
+    assert compose["volumes"] == {"ckb-data": {}} and "secrets" not in compose
+    assert "depends_on" not in compose["services"]["ckb"]
+    single = render_files(cfg, paths)["compose/compose.yaml"]
+    assert "# Services of host" not in single
 
 
 def test_role_variables_round_trip_and_errors_name_the_variable(project: Path) -> None:

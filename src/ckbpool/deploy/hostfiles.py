@@ -2,12 +2,14 @@
 
 The role has no templates of its own. On the controller, its ``btcpool_render`` lookup calls :func:`host_files`,
 which renders the *same* jinja2 templates as ``ckbpool render`` (``src/ckbpool/templates``) with the same context
-builders, adjusted to where each service runs:
+builders, adjusted to where each service runs (the context, never the rendered text: no file is parsed back):
 
 * one host carrying every role gets exactly the files of ``workspace/compose`` (the compose target's stack);
 * with several hosts, each host gets the compose stack of the services its inventory groups give it. Services on
   the same host find each other by compose service name, as in the compose stack; services on other hosts through
   the peer's ``btcpool_private_address`` and the port in ``btcpool_ports``, published there only when a peer needs it.
+  Its compose.yaml is compose.yaml.j2 rendered with a ``stack`` of that host's services and ports
+  (:func:`ckbpool.deploy.render.compose_stack`), so it keeps the template's layout and comments.
 
 :func:`firewall_rules` derives, from the same placement, which source addresses may reach each published port;
 the ``host-firewall.nft.j2`` template turns that into an nftables table.
@@ -26,18 +28,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .. import __version__
 from .config import POOL_ROLES, DeployConfig, parse_config
 from .errors import ConfigFileError, DeployError
 from .render import (
     COMPOSE_CONFIG_DIRS,
+    COMPOSE_PORTS,
     COMPOSE_SECRET_FILES,
     INNER,
     artifacts,
     build_context,
     compose_context,
+    compose_stack,
     environment,
     render_files,
 )
@@ -252,25 +254,6 @@ class HostPlan:
     firewall: list[dict[str, Any]] = field(default_factory=list)  # {port, key, sources}
 
 
-#: the port key (ckbpool.yaml ports.*) -> (service, container port) of every port a host may publish
-PUBLISHABLE: dict[str, tuple[str, int]] = {
-    "stratum": ("pool", INNER["stratum"]),
-    "pool_http": ("pool", INNER["pool_http"]),
-    "proxy": ("proxy", INNER["proxy"]),
-    "proxy_http": ("proxy", INNER["proxy_http"]),
-    "node_rpc": ("ckb", INNER["node_rpc"]),
-    "node_tcp_rpc": ("ckb", INNER["node_tcp_rpc"]),
-    "node_metrics": ("ckb", INNER["node_metrics"]),
-    "redis": ("redis", INNER["redis"]),
-    "kafka": ("kafka", INNER["kafka"]),
-    "prometheus": ("prometheus", 9090),
-    "grafana": ("grafana", 3000),
-    "node_exporter": ("node-exporter", 9100),
-    "redis_exporter": ("redis-exporter", 9121),
-    "kafka_exporter": ("kafka-exporter", 9308),
-}
-
-
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -291,7 +274,7 @@ class _Peers:
     def endpoint(self, role: str, service: str, key: str) -> tuple[str, int]:
         """(host, port) of ``service``'s port ``key`` for a client on this host."""
         if self.local(role):
-            return service, PUBLISHABLE[key][1]
+            return service, COMPOSE_PORTS[key][1]
         peer = self.where(role)
         assert peer is not None
         return self.placement.addresses[peer], self.ports[key]
@@ -362,6 +345,8 @@ def host_plan(
     common["secrets_dir"] = str(host_paths.secrets_dir)
     ctx: dict[str, Any] = {**common, **compose_context(config, host_paths)}
 
+    consumers = _consumers(config, placement)
+
     # -- where this host's services find the others ---------------------------------------------------
     if not placement.is_single:
         pool = ctx["pool"]
@@ -390,6 +375,7 @@ def host_plan(
             ctx["proxy"] = {**ctx["proxy"], "upstream_host": up_host, "upstream_port": up_port}
         if "monitoring" in roles:
             ctx["prometheus"] = {"jobs": _prometheus_jobs(config, placement, peers)}
+        ctx["stack"] = _host_stack(config, placement, host, services, consumers)
 
     # -- files ------------------------------------------------------------------------------------
     wanted_dirs = {"ckb": "ckb" in services, "pool": "pool" in services or "proxy" in services,
@@ -420,14 +406,8 @@ def host_plan(
 
     plan = HostPlan(host, services, files)
     plan.profiles = ["core"] + (["monitoring"] if config.monitoring.enabled else [])
-    consumers = _consumers(config, placement)
-    private = placement.addresses[host]
-    if not placement.is_single:
-        files["compose/compose.yaml"] = _host_compose(
-            files["compose/compose.yaml"], services, consumers, host, private, config
-        )
-    plan.published = _published(files["compose/compose.yaml"])
-    plan.secrets = _secrets_needed(files["compose/compose.yaml"])
+    plan.published = _published(ctx["stack"])
+    plan.secrets = [COMPOSE_SECRET_FILES[name] for name in ctx["stack"]["secrets"]]
     plan.firewall = _firewall(config, placement, host, plan.published, consumers)
     return plan
 
@@ -437,7 +417,7 @@ def _prometheus_jobs(config: DeployConfig, placement: Placement, peers: _Peers) 
         out = []
         for h in hosts if hosts is not None else placement.hosts_with(role):
             if h == peers.host:
-                out.append(f"{service}:{PUBLISHABLE[key][1]}")
+                out.append(f"{service}:{COMPOSE_PORTS[key][1]}")
             else:
                 out.append(f"{placement.addresses[h]}:{peers.ports[key]}")
         return out
@@ -458,73 +438,33 @@ def _prometheus_jobs(config: DeployConfig, placement: Placement, peers: _Peers) 
     return jobs
 
 
-def _host_compose(
-    text: str,
+def _host_stack(
+    config: DeployConfig,
+    placement: Placement,
+    host: str,
     services: list[str],
     consumers: dict[tuple[str, str], list[str]],
-    host: str,
-    private: str,
-    config: DeployConfig,
-) -> str:
-    """The compose stack reduced to ``services``, publishing on ``private`` the ports other hosts use."""
-    header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
-    doc = yaml.safe_load(text)
-    kept = {name: svc for name, svc in doc["services"].items() if name in services}
-    ports = config.ports.model_dump()
-    for name, svc in kept.items():
-        deps = svc.get("depends_on")
-        if isinstance(deps, dict):
-            deps = {d: c for d, c in deps.items() if d in kept}
-            if deps:
-                svc["depends_on"] = deps
-            else:
-                svc.pop("depends_on")
-        for key, (service, inner) in PUBLISHABLE.items():
-            if service != name or not consumers.get((host, key)):
-                continue
-            listed = svc.setdefault("ports", [])
-            covered = any(
-                str(p).rsplit(":", 2)[1] == str(ports[key]) and str(p).rsplit(":", 2)[0] in (private, "0.0.0.0", "::")
-                for p in listed
-            )
-            if not covered:
-                listed.append(f"{private}:{ports[key]}:{inner}")
-        if name == "kafka-exporter" or svc.get("ports"):
-            nets = svc.setdefault("networks", [])
-            if "edge" not in nets:
-                nets.append("edge")  # the backend network is internal: no published ports, no route to peers
-    doc["services"] = kept
-    used_volumes = {
-        v.split(":", 1)[0] for svc in kept.values() for v in svc.get("volumes", []) if not v.startswith((".", "/"))
+) -> dict[str, Any]:
+    """The ``stack`` context of compose.yaml.j2 for ``host``: its services, and on its private address each port
+    a peer connects to (:func:`_consumers`: the same list the firewall admits those peers from)."""
+    private = placement.addresses[host]
+    publish = {
+        key: private
+        for key, (service, _inner) in COMPOSE_PORTS.items()
+        if service in services and consumers.get((host, key))
     }
-    doc["volumes"] = {k: v for k, v in (doc.get("volumes") or {}).items() if k in used_volumes}
-    used_secrets = {s for svc in kept.values() for s in svc.get("secrets", [])}
-    doc["secrets"] = {k: v for k, v in (doc.get("secrets") or {}).items() if k in used_secrets}
-    for key in ("volumes", "secrets"):
-        if not doc[key]:
-            doc.pop(key)
-    note = (
-        f"# Services of host {host}: {', '.join(kept)} (the other services run on the other hosts of the inventory)\n"
-    )
-    body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1000)
-    return header + note + "\n" + body
+    # Once pool roles run on other hosts the broker advertises its host's private address, which the exporter
+    # beside it dials too: from the internal backend network there is no route to it, so it joins edge.
+    return compose_stack(config, services=services, host=host, publish=publish, outbound=("kafka-exporter",))
 
 
-def _published(compose_text: str) -> list[dict[str, Any]]:
-    """Host ports the compose file publishes: {address, port, service}."""
-    doc = yaml.safe_load(compose_text)
-    out = []
-    for name, svc in doc["services"].items():
-        for spec in svc.get("ports", []):
-            address, host_port, _inner = str(spec).rsplit(":", 2)
-            out.append({"address": address, "port": int(host_port), "service": name})
-    return out
-
-
-def _secrets_needed(compose_text: str) -> list[str]:
-    doc = yaml.safe_load(compose_text)
-    used = {s for svc in doc["services"].values() for s in svc.get("secrets", [])}
-    return [COMPOSE_SECRET_FILES[name] for name in COMPOSE_SECRET_FILES if name in used]
+def _published(stack: dict[str, Any]) -> list[dict[str, Any]]:
+    """Host ports the stack publishes: {address, port, key, service} (the role's preflight checks they are free)."""
+    return [
+        {"address": port["address"], "port": port["port"], "key": port["key"], "service": name}
+        for name, service in stack["services"].items()
+        for port in service["ports"]
+    ]
 
 
 def _firewall(
@@ -535,10 +475,9 @@ def _firewall(
     consumers: dict[tuple[str, str], list[str]],
 ) -> list[dict[str, Any]]:
     """One rule per published port: who may connect (``any`` for the miner-facing ports)."""
-    key_of = {v: k for k, v in config.ports.model_dump().items()}
     rules: dict[int, dict[str, Any]] = {}
     for pub in sorted(published, key=lambda p: p["port"]):
-        key = key_of.get(pub["port"], "")
+        key = pub["key"]
         rule = rules.setdefault(pub["port"], {"port": pub["port"], "key": key, "public": False, "sources": []})
         if key in ("stratum", "proxy") and pub["address"] == config.bind.public:
             rule["public"] = True
