@@ -27,7 +27,8 @@ from ckbpool.deploy import render as render_mod
 from ckbpool.deploy.compose import ComposeTarget, read_env_file
 from ckbpool.deploy.config import load_config
 from ckbpool.deploy.errors import TargetError
-from ckbpool.deploy.render import DATA_DIR_MODE, DIR_MODE, FILE_MODE, Owner, Paths
+from ckbpool.deploy.render import DATA_DIR_MODE, DIR_MODE, FILE_MODE, Owner
+from ckbpool.deploy.target import Paths
 
 pytestmark = pytest.mark.unit
 ROOT = os.geteuid() == 0
