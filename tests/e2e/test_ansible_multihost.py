@@ -5,12 +5,18 @@ systemd as PID 1, its own network namespace and address on a network the test cr
 (installed but not enabled: the role's install phase starts it), nftables. So the role runs as on real servers:
 the install path with ``btcpool_docker_install: true``, the nftables table loaded by its systemd unit, services
 published on each host's private address and found by their peers there, Kafka advertising a cross-host address.
-No image registry is reachable, so the test loads into each engine the locally built images that host runs.
+
+Images: the pool image takes the product's path. The controller builds it (``ckbpool.deploy.image``, on the test
+base image) and the role copies its ``docker save`` archive to the host that runs the pool and loads it there; a
+second converge transfers nothing. With ``images.registry`` (the second test) the controller pushes it to a real
+OCI registry that the test runs (CNCF distribution, built by scripts/registry-deps.sh, TLS with a test CA the
+engines trust) and the hosts pull it by digest. Only the stand-ins of the official images (ckb, Kafka, Redis,
+Prometheus, exporters), which no registry here serves, are loaded into each host's engine by the test itself.
 
 The scenario, through the operator's CLI (``ckbpool deploy --target hosts -i INVENTORY``):
 
 1. converge on the three hosts; each runs exactly its services;
-2. idempotence: a second run changes nothing;
+2. idempotence: a second run changes nothing and transfers no image;
 3. a CPU miner on the controller gets shares accepted and a block that the node (on another host) accepts; the
    pool's events crossed to Kafka and its accounting to Redis (on the third host); Prometheus on the pool host
    scrapes every target on every host;
@@ -26,8 +32,12 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import shutil
+import socket
+import ssl
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,13 +48,14 @@ import redis
 import yaml
 
 from ckbpool.deploy.config import load_config
-from ckbpool.deploy.hosts import HostsTarget
+from ckbpool.deploy.hosts import IMAGES_SUBDIR, HostsTarget
+from ckbpool.deploy.image import DEFAULT_POOL_IMAGE, image_id
 from ckbpool.deploy.secrets import authority_public_key
 from ckbpool.deploy.target import Paths
 from ckbpool.miner.sv2 import Sv2Miner
 
+from .images import BASE_IMAGE, build, build_testing_image, cache_dir, redis_for_hosts
 from .images import IMAGES as IMAGE_VARS
-from .images import build, build_testing_image, redis_for_hosts
 from .mining import mine_until_block
 from .test_ansible_role import ROOT, cli, engine  # noqa: F401  (engine is a fixture)
 
@@ -65,9 +76,11 @@ IMAGES = {
     "data-1": ["kafka", "redis", "node-exporter", "redis-exporter"],
     "pool-1": ["pool", "prometheus", "node-exporter"],
 }
-#: config key of images: -> tests/e2e/images.py name
-CONFIG_IMAGES = {"ckb": "ckb", "pool": "pool", "redis": "redis", "kafka": "kafka", "prometheus": "prometheus",
+#: config key of images: -> tests/e2e/images.py name (the stand-ins; the pool image is the product's own)
+CONFIG_IMAGES = {"ckb": "ckb", "redis": "redis", "kafka": "kafka", "prometheus": "prometheus",
                  "node_exporter": "node-exporter", "redis_exporter": "redis-exporter"}  # fmt: skip
+#: hosts whose services run the pool image
+POOL_HOSTS = {"pool-1"}
 # what a nested engine needs, short of --privileged (this machine withholds CAP_SYS_RESOURCE, which
 # --privileged would ask for)
 NESTED = ["--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE", "--security-opt", "seccomp=unconfined",
@@ -122,8 +135,9 @@ def _network(docker_cli: str, name: str) -> str:
 
 @pytest.fixture(scope="module")
 def images(engine: str) -> dict[str, str]:  # noqa: F811
-    """tests/e2e/images.py name -> local image (the redis stand-in with /etc/redis opened, as in the one-host test)."""
-    names = sorted({n for host in IMAGES.values() for n in host})
+    """tests/e2e/images.py name -> local image of each official image's stand-in (the redis stand-in with /etc/redis
+    opened, as in the one-host test). Not the pool image: the deploy builds that itself."""
+    names = sorted({n for host in IMAGES.values() for n in host} - {"pool"})
     built = build(names)
     by_name = {name: built[var] for name, var in IMAGE_VARS.items() if var in built}
     by_name["redis"] = redis_for_hosts(by_name["redis"])
@@ -151,13 +165,15 @@ def lab(engine: str, images: dict[str, str], tmp_path: Path) -> Iterator[Lab]:  
         lab = Lab(hosts, f"{prefix}.1", key, engine)
 
         def prepare(name: str) -> None:
-            # the test's own shortcut: no registry, so the engine starts now to take the images this host runs
+            # the test's own shortcut, for the official images' stand-ins only (no registry here serves them): the
+            # engine starts now to take the ones this host runs. The pool image is left to the product.
             deadline = time.monotonic() + 60
             while lab.run(name, "systemctl", "is-system-running").stdout.strip() not in ("running", "degraded"):
                 assert time.monotonic() < deadline, f"systemd on {name} did not come up"
                 time.sleep(0.5)
             assert lab.run(name, "systemctl", "start", "docker").returncode == 0
-            save = subprocess.Popen([engine, "save", *(images[n] for n in IMAGES[name])], stdout=subprocess.PIPE)
+            stand_ins = [images[n] for n in IMAGES[name] if n != "pool"]
+            save = subprocess.Popen([engine, "save", *stand_ins], stdout=subprocess.PIPE)
             assert save.stdout is not None
             load = subprocess.run(
                 [engine, "exec", "-i", hosts[name].container, "docker", "load", "-q"],
@@ -179,7 +195,7 @@ def lab(engine: str, images: dict[str, str], tmp_path: Path) -> Iterator[Lab]:  
         subprocess.run([engine, "network", "rm", network], capture_output=True, timeout=60)
 
 
-def _deployment(lab: Lab, images: dict[str, str], tmp_path: Path) -> tuple[Path, Path]:
+def _deployment(lab: Lab, images: dict[str, str], tmp_path: Path, **image_keys: str) -> tuple[Path, Path]:
     config = tmp_path / "ckbpool.yaml"
     result = cli(
         "init", "-c", str(config), "-y", "--name", f"mh{os.getpid() % 10000}", "--kafka", "--no-grafana",
@@ -187,7 +203,9 @@ def _deployment(lab: Lab, images: dict[str, str], tmp_path: Path) -> tuple[Path,
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     data = yaml.safe_load(config.read_text())
-    data["images"] = {**data.get("images", {}), **{key: images[name] for key, name in CONFIG_IMAGES.items()}}
+    # the stand-ins by name; the pool image keeps its default name and is built on the test base image
+    data["images"] = {**data.get("images", {}), **{key: images[name] for key, name in CONFIG_IMAGES.items()},
+                      "pool_base": BASE_IMAGE, **image_keys}  # fmt: skip
     data.setdefault("monitoring", {}).update({"kafka_exporter": False, "scrape_interval": "2s"})
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     inventory = tmp_path / "inventory.yml"
@@ -225,14 +243,25 @@ def test_three_hosts_node_data_pool_mine_a_block_across_hosts(lab: Lab, images: 
     cfg = load_config(config)
     ports = cfg.ports
     target = HostsTarget(cfg, Paths.of(config, cfg))
+    # ... the pool image the controller built runs on the pool host, by the same id, and only there
+    built = image_id(DEFAULT_POOL_IMAGE)
+    assert built is not None
+    archives = sorted((target.paths.workspace / IMAGES_SUBDIR).glob("*.tar"))
+    assert [a.name for a in archives] == [built.removeprefix("sha256:") + ".tar"], archives
+    for name in GROUPS:
+        here = lab.run(name, "docker", "image", "inspect", "--format", "{{.Id}}", DEFAULT_POOL_IMAGE).stdout.strip()
+        assert here == (built if name in POOL_HOSTS else ""), (name, here)
 
-    # 2. idempotence
+    # 2. idempotence: nothing changes, no image is copied or loaded again
     start = time.monotonic()
     target.deploy(timeout=900)
     timings["idempotence"] = time.monotonic() - start
     view = target.last_view
     assert view is not None and set(view.stats) == set(GROUPS)
     assert view.changed() == 0, {h: (s, view.hosts[h].changed_tasks) for h, s in view.stats.items()}
+    for name in POOL_HOSTS:  # the archive copied there was removed once loaded
+        found = lab.run(name, "find", f"/opt/ckbpool/{cfg.name}/images", "-name", "*.tar").stdout.strip()
+        assert found == "", (name, found)
     health = target.health()
     assert health and all(h.healthy for h in health), health
 
@@ -301,3 +330,111 @@ def test_three_hosts_node_data_pool_mine_a_block_across_hosts(lab: Lab, images: 
         + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())
         + f"; accepted shares {metrics[ACCEPTED]:.0f}"
     )
+
+
+# ------------------------------------------------------------------------------------------- registry
+
+
+def _openssl(*argv: str, cwd: Path) -> None:
+    result = subprocess.run(["openssl", *argv], cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture
+def registry(lab: Lab, tmp_path: Path) -> Iterator[str]:
+    """A real OCI registry (CNCF distribution) on this machine's address on the hosts' network, serving TLS with a
+    test CA. The engines trust it the way an operator's would trust a private registry: the CA in
+    /etc/docker/certs.d/<address>/ca.crt, which Docker reads on each connection (no engine restart), here on
+    the controller's engine (which pushes) and on each test host's (which pull). Yields ``address:port``."""
+    binary = cache_dir() / "bin" / "registry"
+    if not binary.is_file():
+        pytest.skip(f"no OCI registry at {binary}: run scripts/registry-deps.sh (make deps does)")
+    with socket.socket() as probe:
+        probe.bind((lab.controller, 0))
+        port = probe.getsockname()[1]
+    address = f"{lab.controller}:{port}"
+    tls = tmp_path / "registry-tls"
+    tls.mkdir()
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=ckbpool e2e registry CA",
+             "-keyout", "ca.key", "-out", "ca.crt", cwd=tls)  # fmt: skip
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={lab.controller}", "-keyout", "server.key",
+             "-out", "server.csr", cwd=tls)  # fmt: skip
+    (tls / "san.ext").write_text(f"subjectAltName=IP:{lab.controller}\n")
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days",
+             "1", "-extfile", "san.ext", "-out", "server.crt", cwd=tls)  # fmt: skip
+    config = tmp_path / "registry.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "version": 0.1,
+                "log": {"level": "warn"},
+                "storage": {"filesystem": {"rootdirectory": str(tmp_path / "registry-data")}},
+                "http": {
+                    "addr": address,
+                    "tls": {"certificate": str(tls / "server.crt"), "key": str(tls / "server.key")},
+                },
+            }
+        )
+    )
+    trusted = Path("/etc/docker/certs.d") / address
+    log = (tmp_path / "registry.log").open("w")
+    proc = subprocess.Popen([str(binary), "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        context = ssl.create_default_context(cafile=str(tls / "ca.crt"))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"https://{address}/v2/", context=context, timeout=2) as answer:
+                    assert answer.status == 200
+                break
+            except OSError:
+                assert proc.poll() is None, (tmp_path / "registry.log").read_text()
+                assert time.monotonic() < deadline, "the registry did not answer"
+                time.sleep(0.3)
+        trusted.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tls / "ca.crt", trusted / "ca.crt")
+        for host in lab.hosts.values():
+            assert lab.run(host.name, "mkdir", "-p", f"/etc/docker/certs.d/{address}").returncode == 0
+            copied = subprocess.run(
+                [lab.engine, "cp", str(tls / "ca.crt"), f"{host.container}:/etc/docker/certs.d/{address}/ca.crt"],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert copied.returncode == 0, copied.stderr
+        yield address
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+        shutil.rmtree(trusted, ignore_errors=True)
+
+
+def test_pool_image_through_a_registry_is_pulled_by_digest_on_every_pool_host(
+    lab: Lab, images: dict[str, str], registry: str, tmp_path: Path
+) -> None:
+    repository = f"{registry}/ckbpool/pool"
+    config, inventory = _deployment(lab, images, tmp_path, registry=repository)
+
+    result = cli("deploy", "-c", str(config), "--target", "hosts", "-i", str(inventory), "--timeout", "1200")
+    assert result.exit_code == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    cfg = load_config(config)
+    target = HostsTarget(cfg, Paths.of(config, cfg))
+    built = image_id(DEFAULT_POOL_IMAGE)
+    assert built is not None
+    for name in GROUPS:
+        assert set(lab.containers(name)) == SERVICES[name], (name, lab.containers(name))
+    for name in POOL_HOSTS:
+        running = lab.run(
+            name, "docker", "ps", "--filter", "label=com.docker.compose.service=pool", "--format", "{{.Image}}"
+        ).stdout.strip()
+        assert running.startswith(f"{repository}@sha256:"), running
+        # pulled by digest: the very image the controller built
+        here = lab.run(name, "docker", "image", "inspect", "--format", "{{.Id}}", running).stdout.strip()
+        assert here == built, (name, here, built)
+    assert not list((target.paths.workspace / IMAGES_SUBDIR).glob("*.tar"))  # nothing saved for a transfer
+
+    target.deploy(timeout=900)
+    view = target.last_view
+    assert view is not None and view.changed() == 0, {h: view.hosts[h].changed_tasks for h in view.stats}
+
+    destroyed = cli("destroy", "-c", str(config), "--purge", "--yes")
+    assert destroyed.exit_code == 0, destroyed.stdout[-3000:] + destroyed.stderr[-3000:]
