@@ -353,7 +353,13 @@ TargetOption = Annotated[
 def deploy(
     config: ConfigOption = Path(CONFIG_FILE_NAME),
     target: TargetOption = None,
-    timeout: Annotated[float, typer.Option(help="seconds to wait for every service to be healthy")] = 300.0,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="seconds to wait for every service to be healthy (default: the target's own -- local 180, "
+            "compose 300, hosts/aws/alicloud 1800)"
+        ),
+    ] = None,
     inventory: InventoryOption = None,
     yes: Annotated[bool, typer.Option("--yes", help="aws/alicloud: apply the Terraform plan without asking")] = False,
 ) -> None:
@@ -387,7 +393,10 @@ def deploy(
                 progress.start()
                 return ok
 
-            impl.deploy(timeout=timeout, on_progress=on_progress, confirm=confirm)
+            if timeout is None:  # each target knows how long its own deploy may take
+                impl.deploy(on_progress=on_progress, confirm=confirm)
+            else:
+                impl.deploy(timeout=timeout, on_progress=on_progress, confirm=confirm)
         summary = impl.summary()
         if summary is not None:
             out.print(summary)
