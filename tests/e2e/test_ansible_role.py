@@ -131,7 +131,9 @@ def deployment(testhost: dict[str, object], images: dict[str, str], engine: str,
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     data = yaml.safe_load(config.read_text())
-    names = {"CKBPOOL_IMAGE_CKB": "ckb", "CKBPOOL_IMAGE_POOL": "pool", "CKBPOOL_IMAGE_REDIS": "redis",
+    # the stand-ins, and the pool image the product builds (on the test base: images.pool_base)
+    names = {"CKBPOOL_IMAGE_CKB": "ckb", "CKBPOOL_IMAGE_POOL": "pool", "CKBPOOL_IMAGE_POOL_BASE": "pool_base",
+             "CKBPOOL_IMAGE_REDIS": "redis",
              "CKBPOOL_IMAGE_PROMETHEUS": "prometheus", "CKBPOOL_IMAGE_NODE_EXPORTER": "node_exporter",
              "CKBPOOL_IMAGE_REDIS_EXPORTER": "redis_exporter"}  # fmt: skip
     data["images"] = {**data.get("images", {}), **{names[k]: v for k, v in images.items()}}
