@@ -390,7 +390,12 @@ def compose_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
             "COMPOSE_PROJECT_NAME": compose_project(config),
             # read by `docker compose` / `docker-compose` (>= 1.28) from .env: a plain `up` starts this stack
             "COMPOSE_PROFILES": ",".join(compose_profiles(config)),
-            **{f"CKBPOOL_IMAGE_{key.upper()}": value for key, value in images.items()},
+            # the images compose runs (not the pool image's build base, nor the registry it may be pushed to)
+            **{
+                f"CKBPOOL_IMAGE_{key.upper()}": value
+                for key, value in images.items()
+                if key not in ("pool_base", "registry") and value
+            },
         },
     }
 
