@@ -44,6 +44,8 @@ shares = st.builds(
     is_block=st.booleans(),
     block_hash=st.one_of(st.just(b""), hash32),
     timestamp=floats,
+    source=text,
+    seq=st.integers(0, (1 << 53) - 1),
 )
 found_blocks = st.builds(
     FoundBlock,
@@ -166,3 +168,16 @@ def test_events_are_frozen_and_slotted() -> None:
     with pytest.raises(AttributeError):
         share.nonce = 1  # type: ignore[misc]
     assert not hasattr(share, "__dict__")
+
+
+def test_share_id_is_source_and_seq_and_survives_both_encodings() -> None:
+    share = _share(source="stratum-1-18f0-ab", seq=42)
+    assert share.share_id == "stratum-1-18f0-ab:42"
+    assert Share.from_proto(share.to_proto()).share_id == share.share_id
+    assert Share.from_json(share.to_json()).share_id == share.share_id
+    assert _share().share_id == ""  # no id: a producer from before ids
+
+
+def test_share_seq_must_stay_exact_as_a_double() -> None:
+    with pytest.raises(ValueError, match="seq"):
+        _share(source="s", seq=1 << 53)

@@ -26,6 +26,7 @@ U32_MAX = (1 << 32) - 1
 U64_MAX = (1 << 64) - 1
 U128_MAX = (1 << 128) - 1
 U256_MAX = (1 << 256) - 1
+SEQ_MAX = (1 << 53) - 1  # share seq: exact as a double, which is how Redis' Lua compares it
 
 BLOCK_STATUSES = ("accepted", "stale", "rejected", "pending")
 _STATUS_TO_PB = {
@@ -121,7 +122,13 @@ class JobTemplate:
 
 @dataclass(frozen=True, slots=True)
 class Share:
-    """One share checked by an SV2 server. ``reason`` is '' when accepted, else an SV2 error code."""
+    """One share checked by an SV2 server. ``reason`` is '' when accepted, else an SV2 error code.
+
+    ``(source, seq)`` is the share's stable id, given where the share is checked and never changed by a
+    redelivery, so accounting can count each share once (see ``ckbpool.pool.accounting``): ``source`` names one
+    run of one stratum server, ``seq`` counts its shares from 1 in publish order. ``source == ""`` means "no id"
+    (a producer from before ids).
+    """
 
     server_id: str
     channel_id: int
@@ -137,10 +144,13 @@ class Share:
     is_block: bool
     block_hash: bytes  # b'' unless is_block
     timestamp: float
+    source: str = ""
+    seq: int = 0
 
     event_name: ClassVar[str] = "Share"
 
     def __post_init__(self) -> None:
+        _check_uint("seq", self.seq, SEQ_MAX)
         _check_uint("channel_id", self.channel_id, U32_MAX)
         _check_uint("job_id", self.job_id, U64_MAX)
         _check_uint("height", self.height, U64_MAX)
@@ -163,7 +173,14 @@ class Share:
             is_block=self.is_block,
             block_hash=self.block_hash,
             timestamp=self.timestamp,
+            source=self.source,
+            seq=self.seq,
         ).SerializeToString()
+
+    @property
+    def share_id(self) -> str:
+        """``source:seq``, or '' for a share without an id."""
+        return f"{self.source}:{self.seq}" if self.source else ""
 
     @classmethod
     def from_proto(cls, data: bytes) -> Self:
@@ -183,6 +200,8 @@ class Share:
             is_block=m.is_block,
             block_hash=m.block_hash,
             timestamp=m.timestamp,
+            source=m.source,
+            seq=m.seq,
         )
 
     def to_json(self) -> bytes:
@@ -202,6 +221,8 @@ class Share:
                 "is_block": self.is_block,
                 "block_hash": self.block_hash.hex(),
                 "timestamp": self.timestamp,
+                "source": self.source,
+                "seq": self.seq,
             }
         )
 
@@ -224,6 +245,8 @@ class Share:
                 is_block=o["is_block"],
                 block_hash=bytes.fromhex(o["block_hash"]),
                 timestamp=o["timestamp"],
+                source=o.get("source", ""),
+                seq=o.get("seq", 0),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise EventDecodeError(f"{cls.event_name}: bad JSON field: {exc!r}") from exc

@@ -31,7 +31,7 @@ class JobTemplate(_message.Message):
     def __init__(self, job_id: _Optional[int] = ..., template_json: _Optional[bytes] = ..., received_at: _Optional[float] = ...) -> None: ...
 
 class Share(_message.Message):
-    __slots__ = ("server_id", "channel_id", "user", "worker", "job_id", "height", "nonce", "share_target", "share_difficulty", "accepted", "reason", "is_block", "block_hash", "timestamp")
+    __slots__ = ("server_id", "channel_id", "user", "worker", "job_id", "height", "nonce", "share_target", "share_difficulty", "accepted", "reason", "is_block", "block_hash", "timestamp", "source", "seq")
     SERVER_ID_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_ID_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,8 @@ class Share(_message.Message):
     IS_BLOCK_FIELD_NUMBER: _ClassVar[int]
     BLOCK_HASH_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
     server_id: str
     channel_id: int
     user: str
@@ -60,7 +62,9 @@ class Share(_message.Message):
     is_block: bool
     block_hash: bytes
     timestamp: float
-    def __init__(self, server_id: _Optional[str] = ..., channel_id: _Optional[int] = ..., user: _Optional[str] = ..., worker: _Optional[str] = ..., job_id: _Optional[int] = ..., height: _Optional[int] = ..., nonce: _Optional[bytes] = ..., share_target: _Optional[bytes] = ..., share_difficulty: _Optional[float] = ..., accepted: _Optional[bool] = ..., reason: _Optional[str] = ..., is_block: _Optional[bool] = ..., block_hash: _Optional[bytes] = ..., timestamp: _Optional[float] = ...) -> None: ...
+    source: str
+    seq: int
+    def __init__(self, server_id: _Optional[str] = ..., channel_id: _Optional[int] = ..., user: _Optional[str] = ..., worker: _Optional[str] = ..., job_id: _Optional[int] = ..., height: _Optional[int] = ..., nonce: _Optional[bytes] = ..., share_target: _Optional[bytes] = ..., share_difficulty: _Optional[float] = ..., accepted: _Optional[bool] = ..., reason: _Optional[str] = ..., is_block: _Optional[bool] = ..., block_hash: _Optional[bytes] = ..., timestamp: _Optional[float] = ..., source: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class FoundBlock(_message.Message):
     __slots__ = ("server_id", "job_id", "height", "block_hash", "work_id", "block_json", "user", "worker", "found_at")
