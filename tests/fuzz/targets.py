@@ -38,6 +38,7 @@ from ckbpool.sv2.events import (
     OpenStandardChannelRequested,
     ShareSubmitted,
 )
+from ckbpool.sv2.extensions import EXTENSION_TYPE_WORKER_HASHRATE_TRACKING
 from ckbpool.sv2.framing import HEADER_SIZE, Frame, FrameDecoder
 from ckbpool.sv2.keys import Keypair
 from ckbpool.sv2.messages import (
@@ -85,7 +86,9 @@ from ckbpool.sv2.noise import (
 from ckbpool.sv2.server import ServerConnection
 from ckbpool.sv2.types import (
     _F32,
+    TLV_LIST,
     Sv2Type,
+    Tlv,
     _Bool,
     _FixedBytes,
     _Option,
@@ -197,7 +200,22 @@ def sv2_value(t: Sv2Type[Any], inp: Input) -> Any:
         return tuple(sv2_value(t.element, inp) for _ in range(inp.byte() % 5))
     if isinstance(t, _Option):
         return sv2_value(t.element, inp) if inp.flag() else None
+    if t is TLV_LIST:
+        return tuple(_tlv(inp) for _ in range(inp.byte() % 4))
     raise TypeError(f"no generator for {t!r}")
+
+
+_IDENTITIES = (b"ckt1qtest.rig1", b"w", b"", b"x" * 32, b"x" * 33, b"\xff\xfe", "é".encode() * 16, b"a" * 300)
+
+
+def _tlv(inp: Input) -> Tlv:
+    """Mostly 0x0002 user_identity TLVs (valid, too long, empty, not UTF-8), sometimes any (extension, field)."""
+    mode = inp.byte()
+    if mode < 160:
+        return Tlv(EXTENSION_TYPE_WORKER_HASHRATE_TRACKING, 1, inp.choice(_IDENTITIES))
+    if mode < 200:
+        return Tlv(EXTENSION_TYPE_WORKER_HASHRATE_TRACKING, inp.byte() % 4, inp.take(inp.byte() % 40))
+    return Tlv(inp.uint(2), inp.byte(), inp.take(inp.byte() % 40))
 
 
 def sv2_message(cls: type[Message], inp: Input) -> Message:
@@ -567,6 +585,9 @@ class _PoolSide:
                 conn.accept_extended_channel(request.request_id, cid, target, prefix, size)
             self.send_job(cid)
         elif isinstance(event, ShareSubmitted):
+            if event.user_identity is not None:  # only ever a checked 0x0002 identity, on a connection that agreed it
+                assert EXTENSION_TYPE_WORKER_HASHRATE_TRACKING in conn.extensions, event
+                assert 1 <= len(event.user_identity.encode()) <= 32, event
             cid = event.channel.channel_id
             if cid not in conn.channels:  # closed by a later frame of the same receive_data batch
                 return
@@ -646,7 +667,8 @@ def server_connection(data: bytes) -> None:
     legal answers must never be refused; channel and group bookkeeping must stay consistent."""
     inp = Input(data)
     success_flags = inp.choice((0, 0, REQUIRES_EXTENDED_CHANNELS, REQUIRES_FIXED_VERSION, 0x10000))
-    extensions = (EXTENSION_TYPE_CKB_TEMPLATE,) if inp.flag() else ()
+    worker = EXTENSION_TYPE_WORKER_HASHRATE_TRACKING
+    extensions = inp.choice(((), (EXTENSION_TYPE_CKB_TEMPLATE,), (worker,), (worker, EXTENSION_TYPE_CKB_TEMPLATE)))
     conn = ServerConnection(success_flags=success_flags, supported_extensions=extensions, max_payload=1 << 17)
     pool = _PoolSide(conn, Input(inp.take(inp.byte())))  # its own bytes: it answers after the frames are built
     stream = inp.flag()  # plaintext stream (receive_data, any split) or whole frames (receive_frame)

@@ -96,7 +96,12 @@ def strategy_for(sv2: t.Sv2Type[Any]) -> st.SearchStrategy[Any]:
         return st.none() | strategy_for(sv2.element)
     if isinstance(sv2, t._Seq):
         return st.lists(strategy_for(sv2.element), max_size=6).map(tuple)
+    if sv2 is t.TLV_LIST:
+        return st.lists(tlvs, max_size=4).map(tuple)
     raise AssertionError(f"no strategy for {sv2!r}")
+
+
+tlvs = st.builds(t.Tlv, st.integers(0, 0xFFFF), st.integers(0, 0xFF), st.binary(max_size=40))
 
 
 def message_strategy(cls: type[Message]) -> st.SearchStrategy[Message]:
@@ -133,12 +138,30 @@ def test_round_trip_every_message(cls: type[Message], data: st.DataObject) -> No
     assert (header.extension_type, header.msg_type, header.channel_msg) == SPEC_TABLE[cls.__name__]
     assert decode_message(header) == msg
     assert decode_frame_bytes(frame) == msg
-    # Any truncation is a DecodeError, and so is any extra byte.
+    # Any truncation is a DecodeError, and so is any extra byte -- except that a TLV list may be
+    # cut between two TLVs: that is the same message with fewer TLVs.
+    tlv_ends = _tlv_boundaries(msg)
     for cut in range(len(payload)):
+        if cut in tlv_ends:
+            assert cls.decode(payload[:cut]) == dataclasses.replace(msg, tlvs=msg.tlvs[: tlv_ends[cut]])  # type: ignore[type-var]
+            continue
         with pytest.raises(DecodeError):
             cls.decode(payload[:cut])
     with pytest.raises(DecodeError):
         cls.decode(payload + b"\x00")
+
+
+def _tlv_boundaries(msg: Message) -> dict[int, int]:
+    """Payload length -> number of TLVs kept, for each cut that ends exactly after a TLV (or before the first)."""
+    if not any(sv2 is t.TLV_LIST for _, sv2 in layout_of(type(msg))):
+        return {}
+    tlv_list: tuple[t.Tlv, ...] = msg.tlvs  # type: ignore[attr-defined]
+    pos = len(msg.encode()) - len(t.TLV_LIST.encode(tlv_list, "tlvs"))
+    ends = {pos: 0}
+    for i, tlv in enumerate(tlv_list):
+        pos += t.TLV_HEADER_SIZE + len(tlv.value)
+        ends[pos] = i + 1
+    return ends
 
 
 @given(st.lists(all_messages, max_size=6), st.data())

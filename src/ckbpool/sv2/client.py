@@ -32,6 +32,7 @@ from ckbpool.sv2.events import (
     MessageIgnored,
     MessageReceived,
 )
+from ckbpool.sv2.extensions import EXTENSION_TYPE_WORKER_HASHRATE_TRACKING, TlvRejected, read_share_tlvs
 from ckbpool.sv2.framing import DEFAULT_MAX_PAYLOAD
 from ckbpool.sv2.messages import Message, UnknownMessage, encode_message
 from ckbpool.sv2.messages_ckb import CkbJobTemplate, CkbSubmitSolution, CkbTemplateSubscribe
@@ -175,8 +176,16 @@ class ClientConnection(Connection):
         kind = ChannelKind.STANDARD if isinstance(msg, SubmitSharesStandard) else ChannelKind.EXTENDED
         if channel is None or channel.kind is not kind:
             raise LocalProtocolError(f"{type(msg).__name__} needs an open {kind.value} channel")
-        if isinstance(msg, SubmitSharesExtended) and len(msg.extranonce) != channel.extranonce_size:
-            raise LocalProtocolError(f"extranonce must be {channel.extranonce_size} bytes")
+        if isinstance(msg, SubmitSharesExtended):
+            if len(msg.extranonce) != channel.extranonce_size:
+                raise LocalProtocolError(f"extranonce must be {channel.extranonce_size} bytes")
+            try:
+                identity = read_share_tlvs(msg.tlvs, self.extensions) if msg.tlvs else None
+            except TlvRejected as exc:
+                raise LocalProtocolError(str(exc)) from None
+            if identity is None and EXTENSION_TYPE_WORKER_HASHRATE_TRACKING in self.extensions:
+                # 0x0002 section 1.2: once negotiated, every SubmitSharesExtended carries the TLV.
+                raise LocalProtocolError("extension 0x0002 is negotiated: the share needs a user_identity TLV")
 
     def _send_custom_job(self, msg: SetCustomMiningJob) -> None:
         assert self.setup is not None

@@ -179,10 +179,17 @@ class ChannelClosed(Event):
 @dataclass(frozen=True, slots=True)
 class ShareSubmitted(Event):
     """Server: a share for an open channel of the right kind. The pool checks it and answers with
-    ``acknowledge_shares`` / ``reject_share``."""
+    ``acknowledge_shares`` / ``reject_share``.
+
+    ``user_identity``: the worker the share belongs to, from the ``user_identity`` TLV of extension
+    0x0002 (already checked: negotiated on this connection, 1..32 bytes of UTF-8), or None when the
+    share carries none -- then it is the channel's (``channel.user_identity``). A share whose TLVs
+    are not acceptable never becomes this event: it is :class:`Rejected` with a SubmitShares.Error.
+    """
 
     channel: ChannelInfo
     share: Share
+    user_identity: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +219,7 @@ class Rejected(Event):
 
     message: Message
     error_code: str
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)

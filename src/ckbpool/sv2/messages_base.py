@@ -15,8 +15,10 @@ with precompiled :class:`struct.Struct` code and fall back to the generic path o
 precise error.
 
 ``decode()`` is strict: it rejects a payload with bytes left over after the last field. (SRI
-ignores trailing bytes because negotiated TLV extensions may append fields; we negotiate none
-that do, so leftover bytes can only be an encoding error.)
+ignores trailing bytes because negotiated TLV extensions may append fields.) A message that an
+extension we implement extends with TLV fields declares them as its last field, typed
+:data:`~ckbpool.sv2.types.TLV_LIST` (today only ``SubmitSharesExtended.tlvs``, extension
+0x0002); every other message has no room for TLVs, so leftover bytes there are an error.
 """
 
 from __future__ import annotations
@@ -91,7 +93,11 @@ class Message:
             value, pos = t.decode(payload, pos, f"{name}.{f}")
             values.append(value)
         if pos != len(payload):
-            raise DecodeError(name, f"{len(payload) - pos} unexpected bytes after the last field")
+            raise DecodeError(
+                name,
+                f"{len(payload) - pos} unexpected bytes after the last field"
+                " (no extension we implement adds TLV fields to this message)",
+            )
         return cls(*values)
 
 

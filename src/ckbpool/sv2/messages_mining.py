@@ -27,6 +27,7 @@ from ckbpool.sv2.types import (
     BOOL,
     F32,
     STR0_255,
+    TLV_LIST,
     U16,
     U32,
     U64,
@@ -35,6 +36,7 @@ from ckbpool.sv2.types import (
     Option,
     Seq0_64K,
     Seq0_255,
+    Tlv,
 )
 
 __all__ = [
@@ -434,7 +436,14 @@ class SubmitSharesStandard(Message):
 
 @dataclass(frozen=True, slots=True)
 class SubmitSharesExtended(Message):
-    """0x1b, client -> server, extended channels: ``extranonce`` has the channel's extranonce_size."""
+    """0x1b, client -> server, extended channels: ``extranonce`` has the channel's extranonce_size.
+
+    ``tlvs``: the TLV fields appended after the fixed fields (sv2-spec 3.4.3), e.g. the
+    ``user_identity`` of extension 0x0002 (:func:`ckbpool.sv2.extensions.user_identity_tlv`).
+    Empty unless an extension that extends this message was negotiated; the frame header's
+    extension_type stays 0 either way (spec 3.4.1). Decoding checks only their structure; the
+    connection state machines check them against the negotiated extensions.
+    """
 
     MSG_TYPE = 0x1B
     CHANNEL_MSG = True
@@ -446,12 +455,13 @@ class SubmitSharesExtended(Message):
     ntime: Annotated[int, U32]
     version: Annotated[int, U32]
     extranonce: Annotated[bytes, B0_32]
+    tlvs: Annotated[tuple[Tlv, ...], TLV_LIST] = ()
 
     def encode(self) -> bytes:
         extranonce = self.extranonce
         if type(extranonce) is bytes and len(extranonce) <= 32:
             try:
-                return (
+                head = (
                     _SHARE_EXT_HEAD.pack(
                         self.channel_id,
                         self.sequence_number,
@@ -465,15 +475,22 @@ class SubmitSharesExtended(Message):
                 )
             except struct.error:
                 pass
+            else:
+                tlvs = self.tlvs
+                if type(tlvs) is tuple and not tlvs:
+                    return head
+                return head + TLV_LIST.encode(tlvs, "SubmitSharesExtended.tlvs")
         return self._encode_generic()
 
     @classmethod
     def decode(cls, payload: bytes) -> Self:
         n = len(payload)
-        if n < 25 or n - 25 != payload[24] or n > 57:
+        if n < 25 or payload[24] > 32 or 25 + payload[24] > n:
             return cls._decode_generic(payload)
+        end = 25 + payload[24]
         channel_id, sequence_number, job_id, nonce, ntime, version, _ = _SHARE_EXT_HEAD.unpack_from(payload)
-        return cls(channel_id, sequence_number, job_id, nonce, ntime, version, bytes(payload[25:]))
+        tlvs = () if end == n else TLV_LIST.decode(payload, end, "SubmitSharesExtended.tlvs")[0]
+        return cls(channel_id, sequence_number, job_id, nonce, ntime, version, bytes(payload[25:end]), tlvs)
 
 
 @dataclass(frozen=True, slots=True)

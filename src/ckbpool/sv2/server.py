@@ -32,6 +32,10 @@ SubmitShares* for an unknown channel or   SubmitShares.Error ``invalid-channel-i
 one of the other kind
 SubmitSharesExtended with an extranonce   SubmitShares.Error ``bad-extranonce-size``
 of the wrong size
+SubmitSharesExtended with TLVs this       SubmitShares.Error ``extension-not-negotiated``,
+connection may not carry                  ``invalid-tlv`` or ``invalid-user-identity``
+                                          (:mod:`ckbpool.sv2.extensions`); valid ones give
+                                          ``ShareSubmitted.user_identity``
 UpdateChannel for an unknown channel      UpdateChannel.Error ``invalid-channel-id``
 SetCustomMiningJob                        SetCustomMiningJob.Error ``invalid-channel-id``, or
                                           ``jd-not-supported`` unless work selection was agreed
@@ -74,6 +78,7 @@ from ckbpool.sv2.events import (
     Rejected,
     ShareSubmitted,
 )
+from ckbpool.sv2.extensions import TlvRejected, read_share_tlvs
 from ckbpool.sv2.framing import DEFAULT_MAX_PAYLOAD, HEADER_SIZE
 from ckbpool.sv2.messages import Message, UnknownMessage, encode_message
 from ckbpool.sv2.messages_ckb import (
@@ -316,7 +321,13 @@ class ServerConnection(Connection):
             return [self._reject_share(msg, ERROR_INVALID_CHANNEL_ID)]
         if len(msg.extranonce) != channel.extranonce_size:
             return [self._reject_share(msg, ERROR_BAD_EXTRANONCE_SIZE)]
-        return [ShareSubmitted(channel, msg)]
+        if not msg.tlvs:
+            return [ShareSubmitted(channel, msg)]
+        try:
+            identity = read_share_tlvs(msg.tlvs, self.extensions)
+        except TlvRejected as exc:
+            return [self._reject_share(msg, exc.error_code, exc.detail)]
+        return [ShareSubmitted(channel, msg, identity)]
 
     def _on_ckb_solution(self, msg: CkbSubmitSolution) -> list[Event]:
         channel = self.channels.get(msg.channel_id)
@@ -325,10 +336,10 @@ class ServerConnection(Connection):
         return [ShareSubmitted(channel, msg)]
 
     def _reject_share(
-        self, msg: SubmitSharesStandard | SubmitSharesExtended | CkbSubmitSolution, error_code: str
+        self, msg: SubmitSharesStandard | SubmitSharesExtended | CkbSubmitSolution, error_code: str, detail: str = ""
     ) -> Event:
         reply = encode_message(SubmitSharesError(msg.channel_id, msg.sequence_number, error_code))
-        return Rejected(msg, error_code, reply=reply)
+        return Rejected(msg, error_code, detail, reply=reply)
 
     def _on_set_custom_mining_job(self, msg: SetCustomMiningJob) -> list[Event]:
         channel = self.channels.get(msg.channel_id)

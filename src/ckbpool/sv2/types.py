@@ -26,6 +26,7 @@ B0_16M                    ``bytes``               U24 length + bytes (max 2^24-1
 PUBKEY / SIGNATURE        ``bytes``               32 / 64 bytes
 SEQ0_255[T] SEQ0_64K[T]   ``tuple[T, ...]``       U8 / U16 count + elements
 OPTION[T]                 ``T | None``            U8 count (0 or 1) + element (SRI ``Sv2Option``)
+TLV list (spec 3.4.3)     ``tuple[Tlv, ...]``     zero or more TLVs filling the rest of the payload
 ========================  ======================  =============================================
 
 SRI's U256 is a raw 32-byte array; the spec reads it as a little-endian integer. We offer both
@@ -35,12 +36,21 @@ applied to it by accident.
 
 Strings: SRI does not validate STR0_255 as UTF-8; we decode strictly and reject invalid UTF-8
 with a DecodeError (the spec recommends UTF-8 and error codes are printable ASCII).
+
+TLV fields (sv2-spec 3.4.3, SRI ``parsers_sv2`` 0.6.0 ``Tlv``): an extension appends them after a
+message's fixed fields, each ``extension_type U16 | field_type U8 | length U16 | value``, all
+little-endian like every SV2 integer (the spec's example bytes ``00 02 01 00 0A`` are written
+big-endian; SRI, and so the wire, has ``02 00 01 0A 00``). :data:`TLV_LIST` is only structure:
+a truncated header or a length running past the payload is a DecodeError, but which TLVs a
+connection may carry (negotiation, duplicates, order, value rules) is judged by
+:mod:`ckbpool.sv2.extensions`, which knows the connection's negotiated extensions.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from ckbpool.sv2.errors import DecodeError, EncodeError
@@ -55,6 +65,8 @@ __all__ = [
     "PUBKEY",
     "SIGNATURE",
     "STR0_255",
+    "TLV_HEADER_SIZE",
+    "TLV_LIST",
     "U8",
     "U16",
     "U24",
@@ -67,6 +79,7 @@ __all__ = [
     "Seq0_64K",
     "Seq0_255",
     "Sv2Type",
+    "Tlv",
 ]
 
 T = TypeVar("T")
@@ -314,6 +327,70 @@ class _Option(Sv2Type["T | None"]):
         return self.element.decode(data, offset + 1, field)
 
 
+@dataclass(frozen=True, slots=True)
+class Tlv:
+    """One TLV field: ``value`` of field ``field_type`` defined by extension ``extension_type``.
+
+    Kept as raw bytes: what a value means (and whether it is allowed on a connection) depends on
+    the extension and on negotiation, which :mod:`ckbpool.sv2.extensions` checks.
+    """
+
+    extension_type: int
+    field_type: int
+    value: bytes
+
+
+TLV_HEADER_SIZE = 5
+_TLV_HEAD = struct.Struct("<HBH")
+
+
+class _TlvList(Sv2Type[tuple[Tlv, ...]]):
+    """Zero or more TLVs up to the end of the payload: only ever the last field of a message.
+
+    Decoding consumes every remaining byte, so a message with this field has no "bytes after the
+    last field" -- instead a stray byte is a TLV header cut short, still a DecodeError.
+    """
+
+    __slots__ = ()
+
+    def encode(self, value: tuple[Tlv, ...], field: str) -> bytes:
+        if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+            raise EncodeError(field, f"a TLV list needs a sequence of Tlv, got {type(value).__name__}")
+        parts = []
+        for i, tlv in enumerate(value):
+            name = f"{field}[{i}]"
+            if not isinstance(tlv, Tlv):
+                raise EncodeError(name, f"needs a Tlv, got {type(tlv).__name__}")
+            if type(tlv.extension_type) is not int or not 0 <= tlv.extension_type <= 0xFFFF:
+                raise EncodeError(name, f"extension_type {tlv.extension_type!r} out of range for U16")
+            if type(tlv.field_type) is not int or not 0 <= tlv.field_type <= 0xFF:
+                raise EncodeError(name, f"field_type {tlv.field_type!r} out of range for U8")
+            if not isinstance(tlv.value, bytes | bytearray | memoryview):
+                raise EncodeError(name, f"value needs bytes, got {type(tlv.value).__name__}")
+            n = len(tlv.value)
+            if n > 0xFFFF:
+                raise EncodeError(name, f"value of {n} bytes exceeds the U16 length maximum of 65535")
+            parts.append(_TLV_HEAD.pack(tlv.extension_type, tlv.field_type, n))
+            parts.append(bytes(tlv.value))
+        return b"".join(parts)
+
+    def decode(self, data: bytes, offset: int, field: str) -> tuple[tuple[Tlv, ...], int]:
+        end = len(data)
+        pos = offset
+        tlvs: list[Tlv] = []
+        while pos < end:
+            name = f"{field}[{len(tlvs)}]"
+            if end - pos < TLV_HEADER_SIZE:
+                raise DecodeError(name, f"truncated TLV header: {end - pos} of {TLV_HEADER_SIZE} bytes")
+            ext, field_type, n = _TLV_HEAD.unpack_from(data, pos)
+            start = pos + TLV_HEADER_SIZE
+            if n > end - start:
+                raise DecodeError(name, f"TLV length {n} runs past the payload ({end - start} bytes left)")
+            pos = start + n
+            tlvs.append(Tlv(ext, field_type, bytes(data[start:pos])))
+        return tuple(tlvs), end
+
+
 def Bytes(length: int) -> Sv2Type[bytes]:
     """BYTES[length]: exactly ``length`` raw bytes (spec 3.1 ``BYTES``), for extension messages."""
     return _FixedBytes(f"BYTES[{length}]", length)
@@ -350,3 +427,4 @@ B0_64K: Sv2Type[bytes] = _VarBytes("B0_64K", 2, 0xFFFF)
 B0_16M: Sv2Type[bytes] = _VarBytes("B0_16M", 3, 0xFFFFFF)
 PUBKEY: Sv2Type[bytes] = _FixedBytes("PUBKEY", 32)
 SIGNATURE: Sv2Type[bytes] = _FixedBytes("SIGNATURE", 64)
+TLV_LIST: Sv2Type[tuple[Tlv, ...]] = _TlvList("TLV_LIST", 0)
