@@ -29,7 +29,8 @@ import stamina
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Errors = type[Exception] | tuple[type[Exception], ...]
+#: what to retry on: exception types, or a predicate that sees each failure (and may log or count it)
+Errors = type[Exception] | tuple[type[Exception], ...] | Callable[[Exception], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,8 @@ REDIS_READ = Backoff(initial=0.1, maximum=1.0, jitter=0.2, attempts=4, timeout=1
 def attempts(*, on: Errors, policy: Backoff = FOREVER, what: str = "") -> AsyncIterator[stamina.Attempt]:
     """Attempts to run inside ``with attempt:``; an ``on`` error in the block schedules the next one.
 
-    After the last allowed attempt the error propagates. ``what`` names the operation in the debug log.
+    After the last allowed attempt the error propagates. ``what`` names the operation in the debug log. Do not
+    let StopAsyncIteration out of the block (it would end the ``async for`` silently); :func:`retry` handles it.
     """
     if what:
         log.debug("retrying %s with %s", what, policy)
@@ -80,13 +82,24 @@ async def retry(call: Callable[[], Awaitable[T]], *, on: Errors, policy: Backoff
     With ``policy.attempt_timeout``, an attempt that takes longer fails with TimeoutError, retried only if
     ``on`` covers it (it should: a hung server is the case timeouts exist for).
     """
-    async for attempt in attempts(on=on, policy=policy, what=what):
-        with attempt:
-            if policy.attempt_timeout is None:
-                return await call()
-            async with asyncio.timeout(policy.attempt_timeout):
-                return await call()
+    try:
+        async for attempt in attempts(on=on, policy=policy, what=what):
+            with attempt:
+                try:
+                    if policy.attempt_timeout is None:
+                        return await call()
+                    async with asyncio.timeout(policy.attempt_timeout):
+                        return await call()
+                except StopAsyncIteration as exc:
+                    # re-raised from the attempt iterator's __anext__ it would silently end the loop
+                    raise _Ended from exc
+    except _Ended:
+        raise StopAsyncIteration from None
     raise AssertionError("unreachable: stamina either returns an attempt or raises")  # pragma: no cover
+
+
+class _Ended(BaseException):
+    """Carries a StopAsyncIteration of the retried call past the attempt iterator (never retried)."""
 
 
 __all__ = ["FOREVER", "REDIS_READ", "Backoff", "attempts", "retry"]

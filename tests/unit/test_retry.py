@@ -88,3 +88,11 @@ async def test_attempt_blocks_for_loops_that_are_not_one_call() -> None:
             if attempt.num < 3:
                 raise OSError("not yet")
     assert seen == [1, 2, 3]
+
+
+async def test_a_stop_async_iteration_of_the_call_propagates_untouched() -> None:
+    async def ended() -> None:
+        raise StopAsyncIteration
+
+    with pytest.raises(StopAsyncIteration):
+        await retry(ended, on=ConnectionError, policy=FAST)

@@ -9,11 +9,16 @@ Semantics shared by the backends:
   every event once; subscribers that share a group share the stream (each event goes to one of them).
   Events of one topic reach a single subscriber in publish order (Kafka: per partition, see ``kafka.py``).
 - ``close()`` flushes what it can within a bounded time; subscriptions then end.
+- By default an event counts as processed (Kafka: its offset may be committed) once the subscriber asks for
+  the next one. ``subscribe(..., manual_ack=True)`` is for consumers that write events elsewhere in batches
+  (share accounting): events count as processed only when the subscriber calls ``ack()``, which covers every
+  event handed out so far -- so a position never moves past an event that is not yet safely written.
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
 import enum
 from collections.abc import AsyncIterator
 from types import TracebackType
@@ -87,6 +92,24 @@ class Subscription(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None: ...
 
+    async def next_batch(self, max_events: int, timeout: float) -> list[Event] | None:
+        """Up to ``max_events`` events: waits at most ``timeout`` s for the first, then takes only what is
+        already there. ``[]`` when nothing came in time, ``None`` once the subscription has ended.
+
+        Batching consumers use it instead of ``async for`` so that they read no further ahead than the batch
+        they are about to write (backends override it to take many events at once)."""
+        try:
+            async with asyncio.timeout(timeout):
+                return [await self.__anext__()]
+        except TimeoutError:
+            return []
+        except StopAsyncIteration:
+            return None
+
+    async def ack(self) -> None:
+        """With ``manual_ack``: every event handed out so far is processed (its position may be committed)."""
+        return None
+
     async def wait_ready(self, timeout: float = 30.0) -> None:
         """Return once the subscription is attached (Kafka: joined its group and got partitions).
 
@@ -119,8 +142,8 @@ class Bus(abc.ABC):
         """Hand ``event`` to the bus; see the module docstring for the guarantee. TypeError on the wrong type."""
 
     @abc.abstractmethod
-    def subscribe(self, topic: Topic, group: str) -> Subscription:
-        """Events of ``topic`` for consumer group ``group``."""
+    def subscribe(self, topic: Topic, group: str, *, manual_ack: bool = False) -> Subscription:
+        """Events of ``topic`` for consumer group ``group``; ``manual_ack``: see the module docstring."""
 
     def stats(self) -> dict[str, int]:
         """Counters for metrics: published, spooled, replayed, spool_depth, ... (backend-specific keys)."""

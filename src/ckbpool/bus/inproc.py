@@ -5,6 +5,9 @@ every group of the topic, and the subscribers of a group pull from its queue (co
 exists while it has at least one open subscription: subscribers created before a publish receive everything
 published after; a group whose last subscriber closed is forgotten (unlike Kafka, which keeps its offsets).
 
+There are no positions to commit, so ``manual_ack`` changes nothing here: what a subscriber took from its queue
+is gone from the bus (a crash of the process loses it together with the process's memory).
+
 Queues are unbounded, so a slow consumer never slows the stratum server down; a warning is logged each time a
 group's backlog crosses ``high_water`` (and again at every doubling), so a stuck consumer shows up in the logs.
 """
@@ -60,6 +63,14 @@ class _GroupQueue:
             if not waiter.done():
                 waiter.set_result(None)
 
+    def take_ready(self, count: int) -> list[Event]:
+        """Up to ``count`` queued events, without waiting."""
+        items = self.items
+        taken = [items.popleft() for _ in range(min(count, len(items)))]
+        if len(items) < self.high_water // 2:
+            self._next_warning = self.high_water
+        return taken
+
     async def get(self, subscription: InProcSubscription) -> Event:
         while True:
             if subscription.closed:
@@ -99,6 +110,19 @@ class InProcSubscription(Subscription):
             raise StopAsyncIteration
         return await self._queue.get(self)
 
+    async def next_batch(self, max_events: int, timeout: float) -> list[Event] | None:
+        if self.closed:
+            return None
+        queue = self._queue
+        try:
+            async with asyncio.timeout(timeout):
+                first = await queue.get(self)
+        except TimeoutError:
+            return []
+        except StopAsyncIteration:
+            return None
+        return [first, *queue.take_ready(max_events - 1)]
+
     async def close(self) -> None:
         """Detach from the group; an ``__anext__`` waiting in another task ends (StopAsyncIteration)."""
         if not self.closed:
@@ -136,7 +160,7 @@ class InProcBus(Bus):
             queue.put(event)
         self.published += 1
 
-    def subscribe(self, topic: Topic, group: str) -> Subscription:
+    def subscribe(self, topic: Topic, group: str, *, manual_ack: bool = False) -> Subscription:
         if self._closed:
             raise BusClosed("subscribe on a closed bus")
         topic = Topic(topic)

@@ -26,7 +26,10 @@ the earliest offset for a new group. Offsets are committed manually: a record co
 subscriber asks for the next one (or calls ``commit()``), and processed offsets are committed every
 ``commit_interval`` seconds, before a rebalance takes the partition away, and on close. The record handed out
 last is not counted on close or revocation, since its handler may have been interrupted: delivery is
-at-least-once.
+at-least-once. With ``manual_ack=True`` (share accounting) a record counts as processed only at ``ack()``, which
+covers every record handed out before it: an offset is never committed for a record the consumer has only
+copied into memory. Records handed out and not acked when a partition is revoked or the subscription closes
+are delivered again (to this group's next owner of the partition).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from aiokafka.abc import ConsumerRebalanceListener  # type: ignore[import-untype
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
 from aiokafka.errors import ConsumerStoppedError, KafkaError  # type: ignore[import-untyped]
 
+from ..retry import retry
 from .base import (
     EVENT_TYPES,
     Bus,
@@ -74,6 +78,10 @@ _TEMPLATE_KEY = b"templates"
 _CONNECT_ERRORS = (KafkaError, OSError, TimeoutError)
 T = TypeVar("T")
 MAX_MESSAGE_BYTES = 8 << 20  # a full CKB template is ~1.3 MB of JSON; Kafka's default limit is 1 MB
+
+
+class _NoProgress(Exception):
+    """A spool replay window acknowledged nothing: wait (with backoff) before the next one."""
 
 
 def default_spool_dir(client_id: str) -> Path:
@@ -400,35 +408,31 @@ class KafkaBus(Bus):
             self._spool.sync()  # fsync of what was appended since: short, and never racing close()
 
     async def _run_background(self) -> None:
-        backoff = 0.2
+        """(Re)connect, then replay the spool whenever it holds anything; waits come from ``ckbpool.retry``."""
         while not self._closed:
             if self._producer is None:
-                try:
-                    await _timed(self._connect(), self.config.connect_timeout)
-                    log.info("bus: connected to Kafka at %s", ",".join(self.config.bootstrap_servers))
-                    backoff = 0.2
-                except _CONNECT_ERRORS as exc:
-                    log.debug("bus: Kafka still unreachable: %r", exc)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
+                await retry(
+                    lambda: _timed(self._connect(), self.config.connect_timeout),
+                    on=_CONNECT_ERRORS,
+                    what="Kafka connect",
+                )
+                log.info("bus: connected to Kafka at %s", ",".join(self.config.bootstrap_servers))
                 continue
             if self._spool is None or self._spool.depth == 0:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await _timed(self._wake.wait(), self.config.fsync_interval)
                 continue
-            try:
-                progressed = await self._replay_window()
-            except _CONNECT_ERRORS as exc:
-                log.warning("bus: spool replay failed (%r); retrying in %.1fs", exc, backoff)
-                progressed = False
-            if progressed:
-                backoff = 0.2
-                if self._spool.depth == 0:
-                    log.warning("bus: spool drained, %d events replayed so far", self.replayed)
-            else:
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+            await retry(self._replay_progress, on=(*_CONNECT_ERRORS, _NoProgress), what="spool replay")
+            if self._spool.depth == 0:
+                log.warning("bus: spool drained, %d events replayed so far", self.replayed)
+
+    async def _replay_progress(self) -> None:
+        """One replay window that must acknowledge something, else _NoProgress (retried with backoff)."""
+        if self._closed or self._spool is None or self._spool.depth == 0 or self._producer is None:
+            return
+        if not await self._replay_window():
+            raise _NoProgress("no spooled record was acknowledged")
 
     async def _replay_window(self) -> bool:
         """Send up to ``replay_batch`` spooled records in order, ack the delivered prefix. True if it acked any."""
@@ -493,10 +497,10 @@ class KafkaBus(Bus):
 
     # ------------------------------------------------------------------ subscribe / stats
 
-    def subscribe(self, topic: Topic, group: str) -> Subscription:
+    def subscribe(self, topic: Topic, group: str, *, manual_ack: bool = False) -> Subscription:
         if self._closed:
             raise BusClosed("subscribe on a closed bus")
-        subscription = KafkaSubscription(self, Topic(topic), group)
+        subscription = KafkaSubscription(self, Topic(topic), group, manual_ack=manual_ack)
         self._subscriptions.add(subscription)
         return subscription
 
@@ -531,8 +535,12 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 class KafkaSubscription(Subscription):
     """Events of one topic for one consumer group; see the module docstring for offsets and delivery."""
 
-    def __init__(self, bus: KafkaBus, topic: Topic, group: str) -> None:
+    def __init__(self, bus: KafkaBus, topic: Topic, group: str, *, manual_ack: bool = False) -> None:
         self._bus = bus
+        self.manual_ack = manual_ack
+        # TopicPartition -> next offset, of records handed out by next_batch (any mode) or __anext__ (manual
+        # mode) and not yet processed: auto mode folds them in at the next read, manual mode at ack()
+        self._handed: dict[Any, int] = {}
         self.topic = topic
         self.group = group
         # One Kafka group per (group, topic): a service's subscriptions to different topics do not rebalance
@@ -552,35 +560,36 @@ class KafkaSubscription(Subscription):
         if self._consumer is not None:
             return self._consumer
         async with self._start_lock:
-            backoff = 0.2
-            while self._consumer is None:
-                if self._closed:
-                    raise StopAsyncIteration
-                config = self._bus.config
-                consumer = AIOKafkaConsumer(
-                    bootstrap_servers=config.bootstrap_servers,
-                    client_id=config.client_id,
-                    group_id=self.kafka_group_id,
-                    heartbeat_interval_ms=1000,  # members notice a rebalance within ~1 s
-                    enable_auto_commit=False,
-                    auto_offset_reset="earliest",
-                    request_timeout_ms=config.request_timeout_ms,
-                    fetch_max_bytes=MAX_MESSAGE_BYTES * 2,
-                    max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
-                )
-                try:
-                    await self._bus.ensure_topics()
-                    consumer.subscribe([config.topic_name(self.topic)], listener=_Rebalance(self))
-                    await consumer.start()
-                except _CONNECT_ERRORS as exc:
-                    with contextlib.suppress(Exception):
-                        await consumer.stop()
-                    log.warning("bus: consumer %s/%s cannot reach Kafka (%r); retrying", self.topic, self.group, exc)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
-                    continue
-                self._consumer = consumer
+            if self._consumer is None:
+                self._consumer = await retry(self._start_consumer, on=_CONNECT_ERRORS, what="Kafka consumer start")
         return self._consumer
+
+    async def _start_consumer(self) -> Any:
+        """One attempt to start this subscription's consumer; StopAsyncIteration once the subscription closed."""
+        if self._closed:
+            raise StopAsyncIteration
+        config = self._bus.config
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=config.bootstrap_servers,
+            client_id=config.client_id,
+            group_id=self.kafka_group_id,
+            heartbeat_interval_ms=1000,  # members notice a rebalance within ~1 s
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            request_timeout_ms=config.request_timeout_ms,
+            fetch_max_bytes=MAX_MESSAGE_BYTES * 2,
+            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+        )
+        try:
+            await self._bus.ensure_topics()
+            consumer.subscribe([config.topic_name(self.topic)], listener=_Rebalance(self))
+            await consumer.start()
+        except _CONNECT_ERRORS as exc:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            log.warning("bus: consumer %s/%s cannot reach Kafka (%r); retrying", self.topic, self.group, exc)
+            raise
+        return consumer
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
         async with asyncio.timeout(timeout):
@@ -598,6 +607,12 @@ class KafkaSubscription(Subscription):
             while self._buffer:
                 record = self._buffer.popleft()
                 event = self._decode(record)
+                if self.manual_ack:
+                    self._hand_out(record)
+                    if event is None:
+                        continue
+                    self._bus.consumed += 1
+                    return event
                 if event is None:
                     self._current = record
                     self._mark_processed()
@@ -605,19 +620,58 @@ class KafkaSubscription(Subscription):
                 self._current = record
                 self._bus.consumed += 1
                 return event
-            await self._maybe_commit()
-            try:
-                batches = await consumer.getmany(
-                    timeout_ms=int(self._bus.config.commit_interval * 1000), max_records=500
-                )
-            except ConsumerStoppedError:
-                raise StopAsyncIteration from None
-            except KafkaError as exc:
-                log.warning("bus: consumer %s/%s: %r", self.topic, self.group, exc)
+            if not await self._fetch(consumer, self._bus.config.commit_interval):
                 await asyncio.sleep(0.5)
-                continue
-            for records in batches.values():
-                self._buffer.extend(records)
+
+    async def next_batch(self, max_events: int, timeout: float) -> list[Event] | None:
+        if self._closed:
+            return None
+        try:
+            consumer = await _timed(self._ensure_started(), timeout)
+        except TimeoutError:
+            return []
+        except StopAsyncIteration:
+            return None
+        self._mark_processed()
+        if not self._buffer:
+            try:
+                await self._fetch(consumer, timeout)
+            except StopAsyncIteration:
+                return None
+        events: list[Event] = []
+        while self._buffer and len(events) < max_events:
+            record = self._buffer.popleft()
+            self._hand_out(record)
+            event = self._decode(record)
+            if event is not None:
+                self._bus.consumed += 1
+                events.append(event)
+        return None if self._closed and not events else events
+
+    async def _fetch(self, consumer: Any, timeout: float) -> bool:
+        """One getmany() into the buffer (committing what is due first). False on a Kafka error."""
+        await self._maybe_commit()
+        try:
+            batches = await consumer.getmany(timeout_ms=int(timeout * 1000), max_records=500)
+        except ConsumerStoppedError:
+            raise StopAsyncIteration from None
+        except KafkaError as exc:
+            log.warning("bus: consumer %s/%s: %r", self.topic, self.group, exc)
+            return False
+        for records in batches.values():
+            self._buffer.extend(records)
+        return True
+
+    def _hand_out(self, record: Any) -> None:
+        self._handed[TopicPartition(record.topic, record.partition)] = record.offset + 1
+
+    async def ack(self) -> None:
+        """Every record handed out so far is processed; committed within ``commit_interval``."""
+        if self._handed:
+            self._processed.update(self._handed)
+            self._handed.clear()
+            self._dirty = True
+        await self._maybe_commit()
 
     def _decode(self, record: Any) -> Event | None:
         expected = EVENT_TYPES[self.topic]
@@ -635,6 +689,10 @@ class KafkaSubscription(Subscription):
             return None
 
     def _mark_processed(self) -> None:
+        if not self.manual_ack and self._handed:
+            self._processed.update(self._handed)
+            self._handed.clear()
+            self._dirty = True
         record = self._current
         if record is not None:
             self._processed[TopicPartition(record.topic, record.partition)] = record.offset + 1
@@ -678,6 +736,7 @@ class KafkaSubscription(Subscription):
         await self._commit({tp: off for tp, off in self._processed.items() if tp in revoked})
         for tp in revoked:
             self._processed.pop(tp, None)
+            self._handed.pop(tp, None)  # handed out, not acked: the partition's new owner gets them again
         self._buffer = collections.deque(r for r in self._buffer if TopicPartition(r.topic, r.partition) not in revoked)
         self._assigned.clear()
 
