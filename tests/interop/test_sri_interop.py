@@ -4,7 +4,9 @@
 Noise handshake, certificate checks both ways (including the clock leeway and refusals), and
 SetupConnection / OpenStandardMiningChannel / OpenExtendedMiningChannel with their replies over the
 encrypted channel, plus a multi-chunk frame. (c) Every message type of common_messages_sv2 /
-mining_sv2 encoded by one side and decoded by the other, byte-identical both ways.
+mining_sv2 / extensions_sv2 (0x0001) encoded by one side and decoded by the other, byte-identical both
+ways, including SubmitSharesExtended with TLV fields; (d) extension 0x0002's user_identity TLV through
+SRI's own UserIdentity / TlvList frame builder / parse_message_frame_with_tlvs, both directions.
 
 The library is sans-IO; the tiny blocking-socket drivers live here. Build the harness with
 ``tests/interop/build.sh`` (``make deps`` does); without it these tests skip and say so.
@@ -46,6 +48,7 @@ from ckbpool.sv2.noise import (
     NoiseTransport,
     ResponderCredentials,
 )
+from ckbpool.sv2.types import Tlv
 
 pytestmark = pytest.mark.integration
 
@@ -436,7 +439,16 @@ EDGE_SAMPLES: list[dict[str, Any]] = [
     {"type": "SetGroupChannel", "group_channel_id": 0, "channel_ids": []},
     {"type": "SetExtranoncePrefix", "channel_id": 0, "extranonce_prefix": "ff" * 32},
     {"type": "SubmitSharesExtended", "channel_id": 0, "sequence_number": 4294967295, "job_id": 0,
-     "nonce": 0, "ntime": 0, "version": 0, "extranonce": ""},
+     "nonce": 0, "ntime": 0, "version": 0, "extranonce": "", "tlvs": []},
+    {"type": "SubmitSharesExtended", "channel_id": 1, "sequence_number": 0, "job_id": 0, "nonce": 0, "ntime": 0,
+     "version": 0, "extranonce": "ff" * 32,
+     "tlvs": [{"extension_type": 0, "field_type": 0, "value": ""},
+              {"extension_type": 2, "field_type": 1, "value": "c3a9" * 16},
+              {"extension_type": 65535, "field_type": 255, "value": "ab" * 65535}]},
+    {"type": "RequestExtensions", "request_id": 0, "requested_extensions": []},
+    {"type": "RequestExtensionsSuccess", "request_id": 7, "supported_extensions": list(range(1, 300))},
+    {"type": "RequestExtensionsError", "request_id": 65535, "unsupported_extensions": [],
+     "required_extensions": [65535, 0]},
     {"type": "OpenStandardMiningChannel", "request_id": 0, "user_identity": "", "nominal_hash_rate": 0.0,
      "max_target": "00" * 31 + "80"},
     {"type": "UpdateChannel", "channel_id": 1, "nominal_hash_rate": 3.4028234663852886e38,
@@ -471,6 +483,8 @@ def _from_json(cls: type, obj: dict[str, Any]) -> Any:
 def _convert(base: Any, value: Any) -> Any:
     if value is None:
         return None
+    if base is Tlv:
+        return Tlv(value["extension_type"], value["field_type"], bytes.fromhex(value["value"]))
     origin = typing.get_origin(base)
     if origin is tuple:
         (element, _) = typing.get_args(base)
@@ -491,6 +505,8 @@ def _to_json(value: Any, like: Any) -> Any:
     """Python field value -> the harness's JSON convention (``like`` is the JSON value it should equal)."""
     if isinstance(value, bool) or value is None:
         return value
+    if isinstance(value, Tlv):
+        return _tlv_json(value)
     if isinstance(value, int) and isinstance(like, str):
         return value.to_bytes(32, "little").hex()
     if isinstance(value, bytes):
@@ -500,10 +516,14 @@ def _to_json(value: Any, like: Any) -> Any:
     return value
 
 
+def _tlv_json(tlv: Tlv) -> dict[str, Any]:
+    return {"extension_type": tlv.extension_type, "field_type": tlv.field_type, "value": tlv.value.hex()}
+
+
 def test_every_sri_message_type_has_a_python_class() -> None:
     messages = _messages_module()
     names = {s["type"] for s in run_lines("samples", [])}
-    assert len(names) == 26
+    assert len(names) == 29  # common_messages_sv2 + mining_sv2 + extensions_sv2 (0x0001)
     missing = sorted(n for n in names if not hasattr(messages, n))
     assert not missing, missing
 
@@ -574,6 +594,13 @@ def _random_value(rng: random.Random, name: str, sv2: str, base: Any) -> Any:
         return tuple(rng.getrandbits(32) for _ in range(rng.choice([0, 1, 5])))
     if sv2 == "OPTION[U32]":
         return None if rng.random() < 0.5 else rng.getrandbits(32)
+    if sv2 == "SEQ0_64K[U16]":
+        return tuple(rng.getrandbits(16) for _ in range(rng.choice([0, 1, 5])))
+    if sv2 == "TLV_LIST":
+        return tuple(
+            Tlv(rng.getrandbits(16), rng.getrandbits(8), rng.randbytes(rng.choice([0, 1, 32, 200])))
+            for _ in range(rng.choice([0, 0, 1, 3]))
+        )
     raise AssertionError(f"no generator for {sv2}")
 
 
@@ -582,6 +609,8 @@ def _json_value(value: Any) -> Any:
         return value
     if isinstance(value, bytes):
         return value.hex()
+    if isinstance(value, Tlv):
+        return _tlv_json(value)
     if isinstance(value, tuple):
         return [_json_value(v) for v in value]
     return value
@@ -619,3 +648,69 @@ def test_random_messages_of_every_type_round_trip_through_sri() -> None:
         assert "error" not in got, (want["type"], got)
         assert strip_header_fields(got) == want
     assert sri_encode(expected) == py_frames
+
+
+# ------------------------------------------------------------------- (d) extension 0x0002, SRI's own API
+
+
+SHARE = {"channel_id": 6, "sequence_number": 12, "job_id": 10, "nonce": 1, "ntime": 2, "version": 3,
+         "extranonce": "00000001"}  # fmt: skip
+IDENTITIES = ["Worker_001", "w", "x" * 32, "ckt1qzda0cr08m85.rig1", "é" * 16, "矿工.一号"]
+
+
+def _share_with(identity: str) -> Any:
+    from ckbpool.sv2.extensions import user_identity_tlv
+    from ckbpool.sv2.messages import SubmitSharesExtended
+
+    fixed = {k: bytes.fromhex(v) if k == "extranonce" else v for k, v in SHARE.items()}
+    return SubmitSharesExtended(**fixed, tlvs=(user_identity_tlv(identity),))
+
+
+def test_sri_user_identity_frames_decode_in_python_byte_identical() -> None:
+    from ckbpool.sv2.messages import decode_frame_bytes, encode_message
+
+    results = run_lines("tlv-encode", [json.dumps({"share": SHARE, "user_identity": i}) for i in IDENTITIES])
+    for identity, result in zip(IDENTITIES, results, strict=True):
+        frame = bytes.fromhex(result["hex"])
+        msg = decode_frame_bytes(frame)
+        assert msg == _share_with(identity)
+        assert encode_message(msg) == frame  # we encode SRI's bytes exactly
+        # The TLV is SRI's little-endian layout, at the end of the payload, after the fixed fields.
+        value = identity.encode()
+        assert frame.endswith(b"\x02\x00\x01" + len(value).to_bytes(2, "little") + value)
+        assert frame[:3] == b"\x00\x80\x1b"
+    # SRI's UserIdentity refuses what ours refuses: more than 32 bytes.
+    (too_long,) = run_lines("tlv-encode", [json.dumps({"share": SHARE, "user_identity": "x" * 33})])
+    assert "error" in too_long
+
+
+def test_python_user_identity_frames_decode_in_sri() -> None:
+    from ckbpool.sv2.messages import encode_message
+
+    frames = [encode_message(_share_with(i)) for i in IDENTITIES]
+    lines = [json.dumps({"hex": f.hex(), "negotiated": [2]}) for f in frames]
+    for identity, got in zip(IDENTITIES, run_lines("tlv-decode", lines), strict=True):
+        assert got["user_identity"] == identity, got
+        assert got["tlvs"] == [{"extension_type": 2, "field_type": 1, "value": identity.encode().hex()}]
+    decoded = sri_decode(frames)
+    assert [d["tlvs"] for d in decoded] == [[_tlv_json(m.tlvs[0])] for m in map(_share_with, IDENTITIES)]
+
+
+def test_sri_reads_tlvs_more_leniently_than_we_do() -> None:
+    """What SRI does with TLVs our server refuses (documented in docs/sv2-ckb.md): it drops TLVs of
+    un-negotiated extensions silently, and its UserIdentity refuses only the length, not invalid UTF-8."""
+    from ckbpool.sv2.messages import SubmitSharesExtended, encode_message
+
+    fixed = {k: bytes.fromhex(v) if k == "extranonce" else v for k, v in SHARE.items()}
+    tagged = encode_message(_share_with("rig1"))
+    over = encode_message(SubmitSharesExtended(**fixed, tlvs=(Tlv(2, 1, b"x" * 33),)))
+    bad_utf8 = encode_message(SubmitSharesExtended(**fixed, tlvs=(Tlv(2, 1, b"\xff\xfe"),)))
+    lines = [
+        json.dumps({"hex": tagged.hex(), "negotiated": []}),
+        json.dumps({"hex": over.hex(), "negotiated": [2]}),
+        json.dumps({"hex": bad_utf8.hex(), "negotiated": [2]}),
+    ]
+    not_negotiated, too_long, not_utf8 = run_lines("tlv-decode", lines)
+    assert not_negotiated == {"tlvs": [], "user_identity": None, "user_identity_error": None}
+    assert too_long["user_identity"] is None and "TooLong" in too_long["user_identity_error"]
+    assert not_utf8["user_identity"] is None and not_utf8["user_identity_error"] is None  # as_str() is None

@@ -15,6 +15,10 @@
 //!   encode   stdin: JSON message per line  -> stdout: {"hex": frame} or {"error": ..}
 //!   decode   stdin: hex frame per line     -> stdout: decoded JSON or {"error": ..}
 //!   samples  print one JSON sample of every message type
+//!   tlv-encode  stdin: {"share": SubmitSharesExtended JSON, "user_identity": S} per line -> {"hex": frame}:
+//!       extensions_sv2's UserIdentity as a TLV (parsers_sv2 TlvField), framed by TlvList's frame builder
+//!   tlv-decode  stdin: {"hex": frame, "negotiated": [ext, ..]} per line -> {"tlvs": [..], "user_identity": S|null,
+//!       "user_identity_error": E|null}: parsers_sv2::parse_message_frame_with_tlvs, then UserIdentity::from_tlv
 //!   bench [--seconds S]  SRI figures: share-sized encode+encrypt, decrypt+decode, responder handshakes/s
 
 mod messages;
@@ -33,7 +37,11 @@ use mining_sv2::{SubmitSharesExtended, SubmitSharesExtendedOwned, MESSAGE_TYPE_S
 use noise_sv2::{Initiator, Responder, ELLSWIFT_ENCODING_SIZE, INITIATOR_EXPECTED_HANDSHAKE_MESSAGE_SIZE};
 use serde_json::{json, Value};
 
-use messages::{decode_frame, encode_json, hex, unhex, R};
+use extensions_sv2::{UserIdentity, EXTENSION_TYPE_WORKER_HASHRATE_TRACKING, TLV_FIELD_TYPE_USER_IDENTITY};
+use framing_sv2::header::Header;
+use parsers_sv2::{parse_message_frame_with_tlvs, MiningOwned, TlvField, TlvList};
+
+use messages::{decode_frame, encode_json, hex, submit_shares_extended, tlvs_json, unhex, Obj, R};
 
 fn emit(v: Value) {
     let mut out = io::stdout().lock();
@@ -278,6 +286,60 @@ fn run_decode() -> R<()> {
     Ok(())
 }
 
+/// One `tlv-encode` line: the share's frame with a user_identity TLV, built by the SRI crates.
+fn tlv_encode(v: &Value) -> R<Vec<u8>> {
+    let m = Obj(v.as_object().ok_or("line must be a JSON object")?);
+    let share = submit_shares_extended(&Obj(m.0.get("share").and_then(Value::as_object).ok_or("missing share")?))?;
+    let name = m.0.get("user_identity").and_then(Value::as_str).ok_or("missing user_identity")?;
+    let identity = UserIdentity::new(name).map_err(|e| format!("UserIdentity: {e}"))?;
+    let tlv = identity.to_bytes().map_err(|e| format!("{e:?}"))?;
+    TlvList::from_bytes(&tlv)
+        .build_frame_bytes_with_tlvs(MiningOwned::SubmitSharesExtended(share))
+        .map_err(|e| format!("{e:?}"))
+}
+
+/// One `tlv-decode` line: what SRI's parser finds in a frame for the given negotiated extensions.
+fn tlv_decode(v: &Value) -> R<Value> {
+    let m = Obj(v.as_object().ok_or("line must be a JSON object")?);
+    let mut frame = m.bytes("hex")?;
+    let negotiated: Vec<u16> = m.0.get("negotiated").and_then(Value::as_array).ok_or("missing negotiated")?
+        .iter()
+        .map(|x| x.as_u64().map(|n| n as u16).ok_or("negotiated: not numbers".to_string()))
+        .collect::<R<_>>()?;
+    if frame.len() < 6 {
+        return Err("frame shorter than its header".into());
+    }
+    let header = Header::from_bytes(&frame[..6]).map_err(|e| format!("header: {e:?}"))?;
+    let (_, tlvs) = parse_message_frame_with_tlvs(header, &mut frame[6..], &negotiated).map_err(|e| format!("{e:?}"))?;
+    let tlvs = tlvs.unwrap_or_default();
+    let (mut identity, mut error) = (Value::Null, Value::Null);
+    for t in &tlvs {
+        if (t.r#type.extension_type, t.r#type.field_type)
+            == (EXTENSION_TYPE_WORKER_HASHRATE_TRACKING, TLV_FIELD_TYPE_USER_IDENTITY)
+        {
+            match UserIdentity::from_tlv(t) {
+                Ok(u) => identity = u.as_str().map_or(Value::Null, |s| json!(s)),
+                Err(e) => error = json!(format!("{e:?}")),
+            }
+        }
+    }
+    Ok(json!({"tlvs": tlvs_json(&tlvs), "user_identity": identity, "user_identity_error": error}))
+}
+
+fn run_lines_with(f: impl Fn(&Value) -> R<Value>) -> R<()> {
+    for line in io::stdin().lock().lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        emit(match serde_json::from_str::<Value>(&line).map_err(|e| e.to_string()).and_then(|v| f(&v)) {
+            Ok(v) => v,
+            Err(e) => json!({"error": e}),
+        });
+    }
+    Ok(())
+}
+
 /// Two transport halves (initiator -> responder direction) from an in-memory SRI handshake.
 fn transport_pair(authority: &Secp256k1SecretKey) -> R<(TransportEncryptState, TransportDecryptState)> {
     let public = Secp256k1PublicKey::from(*authority);
@@ -397,7 +459,7 @@ fn run_bench(m: &HashMap<String, String>) -> R<()> {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = args.first() else {
-        eprintln!("usage: sv2-interop responder|initiator|encode|decode|samples|bench [--options]");
+        eprintln!("usage: sv2-interop responder|initiator|encode|decode|samples|tlv-encode|tlv-decode|bench [--options]");
         std::process::exit(64);
     };
     let result = parse_args(&args[1..]).and_then(|m| match cmd.as_str() {
@@ -405,6 +467,8 @@ fn main() {
         "initiator" => run_initiator(&m),
         "encode" => run_encode(),
         "decode" => run_decode(),
+        "tlv-encode" => run_lines_with(|v| tlv_encode(v).map(|f| json!({"hex": hex(&f)}))),
+        "tlv-decode" => run_lines_with(tlv_decode),
         "samples" => {
             for s in messages::samples() {
                 emit(s);

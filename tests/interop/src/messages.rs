@@ -1,5 +1,6 @@
-//! JSON <-> SV2 frame conversion for every message type defined by common_messages_sv2 9.0.0 and
-//! mining_sv2 12.0.0, using the SRI types and codec (framing_sv2 / codec_sv2) for the bytes.
+//! JSON <-> SV2 frame conversion for every message type defined by common_messages_sv2 9.0.0,
+//! mining_sv2 12.0.0 and extensions_sv2 0.3.0 (extension 0x0001), using the SRI types and codec
+//! (framing_sv2 / codec_sv2) for the bytes, and parsers_sv2 0.6.0 for TLV fields.
 //!
 //! JSON conventions (shared with tests/interop/test_sri_interop.py):
 //! * `"type"`: the Rust struct name, e.g. `"OpenStandardMiningChannel"`;
@@ -7,16 +8,25 @@
 //! * U256 / B0_32 / B0_255 / B0_64K as lowercase hex of the bytes as they appear on the wire;
 //! * STR0_255 as a JSON string (UTF-8);
 //! * SEQ0_255[U256] as a list of hex strings, SEQ0_64K[U32] as a list of numbers;
-//! * OPTION[U32] as null or a number; SetupConnection.protocol as its U8 discriminant.
+//! * OPTION[U32] as null or a number; SetupConnection.protocol as its U8 discriminant;
+//! * SEQ0_64K[U16] (extension lists) as a list of numbers;
+//! * SubmitSharesExtended's TLV fields as `"tlvs": [{"extension_type", "field_type", "value" (hex)}]`
+//!   (encoded with parsers_sv2's `TlvList::build_frame_bytes_with_tlvs`, decoded with `TlvList`).
 //! Decoded frames also carry `"extension_type"`, `"msg_type"` and `"channel_msg"` from the header.
 
 use binary_sv2::{
     B0255Owned, B032Owned, B064KOwned, GetSize, Seq0255Owned, Seq064KOwned, Serialize,
     Str0255Owned, Sv2OptionOwned, U256Owned,
 };
+use binary_sv2::Seq064K;
 use codec_sv2::{Encoder, MessageFrame};
 use common_messages_sv2::*;
+use extensions_sv2::{
+    RequestExtensions, RequestExtensionsError, RequestExtensionsSuccess, EXTENSION_TYPE_EXTENSIONS_NEGOTIATION,
+    MESSAGE_TYPE_REQUEST_EXTENSIONS, MESSAGE_TYPE_REQUEST_EXTENSIONS_ERROR, MESSAGE_TYPE_REQUEST_EXTENSIONS_SUCCESS,
+};
 use mining_sv2::*;
+use parsers_sv2::{MiningOwned, Tlv, TlvList};
 use serde_json::{json, Map, Value};
 
 pub type R<T> = Result<T, String>;
@@ -42,7 +52,7 @@ pub fn unhex(s: &str) -> R<Vec<u8>> {
         .collect()
 }
 
-struct Obj<'a>(&'a Map<String, Value>);
+pub struct Obj<'a>(pub &'a Map<String, Value>);
 
 impl Obj<'_> {
     fn get(&self, k: &str) -> R<&Value> {
@@ -73,7 +83,7 @@ impl Obj<'_> {
     fn bool(&self, k: &str) -> R<bool> {
         self.get(k)?.as_bool().ok_or_else(|| format!("{k}: not a bool"))
     }
-    fn bytes(&self, k: &str) -> R<Vec<u8>> {
+    pub fn bytes(&self, k: &str) -> R<Vec<u8>> {
         unhex(self.get(k)?.as_str().ok_or_else(|| format!("{k}: not a hex string"))?)
     }
     fn str0255(&self, k: &str) -> R<Str0255Owned> {
@@ -107,6 +117,26 @@ impl Obj<'_> {
         }
         Seq0255Owned::new(out).map_err(|e| format!("{k}: {e:?}"))
     }
+    fn seq_u16(&self, k: &str) -> R<Seq064K<'static, u16>> {
+        let list = self.get(k)?.as_array().ok_or_else(|| format!("{k}: not a list"))?;
+        let mut out = Vec::with_capacity(list.len());
+        for v in list {
+            let n = v.as_u64().filter(|n| *n <= u16::MAX as u64);
+            out.push(n.ok_or_else(|| format!("{k}: item not a U16"))? as u16);
+        }
+        Seq064K::new(out).map_err(|e| format!("{k}: {e:?}"))
+    }
+    /// `"tlvs"` (absent = none) as SRI `Tlv`s.
+    pub fn tlvs(&self) -> R<Vec<Tlv>> {
+        let Some(list) = self.0.get("tlvs") else { return Ok(Vec::new()) };
+        let list = list.as_array().ok_or("tlvs: not a list")?;
+        let mut out = Vec::with_capacity(list.len());
+        for item in list {
+            let o = Obj(item.as_object().ok_or("tlvs: item not an object")?);
+            out.push(Tlv::new(o.u16("extension_type")?, o.u8("field_type")?, o.bytes("value")?));
+        }
+        Ok(out)
+    }
     fn seq_u32(&self, k: &str) -> R<Seq064KOwned<u32>> {
         let list = self.get(k)?.as_array().ok_or_else(|| format!("{k}: not a list"))?;
         let mut out = Vec::with_capacity(list.len());
@@ -120,7 +150,18 @@ impl Obj<'_> {
 
 /// Frame a message with the SRI framing code (extension 0, the given type and channel bit).
 pub fn frame<T: Serialize + GetSize>(enc: &mut Encoder, msg: T, msg_type: u8, channel_msg: bool) -> R<Vec<u8>> {
-    let frame = MessageFrame::from_message(msg, msg_type, 0, channel_msg).map_err(|e| format!("{e:?}"))?;
+    frame_ext(enc, msg, 0, msg_type, channel_msg)
+}
+
+/// Frame a message of extension `ext` with the SRI framing code.
+pub fn frame_ext<T: Serialize + GetSize>(
+    enc: &mut Encoder,
+    msg: T,
+    ext: u16,
+    msg_type: u8,
+    channel_msg: bool,
+) -> R<Vec<u8>> {
+    let frame = MessageFrame::from_message(msg, msg_type, ext, channel_msg).map_err(|e| format!("{e:?}"))?;
     let out = enc.encode(frame).map_err(|e| format!("{e:?}"))?;
     let bytes: &[u8] = out.as_ref();
     Ok(bytes.to_vec())
@@ -286,19 +327,43 @@ pub fn encode_json(enc: &mut Encoder, v: &Value) -> R<Vec<u8>> {
             MESSAGE_TYPE_SUBMIT_SHARES_STANDARD,
             CHANNEL_BIT_SUBMIT_SHARES_STANDARD,
         ),
-        "SubmitSharesExtended" => frame(
+        "SubmitSharesExtended" => {
+            let tlvs = m.tlvs()?;
+            let msg = submit_shares_extended(&m)?;
+            if tlvs.is_empty() {
+                frame(enc, msg, MESSAGE_TYPE_SUBMIT_SHARES_EXTENDED, CHANNEL_BIT_SUBMIT_SHARES_EXTENDED)
+            } else {
+                let list = TlvList::from_slice(&tlvs).map_err(|e| format!("{e:?}"))?;
+                list.build_frame_bytes_with_tlvs(MiningOwned::SubmitSharesExtended(msg)).map_err(|e| format!("{e:?}"))
+            }
+        }
+        "RequestExtensions" => frame_ext(
             enc,
-            SubmitSharesExtendedOwned {
-                channel_id: m.u32("channel_id")?,
-                sequence_number: m.u32("sequence_number")?,
-                job_id: m.u32("job_id")?,
-                nonce: m.u32("nonce")?,
-                ntime: m.u32("ntime")?,
-                version: m.u32("version")?,
-                extranonce: m.b032("extranonce")?,
+            RequestExtensions { request_id: m.u16("request_id")?, requested_extensions: m.seq_u16("requested_extensions")? },
+            EXTENSION_TYPE_EXTENSIONS_NEGOTIATION,
+            MESSAGE_TYPE_REQUEST_EXTENSIONS,
+            false,
+        ),
+        "RequestExtensionsSuccess" => frame_ext(
+            enc,
+            RequestExtensionsSuccess {
+                request_id: m.u16("request_id")?,
+                supported_extensions: m.seq_u16("supported_extensions")?,
             },
-            MESSAGE_TYPE_SUBMIT_SHARES_EXTENDED,
-            CHANNEL_BIT_SUBMIT_SHARES_EXTENDED,
+            EXTENSION_TYPE_EXTENSIONS_NEGOTIATION,
+            MESSAGE_TYPE_REQUEST_EXTENSIONS_SUCCESS,
+            false,
+        ),
+        "RequestExtensionsError" => frame_ext(
+            enc,
+            RequestExtensionsError {
+                request_id: m.u16("request_id")?,
+                unsupported_extensions: m.seq_u16("unsupported_extensions")?,
+                required_extensions: m.seq_u16("required_extensions")?,
+            },
+            EXTENSION_TYPE_EXTENSIONS_NEGOTIATION,
+            MESSAGE_TYPE_REQUEST_EXTENSIONS_ERROR,
+            false,
         ),
         "SubmitSharesSuccess" => frame(
             enc,
@@ -407,6 +472,33 @@ pub fn encode_json(enc: &mut Encoder, v: &Value) -> R<Vec<u8>> {
     }
 }
 
+/// The fixed fields of a SubmitSharesExtended from its JSON (the TLVs are separate).
+pub fn submit_shares_extended(m: &Obj) -> R<SubmitSharesExtendedOwned> {
+    Ok(SubmitSharesExtendedOwned {
+        channel_id: m.u32("channel_id")?,
+        sequence_number: m.u32("sequence_number")?,
+        job_id: m.u32("job_id")?,
+        nonce: m.u32("nonce")?,
+        ntime: m.u32("ntime")?,
+        version: m.u32("version")?,
+        extranonce: m.b032("extranonce")?,
+    })
+}
+
+/// SRI `Tlv`s as the JSON list described above.
+pub fn tlvs_json(tlvs: &[Tlv]) -> Value {
+    Value::Array(
+        tlvs.iter()
+            .map(|t| json!({"extension_type": t.r#type.extension_type, "field_type": t.r#type.field_type,
+                "value": hex(&t.value)}))
+            .collect(),
+    )
+}
+
+fn u16s(seq: &Seq064K<'_, u16>) -> Value {
+    json!(seq.iter().copied().collect::<Vec<u16>>())
+}
+
 fn s(b: &[u8]) -> Value {
     Value::String(String::from_utf8_lossy(b).into_owned())
 }
@@ -434,12 +526,45 @@ pub fn decode_frame(frame: &[u8]) -> R<Value> {
     if frame.len() != 6 + len {
         return Err(format!("header says {len} payload bytes, frame has {}", frame.len() - 6));
     }
-    if ext_raw & 0x7fff != 0 {
-        return Err(format!("unknown extension type {:#06x}", ext_raw & 0x7fff));
-    }
+    let ext = ext_raw & 0x7fff;
     let mut payload = frame[6..].to_vec();
     let p = &mut payload[..];
-    let mut v = match msg_type {
+    let mut v = if ext == EXTENSION_TYPE_EXTENSIONS_NEGOTIATION {
+        match msg_type {
+            MESSAGE_TYPE_REQUEST_EXTENSIONS => {
+                let m: RequestExtensions = dec(p)?;
+                json!({"type": "RequestExtensions", "request_id": m.request_id,
+                    "requested_extensions": u16s(&m.requested_extensions)})
+            }
+            MESSAGE_TYPE_REQUEST_EXTENSIONS_SUCCESS => {
+                let m: RequestExtensionsSuccess = dec(p)?;
+                json!({"type": "RequestExtensionsSuccess", "request_id": m.request_id,
+                    "supported_extensions": u16s(&m.supported_extensions)})
+            }
+            MESSAGE_TYPE_REQUEST_EXTENSIONS_ERROR => {
+                let m: RequestExtensionsError = dec(p)?;
+                json!({"type": "RequestExtensionsError", "request_id": m.request_id,
+                    "unsupported_extensions": u16s(&m.unsupported_extensions),
+                    "required_extensions": u16s(&m.required_extensions)})
+            }
+            other => return Err(format!("unknown extension 0x0001 message type {other:#04x}")),
+        }
+    } else if ext != 0 {
+        return Err(format!("unknown extension type {ext:#06x}"));
+    } else {
+        decode_core(msg_type, p)?
+    };
+    let obj = v.as_object_mut().expect("json! object");
+    obj.insert("extension_type".into(), json!(ext));
+    obj.insert("msg_type".into(), json!(msg_type));
+    obj.insert("channel_msg".into(), json!(ext_raw & 0x8000 != 0));
+    Ok(v)
+}
+
+/// A core (extension 0) message's JSON; SubmitSharesExtended also lists every TLV after its fixed fields.
+fn decode_core(msg_type: u8, p: &mut [u8]) -> R<Value> {
+    let raw = p.to_vec();
+    Ok(match msg_type {
         MESSAGE_TYPE_SETUP_CONNECTION => {
             let m: SetupConnection = dec(p)?;
             json!({"type": "SetupConnection", "protocol": m.protocol as u8, "min_version": m.min_version,
@@ -524,9 +649,13 @@ pub fn decode_frame(frame: &[u8]) -> R<Value> {
         }
         MESSAGE_TYPE_SUBMIT_SHARES_EXTENDED => {
             let m: SubmitSharesExtended = dec(p)?;
+            let mut tlvs = Vec::new();
+            for t in TlvList::from_bytes(&raw[m.get_size()..]).iter() {
+                tlvs.push(t.map_err(|e| format!("tlv: {e:?}"))?);
+            }
             json!({"type": "SubmitSharesExtended", "channel_id": m.channel_id, "sequence_number": m.sequence_number,
                 "job_id": m.job_id, "nonce": m.nonce, "ntime": m.ntime, "version": m.version,
-                "extranonce": h(m.extranonce.as_bytes())})
+                "extranonce": h(m.extranonce.as_bytes()), "tlvs": tlvs_json(&tlvs)})
         }
         MESSAGE_TYPE_SUBMIT_SHARES_SUCCESS => {
             let m: SubmitSharesSuccess = dec(p)?;
@@ -584,12 +713,7 @@ pub fn decode_frame(frame: &[u8]) -> R<Value> {
             json!({"type": "SetGroupChannel", "group_channel_id": m.group_channel_id, "channel_ids": ids})
         }
         other => return Err(format!("unknown message type {other:#04x}")),
-    };
-    let obj = v.as_object_mut().expect("json! object");
-    obj.insert("extension_type".into(), json!(ext_raw & 0x7fff));
-    obj.insert("msg_type".into(), json!(msg_type));
-    obj.insert("channel_msg".into(), json!(ext_raw & 0x8000 != 0));
-    Ok(v)
+    })
 }
 
 /// A JSON sample of every message type, with non-trivial values, for `sv2-interop samples`.
@@ -621,7 +745,15 @@ pub fn samples() -> Vec<Value> {
         json!({"type": "SubmitSharesStandard", "channel_id": 5, "sequence_number": 11, "job_id": 9,
             "nonce": 4000000000u32, "ntime": 1700000000, "version": 536870912}),
         json!({"type": "SubmitSharesExtended", "channel_id": 6, "sequence_number": 12, "job_id": 10,
-            "nonce": 1, "ntime": 2, "version": 3, "extranonce": "000000000000000000114026"}),
+            "nonce": 1, "ntime": 2, "version": 3, "extranonce": "000000000000000000114026", "tlvs": []}),
+        json!({"type": "SubmitSharesExtended", "channel_id": 6, "sequence_number": 13, "job_id": 10,
+            "nonce": 4, "ntime": 5, "version": 6, "extranonce": "00000001",
+            "tlvs": [{"extension_type": 2, "field_type": 1, "value": hex(b"Worker_001")},
+                     {"extension_type": 0x4ccb, "field_type": 7, "value": ""}]}),
+        json!({"type": "RequestExtensions", "request_id": 1, "requested_extensions": [2, 0x4ccb]}),
+        json!({"type": "RequestExtensionsSuccess", "request_id": 1, "supported_extensions": [2]}),
+        json!({"type": "RequestExtensionsError", "request_id": 65535, "unsupported_extensions": [0x4ccb, 3],
+            "required_extensions": [2]}),
         json!({"type": "SubmitSharesSuccess", "channel_id": 6, "last_sequence_number": 12,
             "new_submits_accepted_count": 2, "new_shares_sum": 18446744073709551615u64}),
         json!({"type": "SubmitSharesError", "channel_id": 6, "sequence_number": 13, "error_code": "stale-share"}),
