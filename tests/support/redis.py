@@ -134,6 +134,16 @@ class RedisServer:
         if not keep_data and self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing is flushed; the data directory (AOF) stays for ``start()``."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(10)
+        if process is not None and process.stderr is not None:
+            with contextlib.suppress(OSError):
+                process.stderr.close()
+
     def __enter__(self) -> RedisServer:
         self.start()
         return self

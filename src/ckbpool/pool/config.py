@@ -72,6 +72,12 @@ class RedisSettings(_Strict):
     url: str | None = None  # None = accounting off (shares still counted in metrics)
     password_file: Path | None = None
     share_log_maxlen: Annotated[int, Field(ge=1000)] = 1_000_000
+    # every Redis call is bounded by this (connect and each reply); failed writes are retried with backoff
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+    # /health turns false (and ckbpool_accounting_up 0) when shares wait longer than this to reach Redis
+    max_lag_s: Annotated[float, Field(gt=0)] = 30.0
+    # at shutdown, how long accounting may take to write what the bus still holds for it
+    drain_timeout_s: Annotated[float, Field(ge=0)] = 15.0
 
 
 class HttpSettings(_Strict):

@@ -83,6 +83,18 @@ class PoolMetrics:
         self.blocks_pending = Gauge(
             "ckbpool_blocks_pending", "Found blocks saved on disk whose submission has no outcome yet", registry=r
         )
+        # share accounting (the books miners are paid from): read at scrape time from ShareAccounting
+        self.accounting_lag_seconds = Gauge(
+            "ckbpool_accounting_lag_seconds",
+            "Age of the oldest share being written to Redis while a write is pending, else the last batch's "
+            "end-to-end delay (share received -> in the books)",
+            registry=r,
+        )
+        self.accounting_up = Gauge(
+            "ckbpool_accounting_up",
+            "1 while share accounting runs and keeps up (lag within its limit); 0 makes /health fail",
+            registry=r,
+        )
 
     def track_template_age(self, last_template_at: Callable[[], float]) -> None:
         self.template_age_seconds.set_function(lambda: max(0.0, time.time() - last_template_at()))

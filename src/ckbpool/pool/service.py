@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Coroutine
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from ..ckb.template import BlockTemplate, job_from_template
 from ..sv2.certs import Certificate
 from ..sv2.keys import decode_secret_key
 from ..sv2.noise import ResponderCredentials
-from .accounting import ShareAccounting
+from .accounting import ShareAccounting, connect_redis
 from .blocks import BlockMaker, BlockStore
 from .config import PoolConfig
 from .metrics import BusCollector, FunctionCounter, PoolMetrics
@@ -65,6 +66,7 @@ class Pool:
         self.status_server: StatusServer | None = None
         self.recent_blocks: list[BlockOutcome] = []
         self._tasks: list[asyncio.Task[Any]] = []
+        self._accounting_task: asyncio.Task[Any] | None = None
         self._redis: aioredis.Redis | None = None
         self.started_at = time.time()
 
@@ -82,9 +84,12 @@ class Pool:
             self._spawn(self.block_maker.replay_pending())
         if "accounting" in self.roles and cfg.redis.url:
             password = cfg.redis.password_file.read_text().strip() if cfg.redis.password_file else None
-            self._redis = aioredis.from_url(cfg.redis.url, password=password)
-            self.accounting = ShareAccounting(self._redis, share_log_maxlen=cfg.redis.share_log_maxlen)
-            self._spawn(self.accounting.run(self.bus.subscribe(Topic.SHARES, "accounting")))
+            self._redis = connect_redis(cfg.redis.url, password, timeout_s=cfg.redis.timeout_s)
+            self.accounting = ShareAccounting(
+                self._redis, share_log_maxlen=cfg.redis.share_log_maxlen, max_lag_s=cfg.redis.max_lag_s
+            )
+            shares = self.bus.subscribe(Topic.SHARES, "accounting", manual_ack=True)
+            self._accounting_task = self._spawn(self.accounting.run(shares))
             if "blockmaker" not in self.roles:
                 self._spawn(self._record_outcomes(self.bus.subscribe(Topic.BLOCK_OUTCOMES, "accounting")))
         if "blockmaker" in self.roles and "stratum" not in self.roles:
@@ -147,15 +152,34 @@ class Pool:
         block_maker = self.block_maker
         if block_maker is not None:
             m.blocks_pending.set_function(lambda: block_maker.pending_count)
+        accounting = self.accounting
+        if accounting is not None:
+            m.accounting_lag_seconds.set_function(accounting.lag_seconds)
+            m.accounting_up.set_function(lambda: 1.0 if accounting.healthy() else 0.0)
+            for name, doc, attr in (
+                ("ckbpool_accounting_counted_shares", "Shares counted into the books (Redis)", "written"),
+                ("ckbpool_accounting_duplicate_shares", "Share events dropped as already counted", "duplicates"),
+                ("ckbpool_accounting_redis_errors", "Failed Redis attempts of accounting (retried)", "errors"),
+            ):
+                m.registry.register(FunctionCounter(name, doc, partial(getattr, accounting, attr)))
 
     async def close(self) -> None:
+        """Shut down in the order that keeps the books right: the stratum server stops reading, publishes its
+        last shares and sends their Successes; accounting then writes everything the bus holds for it (bounded
+        by ``redis.drain_timeout_s``; in Kafka mode what is left is redelivered at the next start); then the
+        other services stop and the clients close."""
+        if self.server is not None:
+            await self.server.close()
+        if self.accounting is not None and self._accounting_task is not None and not self._accounting_task.done():
+            self.accounting.drain()
+            _done, pending = await asyncio.wait([self._accounting_task], timeout=self.config.redis.drain_timeout_s)
+            if pending:
+                log.error("share accounting did not drain within %.0fs", self.config.redis.drain_timeout_s)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self.server is not None:
-            await self.server.close()
         if self.status_server is not None:
             await self.status_server.close()
         await self.bus.close()
@@ -170,10 +194,11 @@ class Pool:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
         task.add_done_callback(self._task_done)
         self._tasks.append(task)
+        return task
 
     @staticmethod
     def _task_done(task: asyncio.Task[Any]) -> None:
@@ -237,6 +262,8 @@ class Pool:
 
     # -- status -----------------------------------------------------------------------------------
     def healthy(self) -> bool:
+        if self.accounting is not None and not self.accounting.healthy():
+            return False  # the books are not being written (Redis down, lagging, or the consumer ended)
         if self.watcher is not None:
             return (
                 bool(self.watcher.current)

@@ -3,6 +3,13 @@
 One asyncio task per connection reads, decrypts, feeds the state machine and acts on its events; everything a
 connection sends goes through :meth:`MinerSession.send` so Noise nonces stay in order. A malformed frame, a
 failed MAC or a protocol violation closes that one connection — never the server.
+
+Shares and their answers: every checked share becomes a bus event with a stable id (``source`` = this server
+run, ``seq`` = publish order; accounting dedups on it). SubmitShares.Success for an accepted share goes out only
+after the bus took its event (``publish`` returned: in-process queue, Kafka ack or the disk spool), so a miner is
+never told Success for a share that exists only in this process's memory; publishing is retried
+(``ckbpool.retry``) while the bus cannot take events, and the Success waits with it. ``close()`` stops reading
+from miners, publishes what is queued, sends the Successes, then closes the connections.
 """
 
 from __future__ import annotations
@@ -11,14 +18,18 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
+from ..bus.base import BusClosed
 from ..bus.events import FoundBlock, Share
 from ..ckb.template import MiningJob
+from ..retry import retry
 from ..sv2 import ckb_profile
 from ..sv2.errors import Sv2Error
 from ..sv2.events import (
@@ -266,6 +277,8 @@ class MinerSession:
         # conn.receive_data would run every frame of the chunk first, and an answer (a channel accepted, a
         # share acknowledged) could then find its channel or the connection already closed by a later frame.
         frames: list[bytes] | list[Frame]
+        if self.server.draining:
+            return  # shutting down: a share read now could not be published and answered any more
         if self.noise is not None:
             frames = self.noise.feed(data)
         else:
@@ -386,8 +399,13 @@ class StratumServer:
         self._next_channel_id = 1
         # per-result counters resolved once: labels() on every share costs ~9% of the share path
         self._share_counters = {r: metrics.shares_total.labels(result=r.value) for r in ShareResult}
-        # shares for the bus are handed over in batches by one task, not one task per share (~+75% shares/s)
-        self._share_queue: list[Share] = []
+        # shares for the bus are handed over in batches by one task, not one task per share (~+75% shares/s);
+        # each with the SubmitShares.Success to send once the bus has it (None for rejected shares)
+        self._share_queue: list[tuple[Share, Callable[[], None] | None]] = []
+        # the shares' stable ids: this run of this server, and a counter in publish order
+        self.share_source = f"{server_name}-{time.time_ns():x}-{secrets.token_hex(3)}"
+        self._share_seq = 0
+        self.draining = False  # close() began: input from miners is no longer processed
         self._share_flush: asyncio.Task[None] | None = None
         self.job_announced_at = 0.0
         self._server: asyncio.Server | None = None
@@ -415,15 +433,21 @@ class StratumServer:
         host, port = self._server.sockets[0].getsockname()[:2]
         return host, port
 
-    async def close(self) -> None:
+    async def close(self, *, flush_timeout: float = 10.0) -> None:
+        """Stop in the order that keeps the books and the miners' answers equal: stop listening and reading
+        from miners, publish every queued share (bounded by ``flush_timeout``), send their Successes, and only
+        then close the connections."""
         if self._retarget_task is not None:
             self._retarget_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retarget_task
         if self._server is not None:
             self._server.close()
+        self.draining = True
+        if not await self.flush_shares(flush_timeout):
+            log.error("closing with %d shares not yet on the bus (not answered Success)", len(self._share_queue))
         for session in list(self.sessions):
-            session.close()
+            session.close()  # sends the pending Successes first
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
@@ -636,6 +660,7 @@ class StratumServer:
         self._share_counters[verdict.result].inc()
         accepted = verdict.result is ShareResult.ACCEPTED
         block_hash = b""
+        success: Callable[[], None] | None = None
         nonce = int.from_bytes(nonce16, "little")
         if accepted:
             assert active is not None
@@ -646,7 +671,11 @@ class StratumServer:
             self.metrics.share_difficulty_total.inc(verdict.difficulty)
             if verdict.is_block:
                 block_hash = self._found_block(channel, active, nonce, now)
-            session.ack(channel, share.sequence_number, max(1, round(verdict.difficulty)))
+            shares_sum = max(1, round(verdict.difficulty))
+            if self.on_share_event is None:
+                session.ack(channel, share.sequence_number, shares_sum)
+            else:
+                success = self._success_after_publish(session, channel, share.sequence_number, shares_sum)
             previous = channel.target
             if channel.vardiff.on_share() is not None:
                 session.flush_acks()
@@ -657,6 +686,7 @@ class StratumServer:
                 session.conn.reject_share(channel.info.channel_id, share.sequence_number, verdict.result.value)
             )
         if self.on_share_event is not None:
+            self._share_seq += 1
             event_out = Share(
                 server_id=self.server_name,
                 channel_id=channel.info.channel_id,
@@ -672,24 +702,64 @@ class StratumServer:
                 is_block=bool(block_hash),
                 block_hash=block_hash,
                 timestamp=now,
+                source=self.share_source,
+                seq=self._share_seq,
             )
-            self._queue_share(event_out)
+            self._queue_share(event_out, success)
 
-    def _queue_share(self, share: Share) -> None:
-        self._share_queue.append(share)
+    @staticmethod
+    def _success_after_publish(
+        session: MinerSession, channel: ChannelState, sequence_number: int, shares_sum: int
+    ) -> Callable[[], None]:
+        def success() -> None:
+            if not session.closed and session.channels.get(channel.info.channel_id) is channel:
+                session.ack(channel, sequence_number, shares_sum)
+
+        return success
+
+    def _queue_share(self, share: Share, success: Callable[[], None] | None = None) -> None:
+        self._share_queue.append((share, success))
         if self._share_flush is None or self._share_flush.done():
             self._share_flush = asyncio.ensure_future(self._flush_shares())
             self._tasks.add(self._share_flush)
             self._share_flush.add_done_callback(self._task_done)
 
     async def _flush_shares(self) -> None:
+        """Hand queued shares to the bus in order, each retried until the bus takes it, then its Success.
+
+        Nothing is dropped: a share the bus cannot take yet stays first in line (its Success with it); on
+        cancellation the rest goes back to the front of the queue. Only a closed bus ends it (shutdown): the
+        shares left were never answered Success, and are logged."""
         callback = self.on_share_event
         while self._share_queue and callback is not None:
             batch, self._share_queue = self._share_queue, []
-            for share in batch:
-                result = callback(share)
-                if result is not None and asyncio.iscoroutine(result):
-                    await result
+            for index, (share, success) in enumerate(batch):
+                try:
+                    await retry(partial(_publish, callback, share), on=_retry_publish, what="share publish")
+                except BusClosed:
+                    lost = len(batch) - index + len(self._share_queue)
+                    self._share_queue = []
+                    log.error("bus closed: %d shares not published (and never answered Success)", lost)
+                    return
+                except BaseException:
+                    self._share_queue[:0] = batch[index:]
+                    raise
+                if success is not None:
+                    success()
+
+    async def flush_shares(self, timeout: float) -> bool:
+        """Wait (at most ``timeout``) until every queued share is on the bus; True if it got there."""
+        deadline = time.monotonic() + timeout
+        while self._share_queue or (self._share_flush is not None and not self._share_flush.done()):
+            if self._share_flush is None or self._share_flush.done():
+                self._share_flush = asyncio.ensure_future(self._flush_shares())
+                self._tasks.add(self._share_flush)
+                self._share_flush.add_done_callback(self._task_done)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            await asyncio.wait([self._share_flush], timeout=remaining)
+        return True
 
     def _found_block(self, channel: ChannelState, active: ActiveJob, nonce: int, now: float) -> bytes:
         job = active.job
@@ -737,6 +807,20 @@ class StratumServer:
                     if channel.vardiff.maybe_retarget() is not None and not session.closed:
                         with contextlib.suppress(Sv2Error):
                             announce_target(session, channel, previous, self._grace_s)
+
+
+async def _publish(callback: Callable[[Share], Awaitable[None] | None], share: Share) -> None:
+    result = callback(share)
+    if result is not None and asyncio.iscoroutine(result):
+        await result
+
+
+def _retry_publish(exc: Exception) -> bool:
+    """Retry hook of share publishing: anything but a closed bus is retried (and logged)."""
+    if isinstance(exc, BusClosed):
+        return False
+    log.warning("the bus cannot take a share (%r); retrying, its Success waits", exc)
+    return True
 
 
 @dataclass
