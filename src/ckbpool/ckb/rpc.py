@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from ..retry import Backoff, retry
 from .errors import BlockRejected, MalformedError, NodeUnavailable, RpcError
 from .jsonhex import parse_bytes
 from .structures import Block, Header
@@ -25,6 +26,13 @@ from .template import BlockTemplate
 log = logging.getLogger(__name__)
 
 _ids = itertools.count(1)
+
+
+_TRANSPORT_ERRORS = (httpx.TransportError, httpx.HTTPStatusError, json.JSONDecodeError)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class CkbRpcClient:
@@ -58,22 +66,23 @@ class CkbRpcClient:
         """Call ``method``; retry transport failures ``retries`` times, raise RpcError for node errors."""
         attempts = (self.retries if retries is None else retries) + 1
         body = {"jsonrpc": "2.0", "id": next(_ids), "method": method, "params": list(params)}
-        delay = self.backoff
-        last_error = ""
-        for attempt in range(attempts):
-            try:
-                response = await self._client.post(self.url, content=json.dumps(body))
-                response.raise_for_status()
-                reply = response.json()
-                break
-            except (httpx.TransportError, httpx.HTTPStatusError, json.JSONDecodeError) as exc:
-                last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                if attempt + 1 < attempts:
-                    log.warning("ckb RPC %s failed (%s); retrying in %.1fs", method, last_error, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self.max_backoff)
-        else:
-            raise NodeUnavailable(method, self.url, last_error)
+        policy = Backoff(initial=self.backoff, maximum=self.max_backoff, jitter=self.backoff / 2, attempts=attempts)
+
+        async def post() -> Any:
+            response = await self._client.post(self.url, content=json.dumps(body))
+            response.raise_for_status()
+            return response.json()
+
+        def failed(exc: Exception) -> bool:
+            if not isinstance(exc, _TRANSPORT_ERRORS):
+                return False
+            log.warning("ckb RPC %s failed (%s)", method, _describe(exc))
+            return True
+
+        try:
+            reply = await retry(post, on=failed, policy=policy)
+        except _TRANSPORT_ERRORS as exc:
+            raise NodeUnavailable(method, self.url, _describe(exc)) from exc
         if not isinstance(reply, dict):
             raise RpcError(method, -32700, f"unexpected reply {str(reply)[:200]}")
         error = reply.get("error")
@@ -166,20 +175,30 @@ async def subscribe_new_tip(
 
     The caller polls as a fallback: a push can be missed across a reconnect.
     """
-    delay = backoff
+    policy = Backoff(initial=backoff, maximum=max_backoff, jitter=backoff / 2)
+
+    async def subscribe() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(host, port, limit=max_line)
+        try:
+            request = {"jsonrpc": "2.0", "id": next(_ids), "method": "subscribe", "params": ["new_tip_header"]}
+            writer.write(json.dumps(request).encode() + b"\n")
+            await writer.drain()
+        except BaseException:
+            writer.close()
+            raise
+        return reader, writer
+
+    def failed(exc: Exception) -> bool:
+        if not isinstance(exc, OSError):
+            return False
+        log.warning("new_tip subscription to %s:%d: cannot connect (%s); retrying", host, port, exc)
+        return True
+
     while True:
         writer: asyncio.StreamWriter | None = None
         try:
-            reader, writer = await asyncio.open_connection(host, port, limit=max_line)
-            request = {
-                "jsonrpc": "2.0",
-                "id": next(_ids),
-                "method": "subscribe",
-                "params": ["new_tip_header"],
-            }
-            writer.write(json.dumps(request).encode() + b"\n")
-            await writer.drain()
-            delay = backoff
+            # reconnects back off through ckbpool.retry; a connection that was up starts the backoff over
+            reader, writer = await retry(subscribe, on=failed, policy=policy, what="new_tip subscription")
             while True:
                 line = await reader.readline()
                 if not line:
@@ -188,9 +207,8 @@ async def subscribe_new_tip(
                 if header is not None:
                     yield header
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-            log.warning("new_tip subscription to %s:%d lost (%s); reconnecting in %.1fs", host, port, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_backoff)
+            log.warning("new_tip subscription to %s:%d lost (%s); reconnecting", host, port, exc)
+            await asyncio.sleep(backoff)  # not a hot loop when a node accepts and drops at once
         finally:
             if writer is not None:
                 writer.close()

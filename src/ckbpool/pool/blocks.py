@@ -20,6 +20,7 @@ from typing import Any
 from ..bus.events import BlockOutcome, FoundBlock
 from ..ckb.errors import BlockRejected, NodeUnavailable, RpcError
 from ..ckb.rpc import CkbRpcClient
+from ..retry import Backoff, retry
 
 log = logging.getLogger(__name__)
 
@@ -162,35 +163,40 @@ class BlockMaker:
         self._inflight.add(found.block_hash)
         try:
             block_json = json.loads(found.block_json)
-            delay = self.retry_backoff
             start = time.perf_counter()
             record.submitted_at = time.time()
-            while True:
+            policy = Backoff(initial=self.retry_backoff, maximum=5.0, jitter=self.retry_backoff / 2)
+
+            async def attempt() -> bytes:
                 record.attempts += 1
                 if not self._node_settled:
                     await self._wait_node_settled()
                 try:
-                    returned = await self.rpc.submit_block(found.work_id, block_json)
-                    record.latency_ms = (time.perf_counter() - start) * 1000
-                    if returned != found.block_hash:
-                        record.status, record.reason = "rejected", f"node returned hash {returned.hex()}"
-                    else:
-                        record.status, record.reason = await self._classify(found)
-                    break
-                except BlockRejected as exc:
-                    record.latency_ms = (time.perf_counter() - start) * 1000
-                    record.status, record.reason = "rejected", exc.message
-                    break
-                except (NodeUnavailable, RpcError) as exc:
-                    if isinstance(exc, NodeUnavailable):
-                        self._node_settled = False
-                    if record.attempts > self.retries:
-                        record.reason = f"gave up after {record.attempts} attempts: {exc}"
-                        log.error("block %s at height %d still pending: %s", found.block_hash.hex(), found.height, exc)
-                        break
-                    log.warning("submitting block %s failed (%s); retrying", found.block_hash.hex(), exc)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+                    return await self.rpc.submit_block(found.work_id, block_json)
+                except NodeUnavailable:
+                    self._node_settled = False
+                    raise
+
+            def failed(exc: Exception) -> bool:
+                """Node down or erroring: retry; the node refusing the block (BlockRejected) is an outcome."""
+                if isinstance(exc, BlockRejected) or not isinstance(exc, NodeUnavailable | RpcError):
+                    return False
+                log.warning("submitting block %s failed (%s); retrying", found.block_hash.hex(), exc)
+                return True
+
+            try:
+                returned = await retry(attempt, on=failed, policy=policy.bounded(attempts=self.retries + 1))
+                record.latency_ms = (time.perf_counter() - start) * 1000
+                if returned != found.block_hash:
+                    record.status, record.reason = "rejected", f"node returned hash {returned.hex()}"
+                else:
+                    record.status, record.reason = await self._classify(found)
+            except BlockRejected as exc:
+                record.latency_ms = (time.perf_counter() - start) * 1000
+                record.status, record.reason = "rejected", exc.message
+            except (NodeUnavailable, RpcError) as exc:
+                record.reason = f"gave up after {record.attempts} attempts: {exc}"
+                log.error("block %s at height %d still pending: %s", found.block_hash.hex(), found.height, exc)
             self.store.save(record)
         finally:
             self._inflight.discard(found.block_hash)
