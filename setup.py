@@ -1,13 +1,7 @@
-"""Build the Eaglesong C extension with the package's own build (no prebuilt download)."""
+"""The C extension's build is defined once, in src/ckbpool/image/setup.py (shipped in the wheel, so the pool image
+compiles it the same way): run it."""
 
-from setuptools import Extension, setup
+import runpy
+from pathlib import Path
 
-setup(
-    ext_modules=[
-        Extension(
-            "ckbpool.ckb._eaglesong",
-            sources=["src/ckbpool/ckb/_eaglesong.c"],
-            extra_compile_args=["-O3", "-std=c99"],
-        )
-    ]
-)
+runpy.run_path(str(Path(__file__).resolve().parent / "src" / "ckbpool" / "image" / "setup.py"), run_name="__main__")
