@@ -2,7 +2,9 @@
 
 It does what a real device does: Noise handshake against the pool's authority key, SetupConnection, one
 standard or extended channel, jobs + SetNewPrevHash, SetTarget, and shares found with the C Eaglesong search in
-worker threads (the search releases the GIL).
+worker threads (the search releases the GIL). The connection is :class:`ckbpool.sv2.session.ClientSession`,
+the same one the proxy's upstream uses; ``user_identity_tlv`` makes it negotiate extension 0x0002 and tag each
+share with that worker identity, as a proxy does for its devices.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from dataclasses import dataclass, field
 
 from ..ckb.eaglesong import search
 from ..sv2 import ckb_profile
-from ..sv2.client import ClientConnection
 from ..sv2.events import ChannelOpened, ChannelOpenRejected, ConnectionClosed, ConnectionSetUp, Event, MessageReceived
+from ..sv2.extensions import EXTENSION_TYPE_WORKER_HASHRATE_TRACKING
 from ..sv2.messages_common import PROTOCOL_MINING, SetupConnection, SetupConnectionError
 from ..sv2.messages_mining import (
     NewExtendedMiningJob,
@@ -31,7 +33,7 @@ from ..sv2.messages_mining import (
     SubmitSharesStandard,
     SubmitSharesSuccess,
 )
-from ..sv2.noise import MSG2_SIZE, NoiseInitiator, NoiseTransport
+from ..sv2.session import ClientSession
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,8 @@ class Sv2Miner:
         chunk: int = 20_000,
         noise: bool = True,
         vendor: str = "ckbpool-cpu",
+        user_identity_tlv: str | None = None,
+        connect_timeout: float = 10.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -85,8 +89,30 @@ class Sv2Miner:
         self.chunk = chunk
         self.noise_on = noise
         self.vendor = vendor
+        self.user_identity_tlv = user_identity_tlv
+        self.connect_timeout = connect_timeout
         self.stats = MinerStats()
-        self.conn = ClientConnection()
+        self.session = ClientSession(
+            host,
+            port,
+            SetupConnection(
+                protocol=PROTOCOL_MINING,
+                min_version=2,
+                max_version=2,
+                flags=0,
+                endpoint_host=host,
+                endpoint_port=port,
+                vendor=vendor,
+                hardware_version="cpu",
+                firmware="ckbpool",
+                device_id=f"pid-{os.getpid()}",
+            ),
+            authority_public_key=authority_public_key,
+            noise=noise,
+            on_event=self._on_event,
+            on_ready=self._on_ready,
+            extensions=(EXTENSION_TYPE_WORKER_HASHRATE_TRACKING,) if user_identity_tlv is not None else (),
+        )
         self.channel_id: int | None = None
         self.prefix = b""
         self.extranonce_size = 0
@@ -96,8 +122,6 @@ class Sv2Miner:
         self._active: _Job | None = None
         self._job_changed = asyncio.Event()
         self._seq = 0
-        self._writer: asyncio.StreamWriter | None = None
-        self._noise: NoiseTransport | None = None
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
 
@@ -106,36 +130,6 @@ class Sv2Miner:
         self._job_changed.set()
 
     # -- wire -------------------------------------------------------------------------------------
-    def _send(self, frame: bytes) -> None:
-        assert self._writer is not None
-        self._writer.write(self._noise.encrypt_frame(frame) if self._noise is not None else frame)
-
-    async def _connect(self) -> asyncio.StreamReader:
-        reader, writer = await asyncio.open_connection(self.host, self.port)
-        self._writer = writer
-        if self.noise_on:
-            initiator = NoiseInitiator(self.authority_public_key)
-            writer.write(initiator.start())
-            msg2 = await asyncio.wait_for(reader.readexactly(MSG2_SIZE), 10)
-            self._noise = initiator.complete(msg2)
-        self._send(
-            self.conn.send(
-                SetupConnection(
-                    protocol=PROTOCOL_MINING,
-                    min_version=2,
-                    max_version=2,
-                    flags=0,
-                    endpoint_host=self.host,
-                    endpoint_port=self.port,
-                    vendor=self.vendor,
-                    hardware_version="cpu",
-                    firmware="ckbpool",
-                    device_id=f"pid-{os.getpid()}",
-                )
-            )
-        )
-        return reader
-
     def _open_channel(self) -> None:
         if self.extended:
             msg: OpenStandardMiningChannel | OpenExtendedMiningChannel = OpenExtendedMiningChannel(
@@ -152,7 +146,15 @@ class Sv2Miner:
                 nominal_hash_rate=self.nominal_hash_rate,
                 max_target=(1 << 256) - 1,
             )
-        self._send(self.conn.send(msg))
+        self.session.send(msg)
+
+    def _on_ready(self) -> None:
+        if (
+            self.user_identity_tlv is not None
+            and EXTENSION_TYPE_WORKER_HASHRATE_TRACKING not in self.session.extensions
+        ):
+            raise MinerError("the pool does not support worker-specific hashrate tracking (0x0002)")
+        self._open_channel()
 
     # -- events -----------------------------------------------------------------------------------
     def _on_event(self, event: Event) -> None:
@@ -160,7 +162,6 @@ class Sv2Miner:
             self.blake2b = (
                 ckb_profile.pow_function_from_flags(event.response.flags) is ckb_profile.PowFunction.EAGLESONG_BLAKE2B
             )
-            self._open_channel()
         elif isinstance(event, ChannelOpened):
             self.channel_id = event.channel.channel_id
             self.prefix = event.channel.extranonce_prefix
@@ -206,19 +207,10 @@ class Sv2Miner:
         self._job_changed.set()
 
     # -- mining -----------------------------------------------------------------------------------
-    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
-        while not self._stop.is_set():
-            data = await reader.read(1 << 16)
-            if not data:
-                raise MinerError("pool closed the connection")
-            frames = self._noise.feed(data) if self._noise is not None else None
-            events = (
-                self.conn.receive_data(data)
-                if frames is None
-                else [e for f in frames for e in self.conn.receive_frame(f)]
-            )
-            for event in events:
-                self._on_event(event)
+    async def _read_loop(self) -> None:
+        await self.session.run()
+        if not self._stop.is_set():
+            raise MinerError("pool closed the connection")
 
     async def _mine_loop(self, worker: int) -> None:
         await self.ready.wait()
@@ -254,18 +246,25 @@ class Sv2Miner:
         ntime = job.min_ntime or 0
         msg: SubmitSharesStandard | SubmitSharesExtended
         if self.extended:
-            msg = SubmitSharesExtended(
-                self.channel_id, self._seq, job.job_id, parts.nonce, ntime, parts.version, parts.extranonce
+            self.session.submit_extended(
+                self.channel_id,
+                self._seq,
+                job.job_id,
+                parts.nonce,
+                ntime,
+                parts.version,
+                parts.extranonce,
+                self.user_identity_tlv,
             )
         else:
             msg = SubmitSharesStandard(self.channel_id, self._seq, job.job_id, parts.nonce, ntime, parts.version)
-        self._send(self.conn.send(msg))
+            self.session.send(msg)
         self.stats.submitted += 1
 
     async def run(self, *, duration: float | None = None, shares: int | None = None) -> MinerStats:
         """Mine until ``duration`` seconds pass, ``shares`` are acknowledged, or stop() is called."""
-        reader = await self._connect()
-        tasks = [asyncio.create_task(self._read_loop(reader))]
+        await self.session.connect(self.connect_timeout)
+        tasks = [asyncio.create_task(self._read_loop())]
         tasks += [asyncio.create_task(self._mine_loop(i)) for i in range(self.threads)]
         deadline = None if duration is None else time.monotonic() + duration
         try:
@@ -285,8 +284,6 @@ class Sv2Miner:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, MinerError, ConnectionError):
                     await task
-            if self._writer is not None:
-                self._writer.close()
-                with contextlib.suppress(Exception):
-                    await self._writer.wait_closed()
+            self.session.close()
+            await self.session.wait_closed()
         return self.stats

@@ -1,13 +1,12 @@
 """One encrypted SV2 connection to the pool carrying one channel, kept up with reconnects and backoff.
 
-The connection does what a miner's does (Noise NX against the pool's authority key, SetupConnection, optionally
-RequestExtensions for the CKB template extension, one Open*MiningChannel), then hands every job, target and
-share verdict to its :class:`UpstreamHandler`. When the connection breaks, the handler hears
-``upstream_down`` once and the loop reconnects with exponential backoff (with jitter, capped); the handler's
-downstream miners stay connected meanwhile. The backoff starts over once a connection got as far as an open
-channel.
-
-Writes are coalesced: frames sent during one pass of the event loop leave in one ``write``.
+The connection itself (Noise NX against the pool's authority key, SetupConnection, RequestExtensions when the
+CKB template extension is wanted, the read loop, coalesced writes) is :class:`ckbpool.sv2.session.ClientSession`,
+shared with the CPU miner. This module adds what a proxy needs on top: one Open*MiningChannel once the session
+is ready, every job, target and share verdict handed to its :class:`UpstreamHandler`, and reconnects. When the
+connection breaks, the handler hears ``upstream_down`` once and the loop reconnects with exponential backoff
+(with jitter, capped); the handler's downstream miners stay connected meanwhile. The backoff starts over once a
+connection got as far as an open channel.
 """
 
 from __future__ import annotations
@@ -16,13 +15,11 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from typing import Protocol
 
 from .. import __version__
 from ..sv2 import ckb_profile
 from ..sv2.certs import CertificateError
-from ..sv2.client import ClientConnection
 from ..sv2.errors import Sv2Error
 from ..sv2.events import (
     ChannelInfo,
@@ -31,21 +28,20 @@ from ..sv2.events import (
     ConnectionClosed,
     ConnectionSetUp,
     Event,
-    ExtensionsNegotiated,
     MessageIgnored,
     MessageReceived,
 )
+from ..sv2.extensions import EXTENSION_TYPE_WORKER_HASHRATE_TRACKING
 from ..sv2.framing import MAX_PAYLOAD
 from ..sv2.messages_base import Message
 from ..sv2.messages_ckb import EXTENSION_TYPE_CKB_TEMPLATE, CkbSubmitSolution, CkbTemplateSubscribe
-from ..sv2.messages_common import PROTOCOL_MINING, RequestExtensions, SetupConnection
+from ..sv2.messages_common import PROTOCOL_MINING, SetupConnection
 from ..sv2.messages_mining import (
     REQUIRES_STANDARD_JOBS,
     OpenExtendedMiningChannel,
     OpenStandardMiningChannel,
-    SubmitSharesExtended,
 )
-from ..sv2.noise import MSG2_SIZE, NoiseInitiator, NoiseTransport
+from ..sv2.session import ClientSession
 from .config import UpstreamSettings
 
 __all__ = ["Upstream", "UpstreamHandler", "UpstreamRefused"]
@@ -71,7 +67,11 @@ class UpstreamHandler(Protocol):
 
 class Upstream:
     """``extended``: an extended channel (V1 miners) or a standard one (getwork); ``templates``: negotiate the
-    CKB template extension and subscribe the channel to it."""
+    CKB template extension and subscribe the channel to it; ``worker_identities``: negotiate extension 0x0002
+    (worker-specific hashrate tracking), after which every share must name its worker
+    (``submit_extended(..., user_identity=...)``). A pool that refuses 0x0002 is treated as a refusal rather
+    than mined on without it: the workers' shares would be credited to the channel's identity instead.
+    """
 
     def __init__(
         self,
@@ -82,6 +82,7 @@ class Upstream:
         extended: bool,
         min_extranonce_size: int = 0,
         templates: bool = False,
+        worker_identities: bool = False,
         name: str = "upstream",
     ) -> None:
         self.settings = settings
@@ -90,18 +91,15 @@ class Upstream:
         self.extended = extended
         self.min_extranonce_size = min_extranonce_size
         self.templates = templates
+        self.worker_identities = worker_identities
         self.name = name
-        self.conn: ClientConnection | None = None
+        self.session: ClientSession | None = None
         self.channel: ChannelInfo | None = None
         self.blake2b = False
         self.connections = 0
         self.last_error = ""
-        self.bytes_out = 0
-        self.bytes_in = 0
-        self._writer: asyncio.StreamWriter | None = None
-        self._noise: NoiseTransport | None = None
-        self._out: list[bytes] = []
-        self._flush_scheduled = False
+        self._bytes_out = 0
+        self._bytes_in = 0
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self.up = asyncio.Event()
@@ -112,8 +110,8 @@ class Upstream:
 
     async def close(self) -> None:
         self._stopping = True
-        if self._writer is not None:
-            self._writer.close()
+        if self.session is not None:
+            self.session.close()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -122,6 +120,16 @@ class Upstream:
     @property
     def connected(self) -> bool:
         return self.channel is not None
+
+    @property
+    def bytes_out(self) -> int:
+        """Bytes written to the pool over every connection so far."""
+        return self._bytes_out + (self.session.bytes_out if self.session is not None else 0)
+
+    @property
+    def bytes_in(self) -> int:
+        """Bytes read from the pool over every connection so far."""
+        return self._bytes_in + (self.session.bytes_in if self.session is not None else 0)
 
     async def run(self) -> None:
         delay = self.settings.reconnect_min_s
@@ -158,59 +166,51 @@ class Upstream:
     def _teardown(self) -> None:
         self.channel = None
         self.up.clear()
-        self.conn = None
-        self._noise = None
-        self._out.clear()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        session, self.session = self.session, None
+        if session is not None:
+            self._bytes_out += session.bytes_out
+            self._bytes_in += session.bytes_in
+            session.close()
 
     async def _session(self) -> None:
         s = self.settings
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(s.host, s.port), s.connect_timeout_s)
-        self._writer = writer
-        self.connections += 1
-        if s.noise:
-            initiator = NoiseInitiator(s.authority_public_key, max_frame_payload=MAX_PAYLOAD)
-            writer.write(initiator.start())
-            msg2 = await asyncio.wait_for(reader.readexactly(MSG2_SIZE), s.connect_timeout_s)
-            self._noise = initiator.complete(msg2)
-        self.conn = ClientConnection(max_payload=MAX_PAYLOAD)
-        self.send(
-            SetupConnection(
-                protocol=PROTOCOL_MINING,
-                min_version=2,
-                max_version=2,
-                flags=0 if self.extended else REQUIRES_STANDARD_JOBS,
-                endpoint_host=s.host,
-                endpoint_port=s.port,
-                vendor="ckbpool-proxy",
-                hardware_version="v1-translator",
-                firmware=__version__,
-                device_id=self.name,
-            )
+        setup = SetupConnection(
+            protocol=PROTOCOL_MINING,
+            min_version=2,
+            max_version=2,
+            flags=0 if self.extended else REQUIRES_STANDARD_JOBS,
+            endpoint_host=s.host,
+            endpoint_port=s.port,
+            vendor="ckbpool-proxy",
+            hardware_version="v1-translator",
+            firmware=__version__,
+            device_id=self.name,
         )
-        setup_deadline = time.monotonic() + s.connect_timeout_s
-        while not self._stopping:
-            timeout = None if self.channel is not None else max(0.01, setup_deadline - time.monotonic())
-            try:
-                data = await asyncio.wait_for(reader.read(1 << 16), timeout)
-            except TimeoutError:
-                raise TimeoutError("no channel within the connect timeout") from None
-            if not data:
-                return
-            self.bytes_in += len(data)
-            frames = self._noise.feed(data) if self._noise is not None else None
-            assert self.conn is not None
-            events = (
-                self.conn.receive_data(data)
-                if frames is None
-                else [e for f in frames for e in self.conn.receive_frame(f)]
-            )
-            for event in events:
-                self._on_event(event)
-                if self.conn is None or self.conn.closed:
-                    return
+        session = self.session = ClientSession(
+            s.host,
+            s.port,
+            setup,
+            authority_public_key=s.authority_public_key,
+            noise=s.noise,
+            on_event=self._on_event,
+            on_ready=self._on_ready,
+            extensions=self._extensions(),
+            max_payload=MAX_PAYLOAD,
+        )
+        try:
+            await session.connect(s.connect_timeout_s)
+        finally:
+            if session.tcp_connected:  # attempts that found no pool are not connections
+                self.connections += 1
+        await session.run(setup_timeout=s.connect_timeout_s)
+
+    def _extensions(self) -> tuple[int, ...]:
+        wanted = []
+        if self.worker_identities:
+            wanted.append(EXTENSION_TYPE_WORKER_HASHRATE_TRACKING)
+        if self.templates:
+            wanted.append(EXTENSION_TYPE_CKB_TEMPLATE)
+        return tuple(wanted)
 
     # -- events -----------------------------------------------------------------------------------
     def _on_event(self, event: Event) -> None:
@@ -222,14 +222,6 @@ class Upstream:
             except ValueError as exc:
                 raise UpstreamRefused(str(exc)) from None
             self.blake2b = pow_function is ckb_profile.PowFunction.EAGLESONG_BLAKE2B
-            if self.templates:
-                self.send(RequestExtensions(request_id=1, requested_extensions=(EXTENSION_TYPE_CKB_TEMPLATE,)))
-            else:
-                self._open_channel()
-        elif isinstance(event, ExtensionsNegotiated):
-            if EXTENSION_TYPE_CKB_TEMPLATE not in event.extensions:
-                raise UpstreamRefused("the pool does not support the CKB template extension (0x4CCB)")
-            self._open_channel()
         elif isinstance(event, ChannelOpened):
             self.channel = event.channel
             if self.templates:
@@ -251,7 +243,13 @@ class Upstream:
         elif isinstance(event, MessageIgnored):
             log.debug("%s: ignored %s: %s", self.name, type(event.message).__name__, event.reason)
 
-    def _open_channel(self) -> None:
+    def _on_ready(self) -> None:
+        """Setup (and the extension answer, when we asked) is done: open our one channel."""
+        assert self.session is not None
+        if self.templates and EXTENSION_TYPE_CKB_TEMPLATE not in self.session.extensions:
+            raise UpstreamRefused("the pool does not support the CKB template extension (0x4CCB)")
+        if self.worker_identities and EXTENSION_TYPE_WORKER_HASHRATE_TRACKING not in self.session.extensions:
+            raise UpstreamRefused("the pool does not support worker-specific hashrate tracking (0x0002)")
         request: OpenExtendedMiningChannel | OpenStandardMiningChannel
         if self.extended:
             request = OpenExtendedMiningChannel(
@@ -273,40 +271,30 @@ class Upstream:
     # -- output -----------------------------------------------------------------------------------
     def send(self, message: Message) -> None:
         """Validate, encode, encrypt and queue a message; it leaves with this loop pass's other frames."""
-        assert self.conn is not None
-        frame = self.conn.send(message)
-        data = self._noise.encrypt_frame(frame) if self._noise is not None else frame
-        self._out.append(data)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        assert self.session is not None
+        self.session.send(message)
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if not self._out:
-            return
-        data = b"".join(self._out)
-        self._out.clear()
-        if self._writer is not None:
-            self.bytes_out += len(data)
-            self._writer.write(data)
+    def submit_extended(
+        self, sequence_number: int, job_id: int, ntime: int, nonce16: bytes, user_identity: str | None = None
+    ) -> bool:
+        """Forward a share whose nonce16 starts with the channel's prefix; False if there is no channel.
 
-    def submit_extended(self, sequence_number: int, job_id: int, ntime: int, nonce16: bytes) -> bool:
-        """Forward a share whose nonce16 starts with the channel's prefix; False if there is no channel."""
+        ``user_identity``: the worker to credit (extension 0x0002; needs ``worker_identities=True``, and is then
+        required). At most 32 UTF-8 bytes, else EncodeError.
+        """
         channel = self.channel
-        if channel is None:
+        if channel is None or self.session is None:
             return False
         prefix_size = len(channel.extranonce_prefix)
-        self.send(
-            SubmitSharesExtended(
-                channel.channel_id,
-                sequence_number,
-                job_id,
-                int.from_bytes(nonce16[12:16], "little"),
-                ntime,
-                int.from_bytes(nonce16[8:12], "little"),
-                nonce16[prefix_size:8],
-            )
+        self.session.submit_extended(
+            channel.channel_id,
+            sequence_number,
+            job_id,
+            int.from_bytes(nonce16[12:16], "little"),
+            ntime,
+            int.from_bytes(nonce16[8:12], "little"),
+            nonce16[prefix_size:8],
+            user_identity,
         )
         return True
 
