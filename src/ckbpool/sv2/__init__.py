@@ -8,6 +8,8 @@ Layers, bottom up:
   :func:`encode_message` / :func:`decode_message` (``UnknownMessage`` for unknown types);
 * :mod:`.noise` -- Noise NX handshake and the encrypted transport (frames in, ciphertext out);
 * :mod:`.server` / :mod:`.client` -- the connection state machines, reporting :mod:`.events`;
+* :mod:`.extensions` -- TLV fields of negotiated extensions (0x0002 worker identity), judged per connection;
+* :mod:`.session` -- the one asyncio client connection (the proxy's upstream and the CPU miner use it);
 * :mod:`.ckb_profile` -- how CKB's pow_hash, targets and 16-byte nonce map onto SV2 fields
   (``docs/sv2-ckb.md``).
 
