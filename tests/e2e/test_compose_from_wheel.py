@@ -35,7 +35,12 @@ from ckbpool.deploy.image import image_id
 from ckbpool.deploy.target import Paths
 
 from .images import build, docker
-from .test_compose import _containers, docker_engine, mine_a_block_from_outside  # noqa: F401 - fixture
+from .test_compose import (  # noqa: F401 - docker_engine is a fixture
+    _containers,
+    docker_engine,
+    mine_a_block_from_outside,
+    secrets_to_an_operator,
+)
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,6 +133,7 @@ def test_installed_wheel_builds_its_image_and_deploys_a_mining_stack(
         "--port", f"node_rpc={free_port()}",
     )  # fmt: skip
     config = operator_dir / "ckbpool.yaml"
+    secrets_to_an_operator(config)  # as an operator's own init leaves them: not root's
     assert load_config(config).images.pool.startswith("ckbpool.invalid/pool:")  # init's default: never pulled
     _set_pool_image(config, pool_image)
     cfg = load_config(config)
@@ -181,6 +187,7 @@ def test_failed_build_and_failed_pull_name_the_image_and_start_nothing(
         "--port", f"stratum={free_port()}", "--port", f"pool_http={free_port()}", "--port", f"node_rpc={free_port()}",
     )  # fmt: skip
     config = operator_dir / "ckbpool.yaml"
+    secrets_to_an_operator(config)
     cfg = load_config(config)
     project = ComposeTarget(cfg, Paths.of(config, cfg)).project
 
