@@ -20,6 +20,15 @@ While the spool holds anything, new events are appended to it too (no waiting at
 stratum server is never slowed by a dead broker. A background task (re)connects, creates the topics, and replays
 the spool in order in windows of ``replay_batch`` records, acknowledging a record only after Kafka did.
 
+Block lane: found blocks and block outcomes (``BLOCK_TOPICS``) never wait behind shares. They are rare and each
+is worth a block reward, while a stratum server that rode out an outage may hold millions of spooled shares. So
+they have a lane of their own: sent directly whenever the producer is connected, whatever the share spool holds;
+kept, when Kafka cannot take them, in a spool of their own (``<spool_dir>/blocks``, fsynced at every append
+and acknowledgement, whatever ``fsync`` says), which a task of its own replays as soon as Kafka is back, ahead
+of and independently of the share spool. Nothing orders a block event relative to shares (other topics), so
+nothing is lost by letting it overtake them. Delivery of block events is at-least-once like the rest: the
+block maker deduplicates found blocks by hash.
+
 Consumers: one ``AIOKafkaConsumer`` per subscription, Kafka ``group_id`` = ``<group>@<topic name>`` (so a
 service's subscriptions to several topics under one group name do not make each other rebalance), starting at
 the earliest offset for a new group. Offsets are committed manually: a record counts as processed once the
@@ -43,6 +52,7 @@ import struct
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -52,7 +62,7 @@ from aiokafka.abc import ConsumerRebalanceListener  # type: ignore[import-untype
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
 from aiokafka.errors import ConsumerStoppedError, KafkaError  # type: ignore[import-untyped]
 
-from ..retry import retry
+from ..retry import Backoff, retry
 from .base import (
     EVENT_TYPES,
     Bus,
@@ -76,8 +86,16 @@ _CODE_TOPICS = {code: topic for topic, code in _TOPIC_CODES.items()}
 _SPOOLED = struct.Struct("<BHQ")  # topic code, key length, timestamp ms; then key, then value
 _TEMPLATE_KEY = b"templates"
 _CONNECT_ERRORS = (KafkaError, OSError, TimeoutError)
+#: topics on the block lane (see the module docstring): never queued behind spooled shares
+BLOCK_TOPICS = frozenset({Topic.FOUND_BLOCKS, Topic.BLOCK_OUTCOMES})
+BLOCK_SPOOL_SUBDIR = "blocks"
 T = TypeVar("T")
 MAX_MESSAGE_BYTES = 8 << 20  # a full CKB template is ~1.3 MB of JSON; Kafka's default limit is 1 MB
+
+
+#: the block lane retries sooner than the share replay: a found block should reach the block maker within
+#: a second of Kafka being back
+BLOCK_REPLAY = Backoff(initial=0.05, maximum=1.0, jitter=0.1)
 
 
 class _NoProgress(Exception):
@@ -195,18 +213,35 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+@dataclass(eq=False)
+class _Lane:
+    """One ordered path to Kafka: its spool (None: no spool configured) and the replay state that goes with it.
+
+    The bus has two: ``main`` (templates, shares) and ``blocks`` (BLOCK_TOPICS), so that a block event never
+    waits for the shares spooled before it."""
+
+    name: str
+    spool: Spool | None = None
+    in_doubt: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
+    delivered: set[int] = field(default_factory=set)  # seqs delivered out of order, acked once the head reaches them
+    attempts: collections.Counter[int] = field(default_factory=collections.Counter)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def depth(self) -> int:
+        return self.spool.depth if self.spool is not None and not self.spool.closed else 0
+
+
 class KafkaBus(Bus):
     """Kafka backend with a disk spool for outages. Counters: see :meth:`stats`."""
 
     def __init__(self, config: KafkaBusConfig) -> None:
         self.config = config
         self._producer: Any = None
-        self._spool: Spool | None = None
-        self._in_doubt: dict[int, asyncio.Future[Any]] = {}
-        self._delivered: set[int] = set()  # spool seqs delivered out of order, acked once the head reaches them
-        self._attempts: collections.Counter[int] = collections.Counter()
-        self._wake = asyncio.Event()
+        self._main = _Lane("main")
+        self._blocks = _Lane("blocks")
         self._background: asyncio.Task[None] | None = None
+        self._block_replayer: asyncio.Task[None] | None = None
         self._syncer: asyncio.Task[None] | None = None
         self._subscriptions: set[KafkaSubscription] = set()
         self._topics_ready = False
@@ -218,6 +253,7 @@ class KafkaBus(Bus):
         self.replayed = 0
         self.dead_lettered = 0
         self.ack_timeouts = 0  # events spooled "in doubt" (queued, not acknowledged within publish_timeout)
+        self.block_spooled = 0  # block events that went to the block spool
         self.consumed = 0
         self.decode_errors = 0
 
@@ -229,21 +265,29 @@ class KafkaBus(Bus):
         if self._started:
             return
         if self.config.spool_dir is not None:
-            self._spool = Spool(
+            self._main.spool = Spool(
                 self.config.spool_dir, fsync=self.config.fsync, fsync_interval=self.config.fsync_interval
             )
+            try:
+                # a found block is fsynced at once whatever the share spool's policy: there are few of them
+                self._blocks.spool = Spool(self.config.spool_dir / BLOCK_SPOOL_SUBDIR, fsync="always")
+            except BaseException:
+                self._main.spool.close()
+                raise
         self._started = True
         try:
             await _timed(self._connect(), self.config.connect_timeout)
         except _CONNECT_ERRORS as exc:
-            if self._spool is None:
+            if self._main.spool is None:
                 await self.close()
                 raise BusUnavailable(
                     f"Kafka at {','.join(self.config.bootstrap_servers)} unreachable: {exc!r}"
                 ) from exc
             log.warning("Kafka unreachable at start (%r): spooling to %s until it is back", exc, self.config.spool_dir)
         self._background = asyncio.create_task(self._run_background(), name="ckbpool-bus-kafka")
-        if self._spool is not None and self.config.fsync == "interval":
+        if self._blocks.spool is not None:
+            self._block_replayer = asyncio.create_task(self._run_block_lane(), name="ckbpool-bus-kafka-blocks")
+        if self._main.spool is not None and self.config.fsync == "interval":
             self._syncer = asyncio.create_task(self._sync_spool(), name="ckbpool-bus-spool-fsync")
 
     async def _connect(self) -> None:
@@ -308,24 +352,26 @@ class KafkaBus(Bus):
         if self._closed:
             return
         self._closed = True
-        for task in (self._background, self._syncer):
+        for task in (self._background, self._block_replayer, self._syncer):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         deadline = time.monotonic() + self.config.close_timeout
-        if self._producer is not None and self._spool is not None and self._spool.depth:
-            with contextlib.suppress(TimeoutError, *_CONNECT_ERRORS):
-                await _timed(self._drain_spool(), max(0.0, deadline - time.monotonic()))
+        for lane in (self._blocks, self._main):  # block events first: they are worth the most
+            if self._producer is not None and lane.depth:
+                with contextlib.suppress(TimeoutError, *_CONNECT_ERRORS):
+                    await _timed(self._drain_spool(lane), max(0.0, deadline - time.monotonic()))
         if self._producer is not None:
             await self._stop_producer(max(0.1, deadline - time.monotonic()))
         for subscription in list(self._subscriptions):
             await subscription.close()
-        if self._spool is not None:
-            if self._spool.depth:
-                log.warning("closing with %d events in the spool %s: they go out on the next start",
-                            self._spool.depth, self._spool.directory)  # fmt: skip
-            self._spool.close()
+        for lane in (self._blocks, self._main):
+            if lane.spool is not None:
+                if lane.spool.depth:
+                    log.warning("closing with %d events in the spool %s: they go out on the next start",
+                                lane.spool.depth, lane.spool.directory)  # fmt: skip
+                lane.spool.close()
 
     async def _stop_producer(self, timeout: float) -> None:
         producer, self._producer = self._producer, None
@@ -339,10 +385,10 @@ class KafkaBus(Bus):
         with contextlib.suppress(Exception):
             await _timed(producer.stop(), 5.0)
 
-    async def _drain_spool(self) -> None:
-        assert self._spool is not None
-        while self._spool.depth and self._producer is not None:
-            await self._replay_window()
+    async def _drain_spool(self, lane: _Lane) -> None:
+        assert lane.spool is not None
+        while lane.spool.depth and self._producer is not None:
+            await self._replay_window(lane)
 
     # ------------------------------------------------------------------ publish
 
@@ -354,9 +400,10 @@ class KafkaBus(Bus):
         key = record_key(event)
         timestamp_ms = int(time.time() * 1000)
         producer = self._producer
-        spool = self._spool
-        if producer is None or (spool is not None and spool.depth):
-            self._spool_event(topic, key, timestamp_ms, value, "Kafka not connected" if producer is None else "")
+        # block events take their own lane: they never wait behind spooled shares (module docstring)
+        lane = self._blocks if topic in BLOCK_TOPICS else self._main
+        if producer is None or lane.depth:
+            self._spool_event(lane, topic, key, timestamp_ms, value, "Kafka not connected" if producer is None else "")
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.publish_timeout
@@ -372,43 +419,50 @@ class KafkaBus(Bus):
                 self.config.publish_timeout,
             )
         except (TimeoutError, KafkaError) as exc:  # not queued: nothing is in flight
-            self._spool_event(topic, key, timestamp_ms, value, f"send failed: {exc!r}")
+            self._spool_event(lane, topic, key, timestamp_ms, value, f"send failed: {exc!r}")
             return
         try:
             await _timed(asyncio.shield(future), max(0.001, deadline - loop.time()))
         except TimeoutError:
             future.add_done_callback(_retrieve)
-            seq = self._spool_event(topic, key, timestamp_ms, value, "no acknowledgement in time")
-            self._in_doubt[seq] = future
+            seq = self._spool_event(lane, topic, key, timestamp_ms, value, "no acknowledgement in time")
+            lane.in_doubt[seq] = future
             self.ack_timeouts += 1
             return
         except KafkaError as exc:
-            self._spool_event(topic, key, timestamp_ms, value, f"delivery failed: {exc!r}")
+            self._spool_event(lane, topic, key, timestamp_ms, value, f"delivery failed: {exc!r}")
             return
         self.published += 1
 
-    def _spool_event(self, topic: Topic, key: bytes, timestamp_ms: int, value: bytes, why: str) -> int:
-        spool = self._spool
+    def _spool_event(self, lane: _Lane, topic: Topic, key: bytes, timestamp_ms: int, value: bytes, why: str) -> int:
+        spool = lane.spool
         if spool is None:
             raise BusUnavailable(f"Kafka cannot take the event ({why or 'backlog'}) and no spool is configured")
         was_empty = spool.depth == 0
         seq = spool.append(encode_spooled(topic, key, timestamp_ms, value))
         self.spooled += 1
+        if lane is self._blocks:
+            self.block_spooled += 1
         if was_empty:
-            log.warning("bus: spooling events to %s (%s)", spool.directory, why or "backlog")
-        self._wake.set()
+            log.warning("bus: spooling %s events to %s (%s)", lane.name, spool.directory, why or "backlog")
+        lane.wake.set()
         return seq
 
     # ------------------------------------------------------------------ background: reconnect, replay, fsync
 
     async def _sync_spool(self) -> None:
-        assert self._spool is not None
+        spool = self._main.spool
+        assert spool is not None
         while True:
             await asyncio.sleep(self.config.fsync_interval)
-            self._spool.sync()  # fsync of what was appended since: short, and never racing close()
+            spool.sync()  # fsync of what was appended since: short, and never racing close()
 
     async def _run_background(self) -> None:
-        """(Re)connect, then replay the spool whenever it holds anything; waits come from ``ckbpool.retry``."""
+        """(Re)connect, then replay the main spool whenever it holds anything; waits come from ``ckbpool.retry``.
+
+        The block lane has a task of its own (:meth:`_run_block_lane`), so a share replay that waits or backs
+        off never holds a block back."""
+        lane = self._main
         while not self._closed:
             if self._producer is None:
                 await retry(
@@ -417,34 +471,53 @@ class KafkaBus(Bus):
                     what="Kafka connect",
                 )
                 log.info("bus: connected to Kafka at %s", ",".join(self.config.bootstrap_servers))
+                self._blocks.wake.set()
                 continue
-            if self._spool is None or self._spool.depth == 0:
-                self._wake.clear()
+            if lane.depth == 0:
+                lane.wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await _timed(self._wake.wait(), self.config.fsync_interval)
+                    await _timed(lane.wake.wait(), self.config.fsync_interval)
                 continue
-            await retry(self._replay_progress, on=(*_CONNECT_ERRORS, _NoProgress), what="spool replay")
-            if self._spool.depth == 0:
+            await retry(partial(self._replay_progress, lane), on=(*_CONNECT_ERRORS, _NoProgress), what="spool replay")
+            if lane.depth == 0:
                 log.warning("bus: spool drained, %d events replayed so far", self.replayed)
 
-    async def _replay_progress(self) -> None:
+    async def _run_block_lane(self) -> None:
+        """Replay the block spool whenever it holds anything and Kafka is connected (the main task connects)."""
+        lane = self._blocks
+        while not self._closed:
+            if self._producer is None or lane.depth == 0:
+                lane.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await _timed(lane.wake.wait(), 0.5)
+                continue
+            await retry(
+                partial(self._replay_progress, lane),
+                on=(*_CONNECT_ERRORS, _NoProgress),
+                policy=BLOCK_REPLAY,
+                what="block spool replay",
+            )
+            if lane.depth == 0:
+                log.warning("bus: block spool drained")
+
+    async def _replay_progress(self, lane: _Lane) -> None:
         """One replay window that must acknowledge something, else _NoProgress (retried with backoff)."""
-        if self._closed or self._spool is None or self._spool.depth == 0 or self._producer is None:
+        if self._closed or lane.depth == 0 or self._producer is None:
             return
-        if not await self._replay_window():
+        if not await self._replay_window(lane):
             raise _NoProgress("no spooled record was acknowledged")
 
-    async def _replay_window(self) -> bool:
+    async def _replay_window(self, lane: _Lane) -> bool:
         """Send up to ``replay_batch`` spooled records in order, ack the delivered prefix. True if it acked any."""
-        spool, producer = self._spool, self._producer
+        spool, producer = lane.spool, self._producer
         assert spool is not None and producer is not None
         records = spool.read(self.config.replay_batch)
         sends: list[tuple[int, asyncio.Future[Any] | None]] = []
         for record in records:
-            if record.seq in self._delivered:
+            if record.seq in lane.delivered:
                 sends.append((record.seq, None))
                 continue
-            future = self._in_doubt.pop(record.seq, None)
+            future = lane.in_doubt.pop(record.seq, None)
             if future is None:
                 topic, key, timestamp_ms, value = decode_spooled(record.payload)
                 try:
@@ -471,25 +544,25 @@ class KafkaBus(Bus):
                 except KafkaError as exc:
                     head_blocked = True
                     if not getattr(exc, "retriable", True):
-                        self._attempts[seq] += 1
-                        if self._attempts[seq] >= self.config.max_attempts:
-                            self._dead_letter(record.payload, exc)
-                            self._delivered.add(seq)
-                    log.debug("bus: replay of record %d failed: %r", seq, exc)
+                        lane.attempts[seq] += 1
+                        if lane.attempts[seq] >= self.config.max_attempts:
+                            self._dead_letter(lane, record.payload, exc)
+                            lane.delivered.add(seq)
+                    log.debug("bus: replay of %s record %d failed: %r", lane.name, seq, exc)
                     continue
                 self.replayed += 1
-            self._delivered.add(seq)
+            lane.delivered.add(seq)
             if not head_blocked:
                 spool.ack(record)
-                self._delivered.discard(seq)
-                self._attempts.pop(seq, None)
+                lane.delivered.discard(seq)
+                lane.attempts.pop(seq, None)
                 acked += 1
         return acked > 0
 
-    def _dead_letter(self, payload: bytes, exc: BaseException) -> None:
+    def _dead_letter(self, lane: _Lane, payload: bytes, exc: BaseException) -> None:
         """A record Kafka refuses for good (e.g. too large): keep it aside in ``dead-letter.spool``, loudly."""
-        assert self._spool is not None
-        path = self._spool.directory / "dead-letter.spool"
+        assert lane.spool is not None
+        path = lane.spool.directory / "dead-letter.spool"
         with open(path, "ab") as f:
             f.write(len(payload).to_bytes(4, "little") + payload)
         self.dead_lettered += 1
@@ -505,14 +578,16 @@ class KafkaBus(Bus):
         return subscription
 
     def stats(self) -> dict[str, int]:
-        spool = self._spool
+        spool = self._main.spool
         return {
             "published": self.published,
             "spooled": self.spooled,
             "replayed": self.replayed,
-            "spool_depth": spool.depth if spool is not None and not spool.closed else 0,
+            "spool_depth": self._main.depth,
             "spool_bytes": spool.pending_bytes if spool is not None and not spool.closed else 0,
-            "in_doubt": len(self._in_doubt),
+            "block_spooled": self.block_spooled,
+            "block_spool_depth": self._blocks.depth,
+            "in_doubt": len(self._main.in_doubt) + len(self._blocks.in_doubt),
             "ack_timeouts": self.ack_timeouts,
             "dead_lettered": self.dead_lettered,
             "consumed": self.consumed,
