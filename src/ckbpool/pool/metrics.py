@@ -58,6 +58,13 @@ class PoolMetrics:
         self.blocks_total = Counter("ckbpool_blocks_total", "Submitted blocks by outcome", ["status"], registry=r)
         for status in ("accepted", "stale", "rejected", "pending"):
             self.blocks_total.labels(status=status)
+        self.block_submissions_total = Counter(
+            "ckbpool_block_submissions_total",
+            "Blocks a stratum-only process found and submitted to the node itself, by the node's answer "
+            "(the pool's outcome of record is ckbpool_blocks_total, counted by the block maker alone)",
+            ["status"],
+            registry=r,
+        )
         self.block_submit_latency_seconds = Histogram(
             "ckbpool_block_submit_latency_seconds",
             "submit_block round trip for found blocks",
@@ -116,6 +123,7 @@ class BusCollector:
         "spool_depth": "ckbpool_bus_spool_records",
         "spool_bytes": "ckbpool_bus_spool_bytes",
         "in_doubt": "ckbpool_bus_in_doubt_records",
+        "block_spool_depth": "ckbpool_bus_block_spool_records",
         "connected": "ckbpool_bus_connected",
     }
 

@@ -2,7 +2,22 @@
 metrics and the status endpoint according to the roles this process runs.
 
 Embedded (all roles, in-process bus): the watcher feeds the server directly and the server submits blocks
-directly — no hop on the latency path. Distributed: each role talks to the others only through the bus.
+directly — no hop on the latency path. Distributed: each role talks to the others only through the bus, with
+one exception: found blocks.
+
+Found blocks, on every topology: the process that finds a block (the one running the stratum server) writes it
+to its own ``blocks.data_dir`` (fsync of file and directory) before anything else, then submits it to the node
+itself and publishes the FoundBlock event -- both at once, the submission never waiting for the bus. So a
+stratum server in the Kafka topology is given the node's RPC URL (``node.rpc_url``; the rendered configs give it
+to every role): a block found while Kafka is down reaches the node in milliseconds, not when Kafka is back. The
+event goes on the bus's block lane, which never queues behind spooled shares (``ckbpool.bus.kafka``), and is
+retried until the bus takes it; a block whose event the bus never took, or whose submission never got an
+answer, is finished at the next start from the finder's own disk. The block maker remains the one recorder of
+outcomes (metrics ``ckbpool_blocks_total``, /status ``last_blocks``, the BlockOutcome event, the books): it
+receives every FoundBlock, submits it too (harmless: ckb answers a known block with its hash), classifies it
+and reports it once per block hash (``ckbpool.pool.blocks``). A stratum-only process counts its own direct
+submissions separately (``ckbpool_block_submissions_total``, /status ``found_blocks``), so nothing is counted
+twice across processes. Each process needs its own ``blocks.data_dir``.
 """
 
 from __future__ import annotations
@@ -20,16 +35,17 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from ..bus import create_bus
-from ..bus.base import Bus, Topic
+from ..bus.base import Bus, BusClosed, Topic
 from ..bus.events import BlockOutcome, FoundBlock, JobTemplate, Share
 from ..ckb.rpc import CkbRpcClient
 from ..ckb.target import target_to_difficulty
 from ..ckb.template import BlockTemplate, job_from_template
+from ..retry import Backoff, retry
 from ..sv2.certs import Certificate
 from ..sv2.keys import decode_secret_key
 from ..sv2.noise import ResponderCredentials
 from .accounting import ShareAccounting, connect_redis
-from .blocks import BlockMaker, BlockStore
+from .blocks import BlockMaker, BlockRecord, BlockStore
 from .config import PoolConfig
 from .metrics import BusCollector, FunctionCounter, PoolMetrics
 from .status import StatusServer
@@ -44,6 +60,17 @@ def load_credentials(static_key_file: Path, certificate_file: Path) -> Responder
     secret = decode_secret_key(static_key_file.read_text(encoding="ascii"))
     certificate = Certificate.from_hex(certificate_file.read_text(encoding="ascii").strip())
     return ResponderCredentials.from_certificate(secret, certificate)
+
+
+#: a found block's event is retried until the bus takes it (the block itself is on disk and submitted already)
+ANNOUNCE_RETRY = Backoff(initial=0.1, maximum=2.0, jitter=0.1)
+
+
+def _retry_announce(exc: Exception) -> bool:
+    if isinstance(exc, BusClosed):
+        return False
+    log.warning("the bus cannot take a found block (%r); retrying", exc)
+    return True
 
 
 class Pool:
@@ -61,7 +88,8 @@ class Pool:
         self.bus: Bus = create_bus(config.bus.url)
         self.server: StratumServer | None = None
         self.watcher: TemplateWatcher | None = None
-        self.block_maker: BlockMaker | None = None
+        self.block_maker: BlockMaker | None = None  # the recorder of outcomes (blockmaker role)
+        self.finder: BlockMaker | None = None  # persists and submits the blocks this process finds (stratum role)
         self.accounting: ShareAccounting | None = None
         self.status_server: StatusServer | None = None
         self.recent_blocks: list[BlockOutcome] = []
@@ -74,14 +102,24 @@ class Pool:
     async def start(self) -> None:
         cfg = self.config
         await self.bus.start()
-        if "blockmaker" in self.roles:
-            self.block_maker = BlockMaker(
+        if "blockmaker" in self.roles or "stratum" in self.roles:
+            # one store per process: the block maker's records double as the finder's when it runs both roles
+            maker = BlockMaker(
                 self.rpc,
                 BlockStore(cfg.blocks.data_dir, fsync=cfg.blocks.fsync),
                 retries=cfg.blocks.submit_retries,
-                on_outcome=self._on_outcome,
+                on_outcome=self._on_outcome if "blockmaker" in self.roles else self._on_finder_outcome,
             )
-            self._spawn(self.block_maker.replay_pending())
+            if "blockmaker" in self.roles:
+                self.block_maker = maker
+            if "stratum" in self.roles:
+                self.finder = maker
+            await asyncio.to_thread(maker.load)  # read the store once, off the event loop
+            # blocks left without an outcome or an announcement by the last run, from this process's own disk
+            for record in maker.unannounced() if self.finder is not None else []:
+                self._spawn(self._announce(record))
+            self._spawn(maker.replay_pending())
+            self._spawn(maker.keep_resubmitting())
         if "accounting" in self.roles and cfg.redis.url:
             password = cfg.redis.password_file.read_text().strip() if cfg.redis.password_file else None
             self._redis = connect_redis(cfg.redis.url, password, timeout_s=cfg.redis.timeout_s)
@@ -92,8 +130,9 @@ class Pool:
             self._accounting_task = self._spawn(self.accounting.run(shares))
             if "blockmaker" not in self.roles:
                 self._spawn(self._record_outcomes(self.bus.subscribe(Topic.BLOCK_OUTCOMES, "accounting")))
-        if "blockmaker" in self.roles and "stratum" not in self.roles:
-            assert self.block_maker is not None
+        if self.block_maker is not None:
+            # every FoundBlock, also those of stratum servers in other processes (its own come back as
+            # duplicates and are skipped by hash)
             self._spawn(self.block_maker.run(self.bus.subscribe(Topic.FOUND_BLOCKS, "blockmaker")))
         if "stratum" in self.roles:
             self.server = StratumServer(
@@ -149,7 +188,7 @@ class Pool:
                     lambda: watcher.errors,
                 )
             )
-        block_maker = self.block_maker
+        block_maker = self.block_maker or self.finder
         if block_maker is not None:
             m.blocks_pending.set_function(lambda: block_maker.pending_count)
         accounting = self.accounting
@@ -242,13 +281,42 @@ class Pool:
         await self.bus.publish(Topic.SHARES, share)
 
     async def _on_found_block(self, found: FoundBlock) -> None:
-        """Submit first (the block maker persists before it submits), tell the bus after."""
-        if self.block_maker is not None:
-            submit = asyncio.create_task(self.block_maker.submit(found))
-            await self.bus.publish(Topic.FOUND_BLOCKS, found)
+        """On disk first (fsynced), then submitted by this process and announced on the bus, concurrently: the
+        node never waits for the bus, nor the bus for the node (module docstring)."""
+        finder = self.finder
+        assert finder is not None  # the stratum role always has one
+        record = await finder.persist(found)
+        submit = asyncio.create_task(finder.submit_record(record))
+        try:
+            await self._announce(record)
+        finally:
             await submit
-        else:
-            await self.bus.publish(Topic.FOUND_BLOCKS, found)
+
+    async def _announce(self, record: BlockRecord) -> None:
+        """Publish a found block on the bus (its block lane), retried until the bus takes it; then the record
+        says so, and the next start does not publish it again. Only a closing bus ends the retrying: the next
+        start announces the block from disk."""
+        if record.announced:
+            return
+        try:
+            await retry(
+                partial(self.bus.publish, Topic.FOUND_BLOCKS, record.found),
+                on=_retry_announce,
+                policy=ANNOUNCE_RETRY,
+                what="found block publish",
+            )
+        except BusClosed:
+            log.error("bus closed before it took block %s: announced at the next start", record.found.block_hash.hex())
+            return
+        assert self.finder is not None
+        await self.finder.mark_announced(record)
+
+    def _on_finder_outcome(self, outcome: BlockOutcome) -> None:
+        """A stratum-only process: what the node said to this process's own submission. Counted apart from
+        ``ckbpool_blocks_total``, which only the block maker counts (one outcome per block pool-wide)."""
+        self.metrics.block_submissions_total.labels(status=outcome.status).inc()
+        if outcome.latency_ms:
+            self.metrics.block_submit_latency_seconds.observe(outcome.latency_ms / 1000)
 
     async def _on_outcome(self, outcome: BlockOutcome) -> None:
         self.metrics.blocks_total.labels(status=outcome.status).inc()
@@ -271,6 +339,24 @@ class Pool:
                 and not self.watcher.template_stale
             )
         return True
+
+    def _found_blocks_status(self) -> list[dict[str, Any]]:
+        """The blocks this process found, as its own disk records them (newest first)."""
+        if self.finder is None:
+            return []
+        server = f"stratum-{self.config.stratum.server_id}"
+        own = [r for r in self.finder.records() if r.found.server_id == server]
+        return [
+            {
+                "height": r.found.height,
+                "hash": "0x" + r.found.block_hash.hex(),
+                "submitted": r.status,
+                "reason": r.reason,
+                "announced": r.announced,
+                "worker": f"{r.found.user}.{r.found.worker}",
+            }
+            for r in reversed(own[-10:])
+        ]
 
     async def status(self) -> dict[str, Any]:
         current = self.watcher.current if self.watcher is not None else None
@@ -304,5 +390,6 @@ class Pool:
                 }
                 for b in reversed(self.recent_blocks[-10:])
             ],
+            "found_blocks": self._found_blocks_status(),
             "bus": self.bus.stats(),
         }
