@@ -150,6 +150,7 @@ class PoolThread:
             self.proxy = Proxy(
                 load_proxy_config(
                     data={
+                        "identity": "aggregated",  # account names here are not addresses
                         "upstream": {"host": host, "port": port, "authority_public_key": self.authority,
                                      "user_identity": "ckt1qmonitoring.proxy"},
                         "v1": {"listen_host": "127.0.0.1", "listen_port": 0,

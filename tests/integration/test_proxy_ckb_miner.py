@@ -67,6 +67,7 @@ async def stack(easy_node: CkbNode, tmp_path: Path) -> AsyncIterator[Stack]:
         host, port = pool.server.address
         config = load_proxy_config(
             data={
+                "identity": "aggregated",  # account names here are not addresses
                 "http": {"listen_port": 0},  # /metrics on a free port
                 "upstream": {
                     "host": host,

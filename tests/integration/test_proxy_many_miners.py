@@ -44,6 +44,7 @@ async def test_100_v1_miners_share_one_upstream_channel_and_the_counts_agree(
         host, port = pool.server.address
         proxy_config = load_proxy_config(
             data={
+                "identity": "aggregated",  # account names here are not addresses
                 "http": {"listen_port": 0},  # /metrics on a free port
                 "upstream": {
                     "host": host,

@@ -61,6 +61,7 @@ async def test_pool_restart_mid_run_miners_keep_their_connections(
     host, port = first.server.address
     proxy_config = load_proxy_config(
         data={
+            "identity": "aggregated",  # account names here are not addresses
             "http": {"listen_port": 0},  # /metrics on a free port
             "upstream": {
                 "host": host,

@@ -78,6 +78,7 @@ async def stack(pool_node: CkbNode, tmp_path: Path) -> AsyncIterator[Stack]:  # 
         host, port = pool.server.address
         proxy_config = load_proxy_config(
             data={
+                "identity": "aggregated",  # account names here are not addresses
                 "http": {"listen_port": 0},  # /metrics on a free port
                 "upstream": {
                     "host": host,
@@ -348,7 +349,7 @@ async def test_cli_proxy_run_and_the_v1_cli_miner(stack: Stack, tmp_path: Path) 
     v1_port = free_port()
     config = tmp_path / "proxy.toml"
     config.write_text(
-        f'[upstream]\nhost = "{host}"\nport = {port}\nauthority_public_key = "{authority}"\n'
+        f'identity = "aggregated"\n\n[upstream]\nhost = "{host}"\nport = {port}\nauthority_public_key = "{authority}"\n'
         f'user_identity = "{USER}.cli"\n\n[v1]\nlisten_host = "127.0.0.1"\nlisten_port = {v1_port}\n\n'
         "[v1.vardiff]\ninitial_difficulty = 100000.0\n"
     )

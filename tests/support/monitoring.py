@@ -112,6 +112,7 @@ def proxy_metric_names() -> set[str]:
 
     config = load_proxy_config(
         data={
+            "network": "dev",
             "upstream": {"user_identity": "a.b", "noise": False},
             "getwork": {"enabled": True},
             "http": {"enabled": False},

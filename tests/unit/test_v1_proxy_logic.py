@@ -159,11 +159,19 @@ def test_v1_share_maps_to_submit_shares_extended_and_back(prefix: bytes, tail: b
 
 def test_config_requires_the_authority_key_with_noise_and_rejects_unknown_keys() -> None:
     with pytest.raises(ProxyConfigError, match="authority_public_key"):
-        load_proxy_config(data={"upstream": {"user_identity": "a.b"}})
+        load_proxy_config(data={"network": "dev", "upstream": {"user_identity": "a.b"}})
     with pytest.raises(ProxyConfigError, match=r"v1\.extranonce2_size"):
         load_proxy_config(data={"upstream": {"user_identity": "a.b", "noise": False}, "v1": {"extranonce2_size": 7}})
     with pytest.raises(ProxyConfigError, match="bogus"):
         load_proxy_config(data={"upstream": {"user_identity": "a.b", "noise": False}, "bogus": 1})
-    cfg = load_proxy_config(data={"upstream": {"user_identity": "ckb1abc.farm", "noise": False}})
+    # per-worker identity (the default) checks V1 usernames against the pool's network: it must be given
+    with pytest.raises(ProxyConfigError, match="network is required"):
+        load_proxy_config(data={"upstream": {"user_identity": "ckb1abc.farm", "noise": False}})
+    cfg = load_proxy_config(data={"network": "mainnet", "upstream": {"user_identity": "ckb1abc.farm", "noise": False}})
+    assert cfg.identity == "per-worker" and cfg.per_worker
     assert cfg.getwork_identity == "ckb1abc.ckb-miner"
+    aggregated = load_proxy_config(
+        data={"identity": "aggregated", "upstream": {"user_identity": "a.b", "noise": False}}
+    )
+    assert not aggregated.per_worker and aggregated.network is None
     assert cfg.v1.extranonce2_size == 10 and cfg.v1.max_line_bytes == 16 * 1024

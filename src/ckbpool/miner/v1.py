@@ -259,13 +259,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("address", help="host:port of a CKB Stratum V1 server (e.g. the proxy)")
     parser.add_argument("--user", default="ckbpool-test", help="account; workers are <user>.rig<i>")
+    parser.add_argument(
+        "--usernames", nargs="+", metavar="NAME", help="one miner per username (e.g. each its own address.worker)"
+    )
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--hashing-threads", type=int, default=2)
     parser.add_argument("--chunk", type=int, default=20_000)
     args = parser.parse_args(argv)
     host, _, port = args.address.rpartition(":")
-    names = [f"{args.user}.rig{i:03d}" for i in range(args.count)]
+    names = args.usernames or [f"{args.user}.rig{i:03d}" for i in range(args.count)]
     stats = asyncio.run(
         run_many(host, int(port), names, duration=args.duration, hashing_threads=args.hashing_threads, chunk=args.chunk)
     )

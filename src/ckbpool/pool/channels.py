@@ -78,7 +78,19 @@ def target_for_hashrate(hashrate: float, share_interval_s: float) -> int:
 
 class Vardiff:
     """Per-channel difficulty: aim at one share per ``share_interval_s``; retarget at most every
-    ``retarget_interval_s`` (sooner if shares flood in), only when the change exceeds ``tolerance``."""
+    ``retarget_interval_s`` (sooner if shares flood in), only when the change exceeds ``tolerance``.
+
+    A channel that carries several workers' shares (a proxy tagging each share with its device's identity,
+    docs/sv2-ckb.md section 12) is different: each device has its own, harder target at the proxy and the
+    channel target is only the easiest any of them may use. There the channel aims at one share per interval
+    *per active worker*: its target is the one at which the slowest active worker would share once per
+    interval, so every device can get a target that keeps it near the interval (the proxy makes faster ones
+    harder), and the channel's share rate is about workers x 1/interval. A worker that went silent for a
+    window while still active eases the target (at least 2x), as silence does for a one-device channel.
+    """
+
+    #: a worker counts as active this many retarget windows after its last share
+    ACTIVE_WINDOWS = 3
 
     def __init__(self, settings: VardiffSettings, initial_target: int, network_target: int) -> None:
         self.settings = settings
@@ -86,6 +98,9 @@ class Vardiff:
         self.target = self._clamp(initial_target)
         self._window_start = time.monotonic()
         self._window_shares = 0
+        self._window_work = 0.0
+        self._worker_work: dict[str, float] = {}  # this window, per worker identity
+        self._worker_seen: dict[str, float] = {}  # worker identity -> last share (monotonic)
 
     def _clamp(self, target: int) -> int:
         easiest = min(U256_MAX, int((0xFFFF << 240) / self.settings.min_share_difficulty))
@@ -102,31 +117,69 @@ class Vardiff:
             return clamped
         return None
 
-    def on_share(self, now: float | None = None) -> int | None:
-        """Count an accepted share; return a new target when it is time to change."""
+    def recent_workers(self, now: float | None = None) -> list[str]:
+        """Worker identities with a share in the last ``ACTIVE_WINDOWS`` retarget windows (none: untagged)."""
+        now = time.monotonic() if now is None else now
+        horizon = now - self.ACTIVE_WINDOWS * self.settings.retarget_interval_s
+        return [worker for worker, seen in self._worker_seen.items() if seen >= horizon]
+
+    def active_workers(self, now: float | None = None) -> int:
+        """How many :meth:`recent_workers` (0: an untagged channel)."""
+        return len(self.recent_workers(now))
+
+    def on_share(self, now: float | None = None, work: float | None = None, worker: str | None = None) -> int | None:
+        """Count an accepted share (``work``: the hashes it was credited, default the channel target's;
+        ``worker``: the identity it was tagged with); return a new target when it is time to change."""
+        now = time.monotonic() if now is None else now
         self._window_shares += 1
+        credited = TWO_256 / self.target if work is None else work
+        self._window_work += credited
+        if worker is not None:
+            self._worker_work[worker] = self._worker_work.get(worker, 0.0) + credited
+            self._worker_seen[worker] = now
         return self.maybe_retarget(now)
 
     def maybe_retarget(self, now: float | None = None) -> int | None:
         now = time.monotonic() if now is None else now
         elapsed = now - self._window_start
-        expected = elapsed / self.settings.share_interval_s
+        interval = self.settings.share_interval_s
+        workers = self.active_workers(now)
+        expected = elapsed / interval * max(1, workers)
         flood = self._window_shares >= 8 and self._window_shares > 4 * max(expected, 1.0)
         if elapsed < self.settings.retarget_interval_s and not flood:
             return None
         if elapsed <= 0:
             return None
-        hashrate = self._window_shares * (TWO_256 / self.target) / elapsed
-        if self._window_shares == 0:
-            hashrate = (TWO_256 / self.target) / elapsed / 2  # silence: at least halve the difficulty
-        new_target = self._clamp(target_for_hashrate(hashrate, self.settings.share_interval_s))
+        if workers:
+            new_target = self._per_worker_target(elapsed, now)
+        else:
+            hashrate = self._window_work / elapsed
+            if self._window_shares == 0:
+                hashrate = (TWO_256 / self.target) / elapsed / 2  # silence: at least halve the difficulty
+            new_target = target_for_hashrate(hashrate, interval)
+        new_target = self._clamp(new_target)
         self._window_start = now
         self._window_shares = 0
+        self._window_work = 0.0
+        self._worker_work.clear()
         ratio = max(new_target, self.target) / max(1, min(new_target, self.target))
         if ratio < self.settings.tolerance:
             return None
         self.target = new_target
         return new_target
+
+    def _per_worker_target(self, elapsed: float, now: float) -> int:
+        horizon = now - self.ACTIVE_WINDOWS * self.settings.retarget_interval_s
+        for worker, seen in list(self._worker_seen.items()):
+            if seen < horizon:
+                del self._worker_seen[worker]  # gone: no longer holds the channel's target down
+        rates = [self._worker_work[w] / elapsed for w in self._worker_seen if w in self._worker_work]
+        if not rates:
+            return min(U256_MAX, self.target * 2)  # every worker silent this window
+        target = target_for_hashrate(min(rates), self.settings.share_interval_s)
+        if len(rates) < len(self._worker_seen):
+            target = max(target, min(U256_MAX, self.target * 2))  # an active worker found nothing: ease
+        return target
 
 
 class ShareResult(StrEnum):

@@ -46,6 +46,10 @@ class StratumSettings(_Strict):
     # per-connection message rate limit (token bucket); a connection that floods past it is closed
     max_messages_per_second: Annotated[float, Field(gt=0)] = 2000.0
     message_burst: Annotated[int, Field(ge=1)] = 4000
+    # every identity credited (a channel's user_identity, a share's 0x4CCB ckb_user_identity TLV) must be
+    # `<CKB address of this pool's network>.<worker>`; anything else is refused (OpenMiningChannel.Error,
+    # SubmitShares.Error). Off: any non-empty name is an account (test pools). Rendered deployments set it.
+    require_address_identity: bool = False
 
 
 class VardiffSettings(_Strict):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import secrets
@@ -47,6 +48,7 @@ from ..sv2.events import (
     Rejected,
     ShareSubmitted,
 )
+from ..sv2.extensions import EXTENSION_TYPE_WORKER_HASHRATE_TRACKING
 from ..sv2.framing import Frame, FrameDecoder
 from ..sv2.messages_ckb import (
     EXTENSION_TYPE_CKB_TEMPLATE,
@@ -67,6 +69,7 @@ from .channels import (
     target_for_hashrate,
 )
 from .config import PoolConfig
+from .identity import ERROR_INVALID_IDENTITY, Identity, IdentityError, check_worker, parse_identity
 from .metrics import HashrateWindow, PoolMetrics
 
 log = logging.getLogger(__name__)
@@ -190,6 +193,25 @@ def split_identity(user_identity: str) -> tuple[str, str]:
     return user, worker or "default"
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def cached_identity(text: str, network: str | None) -> Identity | IdentityError:
+    """:func:`parse_identity`, remembered: a proxy tags every share with its device's identity, and decoding a
+    CKB address (bech32) per share would cost more than checking the share's Eaglesong."""
+    try:
+        return parse_identity(text, network)
+    except IdentityError as exc:
+        return exc
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _tagged_worker(account: str, worker: str) -> Identity | IdentityError:
+    try:
+        check_worker(worker)
+    except IdentityError as exc:
+        return exc
+    return Identity(account, worker)
+
+
 class Flooding(Exception):
     """A connection sent messages faster than its rate limit allows."""
 
@@ -220,7 +242,8 @@ class MinerSession:
         self.noise = noise
         self.conn = ServerConnection(
             success_flags=server.success_flags,
-            supported_extensions=(EXTENSION_TYPE_CKB_TEMPLATE,),
+            # 0x0002 + 0x4CCB's share TLVs: a proxy credits each V1 device to its own identity (see on_share)
+            supported_extensions=(EXTENSION_TYPE_CKB_TEMPLATE, EXTENSION_TYPE_WORKER_HASHRATE_TRACKING),
             max_payload=server.config.stratum.max_frame_bytes,
         )
         self.channels: dict[int, ChannelState] = {}
@@ -415,6 +438,8 @@ class StratumServer:
         self._retarget_task: asyncio.Task[None] | None = None
         # in-flight shares after a harder SetTarget: a few share intervals, at least 2 s
         self._grace_s = max(2.0, 3 * config.vardiff.share_interval_s)
+        # identities must be addresses of this network (None: any non-empty account name)
+        self.identity_network: str | None = config.network if config.stratum.require_address_identity else None
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -527,7 +552,16 @@ class StratumServer:
         self, session: MinerSession, event: OpenStandardChannelRequested | OpenExtendedChannelRequested
     ) -> None:
         request = event.request
-        user, worker = split_identity(request.user_identity)
+        if self.identity_network is not None:
+            identity = cached_identity(request.user_identity, self.identity_network)
+            if isinstance(identity, IdentityError):
+                log.info("refusing a channel of %s: %s", session.peer, identity)
+                self.metrics.connection_errors_total.labels(reason=identity.code).inc()
+                session.send(session.conn.reject_channel(request.request_id, identity.code))
+                return
+            user, worker = identity.user, identity.worker
+        else:
+            user, worker = split_identity(request.user_identity)
         if not user:
             session.send(session.conn.reject_channel(request.request_id, "unknown-user"))
             return
@@ -647,12 +681,28 @@ class StratumServer:
                 session.conn.reject_share(event.channel.channel_id, share.sequence_number, "invalid-channel-id")
             )
             return
+        user, worker, tag = channel.user, channel.worker, None
+        if event.ckb_user_identity is not None or event.user_identity is not None:
+            identity = self._share_identity(channel, event)
+            if isinstance(identity, IdentityError):
+                # never credited to anyone: not to the channel's owner, not to a guess
+                self.metrics.shares_total.labels(result=identity.code).inc()
+                channel.rejected += 1
+                log.debug("share of %s refused: %s", session.peer, identity)
+                session.send(session.conn.reject_share(channel.info.channel_id, share.sequence_number, identity.code))
+                return
+            user, worker = identity.user, identity.worker
+            tag = f"{user}.{worker}"
         if isinstance(share, CkbSubmitSolution):
             nonce16 = share.nonce16
         else:
             nonce16 = ckb_profile.nonce16_from_share(channel.info.extranonce_prefix, share)
         active = self.jobs.get(share.job_id)
         share_target = channel.share_target(time.monotonic())
+        if event.share_target is not None:
+            # the target the proxy validated it against (a device's own, harder): checked and credited at that,
+            # never at an easier one than the channel allows
+            share_target = min(share_target, event.share_target)
         verdict = check_share(
             None if active is None else active.entry, self.jobs.current_parent, nonce16, share_target, self.blake2b
         )
@@ -670,14 +720,14 @@ class StratumServer:
             self.metrics.accepted_work_hashes_total.inc(work)
             self.metrics.share_difficulty_total.inc(verdict.difficulty)
             if verdict.is_block:
-                block_hash = self._found_block(channel, active, nonce, now)
+                block_hash = self._found_block(user, worker, active, nonce, now)
             shares_sum = max(1, round(verdict.difficulty))
             if self.on_share_event is None:
                 session.ack(channel, share.sequence_number, shares_sum)
             else:
                 success = self._success_after_publish(session, channel, share.sequence_number, shares_sum)
             previous = channel.target
-            if channel.vardiff.on_share() is not None:
+            if channel.vardiff.on_share(work=work, worker=tag) is not None:
                 session.flush_acks()
                 announce_target(session, channel, previous, self._grace_s)
         else:
@@ -690,8 +740,8 @@ class StratumServer:
             event_out = Share(
                 server_id=self.server_name,
                 channel_id=channel.info.channel_id,
-                user=channel.user,
-                worker=channel.worker,
+                user=user,
+                worker=worker,
                 job_id=share.job_id,
                 height=active.job.height if active is not None else 0,
                 nonce=nonce,
@@ -706,6 +756,21 @@ class StratumServer:
                 seq=self._share_seq,
             )
             self._queue_share(event_out, success)
+
+    def _share_identity(self, channel: ChannelState, event: ShareSubmitted) -> Identity | IdentityError:
+        """Who a tagged share is credited to (docs/sv2-ckb.md section 13).
+
+        The 0x4CCB ``ckb_user_identity`` names the account (``<address>.<worker>``, checked like a channel's
+        identity); a 0x0002 ``user_identity`` next to it must be that worker (what generic tooling shows and
+        what the books say must not differ). A 0x0002 identity alone (a generic SV2 proxy) is a worker of the
+        channel's own account: it cannot name an address in 32 bytes, so it cannot move the work elsewhere."""
+        if event.ckb_user_identity is not None:
+            identity = cached_identity(event.ckb_user_identity, self.identity_network)
+            if isinstance(identity, Identity) and event.user_identity not in (None, identity.worker):
+                return IdentityError(ERROR_INVALID_IDENTITY, "user_identity is not the worker of ckb_user_identity")
+            return identity
+        assert event.user_identity is not None
+        return _tagged_worker(channel.user, event.user_identity)
 
     @staticmethod
     def _success_after_publish(
@@ -761,7 +826,7 @@ class StratumServer:
             await asyncio.wait([self._share_flush], timeout=remaining)
         return True
 
-    def _found_block(self, channel: ChannelState, active: ActiveJob, nonce: int, now: float) -> bytes:
+    def _found_block(self, user: str, worker: str, active: ActiveJob, nonce: int, now: float) -> bytes:
         job = active.job
         block = job.block(nonce)
         block_hash = block.hash()
@@ -772,14 +837,14 @@ class StratumServer:
             block_hash=block_hash,
             work_id=job.work_id,
             block_json=json.dumps(block.to_json(), separators=(",", ":")).encode(),
-            user=channel.user,
-            worker=channel.worker,
+            user=user,
+            worker=worker,
             found_at=now,
         )
         self.metrics.blocks_found_total.inc()
         self.found_blocks.append(found)
         del self.found_blocks[:-100]
-        log.info("block found at height %d by %s.%s: %s", job.height, channel.user, channel.worker, block_hash.hex())
+        log.info("block found at height %d by %s.%s: %s", job.height, user, worker, block_hash.hex())
         if self.on_found_block is not None:
             self._spawn(self.on_found_block(found))
         return block_hash
@@ -832,8 +897,13 @@ class ServerStats:
 
 def server_stats(server: StratumServer) -> ServerStats:
     stats = ServerStats(connections=len(server.sessions))
+    now = time.monotonic()
     for session in server.sessions:
         for channel in session.channels.values():
             stats.channels += 1
-            stats.workers.add(f"{channel.user}.{channel.worker}")
+            tagged = channel.vardiff.recent_workers(now)
+            if tagged:  # a proxy's channel: its devices, not the proxy's own identity
+                stats.workers.update(tagged)
+            else:
+                stats.workers.add(f"{channel.user}.{channel.worker}")
     return stats

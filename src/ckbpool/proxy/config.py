@@ -2,6 +2,9 @@
 
 ::
 
+    network = "mainnet"              # the pool's: V1 usernames must be `<address of this network>.<worker>`
+    identity = "per-worker"          # or "aggregated": everything credited to upstream.user_identity
+
     [upstream]                       # the SV2 pool
     host = "pool.example.org"
     port = 34255
@@ -24,9 +27,9 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..v1.dialect import EXTRANONCE2_MAX, PROFILE_EXTRANONCE2_MIN
 from ..v1.lines import DEFAULT_MAX_LINE_BYTES
@@ -54,7 +57,8 @@ class UpstreamSettings(_Strict):
     port: Port = 34255
     noise: bool = True  # off only for plaintext test pools
     authority_public_key: str | None = None  # required when noise is on: the proxy must authenticate the pool
-    # the pool account all V1 miners mine for; the pool sees one worker (see docs/sv2-ckb.md, the proxy)
+    # the channel's identity: the account credited in aggregated mode (all V1 miners as one worker) and for
+    # untagged shares; in per-worker mode each share names its V1 miner (docs/sv2-ckb.md section 12)
     user_identity: str = Field(min_length=1, max_length=255)
     nominal_hash_rate: Annotated[float, Field(ge=0)] = 0.0
     connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
@@ -109,10 +113,28 @@ class HttpSettings(_Strict):
 
 
 class ProxyConfig(_Strict):
+    # the pool's network: in per-worker mode a V1 username must be `<CKB address of it>.<worker>`
+    network: Literal["dev", "testnet", "mainnet"] | None = None
+    # per-worker: every forwarded share is tagged with its V1 username (extensions 0x0002 + 0x4CCB) and the pool
+    # credits that address; aggregated: one identity (upstream.user_identity) for the whole farm, as before
+    identity: Literal["per-worker", "aggregated"] = "per-worker"
     upstream: UpstreamSettings
     v1: V1Settings = V1Settings()
     getwork: GetworkSettings = GetworkSettings()
     http: HttpSettings = HttpSettings()
+
+    @model_validator(mode="after")
+    def _per_worker_needs_network(self) -> ProxyConfig:
+        if self.identity == "per-worker" and self.network is None:
+            raise ValueError(
+                "network is required with identity = \"per-worker\" (the pool's network, to check the miners' "
+                'addresses): dev, testnet or mainnet; or set identity = "aggregated"'
+            )
+        return self
+
+    @property
+    def per_worker(self) -> bool:
+        return self.identity == "per-worker"
 
     @property
     def getwork_identity(self) -> str:

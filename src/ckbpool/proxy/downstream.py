@@ -9,6 +9,14 @@ and every V1 share is a SubmitSharesExtended on the one channel. A miner's share
 channel's (see :mod:`.vardiff`), so each share the proxy accepts locally is forwarded, and the miner hears the
 pool's verdict: the miners' accepted shares and the pool's count for the channel are the same number.
 
+Identity (``identity = "per-worker"``, the default): ``mining.authorize`` checks the username is
+``<CKB address of the pool's network>.<worker>`` (else error 29 with the reason; the connection stays usable),
+and every forwarded share carries three TLVs: 0x0002 ``user_identity`` = the worker name (<= 32 bytes, what
+generic SV2 tooling reads), 0x4CCB ``ckb_user_identity`` = the whole username (the account the pool credits:
+an address does not fit in 0x0002's 32 bytes) and 0x4CCB ``share_target`` = the miner's own target the share
+met, so the pool credits the work the share proved (docs/sv2-ckb.md sections 12 and 13). ``"aggregated"``:
+no tags, any username, the pool credits ``upstream.user_identity`` (a farm paid to one address).
+
 While the pool is away the miners stay connected: no new work is sent, their shares are answered with 21
 (stale). After a reconnect with the *same* prefix mining simply resumes with the new jobs; if the pool hands out
 a different prefix, every V1 connection is closed so that the miners subscribe again (CKB V1 has no way to
@@ -27,6 +35,7 @@ from typing import Any, cast
 
 from ..ckb.eaglesong import pow_output
 from ..ckb.target import share_difficulty_to_target, target_to_share_difficulty
+from ..pool.identity import Identity, IdentityError, parse_identity
 from ..sv2.events import ChannelInfo
 from ..sv2.messages_base import Message
 from ..sv2.messages_mining import (
@@ -92,6 +101,8 @@ class V1Connection(asyncio.Protocol):
         self.vardiff: MinerVardiff | None = None
         self.previous_target = 0
         self.grace_until = 0.0
+        # per-worker identity: each authorized username's checked identity (the share tags)
+        self.identities: dict[str, Identity] = {}
         self.waiting_subscribe = False
         self.closed = False
 
@@ -202,6 +213,8 @@ class V1Server:
             extended=True,
             # the SV2 extranonce must hold >= 1 byte of miner id plus extranonce2's part of it
             min_extranonce_size=v1.extranonce2_size - 8 + 1,
+            worker_identities=config.per_worker,
+            ckb_identities=config.per_worker,
             name="v1-upstream",
         )
         self.connections: set[V1Connection] = set()
@@ -220,6 +233,7 @@ class V1Server:
         self.bytes_in = 0
         self.bytes_out = 0
         self.bad_closes = 0
+        self.refused_authorizations = 0
         self.verdicts_lost = 0
         self.prefix_changes = 0
 
@@ -298,6 +312,14 @@ class V1Server:
         first = not conn.session.authorized
         if len(conn.session.authorized) >= MAX_WORKERS_PER_CONNECTION:
             return [conn.session.reject(event.request_id, StratumErrorCode.INVALID_USERNAME, "too many workers")]
+        if self.config.per_worker:
+            try:
+                identity = parse_identity(event.username, self.config.network)
+            except IdentityError as exc:
+                # refused with the reason; the connection stays usable (the miner may authorize another name)
+                self.refused_authorizations += 1
+                return [conn.session.reject(event.request_id, StratumErrorCode.INVALID_USERNAME, exc.message)]
+            conn.identities[event.username] = identity
         lines = [conn.session.accept_authorize(event.request_id, event.username)]
         if event.username not in self.workers and len(self.workers) < MAX_TRACKED_WORKERS:
             self.workers[event.username] = WorkerStats()
@@ -344,7 +366,15 @@ class V1Server:
             return self._reject_now(conn, event, StratumErrorCode.LOW_DIFFICULTY)
         job.seen.add(nonce16)
         sequence_number = self.pending.next_sequence_number()
-        self.upstream.submit_extended(sequence_number, job.upstream_id, job.ntime, nonce16)
+        identity = conn.identities.get(event.username) if self.config.per_worker else None
+        if identity is None:
+            self.upstream.submit_extended(sequence_number, job.upstream_id, job.ntime, nonce16)
+        else:
+            # the target it proved: the miner's own, or the network's for a block that missed it
+            proven = target if value <= target else job.network_target
+            self.upstream.submit_extended(
+                sequence_number, job.upstream_id, job.ntime, nonce16, identity.worker, str(identity), proven
+            )
         self.forwarded += 1
         self.pending.add(PendingShare(sequence_number, conn, event.request_id, event.username, target, now, is_block))
         if is_block:
@@ -507,7 +537,9 @@ class V1Server:
                 "bytes_out": self.upstream.bytes_out,
                 "bytes_in": self.upstream.bytes_in,
             },
+            "identity": self.config.identity,
             "miners": len(self.connections),
+            "refused_authorizations": self.refused_authorizations,
             "accepted": self.accepted,
             "rejected": {str(k): v for k, v in sorted(self.rejected.items())},
             "forwarded": self.forwarded,

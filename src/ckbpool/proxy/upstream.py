@@ -69,8 +69,10 @@ class Upstream:
     """``extended``: an extended channel (V1 miners) or a standard one (getwork); ``templates``: negotiate the
     CKB template extension and subscribe the channel to it; ``worker_identities``: negotiate extension 0x0002
     (worker-specific hashrate tracking), after which every share must name its worker
-    (``submit_extended(..., user_identity=...)``). A pool that refuses 0x0002 is treated as a refusal rather
-    than mined on without it: the workers' shares would be credited to the channel's identity instead.
+    (``submit_extended(..., user_identity=...)``); ``ckb_identities``: negotiate our extension 0x4CCB for its
+    share TLVs (the account ``<address>.<worker>`` and the validated share target; no template subscription).
+    A pool that refuses either is treated as a refusal rather than mined on without it: the workers' shares
+    would be credited to the channel's identity instead.
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class Upstream:
         min_extranonce_size: int = 0,
         templates: bool = False,
         worker_identities: bool = False,
+        ckb_identities: bool = False,
         name: str = "upstream",
     ) -> None:
         self.settings = settings
@@ -92,6 +95,7 @@ class Upstream:
         self.min_extranonce_size = min_extranonce_size
         self.templates = templates
         self.worker_identities = worker_identities
+        self.ckb_identities = ckb_identities
         self.name = name
         self.session: ClientSession | None = None
         self.channel: ChannelInfo | None = None
@@ -208,7 +212,7 @@ class Upstream:
         wanted = []
         if self.worker_identities:
             wanted.append(EXTENSION_TYPE_WORKER_HASHRATE_TRACKING)
-        if self.templates:
+        if self.templates or self.ckb_identities:
             wanted.append(EXTENSION_TYPE_CKB_TEMPLATE)
         return tuple(wanted)
 
@@ -248,6 +252,8 @@ class Upstream:
         assert self.session is not None
         if self.templates and EXTENSION_TYPE_CKB_TEMPLATE not in self.session.extensions:
             raise UpstreamRefused("the pool does not support the CKB template extension (0x4CCB)")
+        if self.ckb_identities and EXTENSION_TYPE_CKB_TEMPLATE not in self.session.extensions:
+            raise UpstreamRefused("the pool does not support the CKB extension's share identities (0x4CCB)")
         if self.worker_identities and EXTENSION_TYPE_WORKER_HASHRATE_TRACKING not in self.session.extensions:
             raise UpstreamRefused("the pool does not support worker-specific hashrate tracking (0x0002)")
         request: OpenExtendedMiningChannel | OpenStandardMiningChannel
@@ -275,12 +281,20 @@ class Upstream:
         self.session.send(message)
 
     def submit_extended(
-        self, sequence_number: int, job_id: int, ntime: int, nonce16: bytes, user_identity: str | None = None
+        self,
+        sequence_number: int,
+        job_id: int,
+        ntime: int,
+        nonce16: bytes,
+        user_identity: str | None = None,
+        ckb_user_identity: str | None = None,
+        share_target: int | None = None,
     ) -> bool:
         """Forward a share whose nonce16 starts with the channel's prefix; False if there is no channel.
 
         ``user_identity``: the worker to credit (extension 0x0002; needs ``worker_identities=True``, and is then
-        required). At most 32 UTF-8 bytes, else EncodeError.
+        required). At most 32 UTF-8 bytes, else EncodeError. ``ckb_user_identity`` (``<address>.<worker>``) and
+        ``share_target`` (the target the share met here): the 0x4CCB TLVs (need ``ckb_identities=True``).
         """
         channel = self.channel
         if channel is None or self.session is None:
@@ -295,6 +309,8 @@ class Upstream:
             int.from_bytes(nonce16[8:12], "little"),
             nonce16[prefix_size:8],
             user_identity,
+            ckb_user_identity,
+            share_target,
         )
         return True
 

@@ -185,11 +185,17 @@ class ShareSubmitted(Event):
     0x0002 (already checked: negotiated on this connection, 1..32 bytes of UTF-8), or None when the
     share carries none -- then it is the channel's (``channel.user_identity``). A share whose TLVs
     are not acceptable never becomes this event: it is :class:`Rejected` with a SubmitShares.Error.
+
+    ``ckb_user_identity`` / ``share_target``: the 0x4CCB TLVs (the account ``<address>.<worker>``
+    a proxy tags a V1 device's share with, and the target it validated the share against), checked
+    for size and encoding only; what they are worth is the pool's judgement.
     """
 
     channel: ChannelInfo
     share: Share
     user_identity: str | None = None
+    ckb_user_identity: str | None = None
+    share_target: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

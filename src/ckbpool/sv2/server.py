@@ -78,7 +78,7 @@ from ckbpool.sv2.events import (
     Rejected,
     ShareSubmitted,
 )
-from ckbpool.sv2.extensions import TlvRejected, read_share_tlvs
+from ckbpool.sv2.extensions import TlvRejected, read_share_extensions
 from ckbpool.sv2.framing import DEFAULT_MAX_PAYLOAD, HEADER_SIZE
 from ckbpool.sv2.messages import Message, UnknownMessage, encode_message
 from ckbpool.sv2.messages_ckb import (
@@ -324,10 +324,10 @@ class ServerConnection(Connection):
         if not msg.tlvs:
             return [ShareSubmitted(channel, msg)]
         try:
-            identity = read_share_tlvs(msg.tlvs, self.extensions)
+            found = read_share_extensions(msg.tlvs, self.extensions)
         except TlvRejected as exc:
             return [self._reject_share(msg, exc.error_code, exc.detail)]
-        return [ShareSubmitted(channel, msg, identity)]
+        return [ShareSubmitted(channel, msg, found.user_identity, found.ckb_user_identity, found.share_target)]
 
     def _on_ckb_solution(self, msg: CkbSubmitSolution) -> list[Event]:
         channel = self.channels.get(msg.channel_id)

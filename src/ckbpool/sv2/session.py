@@ -25,12 +25,13 @@ from collections.abc import Callable, Iterable
 
 from ckbpool.sv2.client import ClientConnection
 from ckbpool.sv2.events import ChannelOpened, ConnectionSetUp, Event, ExtensionsNegotiated
-from ckbpool.sv2.extensions import user_identity_tlv
+from ckbpool.sv2.extensions import share_tlvs, user_identity_tlv
 from ckbpool.sv2.framing import DEFAULT_MAX_PAYLOAD
 from ckbpool.sv2.messages_base import Message
 from ckbpool.sv2.messages_common import RequestExtensions, SetupConnection
 from ckbpool.sv2.messages_mining import SubmitSharesExtended
 from ckbpool.sv2.noise import MSG2_SIZE, NoiseInitiator, NoiseTransport
+from ckbpool.sv2.types import Tlv
 
 __all__ = ["ClientSession"]
 
@@ -167,14 +168,21 @@ class ClientSession:
         version: int,
         extranonce: bytes,
         user_identity: str | None = None,
+        ckb_user_identity: str | None = None,
+        share_target: int | None = None,
     ) -> None:
         """Send a SubmitSharesExtended, tagged with ``user_identity`` (extension 0x0002) when given.
 
         Tagging needs 0x0002 negotiated on this connection, and once it is, every share needs an identity:
         the state machine raises LocalProtocolError otherwise; an identity over 32 UTF-8 bytes (or empty)
-        raises EncodeError.
+        raises EncodeError. ``ckb_user_identity`` (the account, ``<address>.<worker>``) and ``share_target``
+        (the target the share was validated against) are the 0x4CCB TLVs (need 0x4CCB negotiated).
         """
-        tlvs = () if user_identity is None else (user_identity_tlv(user_identity),)
+        tlvs: tuple[Tlv, ...]
+        if ckb_user_identity is None and share_target is None:
+            tlvs = () if user_identity is None else (user_identity_tlv(user_identity),)
+        else:
+            tlvs = share_tlvs(user_identity, ckb_user_identity, share_target)
         self.send(SubmitSharesExtended(channel_id, sequence_number, job_id, nonce, ntime, version, extranonce, tlvs))
 
     def _flush(self) -> None:

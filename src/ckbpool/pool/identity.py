@@ -1,0 +1,120 @@
+"""Who a share is credited to: ``<CKB address>.<worker>``, checked the same way wherever it enters.
+
+A V1 miner names its account in ``mining.authorize`` (the username), an SV2 miner in its channel's
+``user_identity``, and a proxy forwards a V1 device's username with each share (the 0x4CCB
+``ckb_user_identity`` TLV, docs/sv2-ckb.md section 13). The pool pays the address, so all three go
+through :func:`parse_identity`: a malformed address, an address of another network or an unusable
+worker name is refused where it arrives (authorize error, OpenMiningChannel.Error,
+SubmitShares.Error) -- never credited to someone else.
+
+The worker name is capped at 32 UTF-8 bytes, the limit of the spec's 0x0002 ``user_identity`` TLV:
+the proxy tags each share with the worker name there too, so generic SV2 tooling sees exactly the
+worker names the pool's books use (no truncation, no two workers collapsing into one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..ckb.address import parse_address
+from ..ckb.errors import MalformedError
+
+__all__ = [
+    "DEFAULT_WORKER",
+    "ERROR_ADDRESS_WRONG_NETWORK",
+    "ERROR_INVALID_ADDRESS",
+    "ERROR_INVALID_IDENTITY",
+    "ERROR_INVALID_WORKER",
+    "MAX_IDENTITY_BYTES",
+    "MAX_WORKER_BYTES",
+    "Identity",
+    "IdentityError",
+    "check_worker",
+    "parse_identity",
+]
+
+#: the worker of ``address`` alone (no dot)
+DEFAULT_WORKER = "default"
+#: = the 0x0002 ``user_identity`` limit (spec, SRI's MAX_USER_IDENTITY_LENGTH)
+MAX_WORKER_BYTES = 32
+#: = the 0x4CCB ``ckb_user_identity`` limit (STR0_255), and the SV2 channel ``user_identity`` limit
+MAX_IDENTITY_BYTES = 255
+
+# SV2 error codes (STR0_32): SubmitShares.Error / OpenMiningChannel.Error
+ERROR_INVALID_ADDRESS = "invalid-address"
+ERROR_ADDRESS_WRONG_NETWORK = "address-wrong-network"
+ERROR_INVALID_WORKER = "invalid-worker-name"
+ERROR_INVALID_IDENTITY = "invalid-user-identity"
+
+
+class IdentityError(ValueError):
+    """An identity the pool cannot credit; ``code`` is its SV2 error code, ``message`` says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    user: str
+    worker: str
+
+    def __str__(self) -> str:
+        return f"{self.user}.{self.worker}"
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def check_worker(worker: str) -> None:
+    """A worker name fit for the books and for a 0x0002 TLV: 1..32 UTF-8 bytes, printable, no spaces."""
+    try:
+        size = len(worker.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise IdentityError(ERROR_INVALID_WORKER, "worker name is not valid UTF-8") from None
+    if size > MAX_WORKER_BYTES:
+        raise IdentityError(ERROR_INVALID_WORKER, f"worker name of {size} bytes exceeds {MAX_WORKER_BYTES}")
+    if not worker.isprintable() or any(c.isspace() for c in worker):
+        raise IdentityError(ERROR_INVALID_WORKER, "worker name has spaces or unprintable characters")
+
+
+def parse_identity(text: str, network: str | None) -> Identity:
+    """``user.worker`` split at the first dot (no worker: ``default``), checked.
+
+    ``network`` (dev/testnet/mainnet): the user must be a CKB address of that network. None: any
+    non-empty user (test pools and deployments that do not require addresses).
+    Raises :class:`IdentityError`.
+    """
+    user, dot, worker = text.partition(".")
+    if dot and not worker:
+        raise IdentityError(ERROR_INVALID_WORKER, "empty worker name after the dot")
+    worker = worker or DEFAULT_WORKER
+    check_worker(worker)
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise IdentityError(ERROR_INVALID_IDENTITY, "not valid UTF-8") from None
+    if size > MAX_IDENTITY_BYTES:
+        raise IdentityError(ERROR_INVALID_IDENTITY, f"{size} bytes exceed {MAX_IDENTITY_BYTES}")
+    if not user:
+        raise IdentityError(ERROR_INVALID_ADDRESS, "no account before the worker name")
+    if network is not None:
+        if user != user.strip():
+            raise IdentityError(ERROR_INVALID_ADDRESS, "spaces around the address")
+        try:
+            parse_address(user)
+        except MalformedError as exc:
+            raise IdentityError(ERROR_INVALID_ADDRESS, f"{_short(user)} is not a CKB address: {exc.problem}") from None
+        try:
+            parse_address(user, network)
+        except MalformedError:
+            raise IdentityError(
+                ERROR_ADDRESS_WRONG_NETWORK, f"{_short(user)} is not an address of this pool's network ({network})"
+            ) from None
+        user = user.lower()  # bech32 may be written in capitals: one account, one key in the books
+    elif not user.isprintable() or any(c.isspace() for c in user):
+        raise IdentityError(ERROR_INVALID_IDENTITY, "account name has spaces or unprintable characters")
+    return Identity(user, worker)
