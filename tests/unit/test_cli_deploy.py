@@ -342,7 +342,7 @@ def test_init_interactive_prompts_with_defaults(tmp_path: Path) -> None:
             "3456",  # stratum port
             "",  # redis (default yes)
             "",  # kafka (default no)
-            "",  # proxy (default no)
+            "",  # proxy (default yes on testnet and mainnet: CKB ASICs speak V1)
             "y",  # CPU miners
             "n",  # monitoring
             "",  # several hosts (default no)
@@ -353,6 +353,7 @@ def test_init_interactive_prompts_with_defaults(tmp_path: Path) -> None:
     data = yaml.safe_load(config.read_text())
     assert data["name"] == "mine" and data["network"] == "testnet" and data["ports"]["stratum"] == 3456
     assert data["services"]["redis"] is True and data["services"]["miner"]["enabled"] is True
+    assert data["services"]["proxy"] is True
     assert data["monitoring"]["enabled"] is False
 
 

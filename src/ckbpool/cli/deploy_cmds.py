@@ -185,7 +185,8 @@ def init(
     services: dict[str, Any] = {
         "redis": confirm("Share accounting in Redis?", redis, True),
         "kafka": confirm("Kafka bus (for pool roles on several hosts)?", kafka, False),
-        "proxy": confirm("V1 proxy for Stratum V1 miners?", proxy, False),
+        # every CKB ASIC in the field speaks Stratum V1 only: on a real network the V1 port is where hashrate arrives
+        "proxy": confirm("V1 proxy for Stratum V1 miners (CKB ASICs)?", proxy, network != "dev"),
     }
     want_miner = (
         confirm("Run CPU miners (dev/testnet smoke test)?", miner, network == "dev")
@@ -214,11 +215,14 @@ def init(
             h_name = typer.prompt(f"Host {i + 1} name", default=f"{name}-{i + 1}")
             h_addr = typer.prompt(f"Host {i + 1} address")
             h_roles = typer.prompt(
-                f"Host {i + 1} roles (ckb_node,pool,redis,kafka,proxy,monitoring)", default="ckb_node,pool"
+                f"Host {i + 1} roles (ckb_node,pool,redis,kafka,proxy,monitoring)",
+                default="ckb_node,pool,proxy" if services["proxy"] and i == 0 else "ckb_node,pool",
             )
             hosts.append({"name": h_name, "address": h_addr, "roles": [r.strip() for r in h_roles.split(",")]})
     if hosts:
         data["topology"] = {"mode": "multi", "hosts": hosts}
+        if proxy is None and not interactive and not any("proxy" in h.get("roles", ()) for h in hosts):
+            services["proxy"] = False  # the default follows hosts given without a proxy role (--proxy asks for it)
     if workspace is not None:
         data["workspace"] = str(workspace)
     if secrets_dir is not None:

@@ -207,6 +207,7 @@ class ShareVerdict:
     result: ShareResult
     is_block: bool = False
     difficulty: float = 0.0
+    value: int = 0  # Eaglesong output of an accepted share (what it proves: any target >= value)
 
 
 def check_share(
@@ -231,4 +232,4 @@ def check_share(
     if value > share_target and not is_block:
         return ShareVerdict(ShareResult.LOW_DIFFICULTY)
     job.seen.add(nonce16)
-    return ShareVerdict(ShareResult.ACCEPTED, is_block, target_to_share_difficulty(share_target))
+    return ShareVerdict(ShareResult.ACCEPTED, is_block, target_to_share_difficulty(share_target), value)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -29,6 +30,7 @@ from typing import Any
 
 from ..bus.base import BusClosed
 from ..bus.events import FoundBlock, Share
+from ..ckb.target import target_to_share_difficulty
 from ..ckb.template import MiningJob
 from ..retry import retry
 from ..sv2 import ckb_profile
@@ -715,6 +717,12 @@ class StratumServer:
         if accepted:
             assert active is not None
             channel.accepted += 1
+            if verdict.value <= channel.target < share_target:
+                # in a grace window the easier previous target is allowed, but a share that meets the current one
+                # is credited at it: crediting every grace-window share at the easier target would pay a miner
+                # already on the harder target less than it proved (docs/sv2-ckb.md section 12)
+                share_target = channel.target
+                verdict = dataclasses.replace(verdict, difficulty=target_to_share_difficulty(share_target))
             work = TWO_256 / share_target
             self.hashrate.add(work)
             self.metrics.accepted_work_hashes_total.inc(work)

@@ -365,18 +365,21 @@ class V1Server:
         if value > target and not is_block:
             return self._reject_now(conn, event, StratumErrorCode.LOW_DIFFICULTY)
         job.seen.add(nonce16)
+        # The target it is credited at: the hardest one it meets of the miner's current target and, in a grace
+        # window, the easier previous one (a miner already on the harder target must not be credited at the easier
+        # one); the network's for a block that missed both.
+        current = session.target or 0
+        proven = current if value <= current else target if value <= target else job.network_target
         sequence_number = self.pending.next_sequence_number()
         identity = conn.identities.get(event.username) if self.config.per_worker else None
         if identity is None:
             self.upstream.submit_extended(sequence_number, job.upstream_id, job.ntime, nonce16)
         else:
-            # the target it proved: the miner's own, or the network's for a block that missed it
-            proven = target if value <= target else job.network_target
             self.upstream.submit_extended(
                 sequence_number, job.upstream_id, job.ntime, nonce16, identity.worker, str(identity), proven
             )
         self.forwarded += 1
-        self.pending.add(PendingShare(sequence_number, conn, event.request_id, event.username, target, now, is_block))
+        self.pending.add(PendingShare(sequence_number, conn, event.request_id, event.username, proven, now, is_block))
         if is_block:
             log.info("block candidate from %s at height %s, forwarded", event.username, job.height)
         return b""

@@ -177,8 +177,10 @@ class ServerSession:
         if self.state is SessionState.CONNECTED:
             return self._refuse(request_id, StratumErrorCode.NOT_SUBSCRIBED)
         username = params[0] if params else None
-        if type(username) is not str or not username.strip() or len(username) > MAX_USERNAME_LENGTH:
+        if type(username) is not str or not username.strip():
             return self._refuse(request_id, StratumErrorCode.INVALID_USERNAME)
+        if len(username) > MAX_USERNAME_LENGTH:
+            return self._refuse(request_id, StratumErrorCode.INVALID_USERNAME, f"over {MAX_USERNAME_LENGTH} characters")
         password = params[1] if len(params) > 1 and type(params[1]) is str else ""
         return AuthorizeRequested(request_id, username, password)
 
