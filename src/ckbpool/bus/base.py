@@ -5,6 +5,7 @@ Semantics shared by the backends:
 - ``publish(topic, event)`` hands one event to the bus. It returns once the event is safe: handed to every
   in-process group queue, or acknowledged by Kafka (acks=all), or appended to the local disk spool when Kafka
   cannot take it within a bounded wait. It never takes long, and it never drops an event it returned for.
+  Found blocks and block outcomes never queue behind other events (Kafka: a lane and spool of their own).
 - ``subscribe(topic, group)`` gives an async iterator of events. Consumer-group semantics: every group receives
   every event once; subscribers that share a group share the stream (each event goes to one of them).
   Events of one topic reach a single subscriber in publish order (Kafka: per partition, see ``kafka.py``).
