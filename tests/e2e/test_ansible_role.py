@@ -119,6 +119,13 @@ def _project_containers(engine: str, project: str) -> list[str]:
     return out.stdout.split()
 
 
+def _container_names(engine: str, ids: list[str]) -> list[str]:
+    """``name (created, image)`` of each container, for a message that says which one changed."""
+    fmt = "{{.Name}} ({{.Created}}, {{.Image}})"
+    out = subprocess.run([engine, "inspect", "--format", fmt, *ids], capture_output=True, text=True, timeout=60)
+    return out.stdout.split("\n")
+
+
 @pytest.fixture
 def deployment(testhost: dict[str, object], images: dict[str, str], engine: str, tmp_path: Path) -> Iterator[Path]:
     config = tmp_path / "ckbpool.yaml"
@@ -208,7 +215,8 @@ def test_converge_idempotence_verify_destroy(deployment: Path, engine: str, tmp_
     view = target.last_view
     assert view is not None and view.stats, "no play recap"
     assert view.changed() == 0, {h: (s, view.hosts[h].changed_tasks) for h, s in view.stats.items()}
-    assert _project_containers(engine, project) == containers  # nothing recreated
+    after = _project_containers(engine, project)
+    assert after == containers, _container_names(engine, sorted(set(after) ^ set(containers)))  # nothing recreated
 
     # 3. verify: healthy (status over Ansible too) and a miner's shares and a block accepted
     health = target.health()
