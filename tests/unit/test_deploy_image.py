@@ -99,10 +99,18 @@ def test_push_refuses_the_local_only_name() -> None:
 def test_ca_bundle_defaults_to_what_pip_trusts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bundle = tmp_path / "ca.pem"
     bundle.write_text("-----BEGIN CERTIFICATE-----\n")
-    monkeypatch.delenv("CKBPOOL_BUILD_CA_BUNDLE", raising=False)
+    other = tmp_path / "other.pem"
+    other.write_text("-----BEGIN CERTIFICATE-----\n")
+    for var in ("CKBPOOL_BUILD_CA_BUNDLE", "PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    conf = tmp_path / "pip.conf"
+    conf.write_text(f"[global]\ncert = {other}\n")
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(conf))
+    assert image.default_ca_bundle() == other  # pip's configuration file
     monkeypatch.setenv("PIP_CERT", str(bundle))
-    assert image.default_ca_bundle() == bundle
+    assert image.default_ca_bundle() == bundle  # pip's environment wins over its files
     monkeypatch.setenv("PIP_CERT", str(tmp_path / "missing.pem"))
-    assert image.default_ca_bundle() is None
+    assert image.default_ca_bundle() == other  # a bundle that does not exist is skipped
     monkeypatch.setenv("CKBPOOL_BUILD_CA_BUNDLE", str(bundle))
     assert image.default_ca_bundle() == bundle

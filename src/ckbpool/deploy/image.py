@@ -236,13 +236,38 @@ def image_label(name: str, label: str) -> str | None:
 
 
 def default_ca_bundle() -> Path | None:
-    """The CA bundle pip on this machine uses (``$CKBPOOL_BUILD_CA_BUNDLE``, else ``$PIP_CERT``), if any: the
-    builder's pip then trusts what the operator's pip trusts (a TLS-intercepting proxy, a private mirror)."""
-    for var in ("CKBPOOL_BUILD_CA_BUNDLE", "PIP_CERT"):
-        value = os.environ.get(var)
+    """The CA bundle pip on this machine trusts, if one is set: ``$CKBPOOL_BUILD_CA_BUNDLE``, else pip's own
+    setting (``$PIP_CERT``, ``cert`` in /etc/pip.conf or the user's pip.conf), else ``$SSL_CERT_FILE`` /
+    ``$REQUESTS_CA_BUNDLE``. The builder's pip then trusts what the operator's pip trusts (a TLS-intercepting proxy,
+    a private mirror); the bundle is public material, handed in as a BuildKit secret only so no layer keeps it."""
+    candidates = [os.environ.get(var) for var in ("CKBPOOL_BUILD_CA_BUNDLE", "PIP_CERT")]
+    candidates += _pip_conf_certs()
+    candidates += [os.environ.get(var) for var in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")]
+    for value in candidates:
         if value and Path(value).is_file():
             return Path(value)
     return None
+
+
+def _pip_conf_certs() -> list[str]:
+    """``cert`` from pip's configuration files ($PIP_CONFIG_FILE, the user's, the site-wide one)."""
+    import configparser
+
+    files = [os.environ.get("PIP_CONFIG_FILE", ""), str(Path.home() / ".config" / "pip" / "pip.conf")]
+    files += [str(Path.home() / ".pip" / "pip.conf"), "/etc/pip.conf"]
+    out: list[str] = []
+    for name in files:
+        if not name or not Path(name).is_file():
+            continue
+        parser = configparser.ConfigParser()
+        try:
+            parser.read(name)
+        except configparser.Error:
+            continue
+        for section in ("global", "install"):
+            if parser.has_option(section, "cert"):
+                out.append(parser.get(section, "cert"))
+    return out
 
 
 def build_pool_image(
