@@ -289,9 +289,22 @@ def test_three_hosts_node_data_pool_mine_a_block_across_hosts(lab: Lab, images: 
     assert metrics.get("ckbpool_bus_connected") == 1.0, metrics
     assert metrics["ckbpool_bus_published_total"] > 0 and metrics["ckbpool_bus_consumed_total"] > 0, metrics
     password = (target.paths.secrets_dir / "redis.password").read_text().strip()
+    # accounting is asynchronous (and a found block takes its own, faster lane): wait, bounded, for the shares
+    deadline = time.monotonic() + 90
     with redis.Redis(host=data, port=ports.redis, password=password, socket_timeout=5) as r:
-        keys = [k.decode() for k in r.scan_iter(count=1000)]
-    assert any("multihost" in k for k in keys), keys[:50]
+        while True:
+            keys = [k.decode() for k in r.scan_iter(count=1000)]
+            if any("multihost" in k for k in keys) or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+    if not any("multihost" in k for k in keys):
+        logs = lab.run(
+            "pool-1",
+            "sh",
+            "-c",
+            "docker logs --tail 40 $(docker ps -q --filter label=com.docker.compose.service=pool) 2>&1",
+        )
+        raise AssertionError(f"no share accounted in Redis on {data}: keys {keys[:50]}; pool log:\n{logs.stdout}")
 
     # ... and Prometheus on pool-1 scrapes every target on every host
     deadline = time.monotonic() + 90
@@ -423,13 +436,15 @@ def test_pool_image_through_a_registry_is_pulled_by_digest_on_every_pool_host(
     for name in GROUPS:
         assert set(lab.containers(name)) == SERVICES[name], (name, lab.containers(name))
     for name in POOL_HOSTS:
-        running = lab.run(
-            name, "docker", "ps", "--filter", "label=com.docker.compose.service=pool", "--format", "{{.Image}}"
+        container = lab.run(
+            name, "docker", "ps", "-q", "--filter", "label=com.docker.compose.service=pool"
         ).stdout.strip()
+        # the reference the container was created from (`docker ps` shows a digest reference without its digest)
+        running, here = lab.run(
+            name, "docker", "inspect", "--format", "{{.Config.Image}} {{.Image}}", container
+        ).stdout.split()
         assert running.startswith(f"{repository}@sha256:"), running
-        # pulled by digest: the very image the controller built
-        here = lab.run(name, "docker", "image", "inspect", "--format", "{{.Id}}", running).stdout.strip()
-        assert here == built, (name, here, built)
+        assert here == built, (name, here, built)  # pulled by digest: the very image the controller built
     assert not list((target.paths.workspace / IMAGES_SUBDIR).glob("*.tar"))  # nothing saved for a transfer
 
     target.deploy(timeout=900)
