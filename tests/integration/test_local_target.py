@@ -293,7 +293,8 @@ def test_local_target_with_the_proxy_and_a_v1_miner(tmp_path: Path, ckb_binary: 
             assert "Traceback" not in target.log_tail("proxy", 200), target.log_tail("proxy", 12)
             status = json.loads(cli("status", "-c", str(config), "--json").stdout)
             blocks = status["pool"]["status"].get("last_blocks", []) if status["pool"]["reachable"] else []
-            return any(b["status"] == "accepted" and b["worker"].endswith(".proxy") for b in blocks)
+            # per-worker identity through the proxy: the block is the V1 miner's own (payout address, worker local-1)
+            return any(b["status"] == "accepted" and b["worker"] == f"{cfg.payout_address}.local-1" for b in blocks)
 
         wait_for(proxied_block, 120, "a block mined through the proxy")
         # the proxy's own /metrics, where the rendered proxy.toml put it (the operator's private address)
