@@ -289,8 +289,16 @@ class Pool:
         submit = asyncio.create_task(finder.submit_record(record))
         try:
             await self._announce(record)
-        finally:
+        except asyncio.CancelledError:
+            # shutting down: the block is on disk as pending and the next start submits it; a submission still
+            # retrying against an unreachable node must not hold the close (awaiting it here would, as the one
+            # cancellation has been delivered already)
+            submit.cancel()
+            raise
+        except Exception:
             await submit
+            raise
+        await submit  # a cancellation here reaches the submission too (it is the awaited task)
 
     async def _announce(self, record: BlockRecord) -> None:
         """Publish a found block on the bus (its block lane), retried until the bus takes it; then the record
