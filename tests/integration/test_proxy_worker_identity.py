@@ -206,9 +206,10 @@ async def test_v1_miners_each_credited_to_their_own_address(
                 assert stats["workers"][finder]["blocks"] >= 1  # the proxy saw that miner's share meet the network
             assert pool.accounting is not None
             logged = [json.loads(x) for x in await pool.accounting.redis.lrange(f"{PREFIX}blocks", 0, -1)]
-            assert {(b["user"], b["worker"]) for b in logged if b["status"] == "accepted"} == {
-                (b.user, b.worker) for b in accepted_blocks
-            }
+            # (recent_blocks keeps the last 50; a loaded machine's longer run may find more)
+            in_redis = {(b["user"], b["worker"]) for b in logged if b["status"] == "accepted"}
+            assert {(b.user, b.worker) for b in accepted_blocks} <= in_redis
+            assert {f"{user}.{worker}" for user, worker in in_redis} <= set(usernames)
             async with pool_node.client() as client:
                 for block in accepted_blocks:
                     header = await client.call("get_header_by_number", [hex(block.height)])
