@@ -302,9 +302,16 @@ def test_three_hosts_node_data_pool_mine_a_block_across_hosts(lab: Lab, images: 
             "pool-1",
             "sh",
             "-c",
-            "docker logs --tail 40 $(docker ps -q --filter label=com.docker.compose.service=pool) 2>&1",
+            "docker logs $(docker ps -q --filter label=com.docker.compose.service=pool) 2>&1"
+            " | grep -v 'httpx: HTTP Request' | tail -60",
         )
-        raise AssertionError(f"no share accounted in Redis on {data}: keys {keys[:50]}; pool log:\n{logs.stdout}")
+        exposition = lab.http_get("pool-1", ports.pool_http, "/metrics")
+        books = [line for line in exposition.splitlines() if "accounting" in line or "ckbpool_bus_" in line]
+        raise AssertionError(
+            f"no share accounted in Redis on {data}: keys {keys[:50]}; pool metrics:\n"
+            + "\n".join(books)
+            + f"\npool log (no RPC lines):\n{logs.stdout}"
+        )
 
     # ... and Prometheus on pool-1 scrapes every target on every host
     deadline = time.monotonic() + 90
