@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -23,7 +22,7 @@ import pytest
 from ckbpool.bus import InProcBus, Share, Topic, create_bus
 from ckbpool.pool.accounting import PREFIX, ShareAccounting, connect_redis
 from ckbpool.retry import Backoff
-from support.kafka import KafkaBroker, KafkaUnavailable
+from support.kafka import KafkaBroker, running_broker
 from support.redis import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -172,17 +171,7 @@ async def test_redis_killed_and_restarted_mid_stream_books_equal_published(
 # ------------------------------------------------------------------------------------------------- Kafka mode
 @pytest.fixture(scope="module")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
-    try:
-        broker = KafkaBroker(tmp_path_factory.mktemp("kafka"))
-    except KafkaUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI: {exc}")
-        pytest.skip(str(exc))
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
+    yield from running_broker(tmp_path_factory)
 
 
 async def test_kafka_consumer_crash_after_the_redis_write_before_the_offset_commit_counts_once(

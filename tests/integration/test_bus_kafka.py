@@ -7,7 +7,6 @@ instances with their own clients stand for two pool processes.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -28,7 +27,7 @@ from ckbpool.bus import (
     create_bus,
 )
 from ckbpool.bus.kafka import KafkaBus, KafkaSubscription
-from support.kafka import KafkaBroker, KafkaUnavailable
+from support.kafka import KafkaBroker, running_broker
 
 pytestmark = pytest.mark.integration
 
@@ -37,17 +36,7 @@ PUBLISH_TIMEOUT = 0.3
 
 @pytest.fixture(scope="module")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
-    try:
-        broker = KafkaBroker(tmp_path_factory.mktemp("kafka"))
-    except KafkaUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI: {exc}")
-        pytest.skip(str(exc))
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
+    yield from running_broker(tmp_path_factory)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from ckbpool.ckb.node import CkbNode, free_port
 from ckbpool.miner.sv2 import Sv2Miner
 from ckbpool.sv2.certs import Certificate
 from ckbpool.sv2.keys import Keypair, encode_secret_key
-from support.kafka import KafkaBroker, KafkaUnavailable
+from support.kafka import KafkaBroker, running_broker
 from support.redis import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -35,17 +34,7 @@ CKBPOOL = str(Path(sys.executable).parent / "ckbpool")
 
 @pytest.fixture(scope="module")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
-    try:
-        broker = KafkaBroker(tmp_path_factory.mktemp("kafka"))
-    except KafkaUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI: {exc}")
-        pytest.skip(str(exc))
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
+    yield from running_broker(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

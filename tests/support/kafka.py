@@ -23,9 +23,9 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 REPO = Path(__file__).resolve().parents[2]
 POM = REPO / "deps" / "kafka" / "pom.xml"
@@ -253,3 +253,21 @@ class KafkaBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def running_broker(tmp_path_factory: Any) -> Iterator[KafkaBroker]:
+    """A started broker for a test module's ``kafka`` fixture, stopped afterwards. Without Kafka (no Java, no jars)
+    the module is skipped on a developer machine and fails under CI, where `make deps` must have provided it."""
+    import pytest
+
+    try:
+        broker = KafkaBroker(tmp_path_factory.mktemp("kafka"))
+    except KafkaUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI: {exc}")
+        pytest.skip(str(exc))
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
