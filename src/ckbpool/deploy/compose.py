@@ -148,15 +148,19 @@ class ComposeTarget:
                 + (result.stderr.strip().splitlines() or ["no answer"])[-1]
             )
 
-    def expected_services(self) -> list[str]:
-        """Services of the rendered file that the active profiles start."""
+    def _active_services(self) -> dict[str, dict[str, Any]]:
+        """The rendered file's services that the active profiles start, by name (one read of compose.yaml)."""
         try:
             doc = yaml.safe_load((self.dir / "compose.yaml").read_text())
         except (OSError, yaml.YAMLError) as exc:
             raise TargetError(f"cannot read {self.dir / 'compose.yaml'}: {exc}") from None
         active = set(self.profiles())
-        services: dict[str, Any] = doc.get("services", {})
-        return [name for name, svc in services.items() if not svc.get("profiles") or active & set(svc["profiles"])]
+        services: dict[str, dict[str, Any]] = doc.get("services", {})
+        return {n: svc for n, svc in services.items() if not svc.get("profiles") or active & set(svc["profiles"])}
+
+    def expected_services(self) -> list[str]:
+        """Services of the rendered file that the active profiles start."""
+        return list(self._active_services())
 
     def containers(self) -> dict[str, dict[str, Any]]:
         """service -> ``docker inspect`` of its (first) container, found by the compose project label."""
@@ -204,17 +208,14 @@ class ComposeTarget:
                 out.append(ServiceHealth(service, status, health == "healthy", health))
         return out
 
-    def service_images(self) -> dict[str, str]:
+    def service_images(self, env: dict[str, str] | None = None) -> dict[str, str]:
         """image -> the first service that runs it, for the services the active profiles start, with the
-        ``${CKBPOOL_IMAGE_X:-default}`` references resolved the way compose resolves them (same environment)."""
-        try:
-            doc = yaml.safe_load((self.dir / "compose.yaml").read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise TargetError(f"cannot read {self.dir / 'compose.yaml'}: {exc}") from None
-        env = self.env()
+        ``${CKBPOOL_IMAGE_X:-default}`` references resolved the way compose resolves them (``env``, default:
+        the environment compose gets)."""
+        env = self.env() if env is None else env
         out: dict[str, str] = {}
-        for service in self.expected_services():
-            raw = str(doc["services"][service].get("image", ""))
+        for service, definition in self._active_services().items():
+            raw = str(definition.get("image", ""))
             name = _VARIABLE.sub(lambda m: env.get(m.group(1)) or (m.group(3) or ""), raw)
             if name:
                 out.setdefault(name, service)
@@ -226,8 +227,9 @@ class ComposeTarget:
         compose itself then never pulls (it only pulls what is missing)."""
         from .image import build_pool_image, build_step, image_id, is_local_image, pull_image
 
-        base = self.env().get("CKBPOOL_IMAGE_POOL_BASE") or self.config.images.pool_base
-        images = self.service_images()
+        env = self.env()
+        base = env.get("CKBPOOL_IMAGE_POOL_BASE") or self.config.images.pool_base
+        images = self.service_images(env)
         # pulls first: a missing official image fails in seconds, before minutes of building
         for name, service in images.items():
             if not is_local_image(name) and image_id(name) is None:
