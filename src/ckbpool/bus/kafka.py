@@ -102,6 +102,14 @@ class _NoProgress(Exception):
     """A spool replay window acknowledged nothing: wait (with backoff) before the next one."""
 
 
+#: a consumer's fetch failed (logged by _fetch): 0.5 s first, then growing to 5 s while Kafka stays down
+_FETCH_RETRY = Backoff(initial=0.5, maximum=5.0, jitter=0.25)
+
+
+class _FetchFailed(KafkaError):  # type: ignore[misc]
+    """A getmany() failed with a KafkaError that :meth:`KafkaSubscription._fetch` logged."""
+
+
 def default_spool_dir(client_id: str) -> Path:
     base = os.environ.get("CKBPOOL_STATE_DIR") or os.path.join(
         os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "ckbpool"
@@ -695,8 +703,14 @@ class KafkaSubscription(Subscription):
                 self._current = record
                 self._bus.consumed += 1
                 return event
-            if not await self._fetch(consumer, self._bus.config.commit_interval):
-                await asyncio.sleep(0.5)
+            # a Kafka error (broker down, leader moving) backs off through ckbpool.retry instead of polling a
+            # dead broker at a fixed rate; the wait starts over once a fetch works
+            await retry(
+                partial(self._fetch_or_raise, consumer, self._bus.config.commit_interval),
+                on=KafkaError,
+                policy=_FETCH_RETRY,
+                what=f"fetch {self.topic}/{self.group}",
+            )
 
     async def next_batch(self, max_events: int, timeout: float) -> list[Event] | None:
         if self._closed:
@@ -736,6 +750,11 @@ class KafkaSubscription(Subscription):
         for records in batches.values():
             self._buffer.extend(records)
         return True
+
+    async def _fetch_or_raise(self, consumer: Any, timeout: float) -> None:
+        """:meth:`_fetch`, raising the KafkaError (already logged) for :func:`retry` to back off on."""
+        if not await self._fetch(consumer, timeout):
+            raise _FetchFailed(self.topic)
 
     def _hand_out(self, record: Any) -> None:
         self._handed[TopicPartition(record.topic, record.partition)] = record.offset + 1

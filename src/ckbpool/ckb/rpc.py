@@ -149,18 +149,18 @@ class CkbRpcClient:
     ) -> None:
         """Wait until the node answers RPC (used right after starting a node). ``check`` runs before each try
         and raises to give up early, e.g. when the node's process has already exited."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
+        # a poll at a fixed interval (no growth: a starting node answers within seconds), bounded by ``timeout``
+        policy = Backoff(initial=interval, maximum=interval, jitter=0.0, timeout=timeout)
+
+        async def probe() -> None:
             if check is not None:
                 check()
-            try:
-                await self.call("get_tip_block_number", retries=0)
-                return
-            except NodeUnavailable as exc:
-                if loop.time() > deadline:
-                    raise NodeUnavailable("wait_ready", self.url, f"no answer within {timeout:.0f}s") from exc
-                await asyncio.sleep(interval)
+            await self.call("get_tip_block_number", retries=0)
+
+        try:
+            await retry(probe, on=NodeUnavailable, policy=policy, what=f"{self.url} ready")
+        except NodeUnavailable as exc:
+            raise NodeUnavailable("wait_ready", self.url, f"no answer within {timeout:.0f}s") from exc
 
 
 async def subscribe_new_tip(

@@ -47,6 +47,8 @@ from ..ckb.rpc import CkbRpcClient
 from ..retry import Backoff, retry
 
 log = logging.getLogger(__name__)
+#: probe a restarting node every 0.1 s for up to 30 s before resubmitting to it
+_SETTLE_PROBE = Backoff(initial=0.1, maximum=0.1, jitter=0.0, timeout=30.0)
 
 
 FINAL_STATUSES = frozenset({"accepted", "stale", "rejected"})
@@ -326,15 +328,15 @@ class BlockMaker:
         async with self._settling:  # one prober for all waiting submissions
             if self._node_settled:
                 return
-            deadline = asyncio.get_running_loop().time() + 30.0
-            while True:
-                try:
-                    await self.rpc.call("get_tip_block_number", retries=0)
-                    break
-                except (NodeUnavailable, RpcError):
-                    if asyncio.get_running_loop().time() > deadline:
-                        return  # give up waiting; the submit itself will retry and report
-                    await asyncio.sleep(0.1)
+            try:
+                await retry(
+                    lambda: self.rpc.call("get_tip_block_number", retries=0),
+                    on=(NodeUnavailable, RpcError),
+                    policy=_SETTLE_PROBE,
+                    what="node up after an outage",
+                )
+            except (NodeUnavailable, RpcError):
+                return  # give up waiting; the submit itself will retry and report
             await asyncio.sleep(self.settle_s)
             self._node_settled = True
 
