@@ -42,6 +42,29 @@ class MinerError(RuntimeError):
     pass
 
 
+class HashPacer:
+    """Caps a miner's hash rate at ``rate`` H/s over all its threads (None: as fast as the CPU goes).
+
+    After each searched chunk the miner sleeps until the hashes done so far fit the cap, so the rate is the
+    cap's, not the machine's load's, as long as the cap is well below what the CPU does: tests that need
+    controlled hash-rate ratios (devices of 10x different speed, equal speeds) on a shared, busy machine. At
+    most one second of unused budget is kept, so a stall is not followed by a long burst."""
+
+    def __init__(self, rate: float | None) -> None:
+        if rate is not None and rate <= 0:
+            raise ValueError("max_hashrate must be positive")
+        self.rate = rate
+        self._due = 0.0
+
+    async def pace(self, hashes: int) -> None:
+        if self.rate is None:
+            return
+        now = time.monotonic()
+        self._due = max(self._due, now - 1.0) + hashes / self.rate
+        if self._due > now:
+            await asyncio.sleep(self._due - now)
+
+
 @dataclass
 class MinerStats:
     submitted: int = 0
@@ -78,6 +101,7 @@ class Sv2Miner:
         vendor: str = "ckbpool-cpu",
         user_identity_tlv: str | None = None,
         connect_timeout: float = 10.0,
+        max_hashrate: float | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -91,6 +115,7 @@ class Sv2Miner:
         self.vendor = vendor
         self.user_identity_tlv = user_identity_tlv
         self.connect_timeout = connect_timeout
+        self.pacer = HashPacer(max_hashrate)
         self.stats = MinerStats()
         self.session = ClientSession(
             host,
@@ -232,12 +257,15 @@ class Sv2Miner:
                 if found is None:
                     counter += self.chunk
                     self.stats.hashes += self.chunk
+                    await self.pacer.pace(self.chunk)
                     continue
                 hit = found >> (8 * len(prefix))
-                self.stats.hashes += hit - counter + 1
+                searched = hit - counter + 1
+                self.stats.hashes += searched
                 counter = hit + 1
                 if job is self._active:
                     self._submit(job, found.to_bytes(16, "little"))
+                await self.pacer.pace(searched)  # after the submit: a share is never held back
 
     def _submit(self, job: _Job, nonce16: bytes) -> None:
         assert self.channel_id is not None

@@ -26,7 +26,7 @@ from ..v1.events import (
     SubscribeResult,
     TargetSet,
 )
-from .sv2 import MinerError
+from .sv2 import HashPacer, MinerError
 
 __all__ = ["V1Miner", "V1MinerStats"]
 
@@ -68,6 +68,7 @@ class V1Miner:
         chunk: int = 20_000,
         agent: str = "ckbpool-cpu-v1/1.0",
         drain_s: float = 5.0,
+        max_hashrate: float | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -77,6 +78,7 @@ class V1Miner:
         self.chunk = chunk
         self.agent = agent
         self.drain_s = drain_s
+        self.pacer = HashPacer(max_hashrate)
         self.stats = V1MinerStats()
         self.session = ClientSession()
         self.extranonce1 = b""
@@ -163,15 +165,18 @@ class V1Miner:
                 if found is None:
                     counter += count
                     self.stats.hashes += count
+                    await self.pacer.pace(count)
                     continue
                 hit = found >> (8 * len(self.extranonce1))
-                self.stats.hashes += hit - counter + 1
+                searched = hit - counter + 1
+                self.stats.hashes += searched
                 counter = hit + 1
                 nonce16 = found.to_bytes(16, "little")
                 # as firmware does: a share found against a target that has since become harder is dropped
                 current = int.from_bytes(pow_output(job.pow_hash, nonce16), "big") <= self.target
                 if job is self._active and current and not self._stop.is_set():
                     self._submit(job, nonce16[len(self.extranonce1) :])
+                await self.pacer.pace(searched)  # after the submit: a share is never held back
 
     def _submit(self, job: _Job, extranonce2: bytes) -> None:
         request_id, line = self.session.submit(self.username, job.job_id, extranonce2)
