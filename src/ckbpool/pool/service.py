@@ -51,6 +51,7 @@ from .metrics import BusCollector, FunctionCounter, PoolMetrics
 from .status import StatusServer
 from .stratum import StratumServer, server_stats
 from .templates import NewJob, TemplateWatcher
+from .workers import WorkerBook
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,8 @@ class Pool:
         self.accounting: ShareAccounting | None = None
         self.status_server: StatusServer | None = None
         self.recent_blocks: list[BlockOutcome] = []
+        # per user and worker, the shares this process's stratum server published (/status "users")
+        self.workers = WorkerBook()
         self._tasks: list[asyncio.Task[Any]] = []
         self._accounting_task: asyncio.Task[Any] | None = None
         self._redis: aioredis.Redis | None = None
@@ -279,6 +282,7 @@ class Pool:
 
     async def _publish_share(self, share: Share) -> None:
         await self.bus.publish(Topic.SHARES, share)
+        self.workers.observe(share)  # after the bus took it: a retried publish is counted once
 
     async def _on_found_block(self, found: FoundBlock) -> None:
         """On disk first (fsynced), then submitted by this process and announced on the bus, concurrently: the
@@ -388,6 +392,8 @@ class Pool:
             "connections": stats.connections if stats else 0,
             "channels": stats.channels if stats else 0,
             "workers": sorted(stats.workers) if stats else [],
+            # hashrate, accepted, rejected, last share per user and worker, as this stratum server saw them
+            "users": self.workers.status(),
             "last_blocks": [
                 {
                     "height": b.height,
