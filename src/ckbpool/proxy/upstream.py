@@ -18,6 +18,7 @@ import random
 from typing import Protocol
 
 from .. import __version__
+from ..retry import Backoff, retry
 from ..sv2 import ckb_profile
 from ..sv2.certs import CertificateError
 from ..sv2.errors import Sv2Error
@@ -52,6 +53,14 @@ _MAX_TARGET = (1 << 256) - 1
 
 class UpstreamRefused(Exception):
     """The pool refused the setup, the extension or the channel (retrying may not help: check the config)."""
+
+
+class _Lost(Exception):
+    """One connection attempt ended before or without a working channel: retried with growing waits."""
+
+
+class _ChannelLost(Exception):
+    """A connection that had its channel open ended: the backoff starts over."""
 
 
 class UpstreamHandler(Protocol):
@@ -136,36 +145,45 @@ class Upstream:
         return self._bytes_in + (self.session.bytes_in if self.session is not None else 0)
 
     async def run(self) -> None:
-        delay = self.settings.reconnect_min_s
+        """Keep the channel up: reconnects back off through :mod:`ckbpool.retry` (exponential, jittered, capped
+        at ``reconnect_max_s``); a connection that got as far as an open channel starts the backoff over, after
+        one short pause so that a pool which accepts and drops at once is not hammered."""
+        settings = self.settings
+        low, high = settings.reconnect_min_s, settings.reconnect_max_s
+        policy = Backoff(initial=low, maximum=high, jitter=low)  # jitter: proxies must not reconnect in lock-step
         while not self._stopping:
-            reached_channel = refused = False
             try:
-                await self._session()
-                reason = "the pool closed the connection"
-            except asyncio.CancelledError:
-                raise
-            except UpstreamRefused as exc:
-                reason = f"refused: {exc}"
-                refused = True
-            except (OSError, TimeoutError, asyncio.IncompleteReadError, Sv2Error, CertificateError) as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-            except Exception as exc:  # a bug must not end the reconnect loop
-                log.exception("%s: unexpected error", self.name)
-                reason = f"internal error: {exc}"
-            finally:
-                reached_channel = self.channel is not None
-                self._teardown()
-            self.last_error = reason
-            if reached_channel:
-                self.handler.upstream_down(self, reason)
-                if not refused:  # a refusal (e.g. a config that does not fit the pool) keeps backing off
-                    delay = self.settings.reconnect_min_s
-            if self._stopping:
-                break
-            wait = delay * random.uniform(0.5, 1.0)
-            log.warning("%s: %s; reconnecting in %.1fs", self.name, reason, wait)
-            await asyncio.sleep(wait)
-            delay = min(self.settings.reconnect_max_s, delay * 2)
+                await retry(self._connect_once, on=_Lost, policy=policy, what=f"{self.name} upstream")
+            except _ChannelLost:
+                await asyncio.sleep(low * random.uniform(0.5, 1.0))
+
+    async def _connect_once(self) -> None:
+        """One connection, from connect to its end; always raises unless the proxy is stopping."""
+        refused = False
+        try:
+            await self._session()
+            reason = "the pool closed the connection"
+        except asyncio.CancelledError:
+            raise
+        except UpstreamRefused as exc:
+            reason = f"refused: {exc}"
+            refused = True
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, Sv2Error, CertificateError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # a bug must not end the reconnect loop
+            log.exception("%s: unexpected error", self.name)
+            reason = f"internal error: {exc}"
+        finally:
+            reached_channel = self.channel is not None
+            self._teardown()
+        self.last_error = reason
+        if reached_channel:
+            self.handler.upstream_down(self, reason)
+        if self._stopping:
+            return
+        log.warning("%s: %s; reconnecting", self.name, reason)
+        # a refusal (e.g. a config that does not fit the pool) keeps backing off even after an open channel
+        raise (_ChannelLost if reached_channel and not refused else _Lost)(reason)
 
     def _teardown(self) -> None:
         self.channel = None
