@@ -7,7 +7,7 @@ CACHE ?= $(HOME)/.cache/ckbpool
 export CKBPOOL_CACHE := $(CACHE)
 PYTEST_ARGS ?=
 
-.PHONY: venv deps test test-unit test-integration lint bench demo fuzz clean
+.PHONY: venv deps test test-unit test-integration lint bench abuse demo fuzz clean
 
 $(BIN)/.installed: pyproject.toml setup.py src/ckbpool/ckb/_eaglesong.c
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,6 +36,10 @@ lint: venv
 
 bench: venv deps
 	$(BIN)/python -m benchmarks.run --out docs/benchmarks.md
+
+## abuse: issue 15's abuse runs (limits under attack while an honest miner mines), written to docs/abuse.md
+abuse: venv deps
+	$(BIN)/python -m benchmarks.abuse --out docs/abuse.md
 
 ## demo: local target on a dev chain + CPU miners, live view until Ctrl-C (DEMO_ARGS="--blocks 3 --duration 120" bounds it)
 demo: venv deps
