@@ -34,6 +34,7 @@ from ..sv2.messages_mining import (
     SubmitSharesSuccess,
 )
 from ..sv2.session import ClientSession
+from .journal import ShareJournal
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,8 @@ class Sv2Miner:
         user_identity_tlv: str | None = None,
         connect_timeout: float = 10.0,
         max_hashrate: float | None = None,
+        journal: ShareJournal | None = None,
+        drain_s: float = 0.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -116,6 +119,9 @@ class Sv2Miner:
         self.user_identity_tlv = user_identity_tlv
         self.connect_timeout = connect_timeout
         self.pacer = HashPacer(max_hashrate)
+        # every share and its answer (audits); with drain_s, run() ends by waiting that long for the answers
+        self.journal = journal
+        self.drain_s = drain_s
         self.stats = MinerStats()
         self.session = ClientSession(
             host,
@@ -221,7 +227,11 @@ class Sv2Miner:
             self._job_changed.set()
         elif isinstance(msg, SubmitSharesSuccess):
             self.stats.accepted += msg.new_submits_accepted_count
+            if self.journal is not None:
+                self.journal.success_through(msg.last_sequence_number, msg.new_submits_accepted_count)
         elif isinstance(msg, SubmitSharesError):
+            if self.journal is not None:
+                self.journal.error(msg.sequence_number, msg.error_code)
             self.stats.rejected += 1
             self.stats.rejected_reasons[msg.error_code] = self.stats.rejected_reasons.get(msg.error_code, 0) + 1
         elif isinstance(msg, SetupConnectionError):
@@ -288,6 +298,17 @@ class Sv2Miner:
             msg = SubmitSharesStandard(self.channel_id, self._seq, job.job_id, parts.nonce, ntime, parts.version)
             self.session.send(msg)
         self.stats.submitted += 1
+        if self.journal is not None:
+            self.journal.submitted(self._seq, str(job.job_id), int.from_bytes(nonce16, "little"))
+
+    async def _drain(self, reader: asyncio.Task[None]) -> None:
+        """No new shares any more: wait up to ``drain_s`` for the answers to those sent (journal only)."""
+        journal = self.journal
+        if journal is None or self.drain_s <= 0:
+            return
+        deadline = time.monotonic() + self.drain_s
+        while journal.waiting and not reader.done() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
     async def run(self, *, duration: float | None = None, shares: int | None = None) -> MinerStats:
         """Mine until ``duration`` seconds pass, ``shares`` are acknowledged, or stop() is called."""
@@ -307,11 +328,16 @@ class Sv2Miner:
                 await asyncio.sleep(0.02)
         finally:
             self.stop()
-            for task in tasks:
+            reader, miners = tasks[0], tasks[1:]
+            for task in miners:
                 task.cancel()
-            for task in tasks:
+            for task in miners:
                 with contextlib.suppress(asyncio.CancelledError, MinerError, ConnectionError):
                     await task
+            await self._drain(reader)
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, MinerError, ConnectionError):
+                await reader
             self.session.close()
             await self.session.wait_closed()
         return self.stats

@@ -26,6 +26,7 @@ from ..v1.events import (
     SubscribeResult,
     TargetSet,
 )
+from .journal import ShareJournal
 from .sv2 import HashPacer, MinerError
 
 __all__ = ["V1Miner", "V1MinerStats"]
@@ -69,6 +70,7 @@ class V1Miner:
         agent: str = "ckbpool-cpu-v1/1.0",
         drain_s: float = 5.0,
         max_hashrate: float | None = None,
+        journal: ShareJournal | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -79,6 +81,7 @@ class V1Miner:
         self.agent = agent
         self.drain_s = drain_s
         self.pacer = HashPacer(max_hashrate)
+        self.journal = journal  # every share (nonce16 = extranonce1 || extranonce2) and its answer, for audits
         self.stats = V1MinerStats()
         self.session = ClientSession()
         self.extranonce1 = b""
@@ -114,6 +117,11 @@ class V1Miner:
     def _on_event(self, event: Event) -> None:
         if isinstance(event, SubmitResult):
             self._outstanding.discard(event.request_id)
+            if self.journal is not None and isinstance(event.request_id, int):
+                if event.accepted:
+                    self.journal.success(event.request_id)
+                else:
+                    self.journal.error(event.request_id, str(event.error_code))
             if event.accepted:
                 self.stats.accepted += 1
             else:
@@ -184,6 +192,9 @@ class V1Miner:
         self._answered.clear()
         self.stats.submitted += 1
         self._write(line)
+        if self.journal is not None:
+            nonce16 = self.extranonce1 + extranonce2
+            self.journal.submitted(request_id, job.job_id, int.from_bytes(nonce16, "little"))
 
     async def run(self, *, duration: float | None = None, shares: int | None = None) -> V1MinerStats:
         """Mine until ``duration`` seconds pass, ``shares`` are answered, or stop() is called; then drain."""
