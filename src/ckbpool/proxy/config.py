@@ -14,6 +14,8 @@
     [v1]                             # CKB Stratum V1 for ASICs
     listen_port = 3333
     extranonce2_size = 10            # 16 - len(pool prefix) - miner id bytes
+    max_connections_per_ip = 4096    # abuse limits: see V1Settings (all have defaults)
+    idle_timeout_s = 900
 
     [getwork]                        # JSON-RPC for the official `ckb miner`
     enabled = true
@@ -89,8 +91,23 @@ class V1Settings(_Strict):
     # With the usual 4-byte pool prefix: 10 -> 2-byte miner ids (65,536 miners), 8 -> 4-byte ids (an 8+8 split).
     extranonce2_size: Annotated[int, Field(ge=PROFILE_EXTRANONCE2_MIN, le=EXTRANONCE2_MAX)] = 10
     max_line_bytes: Annotated[int, Field(ge=256, le=1 << 20)] = DEFAULT_MAX_LINE_BYTES
+    # Abuse limits (the V1 port faces the internet). Connections are counted at accept, before any line is read;
+    # a farm behind one NAT shares an address, hence the large per-IP cap. With the usual 4-byte pool prefix and
+    # extranonce2_size = 10 there are 65,536 miner ids: a subscribed connection holds one until it closes.
     max_connections: Annotated[int, Field(ge=1)] = 100_000
+    max_connections_per_ip: Annotated[int, Field(ge=1)] = 4096
     max_bad_requests: Annotated[int, Field(ge=1)] = 32
+    # mining.subscribe within this long of connecting, then an accepted mining.authorize within this long of the
+    # subscribe (a miner held back because the pool is not up yet is not timed out until its subscribe is answered)
+    subscribe_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    authorize_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    # authorized, then no line at all for this long: closed. ASICs submit every share_interval_s (vardiff keeps
+    # even slow ones talking), so this only ends dead or parked sockets -- like the pool's stratum.idle_timeout_s.
+    idle_timeout_s: Annotated[float, Field(gt=0)] = 900.0
+    # lines per connection (token bucket): a flood past it closes the connection. Generous: a new 10 TH/s device
+    # sends ~10^4 shares/s at the initial difficulty until vardiff's flood rule moves it (one round trip).
+    max_messages_per_second: Annotated[float, Field(gt=0)] = 1000.0
+    message_burst: Annotated[int, Field(ge=1)] = 5000
     notify_parent_hash: bool = True  # 5-parameter mining.notify (False: the 4-parameter form)
     extranonce_subscribe: bool = True  # answer mining.extranonce.subscribe with true (False: error 20)
     vardiff: V1VardiffSettings = V1VardiffSettings()

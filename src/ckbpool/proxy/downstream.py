@@ -21,6 +21,16 @@ While the pool is away the miners stay connected: no new work is sent, their sha
 (stale). After a reconnect with the *same* prefix mining simply resumes with the new jobs; if the pool hands out
 a different prefix, every V1 connection is closed so that the miners subscribe again (CKB V1 has no way to
 change extranonce1 on a live connection).
+
+Abuse limits (all in ``[v1]``, see :mod:`.config` and :mod:`.limits`): connections are counted at accept against
+``max_connections`` and ``max_connections_per_ip`` and refused there; each connection then runs against one
+deadline at a time -- ``mining.subscribe`` within ``subscribe_timeout_s`` of connecting, an accepted
+``mining.authorize`` within ``authorize_timeout_s`` of the subscribe answer, then at most ``idle_timeout_s``
+between lines -- kept as one timer handle per connection that is re-armed lazily (a line only stamps the time). A
+token bucket caps lines per connection (``max_messages_per_second``, ``message_burst``); a flood closes it. A miner
+id is taken when the subscribe is answered and given back when the connection goes, so the id space can only be
+held by live, recently talking connections; with every id held a subscribe is refused (error 30 + reason) and the
+connection closed. Every refusal is counted by reason (``ckbpool_proxy_v1_refusals_total{reason}``).
 """
 
 from __future__ import annotations
@@ -29,7 +39,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -53,9 +62,10 @@ from ..sv2.messages_mining import (
 from ..v1.dialect import Dialect, parse_job_id
 from ..v1.errors import StratumErrorCode
 from ..v1.events import AuthorizeRequested, ConnectionClosed, ShareSubmitted, SubscribeRequested
-from ..v1.server import ServerSession
+from ..v1.server import ServerSession, SessionState
 from .config import ProxyConfig
 from .jobs import ChannelJobs, ProxyJob
+from .limits import ExtranonceIds, PerIpCount, Refusal, TokenBucket, raise_nofile_limit
 from .pending import PendingShare, PendingShares
 from .upstream import Upstream, UpstreamRefused
 from .vardiff import MinerVardiff
@@ -105,23 +115,47 @@ class V1Connection(asyncio.Protocol):
         self.identities: dict[str, Identity] = {}
         self.waiting_subscribe = False
         self.closed = False
+        # abuse limits: the source address (per-IP cap), the phase clocks (loop time), the line rate limit
+        self.host = ""
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.connected_at = 0.0
+        self.subscribed_at: float | None = None  # when the subscribe was answered (a miner id taken)
+        self.last_seen = 0.0
+        self.bucket = TokenBucket(s.max_messages_per_second, s.message_burst)
+        self._timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's TCPTransport is not an asyncio.Transport subclass: check the interface, not the class
         self.transport = cast(asyncio.Transport, transport)
         self.peer = transport.get_extra_info("peername")
-        if not self.server.add_connection(self):
+        self.host = str(self.peer[0]) if isinstance(self.peer, tuple) and self.peer else str(self.peer)
+        self.loop = asyncio.get_running_loop()
+        self.connected_at = self.last_seen = self.loop.time()
+        refusal = self.server.add_connection(self)
+        if refusal is not None:
             self.closed = True
+            self.server.note_refusal(refusal, self)
             self.transport.abort()
+            return
+        self.rearm()
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
         server = self.server
         server.bytes_in += len(data)
+        assert self.loop is not None
+        now = self.last_seen = self.loop.time()
+        events = self.session.receive_data(data)
+        if events and not self.bucket.take(len(events), now):
+            server.note_refusal(Refusal.RATE_LIMIT, self)
+            self.close()
+            return
         out: list[bytes] = []
-        for event in self.session.receive_data(data):
+        for event in events:
+            if self.closed:  # refused on the way (no miner id): the rest of the read is moot
+                return
             if event.reply:
                 out.append(event.reply)
             kind = type(event)
@@ -140,6 +174,7 @@ class V1Connection(asyncio.Protocol):
                 assert isinstance(event, ConnectionClosed)
                 log.info("closing V1 connection %s: %s", self.peer, event.reason)
                 server.bad_closes += 1
+                server.note_refusal(Refusal.BAD_REQUESTS, self)
                 if out:
                     self.write(b"".join(out))
                 self.close()
@@ -149,7 +184,44 @@ class V1Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._cancel_timer()
         self.server.remove_connection(self)
+
+    # -- deadlines --------------------------------------------------------------------------------
+    def deadline(self) -> tuple[float, Refusal]:
+        """The one deadline of the connection's current phase (loop time), and the reason if it passes."""
+        s = self.server.config.v1
+        if self.session.authorized:
+            return self.last_seen + s.idle_timeout_s, Refusal.IDLE_TIMEOUT
+        if self.subscribed_at is not None:
+            return self.subscribed_at + s.authorize_timeout_s, Refusal.AUTHORIZE_TIMEOUT
+        if self.session.state is SessionState.SUBSCRIBING:
+            # held back until the pool gives the channel (no miner id taken yet): only a silent socket ends
+            return self.last_seen + s.idle_timeout_s, Refusal.IDLE_TIMEOUT
+        return self.connected_at + s.subscribe_timeout_s, Refusal.SUBSCRIBE_TIMEOUT
+
+    def rearm(self) -> None:
+        """(Re)schedule the timer at the current phase's deadline; called when the phase changes."""
+        if self.closed or self.loop is None:
+            return
+        self._cancel_timer()
+        self._timer = self.loop.call_at(self.deadline()[0], self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        self._timer = None
+        if self.closed or self.loop is None:
+            return
+        deadline, reason = self.deadline()
+        if self.loop.time() < deadline:  # talked since (idle) or moved to a later phase: sleep again
+            self._timer = self.loop.call_at(deadline, self._on_deadline)
+            return
+        self.server.note_refusal(reason, self)
+        self.close()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     # -- output -----------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -160,12 +232,14 @@ class V1Connection(asyncio.Protocol):
         transport.write(data)
         if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
             log.warning("closing V1 connection %s: it does not read what we send", self.peer)
+            self.server.note_refusal(Refusal.SLOW_READER, self)
             self.close()
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
+        self._cancel_timer()
         if self.transport is not None:
             self.transport.close()
         self.server.remove_connection(self)
@@ -221,8 +295,9 @@ class V1Server:
         self.prefix: bytes | None = None
         self.id_bytes = 0
         self.upstream_target = 0
-        self._next_id = 0
-        self._free_ids: deque[int] = deque()
+        self.ids = ExtranonceIds()  # capacity set by the first channel (256 ** id_bytes)
+        self.per_ip = PerIpCount(v1.max_connections_per_ip)
+        self.refusals: dict[Refusal, int] = dict.fromkeys(Refusal, 0)
         self._server: asyncio.Server | None = None
         self._maintenance: asyncio.Task[None] | None = None
         self.workers: dict[str, WorkerStats] = {}
@@ -241,6 +316,13 @@ class V1Server:
     async def start(self) -> None:
         v1 = self.config.v1
         loop = asyncio.get_running_loop()
+        nofile = raise_nofile_limit(v1.max_connections + 1024)
+        if nofile < v1.max_connections:
+            log.warning(
+                "RLIMIT_NOFILE is %d, below v1.max_connections (%d): raise the hard limit to hold that many miners",
+                nofile,
+                v1.max_connections,
+            )
         self._server = await loop.create_server(
             lambda: V1Connection(self), v1.listen_host, v1.listen_port, backlog=1024
         )
@@ -269,25 +351,38 @@ class V1Server:
                 await asyncio.wait_for(self._server.wait_closed(), 5)
 
     # -- connections ------------------------------------------------------------------------------
-    def add_connection(self, conn: V1Connection) -> bool:
+    def add_connection(self, conn: V1Connection) -> Refusal | None:
+        """Count a just-accepted connection against the global and per-IP caps; the refusal reason if over."""
         if len(self.connections) >= self.config.v1.max_connections:
-            log.warning("refusing V1 connection from %s: %d connections", conn.peer, len(self.connections))
-            return False
+            return Refusal.MAX_CONNECTIONS
+        if not self.per_ip.add(conn.host):
+            return Refusal.PER_IP
         self.connections.add(conn)
-        return True
+        return None
 
     def remove_connection(self, conn: V1Connection) -> None:
         if conn in self.connections:
             self.connections.discard(conn)
+            self.per_ip.remove(conn.host)
             if conn.miner_id is not None:
-                self._free_ids.append(conn.miner_id)
+                self.ids.release(conn.miner_id)
                 conn.miner_id = None
 
-    def _allocate_id(self) -> int | None:
-        if self._next_id < 1 << (8 * self.id_bytes):
-            self._next_id += 1
-            return self._next_id - 1
-        return self._free_ids.popleft() if self._free_ids else None
+    def note_refusal(self, reason: Refusal, conn: V1Connection) -> None:
+        """Count a refused or closed connection. Logged at warning the first time and every 10,000th per reason
+        (an attack must not turn into a log flood), at debug otherwise."""
+        count = self.refusals[reason] = self.refusals[reason] + 1
+        if count == 1 or count % 10_000 == 0:
+            log.warning(
+                "V1 connection %s refused or closed: %s (%d so far; %d connections, %d miner ids free)",
+                conn.peer,
+                reason.value,
+                count,
+                len(self.connections),
+                self.ids.available,
+            )
+        else:
+            log.debug("V1 connection %s refused or closed: %s", conn.peer, reason.value)
 
     # -- V1 requests ------------------------------------------------------------------------------
     def on_subscribe(self, conn: V1Connection, event: SubscribeRequested) -> list[bytes]:
@@ -298,10 +393,21 @@ class V1Server:
 
     def _answer_subscribe(self, conn: V1Connection, request_id: Any) -> list[bytes]:
         assert self.prefix is not None
-        miner_id = self._allocate_id()
+        miner_id = self.ids.allocate()
         if miner_id is None:
-            return [conn.session.reject(request_id, StratumErrorCode.INTERNAL_ERROR, "no free extranonce1")]
+            # every extranonce1 is held by a live connection: refuse clearly and hang up (the miner retries later;
+            # ids come back as connections close or time out)
+            self.note_refusal(Refusal.NO_MINER_ID, conn)
+            conn.write(
+                conn.session.reject(
+                    request_id, StratumErrorCode.INTERNAL_ERROR, "no free extranonce1: the proxy is full, retry later"
+                )
+            )
+            conn.close()
+            return []
         conn.miner_id = miner_id
+        conn.subscribed_at = conn.loop.time() if conn.loop is not None else time.monotonic()
+        conn.rearm()
         extranonce1 = self.prefix + miner_id.to_bytes(self.id_bytes, "big")
         lines = [conn.session.accept_subscribe(request_id, extranonce1, self.extranonce2_size)]
         if conn.session.ready:
@@ -323,8 +429,10 @@ class V1Server:
         lines = [conn.session.accept_authorize(event.request_id, event.username)]
         if event.username not in self.workers and len(self.workers) < MAX_TRACKED_WORKERS:
             self.workers[event.username] = WorkerStats()
-        if first and conn.session.ready:
-            lines += self._start_mining(conn)
+        if first:
+            conn.rearm()  # authorized: from now on only silence ends it
+            if conn.session.ready:
+                lines += self._start_mining(conn)
         return lines
 
     def _start_mining(self, conn: V1Connection) -> list[bytes]:
@@ -449,8 +557,8 @@ class V1Server:
             )
             for conn in list(self.connections):
                 conn.close()
-            self._next_id = 0
-            self._free_ids.clear()
+        if prefix != self.prefix or id_bytes != self.id_bytes:
+            self.ids.reset(1 << (8 * id_bytes))  # a new id space (the holders of the old one are closed)
         self.prefix, self.id_bytes = prefix, id_bytes
         self.upstream_target = channel.target
         grace = self.config.v1.vardiff.grace_s
@@ -542,6 +650,8 @@ class V1Server:
             },
             "identity": self.config.identity,
             "miners": len(self.connections),
+            "miner_ids": {"in_use": self.ids.in_use, "capacity": self.ids.capacity},
+            "refusals": {reason.value: count for reason, count in self.refusals.items()},
             "refused_authorizations": self.refused_authorizations,
             "accepted": self.accepted,
             "rejected": {str(k): v for k, v in sorted(self.rejected.items())},

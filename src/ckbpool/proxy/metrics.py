@@ -2,8 +2,9 @@
 
 The share path only bumps plain integers (see :class:`~ckbpool.proxy.downstream.V1Server`); this collector turns
 them into metric families when Prometheus asks, so metrics cost nothing per share. Labels stay low-cardinality:
-``service`` (``v1`` for the ASIC port, ``getwork`` for ``ckb miner``) and a ``result`` from a fixed set — never a
-worker name (per-worker numbers are in ``/status``).
+``service`` (``v1`` for the ASIC port, ``getwork`` for ``ckb miner``), a ``result`` from a fixed set and a
+refusal ``reason`` from :class:`~.limits.Refusal` — never a worker name or an address (per-worker numbers are in
+``/status``).
 """
 
 from __future__ import annotations
@@ -95,6 +96,19 @@ class ProxyCollector(Collector):
                 "ckbpool_proxy_verdicts_lost",
                 "Forwarded shares the pool never answered (miners were told stale)",
                 value=float(v1.verdicts_lost),
+            )
+            refusals = CounterMetricFamily(
+                "ckbpool_proxy_v1_refusals",
+                "V1 connections refused at accept or closed by an abuse limit, by reason",
+                labels=["reason"],
+            )
+            for reason, count in v1.refusals.items():
+                refusals.add_metric([reason.value], float(count))
+            yield refusals
+            yield GaugeMetricFamily(
+                "ckbpool_proxy_v1_miner_ids_free",
+                "Miner ids (extranonce1) a new V1 subscription can still get",
+                value=float(v1.ids.available),
             )
             traffic = CounterMetricFamily(
                 "ckbpool_proxy_traffic_bytes",
