@@ -6,69 +6,32 @@ transactions_root beyond the cellbase. Keys here are the dev chain's published t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from coincurve import PrivateKey
-
-from . import molecule as mol
-from .address import secp256k1_lock
-from .hashing import ckb_hash, ckb_hasher
 from .jsonhex import parse_bytes, parse_uint
+from .signing import PLACEHOLDER_WITNESS, Secp256k1Key, witness_args
 from .structures import CellDep, CellInput, CellOutput, OutPoint, Script, Transaction
+from .txbuild import SHANNONS_PER_CKB, occupied_capacity
+
+__all__ = [
+    "DEV_GENESIS_PRIVATE_KEY",
+    "MIN_CELL_CAPACITY",
+    "SHANNONS_PER_CKB",
+    "DevKey",
+    "find_genesis_cells",
+    "secp256k1_dep_group",
+    "transfer",
+    "witness_args",
+]
 
 # The dev chain spec (ckb's specs/dev.toml) issues genesis cells to this well-known test key (docs/dev-miner.md).
 DEV_GENESIS_PRIVATE_KEY = bytes.fromhex("d00c06bfd800d27397002dca6fb0993d5ba6399b4238b2f29ee9deb97593d2bc")
-SHANNONS_PER_CKB = 100_000_000
-MIN_CELL_CAPACITY = 61 * SHANNONS_PER_CKB
 
+# The dev wallet's keys are public test keys; the signing code is the payout wallet's (ckb/signing.py).
+DevKey = Secp256k1Key
 
-@dataclass(frozen=True)
-class DevKey:
-    private_key: bytes
-
-    @property
-    def pubkey(self) -> bytes:
-        return PrivateKey(self.private_key).public_key.format(compressed=True)
-
-    @property
-    def blake160(self) -> bytes:
-        return ckb_hash(self.pubkey)[:20]
-
-    @property
-    def lock(self) -> Script:
-        return secp256k1_lock(self.blake160)
-
-    def sign_sighash_all(self, tx: Transaction) -> Transaction:
-        """Sign all inputs as one group (all inputs use this key's lock): witness 0 carries the signature."""
-        zero_witness = witness_args(lock=bytes(65))
-        hasher = ckb_hasher()
-        hasher.update(tx.hash())
-        hasher.update(mol.u64(len(zero_witness)))
-        hasher.update(zero_witness)
-        for extra in tx.witnesses[1:]:
-            hasher.update(mol.u64(len(extra)))
-            hasher.update(extra)
-        signature = PrivateKey(self.private_key).sign_recoverable(hasher.digest(), hasher=None)
-        witnesses = (witness_args(lock=signature), *tx.witnesses[1:])
-        return Transaction(
-            version=tx.version,
-            cell_deps=tx.cell_deps,
-            header_deps=tx.header_deps,
-            inputs=tx.inputs,
-            outputs=tx.outputs,
-            outputs_data=tx.outputs_data,
-            witnesses=witnesses,
-        )
-
-
-def witness_args(lock: bytes | None = None, input_type: bytes | None = None, output_type: bytes | None = None) -> bytes:
-    """Molecule WitnessArgs: a table of three optional Bytes."""
-
-    def opt(value: bytes | None) -> bytes:
-        return mol.option(None if value is None else mol.bytes_(value))
-
-    return mol.table([opt(lock), opt(input_type), opt(output_type)])
+# A secp256k1_blake160 cell with no type and no data: 8 (capacity) + 32 + 1 + 20 (lock) = 61 bytes = 61 CKB.
+MIN_CELL_CAPACITY = occupied_capacity(CellOutput(capacity=0, lock=DevKey(DEV_GENESIS_PRIVATE_KEY).lock, type=None))
 
 
 def find_genesis_cells(genesis_block: dict[str, Any], lock: Script) -> list[tuple[OutPoint, int]]:
@@ -111,6 +74,6 @@ def transfer(
             CellOutput(capacity=change, lock=key.lock, type=None),
         ),
         outputs_data=(b"", b""),
-        witnesses=(witness_args(lock=bytes(65)),),
+        witnesses=(PLACEHOLDER_WITNESS,),
     )
     return key.sign_sighash_all(unsigned)

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import tomlkit
 
+from .epoch import EpochNumberWithFraction
 from .errors import NodeSetupError, NodeUnavailable
 from .install import find_or_install_ckb
 from .rpc import CkbRpcClient
@@ -32,8 +33,17 @@ log = logging.getLogger(__name__)
 
 Chain = Literal["dev", "testnet", "mainnet"]
 PowFunc = Literal["Eaglesong", "EaglesongBlake2b", "Dummy"]
-POOL_RPC_MODULES = ["Net", "Pool", "Miner", "Chain", "Stats", "Subscription", "Experiment"]
+# "Indexer" starts the node's built-in indexer (get_cells, get_cells_capacity): the payout wallet finds its live
+# cells with it. `ckb init` leaves it out of the stock list (resource/ckb.toml), so we add it.
+POOL_RPC_MODULES = ["Net", "Pool", "Miner", "Chain", "Stats", "Subscription", "Experiment", "Indexer"]
 DEV_GENESIS_COMPACT_TARGET = 0x20010000  # difficulty 256: a few hundred Eaglesong hashes a block
+
+
+def dev_cellbase_maturity(blocks: int, epoch_length: int) -> int:
+    """The spec's packed ``cellbase_maturity`` for ``blocks`` blocks of an epoch of ``epoch_length`` blocks."""
+    if not 0 <= blocks < epoch_length:
+        raise NodeSetupError(f"cellbase maturity of {blocks} blocks must be within one epoch ({epoch_length} blocks)")
+    return EpochNumberWithFraction(0, blocks, epoch_length).full_value()
 
 
 def _die_with_parent() -> None:
@@ -76,6 +86,10 @@ class NodeConfig:
     pow_func: PowFunc = "Eaglesong"
     genesis_compact_target: int = DEV_GENESIS_COMPACT_TARGET
     genesis_epoch_length: int = 1000
+    # Blocks before a cellbase output can be spent. ckb's dev spec says 0 (at once); the spec stores an epoch
+    # fraction, so N is written as N/genesis_epoch_length epochs (params.cellbase_maturity, a packed
+    # EpochNumberWithFraction): exact within the first epoch, which is as far as a test chain gets.
+    cellbase_maturity_blocks: int | None = None
     log_filter: str = "info,ckb-pow=debug"
     # tests: SIGKILL the node when the process that started it dies (a killed test run leaves no node behind).
     # The local deploy target leaves it False: the node must outlive the CLI that started it.
@@ -197,6 +211,9 @@ class CkbNode:
         params = doc.get("params")
         if isinstance(params, dict):
             params["genesis_epoch_length"] = cfg.genesis_epoch_length
+            if cfg.cellbase_maturity_blocks is not None:
+                maturity = dev_cellbase_maturity(cfg.cellbase_maturity_blocks, cfg.genesis_epoch_length)
+                params["cellbase_maturity"] = maturity
         path.write_text(tomlkit.dumps(doc))
 
     def _patch_miner_toml(self) -> None:
