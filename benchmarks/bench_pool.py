@@ -54,6 +54,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .bench_accounting import RedisProcess, books_totals, consumer_run, per_cpu
+
 ROOT = Path(__file__).resolve().parents[1]
 U256_MAX = (1 << 256) - 1
 
@@ -76,6 +78,8 @@ class Settings:
     direct_blocks: int = 60
     connect_timeout_s: float = 150.0
     profile_dir: Path | None = None
+    cprofile_s: float = 3.0  # cProfile of the books-attached server after its window (0: none)
+    accounting_count: int = 200_000  # shares fed straight into the accounting consumer
 
     @classmethod
     def quick(cls) -> Settings:
@@ -89,6 +93,8 @@ class Settings:
             blocks_nofsync=15,
             direct_blocks=30,
             connect_timeout_s=60.0,
+            cprofile_s=2.0,
+            accounting_count=50_000,
         )
 
 
@@ -252,9 +258,32 @@ def _py_spy() -> str | None:
 
 
 def share_run(kind: str, s: Settings, block: int) -> dict[str, Any]:
-    """kind: "bare" | "bus" (pool server variants) or "baseline" (pool_baseline --mode noise)."""
+    """kind: "bare" | "bus" | "books" (pool server variants) or "baseline" (pool_baseline --mode noise).
+
+    "books": the bus plus the accounting consumer writing to a real ``redis-server`` (AOF everysec, as
+    rendered), pinned to the load generator's CPU so the server core's figure is the server's; after the window
+    the load stops, the books are let catch up, and shares answered Success are compared with the books, per
+    identity and in total. With ``s.cprofile`` a cProfile of the server follows the measured window."""
     server_cpu, lg_cpu = _cpus()
-    server = start_baseline("noise", server_cpu) if kind == "baseline" else start_pool_server(kind, server_cpu)
+    redis: RedisProcess | None = None
+    if kind == "books":
+        redis = RedisProcess(lg_cpu, "everysec")
+    try:
+        return _share_run(kind, s, block, server_cpu, lg_cpu, redis)
+    finally:
+        if redis is not None:
+            redis.stop()
+
+
+def _share_run(
+    kind: str, s: Settings, block: int, server_cpu: int | None, lg_cpu: int | None, redis: RedisProcess | None
+) -> dict[str, Any]:
+    if kind == "baseline":
+        server = start_baseline("noise", server_cpu)
+    elif redis is not None:
+        server = start_pool_server(kind, server_cpu, "--redis-url", redis.url)
+    else:
+        server = start_pool_server(kind, server_cpu)
     loadgen = start_loadgen(lg_cpu)
     profiler: subprocess.Popen[bytes] | None = None
     try:
@@ -272,7 +301,8 @@ def share_run(kind: str, s: Settings, block: int) -> dict[str, Any]:
             raise ChildError(f"only {conn['connections']} of {s.share_connections} connections came up")
         # shares prepared ahead (found + encrypted) for an assumed top rate; running out is reported as "live"
         top_rate = 300_000 if kind == "baseline" else 120_000
-        total = top_rate * (s.share_warmup_s + s.share_measure_s + 1)
+        cprofile_s = s.cprofile_s if kind == "books" else 0.0
+        total = top_rate * (s.share_warmup_s + s.share_measure_s + 1) + 60_000 * cprofile_s
         prep = loadgen.request(
             "shares_prepare", timeout=300, per_connection=int(total / conn["connections"]) + s.share_window
         )
@@ -301,9 +331,16 @@ def share_run(kind: str, s: Settings, block: int) -> dict[str, Any]:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
+        r0 = redis.cpu_seconds() if redis is not None else 0.0
         m0, s0 = loadgen.request("mark"), server.request("stats")
         time.sleep(s.share_measure_s)
         m1, s1 = loadgen.request("mark"), server.request("stats")
+        r1 = redis.cpu_seconds() if redis is not None else 0.0
+        top: list[dict[str, Any]] = []
+        if cprofile_s > 0:  # after the window: the profiler's own cost stays out of the figure
+            server.request("profile_start")
+            time.sleep(cprofile_s)
+            top = server.request("profile_stop", timeout=60)["top"]
         stop = loadgen.request("shares_stop", drain=3.0)
         elapsed = m1["t"] - m0["t"]
         accepted = m1["accepted"] - m0["accepted"]
@@ -322,6 +359,11 @@ def share_run(kind: str, s: Settings, block: int) -> dict[str, Any]:
             "prepare_s": prep["elapsed"],
             "window": s.share_window,
         }
+        if redis is not None:
+            result |= _books_check(server, loadgen, redis, s0, s1, server_elapsed)
+            result["redis_cpu"] = (r1 - r0) / server_elapsed
+            result["cprofile"] = top
+            result["cprofile_s"] = cprofile_s
         if profiler is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 profiler.wait(timeout=s.share_measure_s + 20)
@@ -332,6 +374,62 @@ def share_run(kind: str, s: Settings, block: int) -> dict[str, Any]:
             profiler.kill()
         loadgen.close()
         server.close()
+
+
+def _books_check(
+    server: Child, loadgen: Child, redis: RedisProcess, s0: dict[str, Any], s1: dict[str, Any], elapsed: float
+) -> dict[str, Any]:
+    """After the load stopped: let accounting write what the bus holds, then compare the books with what the
+    miners were told. Exact means: per identity ``bench.w<i>`` and in total, shares answered Success == shares
+    accepted in Redis, and the server published no more than it answered (none in flight at the end)."""
+    settle = server.request("settle", timeout=200, deadline=180)
+    answered = loadgen.request("answered")
+    client = redis.client()
+    try:
+        books = books_totals(client)
+        memory = int(client.info("memory")["used_memory"]) / 2**20
+    finally:
+        client.close()
+    per_conn = {f"bench.w{i}": n for i, n in answered["per_connection"].items()}
+    mismatched = {
+        ident: (per_conn.get(ident, 0), books["workers"].get(ident, 0))
+        for ident in set(per_conn) | set(books["workers"])
+        if per_conn.get(ident, 0) != books["workers"].get(ident, 0)
+    }
+    exact = (
+        not mismatched
+        and answered["total"] == books["total"] == books["workers_total"]
+        and settle["published"] == settle["written"]
+        and settle["duplicates"] == 0
+    )
+    return {
+        "books_rate": (s1["written"] - s0["written"]) / elapsed,
+        "published_rate": (s1["published"] - s0["published"]) / elapsed,
+        "backlog_start": s0["backlog"],
+        "backlog_end": s1["backlog"],
+        "redis_errors": s1["redis_errors"],
+        "settle": settle,
+        "answered_total": answered["total"],
+        "books_total": books["total"],
+        "books_users": len(books["users"]),
+        "books_workers": len(books["workers"]),
+        "sharelog": books["sharelog"],
+        "redis_memory_mib": memory,
+        "mismatched": dict(list(mismatched.items())[:5]),
+        "mismatched_count": len(mismatched),
+        "books_exact": exact,
+    }
+
+
+def accounting_runs(s: Settings) -> dict[str, Any]:
+    """The accounting consumer fed directly (benchmarks/bench_accounting.py): batches of 256 (its default) with
+    Redis AOF as rendered (everysec) and as its guarantees assume (always); and batches of 1024, to show what
+    the batch size does."""
+    out = {}
+    for label, batch, mode in (("everysec", 256, "everysec"), ("always", 256, "always"), ("b1024", 1024, "everysec")):
+        out[label] = consumer_run(s.accounting_count, batch, mode)
+        _kill_children()
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -554,8 +652,9 @@ def run(budget: float = 0.5, settings: Settings | None = None) -> dict[str, Any]
 
     raw["shares"] = {
         kind: attempt(f"shares-{kind}", share_run, kind, s, 10 + i)
-        for i, kind in enumerate(("baseline", "bare", "bus"))
+        for i, kind in enumerate(("baseline", "bare", "bus", "books"))
     }
+    raw["accounting"] = attempt("accounting", accounting_runs, s)
     sizes = sorted(set(s.fanout_sizes) | set(s.rss_sizes))
     raw["pool_conns"] = attempt("connections-pool", connections_run, "pool", s, 20, sizes, True)
     raw["noise_conns"] = attempt(
@@ -606,13 +705,20 @@ def _rows(raw: dict[str, Any], s: Settings) -> list[dict[str, Any]]:
     shares = raw.get("shares") or {}
     base = shares.get("baseline")
     base_core = base["rate"] / base["server_cpu"] if base and base["server_cpu"] > 0 else None
-    for kind, label in (("bare", "StratumServer"), ("bus", "StratumServer + in-process bus share sink (as Pool)")):
+    per_core_of: dict[str, float] = {}
+    for kind, label in (
+        ("bare", "StratumServer"),
+        ("bus", "StratumServer + in-process bus share sink (as Pool)"),
+        ("books", "StratumServer + bus + exactly-once accounting into Redis (as Pool with Redis)"),
+    ):
         r = shares.get(kind)
         what = f"shares/s per server core, {label}"
         if r is None:
             rows.append(_row(what, None, "shares/s", base_core, "≥ 30,000", None, "failed"))
             continue
         per_core = r["rate"] / r["server_cpu"] if r["server_cpu"] > 0 else None
+        if per_core is not None:
+            per_core_of[kind] = per_core
         errs = ", ".join(f"{k} {v}" for k, v in r["errors"].items()) or "no rejects"
         note = (
             f"wall {r['rate']:,.0f}/s at server CPU {r['server_cpu']:.0%} (loadgen {r['loadgen_cpu']:.0%}); "
@@ -622,8 +728,65 @@ def _rows(raw: dict[str, Any], s: Settings) -> list[dict[str, Any]]:
             note += f"; {r['live_in_window']} shares generated live (load generator may have limited)"
         if base:
             note += f"; baseline wall {base['rate']:,.0f}/s at CPU {base['server_cpu']:.0%}"
+        if kind == "books" and per_core is not None:
+            note += "; " + "; ".join(
+                f"{per_core / per_core_of[k]:.2f}x of {name} in this run"
+                for k, name in (("bus", "bus attached"), ("bare", "bare"))
+                if k in per_core_of
+            )
+            note += (
+                f"; into the books during the window {r['books_rate']:,.0f}/s "
+                f"(published {r['published_rate']:,.0f}/s), "
+                f"accounting backlog {r['backlog_start']:,} -> {r['backlog_end']:,} events; redis-server "
+                f"{r['redis_cpu']:.0%} of the other CPU; Redis errors {r['redis_errors']}"
+            )
         ok = per_core >= 30_000 if per_core is not None else None
         rows.append(_row(what, per_core, "shares/s", base_core, "≥ 30,000", ok, note))
+        if kind == "books":
+            settle = r["settle"]
+            rows.append(
+                _row(
+                    "books exact after the run: shares answered Success vs accepted in Redis",
+                    r["books_total"],
+                    "shares",
+                    r["answered_total"],
+                    "equal, per identity",
+                    r["books_exact"],
+                    f"{r['books_workers']} identities, {r['mismatched_count']} differ"
+                    + (f" (answered, books: {r['mismatched']})" if r["mismatched"] else "")
+                    + f"; server published {settle['published']:,}, accounting wrote {settle['written']:,} "
+                    f"({settle['duplicates']} duplicates), caught up {settle['settle_s']:.1f}s after the load "
+                    f"stopped; {r['inflight_after_stop']} shares still in flight; share log {r['sharelog']:,} "
+                    f"entries; Redis used {r['redis_memory_mib']:,.0f} MiB",
+                )
+            )
+    stratum_core = max(per_core_of.values()) if per_core_of else None
+    labels = {
+        "everysec": "batches of 256 (default), AOF everysec (as rendered)",
+        "always": "batches of 256 (default), AOF always (what its guarantees assume)",
+        "b1024": "batches of 1024, AOF everysec",
+    }
+    for key, result in (raw.get("accounting") or {}).items():
+        rec = result["record"]
+        consumer = per_cpu(rec["rate"], rec["consumer_cpu"], rec["elapsed"])
+        redis_core = per_cpu(rec["rate"], rec["redis_cpu"], rec["elapsed"])
+        ceiling = min(x for x in (consumer, redis_core) if x is not None) if (consumer or redis_core) else None
+        rows.append(
+            _row(
+                f"accounting consumer into Redis, shares/s per core, {labels.get(key, key)}",
+                ceiling,
+                "shares/s",
+                stratum_core,
+                "> stratum shares/s per core (baseline)",
+                (ceiling > stratum_core) if ceiling is not None and stratum_core else None,
+                f"fed {result['count']:,} Share events directly; the lower of per consumer CPU-second "
+                f"{_fmt(consumer)} and per redis-server CPU-second {_fmt(redis_core)}; wall {rec['rate']:,.0f}/s "
+                f"(consumer {rec['consumer_cpu'] / rec['elapsed']:.0%}, redis {rec['redis_cpu'] / rec['elapsed']:.0%} "
+                f"of a CPU: one batch in flight at a time); empty-EVAL floor {result['floor']['rate']:,.0f}/s; "
+                f"the same batches again (all duplicates) {result['again']['rate']:,.0f}/s; books exact: "
+                f"{'yes' if result['exact'] else 'NO'}",
+            )
+        )
 
     pool = raw.get("pool_conns") or {"sizes": {}}
     tcp = raw.get("tcp_conns") or {"sizes": {}}
@@ -802,6 +965,21 @@ def to_markdown(result: dict[str, Any]) -> str:
             f"This machine lets one process hold at most ~{cap + 300:,} descriptors (RLIMIT_NOFILE hard limit, not "
             "raisable here), so the 50k figure is extrapolated linearly from the largest size measured.",
         ]
+    books = (raw.get("shares") or {}).get("books") or {}
+    if books.get("cprofile"):
+        lines += [
+            "",
+            f"cProfile of the server with the books attached ({books['cprofile_s']:.0f} s right after its window, "
+            "load still on; own time, top 10; the profiler slows everything, read the shares, not the seconds):",
+            "",
+            "| function | calls | own s | share of own time | cumulative s |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for entry in books["cprofile"]:
+            lines.append(
+                f"| `{entry['function']}` | {entry['calls']:,} | {entry['tottime_s']:.3f} | "
+                f"{entry['share_of_total']:.1%} | {entry['cumtime_s']:.3f} |"
+            )
     if raw.get("errors"):
         lines += ["", "Failed sections: " + "; ".join(f"{k}: {v}" for k, v in raw["errors"].items())]
     if raw.get("timings_s"):
@@ -865,10 +1043,27 @@ async def _serve_fixed_jobs(args: argparse.Namespace, info: dict[str, Any]) -> N
     bus = create_bus(None)
     await bus.start()
     on_share = None
-    if args.serve == "bus":
+    accounting: Any = None
+    accounting_task: asyncio.Task[Any] | None = None
+    backlog: Any = None
+    if args.serve in ("bus", "books"):
 
         async def on_share(share: Any) -> None:  # what Pool._publish_share does
             await bus.publish(Topic.SHARES, share)
+
+    if args.serve == "books":
+        # what Pool.start wires for the accounting role: a manual-ack subscription and ShareAccounting.run
+        from ckbpool.pool.accounting import ShareAccounting, connect_redis
+
+        accounting = ShareAccounting(connect_redis(args.redis_url))
+        subscription = bus.subscribe(Topic.SHARES, "accounting", manual_ack=True)
+        queue_items = getattr(getattr(subscription, "_queue", None), "items", None)  # the in-process backlog
+
+        def backlog() -> int:
+            return -1 if queue_items is None else len(queue_items)
+
+        accounting_task = asyncio.ensure_future(accounting.run(subscription))
+    profiler: Any = None
 
     gc_pauses = _track_gc()
     server = StratumServer(config, metrics, test_credentials(), on_share=on_share)
@@ -881,7 +1076,7 @@ async def _serve_fixed_jobs(args: argparse.Namespace, info: dict[str, Any]) -> N
     accepted = metrics.shares_total.labels(result="accepted")
 
     async def handle(req: dict[str, Any]) -> dict[str, Any]:
-        nonlocal job_id
+        nonlocal job_id, profiler
         cmd = req["cmd"]
         if cmd == "hello":
             return dict(info)
@@ -891,10 +1086,39 @@ async def _serve_fixed_jobs(args: argparse.Namespace, info: dict[str, Any]) -> N
                 "sessions": stats.connections,
                 "channels": stats.channels,
                 "accepted": accepted._value.get(),
+                "published": server._share_seq,  # shares handed to the bus (ids 1..n)
+                "written": accounting.written if accounting is not None else 0,
+                "duplicates": accounting.duplicates if accounting is not None else 0,
+                "redis_errors": accounting.errors if accounting is not None else 0,
+                "backlog": backlog() if backlog is not None else 0,
                 "cpu": cpu_seconds(),
                 "rss": rss_bytes(),
                 "t": time.monotonic(),
             }
+        if cmd == "settle":
+            # every share the bus took is in the books (or the deadline passed): then the books can be compared
+            deadline = time.monotonic() + float(req.get("deadline", 60))
+            t0 = time.monotonic()
+            while accounting is not None and time.monotonic() < deadline:
+                done = accounting.written + accounting.duplicates >= server._share_seq and backlog() == 0
+                if done and not server._share_queue:
+                    break
+                await asyncio.sleep(0.05)
+            return {
+                "published": server._share_seq,
+                "written": accounting.written if accounting is not None else 0,
+                "duplicates": accounting.duplicates if accounting is not None else 0,
+                "queued": len(server._share_queue),
+                "settle_s": time.monotonic() - t0,
+            }
+        if cmd == "profile_start":
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
+            return {}
+        if cmd == "profile_stop":
+            return {"top": _profile_top(profiler, int(req.get("top", 10)))}
         if cmd == "rss":
             gc.collect()
             return {"rss": rss_bytes(), "sessions": len(server.sessions)}
@@ -913,6 +1137,40 @@ async def _serve_fixed_jobs(args: argparse.Namespace, info: dict[str, Any]) -> N
         await control_loop(handle)
     finally:
         await server.close()
+        if accounting_task is not None:
+            accounting_task.cancel()
+            with contextlib.suppress(BaseException):
+                await accounting_task
+
+
+def _profile_top(profiler: Any, top: int) -> list[dict[str, Any]]:
+    """The ``top`` functions by own time (tottime) of a cProfile run, with cumulative time and call counts."""
+    import pstats
+
+    if profiler is None:
+        return []
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
+    rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]  # type: ignore[attr-defined]
+    out = []
+    for (filename, line, name), (_cc, ncalls, tottime, cumtime, _callers) in rows:
+        short = filename
+        for marker in ("/src/ckbpool/", "/benchmarks/", "/site-packages/", "/lib/python"):
+            if marker in filename:
+                short = filename.split(marker, 1)[1]
+                break
+        where = name if filename == "~" else f"{short}:{line} {name}"
+        out.append(
+            {
+                "function": where,
+                "calls": ncalls,
+                "tottime_s": round(tottime, 3),
+                "cumtime_s": round(cumtime, 3),
+                "share_of_total": tottime / total if total else 0.0,
+            }
+        )
+    return out
 
 
 async def _serve_node(args: argparse.Namespace, info: dict[str, Any]) -> None:
@@ -1035,7 +1293,8 @@ def main() -> int:
     parser.add_argument("--no-50k", action="store_true", help="RSS at 10k and 20k only (50k is extrapolated)")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy the server during share windows")
     # child-process mode (used by the benchmark itself)
-    parser.add_argument("--serve", choices=["bare", "bus", "node"], default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=["bare", "bus", "books", "node"], default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--redis-url", default="", help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--max-seconds", type=float, default=900, help=argparse.SUPPRESS)
     parser.add_argument("--no-uvloop", action="store_true", help=argparse.SUPPRESS)

@@ -23,6 +23,7 @@ Commands (``cmd`` plus arguments):
   connection receives the SetNewPrevHash of the next job, relative to ``t0``;
 - ``mine`` blocks, deadline: on the first connection, solve each new job at the channel's target (one share per
   job, so at a share target equal to the network target every share is a block);
+- ``answered``: shares answered Success per connection (identity ``bench.w<index>``), to check the books;
 - ``stats``, ``quit``.
 
 The share nonces are found with ``ckbpool.ckb.eaglesong.search`` at the channel's target (at the benchmark's
@@ -174,6 +175,7 @@ class Conn(asyncio.Protocol):
     """One miner connection: Noise initiator, SetupConnection, one standard channel, shares."""
 
     __slots__ = (
+        "accepted",
         "blob",
         "blob_pos",
         "channel_id",
@@ -221,6 +223,7 @@ class Conn(asyncio.Protocol):
         self.blob = b""
         self.blob_pos = 0
         self.frame_size = 0
+        self.accepted = 0  # shares this connection was answered Success for (the books are checked against it)
 
     # -- transport callbacks ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -290,6 +293,7 @@ class Conn(asyncio.Protocol):
         if kind == MSG_SUBMIT_SUCCESS:
             count = frame[14] | frame[15] << 8 | frame[16] << 16 | frame[17] << 24
             gen.accepted += count
+            self.accepted += count
             self.inflight -= count
             if gen.sharing:
                 self.refill()
@@ -635,6 +639,8 @@ async def amain(args: argparse.Namespace, info: dict[str, Any]) -> None:
             return await gen.mine(int(req["blocks"]), float(req.get("deadline", 30.0)))
         if cmd == "stats":
             return gen.mark() | {"connections": len(gen.conns), "prevhashes": gen.prevhashes}
+        if cmd == "answered":  # Successes per connection index (its identity is bench.w<index>)
+            return {"per_connection": {str(c.index): c.accepted for c in gen.conns}, "total": gen.accepted}
         raise ValueError(f"unknown command {cmd!r}")
 
     try:
