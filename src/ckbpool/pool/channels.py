@@ -76,6 +76,21 @@ def target_for_hashrate(hashrate: float, share_interval_s: float) -> int:
     return min(U256_MAX, int(TWO_256 / hashes))
 
 
+def easiest_target(settings: VardiffSettings) -> int:
+    """The share difficulty floor as a target: the harder of ``min_share_difficulty`` and one share per
+    ``share_interval_s`` at ``min_hashrate``. No channel's target is ever easier than this."""
+    by_difficulty = int((0xFFFF << 240) / settings.min_share_difficulty)
+    by_hashrate = target_for_hashrate(settings.min_hashrate, settings.share_interval_s)
+    return max(1, min(U256_MAX, by_difficulty, by_hashrate))
+
+
+def floored_hashrate(declared: float, settings: VardiffSettings) -> float:
+    """The hashrate a channel is started (or updated) at: a declared ``nominal_hash_rate`` (0, negative or NaN
+    = none declared: ``initial_hashrate``), never below ``min_hashrate``."""
+    rate = declared if declared > 0 else settings.initial_hashrate
+    return max(rate, settings.min_hashrate)
+
+
 class Vardiff:
     """Per-channel difficulty: aim at one share per ``share_interval_s``; retarget at most every
     ``retarget_interval_s`` (sooner if shares flood in), only when the change exceeds ``tolerance``.
@@ -103,7 +118,7 @@ class Vardiff:
         self._worker_seen: dict[str, float] = {}  # worker identity -> last share (monotonic)
 
     def _clamp(self, target: int) -> int:
-        easiest = min(U256_MAX, int((0xFFFF << 240) / self.settings.min_share_difficulty))
+        easiest = easiest_target(self.settings)
         hardest = max(1, int((0xFFFF << 240) / self.settings.max_share_difficulty))
         # never harder than the network: every block-solving nonce must also pass as a share
         hardest = max(hardest, self.network_target)
@@ -116,6 +131,16 @@ class Vardiff:
             self.target = clamped
             return clamped
         return None
+
+    def declare(self, target: int) -> int | None:
+        """Move to ``target`` (from a miner's UpdateChannel; clamped to the floor and the network) without
+        touching the measurement: the window's shares and work, and the workers seen, stay. A declaration
+        therefore cannot hide a flood from the next retarget. Returns the new target if it changed."""
+        clamped = self._clamp(target)
+        if clamped == self.target:
+            return None
+        self.target = clamped
+        return clamped
 
     def recent_workers(self, now: float | None = None) -> list[str]:
         """Worker identities with a share in the last ``ACTIVE_WINDOWS`` retarget windows (none: untagged)."""

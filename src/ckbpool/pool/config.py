@@ -37,8 +37,39 @@ class StratumSettings(_Strict):
     certificate_file: Path | None = None
     server_id: Annotated[int, Field(ge=0, le=255)] = 1
     extended_prefix_bytes: Annotated[int, Field(ge=2, le=7)] = 4
+    # --- abuse limits (each refusal is counted in ckbpool_stratum_limited_total{reason}) ---------------------------
+    # Connections are counted from accept, before the Noise handshake: a handshake costs EC work on the event loop,
+    # so a peer that never finishes one must still count.
     max_connections: Annotated[int, Field(ge=1)] = 100_000
-    max_frame_bytes: Annotated[int, Field(ge=1024, le=1 << 24)] = 1 << 20
+    # Per IPv4 address / IPv6 /64. A farm behind one NAT shows up as one address: 10,000 devices still fit, while
+    # the pool-wide cap keeps one address from taking all of it.
+    max_connections_per_ip: Annotated[int, Field(ge=1)] = 10_000
+    # Noise handshakes started per second per address (token bucket: a burst, then this rate). A farm that
+    # reconnects after a pool restart gets its first 1,000 devices in at once and the rest within seconds (refused
+    # devices retry); one address cannot keep the event loop busy with EC work.
+    handshake_rate_per_ip: Annotated[float, Field(gt=0)] = 200.0
+    handshake_burst_per_ip: Annotated[int, Field(ge=1)] = 1000
+    # Handshakes in progress per address (accepted, Noise not finished): half-open sockets that never send the
+    # first handshake message hold a slot until handshake_timeout_s; a real device finishes in one round trip.
+    max_handshakes_in_progress_per_ip: Annotated[int, Field(ge=1)] = 256
+    # Channels one connection may open (more: OpenMiningChannel.Error "too-many-channels"). Every job goes to every
+    # channel, so this bounds one connection's share of each fan-out. Our V1 proxy opens one channel per upstream
+    # connection (its getwork channel has a connection of its own); SRI's translator opens one per device only
+    # when it does not aggregate — 256 devices behind one such translator still fit.
+    max_channels_per_connection: Annotated[int, Field(ge=1)] = 256
+    # UpdateChannel honoured per channel: a bucket of `update_channel_burst`, refilled one per
+    # `update_channel_interval_s`. Excess UpdateChannels are ignored (counted), and an honoured one moves the
+    # target without resetting vardiff's measurement, so repeating a tiny nominal_hash_rate buys nothing.
+    update_channel_interval_s: Annotated[float, Field(gt=0)] = 10.0
+    update_channel_burst: Annotated[int, Field(ge=1)] = 3
+    # Largest inbound frame payload. Everything a miner or proxy legitimately sends the pool is small (the biggest,
+    # a SetupConnection with five full strings, is 1,291 bytes; a share with a 32-byte extranonce and every
+    # identity/target TLV is 391; sizes in ckbpool.sv2.framing's docstring). 64 KiB (one Noise chunk's worth)
+    # leaves ~50x room, and a peer announcing more is closed from the frame header alone, before any payload is
+    # buffered: a connection holds at most one frame of this size plus one socket read. (RequestExtensions and
+    # SetCustomMiningJob could be larger only by listing tens of thousands of extension ids / by doing work
+    # selection, which this pool refuses.)
+    max_frame_bytes: Annotated[int, Field(ge=1024, le=1 << 24)] = 64 * 1024
     handshake_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     setup_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     # after setup: close a connection that sends nothing for this long (vardiff keeps honest miners talking)
@@ -55,9 +86,18 @@ class StratumSettings(_Strict):
 class VardiffSettings(_Strict):
     share_interval_s: Annotated[float, Field(gt=0)] = 10.0
     retarget_interval_s: Annotated[float, Field(gt=0)] = 30.0
+    # The share difficulty floor, as a hashrate: no channel's target is ever easier than one share per
+    # share_interval_s at this rate, and a declared nominal_hash_rate below it (OpenChannel, UpdateChannel) counts
+    # as this rate. Without it a miner declaring 1e-9 H/s had every hash accepted as a share, each costing the pool
+    # a check, a bus event and ~10 Redis commands. 10 kH/s: one C Eaglesong thread does ~4 MH/s (~0.3 MH/s on a
+    # loaded shared test core), so the floor never binds for our CPU miners in tests or any real device, yet a
+    # share always costs its sender >= 1e4 x share_interval_s hashes (1e5 at the default interval, ~25 ms of a
+    # core) against the pool's tens of microseconds; vardiff then moves a fast sender up within a few shares.
+    min_hashrate: Annotated[float, Field(gt=0)] = 1e4
+    # an absolute floor as well (btcpool CKB scale, diff-1 = 0xffff << 240); the harder of the two floors applies
     min_share_difficulty: Annotated[float, Field(gt=0)] = 1e-6
     max_share_difficulty: Annotated[float, Field(gt=0)] = 1e18
-    initial_hashrate: Annotated[float, Field(gt=0)] = 1e6  # used when a miner declares 0 H/s
+    initial_hashrate: Annotated[float, Field(gt=0)] = 1e6  # used when a miner declares 0 H/s (min_hashrate floors it)
     # a new target is sent only if it moves by more than this factor, to avoid churn
     tolerance: Annotated[float, Field(ge=1.0)] = 1.5
 
@@ -72,10 +112,38 @@ class BusSettings(_Strict):
     url: str | None = None  # None / memory:// = in-process; kafka://host:port = Kafka
 
 
+#: share log kept this long (7 days; RedisSettings.share_log_keep_s explains the choice)
+SHARE_LOG_KEEP_S = 7 * 86400
+#: a worker's / user's keys in the books expire this long after its last accepted share (30 days)
+IDLE_TTL_S = 30 * 86400
+#: exactly-once marks of a (stratum run, worker) go this long after its last share (7 days)
+DEDUP_TTL_S = 7 * 86400
+
+
 class RedisSettings(_Strict):
+    """Share accounting in Redis (``ckbpool.pool.accounting``); Redis itself should run with ``maxmemory`` and
+    ``maxmemory-policy noeviction`` (the rendered redis.conf does): the books are never evicted, a full Redis
+    refuses writes, accounting lags and its alert fires."""
+
     url: str | None = None  # None = accounting off (shares still counted in metrics)
     password_file: Path | None = None
-    share_log_maxlen: Annotated[int, Field(ge=1000)] = 1_000_000
+    # The share log (stream ``sharelog``, one entry per accepted share) is what PPLNS reads: the last N x network
+    # difficulty of work (N = 2). That window lasts about N x block interval / the pool's share of the network
+    # hashrate: ~30 min for a 1 % pool, ~4.5 h at 0.1 %, ~2 days at 0.01 %. Entries older than this are trimmed
+    # at each batch; 7 days covers pools down to ~0.003 % of the network with margin for a slow luck streak.
+    # Memory: ~0.1 entries/s per worker (one share per 10 s) x keep x ~150-250 bytes (see docs/abuse.md /
+    # benchmarks.abuse_identity for the measured size) -- a big pool (short window) should lower it.
+    share_log_keep_s: Annotated[int, Field(ge=600, le=90 * 86400)] = SHARE_LOG_KEEP_S
+    # optional hard cap on the share log's entries on top of the time limit (None: none). It trims the PPLNS
+    # window silently when the share rate outgrows it, so it is a last resort; watch
+    # ckbpool_accounting_share_log_oldest_age_seconds instead.
+    share_log_maxlen: Annotated[int, Field(ge=1000)] | None = None
+    # worker:/user: hashes and the users/workers sorted sets forget an identity this long after its last
+    # accepted share (rejected shares never create or refresh keys); refreshed by every accepted share
+    idle_ttl_s: Annotated[int, Field(ge=3600)] = IDLE_TTL_S
+    # exactly-once marks of a (stratum run, worker) are kept this long after its last share: a redelivery
+    # older than this would count again (Kafka retention and spool outages are far shorter)
+    dedup_ttl_s: Annotated[int, Field(ge=3600)] = DEDUP_TTL_S
     # every Redis call is bounded by this (connect and each reply); failed writes are retried with backoff
     timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
     # /health turns false (and ckbpool_accounting_up 0) when shares wait longer than this to reach Redis

@@ -23,6 +23,28 @@ SHARE_RESULTS = (
     "invalid-channel-id",
 )
 
+# ckbpool_stratum_limited_total{reason}: every refusal (or override) by a Stratum V2 abuse limit
+LIMIT_MAX_CONNECTIONS = "max-connections"  # pool-wide connection cap, counted at accept
+LIMIT_IP_CONNECTIONS = "ip-connections"  # connections from one IPv4 address / IPv6 /64
+LIMIT_IP_HANDSHAKE_RATE = "ip-handshake-rate"  # handshakes started per second from one address
+LIMIT_IP_HANDSHAKES_IN_PROGRESS = "ip-handshakes-in-progress"  # unfinished handshakes from one address
+LIMIT_CHANNELS_PER_CONNECTION = "channels-per-connection"  # OpenMiningChannel.Error too-many-channels
+LIMIT_UPDATE_CHANNEL_RATE = "update-channel-rate"  # an UpdateChannel ignored
+LIMIT_HASHRATE_FLOOR = "hashrate-floor"  # a declared nominal hashrate below vardiff.min_hashrate, raised to it
+LIMIT_FRAME_TOO_LARGE = "frame-too-large"  # a frame header announcing more than stratum.max_frame_bytes
+LIMIT_MESSAGE_RATE = "message-rate"  # a connection over its message rate limit (closed)
+LIMIT_REASONS = (
+    LIMIT_MAX_CONNECTIONS,
+    LIMIT_IP_CONNECTIONS,
+    LIMIT_IP_HANDSHAKE_RATE,
+    LIMIT_IP_HANDSHAKES_IN_PROGRESS,
+    LIMIT_CHANNELS_PER_CONNECTION,
+    LIMIT_UPDATE_CHANNEL_RATE,
+    LIMIT_HASHRATE_FLOOR,
+    LIMIT_FRAME_TOO_LARGE,
+    LIMIT_MESSAGE_RATE,
+)
+
 
 class PoolMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -38,6 +60,14 @@ class PoolMetrics:
             ["reason"],
             registry=r,
         )
+        self.stratum_limited_total = Counter(
+            "ckbpool_stratum_limited_total",
+            "Connections, channels and messages refused, ignored or overridden by a Stratum V2 abuse limit, by limit",
+            ["reason"],
+            registry=r,
+        )
+        for reason in LIMIT_REASONS:
+            self.stratum_limited_total.labels(reason=reason)
         self.channels = Gauge("ckbpool_open_channels", "Open mining channels", ["type"], registry=r)
         self.shares_total = Counter("ckbpool_shares_total", "Shares received, by result", ["result"], registry=r)
         for result in SHARE_RESULTS:

@@ -34,7 +34,7 @@ from ..ckb.target import target_to_share_difficulty
 from ..ckb.template import MiningJob
 from ..retry import retry
 from ..sv2 import ckb_profile
-from ..sv2.errors import Sv2Error
+from ..sv2.errors import FrameTooLarge, Sv2Error
 from ..sv2.events import (
     ChannelClosed,
     ChannelInfo,
@@ -68,15 +68,29 @@ from .channels import (
     ShareResult,
     Vardiff,
     check_share,
+    floored_hashrate,
     target_for_hashrate,
 )
-from .config import PoolConfig
+from .config import PoolConfig, VardiffSettings
 from .identity import ERROR_INVALID_IDENTITY, Identity, IdentityError, check_worker, parse_identity
-from .metrics import HashrateWindow, PoolMetrics
+from .limits import ConnectionLimiter, ip_key
+from .limits import TokenBucket as RateBucket
+from .metrics import (
+    LIMIT_CHANNELS_PER_CONNECTION,
+    LIMIT_FRAME_TOO_LARGE,
+    LIMIT_HASHRATE_FLOOR,
+    LIMIT_MESSAGE_RATE,
+    LIMIT_REASONS,
+    LIMIT_UPDATE_CHANNEL_RATE,
+    HashrateWindow,
+    PoolMetrics,
+)
 
 log = logging.getLogger(__name__)
 TWO_256 = 1 << 256
 MAX_WRITE_BUFFER = 4 << 20  # a client that does not read what we send is dropped, not buffered forever
+#: OpenMiningChannel.Error code when a connection already has ``stratum.max_channels_per_connection`` channels
+ERROR_TOO_MANY_CHANNELS = "too-many-channels"
 
 
 @dataclass
@@ -178,6 +192,8 @@ class ChannelState:
     grace_until: float = 0.0
     # CkbTemplateSubscribe received: send CkbJobTemplate with every job (docs/sv2-ckb.md section 9)
     templates: bool = False
+    # UpdateChannel rate limit of this channel (created at the first UpdateChannel)
+    updates: RateBucket | None = None
 
     @property
     def target(self) -> int:
@@ -421,6 +437,16 @@ class StratumServer:
         self.jobs = JobBook()
         self.prefixes = PrefixAllocator(config.stratum.server_id, config.stratum.extended_prefix_bytes)
         self.sessions: set[MinerSession] = set()
+        st = config.stratum
+        # connections are counted from accept (before the handshake), per address as well as in total
+        self.limiter = ConnectionLimiter(
+            max_connections=st.max_connections,
+            max_per_ip=st.max_connections_per_ip,
+            max_handshaking_per_ip=st.max_handshakes_in_progress_per_ip,
+            handshake_rate_per_ip=st.handshake_rate_per_ip,
+            handshake_burst_per_ip=st.handshake_burst_per_ip,
+        )
+        self._limited = {reason: metrics.stratum_limited_total.labels(reason=reason) for reason in LIMIT_REASONS}
         self._next_channel_id = 1
         # per-result counters resolved once: labels() on every share costs ~9% of the share path
         self._share_counters = {r: metrics.shares_total.labels(result=r.value) for r in ShareResult}
@@ -492,11 +518,18 @@ class StratumServer:
     # -- connections ------------------------------------------------------------------------------
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         s = self.config.stratum
-        if len(self.sessions) >= s.max_connections:
-            writer.close()
+        peer = writer.get_extra_info("peername")
+        address = ip_key(str(peer[0])) if isinstance(peer, tuple) and peer else str(peer)
+        # admitted (or not) before a byte is read: the handshake's EC work is what a flood of sockets would cost
+        refusal = self.limiter.admit(address)
+        if refusal is not None:
+            self._limited[refusal].inc()
+            log.debug("refusing a connection from %s: %s", address, refusal)
+            writer.transport.abort()  # RST: no FIN handshake, no TIME_WAIT left behind on our side
             return
         self.metrics.connections_total.inc()
         session: MinerSession | None = None
+        handshaking = True
         try:
             noise = None
             if s.noise:
@@ -505,6 +538,8 @@ class StratumServer:
                 responder = NoiseResponder(self.credentials, max_frame_payload=s.max_frame_bytes)
                 msg2, noise = responder.respond(msg1)
                 writer.write(msg2)
+            self.limiter.handshake_done(address)
+            handshaking = False
             session = MinerSession(self, writer, noise)
             self.sessions.add(session)
             self.metrics.connections.inc()
@@ -527,11 +562,16 @@ class StratumServer:
             log.debug("connection ended: %s", exc)
         except (Sv2Error, Flooding) as exc:
             self.metrics.connection_errors_total.labels(reason=type(exc).__name__).inc()
+            if isinstance(exc, FrameTooLarge):
+                self._limited[LIMIT_FRAME_TOO_LARGE].inc()
+            elif isinstance(exc, Flooding):
+                self._limited[LIMIT_MESSAGE_RATE].inc()
             log.info("closing a connection: %s: %s", type(exc).__name__, exc)
         except Exception:  # a bug must cost one connection, not the server
             self.metrics.connection_errors_total.labels(reason="internal").inc()
             log.exception("unexpected error on a miner connection; closing it")
         finally:
+            self.limiter.release(address, handshaking=handshaking)
             if session is not None:
                 session.close()
                 self.sessions.discard(session)
@@ -554,6 +594,10 @@ class StratumServer:
         self, session: MinerSession, event: OpenStandardChannelRequested | OpenExtendedChannelRequested
     ) -> None:
         request = event.request
+        if len(session.channels) >= self.config.stratum.max_channels_per_connection:
+            self._limited[LIMIT_CHANNELS_PER_CONNECTION].inc()
+            session.send(session.conn.reject_channel(request.request_id, ERROR_TOO_MANY_CHANNELS))
+            return
         if self.identity_network is not None:
             identity = cached_identity(request.user_identity, self.identity_network)
             if isinstance(identity, IdentityError):
@@ -581,7 +625,8 @@ class StratumServer:
             session.send(session.conn.reject_channel(request.request_id, "no-extranonce-prefix-available"))
             return
         vd = self.config.vardiff
-        hashrate = request.nominal_hash_rate if request.nominal_hash_rate > 0 else vd.initial_hashrate
+        self._check_declared(request.nominal_hash_rate, vd)
+        hashrate = floored_hashrate(request.nominal_hash_rate, vd)
         vardiff = Vardiff(vd, target_for_hashrate(hashrate, vd.share_interval_s), self._network_target())
         if request.max_target and vardiff.target > request.max_target:
             vardiff.target = max(request.max_target, 1)
@@ -601,17 +646,34 @@ class StratumServer:
             self._send_job(session, info, _JobFrames(current, new_height=True))
 
     def update_channel(self, session: MinerSession, event: ChannelUpdateRequested) -> None:
+        """UpdateChannel: rate-limited per channel (the excess is ignored and counted); an honoured one moves the
+        target to the declared rate (floored at ``min_hashrate``, capped by ``maximum_target``) but keeps vardiff's
+        measurement window, so a stream of tiny declarations cannot keep resetting the flood detection."""
         channel = session.channels.get(event.channel.channel_id)
         if channel is None:
             return
+        st = self.config.stratum
+        if channel.updates is None:
+            channel.updates = RateBucket(1.0 / st.update_channel_interval_s, st.update_channel_burst)
+        if not channel.updates.take():
+            self._limited[LIMIT_UPDATE_CHANNEL_RATE].inc()
+            log.debug("ignoring an UpdateChannel of %s: over its rate limit", session.peer)
+            return
         vd = self.config.vardiff
-        if event.request.nominal_hash_rate > 0:
-            target = target_for_hashrate(event.request.nominal_hash_rate, vd.share_interval_s)
+        declared = event.request.nominal_hash_rate
+        if declared > 0:
+            self._check_declared(declared, vd)
+            target = target_for_hashrate(floored_hashrate(declared, vd), vd.share_interval_s)
             if event.request.maximum_target:
                 target = min(target, event.request.maximum_target)
             previous = channel.target
-            channel.vardiff = Vardiff(vd, target, self._network_target())
-            announce_target(session, channel, previous, self._grace_s)
+            if channel.vardiff.declare(target) is not None:
+                announce_target(session, channel, previous, self._grace_s)
+
+    def _check_declared(self, declared: float, vd: VardiffSettings) -> None:
+        """Count a declared nominal hashrate that the floor overrides."""
+        if 0 < declared < vd.min_hashrate:
+            self._limited[LIMIT_HASHRATE_FLOOR].inc()
 
     def subscribe_templates(self, session: MinerSession, channel_id: int) -> None:
         """CkbTemplateSubscribe: templates with every later job, and now the current job's."""

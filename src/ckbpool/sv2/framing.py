@@ -19,6 +19,16 @@ message is a maximal ``NewExtendedMiningJob`` (139,253 bytes), so :data:`DEFAULT
 (256 KiB) accepts every core message while bounding what one connection can make us buffer.
 A role that receives CKB template-extension messages (a proxy serving ``ckb miner``) must raise
 it (up to :data:`MAX_PAYLOAD`).
+
+A server (pool) only receives what clients send, and that is small: the largest messages a miner or proxy
+legitimately sends are a SetupConnection with five full STR0_255 strings (1,291 payload bytes), a
+CloseChannel (261), an Open*MiningChannel (298) and a SubmitSharesExtended with a 32-byte extranonce and the
+0x0002 + 0x4CCB identity and share-target TLVs (391); CkbSubmitSolution is 28 bytes. Only two client
+messages *could* be larger, neither legitimately here: RequestExtensions (a U16 per extension id, 128 KiB if
+it listed all 65,536 — a handful are defined) and SetCustomMiningJob (~74 KB at most; refused unless work
+selection was agreed). :data:`DEFAULT_MAX_INBOUND_PAYLOAD` (64 KiB, a single Noise chunk's worth) is what
+:class:`~ckbpool.sv2.server.ServerConnection` accepts by default: ~50x the largest real message, and a
+connection can make the server hold at most one such frame.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from ckbpool.sv2.errors import DecodeError, EncodeError, FrameTooLarge
 
 __all__ = [
     "CHANNEL_MSG_BIT",
+    "DEFAULT_MAX_INBOUND_PAYLOAD",
     "DEFAULT_MAX_PAYLOAD",
     "HEADER_SIZE",
     "MAX_PAYLOAD",
@@ -43,6 +54,8 @@ HEADER_SIZE = 6
 CHANNEL_MSG_BIT = 0x8000
 MAX_PAYLOAD = 0xFFFFFF
 DEFAULT_MAX_PAYLOAD = 256 * 1024
+#: What a server accepts from a client by default (see the module docstring for the sizes behind it).
+DEFAULT_MAX_INBOUND_PAYLOAD = 64 * 1024
 
 _HEADER = struct.Struct("<HBHB")  # extension_type, msg_type, msg_length low 16 bits, high 8 bits
 

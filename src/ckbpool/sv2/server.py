@@ -79,7 +79,7 @@ from ckbpool.sv2.events import (
     ShareSubmitted,
 )
 from ckbpool.sv2.extensions import TlvRejected, read_share_extensions
-from ckbpool.sv2.framing import DEFAULT_MAX_PAYLOAD, HEADER_SIZE
+from ckbpool.sv2.framing import DEFAULT_MAX_INBOUND_PAYLOAD, HEADER_SIZE
 from ckbpool.sv2.messages import Message, UnknownMessage, encode_message
 from ckbpool.sv2.messages_ckb import (
     CkbJobTemplate,
@@ -162,7 +162,8 @@ class ServerConnection(Connection):
     ``supported_flags``: client SetupConnection flags we can honour; the default honours standard
     jobs and version rolling (the CKB profile always allows version rolling) but not work
     selection. ``supported_extensions`` / ``required_extensions``: for RequestExtensions
-    (0x0001 itself is always supported).
+    (0x0001 itself is always supported). ``max_payload``: the largest frame accepted from the client,
+    by default :data:`~ckbpool.sv2.framing.DEFAULT_MAX_INBOUND_PAYLOAD` (client messages are small).
     """
 
     def __init__(
@@ -172,7 +173,7 @@ class ServerConnection(Connection):
         supported_flags: int = REQUIRES_STANDARD_JOBS | REQUIRES_VERSION_ROLLING,
         supported_extensions: Iterable[int] = (),
         required_extensions: Iterable[int] = (),
-        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        max_payload: int = DEFAULT_MAX_INBOUND_PAYLOAD,
     ) -> None:
         super().__init__(max_payload)
         if success_flags & REQUIRES_FIXED_VERSION:
