@@ -14,6 +14,12 @@ from ckbpool.ckb.devwallet import DEV_GENESIS_PRIVATE_KEY, DevKey
 from ckbpool.ckb.install import CKB_VERSION, find_or_install_ckb
 from ckbpool.ckb.node import CkbNode, NodeConfig
 
+# This machine has two docker clients: Debian's engine client (/usr/bin/docker, builds with BuildKit on its own) and
+# a newer one first on PATH without the buildx plugin. Every ckbpool command (and the tests' own docker calls, via
+# ckbpool.deploy.image.docker_binary) then uses Debian's; an operator's machine picks its own with CKBPOOL_DOCKER.
+if Path("/usr/bin/docker").exists():
+    os.environ.setdefault("CKBPOOL_DOCKER", "/usr/bin/docker")
+
 
 @pytest.fixture(scope="session")
 def ckb_binary() -> Path:

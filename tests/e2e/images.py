@@ -20,6 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ckbpool.deploy.image import docker_binary
+
 ROOT = Path(__file__).resolve().parents[2]
 BASE_IMAGE = os.environ.get("CKBPOOL_BASE_IMAGE", "local/debian:bookworm")
 #: compose service variable -> image name
@@ -43,8 +45,14 @@ def tag(name: str) -> str:
     return f"local/ckbpool-{name}:e2e"
 
 
+# run as a script (`python -m tests.e2e.images`) too: the same client choice as tests/conftest.py makes
+if Path("/usr/bin/docker").exists():
+    os.environ.setdefault("CKBPOOL_DOCKER", "/usr/bin/docker")
+
+
 def docker() -> str:
-    return "/usr/bin/docker" if Path("/usr/bin/docker").exists() else (shutil.which("docker") or "docker")
+    """The client the product itself runs (CKBPOOL_DOCKER, set by tests/conftest.py on this machine)."""
+    return docker_binary()
 
 
 def _digest(paths: list[Path], extra: str = "") -> str:

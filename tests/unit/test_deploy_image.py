@@ -114,3 +114,29 @@ def test_ca_bundle_defaults_to_what_pip_trusts(tmp_path: Path, monkeypatch: pyte
     assert image.default_ca_bundle() == other  # a bundle that does not exist is skipped
     monkeypatch.setenv("CKBPOOL_BUILD_CA_BUNDLE", str(bundle))
     assert image.default_ca_bundle() == bundle
+
+
+def test_docker_client_is_ckbpool_docker_when_set_else_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One client for build, save, pull and compose: CKBPOOL_DOCKER wins, PATH otherwise, clear errors for both."""
+    from ckbpool.deploy.errors import TargetUnavailable
+    from ckbpool.deploy.image import docker_binary
+
+    fake = tmp_path / "bin" / "docker"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake.parent))
+    monkeypatch.delenv("CKBPOOL_DOCKER", raising=False)
+    assert docker_binary() == str(fake)
+    other = tmp_path / "other-docker"
+    other.write_text("#!/bin/sh\n")
+    other.chmod(0o755)
+    monkeypatch.setenv("CKBPOOL_DOCKER", str(other))
+    assert docker_binary() == str(other)
+    monkeypatch.setenv("CKBPOOL_DOCKER", str(tmp_path / "missing"))
+    with pytest.raises(TargetUnavailable, match=r"CKBPOOL_DOCKER=.*missing: no such executable"):
+        docker_binary()
+    monkeypatch.delenv("CKBPOOL_DOCKER")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(TargetUnavailable, match="docker is not installed"):
+        docker_binary()

@@ -29,6 +29,7 @@ import yaml
 
 from .config import DeployConfig
 from .errors import TargetError, TargetUnavailable
+from .image import docker_binary
 from .render import compose_profiles, compose_project, compose_root_problem, prepare_compose_data
 from .target import ConfirmCallback, Paths, ServiceHealth, Target
 
@@ -41,11 +42,11 @@ _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}")
 SERVICE_LABEL = "com.docker.compose.service"
 
 
-def docker_binary() -> str:
-    found = shutil.which("docker")
-    if found is None:
-        raise TargetUnavailable("docker is not installed (scripts/docker-deps.sh installs Debian's docker.io)")
-    return found
+def _docker_or_none() -> str | None:
+    try:
+        return docker_binary()
+    except TargetUnavailable:
+        return None
 
 
 def compose_command() -> list[str]:
@@ -53,7 +54,7 @@ def compose_command() -> list[str]:
     explicit = os.environ.get("CKBPOOL_COMPOSE")
     if explicit:
         return shlex.split(explicit)
-    docker = shutil.which("docker")
+    docker = _docker_or_none()
     if docker is not None:
         probe = subprocess.run([docker, "compose", "version"], capture_output=True, timeout=30)
         if probe.returncode == 0:

@@ -79,9 +79,18 @@ def is_local_image(name: str) -> bool:
 
 
 def docker_binary() -> str:
-    """Debian's engine client is /usr/bin/docker; prefer it over any other ``docker`` on PATH."""
-    if Path("/usr/bin/docker").exists():
-        return "/usr/bin/docker"
+    """The docker client every ckbpool command runs: ``CKBPOOL_DOCKER`` if set, else ``docker`` on PATH.
+
+    One choice for building, saving, pulling and composing, so that the client that built an image is the one
+    that deploys it. The override exists for machines with several clients (e.g. Debian's /usr/bin/docker next
+    to a newer one without the buildx plugin, which BuildKit builds then need).
+    """
+    explicit = os.environ.get("CKBPOOL_DOCKER")
+    if explicit:
+        found = shutil.which(explicit)
+        if found is None:
+            raise TargetUnavailable(f"CKBPOOL_DOCKER={explicit}: no such executable")
+        return found
     found = shutil.which("docker")
     if found is None:
         raise TargetUnavailable("docker is not installed (install Docker Engine, e.g. Debian's docker.io)")
@@ -351,6 +360,8 @@ def _build_reason(tail: list[str]) -> str:
         text = re.sub(r"^#\d+ [\d.]+ ", "", line).strip()
         if text.startswith(("ERROR", "error:", "failed to solve")) or "ERROR:" in text:
             return text[:300]
+        if "buildx" in text:  # a client whose BuildKit builds need the missing buildx plugin
+            return f"{text[:200]} (install the buildx plugin, or point CKBPOOL_DOCKER at a client that builds)"
     return (tail[-1] if tail else "no output")[:300]
 
 
