@@ -216,9 +216,7 @@ def test_a_new_prefix_closes_everyone_and_starts_a_fresh_id_space() -> None:
 
 
 def test_each_phase_has_its_own_deadline() -> None:
-    server = V1Server(
-        load_proxy_config(data=config(subscribe_timeout_s=5, authorize_timeout_s=7, idle_timeout_s=100))
-    )
+    server = V1Server(load_proxy_config(data=config(subscribe_timeout_s=5, authorize_timeout_s=7, idle_timeout_s=100)))
     conn = connection(server, "10.0.0.1")
     conn.connected_at = conn.last_seen = 1000.0
     assert conn.deadline() == (1005.0, Refusal.SUBSCRIBE_TIMEOUT)
