@@ -28,25 +28,54 @@ partition, which neither aiokafka's idempotent producer nor the spool (strictly 
 What is *not* guaranteed
 ------------------------
 - Shares without an id (``source == ""``, producers from before ids) are counted, not deduplicated.
-- Dedup marks expire ``dedup_ttl_s`` (7 days) after a source's last share: a redelivery older than that would
-  count again (Kafka retention and spool outages are far shorter).
+- A dedup mark goes ``dedup_ttl_s`` (7 days) after its (source, ``user.worker``)'s last share: a redelivery
+  older than that would count again (Kafka retention and spool outages are far shorter).
 - Embedded mode (in-process bus): a ``kill -9`` of the pool process loses the shares still in its memory
   (taken from miners, not yet in Redis); a clean shutdown does not (see ``Pool.close``: the stratum server
   flushes first, then accounting drains, and SubmitShares.Success goes out only for shares handed to the bus).
 - Redis itself must keep what it acknowledged: AOF with ``appendfsync always`` (``everysec`` can lose the last
   second on a power loss, and with it the dedup marks of that second).
-- A Redis command failing at run time inside the script (a key of the wrong type, edited by hand) is not
-  rolled back by Redis: the batch then fails and is retried (health false) until an operator fixes the key.
+- A Redis command failing at run time inside the script (a key of the wrong type, edited by hand; an OOM
+  refusal when Redis reached ``maxmemory``) is not rolled back by Redis: the batch then fails and is retried
+  (health false, the lag alert fires) until an operator fixes the key or gives Redis memory. With
+  ``maxmemory-policy noeviction`` an OOM is refused at the script's first write, before anything changed.
 - Redis Cluster: the script builds its keys from ``ckbpool:`` itself, so it needs a single Redis (or a
   cluster slot for the whole prefix).
 
+Bounded memory (abuse: any number of identities, any share rate)
+-----------------------------------------------------------------
+Nothing in the books grows without bound, and none of it is evicted (``maxmemory-policy noeviction``: a
+full Redis refuses the batch, which is retried while the lag alert fires -- never a silent loss):
+
+- Identities expire when idle: ``worker:``/``user:`` hashes get ``EXPIRE idle_ttl_s`` (30 days) at each
+  accepted share, and the ``users``/``workers`` sorted sets (score = last accepted share time) drop members
+  older than that at each batch. A forgotten worker that comes back starts from zero counters; payouts do not
+  read these counters (they are statistics), they read the share log.
+- Rejected shares never create a key nor refresh one: a rejected share of a worker the books know (it had an
+  accepted share within ``idle_ttl_s``) is counted on its (and its user's) hash; a rejected share of an unknown
+  identity (a stream of garbage names, each share invalid) is *ignored* in Redis -- counted only in the stratum
+  server's ``ckbpool_shares_total{result}`` and in :attr:`ShareAccounting.ignored` -- and leaves no dedup mark.
+  So every key costs its creator at least one valid share at the difficulty floor.
+- The share log is trimmed by time (``XTRIM MINID``: entries older than ``share_log_keep_s``, 7 days), not by
+  count, so a burst of shares cannot push the PPLNS window out (see ``RedisSettings.share_log_keep_s``);
+  ``ckbpool_accounting_share_log_oldest_age_seconds`` shows how far back it reaches. ``share_log_maxlen``
+  (off by default) adds a count cap as a last resort.
+- Dedup marks are pruned per (source, ``user.worker``) once idle ``dedup_ttl_s`` (a long-running stratum server
+  seeing 100k names does not keep 100k marks forever); hashrate buckets expire after 2 h; the ``blocks`` list
+  keeps the latest 1,000 outcomes, one per block hash.
+
 Keys (prefix ``ckbpool:``):
 - ``worker:{user}.{worker}`` / ``user:{user}`` hashes: accepted, rejected, rejected:{reason}, difficulty (sum),
-  work (hashes), last_share
+  work (hashes), last_share; expire ``idle_ttl_s`` after the last accepted share
+- ``users`` / ``workers`` sorted sets: ``user`` / ``user.worker`` -> time of its last accepted share (members
+  idle for ``idle_ttl_s`` removed). Books written before these were sets are converted by the script once.
 - ``hashrate:{minute}`` hash: field ``{user}.{worker}`` -> expected hashes in that minute (expires after 2 h)
-- ``sharelog`` stream: one entry per accepted share (user, worker, difficulty, height, ts, id), capped (MAXLEN ~)
-- ``hwm:{source}`` hash: field ``{user}.{worker}`` -> highest seq counted (expires ``dedup_ttl_s`` after use)
-- ``users`` / ``workers`` sets; ``blocks`` list: the latest block outcomes as JSON
+- ``sharelog`` stream: one entry per accepted share (user, worker, difficulty, height, ts, id, work = expected
+  hashes as an integer), entries older than ``share_log_keep_s`` trimmed at each batch
+- ``hwm:{source}`` hash: field ``{user}.{worker}`` -> highest seq counted; ``hwm:{source}:seen`` sorted set:
+  the same field -> when it was last written (the pruning index); both expire ``dedup_ttl_s`` after use
+- ``blocks`` list: the latest block outcomes as JSON, newest first, one per block hash; ``blocks:index`` hash:
+  block hash -> its entry (the dedup guard, see :meth:`ShareAccounting.record_block`)
 """
 
 from __future__ import annotations
@@ -54,7 +83,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -65,11 +94,13 @@ from redis.backoff import NoBackoff
 from ..bus.base import Subscription
 from ..bus.events import BlockOutcome, Share
 from ..retry import FOREVER, REDIS_READ, Backoff, retry
+from .config import DEDUP_TTL_S, IDLE_TTL_S, SHARE_LOG_KEEP_S, RedisSettings
 
 log = logging.getLogger(__name__)
 PREFIX = "ckbpool:"
 HASHRATE_BUCKET_TTL_S = 2 * 3600
-DEDUP_TTL_S = 7 * 86400
+#: found blocks kept in the ``blocks`` list (and deduplicated by hash)
+BLOCKS_KEPT = 1000
 REDIS_TIMEOUT_S = 5.0
 #: errors a Redis call is retried on when it may only fail loudly (status reads); writes retry on anything
 TRANSIENT = (
@@ -81,71 +112,148 @@ TRANSIENT = (
     OSError,
 )
 
-# ARGV: prefix, share log maxlen, dedup ttl, hashrate bucket ttl, then FIELDS values per share.
-# Returns {counted, duplicates}.
+# ARGV: prefix, now (s), share log keep (s), share log maxlen (0: none), dedup ttl, hashrate bucket ttl, idle ttl,
+# then _FIELDS values per share. Returns {counted, duplicates, ignored, oldest share log entry (ms, 0: empty)}.
 _FIELDS = 11
 _RECORD_LUA = """
-local prefix = ARGV[1]
-local maxlen = ARGV[2]
-local dedup_ttl = ARGV[3]
-local rate_ttl = ARGV[4]
-local counted, duplicates = 0, 0
-local marks, buckets = {}, {}
-for i = 5, #ARGV, 11 do
-  local source, seq, user, worker = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local ident = user .. '.' .. worker
-  local fresh = true
-  if source ~= '' then
-    local mark = prefix .. 'hwm:' .. source
-    local last = redis.call('HGET', mark, ident)
-    if last and tonumber(seq) <= tonumber(last) then
-      fresh = false
-    else
-      redis.call('HSET', mark, ident, seq)
-      marks[mark] = true
-    end
-  end
-  if fresh then
-    counted = counted + 1
-    local accepted, difficulty, work = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
-    local ts, minute, height, reason = ARGV[i + 7], ARGV[i + 8], ARGV[i + 9], ARGV[i + 10]
-    local keys = {prefix .. 'worker:' .. ident, prefix .. 'user:' .. user}
-    for _, key in ipairs(keys) do
-      if accepted == '1' then
-        redis.call('HINCRBY', key, 'accepted', 1)
-        redis.call('HINCRBYFLOAT', key, 'difficulty', difficulty)
-        redis.call('HINCRBYFLOAT', key, 'work', work)
-        local previous = redis.call('HGET', key, 'last_share')
-        if not previous or tonumber(previous) < tonumber(ts) then
-          redis.call('HSET', key, 'last_share', ts)
-        end
-      else
-        redis.call('HINCRBY', key, 'rejected', 1)
-        redis.call('HINCRBY', key, 'rejected:' .. reason, 1)
+local prefix, now, keep, maxlen = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local dedup_ttl, rate_ttl, idle_ttl = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local users, workers, sharelog = prefix .. 'users', prefix .. 'workers', prefix .. 'sharelog'
+-- once, on books written before v2 of this script: the users/workers SETs become sorted sets (by last share),
+-- and the hashes they name, which had no TTL, get one (as if their last share were now)
+for _, legacy in ipairs({{users, 'user:'}, {workers, 'worker:'}}) do
+  if redis.call('TYPE', legacy[1]).ok == 'set' then
+    local members = redis.call('SMEMBERS', legacy[1])
+    redis.call('DEL', legacy[1])
+    for i = 1, #members, 500 do
+      local args = {}
+      for j = i, math.min(i + 499, #members) do
+        args[#args + 1] = now
+        args[#args + 1] = members[j]
+        redis.call('EXPIRE', prefix .. legacy[2] .. members[j], idle_ttl, 'NX')
       end
+      redis.call('ZADD', legacy[1], unpack(args))
     end
-    if accepted == '1' then
-      local bucket = prefix .. 'hashrate:' .. minute
-      redis.call('HINCRBYFLOAT', bucket, ident, work)
-      buckets[bucket] = true
-      redis.call('XADD', prefix .. 'sharelog', 'MAXLEN', '~', maxlen, '*', 'user', user, 'worker', worker,
-        'difficulty', difficulty, 'height', height, 'ts', ts, 'id', source .. ':' .. seq)
-    end
-    redis.call('SADD', prefix .. 'users', user)
-    redis.call('SADD', prefix .. 'workers', ident)
-  else
-    duplicates = duplicates + 1
   end
 end
-for mark in pairs(marks) do redis.call('EXPIRE', mark, dedup_ttl) end
+local counted, duplicates, ignored = 0, 0, 0
+local seen, buckets, live = {}, {}, {}
+for i = 8, #ARGV, 11 do
+  local source, seq, user, worker = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local accepted, difficulty, work = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+  local ts, minute, height, reason = ARGV[i + 7], ARGV[i + 8], ARGV[i + 9], ARGV[i + 10]
+  local ident = user .. '.' .. worker
+  local mark = prefix .. 'hwm:' .. source
+  local wkey, ukey = prefix .. 'worker:' .. ident, prefix .. 'user:' .. user
+  local fresh = true
+  if source ~= '' then
+    local last = redis.call('HGET', mark, ident)
+    if last and tonumber(seq) <= tonumber(last) then fresh = false end
+  end
+  if not fresh then
+    duplicates = duplicates + 1
+  elseif accepted == '1' then
+    for _, key in ipairs({wkey, ukey}) do
+      redis.call('HINCRBY', key, 'accepted', 1)
+      redis.call('HINCRBYFLOAT', key, 'difficulty', difficulty)
+      redis.call('HINCRBYFLOAT', key, 'work', work)
+      local previous = redis.call('HGET', key, 'last_share')
+      if not previous or tonumber(previous) < tonumber(ts) then
+        redis.call('HSET', key, 'last_share', ts)
+      end
+      live[key] = true
+    end
+    local bucket = prefix .. 'hashrate:' .. minute
+    redis.call('HINCRBYFLOAT', bucket, ident, work)
+    buckets[bucket] = true
+    redis.call('XADD', sharelog, '*', 'user', user, 'worker', worker, 'difficulty', difficulty,
+      'height', height, 'ts', ts, 'id', source .. ':' .. seq, 'work', ARGV[i + 6])
+    redis.call('ZADD', users, 'GT', ts, user)
+    redis.call('ZADD', workers, 'GT', ts, ident)
+    counted = counted + 1
+    if source ~= '' then redis.call('HSET', mark, ident, seq); seen[#seen + 1] = {mark, ident} end
+  elseif redis.call('EXISTS', wkey) == 1 then
+    -- a rejected share of a worker the books know (accepted a share within the idle TTL): counted there,
+    -- without refreshing its TTL -- rejected shares alone never keep a key alive or create one
+    redis.call('HINCRBY', wkey, 'rejected', 1)
+    redis.call('HINCRBY', wkey, 'rejected:' .. reason, 1)
+    if redis.call('EXISTS', ukey) == 1 then
+      redis.call('HINCRBY', ukey, 'rejected', 1)
+      redis.call('HINCRBY', ukey, 'rejected:' .. reason, 1)
+    end
+    counted = counted + 1
+    if source ~= '' then redis.call('HSET', mark, ident, seq); seen[#seen + 1] = {mark, ident} end
+  else
+    ignored = ignored + 1
+  end
+end
+local touched = {}
+for _, m in ipairs(seen) do
+  redis.call('ZADD', m[1] .. ':seen', now, m[2])
+  touched[m[1]] = true
+end
+for mark in pairs(touched) do
+  -- marks of idents silent for dedup_ttl go (a bounded number per batch), then the whole source when it stops
+  local stale = redis.call('ZRANGEBYSCORE', mark .. ':seen', '-inf', now - dedup_ttl, 'LIMIT', 0, 1000)
+  if #stale > 0 then
+    redis.call('HDEL', mark, unpack(stale))
+    redis.call('ZREM', mark .. ':seen', unpack(stale))
+  end
+  redis.call('EXPIRE', mark, dedup_ttl)
+  redis.call('EXPIRE', mark .. ':seen', dedup_ttl)
+end
 for bucket in pairs(buckets) do redis.call('EXPIRE', bucket, rate_ttl) end
-return {counted, duplicates}
+for key in pairs(live) do redis.call('EXPIRE', key, idle_ttl) end
+redis.call('ZREMRANGEBYSCORE', users, '-inf', '(' .. (now - idle_ttl))
+redis.call('ZREMRANGEBYSCORE', workers, '-inf', '(' .. (now - idle_ttl))
+redis.call('XTRIM', sharelog, 'MINID', string.format('%.0f', math.max(0, now - keep) * 1000))
+if maxlen > 0 then redis.call('XTRIM', sharelog, 'MAXLEN', '~', maxlen) end
+local oldest = redis.call('XRANGE', sharelog, '-', '+', 'COUNT', 1)
+local oldest_ms = 0
+if #oldest > 0 then oldest_ms = tonumber(string.match(oldest[1][1], '^(%d+)')) end
+return {counted, duplicates, ignored, oldest_ms}
+"""
+
+
+# ARGV: prefix, block hash (hex), status, entry JSON, how many to keep. Returns 1 if listed or updated, else 0.
+_BLOCK_LUA = """
+local blocks, index = ARGV[1] .. 'blocks', ARGV[1] .. 'blocks:index'
+local hash, status, entry, keep = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+if redis.call('EXISTS', index) == 0 then
+  -- books from before the index: index what the list holds (at most keep entries)
+  for _, old in ipairs(redis.call('LRANGE', blocks, 0, -1)) do
+    local ok, decoded = pcall(cjson.decode, old)
+    if ok and type(decoded) == 'table' and decoded.block_hash then
+      redis.call('HSET', index, decoded.block_hash, old)
+    end
+  end
+end
+local listed = redis.call('HGET', index, hash)
+if listed then
+  local ok, decoded = pcall(cjson.decode, listed)
+  local was = ok and type(decoded) == 'table' and decoded.status or ''
+  if not (was == 'pending' and status ~= 'pending') then return 0 end
+  redis.call('LREM', blocks, 1, listed)  -- a final outcome replaces its pending one
+end
+redis.call('HSET', index, hash, entry)
+redis.call('LPUSH', blocks, entry)
+for _, old in ipairs(redis.call('LRANGE', blocks, keep, -1)) do
+  local ok, decoded = pcall(cjson.decode, old)
+  if ok and type(decoded) == 'table' and decoded.block_hash then redis.call('HDEL', index, decoded.block_hash) end
+end
+redis.call('LTRIM', blocks, 0, keep - 1)
+return 1
 """
 
 
 def share_work(share_target: int) -> float:
     """Expected hashes behind one share at this target."""
-    return float((1 << 256) // max(1, share_target))
+    return float(share_work_int(share_target))
+
+
+def share_work_int(share_target: int) -> int:
+    """Expected hashes behind one share at this target, exactly (the share log's ``work`` field)."""
+    return (1 << 256) // max(1, share_target)
 
 
 def connect_redis(url: str, password: str | None = None, *, timeout_s: float = REDIS_TIMEOUT_S) -> aioredis.Redis:
@@ -169,7 +277,7 @@ def _share_args(share: Share) -> list[str | int]:
         share.worker,
         "1" if share.accepted else "0",
         repr(float(share.share_difficulty)),
-        repr(share_work(share.share_target)) if share.accepted else "0",
+        share_work_int(share.share_target) if share.accepted else 0,
         repr(float(share.timestamp)),
         int(share.timestamp // 60),
         share.height,
@@ -184,55 +292,101 @@ class ShareAccounting:
         self,
         client: aioredis.Redis,
         *,
-        share_log_maxlen: int = 1_000_000,
+        share_log_keep_s: float = SHARE_LOG_KEEP_S,
+        share_log_maxlen: int | None = None,
+        idle_ttl_s: int = IDLE_TTL_S,
         batch: int = 256,
         dedup_ttl_s: int = DEDUP_TTL_S,
         max_lag_s: float = 30.0,
         policy: Backoff = FOREVER,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = client
+        self.share_log_keep_s = share_log_keep_s
         self.share_log_maxlen = share_log_maxlen
+        self.idle_ttl_s = idle_ttl_s
         self.batch = batch
         self.dedup_ttl_s = dedup_ttl_s
         self.max_lag_s = max_lag_s
         self.policy = policy
+        self.clock = clock  # the books' "now" (TTL pruning, share log trimming); tests move it
         self._script = client.register_script(_RECORD_LUA)
+        self._block_script = client.register_script(_BLOCK_LUA)
         self.written = 0  # shares counted (not duplicates)
         self.duplicates = 0  # shares dropped as already counted
+        self.ignored = 0  # rejected shares of identities the books do not know (metrics only, no key)
         self.errors = 0  # failed Redis attempts (each retried)
         self.stopped = False  # run() ended (subscription over, drained, cancelled or crashed)
         self.last_write_at = time.time()
+        self.share_log_oldest_ms = 0  # ID time of the share log's oldest entry after the last batch (0: empty)
         self._pending_since: float | None = None  # oldest share timestamp of the batch being written
         self._last_lag = 0.0  # end-to-end delay of the last batch written
         self._draining = False
 
+    @classmethod
+    def from_settings(cls, client: aioredis.Redis, settings: RedisSettings) -> ShareAccounting:
+        """The consumer ``[redis]`` describes (one place that maps settings to arguments)."""
+        return cls(
+            client,
+            share_log_keep_s=settings.share_log_keep_s,
+            share_log_maxlen=settings.share_log_maxlen,
+            idle_ttl_s=settings.idle_ttl_s,
+            dedup_ttl_s=settings.dedup_ttl_s,
+            max_lag_s=settings.max_lag_s,
+        )
+
     # -- writes -----------------------------------------------------------------------------------
     async def apply(self, shares: Sequence[Share]) -> tuple[int, int]:
         """One attempt at one batch: one atomic script. Returns (counted, duplicates). No retry."""
+        counted, duplicates, _ignored = await self._apply(shares)
+        return counted, duplicates
+
+    async def _apply(self, shares: Sequence[Share]) -> tuple[int, int, int]:
         if not shares:
-            return 0, 0
-        args: list[str | int] = [PREFIX, self.share_log_maxlen, self.dedup_ttl_s, HASHRATE_BUCKET_TTL_S]
+            return 0, 0, 0
+        args: list[str | int | float] = [
+            PREFIX,
+            repr(float(self.clock())),
+            repr(float(self.share_log_keep_s)),
+            self.share_log_maxlen or 0,
+            self.dedup_ttl_s,
+            HASHRATE_BUCKET_TTL_S,
+            self.idle_ttl_s,
+        ]
         for share in shares:
             args.extend(_share_args(share))
-        counted, duplicates = await self._script(keys=[], args=args)
-        return int(counted), int(duplicates)
+        counted, duplicates, ignored, oldest_ms = await self._script(keys=[], args=args)
+        self.share_log_oldest_ms = int(oldest_ms)
+        return int(counted), int(duplicates), int(ignored)
 
     async def record(self, shares: Iterable[Share]) -> tuple[int, int]:
-        """Write one batch, retrying (any error, per ``policy``: by default until it lands); idempotent."""
+        """Write one batch, retrying (any error, per ``policy``: by default until it lands); idempotent.
+
+        Returns (counted, duplicates); rejected shares of unknown identities are neither (see :attr:`ignored`)."""
         batch = list(shares)
         if not batch:
             return 0, 0
         self._pending_since = min(s.timestamp for s in batch)
-        counted, duplicates = await retry(lambda: self.apply(batch), on=self._failed, policy=self.policy)
+        counted, duplicates, ignored = await retry(lambda: self._apply(batch), on=self._failed, policy=self.policy)
         now = time.time()
         self._last_lag = max(0.0, now - self._pending_since)
         self._pending_since = None
         self.last_write_at = now
         self.written += counted
         self.duplicates += duplicates
+        self.ignored += ignored
         if duplicates:
             log.info("accounting: %d of %d shares were already counted (redelivery)", duplicates, len(batch))
         return counted, duplicates
+
+    def share_log_age_s(self, now: float | None = None) -> float:
+        """Age of the share log's oldest entry as of the last batch (0 when empty or not yet known): it should
+        sit near ``share_log_keep_s`` on a pool that has run that long; far below means entries are trimmed
+        early (a ``share_log_maxlen`` too small for the share rate), far above means no batch came to trim."""
+        if not self.share_log_oldest_ms:
+            return 0.0
+        now = self.clock() if now is None else now
+        return max(0.0, now - self.share_log_oldest_ms / 1000)
 
     def _failed(self, exc: Exception) -> bool:
         """Retry hook: count and log every failed attempt; every error is retried (losing shares is worse)."""
@@ -241,7 +395,14 @@ class ShareAccounting:
         log.log(level, "accounting: Redis write failed (%r); retrying with backoff", exc)
         return True
 
-    async def record_block(self, outcome: BlockOutcome) -> None:
+    async def record_block(self, outcome: BlockOutcome) -> bool:
+        """Add a found block's outcome to the ``blocks`` list once per block hash; returns whether it was new.
+
+        The same block is reported more than once on purpose (the finder's own submit and the block maker's,
+        a replay of pending blocks after a restart, a bus redelivery), so the list is guarded by a set of the
+        hashes already listed (``blocks:index``, hash -> its entry, trimmed with the list): one atomic script, so a
+        retry after an in-doubt write cannot list it twice either. The first outcome recorded for a hash is the
+        one kept, except that a final one (accepted / stale / rejected) replaces a ``pending`` one."""
         entry = {
             "block_hash": outcome.block_hash.hex(),
             "height": outcome.height,
@@ -251,14 +412,9 @@ class ShareAccounting:
             "worker": outcome.worker,
             "submitted_at": outcome.submitted_at,
         }
-
-        async def write() -> None:
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.lpush(f"{PREFIX}blocks", json.dumps(entry))
-            pipe.ltrim(f"{PREFIX}blocks", 0, 999)
-            await pipe.execute()
-
-        await retry(write, on=self._failed, policy=self.policy)
+        args: list[str | int] = [PREFIX, outcome.block_hash.hex(), outcome.status, json.dumps(entry), BLOCKS_KEPT]
+        added = await retry(lambda: self._block_script(keys=[], args=args), on=self._failed, policy=self.policy)
+        return bool(int(added))
 
     # -- the consumer -----------------------------------------------------------------------------
     async def run(self, subscription: Subscription, *, poll_s: float = 0.5) -> None:

@@ -7,13 +7,26 @@ through :func:`parse_identity`: a malformed address, an address of another netwo
 worker name is refused where it arrives (authorize error, OpenMiningChannel.Error,
 SubmitShares.Error) -- never credited to someone else.
 
-The worker name is capped at 32 UTF-8 bytes, the limit of the spec's 0x0002 ``user_identity`` TLV:
-the proxy tags each share with the worker name there too, so generic SV2 tooling sees exactly the
-worker names the pool's books use (no truncation, no two workers collapsing into one).
+The worker name is 1..32 characters of ``A-Z a-z 0-9 . _ -`` (:data:`WORKER_CHARSET`):
+
+- 32 is the limit of the spec's 0x0002 ``user_identity`` TLV: the proxy tags each share with the worker
+  name there too, so generic SV2 tooling sees exactly the worker names the pool's books use (no
+  truncation, no two workers collapsing into one). ASCII only, so 32 characters are 32 bytes.
+- The charset is what V1 miners actually type after the dot (``rig1``, ``s19-07``, ``farm_a.rack2``: the
+  username is split at the *first* dot, so dots may follow), and nothing else: a worker name becomes part
+  of Redis keys (``worker:<user>.<worker>``), Prometheus-facing status, logs and a CSV-ish share log, so
+  spaces, colons, quotes, control and look-alike Unicode characters are refused instead of escaped
+  everywhere. Every name is also one more key in the books, which is why the names are short and plain
+  (the number of them is bounded in the books by the idle TTL, see :mod:`ckbpool.pool.accounting`).
+
+The same checks run wherever an identity enters: :func:`parse_identity` at an SV2 channel open, a V1
+``mining.authorize`` at the proxy (per-worker mode) and a share's 0x4CCB tag; :func:`check_worker` for a
+0x0002 tag alone. Errors say which character or length is wrong, so a miner can fix its config.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ..ckb.address import parse_address
@@ -27,6 +40,7 @@ __all__ = [
     "ERROR_INVALID_WORKER",
     "MAX_IDENTITY_BYTES",
     "MAX_WORKER_BYTES",
+    "WORKER_CHARSET",
     "Identity",
     "IdentityError",
     "check_worker",
@@ -37,6 +51,10 @@ __all__ = [
 DEFAULT_WORKER = "default"
 #: = the 0x0002 ``user_identity`` limit (spec, SRI's MAX_USER_IDENTITY_LENGTH)
 MAX_WORKER_BYTES = 32
+#: characters a worker name may use (a regex character class body; see the module docstring)
+WORKER_CHARSET = "A-Za-z0-9._-"
+_WORKER_RE = re.compile(f"[{WORKER_CHARSET}]+")
+_BAD_CHAR_RE = re.compile(f"[^{WORKER_CHARSET}]")
 #: = the 0x4CCB ``ckb_user_identity`` limit (STR0_255), and the SV2 channel ``user_identity`` limit
 MAX_IDENTITY_BYTES = 255
 
@@ -70,15 +88,19 @@ def _short(text: str, limit: int = 40) -> str:
 
 
 def check_worker(worker: str) -> None:
-    """A worker name fit for the books and for a 0x0002 TLV: 1..32 UTF-8 bytes, printable, no spaces."""
-    try:
-        size = len(worker.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise IdentityError(ERROR_INVALID_WORKER, "worker name is not valid UTF-8") from None
-    if size > MAX_WORKER_BYTES:
-        raise IdentityError(ERROR_INVALID_WORKER, f"worker name of {size} bytes exceeds {MAX_WORKER_BYTES}")
-    if not worker.isprintable() or any(c.isspace() for c in worker):
-        raise IdentityError(ERROR_INVALID_WORKER, "worker name has spaces or unprintable characters")
+    """A worker name fit for the books and for a 0x0002 TLV: 1..32 characters of ``A-Z a-z 0-9 . _ -``."""
+    if not worker:
+        raise IdentityError(ERROR_INVALID_WORKER, "empty worker name")
+    if _WORKER_RE.fullmatch(worker) is None:
+        bad = _BAD_CHAR_RE.search(worker)
+        assert bad is not None
+        raise IdentityError(
+            ERROR_INVALID_WORKER,
+            f"worker name {_short(worker)!r} has {bad.group()!r} at position {bad.start() + 1}; "
+            f"allowed: letters, digits, '.', '_', '-'",
+        )
+    if len(worker) > MAX_WORKER_BYTES:
+        raise IdentityError(ERROR_INVALID_WORKER, f"worker name of {len(worker)} characters exceeds {MAX_WORKER_BYTES}")
 
 
 def parse_identity(text: str, network: str | None) -> Identity:

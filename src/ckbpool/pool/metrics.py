@@ -132,6 +132,11 @@ class PoolMetrics:
             "1 while share accounting runs and keeps up (lag within its limit); 0 makes /health fail",
             registry=r,
         )
+        self.accounting_share_log_age_seconds = Gauge(
+            "ckbpool_accounting_share_log_oldest_age_seconds",
+            "Age of the share log's oldest entry (how far back PPLNS can read; trimmed at redis.share_log_keep_s)",
+            registry=r,
+        )
 
     def track_template_age(self, last_template_at: Callable[[], float]) -> None:
         self.template_age_seconds.set_function(lambda: max(0.0, time.time() - last_template_at()))

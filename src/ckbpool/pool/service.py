@@ -126,9 +126,7 @@ class Pool:
         if "accounting" in self.roles and cfg.redis.url:
             password = cfg.redis.password_file.read_text().strip() if cfg.redis.password_file else None
             self._redis = connect_redis(cfg.redis.url, password, timeout_s=cfg.redis.timeout_s)
-            self.accounting = ShareAccounting(
-                self._redis, share_log_maxlen=cfg.redis.share_log_maxlen, max_lag_s=cfg.redis.max_lag_s
-            )
+            self.accounting = ShareAccounting.from_settings(self._redis, cfg.redis)
             shares = self.bus.subscribe(Topic.SHARES, "accounting", manual_ack=True)
             self._accounting_task = self._spawn(self.accounting.run(shares))
             if "blockmaker" not in self.roles:
@@ -198,6 +196,7 @@ class Pool:
         if accounting is not None:
             m.accounting_lag_seconds.set_function(accounting.lag_seconds)
             m.accounting_up.set_function(lambda: 1.0 if accounting.healthy() else 0.0)
+            m.accounting_share_log_age_seconds.set_function(accounting.share_log_age_s)
             for name, doc, attr in (
                 ("ckbpool_accounting_counted_shares", "Shares counted into the books (Redis)", "written"),
                 ("ckbpool_accounting_duplicate_shares", "Share events dropped as already counted", "duplicates"),
