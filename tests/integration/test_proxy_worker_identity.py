@@ -112,7 +112,8 @@ async def redis_hash(pool: Pool, key: str) -> dict[str, str]:
 
 async def redis_set(pool: Pool, key: str) -> set[str]:
     assert pool.accounting is not None
-    return {v.decode() for v in await pool.accounting.redis.smembers(f"{PREFIX}{key}")}
+    # users / workers are sorted sets by last accepted share (ckbpool.pool.accounting: idle members expire)
+    return {v.decode() for v in await pool.accounting.redis.zrange(f"{PREFIX}{key}", 0, -1)}
 
 
 # --- many miners, each its own account --------------------------------------------------------------------------
