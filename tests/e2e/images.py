@@ -152,21 +152,6 @@ def build_testing_image(image: str, dockerfile: Path) -> str:
     return image
 
 
-def redis_for_hosts(redis_image: str) -> str:
-    """The Redis stand-in as the btcpool role runs it. Debian's redis-server leaves /etc/redis 2770 redis:redis,
-    which the stack's uid (btcpool_uid, not root on a role-managed host) cannot enter; the official image has no
-    /etc/redis at all (the bind mount creates it world-readable). Same image, that directory opened."""
-    image = f"{redis_image.split(':')[0]}-hosts:e2e"
-    result = subprocess.run(
-        [docker(), "build", "-q", "-t", image, "-"],
-        input=f"FROM {redis_image}\nUSER root\nRUN chmod 0755 /etc/redis\n",
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    if result.returncode != 0:
-        raise RuntimeError(f"docker build of {image} failed:\n{result.stdout}{result.stderr}")
-    return image
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", default=list(IMAGES), help=f"images to build (default: {' '.join(IMAGES)})")

@@ -54,7 +54,7 @@ from ckbpool.deploy.secrets import authority_public_key
 from ckbpool.deploy.target import Paths
 from ckbpool.miner.sv2 import Sv2Miner
 
-from .images import BASE_IMAGE, build, build_testing_image, cache_dir, redis_for_hosts
+from .images import BASE_IMAGE, build, build_testing_image, cache_dir
 from .images import IMAGES as IMAGE_VARS
 from .mining import mine_until_block
 from .test_ansible_role import ROOT, cli, engine  # noqa: F401  (engine is a fixture)
@@ -135,12 +135,11 @@ def _network(docker_cli: str, name: str) -> str:
 
 @pytest.fixture(scope="module")
 def images(engine: str) -> dict[str, str]:  # noqa: F811
-    """tests/e2e/images.py name -> local image of each official image's stand-in (the redis stand-in with /etc/redis
-    opened, as in the one-host test). Not the pool image: the deploy builds that itself."""
+    """tests/e2e/images.py name -> local image of each official image's stand-in (its /etc/redis is 0755 like the
+    official image's bind-mounted one). Not the pool image: the deploy builds that itself."""
     names = sorted({n for host in IMAGES.values() for n in host} - {"pool"})
     built = build(names)
     by_name = {name: built[var] for name, var in IMAGE_VARS.items() if var in built}
-    by_name["redis"] = redis_for_hosts(by_name["redis"])
     build_testing_image(IMAGE, ROOT / "ansible" / "testing" / "testhost-systemd.Dockerfile")
     return by_name
 

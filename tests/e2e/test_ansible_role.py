@@ -41,7 +41,7 @@ from ckbpool.deploy.secrets import authority_public_key
 from ckbpool.deploy.target import Paths
 from ckbpool.miner.sv2 import Sv2Miner
 
-from .images import build, build_testing_image, docker, redis_for_hosts
+from .images import build, build_testing_image, docker
 from .mining import mine_until_block
 
 pytestmark = pytest.mark.e2e
@@ -71,7 +71,6 @@ def images(engine: str) -> dict[str, str]:
     start = time.monotonic()
     built = build(["ckb", "pool", "redis", "prometheus", "node-exporter", "redis-exporter"])
     build_testing_image(TESTHOST_IMAGE, ROOT / "ansible" / "testing" / "testhost.Dockerfile")
-    built["CKBPOOL_IMAGE_REDIS"] = redis_for_hosts(built["CKBPOOL_IMAGE_REDIS"])
     print(f"images ready in {time.monotonic() - start:.0f}s")
     return built
 
