@@ -24,6 +24,8 @@ apt_packages() {
   for p in "${want[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
   command -v java >/dev/null || missing+=(default-jdk-headless)  # Kafka 4.x needs Java >= 17
   command -v mvn >/dev/null || missing+=(maven)                  # fetches the Kafka jars
+  # the payouts ledger's real database in tests (tests/support/postgres.py: initdb + pg_ctl of a throwaway server)
+  dpkg -s postgresql-15 >/dev/null 2>&1 || missing+=(postgresql-15)
   if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then echo "need root to apt-get install ${missing[*]}" >&2; return 1; fi
     apt-get update -qq
