@@ -1024,7 +1024,13 @@ def _share_bench_config() -> Any:
             },
             # share target = 2^256-1 (every nonce is a share) and it can never move: the easiest target is
             # 2^256-1, the hardest 0xffff << 240, within the 1.5x tolerance of each other
-            "vardiff": {"min_share_difficulty": 1e-9, "max_share_difficulty": 1.0, "initial_hashrate": 1e-9},
+            # (min_hashrate: the abuse floor is lifted for the same reason)
+            "vardiff": {
+                "min_share_difficulty": 1e-9,
+                "min_hashrate": 1e-9,
+                "max_share_difficulty": 1.0,
+                "initial_hashrate": 1e-9,
+            },
         }
     )
 
