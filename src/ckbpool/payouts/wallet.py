@@ -85,12 +85,25 @@ class SendRejected(PaymentError):
 
 
 class InputSpent(SendRejected):
-    """An input of the transaction is already spent (by another transaction) or unknown to the chain."""
+    """Inputs of the transaction are not live: ``spent`` were created by a committed transaction (so another one
+    consumed them), ``unknown`` the chain has never seen."""
 
-    def __init__(self, tx_hash: bytes, code: int, node_message: str, out_points: Sequence[OutPoint]) -> None:
-        self.out_points = tuple(out_points)
-        names = ", ".join(f"{hex_bytes(op.tx_hash)}:{op.index}" for op in out_points) or "one of its inputs"
-        super().__init__(tx_hash, code, node_message, f"input {names} is already spent or unknown to the chain")
+    def __init__(
+        self, tx_hash: bytes, code: int, node_message: str, spent: Sequence[OutPoint], unknown: Sequence[OutPoint]
+    ) -> None:
+        self.spent = tuple(spent)
+        self.unknown = tuple(unknown)
+        self.out_points = self.spent + self.unknown
+        parts = []
+        if self.spent:
+            parts.append(f"input {_names(self.spent)} is already spent")
+        if self.unknown:
+            parts.append(f"input {_names(self.unknown)} is unknown to the chain")
+        super().__init__(tx_hash, code, node_message, "; ".join(parts) or "an input is not live")
+
+
+def _names(out_points: Sequence[OutPoint]) -> str:
+    return ", ".join(f"{hex_bytes(op.tx_hash)}:{op.index}" for op in out_points)
 
 
 class WalletSettings(BaseModel):
@@ -384,12 +397,25 @@ class PayoutWallet:
                 log.info("transaction %s was already %s; not sent again", hex_bytes(tx_hash), status.state)
                 self._remember(tx_hash, tx)
                 return tx_hash
-            raise _explain_refusal(tx_hash, tx, exc) from exc
+            refusal = _explain_refusal(tx_hash, tx, exc)
+            if isinstance(refusal, InputSpent):
+                refusal = await self._which_inputs_spent(refusal)
+            raise refusal from exc
         returned = parse_bytes(result, "send_transaction.result", 32)
         if returned != tx_hash:
             raise PaymentError(f"node returned hash {hex_bytes(returned)} for our transaction {hex_bytes(tx_hash)}")
         self._remember(tx_hash, tx)
         return tx_hash
+
+    async def _which_inputs_spent(self, refusal: InputSpent) -> InputSpent:
+        """The node says ``Unknown`` for a consumed cell as for one that never existed (it keeps live cells only):
+        a cell whose creating transaction is committed was spent."""
+        spent: list[OutPoint] = []
+        unknown: list[OutPoint] = []
+        for op in refusal.out_points:
+            created = await self.status(op.tx_hash)
+            (spent if created.state == TxState.COMMITTED else unknown).append(op)
+        return InputSpent(refusal.tx_hash, refusal.code, refusal.node_message, spent, unknown)
 
     def _remember(self, tx_hash: bytes, tx: Transaction) -> None:
         self._in_flight[tx_hash] = tuple(i.previous_output for i in tx.inputs)
@@ -428,7 +454,7 @@ def _explain_refusal(tx_hash: bytes, tx: Transaction, exc: RpcError) -> SendReje
         raw = [bytes.fromhex(h) for h in _OUT_POINT_RE.findall(message)]
         named = [OutPoint(r[:32], int.from_bytes(r[32:], "little")) for r in raw]
         ours = {i.previous_output for i in tx.inputs}
-        return InputSpent(tx_hash, exc.code, message, [op for op in named if op in ours] or named)
+        return InputSpent(tx_hash, exc.code, message, [], [op for op in named if op in ours] or named)
     explanations = {
         -1102: "an output's lock is not a well-known script (outputs_validator well_known_scripts_only)",
         -1104: "the fee is below the node's tx_pool.min_fee_rate",
