@@ -22,8 +22,14 @@ MODULES = [
     ("Chain core", "benchmarks.bench_chain"),
     ("Stratum V2 codec and Noise", "benchmarks.bench_sv2"),
     ("Event bus payloads", "benchmarks.bench_bus"),
-    ("Pool: shares/s, memory per channel, fan-out, block latency", "benchmarks.bench_pool"),
-    ("V1<->V2 translator: V1 shares/s, bytes per share upstream vs downstream", "benchmarks.bench_proxy"),
+    (
+        "Pool: shares/s (bare, bus, books), accounting, memory per channel, fan-out, block latency",
+        "benchmarks.bench_pool",
+    ),
+    (
+        "V1<->V2 translator: V1 shares/s per-worker vs aggregated, bytes per share upstream vs downstream",
+        "benchmarks.bench_proxy",
+    ),
 ]
 
 
@@ -44,6 +50,12 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", help="module names to run (default: all)")
     args = parser.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    # what ran is HEAD only if the code under measurement is clean: say so when it is not (shared working trees)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "src", "benchmarks"], capture_output=True, text=True
+    ).stdout.splitlines()
+    if commit and dirty:
+        commit += f" plus uncommitted changes to {len(dirty)} files under src/ and benchmarks/"
     sections = [
         "# ckbpool benchmarks",
         "",
