@@ -528,9 +528,12 @@ class Ledger:
         credited; every recorded transaction pays someone."""
         problems: list[str] = []
         with self._tx() as session:
-            sums = dict(
-                session.execute(select(Credit.block_id, func.sum(Credit.amount)).group_by(Credit.block_id)).tuples()
-            )
+            sums: dict[int, int] = {
+                block_id: int(amount or 0)
+                for block_id, amount in session.execute(
+                    select(Credit.block_id, func.sum(Credit.amount)).group_by(Credit.block_id)
+                )
+            }
             for block in session.scalars(select(FoundBlock)):
                 credited = int(sums.get(block.id, 0) or 0)
                 has_reward = block.status in ("finalized", "mature", "credited") or (
