@@ -32,7 +32,7 @@ from ckbpool.pool.stratum import ERROR_TOO_MANY_CHANNELS
 from ckbpool.sv2.client import ClientConnection
 from ckbpool.sv2.events import ChannelOpened, ChannelOpenRejected, ConnectionSetUp, Event, MessageReceived
 from ckbpool.sv2.framing import FrameHeader
-from ckbpool.sv2.messages import OpenExtendedMiningChannel, SetupConnection, SetTarget, UpdateChannel
+from ckbpool.sv2.messages import OpenExtendedMiningChannel, SetTarget, SetupConnection, UpdateChannel
 from ckbpool.sv2.noise import MSG2_SIZE, NoiseInitiator, NoiseTransport
 
 pytestmark = pytest.mark.integration
