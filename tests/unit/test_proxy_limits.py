@@ -11,7 +11,7 @@ import pytest
 
 from ckbpool.proxy.config import ProxyConfigError, load_proxy_config
 from ckbpool.proxy.downstream import V1Connection, V1Server
-from ckbpool.proxy.limits import ExtranonceIds, PerIpCount, Refusal, TokenBucket
+from ckbpool.proxy.limits import FD_RESERVE, ExtranonceIds, PerIpCount, Refusal, TokenBucket, connection_cap
 from ckbpool.proxy.metrics import ProxyCollector
 from ckbpool.proxy.service import Proxy
 from ckbpool.sv2.events import ChannelInfo, ChannelKind
@@ -99,6 +99,12 @@ def test_per_ip_counts_each_address_up_to_the_limit() -> None:
         count.remove("10.0.0.1")
     count.remove("10.0.0.2")
     assert len(count) == 0  # no address lingers once its connections are gone
+
+
+def test_the_connection_cap_stays_below_the_descriptor_limit() -> None:
+    assert connection_cap(100_000, 20_000) == 20_000 - FD_RESERVE  # accept must never hit EMFILE
+    assert connection_cap(5_000, 1 << 20) == 5_000  # the configured cap when descriptors are plenty
+    assert connection_cap(100_000, 10) == 1  # absurd limits still leave a usable port
 
 
 # --- config ---------------------------------------------------------------------------------------------------

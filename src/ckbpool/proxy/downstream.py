@@ -23,7 +23,8 @@ a different prefix, every V1 connection is closed so that the miners subscribe a
 change extranonce1 on a live connection).
 
 Abuse limits (all in ``[v1]``, see :mod:`.config` and :mod:`.limits`): connections are counted at accept against
-``max_connections`` and ``max_connections_per_ip`` and refused there; each connection then runs against one
+``max_connections`` (lowered to what RLIMIT_NOFILE can hold, so accept never fails for want of descriptors) and
+``max_connections_per_ip`` and refused there; each connection then runs against one
 deadline at a time -- ``mining.subscribe`` within ``subscribe_timeout_s`` of connecting, an accepted
 ``mining.authorize`` within ``authorize_timeout_s`` of the subscribe answer, then at most ``idle_timeout_s``
 between lines -- kept as one timer handle per connection that is re-armed lazily (a line only stamps the time). A
@@ -65,7 +66,7 @@ from ..v1.events import AuthorizeRequested, ConnectionClosed, ShareSubmitted, Su
 from ..v1.server import ServerSession, SessionState
 from .config import ProxyConfig
 from .jobs import ChannelJobs, ProxyJob
-from .limits import ExtranonceIds, PerIpCount, Refusal, TokenBucket, raise_nofile_limit
+from .limits import ExtranonceIds, PerIpCount, Refusal, TokenBucket, connection_cap, raise_nofile_limit
 from .pending import PendingShare, PendingShares
 from .upstream import Upstream, UpstreamRefused
 from .vardiff import MinerVardiff
@@ -297,6 +298,7 @@ class V1Server:
         self.upstream_target = 0
         self.ids = ExtranonceIds()  # capacity set by the first channel (256 ** id_bytes)
         self.per_ip = PerIpCount(v1.max_connections_per_ip)
+        self.max_connections = v1.max_connections  # lowered at start() to what RLIMIT_NOFILE can hold
         self.refusals: dict[Refusal, int] = dict.fromkeys(Refusal, 0)
         self._server: asyncio.Server | None = None
         self._maintenance: asyncio.Task[None] | None = None
@@ -317,10 +319,13 @@ class V1Server:
         v1 = self.config.v1
         loop = asyncio.get_running_loop()
         nofile = raise_nofile_limit(v1.max_connections + 1024)
-        if nofile < v1.max_connections:
+        self.max_connections = connection_cap(v1.max_connections, nofile)
+        if self.max_connections < v1.max_connections:
             log.warning(
-                "RLIMIT_NOFILE is %d, below v1.max_connections (%d): raise the hard limit to hold that many miners",
+                "RLIMIT_NOFILE is %d: at most %d V1 connections (v1.max_connections = %d); raise the hard limit "
+                "(systemd LimitNOFILE, docker --ulimit nofile) to hold more miners",
                 nofile,
+                self.max_connections,
                 v1.max_connections,
             )
         self._server = await loop.create_server(
@@ -353,7 +358,7 @@ class V1Server:
     # -- connections ------------------------------------------------------------------------------
     def add_connection(self, conn: V1Connection) -> Refusal | None:
         """Count a just-accepted connection against the global and per-IP caps; the refusal reason if over."""
-        if len(self.connections) >= self.config.v1.max_connections:
+        if len(self.connections) >= self.max_connections:
             return Refusal.MAX_CONNECTIONS
         if not self.per_ip.add(conn.host):
             return Refusal.PER_IP

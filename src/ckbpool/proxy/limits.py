@@ -16,7 +16,19 @@ import resource
 import time
 from collections import deque
 
-__all__ = ["ExtranonceIds", "PerIpCount", "Refusal", "TokenBucket", "raise_nofile_limit"]
+__all__ = [
+    "FD_RESERVE",
+    "ExtranonceIds",
+    "PerIpCount",
+    "Refusal",
+    "TokenBucket",
+    "connection_cap",
+    "raise_nofile_limit",
+]
+
+#: descriptors kept free of V1 miners: the upstream channels, the getwork and HTTP listeners and their clients,
+#: log files, the accept that is about to be refused
+FD_RESERVE = 256
 
 log = logging.getLogger(__name__)
 
@@ -149,3 +161,11 @@ def raise_nofile_limit(want: int) -> int:
         except (ValueError, OSError) as exc:
             log.warning("cannot raise RLIMIT_NOFILE to %d: %s", target, exc)
     return soft
+
+
+def connection_cap(configured: int, nofile: int) -> int:
+    """The V1 connection cap actually enforced: the configured one, lowered to what the descriptor limit can hold
+    with :data:`FD_RESERVE` to spare. Past the descriptor limit ``accept`` itself fails (EMFILE): the listener
+    backs off blindly, new miners hang in the backlog, and the upstream reconnect or an HTTP scrape fails too.
+    Below it every extra connection is accepted and refused, counted as ``max_connections``."""
+    return max(1, min(configured, nofile - FD_RESERVE))
