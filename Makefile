@@ -7,7 +7,7 @@ CACHE ?= $(HOME)/.cache/ckbpool
 export CKBPOOL_CACHE := $(CACHE)
 PYTEST_ARGS ?=
 
-.PHONY: venv deps test test-unit test-integration lint bench abuse demo fuzz clean
+.PHONY: venv deps test test-unit test-integration lint bench abuse chaos demo fuzz clean
 
 $(BIN)/.installed: pyproject.toml setup.py src/ckbpool/ckb/_eaglesong.c
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -40,6 +40,13 @@ bench: venv deps
 ## abuse: issue 15's abuse runs (limits under attack while an honest miner mines), written to docs/abuse.md
 abuse: venv deps
 	$(BIN)/python -m benchmarks.abuse --out docs/abuse.md
+
+## chaos: issue 15's chaos runs -- kill -9 of stratum / accounting / block maker / Kafka / Redis under load, books
+## checked against every miner's answers (tests/chaos, docs/chaos.md). CHAOS_MINUTES (default 10) of Kafka topology,
+## CHAOS_EMBEDDED_MINUTES (default 3) of the embedded one; CHAOS_SEED repeats a run; `make test` runs a short one.
+CHAOS_MINUTES ?= 10
+chaos: venv deps
+	CHAOS_MINUTES=$(CHAOS_MINUTES) $(BIN)/pytest -q -s -m chaos tests/chaos $(PYTEST_ARGS)
 
 ## demo: local target on a dev chain + CPU miners, live view until Ctrl-C (DEMO_ARGS="--blocks 3 --duration 120" bounds it)
 demo: venv deps
