@@ -48,20 +48,24 @@ class HashPacer:
 
     After each searched chunk the miner sleeps until the hashes done so far fit the cap, so the rate is the
     cap's, not the machine's load's, as long as the cap is well below what the CPU does: tests that need
-    controlled hash-rate ratios (devices of 10x different speed, equal speeds) on a shared, busy machine. At
-    most one second of unused budget is kept, so a stall is not followed by a long burst."""
+    controlled hash-rate ratios (devices of 10x different speed, equal speeds) on a shared, busy machine. The
+    budget starts at the first chunk (no burst at start: a second's worth of shares at once would look like a
+    flood to vardiff) and at most ``SLACK_S`` of unused budget is kept, so a stall is not followed by a burst."""
+
+    SLACK_S = 0.2
 
     def __init__(self, rate: float | None) -> None:
         if rate is not None and rate <= 0:
             raise ValueError("max_hashrate must be positive")
         self.rate = rate
-        self._due = 0.0
+        self._due: float | None = None
 
     async def pace(self, hashes: int) -> None:
         if self.rate is None:
             return
         now = time.monotonic()
-        self._due = max(self._due, now - 1.0) + hashes / self.rate
+        due = now if self._due is None else max(self._due, now - self.SLACK_S)
+        self._due = due + hashes / self.rate
         if self._due > now:
             await asyncio.sleep(self._due - now)
 
