@@ -61,6 +61,7 @@ ROLE_VARS: dict[str, str] = {
     "btcpool_pool_initial_hashrate": "pool.initial_hashrate",
     "btcpool_pool_max_connections": "pool.max_connections",
     "btcpool_redis_enabled": "services.redis",
+    "btcpool_redis_maxmemory_mb": "redis.maxmemory_mb",
     "btcpool_kafka_enabled": "services.kafka",
     "btcpool_proxy_enabled": "services.proxy",
     "btcpool_monitoring_enabled": "monitoring.enabled",

@@ -311,6 +311,7 @@ def local_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
             "port": p.redis,
             "auth_conf": str(secrets_dir / sec.REDIS_AUTH_CONF),
             "dir": str(ws / "data" / "redis"),
+            "maxmemory_mb": config.redis.maxmemory_mb,
         },
         "proxy": {
             "listen_host": config.bind.public,
@@ -369,6 +370,7 @@ def compose_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
             "port": INNER["redis"],
             "auth_conf": "/run/secrets/redis_auth_conf",
             "dir": "/data",
+            "maxmemory_mb": config.redis.maxmemory_mb,
         },
         "proxy": {
             "listen_host": "0.0.0.0",

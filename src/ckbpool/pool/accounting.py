@@ -71,7 +71,9 @@ Keys (prefix ``ckbpool:``):
   idle for ``idle_ttl_s`` removed). Books written before these were sets are converted by the script once.
 - ``hashrate:{minute}`` hash: field ``{user}.{worker}`` -> expected hashes in that minute (expires after 2 h)
 - ``sharelog`` stream: one entry per accepted share (user, worker, difficulty, height, ts, id, work = expected
-  hashes as an integer), entries older than ``share_log_keep_s`` trimmed at each batch
+  hashes as an integer); its entry IDs are the shares' times in ms (clamped to be increasing and at most 60 s
+  ahead of the consumer's clock), so ``XRANGE sharelog <from_ms> +`` reads by share time; entries older than
+  ``share_log_keep_s`` are trimmed at each batch
 - ``hwm:{source}`` hash: field ``{user}.{worker}`` -> highest seq counted; ``hwm:{source}:seen`` sorted set:
   the same field -> when it was last written (the pruning index); both expire ``dedup_ttl_s`` after use
 - ``blocks`` list: the latest block outcomes as JSON, newest first, one per block hash; ``blocks:index`` hash:
@@ -137,7 +139,10 @@ for _, legacy in ipairs({{users, 'user:'}, {workers, 'worker:'}}) do
   end
 end
 local counted, duplicates, ignored = 0, 0, 0
-local seen, buckets, live = {}, {}, {}
+local newest = redis.call('XREVRANGE', sharelog, '+', '-', 'COUNT', 1)
+local last_ms = 0
+if #newest > 0 then last_ms = tonumber(string.match(newest[1][1], '^(%d+)')) end
+local seen, buckets, live, last_user, last_ident = {}, {}, {}, {}, {}
 for i = 8, #ARGV, 11 do
   local source, seq, user, worker = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local accepted, difficulty, work = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
@@ -166,12 +171,20 @@ for i = 8, #ARGV, 11 do
     local bucket = prefix .. 'hashrate:' .. minute
     redis.call('HINCRBYFLOAT', bucket, ident, work)
     buckets[bucket] = true
-    redis.call('XADD', sharelog, '*', 'user', user, 'worker', worker, 'difficulty', difficulty,
-      'height', height, 'ts', ts, 'id', source .. ':' .. seq, 'work', ARGV[i + 6])
-    redis.call('ZADD', users, 'GT', ts, user)
-    redis.call('ZADD', workers, 'GT', ts, ident)
+    -- the entry's ID is the share's time (ms; never before the last entry, never past the consumer's clock + 60 s,
+    -- so one stratum host with a clock in the future cannot hold the log's trimming back)
+    last_ms = math.max(last_ms, math.min(math.floor(tonumber(ts) * 1000), math.floor(now * 1000) + 60000))
+    redis.call('XADD', sharelog, string.format('%.0f', last_ms) .. '-*', 'user', user, 'worker', worker,
+      'difficulty', difficulty, 'height', height, 'ts', ts, 'id', source .. ':' .. seq, 'work', ARGV[i + 6])
+    local t = tonumber(ts)
+    if (last_user[user] or -1) < t then last_user[user] = t end
+    if (last_ident[ident] or -1) < t then last_ident[ident] = t end
     counted = counted + 1
-    if source ~= '' then redis.call('HSET', mark, ident, seq); seen[#seen + 1] = {mark, ident} end
+    if source ~= '' then
+      redis.call('HSET', mark, ident, seq)
+      seen[mark] = seen[mark] or {}
+      seen[mark][ident] = true
+    end
   elseif redis.call('EXISTS', wkey) == 1 then
     -- a rejected share of a worker the books know (accepted a share within the idle TTL): counted there,
     -- without refreshing its TTL -- rejected shares alone never keep a key alive or create one
@@ -182,17 +195,31 @@ for i = 8, #ARGV, 11 do
       redis.call('HINCRBY', ukey, 'rejected:' .. reason, 1)
     end
     counted = counted + 1
-    if source ~= '' then redis.call('HSET', mark, ident, seq); seen[#seen + 1] = {mark, ident} end
+    if source ~= '' then
+      redis.call('HSET', mark, ident, seq)
+      seen[mark] = seen[mark] or {}
+      seen[mark][ident] = true
+    end
   else
     ignored = ignored + 1
   end
 end
-local touched = {}
-for _, m in ipairs(seen) do
-  redis.call('ZADD', m[1] .. ':seen', now, m[2])
-  touched[m[1]] = true
+-- one ZADD per distinct member (a batch is mostly a few busy workers)
+local function zadd_all(key, scores, flag)
+  local args = {}
+  for member, score in pairs(scores) do
+    args[#args + 1] = score
+    args[#args + 1] = member
+    if #args >= 1000 then redis.call('ZADD', key, flag, unpack(args)); args = {} end
+  end
+  if #args > 0 then redis.call('ZADD', key, flag, unpack(args)) end
 end
-for mark in pairs(touched) do
+zadd_all(users, last_user, 'GT')
+zadd_all(workers, last_ident, 'GT')
+for mark, idents in pairs(seen) do
+  local scores = {}
+  for ident in pairs(idents) do scores[ident] = now end
+  zadd_all(mark .. ':seen', scores, 'CH')
   -- marks of idents silent for dedup_ttl go (a bounded number per batch), then the whole source when it stops
   local stale = redis.call('ZRANGEBYSCORE', mark .. ':seen', '-inf', now - dedup_ttl, 'LIMIT', 0, 1000)
   if #stale > 0 then
