@@ -598,7 +598,8 @@ class StratumServer:
             self._limited[LIMIT_CHANNELS_PER_CONNECTION].inc()
             session.send(session.conn.reject_channel(request.request_id, ERROR_TOO_MANY_CHANNELS))
             return
-        if self.identity_network is not None:
+        if self.identity_network is not None or request.user_identity:
+            # worker names are checked even without require_address_identity (charset, length: pool.identity)
             identity = cached_identity(request.user_identity, self.identity_network)
             if isinstance(identity, IdentityError):
                 log.info("refusing a channel of %s: %s", session.peer, identity)
