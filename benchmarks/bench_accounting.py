@@ -161,10 +161,21 @@ class RedisProcess:
         self.stop()
 
 
+def _members(client: Any, key: str) -> list[Any]:
+    """Members of the ``users`` / ``workers`` index, a sorted set by last share (a plain set in older books)."""
+    kind = client.type(key)
+    kind = kind.decode() if isinstance(kind, bytes) else kind
+    if kind == "zset":
+        return list(client.zrange(key, 0, -1))
+    if kind == "set":
+        return list(client.smembers(key))
+    return []
+
+
 def books_totals(client: Any, user_prefix: str | None = None) -> dict[str, Any]:
     """What the books say: accepted per user (from ``ckbpool:user:*``), per ``user.worker``, and the total."""
-    users = {(u.decode() if isinstance(u, bytes) else u) for u in client.smembers("ckbpool:users")}
-    workers = {(w.decode() if isinstance(w, bytes) else w) for w in client.smembers("ckbpool:workers")}
+    users = {(u.decode() if isinstance(u, bytes) else u) for u in _members(client, "ckbpool:users")}
+    workers = {(w.decode() if isinstance(w, bytes) else w) for w in _members(client, "ckbpool:workers")}
     per_user = {u: int(client.hget(f"ckbpool:user:{u}", "accepted") or 0) for u in users}
     per_worker = {w: int(client.hget(f"ckbpool:worker:{w}", "accepted") or 0) for w in workers}
     return {
