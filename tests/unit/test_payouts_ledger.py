@@ -1,6 +1,6 @@
 """The ledger on SQLite (the local target's embedded default): migrations, block life, balances, payouts.
 
-The same code and migrations run on PostgreSQL in tests/integration/test_payouts_ledger.py.
+The same code and migrations run on PostgreSQL in tests/integration/test_payouts_ledger_postgres.py.
 """
 
 from __future__ import annotations
