@@ -295,7 +295,7 @@ async def _attacker_child(args: argparse.Namespace) -> None:
     with contextlib.suppress(BaseException):
         await work
     for transport in transports:
-        transport.abort()
+        cast(asyncio.Transport, transport).abort()
 
 
 def child_main(argv: list[str]) -> int:
@@ -397,6 +397,7 @@ async def _run() -> dict[str, Any]:
         node.init(force=True)
         node.start()
         await node.wait_ready(timeout=60)
+        assert node.config.tcp_rpc_port is not None
         pool, authority = await _start_pool(node.config.rpc_url, node.config.tcp_rpc_port, data_dir)
         assert pool.server is not None
         proxy = await Child.start(
