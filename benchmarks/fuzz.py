@@ -44,6 +44,7 @@ TARGET_NAMES = (
     "server_connection",
     "pool_session",
     "template_parser",
+    "share_tlv_decode",
 )
 
 

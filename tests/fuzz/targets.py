@@ -22,11 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ckbpool.ckb.address import encode_address, secp256k1_lock
 from ckbpool.ckb.errors import MalformedError
 from ckbpool.ckb.structures import Block
 from ckbpool.ckb.template import BlockTemplate, MiningJob, job_from_template
+from ckbpool.pool.identity import Identity, IdentityError, parse_identity
 from ckbpool.sv2.certs import Certificate
-from ckbpool.sv2.errors import DecodeError, FrameTooLarge, LocalProtocolError, Sv2Error
+from ckbpool.sv2.errors import DecodeError, EncodeError, FrameTooLarge, LocalProtocolError, Sv2Error
 from ckbpool.sv2.events import (
     ChannelClosed,
     ChannelKind,
@@ -38,7 +40,19 @@ from ckbpool.sv2.events import (
     OpenStandardChannelRequested,
     ShareSubmitted,
 )
-from ckbpool.sv2.extensions import EXTENSION_TYPE_WORKER_HASHRATE_TRACKING
+from ckbpool.sv2.extensions import (
+    EXTENSION_TYPE_CKB,
+    EXTENSION_TYPE_WORKER_HASHRATE_TRACKING,
+    FIELD_TYPE_CKB_SHARE_TARGET,
+    FIELD_TYPE_CKB_USER_IDENTITY,
+    FIELD_TYPE_USER_IDENTITY,
+    MAX_CKB_USER_IDENTITY_LENGTH,
+    MAX_USER_IDENTITY_LENGTH,
+    ShareTlvs,
+    TlvRejected,
+    read_share_extensions,
+    share_tlvs,
+)
 from ckbpool.sv2.framing import HEADER_SIZE, Frame, FrameDecoder
 from ckbpool.sv2.keys import Keypair
 from ckbpool.sv2.messages import (
@@ -936,6 +950,127 @@ def template_parser(data: bytes) -> None:
     assert block.hash() == job.block_hash(nonce)
 
 
+# --- target 8: share TLVs (0x0002 user_identity, 0x4CCB ckb_user_identity / share_target) ----------------------------
+
+_DEV_ADDRESS = encode_address(secp256k1_lock(bytes(range(20))), "dev")
+_MAIN_ADDRESS = encode_address(secp256k1_lock(bytes(range(20))), "mainnet")
+# identities as a proxy forwards them: valid, another network's, a broken checksum, odd workers, not addresses
+_CKB_IDENTITIES = (
+    f"{_DEV_ADDRESS}.rig1",
+    _DEV_ADDRESS,
+    f"{_DEV_ADDRESS}.",
+    f"{_DEV_ADDRESS}.farm_a.rack-2",
+    f"{_DEV_ADDRESS}.{'w' * 33}",
+    f"{_DEV_ADDRESS}.rig 1",
+    f"{_MAIN_ADDRESS}.rig1",
+    f"{_DEV_ADDRESS[:-1]}q.rig1",
+    "ckt1.rig1",
+    "alice.rig1",
+    ".rig1",
+)
+_KNOWN_FIELDS = (
+    (EXTENSION_TYPE_WORKER_HASHRATE_TRACKING, FIELD_TYPE_USER_IDENTITY),
+    (EXTENSION_TYPE_CKB, FIELD_TYPE_CKB_USER_IDENTITY),
+    (EXTENSION_TYPE_CKB, FIELD_TYPE_CKB_SHARE_TARGET),
+)
+_NEGOTIATED = (
+    frozenset(),
+    frozenset({EXTENSION_TYPE_WORKER_HASHRATE_TRACKING}),
+    frozenset({EXTENSION_TYPE_CKB}),
+    frozenset({EXTENSION_TYPE_WORKER_HASHRATE_TRACKING, EXTENSION_TYPE_CKB}),
+)
+
+
+def _share_tlv(inp: Input) -> Tlv:
+    """One TLV of a share: a known field with a plausible, a boundary or an arbitrary value; or any field."""
+    mode = inp.byte()
+    if mode < 200:
+        ext, field_type = inp.choice(_KNOWN_FIELDS)
+    else:
+        ext, field_type = inp.choice((*_KNOWN_FIELDS, (inp.uint(2), inp.byte())))
+        field_type = inp.byte() if inp.flag() else field_type
+    kind = inp.byte() % 4
+    if kind == 0 and field_type == FIELD_TYPE_CKB_SHARE_TARGET:
+        value = inp.choice(_TARGETS).to_bytes(33, "little")[: 31 + inp.byte() % 3]  # 31, 32 or 33 bytes
+    elif kind == 0:
+        value = inp.choice(_CKB_IDENTITIES).encode()
+    elif kind == 1:
+        value = inp.choice(_IDENTITIES)
+    elif kind == 2:  # a length at or around a limit
+        value = b"w" * inp.choice((0, 1, 31, 32, 33, 254, 255, 256))
+    else:
+        value = inp.take(inp.byte() % 70)
+    return Tlv(ext, field_type, value)
+
+
+def share_tlv_decode(data: bytes) -> None:
+    """A SubmitSharesExtended with TLVs, through the codec and the pool's TLV rules, and back.
+
+    Decoding raises DecodeError only; :func:`read_share_extensions` (what the pool runs on every tagged share)
+    raises TlvRejected only, and whatever it accepts is in bounds (negotiated extensions only, identities of
+    1..32 / 1..255 UTF-8 bytes, a non-zero 256-bit target) and re-encodes with :func:`share_tlvs` to TLVs that
+    read back as the same values; an identity it accepts goes through ``parse_identity`` (IdentityError only).
+    The encoder side: ``share_tlvs`` either refuses a value (EncodeError) or makes TLVs the reader accepts."""
+    inp = Input(data)
+    negotiated = inp.choice(_NEGOTIATED)
+    tlvs = tuple(_share_tlv(inp) for _ in range(inp.byte() % 5))
+    extranonce = inp.take(inp.byte() % 9)
+    channel_id, sequence_number, job_id, nonce, ntime, version = (inp.uint(4) for _ in range(6))
+    share = SubmitSharesExtended(channel_id, sequence_number, job_id, nonce, ntime, version, extranonce, tlvs)
+    frame = encode_message(share)
+    # the payload length covers the TLVs: a fuzzed tail (or a cut) makes the TLV list itself malformed
+    tail = inp.take(inp.byte() % 8) if inp.flag() else b""
+    cut = inp.byte() % 6 if inp.flag() else 0
+    body = frame[HEADER_SIZE:] + tail
+    body = body[: len(body) - cut]
+    raw = frame[:3] + len(body).to_bytes(3, "little") + body
+    try:
+        decoded = decode_frame_bytes(raw)
+    except DecodeError:
+        assert tail or cut, "a well-formed TLV list was refused"
+        return
+    assert isinstance(decoded, SubmitSharesExtended)
+    if not tail and not cut:
+        assert decoded.tlvs == tlvs
+    try:
+        read = read_share_extensions(decoded.tlvs, negotiated)
+    except TlvRejected as exc:
+        assert exc.error_code and exc.detail
+        return
+    assert all(t.extension_type in negotiated for t in decoded.tlvs)
+    _check_share_tlvs(read)
+    again = share_tlvs(read.user_identity, read.ckb_user_identity, read.share_target)
+    assert read_share_extensions(again, negotiated) == read
+    if read.ckb_user_identity is not None:
+        try:
+            identity = parse_identity(read.ckb_user_identity, inp.choice(("dev", "mainnet", None)))
+        except IdentityError as exc:
+            assert exc.code
+        else:
+            assert isinstance(identity, Identity) and identity.user and identity.worker
+    # the encoder: a value it takes is one the reader accepts
+    worker = inp.choice(_IDENTITIES).decode("utf-8", "replace")
+    account = inp.choice(_CKB_IDENTITIES) + ("w" * (inp.byte() % 4 * 80))
+    target = inp.choice(_TARGETS)
+    try:
+        made = share_tlvs(worker, account, target)
+    except EncodeError:
+        return
+    both = frozenset({EXTENSION_TYPE_WORKER_HASHRATE_TRACKING, EXTENSION_TYPE_CKB})
+    assert read_share_extensions(made, both) == ShareTlvs(worker, account, target)
+
+
+def _check_share_tlvs(read: ShareTlvs) -> None:
+    for value, limit in (
+        (read.user_identity, MAX_USER_IDENTITY_LENGTH),
+        (read.ckb_user_identity, MAX_CKB_USER_IDENTITY_LENGTH),
+    ):
+        if value is not None:
+            assert 1 <= len(value.encode("utf-8")) <= limit, value
+    if read.share_target is not None:
+        assert 0 < read.share_target < 1 << 256
+
+
 # --- registry --------------------------------------------------------------------------------------------------------
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
@@ -946,6 +1081,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "server_connection": server_connection,
     "pool_session": pool_session,
     "template_parser": template_parser,
+    "share_tlv_decode": share_tlv_decode,
 }
 
 
@@ -959,4 +1095,8 @@ def seeds(name: str) -> list[bytes]:
         return [*common, *(b"\0" + encode_message(sv2_message(c, Input(bytes(99)))) for c in MESSAGE_CLASSES)]
     if name == "template_parser":
         return [*common, b"\0" + json.dumps(_seed_template()).encode(), b"\x40" + bytes(40)]
+    if name == "share_tlv_decode":
+        # both extensions negotiated; 0x0002 "w", 0x4CCB a dev address.rig1, 0x4CCB target 2^236 (what a proxy sends)
+        tagged = bytes([3, 3, 0, 0, 1, 1, 0, 1, 0, 0, 0, 2, 0, 3, 1, 4]) + b"\x01\x02\x03\x04" + bytes(26)
+        return [*common, tagged, tagged[:1] + b"\x01" + tagged[2:]]
     return common
