@@ -6,7 +6,8 @@ SetupConnection / OpenStandardMiningChannel / OpenExtendedMiningChannel with the
 encrypted channel, plus a multi-chunk frame. (c) Every message type of common_messages_sv2 /
 mining_sv2 / extensions_sv2 (0x0001) encoded by one side and decoded by the other, byte-identical both
 ways, including SubmitSharesExtended with TLV fields; (d) extension 0x0002's user_identity TLV through
-SRI's own UserIdentity / TlvList frame builder / parse_message_frame_with_tlvs, both directions.
+SRI's own UserIdentity / TlvList frame builder / parse_message_frame_with_tlvs, both directions; (e) our
+0x4CCB share TLVs (ckb_user_identity, share_target) next to 0x0002 as SRI's generic TLV code sees them.
 
 The library is sans-IO; the tiny blocking-socket drivers live here. Build the harness with
 ``tests/interop/build.sh`` (``make deps`` does); without it these tests skip and say so.
@@ -714,3 +715,48 @@ def test_sri_reads_tlvs_more_leniently_than_we_do() -> None:
     assert not_negotiated == {"tlvs": [], "user_identity": None, "user_identity_error": None}
     assert too_long["user_identity"] is None and "TooLong" in too_long["user_identity_error"]
     assert not_utf8["user_identity"] is None and not_utf8["user_identity_error"] is None  # as_str() is None
+
+
+# ------------------------------------------------------------------- (e) 0x4CCB share TLVs, SRI's generic TLV code
+
+CKB_ADDRESS = "ckt1qzda0cr08m85hc8jlnfp3zer7xulejywt49kt2rr0vthywaa50xwsqgqqypqxpq9qcrsszg2pvxq6rs0zqg3yycldrtrf"
+CKB_TAGS = [
+    ("rig1", f"{CKB_ADDRESS}.rig1", 1 << 236),
+    ("w" * 32, f"{CKB_ADDRESS}.{'w' * 32}", (1 << 256) - 1),
+    ("x", "x" * 255, 1),  # the 0x4CCB identity at its 255-byte limit (the pool refuses it as an address, later)
+]
+
+
+def _ckb_tagged(worker: str, account: str, target: int) -> Any:
+    from ckbpool.sv2.extensions import share_tlvs
+    from ckbpool.sv2.messages import SubmitSharesExtended
+
+    fixed = {k: bytes.fromhex(v) if k == "extranonce" else v for k, v in SHARE.items()}
+    return SubmitSharesExtended(**fixed, tlvs=share_tlvs(worker, account, target))
+
+
+def test_ckb_share_tlvs_are_valid_tlv_frames_for_sri() -> None:
+    """What the proxy sends per share (0x0002 user_identity, then 0x4CCB ckb_user_identity and share_target):
+    SRI's parse_message_frame_with_tlvs reads it as a TLV-extended SubmitSharesExtended with exactly those TLVs
+    when both extensions are negotiated; a generic SRI pool that negotiated only 0x0002 drops the 0x4CCB TLVs
+    and still reads the worker (UserIdentity); and SRI's generic TLV frame builder (TlvList) makes the same bytes
+    from the same fields."""
+    from ckbpool.sv2.extensions import EXTENSION_TYPE_CKB
+    from ckbpool.sv2.messages import encode_message
+
+    shares = [_ckb_tagged(*tag) for tag in CKB_TAGS]
+    frames = [encode_message(m) for m in shares]
+    both = [json.dumps({"hex": f.hex(), "negotiated": [2, EXTENSION_TYPE_CKB]}) for f in frames]
+    only_0x0002 = [json.dumps({"hex": f.hex(), "negotiated": [2]}) for f in frames]
+    for (worker, _, _), share, got in zip(CKB_TAGS, shares, run_lines("tlv-decode", both), strict=True):
+        assert "error" not in got, got
+        assert got["tlvs"] == [_tlv_json(t) for t in share.tlvs]
+        assert got["user_identity"] == worker and got["user_identity_error"] is None
+    for (worker, _, _), share, got in zip(CKB_TAGS, shares, run_lines("tlv-decode", only_0x0002), strict=True):
+        assert got["tlvs"] == [_tlv_json(share.tlvs[0])] and got["user_identity"] == worker, got
+    as_json = [
+        {"type": "SubmitSharesExtended", **SHARE, "tlvs": [_tlv_json(t) for t in share.tlvs]} for share in shares
+    ]
+    assert sri_encode(as_json) == frames
+    decoded = sri_decode(frames)
+    assert [d["tlvs"] for d in decoded] == [j["tlvs"] for j in as_json]
