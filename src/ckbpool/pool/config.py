@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Port = Annotated[int, Field(ge=0, le=65535)]  # 0 = let the OS pick (tests)
 
@@ -173,6 +173,8 @@ class PoolConfig(_Strict):
     bus: BusSettings = BusSettings()
     redis: RedisSettings = RedisSettings()
     http: HttpSettings = HttpSettings()
+    # the payout engine ([payouts]; off by default); defined at the end
+    payouts: PayoutSettings = Field(default_factory=lambda: PayoutSettings())
     # submit SubmitShares.Success after this many shares or this long, whichever first
     success_batch_shares: Annotated[int, Field(ge=1)] = 16
     success_batch_ms: Annotated[int, Field(ge=0)] = 100
@@ -209,3 +211,105 @@ def load_pool_config(path: Path | None = None, data: dict[str, Any] | None = Non
         return PoolConfig.model_validate(data or {})
     except ValidationError as exc:
         raise ConfigError(format_validation_error(source, exc)) from None
+
+
+#: a secp256k1_blake160 output's occupied capacity (8 capacity + 32 code hash + 1 hash type + 20 args bytes):
+#: ckb refuses a smaller output (InsufficientCellCapacity), so no payment can be below it
+MIN_PAYMENT_SHANNONS = 61 * 100_000_000
+#: serialized bytes a payout transaction needs per output (CellOutput 97 + empty data 4 + offsets) and for the
+#: rest (one dep group, up to a few inputs with their witness, change, headers): bounds its fee for validation
+_TX_BYTES_PER_OUTPUT = 110
+_TX_BYTES_FIXED = 2_000
+
+
+class PayoutSettings(_Strict):
+    """``[payouts]``: the PPLNS payout engine (:mod:`ckbpool.payouts.engine`, ``ckbpool payouts serve``).
+
+    Off until the operator enables it: it spends real money from the payout wallet. Money is integer shannons
+    (1 CKB = 10^8). The network's transaction fee of each payout is paid from the pool fee (charged to
+    ``fee_address``'s balance), so a miner receives exactly what it was credited; hence a fee is required
+    whenever payouts are enabled. The cellbase of the pool's blocks must pay the wallet (the node's
+    ``block_assembler`` lock = the wallet key's address, which ``ckbpool payouts status`` prints)."""
+
+    enabled: bool = False
+    # the ledger: a SQLAlchemy URL (postgresql+psycopg://user@host/db, sqlite:////abs/path.db) -- or the parts
+    # below (PostgreSQL with the password read from a file, or a SQLite path). Exactly one way.
+    database_url: str | None = None
+    db_host: str | None = None
+    db_port: Port = 5432
+    db_name: str = "ckbpool"
+    db_user: str = "ckbpool"
+    db_password_file: Path | None = None
+    sqlite_path: Path | None = None
+    # the payout wallet's key (64 hex digits, mode 0600; `ckbpool init` generates it into secrets/)
+    wallet_key_file: Path | None = None
+    # PPLNS window = pplns_n x network difficulty of accepted work before the block
+    pplns_n: Annotated[int, Field(ge=1, le=100)] = 2
+    # pool fee in basis points of each block's reward (100 = 1 %), credited to fee_address (the pool's own
+    # payout address); it also pays the payouts' transaction fees, so it must be >= 1 bps when enabled
+    fee_bps: Annotated[int, Field(ge=0, le=10_000)] = 100
+    fee_address: str | None = None
+    # a balance is paid once it reaches this (>= 61 CKB, a cell's minimum, plus one batch's transaction fee)
+    threshold_shannons: Annotated[int, Field(ge=MIN_PAYMENT_SHANNONS)] = 100 * 100_000_000
+    # shannons per 1000 bytes of transaction (the node's tx_pool.min_fee_rate, 1000 by default, is the floor)
+    fee_rate: Annotated[int, Field(ge=1, le=10_000_000)] = 1_000
+    # outputs per payout transaction (a 1,000-output transaction is ~110 kB, well inside a block)
+    batch_size: Annotated[int, Field(ge=1, le=1_000)] = 200
+    # one engine pass (track blocks, settle sent payouts, pay) every this many seconds
+    interval_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    # a payout transaction not committed this long after it was sent is reported (metric + alert)
+    unconfirmed_alert_s: Annotated[float, Field(gt=0)] = 3600.0
+    # send_transaction's outputs validator (wallet.py explains): passthrough to pay non-standard locks
+    outputs_validator: Literal["well_known_scripts_only", "passthrough"] = "well_known_scripts_only"
+
+    def max_batch_fee(self) -> int:
+        """An upper bound of one full batch's transaction fee, in shannons (rounded up like ckb does)."""
+        size = _TX_BYTES_FIXED + self.batch_size * _TX_BYTES_PER_OUTPUT
+        return -(-size * self.fee_rate // 1000)
+
+    @model_validator(mode="after")
+    def _check(self) -> PayoutSettings:
+        ways = [self.database_url is not None, self.db_host is not None, self.sqlite_path is not None]
+        if sum(ways) > 1:
+            raise ValueError("set only one of database_url, db_host (PostgreSQL) or sqlite_path")
+        if self.db_host is not None and self.db_password_file is None:
+            raise ValueError("db_host needs db_password_file (the password is never written in the config)")
+        floor = MIN_PAYMENT_SHANNONS + self.max_batch_fee()
+        if self.threshold_shannons < floor:
+            raise ValueError(
+                f"threshold_shannons must be at least {floor} (61 CKB, a cell's minimum, plus one batch's "
+                f"transaction fee at fee_rate {self.fee_rate} and batch_size {self.batch_size})"
+            )
+        if self.enabled:
+            missing = [
+                name
+                for name, value in (("wallet_key_file", self.wallet_key_file), ("fee_address", self.fee_address))
+                if value is None
+            ]
+            if not any(ways):
+                missing.append("database_url, db_host or sqlite_path")
+            if missing:
+                raise ValueError(f"payouts are enabled but {', '.join(missing)} is not set")
+            if self.fee_bps < 1:
+                raise ValueError("fee_bps must be >= 1 when payouts are enabled: the pool fee pays transaction fees")
+        return self
+
+    def database(self) -> str | None:
+        """The ledger's SQLAlchemy URL (the password read from ``db_password_file``); None = not configured."""
+        if self.database_url is not None:
+            return self.database_url
+        if self.sqlite_path is not None:
+            return f"sqlite:///{self.sqlite_path.resolve()}"
+        if self.db_host is not None:
+            from urllib.parse import quote
+
+            assert self.db_password_file is not None
+            password = self.db_password_file.read_text().strip()
+            return (
+                f"postgresql+psycopg://{quote(self.db_user, safe='')}:{quote(password, safe='')}"
+                f"@{self.db_host}:{self.db_port}/{quote(self.db_name, safe='')}"
+            )
+        return None
+
+
+PoolConfig.model_rebuild()
