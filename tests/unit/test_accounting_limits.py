@@ -1,6 +1,6 @@
 """Limits of the books that need no Redis (issue 15, build 3): worker names, the [redis] settings, and the Redis
 configuration every deployment renders (maxmemory + noeviction). The behaviour of the limits in Redis itself
-(TTLs, rejected shares, share log trimming, block dedup) is tests/integration/test_accounting_limits.py."""
+(TTLs, rejected shares, share log trimming, block dedup) is tests/integration/test_accounting_bounded_books.py."""
 
 from __future__ import annotations
 
