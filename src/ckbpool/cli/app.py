@@ -72,6 +72,8 @@ def pool_run(
         await pool.start()
         where = f" on {pool.server.address[0]}:{pool.server.address[1]}" if pool.server else ""
         console.print(f"[green]ckbpool running ({', '.join(sorted(pool.roles))}){where}[/green]")
+        if pool.web_server is not None:
+            console.print(f"miners' page and API on {pool.web_server.url}")
         try:
             await stop.wait()
         finally:

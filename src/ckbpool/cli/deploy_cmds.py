@@ -451,6 +451,7 @@ def status(
                         "shares": pool.shares,
                         "blocks": pool.blocks,
                         "status": pool.status,
+                        "web": pool.status.get("web") if pool.reachable else None,
                     },
                 }
             )
@@ -477,6 +478,8 @@ def status(
             summary.add_row("shares", shares)
             job = st.get("job") or {}
             summary.add_row("current job", f"height {job.get('height', '-')}")
+            if st.get("web"):
+                summary.add_row("miners' page", str(st["web"]))  # [web] enabled: the public page and API
         else:
             summary.add_row("pool", f"unreachable ({pool.error})")
         if scrapes is not None:

@@ -173,6 +173,7 @@ class PoolConfig(_Strict):
     bus: BusSettings = BusSettings()
     redis: RedisSettings = RedisSettings()
     http: HttpSettings = HttpSettings()
+    web: WebSettings = Field(default_factory=lambda: WebSettings())  # defined at the end (ckbpool.web)
     # the payout engine ([payouts]; off by default); defined at the end
     payouts: PayoutSettings = Field(default_factory=lambda: PayoutSettings())
     # submit SubmitShares.Success after this many shares or this long, whichever first
@@ -211,6 +212,36 @@ def load_pool_config(path: Path | None = None, data: dict[str, Any] | None = Non
         return PoolConfig.model_validate(data or {})
     except ValidationError as exc:
         raise ConfigError(format_validation_error(source, exc)) from None
+
+
+class WebSettings(_Strict):
+    """The public, read-only API and the miners' web page (:mod:`ckbpool.web`): a listener of its own, apart from
+    ``[http]`` (/status, /metrics stay private). Off by default; the deploy renderers turn it on and publish it.
+
+    Everything it shows is what any miner may see: pool totals, blocks, and one address's own figures."""
+
+    enabled: bool = False
+    listen_host: str = "127.0.0.1"
+    listen_port: Port = 8280
+    # the URL miners open (e.g. https://pool.example.com/ behind the TLS proxy); printed by `ckbpool status`.
+    # None: http://<listen_host>:<listen_port>/ (0.0.0.0 shown as 127.0.0.1)
+    public_url: str | None = None
+    # every answer is cached this long (per path and query): a crowd refreshing one page costs one Redis read
+    cache_ttl_s: Annotated[float, Field(ge=0, le=300)] = 5.0
+    # per client IP (IPv4 address / IPv6 /64) token bucket over every request: a burst, then this rate; 429 beyond
+    rate_limit_per_s: Annotated[float, Field(gt=0)] = 10.0
+    rate_limit_burst: Annotated[int, Field(ge=1)] = 60
+    # peers whose X-Forwarded-For names the client (the TLS reverse proxy in front); nobody else's is believed
+    trusted_proxies: tuple[str, ...] = ()
+    # query strings longer than this are refused (414) before any handler runs
+    max_query_bytes: Annotated[int, Field(ge=64, le=8192)] = 1024
+    # a worker is "online" when its last accepted share is this recent
+    online_window_s: Annotated[int, Field(ge=60, le=86400)] = 600
+    # the payouts ledger (SQLAlchemy URL, as [payouts]): balances and payments come from it; None = not shown
+    ledger_url: str | None = None
+    # shown to miners; must agree with what the payouts engine charges
+    payout_scheme: Literal["PPLNS", "SOLO"] = "PPLNS"
+    fee_percent: Annotated[float, Field(ge=0, le=100)] = 0.0
 
 
 #: a secp256k1_blake160 output's occupied capacity (8 capacity + 32 code hash + 1 hash type + 20 args bytes):

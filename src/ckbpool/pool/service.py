@@ -44,6 +44,7 @@ from ..retry import Backoff, retry
 from ..sv2.certs import Certificate
 from ..sv2.keys import decode_secret_key
 from ..sv2.noise import ResponderCredentials
+from ..web.app import WebServer
 from .accounting import ShareAccounting, connect_redis
 from .blocks import BlockMaker, BlockRecord, BlockStore
 from .config import PoolConfig
@@ -93,6 +94,7 @@ class Pool:
         self.finder: BlockMaker | None = None  # persists and submits the blocks this process finds (stratum role)
         self.accounting: ShareAccounting | None = None
         self.status_server: StatusServer | None = None
+        self.web_server: WebServer | None = None  # the public page + API ([web], off by default)
         self.recent_blocks: list[BlockOutcome] = []
         # per user and worker, the shares this process's stratum server published (/status "users")
         self.workers = WorkerBook()
@@ -168,6 +170,10 @@ class Pool:
             cfg.http.listen_host, cfg.http.listen_port, self.status, self.metrics.registry, self.healthy
         )
         await self.status_server.start()
+        if cfg.web.enabled:
+            # its own listener and Redis client: the public side shares nothing with the operator's endpoints
+            self.web_server = WebServer(cfg, rpc=self.rpc)
+            await self.web_server.start()
 
     def _register_metrics(self) -> None:
         """Gauges read at scrape time from the live objects (nothing on the share path)."""
@@ -223,6 +229,8 @@ class Pool:
                 await task
         if self.status_server is not None:
             await self.status_server.close()
+        if self.web_server is not None:
+            await self.web_server.close()
         await self.bus.close()
         await self.rpc.close()
         if self._redis is not None:
@@ -405,4 +413,6 @@ class Pool:
             ],
             "found_blocks": self._found_blocks_status(),
             "bus": self.bus.stats(),
+            # where miners see their figures (`ckbpool status` prints it); None when the page is off
+            "web": None if self.web_server is None else self.web_server.url,
         }
