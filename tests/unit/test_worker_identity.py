@@ -169,7 +169,10 @@ def test_0x4ccb_tlvs_on_a_connection_without_0x4ccb_are_refused_both_ways() -> N
 
 
 def test_vardiff_of_a_tagged_channel_aims_at_the_slowest_active_worker() -> None:
-    settings = VardiffSettings(share_interval_s=10, retarget_interval_s=30, tolerance=1.5, min_share_difficulty=1e-9)
+    # floors out of the way: the slow device (1e4 H/s) is at the default min_hashrate floor, which no easing passes
+    settings = VardiffSettings(
+        share_interval_s=10, retarget_interval_s=30, tolerance=1.5, min_share_difficulty=1e-9, min_hashrate=1.0
+    )
     vd = Vardiff(settings, target_for_hashrate(1e6, 10), network_target=1)
     start = 1000.0
     vd._window_start = start
