@@ -222,6 +222,10 @@ from .image_cmds import image_app  # noqa: E402 - image build, image push
 
 app.add_typer(image_app, name="image")
 
+from .payouts_cmds import payouts_app  # noqa: E402 - payouts status, run, history, serve
+
+app.add_typer(payouts_app, name="payouts")
+
 
 def main() -> None:
     app()

@@ -292,6 +292,9 @@ class PayoutSettings(_Strict):
     unconfirmed_alert_s: Annotated[float, Field(gt=0)] = 3600.0
     # send_transaction's outputs validator (wallet.py explains): passthrough to pay non-standard locks
     outputs_validator: Literal["well_known_scripts_only", "passthrough"] = "well_known_scripts_only"
+    # the payouts process' Prometheus /metrics (`ckbpool payouts serve`); None = not served
+    metrics_host: str = "127.0.0.1"
+    metrics_port: Port | None = 8190
 
     def max_batch_fee(self) -> int:
         """An upper bound of one full batch's transaction fee, in shannons (rounded up like ckb does)."""
