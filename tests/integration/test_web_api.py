@@ -1,0 +1,252 @@
+"""The public API over HTTP against a real Redis (books written by the real ShareAccounting) and a real SQLite
+payouts ledger: every endpoint's answers against the OpenAPI document it serves, bad input, a 1,000-request
+flood from one address while another is served, private endpoints absent."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from openapi_schema_validator import OAS31Validator
+from openapi_spec_validator import validate as validate_spec
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from ckbpool.bus.events import BlockOutcome, Share
+from ckbpool.ckb.address import encode_address, secp256k1_lock
+from ckbpool.payouts.ledger import Ledger, MinerReward
+from ckbpool.payouts.pplns import Window
+from ckbpool.pool.accounting import ShareAccounting, connect_redis
+from ckbpool.pool.config import PoolConfig
+from ckbpool.web.app import WebServer
+from support.redis import RedisServer
+
+pytestmark = pytest.mark.integration
+
+TARGET = 1 << 236  # 2^20 expected hashes a share
+
+
+def dev_address() -> str:
+    return encode_address(secp256k1_lock(secrets.token_bytes(20)), "dev")
+
+
+def share(user: str, worker: str, seq: int, *, accepted: bool = True, ts: float | None = None) -> Share:
+    return Share(
+        server_id="stratum-1", channel_id=1, user=user, worker=worker, job_id=1, height=10, nonce=seq,
+        share_target=TARGET, share_difficulty=1.0, accepted=accepted, reason="" if accepted else "difficulty-too-low",
+        is_block=False, block_hash=b"", timestamp=time.time() if ts is None else ts, source="test", seq=seq,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class Books:
+    def __init__(self, alice: str, bob: str, block_hash: bytes, tx_hash: str) -> None:
+        self.alice, self.bob, self.block_hash, self.tx_hash = alice, bob, block_hash, tx_hash
+
+
+@pytest.fixture
+async def served(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[tuple[WebServer, Books]]:
+    alice, bob = dev_address(), dev_address()
+    client = connect_redis(redis_server.url)
+    accounting = ShareAccounting(client)
+    now = time.time()
+    shares = [share(alice, "rig1", i, ts=now - 300 + i) for i in range(1, 41)]
+    shares += [share(alice, "rig2", i, ts=now - 200 + i) for i in range(41, 61)]
+    shares += [share(alice, "rig1", 61, accepted=False)]
+    shares += [share(bob, "x", i, ts=now - 3000 + i) for i in range(62, 72)]  # bob: only old shares
+    await accounting.record(shares)
+    block_hash = secrets.token_bytes(32)
+    await accounting.record_block(BlockOutcome(block_hash, 12, "accepted", "", now - 100, 5.0, alice, "rig1"))
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger.record_found(block_hash, 12, alice, "rig1")
+    weights = {alice: 3, bob: 1}
+    window = Window(target_work=4, weights=weights, counted_work=4, shares=2, complete=True)
+    ledger.accept(block_hash, network_difficulty=256, window=window, n=2, fee_bps=100, fee_address=dev_address())
+    ledger.finalize(block_hash, MinerReward(100_000_000_000, 0, 0, 0), finalized_by=secrets.token_hex(32),
+                    cellbase_epoch=0)  # fmt: skip
+    ledger.mark_mature(block_hash)
+    ledger.mark_credited(block_hash)
+    tx_hash = secrets.token_hex(32)
+    ledger.record_payout(tx_hash, "{}", 1000, {alice: 50_000_000_000})
+    config = PoolConfig.model_validate(
+        {
+            "network": "dev",
+            "redis": {"url": redis_server.url},
+            "web": {"enabled": True, "listen_port": 0, "rate_limit_per_s": 20, "rate_limit_burst": 40,
+                    "cache_ttl_s": 2},
+        }
+    )  # fmt: skip
+    server = WebServer(config, ledger=ledger)
+    await server.start()
+    assert server.rollup is not None
+    await server.rollup.run_once()
+    try:
+        yield server, Books(alice, bob, block_hash, tx_hash)
+    finally:
+        await server.close()
+        ledger.close()
+        await client.aclose()
+
+
+def validator_for(doc: dict[str, Any], component: str) -> OAS31Validator:
+    registry: Registry[Any] = Registry().with_resource(
+        "urn:api", Resource.from_contents(doc, default_specification=DRAFT202012)
+    )
+    schema = {"$ref": f"urn:api#/components/schemas/{component}"}
+    return OAS31Validator(schema, registry=registry)
+
+
+def response_schema(doc: dict[str, Any], path: str, status: int) -> str:
+    ref = doc["paths"][path]["get"]["responses"][str(status)]["content"]["application/json"]["schema"]["$ref"]
+    return str(ref.rsplit("/", 1)[-1])
+
+
+async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, Any, Any]:
+    async with session.get(url) as response:
+        body = await response.json(content_type=None)
+        return response.status, body, response.headers
+
+
+async def test_every_answer_matches_the_openapi_document(served: tuple[WebServer, Books]) -> None:
+    server, books = served
+    base = f"http://127.0.0.1:{server.port}"
+    async with aiohttp.ClientSession() as session:
+        status, doc, _ = await get(session, f"{base}/api/openapi.json")
+        assert status == 200
+        validate_spec(doc)
+        unknown = dev_address()
+        cases = [
+            ("/api/pool", "/api/pool", 200),
+            ("/api/blocks", "/api/blocks", 200),
+            ("/api/blocks?limit=1", "/api/blocks", 200),
+            ("/api/blocks?limit=0", "/api/blocks", 400),
+            ("/api/blocks?limit=abc", "/api/blocks", 400),
+            (f"/api/address/{books.alice}", "/api/address/{address}", 200),
+            (f"/api/address/{books.bob}", "/api/address/{address}", 200),
+            ("/api/address/not-an-address", "/api/address/{address}", 400),
+            (f"/api/address/{encode_address(secp256k1_lock(b'1' * 20), 'mainnet')}", "/api/address/{address}", 400),
+            (f"/api/address/{unknown}", "/api/address/{address}", 404),
+        ]
+        answers = {}
+        for url, path, expected in cases:
+            status, body, headers = await get(session, base + url)
+            assert status == expected, (url, body)
+            validator_for(doc, response_schema(doc, path, status)).validate(body)
+            assert "default-src 'none'" in headers["Content-Security-Policy"]
+            answers[url] = body
+
+    pool = answers["/api/pool"]
+    assert pool["miners_online"] == 1 and pool["workers_online"] == 2, "bob's last share is older than 10 min"
+    # 60 accepted shares of 2^20 hashes within the last 10 minutes
+    assert pool["hashrate"]["h10m"] == pytest.approx(60 * 2**20 / 600)
+    assert pool["hashrate"]["h1h"] == pytest.approx(70 * 2**20 / 3600)
+    assert pool["hashrate"]["h24h"] == pytest.approx(70 * 2**20 / 86400)
+    assert [b["hash"] for b in pool["blocks"]] == ["0x" + books.block_hash.hex()]
+    assert pool["blocks"][0]["status"] == "credited" and pool["blocks"][0]["reward"] == 100_000_000_000
+    assert "user" not in pool["blocks"][0] and books.alice not in str(pool), "no miner named on the overview"
+
+    alice = answers[f"/api/address/{books.alice}"]
+    assert alice["accepted"] == 60 and alice["rejected"] == 1
+    assert {w["name"]: (w["accepted"], w["rejected"]) for w in alice["workers"]} == {"rig1": (40, 1), "rig2": (20, 0)}
+    assert alice["hashrate"]["h10m"] == pytest.approx(60 * 2**20 / 600)
+    rig2 = next(w for w in alice["workers"] if w["name"] == "rig2")
+    assert rig2["hashrate"]["h10m"] == pytest.approx(20 * 2**20 / 600) and rig2["online"]
+    assert alice["blocks"][0]["hash"] == "0x" + books.block_hash.hex()
+    assert alice["payments"] == [{"tx_hash": "0x" + books.tx_hash, "amount": 50_000_000_000, "status": "recorded"}]
+    assert alice["balance"]["immature"] == 0 and alice["balance"]["payable"] > 0
+    bob = answers[f"/api/address/{books.bob}"]
+    assert bob["workers_online"] == 0 and bob["blocks"] == [] and bob["payments"] == []
+    assert books.alice not in str(bob), "an address page shows nothing of another miner"
+    missing = answers[f"/api/address/{unknown}"]
+    assert missing["error"] == "unknown-address" and unknown in missing["detail"]
+    wrong = answers[f"/api/address/{encode_address(secp256k1_lock(b'1' * 20), 'mainnet')}"]
+    assert wrong["error"] == "address-wrong-network"
+
+
+async def test_bad_requests_and_private_paths(served: tuple[WebServer, Books]) -> None:
+    server, books = served
+    base = f"http://127.0.0.1:{server.port}"
+    async with aiohttp.ClientSession() as session:
+        for path in ("/status", "/metrics", "/health", "/api/status", "/static/../app.py", "/static/index.py"):
+            async with session.get(base + path) as response:
+                assert response.status == 404, path
+        async with session.post(f"{base}/api/pool", data=b"x") as response:
+            assert response.status == 405
+        status, body, _ = await get(session, f"{base}/api/pool?" + "a=" + "x" * 2000)
+        assert status == 414 and body["error"] == "query-too-long"
+        async with session.get(f"{base}/api/pool?" + "a=" + "x" * 20000) as response:
+            assert response.status in (400, 414)  # aiohttp's own request-line cap answers first
+        status, body, _ = await get(session, f"{base}/api/address/" + "q" * 3000)
+        assert status == 400 and "too long" in body["detail"]
+        status, body, _ = await get(session, f"{base}/api/address/{books.alice.upper()}")
+        assert status == 200 and body["address"] == books.alice
+        async with session.get(f"{base}/") as response:
+            html = await response.text()
+            assert response.status == 200 and "/static/app.js" in html and "http" not in html.split("<body>")[0]
+        async with session.get(f"{base}/static/app.js") as response:
+            assert response.status == 200 and response.headers["Content-Type"].startswith("text/javascript")
+        status, _, _ = await get(session, f"{base}/api/pool")
+        assert status == 200, "the server still serves after the bad requests"
+
+
+async def test_a_flood_from_one_address_is_limited_while_another_is_served(served: tuple[WebServer, Books]) -> None:
+    server, _ = served
+    url = f"http://127.0.0.1:{server.port}/api/pool"
+    flood = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=50, local_addr=("127.0.0.1", 0)))
+    other = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0)))
+    statuses: list[int] = []
+    retry_after: set[str] = set()
+
+    async def one() -> None:
+        async with flood.get(url) as response:
+            statuses.append(response.status)
+            if response.status == 429:
+                retry_after.add(response.headers["Retry-After"])
+                assert (await response.json())["error"] == "rate-limited"
+
+    async def honest() -> list[int]:
+        seen = []
+        for _ in range(10):
+            async with other.get(url) as response:
+                seen.append(response.status)
+            await asyncio.sleep(0.05)
+        return seen
+
+    try:
+        started = time.monotonic()
+        honest_task = asyncio.create_task(honest())
+        # ~1,000 requests/s: ten waves of 100, a tenth of a second apart
+        waves = []
+        for _ in range(10):
+            waves.append(asyncio.gather(*(one() for _ in range(100))))
+            await asyncio.sleep(0.1)
+        await asyncio.gather(*waves)
+        elapsed = time.monotonic() - started
+        honest_statuses = await honest_task
+    finally:
+        await flood.close()
+        await other.close()
+    served_count = statuses.count(200)
+    print(f"\n1,000 requests from one address in {elapsed:.2f}s: {served_count} served, {statuses.count(429)} limited")
+    assert len(statuses) == 1000 and set(statuses) <= {200, 429}
+    # the bucket: a burst of 40, then 20/s for as long as the flood lasted
+    assert served_count <= 40 + 20 * elapsed + 1
+    assert statuses.count(429) >= 1000 - (40 + 20 * elapsed + 1)
+    assert retry_after == {"1"}
+    assert honest_statuses == [200] * 10, "another address is served throughout"
+    assert server.limiter.limited == statuses.count(429)
