@@ -185,19 +185,21 @@ variable "private_ports" {
   description = "Ports reachable only from the deployment's own hosts (node RPC, Kafka, Redis, metrics, ...): name => port. Never public."
   type        = map(number)
   default = {
-    node_rpc         = 8114
-    node_tcp_rpc     = 18114
-    node_metrics     = 8100
-    pool_http        = 8180
-    proxy_http       = 8181
-    redis            = 6379
-    kafka            = 9092
-    kafka_controller = 9093
-    prometheus       = 9090
-    grafana          = 3000
-    node_exporter    = 9100
-    redis_exporter   = 9121
-    kafka_exporter   = 9308
+    node_rpc          = 8114
+    node_tcp_rpc      = 18114
+    node_metrics      = 8100
+    pool_http         = 8180
+    proxy_http        = 8181
+    redis             = 6379
+    kafka             = 9092
+    kafka_controller  = 9093
+    prometheus        = 9090
+    grafana           = 3000
+    node_exporter     = 9100
+    redis_exporter    = 9121
+    kafka_exporter    = 9308
+    postgres          = 5432
+    postgres_exporter = 9187
   }
 
   validation {

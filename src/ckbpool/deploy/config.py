@@ -63,6 +63,8 @@ class Ports(_Strict):
     node_exporter: Port = 9100
     redis_exporter: Port = 9121
     kafka_exporter: Port = 9308
+    postgres: Port = 5432  # the payouts ledger (payouts.database: postgres)
+    postgres_exporter: Port = 9187
 
 
 class Bind(_Strict):
@@ -131,6 +133,29 @@ class RedisOptions(_Strict):
     maxmemory_mb: Annotated[int, Field(ge=64, le=1 << 20)] = 1024
 
 
+class PayoutsOptions(_Strict):
+    """The payout engine's ledger (issue 16), rendered into pool.toml's ``[payouts]``.
+
+    Off until the operator turns it on: it spends real money from the payout wallet. When on, ``ckbpool init``
+    generates the wallet key (``secrets/payout-wallet.key``) and the nodes' block assembler pays the block rewards
+    to that wallet, which pays the miners; ``payout_address`` receives the pool fee (``fee_bps``).
+
+    ``database``: where the ledger lives on the compose / hosts / cloud targets. ``postgres`` runs PostgreSQL in
+    the stack (a ``postgres`` service, its password generated into ``secrets/postgres.password``, a named volume,
+    postgres_exporter with monitoring); ``sqlite`` keeps one file in the pool's data directory (one host only).
+    The local target always uses SQLite under its data directory: the same models and migrations serve both."""
+
+    enabled: bool = False
+    database: Literal["postgres", "sqlite"] = "postgres"
+    # PPLNS window = pplns_n x network difficulty of accepted work before each block
+    pplns_n: Annotated[int, Field(ge=1, le=100)] = 2
+    # pool fee in basis points of each block's reward (it also pays the payout transactions' fees)
+    fee_bps: Annotated[int, Field(ge=1, le=10_000)] = 100
+    # PostgreSQL server memory (shared_buffers) and connection cap: a ledger of a few tables needs little
+    postgres_shared_buffers_mb: Annotated[int, Field(ge=16, le=1 << 16)] = 128
+    postgres_max_connections: Annotated[int, Field(ge=10, le=1000)] = 50
+
+
 class Monitoring(_Strict):
     enabled: bool = True  # Prometheus + exporters
     grafana: bool = True
@@ -191,11 +216,13 @@ class Images(_Strict):
     redis_exporter: str = "oliver006/redis_exporter:v1.66.0-alpine"
     kafka_exporter: str = "danielqsj/kafka-exporter:v1.8.0"
     grafana: str = "grafana/grafana:11.2.2"
+    postgres: str = "postgres:15.8-bookworm"
+    postgres_exporter: str = "prometheuscommunity/postgres-exporter:v0.15.0"
     registry: str = ""  # empty: no registry, the controller copies the image to the hosts
 
     @field_validator(
         "ckb", "pool", "pool_base", "redis", "kafka", "prometheus", "node_exporter", "redis_exporter",
-        "kafka_exporter", "grafana",
+        "kafka_exporter", "grafana", "postgres", "postgres_exporter",
     )  # fmt: skip
     @classmethod
     def _pinned(cls, value: str) -> str:
@@ -251,6 +278,7 @@ class DeployConfig(_Strict):
     pool: PoolOptions = PoolOptions()
     services: Services = Services()
     redis: RedisOptions = RedisOptions()
+    payouts: PayoutsOptions = PayoutsOptions()
     monitoring: Monitoring = Monitoring()
     topology: Topology = Topology()
     images: Images = Images()
@@ -269,6 +297,11 @@ class DeployConfig(_Strict):
         return value.strip()
 
     # -- derived ---------------------------------------------------------------------------------------
+    @property
+    def runs_postgres(self) -> bool:
+        """Whether the compose / hosts stacks run PostgreSQL (the payouts ledger); the local target never does."""
+        return self.payouts.enabled and self.payouts.database == "postgres"
+
     def enabled_roles(self) -> list[str]:
         """Every deploy role this configuration runs somewhere."""
         roles = ["ckb_node", *POOL_ROLES]
@@ -280,6 +313,8 @@ class DeployConfig(_Strict):
             roles.append("proxy")
         if self.monitoring.enabled:
             roles.append("monitoring")
+        if self.runs_postgres:
+            roles.append("postgres")
         return roles
 
 

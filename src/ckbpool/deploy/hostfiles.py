@@ -36,11 +36,15 @@ from .render import (
     COMPOSE_PORTS,
     COMPOSE_SECRET_FILES,
     INNER,
+    PAYOUTS_ROLES,
     artifacts,
     build_context,
     compose_context,
+    compose_ledger,
     compose_stack,
+    default_postgres_hosts,
     environment,
+    payouts_settings,
     render_files,
 )
 from .secrets import required_files
@@ -64,6 +68,7 @@ ROLE_VARS: dict[str, str] = {
     "btcpool_redis_maxmemory_mb": "redis.maxmemory_mb",
     "btcpool_kafka_enabled": "services.kafka",
     "btcpool_proxy_enabled": "services.proxy",
+    "btcpool_payouts": "payouts",
     "btcpool_monitoring_enabled": "monitoring.enabled",
     "btcpool_grafana_enabled": "monitoring.grafana",
     "btcpool_kafka_exporter_enabled": "monitoring.kafka_exporter",
@@ -72,9 +77,9 @@ ROLE_VARS: dict[str, str] = {
     "btcpool_images": "images",
 }
 #: inventory groups the role reads; ``pool`` is the four pool roles together
-GROUPS: tuple[str, ...] = ("ckb_node", "pool", *POOL_ROLES, "redis", "kafka", "proxy", "monitoring")
+GROUPS: tuple[str, ...] = ("ckb_node", "pool", *POOL_ROLES, "redis", "kafka", "proxy", "monitoring", "postgres")
 #: groups that hold at most one host in this version
-SINGLE_HOST_GROUPS: tuple[str, ...] = ("ckb_node", "redis", "kafka", "monitoring", "jobmaker", "blockmaker")
+SINGLE_HOST_GROUPS: tuple[str, ...] = ("ckb_node", "redis", "kafka", "monitoring", "jobmaker", "blockmaker", "postgres")
 #: the compose project of a deployment on a host (the same name as the compose target's)
 SECRETS_SUBDIR = "secrets"
 
@@ -164,6 +169,10 @@ class Placement:
                     bucket = roles.setdefault(host, [])
                     if role not in bucket:
                         bucket.append(role)
+        if "postgres" in enabled and not groups.get("postgres"):
+            # no postgres group: the ledger's database goes with the other data (default_postgres_hosts)
+            for host in default_postgres_hosts(config, {h: rs for h, rs in roles.items()}):
+                roles[host].append("postgres")
         placement = cls({h: str(addresses.get(h) or h) for h in roles}, roles)
         for role in enabled:
             hosts = placement.hosts_with(role)
@@ -208,6 +217,7 @@ def _switch(role: str) -> str:
         "kafka": "btcpool_kafka_enabled",
         "proxy": "btcpool_proxy_enabled",
         "monitoring": "btcpool_monitoring_enabled",
+        "postgres": "btcpool_payouts.enabled (with database: postgres)",
     }.get(role, role)
 
 
@@ -224,6 +234,8 @@ def services_on(config: DeployConfig, placement: Placement, host: str) -> list[s
         out.append("redis")
     if "kafka" in roles:
         out.append("kafka")
+    if "postgres" in roles:
+        out.append("postgres")
     if "proxy" in roles:
         out.append("proxy")
     if "monitoring" in roles:
@@ -234,6 +246,8 @@ def services_on(config: DeployConfig, placement: Placement, host: str) -> list[s
         out.append("redis-exporter")
     if mon and "kafka" in roles and config.monitoring.kafka_exporter:
         out.append("kafka-exporter")
+    if mon and "postgres" in roles:
+        out.append("postgres-exporter")
     if "monitoring" in roles and config.monitoring.grafana:
         out.append("grafana")
     return out
@@ -303,6 +317,8 @@ def _consumers(config: DeployConfig, placement: Placement) -> dict[tuple[str, st
         add("kafka", "kafka", pool)
     if config.services.proxy:
         add("stratum", "stratum", ["proxy"])
+    if config.runs_postgres:
+        add("postgres", "postgres", list(PAYOUTS_ROLES))  # the hosts whose pool.toml has [payouts]
     if config.monitoring.enabled:
         add("ckb_node", "node_metrics", ["monitoring"])
         mon = placement.first("monitoring")
@@ -321,6 +337,8 @@ def _consumers(config: DeployConfig, placement: Placement) -> dict[tuple[str, st
             add("redis", "redis_exporter", ["monitoring"])
         if config.services.kafka and config.monitoring.kafka_exporter:
             add("kafka", "kafka_exporter", ["monitoring"])
+        if config.runs_postgres:
+            add("postgres", "postgres_exporter", ["monitoring"])
     return need
 
 
@@ -371,6 +389,15 @@ def host_plan(
             else:
                 k_addr, k_port = "kafka", INNER["kafka"]
             pool["bus_url"] = f"kafka://{k_addr}:{k_port}?client_id=pool-{host}&spool_dir=/var/lib/ckbpool/spool"
+        if "accounting" in roles and config.runs_postgres:
+            db_host, db_port = peers.endpoint("postgres", "postgres", "postgres")
+            pool["payouts"] = payouts_settings(
+                config,
+                database=compose_ledger(config, db_host, db_port),
+                wallet_key_file="/run/secrets/payout_wallet_key",
+            )
+        elif not set(PAYOUTS_ROLES) & set(roles):
+            pool["payouts"] = None  # the ledger and the wallet stay on the host that runs the payouts
         if config.services.proxy:
             up_host, up_port = peers.endpoint("stratum", "pool", "stratum")
             ctx["proxy"] = {**ctx["proxy"], "upstream_host": up_host, "upstream_port": up_port}
@@ -436,6 +463,10 @@ def _prometheus_jobs(config: DeployConfig, placement: Placement, peers: _Peers) 
         jobs.append({"name": "kafka", "targets": targets("kafka", "kafka-exporter", "kafka_exporter"), "path": None})
     if config.services.proxy:
         jobs.append({"name": "proxy", "targets": targets("proxy", "proxy", "proxy_http"), "path": None})
+    if config.runs_postgres:
+        jobs.append(
+            {"name": "postgres", "targets": targets("postgres", "postgres-exporter", "postgres_exporter"), "path": None}
+        )
     return jobs
 
 
@@ -456,7 +487,14 @@ def _host_stack(
     }
     # Once pool roles run on other hosts the broker advertises its host's private address, which the exporter
     # beside it dials too: from the internal backend network there is no route to it, so it joins edge.
-    return compose_stack(config, services=services, host=host, publish=publish, outbound=("kafka-exporter",))
+    stack = compose_stack(config, services=services, host=host, publish=publish, outbound=("kafka-exporter",))
+    pool = stack["services"].get("pool")
+    if pool is not None and not set(PAYOUTS_ROLES) & set(placement.roles[host]):
+        # the wallet key and the ledger's password only where the payouts run
+        pool["secrets"] = [s for s in pool["secrets"] if s not in ("postgres_password", "payout_wallet_key")]
+        used = {s for svc in stack["services"].values() for s in svc["secrets"]}
+        stack["secrets"] = [s for s in stack["secrets"] if s in used]
+    return stack
 
 
 def _published(stack: dict[str, Any]) -> list[dict[str, Any]]:

@@ -34,6 +34,7 @@ from . import secrets as sec
 from .config import DeployConfig, load_config
 from .errors import TargetError, TargetUnavailable
 from .probe import probe_node, probe_pool
+from .render import LOCAL_LEDGER
 from .target import ConfirmCallback, Paths, ProgressCallback, ServiceHealth, Target
 
 if TYPE_CHECKING:
@@ -187,10 +188,16 @@ def build_services(config: DeployConfig, paths: Paths, *, binary: Path | None = 
             )
         (ld / "data" / "redis").mkdir(parents=True, exist_ok=True)
         services.append(Service("redis", [redis, str(ld / "redis.conf")], logs / "redis.log"))
+    lock = parse_address(config.payout_address, config.network)
+    if config.payouts.enabled:
+        # the ledger is SQLite in the data dir (render.LOCAL_LEDGER); the rewards go to the payout wallet, as the
+        # rendered ckb.toml of the other targets says (render.build_context)
+        (ld / LOCAL_LEDGER).parent.mkdir(parents=True, exist_ok=True)
+        lock = sec.payout_wallet_lock(paths.secrets_dir) or lock
     p = config.ports
     node_config = NodeConfig(
         data_dir=ld / "ckb",
-        block_assembler_lock=parse_address(config.payout_address, config.network),
+        block_assembler_lock=lock,
         chain=config.network,
         rpc_host=config.bind.private,
         rpc_port=p.node_rpc,

@@ -84,7 +84,7 @@ BOOTNODES: dict[str, list[str]] = {
 # container-side ports of the compose stack (the host side comes from ckbpool.yaml's ports)
 INNER = {"node_rpc": 8114, "node_tcp_rpc": 18114, "node_p2p": 8115, "node_metrics": 8100, "stratum": 34255,
          "pool_http": 8180, "redis": 6379, "kafka": 9092, "kafka_controller": 9093, "proxy": 3333,
-         "proxy_http": 8181}  # fmt: skip
+         "proxy_http": 8181, "postgres": 5432, "postgres_exporter": 9187}  # fmt: skip
 #: compose service -> its directory of rendered config files (bind-mounted read-only)
 COMPOSE_CONFIG_DIRS = {
     "ckb": "ckb",
@@ -101,6 +101,8 @@ COMPOSE_SECRET_FILES = {
     "redis_auth_conf": sec.REDIS_AUTH_CONF,
     "redis_exporter_json": sec.REDIS_EXPORTER_JSON,
     "grafana_admin_password": sec.GRAFANA_ADMIN_PASSWORD,
+    "postgres_password": sec.POSTGRES_PASSWORD,
+    "payout_wallet_key": sec.PAYOUT_WALLET_KEY,
 }
 #: port key (ckbpool.yaml ports.*) -> (compose service, container port) of every port a compose stack can publish
 COMPOSE_PORTS: dict[str, tuple[str, int]] = {
@@ -118,9 +120,40 @@ COMPOSE_PORTS: dict[str, tuple[str, int]] = {
     "node_exporter": ("node-exporter", 9100),
     "redis_exporter": ("redis-exporter", 9121),
     "kafka_exporter": ("kafka-exporter", 9308),
+    "postgres": ("postgres", INNER["postgres"]),
+    "postgres_exporter": ("postgres-exporter", INNER["postgres_exporter"]),
 }
 #: compose service -> its named volume (declared in compose.yaml only when the service is in the stack)
-COMPOSE_VOLUMES = {"ckb": "ckb-data", "kafka": "kafka-data", "prometheus": "prometheus-data", "grafana": "grafana-data"}
+COMPOSE_VOLUMES = {
+    "ckb": "ckb-data",
+    "kafka": "kafka-data",
+    "postgres": "postgres-data",
+    "prometheus": "prometheus-data",
+    "grafana": "grafana-data",
+}
+#: the ledger's database and role in the stack's PostgreSQL (the password is secrets/postgres.password)
+POSTGRES_DB = "ckbpool"
+POSTGRES_USER = "ckbpool"
+#: the local target's ledger (SQLite), relative to workspace/local; and the compose pool's with database: sqlite
+LOCAL_LEDGER = "data/payouts/ledger.sqlite"
+COMPOSE_SQLITE_LEDGER = "/var/lib/ckbpool/ledger.sqlite"
+#: pool roles whose hosts run the payouts (pool.toml [payouts], the wallet key, a connection to the ledger): the
+#: engine reads the share log accounting writes, so it goes with accounting
+PAYOUTS_ROLES: tuple[str, ...] = ("accounting",)
+
+
+def default_postgres_hosts(config: DeployConfig, roles: dict[str, list[str]]) -> list[str]:
+    """Where PostgreSQL runs when no host is named for it (``roles``: host -> its roles): with the other data, on
+    the Redis host; without Redis, on the host that runs the payouts. Empty when the stack runs no PostgreSQL."""
+    if not config.runs_postgres:
+        return []
+    for role in ("redis", *PAYOUTS_ROLES):
+        hosts = [h for h, rs in roles.items() if role in rs]
+        if hosts:
+            return hosts[:1]
+    return []
+
+
 #: host addresses that publish a port on every interface (a peer reaches such a port on any address)
 WILDCARD_ADDRESSES = ("0.0.0.0", "::")
 
@@ -231,6 +264,10 @@ def _kafka_settings(name: str, host: str, advertised: str, port: int, controller
 
 def build_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
     lock = parse_address(config.payout_address, None)
+    if config.payouts.enabled:
+        # the block rewards go to the payout wallet, which pays the miners (and payout_address its fee); before
+        # `ckbpool init` made the key there is nothing to pay to yet: `validate` reports the missing file
+        lock = sec.payout_wallet_lock(paths.secrets_dir) or lock
     pub_key = sec.authority_public_key(paths.secrets_dir)
     common: dict[str, Any] = {
         "cfg": config,
@@ -287,6 +324,11 @@ def local_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
         jobs.append({"name": "redis", "targets": [f"{priv}:{p.redis_exporter}"], "path": None})
     if config.services.proxy:
         jobs.append({"name": "proxy", "targets": [f"{priv}:{p.proxy_http}"], "path": None})
+    payouts = payouts_settings(
+        config,
+        database={"sqlite_path": str(ws / LOCAL_LEDGER)},  # always SQLite: no database server to run locally
+        wallet_key_file=str(secrets_dir / sec.PAYOUT_WALLET_KEY),
+    )
     return {
         "place": "local",
         "ckb": _ckb_ctx(config, listen_host=priv, ports=ports, data_dir="data"),
@@ -305,6 +347,7 @@ def local_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
             "redis_password_file": str(secrets_dir / sec.REDIS_PASSWORD),
             "http_host": priv,
             "http_port": p.pool_http,
+            "payouts": payouts,
         },
         "redis": {
             "bind": priv,
@@ -339,6 +382,8 @@ def compose_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
         jobs.append({"name": "kafka", "targets": ["kafka-exporter:9308"], "path": None})
     if config.services.proxy:
         jobs.append({"name": "proxy", "targets": [f"proxy:{INNER['proxy_http']}"], "path": None})
+    if config.runs_postgres:
+        jobs.append({"name": "postgres", "targets": [f"postgres-exporter:{INNER['postgres_exporter']}"], "path": None})
     kafka = _kafka_settings(config.name, "", "kafka", INNER["kafka"], INNER["kafka_controller"])
     kafka_env = {"KAFKA_" + k.replace(".", "_").upper(): v for k, v in kafka.items() if k != "cluster.id"}
     kafka_env["CLUSTER_ID"] = kafka["cluster.id"]
@@ -364,7 +409,13 @@ def compose_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
             "redis_password_file": "/run/secrets/redis_password",
             "http_host": "0.0.0.0",
             "http_port": INNER["pool_http"],
+            "payouts": payouts_settings(
+                config,
+                database=compose_ledger(config, "postgres", INNER["postgres"]),
+                wallet_key_file="/run/secrets/payout_wallet_key",
+            ),
         },
+        "postgres": postgres_context(config),
         "redis": {
             "bind": "0.0.0.0",
             "port": INNER["redis"],
@@ -402,12 +453,56 @@ def compose_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
     }
 
 
+def payouts_settings(config: DeployConfig, *, database: dict[str, Any], wallet_key_file: str) -> dict[str, Any] | None:
+    """pool.toml's ``[payouts]`` (ckbpool.pool.config.PayoutSettings) when payouts are enabled, else None.
+
+    ``database``: the ledger's keys (``sqlite_path``, or ``db_host``/``db_port``/``db_name``/``db_user``/
+    ``db_password_file``): the password is only ever a file name, never a value in a rendered file."""
+    if not config.payouts.enabled:
+        return None
+    return {
+        "enabled": True,
+        **database,
+        "wallet_key_file": wallet_key_file,
+        "pplns_n": config.payouts.pplns_n,
+        "fee_bps": config.payouts.fee_bps,
+        "fee_address": config.payout_address,
+    }
+
+
+def compose_ledger(config: DeployConfig, host: str, port: int) -> dict[str, Any]:
+    """The ``[payouts]`` database keys of a pool in a compose stack: the stack's PostgreSQL at ``host:port``
+    (the service name, or the postgres host's address on the hosts target), or SQLite in the pool's data dir."""
+    if not config.runs_postgres:
+        return {"sqlite_path": COMPOSE_SQLITE_LEDGER}
+    return {
+        "db_host": host,
+        "db_port": port,
+        "db_name": POSTGRES_DB,
+        "db_user": POSTGRES_USER,
+        "db_password_file": "/run/secrets/postgres_password",
+    }
+
+
+def postgres_context(config: DeployConfig) -> dict[str, Any]:
+    """The postgres service's settings (compose.yaml.j2): database, role, and the server's memory caps."""
+    return {
+        "db": POSTGRES_DB,
+        "user": POSTGRES_USER,
+        "shared_buffers_mb": config.payouts.postgres_shared_buffers_mb,
+        "max_connections": config.payouts.postgres_max_connections,
+        # postgres_exporter's connection (no password in it: DATA_SOURCE_PASS_FILE names the secret)
+        "exporter_uri": f"postgres:{INNER['postgres']}/{POSTGRES_DB}?sslmode=disable",
+    }
+
+
 def _compose_services(config: DeployConfig) -> dict[str, dict[str, Any]]:
     """Every service of the compose target's stack (compose.yaml's order) with what wires it to the others:
     the ports it publishes (port key, host address), the services it waits for, the secrets it reads, and whether
     it needs a route off the host even without a published port (ckb's p2p)."""
     pub, priv = config.bind.public, config.bind.private
     redis, kafka, mon = config.services.redis, config.services.kafka, config.monitoring.enabled
+    postgres, payouts = config.runs_postgres, config.payouts.enabled
 
     def service(
         ports: tuple[tuple[str, str], ...] = (),
@@ -426,14 +521,27 @@ def _compose_services(config: DeployConfig) -> dict[str, dict[str, Any]]:
         "ckb": service(ports=(("node_rpc", priv),), outbound=True),
         "pool": service(
             ports=(("stratum", pub), ("pool_http", priv)),
-            depends_on=("ckb", "redis" if redis else None, "kafka" if kafka else None),
-            secrets=("pool_static_key", "pool_certificate", "redis_password" if redis else None),
+            depends_on=(
+                "ckb",
+                "redis" if redis else None,
+                "kafka" if kafka else None,
+                "postgres" if postgres else None,
+            ),
+            secrets=(
+                "pool_static_key",
+                "pool_certificate",
+                "redis_password" if redis else None,
+                "postgres_password" if postgres else None,
+                "payout_wallet_key" if payouts else None,
+            ),
         ),
     }
     if redis:
         out["redis"] = service(secrets=("redis_auth_conf", "redis_password"))
     if kafka:
         out["kafka"] = service()
+    if postgres:
+        out["postgres"] = service(secrets=("postgres_password",))
     if config.services.proxy:
         out["proxy"] = service(ports=(("proxy", pub), ("proxy_http", priv)), depends_on=("pool",))
     if config.network != "mainnet":
@@ -445,6 +553,8 @@ def _compose_services(config: DeployConfig) -> dict[str, dict[str, Any]]:
             out["redis-exporter"] = service(depends_on=("redis",), secrets=("redis_exporter_json",))
         if kafka and config.monitoring.kafka_exporter:
             out["kafka-exporter"] = service(depends_on=("kafka",))
+        if postgres:
+            out["postgres-exporter"] = service(depends_on=("postgres",), secrets=("postgres_password",))
         if config.monitoring.grafana:
             out["grafana"] = service(
                 ports=(("grafana", priv),), depends_on=("prometheus",), secrets=("grafana_admin_password",)
@@ -521,6 +631,8 @@ def hosts_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
             for h in hosts
         ]
         groups = {role: [h.name for h in hosts if role in h.expanded_roles] for role in config.enabled_roles()}
+        if config.runs_postgres:  # ckbpool.yaml's hosts carry no postgres role: it goes with the data
+            groups["postgres"] = default_postgres_hosts(config, {h.name: h.expanded_roles for h in hosts})
     else:  # single mode without a host: the controller itself
         listed = [{"name": "localhost", "vars": "ansible_connection=local"}]
         groups = {role: ["localhost"] for role in config.enabled_roles()}
@@ -540,6 +652,7 @@ def hosts_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
         "btcpool_redis_enabled": config.services.redis,
         "btcpool_kafka_enabled": config.services.kafka,
         "btcpool_proxy_enabled": config.services.proxy,
+        "btcpool_payouts": config.payouts.model_dump(),
         "btcpool_monitoring_enabled": config.monitoring.enabled,
         "btcpool_grafana_enabled": config.monitoring.enabled and config.monitoring.grafana,
         "btcpool_images": config.images.model_dump(),

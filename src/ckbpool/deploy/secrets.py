@@ -11,6 +11,11 @@ redis.password            the Redis password (read by the pool through ``redis.p
 redis-auth.conf           ``requirepass`` line that redis.conf includes (so no rendered file holds it)
 redis-exporter.json       the password map redis_exporter reads (``REDIS_PASSWORD_FILE``)
 grafana-admin.password    Grafana's admin password (``GF_SECURITY_ADMIN_PASSWORD__FILE``)
+payout-wallet.key         the payout wallet's secp256k1 key (with ``payouts.enabled``; block rewards go to
+                          its address, and the payout engine pays miners from it)
+postgres.password         the ledger database's password (with ``payouts.database: postgres``): the
+                          postgres image reads it through ``POSTGRES_PASSWORD_FILE``, the pool through
+                          ``[payouts] db_password_file``, postgres_exporter through ``DATA_SOURCE_PASS_FILE``
 ========================  ============================================================================
 
 Only missing files are generated, so re-running ``init`` never rotates a key by surprise.
@@ -26,6 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..ckb.structures import Script
 from ..sv2.certs import Certificate, CertificateError
 from ..sv2.keys import KeyFormatError, Keypair, decode_secret_key, encode_secret_key
 from .config import DeployConfig
@@ -39,6 +45,8 @@ REDIS_PASSWORD = "redis.password"
 REDIS_AUTH_CONF = "redis-auth.conf"
 REDIS_EXPORTER_JSON = "redis-exporter.json"
 GRAFANA_ADMIN_PASSWORD = "grafana-admin.password"
+PAYOUT_WALLET_KEY = "payout-wallet.key"
+POSTGRES_PASSWORD = "postgres.password"
 CERTIFICATE_DAYS = 365
 
 
@@ -50,6 +58,10 @@ def required_files(config: DeployConfig) -> list[str]:
             files.append(REDIS_EXPORTER_JSON)
     if config.monitoring.enabled and config.monitoring.grafana:
         files.append(GRAFANA_ADMIN_PASSWORD)
+    if config.payouts.enabled:
+        files.append(PAYOUT_WALLET_KEY)
+    if config.runs_postgres:
+        files.append(POSTGRES_PASSWORD)
     return files
 
 
@@ -111,6 +123,15 @@ def generate_secrets(config: DeployConfig, secrets_dir: Path, *, certificate_day
     if config.monitoring.enabled and config.monitoring.grafana and missing(GRAFANA_ADMIN_PASSWORD):
         write_private(secrets_dir / GRAFANA_ADMIN_PASSWORD, _password())
         created.append(GRAFANA_ADMIN_PASSWORD)
+    if config.payouts.enabled and missing(PAYOUT_WALLET_KEY):
+        from ..payouts.wallet import create_key_file  # never overwrites a key (it may hold funds)
+
+        create_key_file(secrets_dir / PAYOUT_WALLET_KEY)
+        created.append(PAYOUT_WALLET_KEY)
+    if config.runs_postgres and missing(POSTGRES_PASSWORD):
+        # [A-Za-z0-9_-] only: the pool quotes it into a URL anyway, and nothing needs to escape it in a file
+        write_private(secrets_dir / POSTGRES_PASSWORD, _password())
+        created.append(POSTGRES_PASSWORD)
     return created
 
 
@@ -167,6 +188,20 @@ def check_secrets(config: DeployConfig, secrets_dir: Path, *, now: float | None 
         if remaining < 30 * 86400:
             warnings.append(f"secrets_dir: the pool certificate expires in {remaining / 86400:.0f} days")
     return SecretsCheck(errors, warnings)
+
+
+def payout_wallet_lock(secrets_dir: Path) -> Script | None:
+    """The lock of the payout wallet (the key in ``payout-wallet.key``), which the block assembler pays when
+    payouts are enabled; None when the key is not there yet (``ckbpool init`` makes it, ``check_secrets`` says so)."""
+    from ..payouts.wallet import KeyFileError, load_key_file
+
+    path = secrets_dir / PAYOUT_WALLET_KEY
+    if not path.exists():
+        return None
+    try:
+        return load_key_file(path).lock
+    except KeyFileError as exc:
+        raise SecretsError(str(exc)) from None
 
 
 def authority_public_key(secrets_dir: Path) -> str:

@@ -167,18 +167,20 @@ variable "private_ports" {
   EOT
   type        = map(number)
   default = {
-    node_rpc         = 8114
-    node_tcp_rpc     = 18114
-    node_metrics     = 8100
-    pool_http        = 8180
-    redis            = 6379
-    kafka            = 9092
-    kafka_controller = 9093
-    prometheus       = 9090
-    grafana          = 3000
-    node_exporter    = 9100
-    redis_exporter   = 9121
-    kafka_exporter   = 9308
+    node_rpc          = 8114
+    node_tcp_rpc      = 18114
+    node_metrics      = 8100
+    pool_http         = 8180
+    redis             = 6379
+    kafka             = 9092
+    kafka_controller  = 9093
+    prometheus        = 9090
+    grafana           = 3000
+    node_exporter     = 9100
+    redis_exporter    = 9121
+    kafka_exporter    = 9308
+    postgres          = 5432
+    postgres_exporter = 9187
   }
 
   validation {
