@@ -33,6 +33,8 @@ IMAGES = {
     "node-exporter": "CKBPOOL_IMAGE_NODE_EXPORTER",
     "redis-exporter": "CKBPOOL_IMAGE_REDIS_EXPORTER",
     "kafka": "CKBPOOL_IMAGE_KAFKA",
+    "postgres": "CKBPOOL_IMAGE_POSTGRES",
+    "postgres-exporter": "CKBPOOL_IMAGE_POSTGRES_EXPORTER",
 }
 LABEL = "ckbpool.inputs"
 
@@ -125,6 +127,8 @@ def build(names: list[str], base: str = BASE_IMAGE) -> dict[str, str]:
         elif name == "kafka":
             # the jars and the scripts standing in for the image's (kafka-run.sh, kafka-run-class.sh, ...)
             extra += [kafka_libs(), *sorted(dockerfile.parent.glob("kafka-*.sh"))]
+        elif name == "postgres":
+            extra.append(dockerfile.parent / "postgres-entrypoint.sh")  # the official image's entrypoint, ours
         digest = _digest([dockerfile, *extra], base)
         if _current_label(tag(name)) != digest:
             with tempfile.TemporaryDirectory(prefix=f"ckbpool-{name}-image-") as ctx:

@@ -25,7 +25,7 @@ README = LOCAL / "README.md"
 #: programs every Debian base has (Essential: yes) -- the official images have them too (busybox, Alpine, Debian)
 BASE_TOOLS = {"sh", "bash", "cat", "grep"}
 #: a program the stand-in installs -> the Debian package that has it
-TOOL_PACKAGES = {"wget": "wget", "redis-cli": "redis-tools"}
+TOOL_PACKAGES = {"wget": "wget", "redis-cli": "redis-tools", "pg_isready": "postgresql-15"}
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class Contract:
     ports: tuple[int, ...]
     compose_entrypoint: list[str] | None = None  # the template replaces the image's entrypoint with this
     volumes: tuple[str, ...] = field(default_factory=tuple)  # container paths of the service's mounts
+    uid_user: str | None = None  # the user of ``uid`` when it is not USER (an entrypoint that drops root)
 
 
 CONTRACTS: dict[str, Contract] = {
@@ -118,6 +119,28 @@ CONTRACTS: dict[str, Contract] = {
         tools=frozenset({"wget"}),
         ports=(9121,),
     ),
+    "postgres": Contract(
+        image="postgres",
+        user="",  # the entrypoint starts as root and drops to postgres (999) itself
+        uid=999,
+        entrypoint=["docker-entrypoint.sh"],
+        cmd=["postgres"],
+        paths=("/var/lib/postgresql/data", "/var/run/postgresql", "/usr/lib/postgresql/15/bin", "docker-entrypoint.sh"),
+        tools=frozenset({"pg_isready"}),
+        ports=(5432,),
+        volumes=("/var/lib/postgresql/data",),
+        uid_user="postgres",
+    ),
+    "postgres-exporter": Contract(
+        image="postgres_exporter",
+        user="nobody",
+        uid=None,
+        entrypoint=["/bin/postgres_exporter"],
+        cmd=None,
+        paths=("/bin/postgres_exporter",),
+        tools=frozenset({"wget"}),
+        ports=(9187,),
+    ),
 }
 
 
@@ -189,7 +212,8 @@ def test_stand_in_declares_the_contract(name: str) -> None:
     instrs = instructions(dockerfile)
     assert (last(instrs, "USER") or "") == contract.user
     if contract.uid is not None:
-        assert re.search(rf"useradd [^&]*-u {contract.uid}\b[^&]* {contract.user}\b", text), "uid of " + contract.user
+        user = contract.uid_user or contract.user
+        assert re.search(rf"useradd [^&]*-u {contract.uid}\b[^&]* {user}\b", text), "uid of " + user
     for word, expected in (("ENTRYPOINT", contract.entrypoint), ("CMD", contract.cmd)):
         value = last(instrs, word)
         assert (json.loads(value) if value else None) == expected, word
