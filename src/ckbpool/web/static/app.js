@@ -62,13 +62,13 @@
     }
   }
   function chart(container, series) {
-    const w = 600, h = 160, pad = 4, top = Math.max(...series, 0);
+    const w = 600, h = 160, pad = 2, top = Math.max(...series, 0);
     const svg = document.createElementNS(SVG, "svg");
     svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
     svg.setAttribute("preserveAspectRatio", "none");
     svg.setAttribute("role", "img");
     svg.setAttribute("aria-label", "hashrate per minute, last hour; peak " + hashrate(top));
-    const scale = top > 0 ? (h - 2 * pad - 14) / top : 0;
+    const scale = top > 0 ? (h - 2 * pad) / top : 0;
     const step = series.length > 1 ? (w - 2 * pad) / (series.length - 1) : 0;
     const pts = series.map((v, i) => `${(pad + i * step).toFixed(1)},${(h - pad - v * scale).toFixed(1)}`);
     const area = document.createElementNS(SVG, "polygon");
@@ -80,12 +80,11 @@
     line.setAttribute("stroke", "#1f7a5c");
     line.setAttribute("stroke-width", "2");
     line.setAttribute("vector-effect", "non-scaling-stroke");
-    const label = document.createElementNS(SVG, "text");
-    label.setAttribute("x", String(pad + 2));
-    label.setAttribute("y", "12");
+    svg.append(area, line);
+    const label = document.createElement("span");
+    label.className = "peak";
     label.textContent = "peak " + hashrate(top);
-    svg.append(area, line, label);
-    container.replaceChildren(svg);
+    container.replaceChildren(label, svg);
   }
   async function getJSON(path) {
     const response = await fetch(path, { headers: { Accept: "application/json" } });
