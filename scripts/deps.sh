@@ -26,6 +26,9 @@ apt_packages() {
   command -v mvn >/dev/null || missing+=(maven)                  # fetches the Kafka jars
   # the payouts ledger's real database in tests (tests/support/postgres.py: initdb + pg_ctl of a throwaway server)
   dpkg -s postgresql-15 >/dev/null 2>&1 || missing+=(postgresql-15)
+  # the miners' page tested in a real browser (tests/integration/test_web_browser.py): Debian's Chromium, headless,
+  # driven by Selenium through Debian's chromedriver (a test tool's own browser download cannot work here)
+  for pkg in chromium chromium-driver; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
   if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then echo "need root to apt-get install ${missing[*]}" >&2; return 1; fi
     apt-get update -qq
