@@ -124,6 +124,10 @@ def init(
     host: Annotated[
         list[str] | None, typer.Option(help="multi-host topology: name=address:role[,role], repeatable")
     ] = None,
+    payouts: Annotated[
+        bool | None,
+        typer.Option("--payouts/--no-payouts", help="pay miners (PPLNS) from a payout wallet; ledger in PostgreSQL"),
+    ] = None,
     workspace: Annotated[Path | None, typer.Option(help="render output directory")] = None,
     secrets_dir: Annotated[Path | None, typer.Option(help="where generated secrets are stored (0600)")] = None,
     force: Annotated[bool, typer.Option(help="overwrite an existing config file (secrets are kept)")] = False,
@@ -208,6 +212,8 @@ def init(
         data["pool"] = pool_opts
     if dev_difficulty is not None:
         data["node"] = {"dev_difficulty": dev_difficulty}
+    if payouts:  # off unless asked for: it spends real money (never prompted)
+        data["payouts"] = {"enabled": True}
     hosts = [_parse_host(h) for h in host or []]
     if interactive and not hosts and typer.confirm("Several hosts (multi-host topology)?", default=False):
         count = int(typer.prompt("How many hosts", default=2))
