@@ -437,30 +437,27 @@ class Books:
 
 async def read_topic(bootstrap: str, topic: Topic, timeout: float = 60.0) -> list[bytes]:
     """Every record value of a topic, all partitions, from the beginning to the end offsets of now."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
+    from aiokafka import AIOKafkaConsumer  # type: ignore[import-untyped]
 
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+        topic.value, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
     try:
-        await consumer.topics()
-        partitions = consumer.partitions_for_topic(topic.value) or set()
-        tps = [TopicPartition(topic.value, p) for p in sorted(partitions)]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
         values: list[bytes] = []
         deadline = time.monotonic() + timeout
-        while any(await consumer.position(tp) < ends[tp] for tp in tps):
+        ends: dict[Any, int] | None = None
+        while True:
             if time.monotonic() > deadline:
                 raise AssertionError(f"reading {topic.value} did not reach its end offsets within {timeout}s")
-            batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            tps = consumer.assignment()  # without a group: every partition, once the metadata is in
+            if tps and ends is None:
+                ends = await consumer.end_offsets(list(tps))
+            if ends is not None and all([await consumer.position(tp) >= ends[tp] for tp in ends]):
+                return values
+            batches = await consumer.getmany(timeout_ms=500, max_records=5000)
             for records in batches.values():
                 values += [r.value for r in records if r.value is not None]
-        return values
     finally:
         await consumer.stop()
 
