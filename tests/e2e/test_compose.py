@@ -7,6 +7,9 @@ images built locally FROM a debootstrap base (no registry is reachable):
   port on 127.0.0.1 and the node accepts a block; ``status`` shows it;
 * a service that cannot start is named with its last log lines;
 * ``destroy`` removes the containers and networks.
+* with payouts on, the ``postgres`` service (and postgres_exporter) comes up healthy, the pool's container opens the
+  ledger through its rendered ``[payouts]`` (the password read from its secret) and migrates it to head, and
+  Prometheus scrapes ``pg_up`` 1.
 
 Skipped only when the Docker engine cannot be started on this machine (the reason is printed).
 """
@@ -71,7 +74,7 @@ def images(docker_engine: str) -> dict[str, str]:
     """The stand-ins, and the pool image as a deploy builds it -- or, with ``CKBPOOL_E2E_POOL_IMAGE`` (CI on a
     tag: the pushed ``name@sha256:...``, pulled beforehand), exactly that image."""
     pushed = os.environ.get("CKBPOOL_E2E_POOL_IMAGE")
-    names = ["ckb", "redis", "prometheus", "node-exporter", "redis-exporter", "kafka"]
+    names = ["ckb", "redis", "prometheus", "node-exporter", "redis-exporter", "kafka", "postgres", "postgres-exporter"]
     env = build(names if pushed else ["pool", *names])
     if pushed:
         env["CKBPOOL_IMAGE_POOL"] = pushed
@@ -272,3 +275,64 @@ def test_kafka_stack_pool_on_the_kafka_bus(tmp_path: Path, compose_env: dict[str
     finally:
         assert cli("destroy", "-c", str(config), "--purge", "--yes").exit_code == 0
     assert _containers(target.project) == [] and _networks(target.project) == []
+
+
+def test_payouts_stack_postgres_healthy_ledger_migrated(tmp_path: Path, compose_env: dict[str, str]) -> None:
+    """payouts.enabled: PostgreSQL in the stack, reached from the pool's container with what render gave it."""
+    config = tmp_path / "ckbpool.yaml"
+    result = cli(
+        "init", "-c", str(config), "-y", "--name", f"e2epg{os.getpid() % 10000}", "--bind-public", "127.0.0.1",
+        "--no-grafana", "--no-miner", "--payouts", *ports(),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    secrets_to_an_operator(config)
+    assert cli("render", "-c", str(config), "--no-diff").exit_code == 0
+    cfg = load_config(config)
+    target = ComposeTarget(cfg, Paths.of(config, cfg))
+    try:
+        start = time.monotonic()
+        deployed = cli("deploy", "-c", str(config), "--target", "compose", "--timeout", "300")
+        assert deployed.exit_code == 0, deployed.stdout + deployed.stderr
+        up_s = time.monotonic() - start
+        health = {h.name: h for h in target.health()}
+        assert {"postgres", "postgres-exporter"} <= set(health), health
+        assert all(h.healthy for h in health.values()), health
+
+        # the pool's container: its pool.toml's [payouts] and /run/secrets/postgres_password reach the database
+        script = (
+            "from pathlib import Path; from ckbpool.pool.config import load_pool_config; "
+            "from ckbpool.payouts.ledger import Ledger, current_revision; "
+            "url = load_pool_config(Path('/etc/ckbpool/pool.toml')).payouts.database(); "
+            "ledger = Ledger.open(url); print('revision', current_revision(ledger.engine)); ledger.close()"
+        )
+        migrated = target.run("exec", "-T", "pool", "python", "-c", script, timeout=120)
+        from ckbpool.payouts.ledger import head_revision
+
+        assert f"revision {head_revision()}" in migrated.stdout, migrated.stdout + migrated.stderr
+        # and the server holds it: the migration table and the ledger's tables, seen from the postgres service
+        tables = target.run(
+            "exec", "-T", "postgres", "psql", "-U", "ckbpool", "-d", "ckbpool", "-tAc",
+            "select version_num from alembic_version", timeout=60,
+        ).stdout.split()  # fmt: skip
+        assert tables == [head_revision()]
+        password = (target.paths.secrets_dir / "postgres.password").read_text().strip()
+        env_dump = target.run("exec", "-T", "pool", "env", timeout=60).stdout
+        assert password not in env_dump and password not in migrated.stdout + migrated.stderr
+
+        # Prometheus scrapes postgres_exporter, which reports the database up
+        prom = f"http://127.0.0.1:{cfg.ports.prometheus}"
+        deadline = time.monotonic() + 90
+        value = None
+        while time.monotonic() < deadline:
+            data = httpx.get(f"{prom}/api/v1/query", params={"query": 'pg_up{job="postgres"}'}, timeout=3).json()
+            results = data["data"]["result"]
+            if results:
+                value = results[0]["value"][1]
+                if value == "1":
+                    break
+            time.sleep(2)
+        assert value == "1", value
+        print(f"payouts stack healthy in {up_s:.0f}s")
+    finally:
+        with contextlib.suppress(TargetError):
+            target.destroy(purge=True)
