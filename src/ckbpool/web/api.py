@@ -196,9 +196,7 @@ class PublicApi:
         rates = Rates(windows={"10m": 0.0, "1h": 0.0, "24h": 0.0}, minutes=[0.0] * 60, hours=[0.0] * 24)
         rows: list[WorkerRow] = []
         if self.books is not None:
-            totals = await self.books.user_totals(user)
-            if totals is not None:
-                rates, rows = await self.books.address(user, MAX_WORKERS, now)
+            totals, rates, rows = await self.books.address(user, MAX_WORKERS, now)
         balance: Balance | None = None
         payments: list[Payment] | None = None
         if self.ledger is not None:

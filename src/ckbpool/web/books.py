@@ -110,6 +110,56 @@ return rolled
 """
 
 
+# ARGV: prefix, current minute, current hour, roll delay. Returns JSON {minutes: [60], hours: [25]} of work:
+# rolled minutes from their totals, the others summed from the books' buckets; hours from the rolled totals.
+_POOL_LUA = """
+local prefix, current, hour, delay = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local web = prefix .. 'web:'
+local minutes, hours = {}, {}
+for minute = current - 59, current do
+  local work = 0
+  if minute <= current - delay then
+    work = tonumber(redis.call('GET', web .. 'm:' .. minute .. ':total') or '0') or 0
+  else
+    for _, v in ipairs(redis.call('HVALS', prefix .. 'hashrate:' .. minute)) do work = work + (tonumber(v) or 0) end
+  end
+  minutes[#minutes + 1] = work
+end
+for h = hour - 24, hour do hours[#hours + 1] = tonumber(redis.call('GET', web .. 'h:' .. h .. ':total') or '0') or 0 end
+return cjson.encode({minutes = minutes, hours = hours})
+"""
+
+# ARGV: prefix, user, current minute, current hour, roll delay, max workers. Returns JSON {totals: the user: hash
+# as [field, value, ...] (empty: the books do not know the user), minutes: [60] and
+# hours: [25] of the user's rolled work, workers: [{name, books: [field, value, ...], minutes: [60], hours: [25]}]}
+# (the caller adds the workers' unrolled minutes to the user's).
+_ADDRESS_LUA = """
+local prefix, user, current, hour = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local delay, limit = tonumber(ARGV[5]), tonumber(ARGV[6])
+local web = prefix .. 'web:'
+local function num(v) return tonumber(v or '0') or 0 end
+local minutes, hours, workers = {}, {}, {}
+for minute = current - 59, current do
+  local work = 0
+  if minute <= current - delay then work = num(redis.call('HGET', web .. 'm:' .. minute, user)) end
+  minutes[#minutes + 1] = work
+end
+for h = hour - 24, hour do hours[#hours + 1] = num(redis.call('HGET', web .. 'h:' .. h, user)) end
+for _, name in ipairs(redis.call('ZREVRANGE', web .. 'workers:' .. user, 0, limit - 1)) do
+  local ident = user .. '.' .. name
+  local wm, wh = {}, {}
+  for minute = current - 59, current do
+    wm[#wm + 1] = num(redis.call('HGET', prefix .. 'hashrate:' .. minute, ident))
+  end
+  for h = hour - 24, hour do wh[#wh + 1] = num(redis.call('HGET', web .. 'h:' .. h, ident)) end
+  workers[#workers + 1] = {name = name, books = redis.call('HGETALL', prefix .. 'worker:' .. ident), minutes = wm,
+    hours = wh}
+end
+local totals = redis.call('HGETALL', prefix .. 'user:' .. user)
+return cjson.encode({totals = totals, minutes = minutes, hours = hours, workers = workers})
+"""
+
+
 class Rollup:
     """Runs the rollup script (see the module docstring); :meth:`run_once` is idempotent."""
 
@@ -195,84 +245,58 @@ class BooksReader:
     def __init__(self, client: aioredis.Redis, *, clock: Any = time.time) -> None:
         self.redis = client
         self.clock = clock
+        self._pool_script = client.register_script(_POOL_LUA)
+        self._address_script = client.register_script(_ADDRESS_LUA)
 
     async def _read(self, call: Any) -> Any:
         return await retry(call, on=TRANSIENT, policy=REDIS_READ)
 
     # -- hashrate --------------------------------------------------------------------------------------------
     async def pool_rates(self, now: float | None = None) -> Rates:
-        """The whole pool: rolled minute totals, the unrolled minutes summed from the books' buckets."""
+        """The whole pool: rolled minute totals, the unrolled minutes summed (in Redis) from the books' buckets."""
         now = self.clock() if now is None else now
         current = int(now // 60)
-        hour = current // 60
+        args: list[str | int] = [PREFIX, current, current // 60, ROLL_DELAY_MIN]
+        raw = await self._read(lambda: self._pool_script(keys=[], args=args))
+        data = json.loads(_s(raw))
+        return rates_from([float(v) for v in data["minutes"]], [float(v) for v in data["hours"]], now)
 
-        async def read() -> list[Any]:
-            pipe = self.redis.pipeline(transaction=False)
-            for minute in range(current - 59, current + 1):
-                if minute <= current - ROLL_DELAY_MIN:
-                    pipe.get(f"{WEB}m:{minute}:total")
-                else:
-                    pipe.hvals(f"{PREFIX}hashrate:{minute}")
-            for h in range(hour - 24, hour + 1):
-                pipe.get(f"{WEB}h:{h}:total")
-            result: list[Any] = await pipe.execute()
-            return result
+    async def address(
+        self, user: str, limit: int, now: float | None = None
+    ) -> tuple[dict[str, str] | None, Rates, list[WorkerRow]]:
+        """One address: its ``user:`` hash (None: the books do not know it), its rates (rolled per-user
+        figures, plus its workers' unrolled minutes) and its workers (newest first, at most ``limit``) with
+        counters and their own rates.
 
-        results = await self._read(read)
-        minutes = [sum(_f(v) for v in r) if isinstance(r, list) else _f(r) for r in results[:60]]
-        return rates_from(minutes, [_f(v) for v in results[60:]], now)
-
-    async def address(self, user: str, limit: int, now: float | None = None) -> tuple[Rates, list[WorkerRow]]:
-        """One address: its rates (rolled per-user figures, plus its workers' unrolled minutes) and its workers
-        (newest first, at most ``limit``) with counters and their own rates. Two round trips."""
+        One script call: a few hundred reads of small values are cheap inside Redis and costly as separate
+        replies in Python (benchmarks/bench_web.py measured 5.6 ms of the server's CPU per call pipelined)."""
         now = self.clock() if now is None else now
         current = int(now // 60)
-        hour = current // 60
-        names = [_s(n) for n in await self._read(lambda: self.redis.zrevrange(f"{WEB}workers:{user}", 0, limit - 1))]
-        minute_range = range(current - 59, current + 1)
-        hour_range = range(hour - 24, hour + 1)
-
-        async def read() -> list[Any]:
-            pipe = self.redis.pipeline(transaction=False)
-            for minute in minute_range:
-                pipe.hget(f"{WEB}m:{minute}", user)
-            for h in hour_range:
-                pipe.hget(f"{WEB}h:{h}", user)
-            for name in names:
-                ident = f"{user}.{name}"
-                pipe.hgetall(f"{PREFIX}worker:{ident}")
-                for minute in minute_range:
-                    pipe.hget(f"{PREFIX}hashrate:{minute}", ident)
-                for h in hour_range:
-                    pipe.hget(f"{WEB}h:{h}", ident)
-            result: list[Any] = await pipe.execute()
-            return result
-
-        results = await self._read(read)
-        user_minutes = [_f(v) for v in results[:60]]
-        user_hours = [_f(v) for v in results[60:85]]
+        args: list[str | int] = [PREFIX, user, current, current // 60, ROLL_DELAY_MIN, limit]
+        raw = await self._read(lambda: self._address_script(keys=[], args=args))
+        data = json.loads(_s(raw))
+        user_minutes = [float(v) for v in data["minutes"]]
         rows = []
-        stride = 1 + 60 + 25
-        for index, name in enumerate(names):
-            chunk = results[85 + index * stride : 85 + (index + 1) * stride]
-            books = {_s(k): _s(v) for k, v in chunk[0].items()}
-            minutes = [_f(v) for v in chunk[1:61]]
+        for worker in data["workers"] or []:
+            minutes = [float(v) for v in worker["minutes"]]
             for offset, work in enumerate(minutes):
                 if current - 59 + offset > current - ROLL_DELAY_MIN:
                     user_minutes[offset] += work  # not rolled into the user's figures yet
+            books = dict(zip(worker["books"][::2], worker["books"][1::2], strict=True)) if worker["books"] else {}
             if not books:
                 continue  # expired from the books (idle), not yet pruned from the index
             last = books.get("last_share")
             rows.append(
                 WorkerRow(
-                    name=name,
-                    hashrate=rates_from(minutes, [_f(v) for v in chunk[61:]], now).windows,
+                    name=worker["name"],
+                    hashrate=rates_from(minutes, [float(v) for v in worker["hours"]], now).windows,
                     accepted=int(books.get("accepted", 0)),
                     rejected=int(books.get("rejected", 0)),
                     last_share=float(last) if last is not None else None,
                 )
             )
-        return rates_from(user_minutes, user_hours, now), rows
+        totals = dict(zip(data["totals"][::2], data["totals"][1::2], strict=True)) if data["totals"] else None
+        return totals, rates_from(user_minutes, [float(v) for v in data["hours"]], now), rows
 
     # -- identities -------------------------------------------------------------------------------------------
     async def online(self, since: float) -> tuple[int, int]:
@@ -287,11 +311,6 @@ class BooksReader:
 
         users, workers = await self._read(read)
         return int(users), int(workers)
-
-    async def user_totals(self, user: str) -> dict[str, str] | None:
-        """The ``user:`` hash (accepted, rejected, last_share, ...) or None if the books do not know it."""
-        raw = await self._read(lambda: self.redis.hgetall(f"{PREFIX}user:{user}"))
-        return {_s(k): _s(v) for k, v in raw.items()} or None
 
     # -- blocks -----------------------------------------------------------------------------------------------
     async def blocks(self, limit: int) -> list[dict[str, Any]]:
