@@ -265,3 +265,24 @@ def test_inventory_and_role_variables_carry_the_payouts(paying: Path) -> None:
     assert "[postgres]\nlocalhost" in inventory
     with pytest.raises(Exception, match=r"btcpool_payouts\.database"):
         config_from_role_vars({**variables, "btcpool_payouts": {"enabled": True, "database": "mysql"}})
+
+
+def test_multi_host_topology_with_payouts_validates_and_places_postgres_with_redis(tmp_path: Path) -> None:
+    from ckbpool.deploy.hostfiles import RoleVarsError
+    from ckbpool.deploy.validate import check_config
+
+    config = _init(
+        tmp_path, "--payouts", "--kafka", "--host", "node-1=10.231.0.1:ckb_node",
+        "--host", "data-1=10.231.0.2:redis,kafka", "--host", "pool-1=10.231.0.3:pool,monitoring",
+    )  # fmt: skip
+    cfg, paths = _cfg(config)
+    assert check_config(cfg).errors == []
+    assert "postgres" not in cfg.enabled_roles()  # hosts carry no postgres role (nor do the cloud modules)
+    inventory = render_files(cfg, paths)["hosts/inventory.ini"]
+    assert "[postgres]\ndata-1\n" in inventory
+    # a postgres group while payouts are off is refused, naming the switch
+    off = _with(cfg, enabled=False)
+    with pytest.raises(RoleVarsError, match=r"inventory group postgres: data-1 .*btcpool_payouts\.enabled"):
+        Placement.from_inventory(off, {**THREE, "postgres": ["data-1"]}, ADDRESSES)
+    with pytest.raises(RoleVarsError, match="inventory group postgres: 2 hosts"):
+        Placement.from_inventory(cfg, {**THREE, "postgres": ["data-1", "pool-1"]}, ADDRESSES)

@@ -303,7 +303,8 @@ class DeployConfig(_Strict):
         return self.payouts.enabled and self.payouts.database == "postgres"
 
     def enabled_roles(self) -> list[str]:
-        """Every deploy role this configuration runs somewhere."""
+        """Every deploy role this configuration runs somewhere (the roles hosts carry: PostgreSQL is placed by
+        the hosts target itself, with the data -- ``render.default_postgres_hosts``)."""
         roles = ["ckb_node", *POOL_ROLES]
         if self.services.redis:
             roles.append("redis")
@@ -313,8 +314,6 @@ class DeployConfig(_Strict):
             roles.append("proxy")
         if self.monitoring.enabled:
             roles.append("monitoring")
-        if self.runs_postgres:
-            roles.append("postgres")
         return roles
 
 

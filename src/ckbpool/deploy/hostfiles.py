@@ -160,6 +160,8 @@ class Placement:
         problems: list[str] = []
         enabled = config.enabled_roles()
         roles: dict[str, list[str]] = {}
+        if config.runs_postgres:
+            enabled = [*enabled, "postgres"]  # placed by its group, or with the data (below)
         for group in GROUPS:
             for host in groups.get(group) or []:
                 for role in POOL_ROLES if group == "pool" else (group,):

@@ -636,6 +636,8 @@ def hosts_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
     else:  # single mode without a host: the controller itself
         listed = [{"name": "localhost", "vars": "ansible_connection=local"}]
         groups = {role: ["localhost"] for role in config.enabled_roles()}
+        if config.runs_postgres:
+            groups["postgres"] = ["localhost"]
     first = {role: (names[0] if names else None) for role, names in groups.items()}
     address = {h.name: h.address for h in topo.hosts} | {"localhost": "127.0.0.1"}
     kafka_host = address.get(first.get("kafka") or "", "127.0.0.1")
