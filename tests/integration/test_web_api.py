@@ -250,3 +250,38 @@ async def test_a_flood_from_one_address_is_limited_while_another_is_served(serve
     assert retry_after == {"1"}
     assert honest_statuses == [200] * 10, "another address is served throughout"
     assert server.limiter.limited == statuses.count(429)
+
+
+async def test_rollups_count_each_minute_once_and_keep_24_hours(redis_server: RedisServer) -> None:
+    """Shares 3 hours old are gone from the books' minute buckets but still in the 24 h window (rolled hours);
+    rolling again changes nothing; the worker index names each worker of an address and only its own."""
+    from ckbpool.web.books import BooksReader, Rollup
+
+    client = connect_redis(redis_server.url)
+    try:
+        alice, bob = dev_address(), dev_address()
+        then = (time.time() // 3600) * 3600 - 3 * 3600 + 600  # 10 minutes into an hour, 3 hours back
+        await ShareAccounting(client).record(
+            [share(alice, "a", i, ts=then + i) for i in range(1, 31)] + [share(bob, "b", 31, ts=then + 31)]
+        )
+        rollup = Rollup(client, idle_ttl_s=30 * 86400)
+        assert await rollup.run_once(now=then + 300) >= 1
+        hour_key = f"ckbpool:web:h:{int(then // 3600)}"
+        first = await client.hgetall(hour_key)
+        assert await rollup.run_once(now=then + 300) == 0, "nothing is rolled twice"
+        assert await client.hgetall(hour_key) == first
+        assert float(first[alice.encode()]) == float(first[f"{alice}.a".encode()]) == 30 * 2**20
+        reader = BooksReader(client)
+        later = then + 3 * 3600  # the minute buckets of `then` are out of every window but the 24 h one
+        pool = await reader.pool_rates(now=later)
+        assert pool.windows["1h"] == 0 and pool.windows["24h"] == pytest.approx(31 * 2**20 / 86400)
+        totals, rates, rows = await reader.address(alice, 100, now=later)
+        assert totals is not None and totals["accepted"] == "30"
+        assert rates.windows["24h"] == pytest.approx(30 * 2**20 / 86400) and rates.windows["10m"] == 0
+        assert [r.name for r in rows] == ["a"] and rows[0].accepted == 30
+        assert rows[0].hashrate["24h"] == pytest.approx(30 * 2**20 / 86400)
+        assert sum(rates.hours) * 3600 == pytest.approx(30 * 2**20), "the chart's hours hold the same work"
+        unknown, _, none = await reader.address(dev_address(), 100, now=later)
+        assert unknown is None and none == []
+    finally:
+        await client.aclose()
