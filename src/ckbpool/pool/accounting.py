@@ -56,10 +56,14 @@ full Redis refuses the batch, which is retried while the lag alert fires -- neve
   identity (a stream of garbage names, each share invalid) is *ignored* in Redis -- counted only in the stratum
   server's ``ckbpool_shares_total{result}`` and in :attr:`ShareAccounting.ignored` -- and leaves no dedup mark.
   So every key costs its creator at least one valid share at the difficulty floor.
-- The share log is trimmed by time (``XTRIM MINID``: entries older than ``share_log_keep_s``, 7 days), not by
-  count, so a burst of shares cannot push the PPLNS window out (see ``RedisSettings.share_log_keep_s``);
-  ``ckbpool_accounting_share_log_oldest_age_seconds`` shows how far back it reaches. ``share_log_maxlen``
-  (off by default) adds a count cap as a last resort.
+- The share log is kept by the *work* PPLNS needs, not by count: :class:`ShareLogTrimmer` (every
+  ``share_log_trim_interval_s``, a task of its own next to the consumer) drops the entries older than the newest
+  ``share_log_keep_windows`` x N x network difficulty of work (the difficulty read from the node, the last one
+  known kept while it does not answer), never younger than ``share_log_min_keep_s``; the script caps it by time
+  at each batch (``share_log_keep_s``, 7 days). So a burst of shares cannot push the PPLNS window out, and a busy
+  pool keeps hours, not 7 days of shares (7 days at 1,000 shares/s would be ~130 GB). The metrics
+  ``ckbpool_accounting_share_log_{entries,oldest_age_seconds,work_hashes,window_ratio}`` show what it holds;
+  a ratio < 1 is an incomplete window. ``share_log_maxlen`` (off by default) adds a count cap as a last resort.
 - Dedup marks are pruned per (source, ``user.worker``) once idle ``dedup_ttl_s`` (a long-running stratum server
   seeing 100k names does not keep 100k marks forever); hashrate buckets expire after 2 h; the ``blocks`` list
   keeps the latest 1,000 outcomes, one per block hash.
@@ -71,9 +75,10 @@ Keys (prefix ``ckbpool:``):
   idle for ``idle_ttl_s`` removed). Books written before these were sets are converted by the script once.
 - ``hashrate:{minute}`` hash: field ``{user}.{worker}`` -> expected hashes in that minute (expires after 2 h)
 - ``sharelog`` stream: one entry per accepted share (user, worker, difficulty, height, ts, id, work = expected
-  hashes as an integer); its entry IDs are the shares' times in ms (clamped to be increasing and at most 60 s
-  ahead of the consumer's clock), so ``XRANGE sharelog <from_ms> +`` reads by share time; entries older than
-  ``share_log_keep_s`` are trimmed at each batch
+  hashes as an integer, cum = the log's running sum of work up to and including this entry, a float written
+  with 17 significant digits -- only the trimmer reads it); its entry IDs are the shares' times in ms (clamped
+  to be increasing and at most 60 s ahead of the consumer's clock), so ``XRANGE sharelog <from_ms> +`` reads
+  by share time; trimmed by work (:class:`ShareLogTrimmer`) and by time (``share_log_keep_s``, at each batch)
 - ``hwm:{source}`` hash: field ``{user}.{worker}`` -> highest seq counted; ``hwm:{source}:seen`` sorted set:
   the same field -> when it was last written (the pruning index); both expire ``dedup_ttl_s`` after use
 - ``blocks`` list: the latest block outcomes as JSON, newest first, one per block hash; ``blocks:index`` hash:
@@ -82,10 +87,13 @@ Keys (prefix ``ckbpool:``):
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -95,6 +103,9 @@ from redis.backoff import NoBackoff
 
 from ..bus.base import Subscription
 from ..bus.events import BlockOutcome, Share
+from ..ckb.rpc import CkbRpcClient
+from ..ckb.target import compact_to_target, target_to_difficulty
+from ..payouts.pplns import DEFAULT_N as DEFAULT_PPLNS_N
 from ..retry import FOREVER, REDIS_READ, Backoff, retry
 from .config import DEDUP_TTL_S, IDLE_TTL_S, SHARE_LOG_KEEP_S, RedisSettings
 
@@ -140,8 +151,16 @@ for _, legacy in ipairs({{users, 'user:'}, {workers, 'worker:'}}) do
 end
 local counted, duplicates, ignored = 0, 0, 0
 local newest = redis.call('XREVRANGE', sharelog, '+', '-', 'COUNT', 1)
-local last_ms = 0
-if #newest > 0 then last_ms = tonumber(string.match(newest[1][1], '^(%d+)')) end
+-- cum: the log's running sum of work (a double: the trimmer's position need not be exact), carried on by each
+-- entry; it starts again at 0 on an empty log or one whose newest entry predates the field
+local last_ms, cum = 0, 0
+if #newest > 0 then
+  last_ms = tonumber(string.match(newest[1][1], '^(%d+)'))
+  local f = newest[1][2]
+  for j = 1, #f - 1, 2 do
+    if f[j] == 'cum' then cum = tonumber(f[j + 1]) or 0 end
+  end
+end
 local seen, buckets, live, last_user, last_ident = {}, {}, {}, {}, {}
 for i = 8, #ARGV, 11 do
   local source, seq, user, worker = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
@@ -174,8 +193,10 @@ for i = 8, #ARGV, 11 do
     -- the entry's ID is the share's time (ms; never before the last entry, never past the consumer's clock + 60 s,
     -- so one stratum host with a clock in the future cannot hold the log's trimming back)
     last_ms = math.max(last_ms, math.min(math.floor(tonumber(ts) * 1000), math.floor(now * 1000) + 60000))
+    cum = cum + (tonumber(work) or 0)
     redis.call('XADD', sharelog, string.format('%.0f', last_ms) .. '-*', 'user', user, 'worker', worker,
-      'difficulty', difficulty, 'height', height, 'ts', ts, 'id', source .. ':' .. seq, 'work', ARGV[i + 6])
+      'difficulty', difficulty, 'height', height, 'ts', ts, 'id', source .. ':' .. seq, 'work', ARGV[i + 6],
+      'cum', string.format('%.17g', cum))
     local t = tonumber(ts)
     if (last_user[user] or -1) < t then last_user[user] = t end
     if (last_ident[ident] or -1) < t then last_ident[ident] = t end
@@ -524,3 +545,259 @@ class ShareAccounting:
 
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# -- keeping the share log by work ------------------------------------------------------------------------------
+
+SHARELOG_KEY = PREFIX + "sharelog"
+#: bounds one trimmer pass's difficulty read (the node client's own retries sit inside it)
+DIFFICULTY_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """What the trimmer needs of one share-log entry: its ID time (ms), running work sum (None: an entry from
+    before ``cum`` was written) and own work."""
+
+    ms: int
+    cum: float | None
+    work: float
+
+    def covered(self, newest_cum: float) -> float | None:
+        """Work held from this entry (included) to the newest one; None when it cannot be told (legacy entry)."""
+        if self.cum is None:
+            return None
+        return newest_cum - self.cum + self.work
+
+
+async def find_cut_ms(
+    probe: Callable[[int], Awaitable[LogEntry | None]],
+    oldest: LogEntry,
+    newest: LogEntry,
+    needed: float,
+) -> int | None:
+    """The latest time ``t`` (ms) such that the entries at or after ``t`` still hold ``needed`` work: trimming
+    below ``t`` (``XTRIM MINID t``) keeps the newest ``needed`` of work and drops what is older.
+
+    ``probe(t)`` returns the first entry whose ID time is ``>= t`` (None if none). Entries' running sums grow with
+    their IDs, so "work held from t on" only shrinks as t grows: a binary search over the times between the oldest
+    and the newest entry (~30 probes for 7 days of milliseconds). None when the whole log holds less than
+    ``needed``, or its oldest entry predates ``cum`` (legacy entries are never trimmed by work: how much they
+    hold is unknown, so they go by the time cap)."""
+    if newest.cum is None:
+        return None
+    total = oldest.covered(newest.cum)
+    if total is None or total < needed:
+        return None
+    lo, hi = oldest.ms, newest.ms + 1  # invariant: holds(lo), not holds(hi)
+    for _ in range(64):  # bounded: the range halves each step (2^64 ms is far beyond any log)
+        if hi - lo <= 1:
+            break
+        mid = (lo + hi) // 2
+        entry = await probe(mid)
+        covered = None if entry is None or newest.cum is None else entry.covered(newest.cum)
+        if covered is not None and covered >= needed:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _entry(raw_id: Any, raw_fields: Any) -> LogEntry:
+    fields = {_s(k): _s(v) for k, v in (raw_fields or {}).items()}
+    ms = int(_s(raw_id).split("-")[0])
+    try:
+        work = float(fields.get("work", "0"))
+    except ValueError:
+        work = 0.0
+    try:
+        cum: float | None = float(fields["cum"]) if "cum" in fields else None
+    except ValueError:
+        cum = None
+    return LogEntry(ms, cum, work)
+
+
+class ShareLogTrimmer:
+    """Keeps the share log to the work PPLNS needs (module docstring; ``RedisSettings`` says why each number).
+
+    One pass (:meth:`run_once`): read the network difficulty from the node (bounded; on failure the last known
+    one stays), find the oldest entry still needed -- the newest ``keep_windows x N x difficulty`` of work, but
+    nothing younger than ``min_keep_s`` -- and ``XTRIM MINID`` to it. The books' exactness does not depend on
+    where it cuts (it only drops whole old entries; the script appends new ones concurrently, atomically), so
+    the position may be approximate. It also measures what the log holds for the metrics: entries, work,
+    window ratio (work held / N x difficulty: < 1 = the next block's window would be incomplete), whether the
+    log has ever lost entries (Redis' ``max-deleted-entry-id``) and how many accepted blocks the books list."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        difficulty: Callable[[], Awaitable[int]] | None,
+        *,
+        pplns_n: float = DEFAULT_PPLNS_N,
+        keep_windows: float = 3.0,
+        min_keep_s: float = 3600.0,
+        interval_s: float = 60.0,
+        difficulty_timeout_s: float = DIFFICULTY_TIMEOUT_S,
+        clock: Callable[[], float] = time.time,
+        key: str = SHARELOG_KEY,
+    ) -> None:
+        self.redis = client
+        self.difficulty_source = difficulty
+        self.pplns_n = pplns_n
+        self.keep_windows = keep_windows
+        self.min_keep_s = min_keep_s
+        self.interval_s = interval_s
+        self.difficulty_timeout_s = difficulty_timeout_s
+        self.clock = clock
+        self.key = key
+        self.network_difficulty: int | None = None  # last known (None: never read)
+        self.entries = 0  # XLEN after the last pass
+        self.covered_work = 0.0  # work the log holds after the last pass (cum-bearing entries)
+        self.trimmed = 0  # entries this trimmer dropped
+        self.ever_trimmed = False  # the log has lost entries (by any trim, any process): max-deleted-entry-id > 0
+        self.blocks_accepted = 0  # accepted blocks in the books' ``blocks`` list
+        self.passes = 0
+        self.errors = 0
+
+    @classmethod
+    def from_settings(
+        cls, client: aioredis.Redis, settings: RedisSettings, difficulty: Callable[[], Awaitable[int]] | None,
+        *, pplns_n: float,
+    ) -> ShareLogTrimmer:  # fmt: skip
+        return cls(
+            client,
+            difficulty,
+            pplns_n=pplns_n,
+            keep_windows=settings.share_log_keep_windows,
+            min_keep_s=settings.share_log_min_keep_s,
+            interval_s=settings.share_log_trim_interval_s,
+        )
+
+    # -- figures ----------------------------------------------------------------------------------------------
+    def window_work(self) -> float:
+        """N x network difficulty: one PPLNS window of work (0 while the difficulty is unknown)."""
+        return float(self.network_difficulty or 0) * self.pplns_n
+
+    def keep_work(self) -> float:
+        """Work the trimmer keeps: ``keep_windows`` windows."""
+        return self.window_work() * self.keep_windows
+
+    def window_ratio(self) -> float:
+        """Work the log holds / one window (>= 1: a block found now has a complete window); NaN while the
+        difficulty is unknown (a comparison with NaN is false: no alert on a node not yet read)."""
+        window = self.window_work()
+        return self.covered_work / window if window > 0 else math.nan
+
+    # -- one pass ---------------------------------------------------------------------------------------------
+    async def refresh_difficulty(self) -> int | None:
+        """Ask the node (bounded); keep the last known difficulty when it does not answer."""
+        if self.difficulty_source is None:
+            return self.network_difficulty
+        try:
+            value = await asyncio.wait_for(self.difficulty_source(), self.difficulty_timeout_s)
+        except Exception as exc:  # node down, slow, malformed: the last known value stays
+            self.errors += 1
+            log.warning("share log trimmer: cannot read the network difficulty (%r); keeping %s", exc,
+                        self.network_difficulty)  # fmt: skip
+            return self.network_difficulty
+        if value > 0:
+            self.network_difficulty = int(value)
+        return self.network_difficulty
+
+    async def _probe(self, ms: int) -> LogEntry | None:
+        entries = await self.redis.xrange(self.key, min=str(ms), max="+", count=1)
+        return _entry(*entries[0]) if entries else None
+
+    async def _ends(self) -> tuple[LogEntry, LogEntry] | None:
+        oldest = await self.redis.xrange(self.key, min="-", max="+", count=1)
+        newest = await self.redis.xrevrange(self.key, max="+", min="-", count=1)
+        if not oldest or not newest:
+            return None
+        return _entry(*oldest[0]), _entry(*newest[0])
+
+    async def trim(self) -> int:
+        """Trim by work with the difficulty known now; returns the entries dropped. Updates the figures."""
+        dropped = 0
+        needed = self.keep_work()
+        ends = await self._ends()
+        if ends is not None and needed > 0:
+            oldest, newest = ends
+            cut = await find_cut_ms(self._probe, oldest, newest, needed)
+            if cut is not None:
+                cut = min(cut, int((self.clock() - self.min_keep_s) * 1000))
+                if cut > oldest.ms:
+                    dropped = int(await self.redis.xtrim(self.key, minid=str(cut), approximate=False))
+                    ends = await self._ends()
+        self.trimmed += dropped
+        await self._measure(ends)
+        return dropped
+
+    async def _measure(self, ends: tuple[LogEntry, LogEntry] | None) -> None:
+        self.entries = int(await self.redis.xlen(self.key))
+        self.covered_work = 0.0
+        if ends is not None and ends[1].cum is not None:
+            oldest, newest = ends
+            covered = oldest.covered(newest.cum) if newest.cum is not None else None
+            if covered is None:  # legacy entries at the old end: count from the first entry with a running sum
+                first = await self._first_with_cum(oldest.ms, newest.ms)
+                covered = first.covered(newest.cum) if first is not None and newest.cum is not None else None
+            self.covered_work = max(0.0, covered or 0.0)
+        if self.entries or await self.redis.exists(self.key):
+            info: dict[Any, Any] = await self.redis.xinfo_stream(self.key)
+            deleted = _s(info.get("max-deleted-entry-id") or info.get(b"max-deleted-entry-id") or "0-0")
+            self.ever_trimmed = deleted not in ("0-0", "")
+        blocks = await self.redis.lrange(PREFIX + "blocks", 0, BLOCKS_KEPT - 1)
+        accepted = 0
+        for raw in blocks:
+            try:
+                accepted += json.loads(raw).get("status") == "accepted"
+            except (ValueError, AttributeError):
+                continue
+        self.blocks_accepted = accepted
+
+    async def _first_with_cum(self, lo: int, hi: int) -> LogEntry | None:
+        """The oldest entry that carries ``cum`` (entries from before it are all older): a binary search."""
+        found: LogEntry | None = None
+        hi += 1
+        for _ in range(64):
+            if hi - lo <= 0:
+                break
+            mid = (lo + hi) // 2
+            entry = await self._probe(mid)
+            if entry is not None and entry.cum is not None:
+                found, hi = entry, mid
+            else:
+                lo = mid + 1
+        return found
+
+    async def run_once(self) -> int:
+        await self.refresh_difficulty()
+        dropped = await retry(self.trim, on=TRANSIENT, policy=REDIS_READ)
+        self.passes += 1
+        if dropped:
+            log.info("share log: trimmed %d entries older than %.3g work (%.2f windows held, %d entries)",
+                     dropped, self.keep_work(), self.window_ratio(), self.entries)  # fmt: skip
+        return dropped
+
+    async def run(self) -> None:
+        """Every ``interval_s`` until cancelled; a failed pass is logged and the next one tries again."""
+        while True:
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.errors += 1
+                log.warning("share log trimmer: pass failed (%r); next in %.0fs", exc, self.interval_s)
+            await asyncio.sleep(self.interval_s)
+
+
+def node_difficulty(rpc: CkbRpcClient) -> Callable[[], Awaitable[int]]:
+    """The network difficulty of the node's tip (``2^256 // target`` of its compact target, as ckb's
+    ``compact_to_difficulty``): the same unit as a share's work and as the payouts' window."""
+
+    async def read() -> int:
+        header = await rpc.get_tip_header()
+        return target_to_difficulty(compact_to_target(header.raw.compact_target))
+
+    return read

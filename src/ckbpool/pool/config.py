@@ -128,12 +128,30 @@ class RedisSettings(_Strict):
     url: str | None = None  # None = accounting off (shares still counted in metrics)
     password_file: Path | None = None
     # The share log (stream ``sharelog``, one entry per accepted share) is what PPLNS reads: the last N x network
-    # difficulty of work (N = 2). That window lasts about N x block interval / the pool's share of the network
-    # hashrate: ~30 min for a 1 % pool, ~4.5 h at 0.1 %, ~2 days at 0.01 %. Entries older than this are trimmed
-    # at each batch; 7 days covers pools down to ~0.003 % of the network with margin for a slow luck streak.
-    # Memory: ~0.1 entries/s per worker (one share per 10 s) x keep x ~150-250 bytes (see docs/abuse.md /
-    # benchmarks.abuse_identity for the measured size) -- a big pool (short window) should lower it.
+    # difficulty of work (N = payouts.pplns_n). That window lasts about N x block interval / the pool's share of the
+    # network hashrate: ~30 min for a 1 % pool, ~4.5 h at 0.1 %, ~2 days at 0.01 %. So the log is kept by *work*:
+    # every share_log_trim_interval_s the trimmer (ckbpool.pool.accounting.ShareLogTrimmer) drops the entries
+    # older than the newest share_log_keep_windows x N x network difficulty of work, never those younger than
+    # share_log_min_keep_s, and the script drops anything older than share_log_keep_s at each batch (a cap: a
+    # pool too small to fill its windows in that time shows a window ratio < 1 and an alert).
+    # Memory: a window is ~N blocks' worth of shares whatever the pool's size (a busy pool has short windows),
+    # ~150-250 bytes an entry (benchmarks.abuse_identity) -- without the work bound, 7 days at 1,000 shares/s
+    # would be ~130 GB against a 1 GiB maxmemory.
     share_log_keep_s: Annotated[int, Field(ge=600, le=90 * 86400)] = SHARE_LOG_KEEP_S
+    # Windows of work kept, not 1: (1) a block's window is read when the payouts tracker sees the block accepted
+    # (a pass every payouts.interval_s, later if it was down), reaching back from the block's *find* time, so the
+    # log must also hold the work done since then; (2) the window is sized by the block's own difficulty, which
+    # may exceed the tip's the trimmer last read (an epoch's retarget moves it by up to x2, RFC 0020's tau = 2,
+    # and the trimmer reads it once a minute); (3) the trim position comes from a float running sum, not exact.
+    # 3 = the window plus two windows of slack for these (a tracker behind by a window of work still reads a
+    # full one).
+    share_log_keep_windows: Annotated[float, Field(ge=1, le=100)] = 3.0
+    # never trimmed by work below this age: a wrong difficulty (a glitching node, a dev chain's tiny one) cannot
+    # wipe the log; the time cap share_log_keep_s still applies above it
+    share_log_min_keep_s: Annotated[int, Field(ge=60)] = 3600
+    # how often the trimmer refreshes the network difficulty from the node and trims (one bounded RPC + a
+    # binary search of ~30 XRANGE probes + one XTRIM)
+    share_log_trim_interval_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
     # optional hard cap on the share log's entries on top of the time limit (None: none). It trims the PPLNS
     # window silently when the share rate outgrows it, so it is a last resort; watch
     # ckbpool_accounting_share_log_oldest_age_seconds instead.
@@ -150,6 +168,15 @@ class RedisSettings(_Strict):
     max_lag_s: Annotated[float, Field(gt=0)] = 30.0
     # at shutdown, how long accounting may take to write what the bus still holds for it
     drain_timeout_s: Annotated[float, Field(ge=0)] = 15.0
+
+    @model_validator(mode="after")
+    def _check_share_log(self) -> RedisSettings:
+        if self.share_log_min_keep_s > self.share_log_keep_s:
+            raise ValueError(
+                f"share_log_min_keep_s ({self.share_log_min_keep_s}) must not exceed share_log_keep_s "
+                f"({self.share_log_keep_s}): the time cap would trim what the minimum keeps"
+            )
+        return self
 
 
 class HttpSettings(_Strict):

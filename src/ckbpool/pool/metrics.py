@@ -137,6 +137,38 @@ class PoolMetrics:
             "Age of the share log's oldest entry (how far back PPLNS can read; trimmed at redis.share_log_keep_s)",
             registry=r,
         )
+        # the share log kept by work (ckbpool.pool.accounting.ShareLogTrimmer, one pass a minute)
+        self.accounting_share_log_entries = Gauge(
+            "ckbpool_accounting_share_log_entries", "Entries in the share log (accepted shares PPLNS can read)",
+            registry=r,
+        )  # fmt: skip
+        self.accounting_share_log_work = Gauge(
+            "ckbpool_accounting_share_log_work_hashes",
+            "Work (expected hashes) the share log holds, oldest entry to newest",
+            registry=r,
+        )
+        self.accounting_share_log_window_work = Gauge(
+            "ckbpool_accounting_share_log_window_work_hashes",
+            "One PPLNS window of work: payouts.pplns_n x the node's network difficulty (0 until read)",
+            registry=r,
+        )
+        self.accounting_share_log_window_ratio = Gauge(
+            "ckbpool_accounting_share_log_window_ratio",
+            "Work the share log holds / one PPLNS window; < 1: a block found now is shared from an incomplete "
+            "window (NaN until the difficulty is known)",
+            registry=r,
+        )
+        self.accounting_share_log_trimmed = Gauge(
+            "ckbpool_accounting_share_log_trimmed",
+            "1 once the share log has lost entries to a trim (by work, time or count), 0 while it holds every "
+            "share since it began (a young pool)",
+            registry=r,
+        )
+        self.accounting_books_accepted_blocks = Gauge(
+            "ckbpool_accounting_books_accepted_blocks",
+            "Accepted blocks in the books' latest-blocks list (0: the pool has not mined a block yet)",
+            registry=r,
+        )
 
     def track_template_age(self, last_template_at: Callable[[], float]) -> None:
         self.template_age_seconds.set_function(lambda: max(0.0, time.time() - last_template_at()))

@@ -45,7 +45,7 @@ from ..sv2.certs import Certificate
 from ..sv2.keys import decode_secret_key
 from ..sv2.noise import ResponderCredentials
 from ..web.app import WebServer
-from .accounting import ShareAccounting, connect_redis
+from .accounting import ShareAccounting, ShareLogTrimmer, connect_redis, node_difficulty
 from .blocks import BlockMaker, BlockRecord, BlockStore
 from .config import PoolConfig
 from .metrics import BusCollector, FunctionCounter, PoolMetrics
@@ -93,6 +93,7 @@ class Pool:
         self.block_maker: BlockMaker | None = None  # the recorder of outcomes (blockmaker role)
         self.finder: BlockMaker | None = None  # persists and submits the blocks this process finds (stratum role)
         self.accounting: ShareAccounting | None = None
+        self.share_log_trimmer: ShareLogTrimmer | None = None  # keeps the share log to the work PPLNS needs
         self.status_server: StatusServer | None = None
         self.web_server: WebServer | None = None  # the public page + API ([web], off by default)
         self.recent_blocks: list[BlockOutcome] = []
@@ -131,6 +132,11 @@ class Pool:
             self.accounting = ShareAccounting.from_settings(self._redis, cfg.redis)
             shares = self.bus.subscribe(Topic.SHARES, "accounting", manual_ack=True)
             self._accounting_task = self._spawn(self.accounting.run(shares))
+            # a task of its own (not the consumer's): its node RPC must never delay a batch of shares
+            self.share_log_trimmer = ShareLogTrimmer.from_settings(
+                self._redis, cfg.redis, node_difficulty(self.rpc), pplns_n=cfg.payouts.pplns_n
+            )
+            self._spawn(self.share_log_trimmer.run())
             if "blockmaker" not in self.roles:
                 self._spawn(self._record_outcomes(self.bus.subscribe(Topic.BLOCK_OUTCOMES, "accounting")))
         if self.block_maker is not None:
@@ -209,6 +215,21 @@ class Pool:
                 ("ckbpool_accounting_redis_errors", "Failed Redis attempts of accounting (retried)", "errors"),
             ):
                 m.registry.register(FunctionCounter(name, doc, partial(getattr, accounting, attr)))
+        trimmer = self.share_log_trimmer
+        if trimmer is not None:
+            m.accounting_share_log_entries.set_function(lambda: trimmer.entries)
+            m.accounting_share_log_work.set_function(lambda: trimmer.covered_work)
+            m.accounting_share_log_window_work.set_function(trimmer.window_work)
+            m.accounting_share_log_window_ratio.set_function(trimmer.window_ratio)
+            m.accounting_share_log_trimmed.set_function(lambda: 1.0 if trimmer.ever_trimmed else 0.0)
+            m.accounting_books_accepted_blocks.set_function(lambda: trimmer.blocks_accepted)
+            m.registry.register(
+                FunctionCounter(
+                    "ckbpool_accounting_share_log_trimmed_entries",
+                    "Share log entries dropped by the work trimmer (this process)",
+                    lambda: trimmer.trimmed,
+                )
+            )
 
     async def close(self) -> None:
         """Shut down in the order that keeps the books right: the stratum server stops reading, publishes its
