@@ -25,6 +25,7 @@ from ckbpool.payouts.pplns import Window
 from ckbpool.pool.accounting import ShareAccounting, connect_redis
 from ckbpool.pool.config import PoolConfig
 from ckbpool.web.app import WebServer
+from ckbpool.web.models import openapi_document
 from support.redis import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -189,6 +190,8 @@ async def test_bad_requests_and_private_paths(served: tuple[WebServer, Books]) -
             assert response.status == 405
         status, body, _ = await get(session, f"{base}/api/pool?" + "a=" + "x" * 2000)
         assert status == 414 and body["error"] == "query-too-long"
+        doc = openapi_document()
+        validator_for(doc, response_schema(doc, "/api/pool", 414)).validate(body)
         async with session.get(f"{base}/api/pool?" + "a=" + "x" * 20000) as response:
             assert response.status in (400, 414)  # aiohttp's own request-line cap answers first
         status, body, _ = await get(session, f"{base}/api/address/" + "q" * 3000)
@@ -211,13 +214,17 @@ async def test_a_flood_from_one_address_is_limited_while_another_is_served(serve
     other = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0)))
     statuses: list[int] = []
     retry_after: set[str] = set()
+    doc = openapi_document()
+    problem = validator_for(doc, response_schema(doc, "/api/pool", 429))
 
     async def one() -> None:
         async with flood.get(url) as response:
             statuses.append(response.status)
             if response.status == 429:
                 retry_after.add(response.headers["Retry-After"])
-                assert (await response.json())["error"] == "rate-limited"
+                body = await response.json()
+                problem.validate(body)
+                assert body["error"] == "rate-limited"
 
     async def honest() -> list[int]:
         seen = []
@@ -285,3 +292,18 @@ async def test_rollups_count_each_minute_once_and_keep_24_hours(redis_server: Re
         assert unknown is None and none == []
     finally:
         await client.aclose()
+
+
+async def test_redis_gone_is_a_503_and_the_page_still_loads(
+    served: tuple[WebServer, Books], redis_server: RedisServer
+) -> None:
+    server, books = served
+    base = f"http://127.0.0.1:{server.port}"
+    redis_server.stop()
+    doc = openapi_document()
+    async with aiohttp.ClientSession() as session:
+        status, body, _ = await get(session, f"{base}/api/address/{books.alice}")
+        assert status == 503 and body["error"] == "unavailable"
+        validator_for(doc, response_schema(doc, "/api/address/{address}", 503)).validate(body)
+        async with session.get(f"{base}/") as response:
+            assert response.status == 200, "the page itself does not need Redis"

@@ -131,7 +131,11 @@ def openapi_document(title: str = "ckbpool public API", version: str = "1") -> d
     """The OpenAPI 3.1 document of the public API (served at /api/openapi.json)."""
     _, top = models_json_schema([(m, "serialization") for m in MODELS], ref_template="#/components/schemas/{model}")
     limited = _problem("too many requests from this address; retry after the Retry-After header's seconds")
-    common = {"429": limited}
+    common = {
+        "414": _problem("the query string is longer than the server takes"),
+        "429": limited,
+        "503": _problem("the pool's books cannot be read right now (Redis unavailable)"),
+    }
     return {
         "openapi": "3.1.0",
         "info": {
