@@ -152,9 +152,9 @@ def test_settings_defaults_and_their_checks() -> None:
     assert s.share_log_keep_s == 7 * 86400  # the time cap stays
     t = ShareLogTrimmer.from_settings(aioredis.Redis(host="127.0.0.1", port=1), s, None, pplns_n=5)
     assert (t.pplns_n, t.keep_windows, t.min_keep_s, t.interval_s) == (5, 3.0, 3600, 60.0)
-    with pytest.raises(ConfigError, match="share_log_min_keep_s .* must not exceed share_log_keep_s"):
+    with pytest.raises(ConfigError, match=r"share_log_min_keep_s .* must not exceed share_log_keep_s"):
         load_pool_config(data={"redis": {"share_log_keep_s": 3600, "share_log_min_keep_s": 7200}})
-    with pytest.raises(ConfigError, match="redis.share_log_keep_windows"):
+    with pytest.raises(ConfigError, match=r"redis\.share_log_keep_windows"):
         load_pool_config(data={"redis": {"share_log_keep_windows": 0.5}})
-    with pytest.raises(ConfigError, match="redis.share_log_trim_interval_s"):
+    with pytest.raises(ConfigError, match=r"redis\.share_log_trim_interval_s"):
         load_pool_config(data={"redis": {"share_log_trim_interval_s": 0}})
