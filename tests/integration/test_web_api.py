@@ -90,9 +90,12 @@ async def served(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[tup
             "redis": {"url": redis_server.url},
             "web": {"enabled": True, "listen_port": 0, "rate_limit_per_s": 20, "rate_limit_burst": 40,
                     "cache_ttl_s": 2},
+            # the page reads the ledger [payouts] names (the wallet key is the engine's, never read here)
+            "payouts": {"enabled": True, "sqlite_path": str(tmp_path / "ledger.db"), "fee_bps": 150,
+                        "fee_address": dev_address(), "wallet_key_file": str(tmp_path / "absent.key")},
         }
     )  # fmt: skip
-    server = WebServer(config, ledger=ledger)
+    server = WebServer(config)
     await server.start()
     assert server.rollup is not None
     await server.rollup.run_once()
@@ -158,6 +161,7 @@ async def test_every_answer_matches_the_openapi_document(served: tuple[WebServer
     assert pool["hashrate"]["h1h"] == pytest.approx(70 * 2**20 / 3600)
     assert pool["hashrate"]["h24h"] == pytest.approx(70 * 2**20 / 86400)
     assert [b["hash"] for b in pool["blocks"]] == ["0x" + books.block_hash.hex()]
+    assert pool["payout_scheme"] == "PPLNS" and pool["fee_percent"] == 1.5
     assert pool["blocks"][0]["status"] == "credited" and pool["blocks"][0]["reward"] == 100_000_000_000
     assert "user" not in pool["blocks"][0] and books.alice not in str(pool), "no miner named on the overview"
 

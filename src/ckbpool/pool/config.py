@@ -242,8 +242,8 @@ def load_pool_config(path: Path | None = None, data: dict[str, Any] | None = Non
 
 
 class WebSettings(_Strict):
-    """The public, read-only API and the miners' web page (:mod:`ckbpool.web`): a listener of its own, apart from
-    ``[http]`` (/status, /metrics stay private). Off by default; the deploy renderers turn it on and publish it.
+    """``[web]``: the public, read-only API and the miners' page (:mod:`ckbpool.web`), a listener of its own, apart
+    from ``[http]`` (/status, /metrics stay private). Off by default; the deploy renderers turn it on and publish it.
 
     Everything it shows is what any miner may see: pool totals, blocks, and one address's own figures."""
 
@@ -264,11 +264,8 @@ class WebSettings(_Strict):
     max_query_bytes: Annotated[int, Field(ge=64, le=8192)] = 1024
     # a worker is "online" when its last accepted share is this recent
     online_window_s: Annotated[int, Field(ge=60, le=86400)] = 600
-    # the payouts ledger (SQLAlchemy URL, as [payouts]): balances and payments come from it; None = not shown
-    ledger_url: str | None = None
-    # shown to miners; must agree with what the payouts engine charges
-    payout_scheme: Literal["PPLNS", "SOLO"] = "PPLNS"
-    fee_percent: Annotated[float, Field(ge=0, le=100)] = 0.0
+    # (balances, payments, block rewards, the fee and the scheme come from [payouts] when it is enabled: its
+    # ledger, read-only -- nothing to repeat here that could disagree with what the engine does)
 
 
 #: a secp256k1_blake160 output's occupied capacity (8 capacity + 32 code hash + 1 hash type + 20 args bytes):

@@ -17,7 +17,7 @@ from ..ckb.address import parse_address
 from ..ckb.errors import MalformedError
 from ..ckb.rpc import CkbRpcClient
 from ..ckb.target import compact_to_target, target_to_difficulty
-from ..pool.config import WebSettings
+from ..pool.config import PayoutSettings, WebSettings
 from .books import BooksReader, Rates, WorkerRow
 from .models import (
     AddressStats,
@@ -89,12 +89,14 @@ class PublicApi:
     def __init__(
         self,
         settings: WebSettings,
+        payouts: PayoutSettings,
         network: str,
         books: BooksReader | None,
         rpc: CkbRpcClient | None,
         ledger: Any | None = None,  # ckbpool.payouts.ledger.Ledger (imported lazily: SQLAlchemy is heavy)
     ) -> None:
         self.settings = settings
+        self.payouts = payouts
         self.network = network
         self.books = books
         self.rpc = rpc
@@ -168,8 +170,8 @@ class PublicApi:
         else:
             rates = await self.books.pool_rates(now)
             users, workers = await self.books.online(now - self.settings.online_window_s)
-        if self.ledger is None:
-            notes.append("block rewards are not shown: this pool has no payouts ledger configured")
+        if not self.payouts.enabled:
+            notes.append("this pool has no payouts configured: no fee, scheme or block rewards shown")
         return PoolOverview(
             network_name=self.network,  # type: ignore[arg-type]
             hashrate=_hashrate(rates),
@@ -178,8 +180,8 @@ class PublicApi:
             workers_online=workers,
             online_window_s=self.settings.online_window_s,
             network=await self._network(notes),
-            payout_scheme=self.settings.payout_scheme,
-            fee_percent=self.settings.fee_percent,
+            payout_scheme="PPLNS" if self.payouts.enabled else None,
+            fee_percent=self.payouts.fee_bps / 100 if self.payouts.enabled else None,
             blocks=await self._blocks(BLOCKS_ON_OVERVIEW),
             updated_at=now,
             notes=notes,

@@ -93,15 +93,16 @@ class WebServer:
             self._own_redis = True
         self.redis = redis_client
         self._own_ledger = False
-        if ledger is None and self.settings.ledger_url:
+        ledger_url = config.payouts.database() if config.payouts.enabled else None
+        if ledger is None and ledger_url:
             from ..payouts.ledger import Ledger
 
-            ledger = Ledger.open(self.settings.ledger_url, migrate_to=None)  # read-only: the engine migrates
+            ledger = Ledger.open(ledger_url, migrate_to=None)  # read-only: the payouts engine migrates it
             self._own_ledger = True
         self.ledger = ledger
         books = BooksReader(redis_client) if redis_client is not None else None
         self.rollup = Rollup(redis_client, idle_ttl_s=config.redis.idle_ttl_s) if redis_client is not None else None
-        self.api = PublicApi(self.settings, config.network, books, rpc, ledger)
+        self.api = PublicApi(self.settings, config.payouts, config.network, books, rpc, ledger)
         self.limiter = RateLimiter(self.settings.rate_limit_per_s, self.settings.rate_limit_burst)
         self.cache = AnswerCache(self.settings.cache_ttl_s)
         self._trusted = frozenset(self.settings.trusted_proxies)

@@ -56,8 +56,8 @@ class PoolOverview(_Out):
     workers_online: int = Field(ge=0)
     online_window_s: int
     network: Network
-    payout_scheme: Literal["PPLNS", "SOLO"]
-    fee_percent: float
+    payout_scheme: Literal["PPLNS"] | None = Field(description="null when this pool has no payouts configured")
+    fee_percent: float | None = Field(description="pool fee, % of each block's reward; null without payouts")
     blocks: list[Block] = Field(description="the latest blocks found by the pool, newest first")
     updated_at: float
     notes: list[str]

@@ -112,7 +112,7 @@
     setText("pool-workers", String(p.workers_online));
     setText("network-height", p.network.height === null ? "-" : String(p.network.height));
     setText("network-difficulty", bigNumber(p.network.difficulty));
-    setText("pool-scheme", `${p.payout_scheme}, fee ${p.fee_percent}%`);
+    setText("pool-scheme", p.payout_scheme ? `${p.payout_scheme}, fee ${p.fee_percent}%` : "-");
     chart($("pool-chart"), p.history.minutes);
     fillBlocks(document.querySelector("#pool-blocks tbody"), p.blocks);
     notes(p.notes);
