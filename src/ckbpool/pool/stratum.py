@@ -871,7 +871,15 @@ class StratumServer:
             batch, self._share_queue = self._share_queue, []
             for index, (share, success) in enumerate(batch):
                 try:
-                    await retry(partial(_publish, callback, share), on=_retry_publish, what="share publish")
+                    try:  # the common case costs one call; the retry machinery only once the bus has failed
+                        result = callback(share)
+                        if result is not None:
+                            await result
+                    except BusClosed:
+                        raise
+                    except Exception as exc:
+                        _retry_publish(exc)
+                        await retry(partial(_publish, callback, share), on=_retry_publish, what="share publish")
                 except BusClosed:
                     lost = len(batch) - index + len(self._share_queue)
                     self._share_queue = []
