@@ -30,6 +30,8 @@ MODULES = [
         "V1<->V2 translator: V1 shares/s per-worker vs aggregated, bytes per share upstream vs downstream",
         "benchmarks.bench_proxy",
     ),
+    ("Payouts: a 1,000-output payment built and signed", "benchmarks.bench_payouts"),
+    ("Public API: the address page's call at 10k addresses", "benchmarks.bench_web"),
 ]
 
 
