@@ -626,7 +626,7 @@ class ShareLogTrimmer:
     where it cuts (it only drops whole old entries; the script appends new ones concurrently, atomically), so
     the position may be approximate. It also measures what the log holds for the metrics: entries, work,
     window ratio (work held / N x difficulty: < 1 = the next block's window would be incomplete), whether the
-    log has ever lost entries (Redis' ``max-deleted-entry-id``) and how many accepted blocks the books list."""
+    log has ever lost entries (Redis' ``entries-added`` above its length) and the accepted blocks the books list."""
 
     def __init__(
         self,
@@ -654,7 +654,7 @@ class ShareLogTrimmer:
         self.entries = 0  # XLEN after the last pass
         self.covered_work = 0.0  # work the log holds after the last pass (cum-bearing entries)
         self.trimmed = 0  # entries this trimmer dropped
-        self.ever_trimmed = False  # the log has lost entries (by any trim, any process): max-deleted-entry-id > 0
+        self.ever_trimmed = False  # the log has lost entries (by any trim, any process): entries-added > length
         self.blocks_accepted = 0  # accepted blocks in the books' ``blocks`` list
         self.passes = 0
         self.errors = 0
@@ -743,9 +743,11 @@ class ShareLogTrimmer:
                 covered = first.covered(newest.cum) if first is not None and newest.cum is not None else None
             self.covered_work = max(0.0, covered or 0.0)
         if self.entries or await self.redis.exists(self.key):
+            # entries-added counts every XADD since the stream began (Redis >= 7.0; XTRIM does not move
+            # max-deleted-entry-id, only XDEL does): more added than held = some were trimmed
             info: dict[Any, Any] = await self.redis.xinfo_stream(self.key)
-            deleted = _s(info.get("max-deleted-entry-id") or info.get(b"max-deleted-entry-id") or "0-0")
-            self.ever_trimmed = deleted not in ("0-0", "")
+            added = int(info.get("entries-added") or 0)
+            self.ever_trimmed = added > int(info.get("length") or 0)
         blocks = await self.redis.lrange(PREFIX + "blocks", 0, BLOCKS_KEPT - 1)
         accepted = 0
         for raw in blocks:
