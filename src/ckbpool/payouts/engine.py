@@ -364,7 +364,7 @@ def open_ledger(settings: PayoutSettings) -> Ledger:
 @contextlib.asynccontextmanager
 async def open_engine(config: PoolConfig, *, metrics: PayoutMetrics | None = None) -> AsyncIterator[PayoutEngine]:
     """The engine with everything it needs from ``config`` (ledger migrated, node client, the pool's Redis)."""
-    from ..pool.accounting import connect_redis
+    from ..pool.redis_conn import redis_from_settings
 
     settings = config.payouts
     if settings.wallet_key_file is None:
@@ -373,8 +373,7 @@ async def open_engine(config: PoolConfig, *, metrics: PayoutMetrics | None = Non
     ledger = await asyncio.to_thread(open_ledger, settings)
     redis = None
     if config.redis.url is not None:
-        password = config.redis.password_file.read_text().strip() if config.redis.password_file else None
-        redis = connect_redis(config.redis.url, password, timeout_s=config.redis.timeout_s)
+        redis = redis_from_settings(config.redis)
     try:
         async with CkbRpcClient(config.node.rpc_url, timeout=config.node.rpc_timeout_s) as client:
             wallet = PayoutWallet(

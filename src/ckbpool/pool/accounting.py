@@ -98,8 +98,6 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from ..bus.base import Subscription
 from ..bus.events import BlockOutcome, Share
@@ -108,6 +106,7 @@ from ..ckb.target import compact_to_target, target_to_difficulty
 from ..payouts.pplns import DEFAULT_N as DEFAULT_PPLNS_N
 from ..retry import FOREVER, REDIS_READ, Backoff, retry
 from .config import DEDUP_TTL_S, IDLE_TTL_S, SHARE_LOG_KEEP_S, RedisSettings
+from .redis_conn import connect_redis as connect_redis  # moved there; the name stays importable from here
 
 log = logging.getLogger(__name__)
 PREFIX = "ckbpool:"
@@ -302,19 +301,6 @@ def share_work(share_target: int) -> float:
 def share_work_int(share_target: int) -> int:
     """Expected hashes behind one share at this target, exactly (the share log's ``work`` field)."""
     return (1 << 256) // max(1, share_target)
-
-
-def connect_redis(url: str, password: str | None = None, *, timeout_s: float = REDIS_TIMEOUT_S) -> aioredis.Redis:
-    """A client whose every call is bounded in time (a hung Redis must not stall accounting for good) and
-    that does not retry by itself: retrying is ``ckbpool.retry``'s job, with one policy for the project."""
-    return aioredis.from_url(
-        url,
-        password=password,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        health_check_interval=30,
-        retry=Retry(NoBackoff(), 0),
-    )
 
 
 def _share_args(share: Share) -> list[str | int]:

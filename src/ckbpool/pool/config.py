@@ -127,6 +127,10 @@ class RedisSettings(_Strict):
 
     url: str | None = None  # None = accounting off (shares still counted in metrics)
     password_file: Path | None = None
+    # the ACL user to AUTH as (the rendered ACL names it "pool"); None = the URL's, or the default user
+    username: str | None = None
+    # rediss:// URLs use TLS; the server is verified against this CA (the deployment's), else the system store
+    tls_ca_file: Path | None = None
     # The share log (stream ``sharelog``, one entry per accepted share) is what PPLNS reads: the last N x network
     # difficulty of work (N = payouts.pplns_n). That window lasts about N x block interval / the pool's share of the
     # network hashrate: ~30 min for a 1 % pool, ~4.5 h at 0.1 %, ~2 days at 0.01 %. So the log is kept by *work*:
@@ -171,6 +175,8 @@ class RedisSettings(_Strict):
 
     @model_validator(mode="after")
     def _check_share_log(self) -> RedisSettings:
+        if self.tls_ca_file is not None and not (self.url or "").startswith("rediss://"):
+            raise ValueError("tls_ca_file needs a rediss:// url (TLS); a redis:// url would ignore it")
         if self.share_log_min_keep_s > self.share_log_keep_s:
             raise ValueError(
                 f"share_log_min_keep_s ({self.share_log_min_keep_s}) must not exceed share_log_keep_s "

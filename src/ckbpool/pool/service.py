@@ -45,10 +45,11 @@ from ..sv2.certs import Certificate
 from ..sv2.keys import decode_secret_key
 from ..sv2.noise import ResponderCredentials
 from ..web.app import WebServer
-from .accounting import ShareAccounting, ShareLogTrimmer, connect_redis, node_difficulty
+from .accounting import ShareAccounting, ShareLogTrimmer, node_difficulty
 from .blocks import BlockMaker, BlockRecord, BlockStore
 from .config import PoolConfig
 from .metrics import BusCollector, FunctionCounter, PoolMetrics
+from .redis_conn import redis_from_settings
 from .status import StatusServer
 from .stratum import StratumServer, server_stats
 from .templates import NewJob, TemplateWatcher
@@ -127,8 +128,7 @@ class Pool:
             self._spawn(maker.replay_pending())
             self._spawn(maker.keep_resubmitting())
         if "accounting" in self.roles and cfg.redis.url:
-            password = cfg.redis.password_file.read_text().strip() if cfg.redis.password_file else None
-            self._redis = connect_redis(cfg.redis.url, password, timeout_s=cfg.redis.timeout_s)
+            self._redis = redis_from_settings(cfg.redis)
             self.accounting = ShareAccounting.from_settings(self._redis, cfg.redis)
             shares = self.bus.subscribe(Topic.SHARES, "accounting", manual_ack=True)
             self._accounting_task = self._spawn(self.accounting.run(shares))

@@ -23,8 +23,8 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from ..ckb.rpc import CkbRpcClient
-from ..pool.accounting import connect_redis
 from ..pool.config import PoolConfig, WebSettings
+from ..pool.redis_conn import redis_from_settings
 from .api import MAX_BLOCKS, ApiError, PublicApi
 from .books import BooksReader, Rollup
 from .limits import AnswerCache, RateLimiter, client_key
@@ -88,8 +88,7 @@ class WebServer:
         self.port = self.settings.listen_port
         self._own_redis = False
         if redis_client is None and config.redis.url:
-            password = config.redis.password_file.read_text().strip() if config.redis.password_file else None
-            redis_client = connect_redis(config.redis.url, password, timeout_s=config.redis.timeout_s)
+            redis_client = redis_from_settings(config.redis)
             self._own_redis = True
         self.redis = redis_client
         self._own_ledger = False
