@@ -20,6 +20,11 @@ The split is integer-exact: the fee is ``floor(reward x fee_bps / 10000)``; the 
 remainder (each address gets the floor of its exact part, and the shannons left over -- fewer than the number
 of addresses -- go one each to the largest fractional parts, ties by address), so the credits add up to the
 reward to the shannon, and each one is within one shannon of its exact proportion.
+
+SOLO shares are not pool work. A SOLO miner's jobs pay its own address through the cellbase
+(:mod:`ckbpool.pool.solo`), so its shares -- in the share log under the account ``solo:<address>``
+(:data:`ckbpool.pool.identity.SOLO_PREFIX`) -- neither count towards a window nor get a part of a PPLNS block:
+:func:`window_from_shares` skips them, as if they were not in the log.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from ..ckb.target import share_difficulty_to_target
+from ..pool.identity import is_solo
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +94,11 @@ def window_target(network_difficulty: int, n: int | float = DEFAULT_N) -> int:
 
 
 def window_from_shares(records: Iterable[ShareRecord], target_work: int) -> Window:
-    """Fill a window from share records given newest first; stops as soon as it is full."""
+    """Fill a window from share records given newest first; stops as soon as it is full. SOLO records
+    (``solo:<address>``) are skipped: that work was paid by its own blocks' cellbases, not the pool's."""
     window = Window(target_work=target_work)
     for record in records:
-        if record.work <= 0:
+        if record.work <= 0 or is_solo(record.address):
             continue
         take = min(record.work, target_work - window.counted_work)
         window.weights[record.address] = window.weights.get(record.address, 0) + take

@@ -42,6 +42,7 @@ import redis.asyncio as aioredis
 
 from ..ckb.rpc import CkbRpcClient
 from ..ckb.target import compact_to_target, target_to_difficulty
+from ..pool.identity import is_solo, solo_address
 from .ledger import BlockView, Ledger, LedgerError, MinerReward
 from .pplns import DEFAULT_N, SHARELOG_KEY, Window, read_window, window_target
 
@@ -138,11 +139,19 @@ class BlockTracker:
     ) -> bool:
         """One block outcome (pool/blocks.py: accepted | stale | rejected | pending) into the ledger. Accepted
         and stale blocks are recorded as found and left to :meth:`step` (the chain decides, not the outcome:
-        a stale block can still win a reorg); a rejected one is void at once; pending is not an outcome yet."""
+        a stale block can still win a reorg); a rejected one is void at once; pending is not an outcome yet.
+
+        A block found by a SOLO account (``solo:<address>``, pool.solo) is recorded with mode ``solo`` and its
+        address as the finder: its reward is the cellbase's to that address (no window, no credit, never paid by
+        the pool), and the ledger follows its life only to show it."""
         if status == "pending":
             return False
         found_at = dt.datetime.fromtimestamp(submitted_at or 0.0, dt.UTC)
-        new: bool = await self._db(self.ledger.record_found, block_hash, height, user, worker, found_at=found_at)
+        mode = "solo" if is_solo(user) else "pplns"
+        finder = solo_address(user) if mode == "solo" else user
+        new: bool = await self._db(
+            self.ledger.record_found, block_hash, height, finder, worker, found_at=found_at, mode=mode
+        )
         if status == "rejected":
             await self._db(self.ledger.mark_void, block_hash, f"rejected by the node: {reason}")
         return new

@@ -22,6 +22,13 @@ The worker name is 1..32 characters of ``A-Z a-z 0-9 . _ -`` (:data:`WORKER_CHAR
 The same checks run wherever an identity enters: :func:`parse_identity` at an SV2 channel open, a V1
 ``mining.authorize`` at the proxy (per-worker mode) and a share's 0x4CCB tag; :func:`check_worker` for a
 0x0002 tag alone. Errors say which character or length is wrong, so a miner can fix its config.
+
+SOLO (docs/payouts.md): ``solo:<address>.<worker>`` asks for non-custodial solo mining -- the channel's jobs
+carry the address's lock in their cellbase witness, so the node pays a block's reward to that address itself.
+The prefix is case-insensitive; the account in the books is ``solo:<address>`` (lowercase), so every book keeps
+solo work apart from the PPLNS work by its name alone (the share log, the block list, the ledger). A solo
+identity must be a CKB address (of the pool's network when one is required) even on pools that accept any
+account name: the pool needs its lock.
 """
 
 from __future__ import annotations
@@ -40,11 +47,14 @@ __all__ = [
     "ERROR_INVALID_WORKER",
     "MAX_IDENTITY_BYTES",
     "MAX_WORKER_BYTES",
+    "SOLO_PREFIX",
     "WORKER_CHARSET",
     "Identity",
     "IdentityError",
     "check_worker",
+    "is_solo",
     "parse_identity",
+    "solo_address",
 ]
 
 #: the worker of ``address`` alone (no dot)
@@ -55,6 +65,8 @@ MAX_WORKER_BYTES = 32
 WORKER_CHARSET = "A-Za-z0-9._-"
 _WORKER_RE = re.compile(f"[{WORKER_CHARSET}]+")
 _BAD_CHAR_RE = re.compile(f"[^{WORKER_CHARSET}]")
+#: an identity (and the books' account) that starts with this mines SOLO to the address after it
+SOLO_PREFIX = "solo:"
 #: = the 0x4CCB ``ckb_user_identity`` limit (STR0_255), and the SV2 channel ``user_identity`` limit
 MAX_IDENTITY_BYTES = 255
 
@@ -82,6 +94,23 @@ class Identity:
     def __str__(self) -> str:
         return f"{self.user}.{self.worker}"
 
+    @property
+    def solo(self) -> bool:
+        """This account mines SOLO (``user`` is ``solo:<address>``)."""
+        return is_solo(self.user)
+
+
+def is_solo(user: str) -> bool:
+    """Whether a books account (a share's or block's ``user``) is a SOLO miner's: ``solo:<address>``."""
+    return user.startswith(SOLO_PREFIX)
+
+
+def solo_address(user: str) -> str:
+    """The address of a SOLO account (``solo:<address>`` -> ``<address>``); ValueError for a PPLNS account."""
+    if not is_solo(user):
+        raise ValueError(f"{user!r} is not a SOLO account")
+    return user[len(SOLO_PREFIX) :]
+
 
 def _short(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
@@ -108,9 +137,12 @@ def parse_identity(text: str, network: str | None) -> Identity:
 
     ``network`` (dev/testnet/mainnet): the user must be a CKB address of that network. None: any
     non-empty user (test pools and deployments that do not require addresses).
+    ``solo:<address>[.<worker>]`` (prefix in any case): a SOLO identity, whose user is ``solo:<address>``; its
+    address is checked even when ``network`` is None (the pool needs its lock).
     Raises :class:`IdentityError`.
     """
-    user, dot, worker = text.partition(".")
+    solo = text[: len(SOLO_PREFIX)].lower() == SOLO_PREFIX
+    user, dot, worker = (text[len(SOLO_PREFIX) :] if solo else text).partition(".")
     if dot and not worker:
         raise IdentityError(ERROR_INVALID_WORKER, "empty worker name after the dot")
     worker = worker or DEFAULT_WORKER
@@ -123,7 +155,7 @@ def parse_identity(text: str, network: str | None) -> Identity:
         raise IdentityError(ERROR_INVALID_IDENTITY, f"{size} bytes exceed {MAX_IDENTITY_BYTES}")
     if not user:
         raise IdentityError(ERROR_INVALID_ADDRESS, "no account before the worker name")
-    if network is not None:
+    if network is not None or solo:
         if user != user.strip():
             raise IdentityError(ERROR_INVALID_ADDRESS, "spaces around the address")
         try:
@@ -131,12 +163,15 @@ def parse_identity(text: str, network: str | None) -> Identity:
         except MalformedError as exc:
             raise IdentityError(ERROR_INVALID_ADDRESS, f"{_short(user)} is not a CKB address: {exc.problem}") from None
         try:
-            parse_address(user, network)
+            if network is not None:
+                parse_address(user, network)
         except MalformedError:
             raise IdentityError(
                 ERROR_ADDRESS_WRONG_NETWORK, f"{_short(user)} is not an address of this pool's network ({network})"
             ) from None
         user = user.lower()  # bech32 may be written in capitals: one account, one key in the books
+        if solo:
+            user = SOLO_PREFIX + user
     elif not user.isprintable() or any(c.isspace() for c in user):
         raise IdentityError(ERROR_INVALID_IDENTITY, "account name has spaces or unprintable characters")
     return Identity(user, worker)

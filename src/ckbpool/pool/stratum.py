@@ -72,7 +72,15 @@ from .channels import (
     target_for_hashrate,
 )
 from .config import PoolConfig, VardiffSettings
-from .identity import ERROR_INVALID_IDENTITY, Identity, IdentityError, check_worker, parse_identity
+from .identity import (
+    ERROR_ADDRESS_WRONG_NETWORK,
+    ERROR_INVALID_IDENTITY,
+    Identity,
+    IdentityError,
+    check_worker,
+    is_solo,
+    parse_identity,
+)
 from .limits import ConnectionLimiter, ip_key
 from .limits import TokenBucket as RateBucket
 from .metrics import (
@@ -85,6 +93,7 @@ from .metrics import (
     HashrateWindow,
     PoolMetrics,
 )
+from .solo import SoloJobError, SoloJobs, solo_lock_error
 
 log = logging.getLogger(__name__)
 TWO_256 = 1 << 256
@@ -103,6 +112,8 @@ class ActiveJob:
     new_height: bool
     # the node's template JSON the job was built from (template extension 0x4CCB), when known
     template_json: bytes | None = None
+    # a SOLO variant of job ``job_id`` for this account (``solo:<address>``, pool.solo); "" for the pool's job
+    solo_user: str = ""
 
 
 class _JobFrames:
@@ -194,6 +205,8 @@ class ChannelState:
     templates: bool = False
     # UpdateChannel rate limit of this channel (created at the first UpdateChannel)
     updates: RateBucket | None = None
+    # the account is ``solo:<address>``: this channel mines SOLO jobs (pool.solo), never the pool's
+    solo: bool = False
 
     @property
     def target(self) -> int:
@@ -468,6 +481,8 @@ class StratumServer:
         self._grace_s = max(2.0, 3 * config.vardiff.share_interval_s)
         # identities must be addresses of this network (None: any non-empty account name)
         self.identity_network: str | None = config.network if config.stratum.require_address_identity else None
+        # SOLO variants of the jobs, per SOLO account (pool.solo); the lock's address is of the pool's network
+        self.solo: SoloJobs[ActiveJob] = SoloJobs(config.network)
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -612,6 +627,13 @@ class StratumServer:
         if not user:
             session.send(session.conn.reject_channel(request.request_id, "unknown-user"))
             return
+        solo = is_solo(user)
+        if solo:
+            problem = solo_lock_error(user, self.config.network)
+            if problem is not None:  # e.g. a mainnet address on a testnet pool: the pool cannot build its jobs
+                log.info("refusing a SOLO channel of %s: %s", session.peer, problem)
+                session.send(session.conn.reject_channel(request.request_id, ERROR_ADDRESS_WRONG_NETWORK))
+                return
         extended = isinstance(event, OpenExtendedChannelRequested)
         try:
             if extended:
@@ -640,11 +662,14 @@ class StratumServer:
             reply = session.conn.accept_standard_channel(request.request_id, channel_id, vardiff.target, prefix)
         session.send(reply)
         info = session.conn.channels[channel_id]
-        session.channels[channel_id] = ChannelState(info=info, user=user, worker=worker, vardiff=vardiff)
+        session.channels[channel_id] = ChannelState(info=info, user=user, worker=worker, vardiff=vardiff, solo=solo)
         self.metrics.channels.labels(type="extended" if extended else "standard").inc()
         current = self.jobs.current
         if current is not None:
-            self._send_job(session, info, _JobFrames(current, new_height=True))
+            if solo:
+                current = self._solo_job(current, user)
+            if current is not None:
+                self._send_job(session, info, _JobFrames(current, new_height=True))
 
     def update_channel(self, session: MinerSession, event: ChannelUpdateRequested) -> None:
         """UpdateChannel: rate-limited per channel (the excess is ignored and counted); an honoured one moves the
@@ -683,8 +708,11 @@ class StratumServer:
             return
         channel.templates = True
         current = self.jobs.current
-        if current is not None and current.template_json is not None:
-            session.send(session.conn.send(CkbJobTemplate(channel_id, current.job_id, current.template_json)))
+        if current is not None and channel.solo:
+            current = self.solo.get(current.job_id, channel.user)
+        template_json = None if current is None else self._template_json(current)
+        if current is not None and template_json is not None:
+            session.send(session.conn.send(CkbJobTemplate(channel_id, current.job_id, template_json)))
 
     def forget_channel(self, session: MinerSession, channel_id: int) -> None:
         channel = session.channels.pop(channel_id, None)
@@ -706,6 +734,8 @@ class StratumServer:
         self.metrics.job_height.set(job.height)
         network_target = job.target
         prepared = _JobFrames(active, new_height=active.new_height)
+        self.solo.prune(self.jobs.jobs, self.jobs.current_parent)
+        solo_prepared: dict[str, _JobFrames | None] = {}  # one SOLO job (and its frames) per SOLO account
         for session in list(self.sessions):
             if session.closed:
                 continue
@@ -717,11 +747,40 @@ class StratumServer:
                         and channel.vardiff.set_network_target(network_target) is not None
                     ):
                         announce_target(session, channel, previous, self._grace_s)
+                    if channel.solo:
+                        if channel.user not in solo_prepared:
+                            variant = self._solo_job(active, channel.user)
+                            solo_prepared[channel.user] = (
+                                None if variant is None else _JobFrames(variant, new_height=active.new_height)
+                            )
+                        solo_frames = solo_prepared[channel.user]
+                        if solo_frames is not None:
+                            self._send_job(session, channel.info, solo_frames)
+                        continue
                     self._send_job(session, channel.info, prepared)
             except Sv2Error as exc:
                 log.warning("dropping %s: cannot send it the job: %s", session.peer, exc)
                 session.close()
         return active
+
+    def _solo_job(self, base: ActiveJob, user: str) -> ActiveJob | None:
+        """The SOLO variant of ``base`` for a SOLO account (pool.solo), or None if this template cannot carry its
+        lock (logged): its channels then get no job for this template, never the pool's job."""
+
+        def make(job_id: int, job: MiningJob, entry: JobEntry) -> ActiveJob:
+            return ActiveJob(job_id, job, entry, base.new_height, base.template_json, solo_user=user)
+
+        try:
+            return self.solo.variant(base.job_id, base.job, user, make)
+        except (SoloJobError, ValueError) as exc:
+            log.warning("no SOLO job %d for %s: %s", base.job_id, user, exc)
+            return None
+
+    def _template_json(self, active: ActiveJob) -> bytes | None:
+        """The template JSON a CKB-template subscriber gets with ``active`` (a SOLO job's has its cellbase)."""
+        if active.template_json is None or not active.solo_user:
+            return active.template_json
+        return self.solo.template_json(active.job_id, active.solo_user, active.template_json)
 
     def _send_job(self, session: MinerSession, info: ChannelInfo, prepared: _JobFrames) -> None:
         """The job (and with ``prepared.new_height`` its SetNewPrevHash) to one channel, in one write."""
@@ -732,7 +791,9 @@ class StratumServer:
         channel = session.channels.get(cid)
         if channel is not None and channel.templates and active.template_json is not None:
             # after the job, before its SetNewPrevHash: the client has the template when the job activates
-            frames.append(conn.send(CkbJobTemplate(cid, active.job_id, active.template_json)))
+            template_json = self._template_json(active)
+            assert template_json is not None
+            frames.append(conn.send(CkbJobTemplate(cid, active.job_id, template_json)))
         if prepared.new_height:
             frames.append(conn.send_for_channel(prepared.prev_hash(), cid))
         session.send_many(frames)
@@ -756,13 +817,23 @@ class StratumServer:
                 log.debug("share of %s refused: %s", session.peer, identity)
                 session.send(session.conn.reject_share(channel.info.channel_id, share.sequence_number, identity.code))
                 return
+            if is_solo(identity.user) != channel.solo or (channel.solo and identity.user != channel.user):
+                # a SOLO job pays the channel's address: its shares are that account's, and a PPLNS channel's
+                # jobs pay the pool: no share of them is SOLO work (docs/payouts.md, SOLO)
+                self.metrics.shares_total.labels(result=ERROR_INVALID_IDENTITY).inc()
+                channel.rejected += 1
+                session.send(
+                    session.conn.reject_share(channel.info.channel_id, share.sequence_number, ERROR_INVALID_IDENTITY)
+                )
+                return
             user, worker = identity.user, identity.worker
             tag = f"{user}.{worker}"
         if isinstance(share, CkbSubmitSolution):
             nonce16 = share.nonce16
         else:
             nonce16 = ckb_profile.nonce16_from_share(channel.info.extranonce_prefix, share)
-        active = self.jobs.get(share.job_id)
+        # a SOLO channel's job ids name its SOLO variants (pool.solo); a PPLNS channel's, the pool's jobs
+        active = self.solo.get(share.job_id, channel.user) if channel.solo else self.jobs.get(share.job_id)
         share_target = channel.share_target(time.monotonic())
         if event.share_target is not None:
             # the target the proxy validated it against (a device's own, harder): checked and credited at that,
