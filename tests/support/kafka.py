@@ -147,9 +147,14 @@ class KafkaBroker:
         ]
 
     def _write_config(self) -> Path:
+        path = self.dir / "server.properties"
+        path.write_text("".join(f"{k}={v}\n" for k, v in self._properties().items()))
+        return path
+
+    def _properties(self) -> dict[str, str]:
         data = self.dir / "data"
         data.mkdir(parents=True, exist_ok=True)
-        props = {
+        return {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.bootstrap.servers": f"{self.HOST}:{self.controller_port}",
@@ -173,13 +178,23 @@ class KafkaBroker:
             "background.threads": "2",
             "log.flush.interval.messages": "9223372036854775807",
         }
-        path = self.dir / "server.properties"
-        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-        return path
+
+    def _format_args(self) -> list[str]:
+        """Extra ``StorageTool format`` arguments (the secured broker's SCRAM users)."""
+        return []
 
     def _format(self, config: Path) -> None:
         result = subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "-t", self.cluster_id, "-c", str(config), "--standalone"),
+            self._java(
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                self.cluster_id,
+                "-c",
+                str(config),
+                "--standalone",
+                *self._format_args(),
+            ),
             capture_output=True,
             timeout=120,
         )
@@ -262,6 +277,104 @@ def running_broker(tmp_path_factory: Any) -> Iterator[KafkaBroker]:
 
     try:
         broker = KafkaBroker(tmp_path_factory.mktemp("kafka"))
+    except KafkaUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI: {exc}")
+        pytest.skip(str(exc))
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+class SecureKafkaBroker(KafkaBroker):
+    """The same single KRaft node with the listeners a multi-host deployment gets (``ckbpool.deploy.kafka_security``):
+    ``CLIENT`` (SASL_SSL + SCRAM-SHA-512, ``port``/``bootstrap``), ``INTERNAL`` and ``CONTROLLER`` (TLS, client
+    certificates), the StandardAuthorizer denying by default, the SCRAM users of ``principals`` bootstrapped at
+    format time (salted), and credentials from ``ckbpool.deploy.pki`` in ``secrets_dir``.
+
+    ``plaintext=True`` adds a ``PLAIN`` listener (``plain_port``) whose anonymous principal is a super user: the
+    same broker process serves both, for benchmarks comparing TLS+SASL with plaintext. Tests of the ACLs leave
+    it off. Create ACLs with :meth:`grant` (the admin API, as ``admin``)."""
+
+    def __init__(
+        self,
+        base_dir: Path | None = None,
+        *,
+        principals: tuple[str, ...] | None = None,
+        plaintext: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        from ckbpool.deploy import pki
+
+        super().__init__(base_dir, **kwargs)
+        self.secrets_dir = self.dir / "secrets"
+        self.principals = principals or pki.KAFKA_PRINCIPALS
+        pki.generate_kafka_secrets(self.secrets_dir, {"test": [self.HOST, "localhost"]}, self.principals)
+        self.internal_port = free_port()
+        self.plain_port: int | None = free_port() if plaintext else None
+        self.ca_file = self.secrets_dir / pki.KAFKA_CA_CERT
+
+    def password_file(self, principal: str) -> Path:
+        from ckbpool.deploy import pki
+
+        return self.secrets_dir / pki.password_file(principal)
+
+    def url(self, principal: str = "admin", **params: str) -> str:  # type: ignore[override]
+        """A secured ``kafka://`` bus URL connecting as ``principal`` (its password by file)."""
+        from ckbpool.deploy.kafka_security import client_url
+
+        return client_url(self.bootstrap, principal, password_file=str(self.password_file(principal)),
+                          ca_file=str(self.ca_file), **params)  # fmt: skip
+
+    def plain_url(self, **params: str) -> str:
+        assert self.plain_port is not None, "started without plaintext=True"
+        query = "&".join(f"{k}={v}" for k, v in params.items())
+        return f"kafka://{self.HOST}:{self.plain_port}" + (f"?{query}" if query else "")
+
+    def _properties(self) -> dict[str, str]:
+        from ckbpool.deploy import pki
+        from ckbpool.deploy.kafka_security import broker_security_properties
+
+        props = super()._properties()
+        props.update(
+            broker_security_properties(
+                bind_host=self.HOST,
+                advertised_host=self.HOST,
+                client_port=self.port,
+                internal_port=self.internal_port,
+                controller_port=self.controller_port,
+                keystore=str(self.secrets_dir / pki.broker_keystore_file("test")),
+                truststore=str(self.ca_file),
+                plaintext_port=self.plain_port,
+                extra_super_users=("User:ANONYMOUS",) if self.plain_port is not None else (),
+            )
+        )
+        return props
+
+    def _format_args(self) -> list[str]:
+        from ckbpool.deploy import pki
+        from ckbpool.deploy.kafka_security import format_arguments
+
+        return format_arguments({
+            p: pki.scram_format_argument(p, pki.scram_credential(pki.read_password(self.secrets_dir, p)))
+            for p in self.principals
+        })  # fmt: skip
+
+    async def grant(self, principals: dict[str, tuple[str, ...]] | None = None, *, topic_prefix: str = "") -> int:
+        """Create the deployment's ACLs (``ckbpool.deploy.kafka_security.acl_bindings``) as ``admin``."""
+        from ckbpool.deploy.kafka_security import acl_bindings, apply_acls
+
+        return await apply_acls(self.url("admin"), acl_bindings(principals, topic_prefix=topic_prefix))
+
+
+def running_secure_broker(tmp_path_factory: Any, **kwargs: Any) -> Iterator[SecureKafkaBroker]:
+    """:func:`running_broker` for the secured broker."""
+    import pytest
+
+    try:
+        broker = SecureKafkaBroker(tmp_path_factory.mktemp("kafka-secure"), **kwargs)
     except KafkaUnavailable as exc:
         if os.environ.get("CI"):
             pytest.fail(f"CI: {exc}")

@@ -48,6 +48,7 @@ import collections
 import contextlib
 import logging
 import os
+import ssl
 import struct
 import time
 from collections.abc import Awaitable
@@ -60,7 +61,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
 from aiokafka.abc import ConsumerRebalanceListener  # type: ignore[import-untyped]
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
-from aiokafka.errors import ConsumerStoppedError, KafkaError  # type: ignore[import-untyped]
+from aiokafka.errors import (  # type: ignore[import-untyped]
+    ClusterAuthorizationFailedError,
+    ConsumerStoppedError,
+    GroupAuthorizationFailedError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+)
 
 from ..retry import Backoff, retry
 from .base import (
@@ -91,6 +99,31 @@ BLOCK_TOPICS = frozenset({Topic.FOUND_BLOCKS, Topic.BLOCK_OUTCOMES})
 BLOCK_SPOOL_SUBDIR = "blocks"
 T = TypeVar("T")
 MAX_MESSAGE_BYTES = 8 << 20  # a full CKB template is ~1.3 MB of JSON; Kafka's default limit is 1 MB
+
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
+_AUTHORIZATION_ERRORS = (TopicAuthorizationFailedError, GroupAuthorizationFailedError, ClusterAuthorizationFailedError)
+
+
+class KafkaAuthorizationError(BusError):
+    """Kafka refused this process's principal an operation its ACLs do not grant (a configuration error: the
+    process runs a role its credentials are not for, or the deploy-time ACLs are missing)."""
+
+
+def describe_refusal(exc: BaseException, config: KafkaBusConfig, what: str) -> str | None:
+    """A clear sentence for an authentication / authorization refusal (never containing a secret), else None."""
+    who = f"principal {config.username!r}" if config.username else "this (unauthenticated) client"
+    if isinstance(exc, _AUTHORIZATION_ERRORS):
+        detail = exc.args[0] if exc.args else ""
+        return (
+            f"Kafka refused {who} {what} ({type(exc).__name__}: {detail}): its ACLs do not allow it; "
+            "check which roles this process runs and the credentials it uses"
+        )
+    text = repr(exc)
+    if isinstance(exc, SaslAuthenticationFailed) or "Authentication failed" in text or "SaslAuthenticat" in text:
+        return f"Kafka refused the credentials of {who} (SASL {config.sasl_mechanism}): check {config.password_file}"
+    return None
 
 
 #: the block lane retries sooner than the share replay: a found block should reach the block maker within
@@ -138,6 +171,58 @@ class KafkaBusConfig:
     replay_batch: int = 500
     commit_interval: float = 1.0
     max_attempts: int = 5  # sends of one spooled record failing with a non-retriable error before dead-lettering
+    # --- security (issue 18): TLS + SASL/SCRAM between hosts. Secrets travel by file name only: the password is
+    # read from password_file whenever a client is created (so a rotated file is picked up on reconnect), never
+    # kept in this object, never logged.
+    security_protocol: str = "PLAINTEXT"  # or SASL_SSL
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    username: str | None = None
+    password_file: Path | None = None
+    ca_file: Path | None = None  # PEM trust bundle (kafka-ca.pem); None: the system's CAs
+    check_hostname: bool = True
+
+    def client_security(self) -> dict[str, Any]:
+        """The aiokafka keyword arguments for this config's security settings (reads the password file)."""
+        if self.security_protocol == "PLAINTEXT":
+            return {}
+        assert self.password_file is not None and self.username is not None  # from_url / validate() ensure it
+        try:
+            password = self.password_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BusError(
+                f"Kafka password_file {self.password_file}: cannot read ({exc.__class__.__name__})"
+            ) from None
+        if not password:
+            raise BusError(f"Kafka password_file {self.password_file} is empty")
+        try:
+            context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise BusError(f"Kafka ca_file {self.ca_file}: cannot load ({exc})") from None
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.check_hostname = self.check_hostname
+        return {
+            "security_protocol": "SASL_SSL",
+            "ssl_context": context,
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_plain_username": self.username,
+            "sasl_plain_password": password,
+        }
+
+    def validate(self) -> None:
+        """Refuse inconsistent security settings with one clear message."""
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise ValueError(f"security_protocol must be one of {SECURITY_PROTOCOLS}, got {self.security_protocol!r}")
+        if self.sasl_mechanism not in SASL_MECHANISMS:
+            raise ValueError(f"sasl_mechanism must be one of {SASL_MECHANISMS}, got {self.sasl_mechanism!r}")
+        if self.security_protocol == "SASL_SSL":
+            missing = [n for n in ("username", "password_file") if getattr(self, n) is None]
+            if missing:
+                raise ValueError(f"security_protocol=SASL_SSL needs {' and '.join(missing)} in the kafka:// URL")
+        elif self.username or self.password_file or self.ca_file:
+            raise ValueError(
+                "username / password_file / ca_file given with security_protocol=PLAINTEXT: add "
+                "security_protocol=SASL_SSL (credentials are never sent in the clear)"
+            )
 
     @classmethod
     def from_url(cls, url: str) -> KafkaBusConfig:
@@ -147,7 +232,9 @@ class KafkaBusConfig:
         ``$CKBPOOL_STATE_DIR|~/.local/state/ckbpool/bus-spool/<client_id>``), fsync (always|interval|never),
         fsync_interval, topic_prefix, partitions (of the shares topic), replication_factor, create_topics (0/1),
         publish_timeout (s), linger_ms, request_timeout_ms, connect_timeout, close_timeout, replay_batch,
-        commit_interval.
+        commit_interval; security: security_protocol (PLAINTEXT|SASL_SSL), sasl_mechanism (SCRAM-SHA-512|-256),
+        username, password_file, ca_file (PEM), check_hostname (0/1). A ``password`` parameter is refused: a URL
+        ends up in config files, process lists and logs.
         """
         parts = urlsplit(url)
         if parts.scheme != "kafka" or not parts.netloc:
@@ -157,8 +244,11 @@ class KafkaBusConfig:
         known = {
             "client_id", "spool_dir", "fsync", "fsync_interval", "topic_prefix", "partitions",
             "replication_factor", "create_topics", "publish_timeout", "linger_ms", "request_timeout_ms",
-            "connect_timeout", "close_timeout", "replay_batch", "commit_interval",
+            "connect_timeout", "close_timeout", "replay_batch", "commit_interval", "security_protocol",
+            "sasl_mechanism", "username", "password_file", "ca_file", "check_hostname",
         }  # fmt: skip
+        if "password" in query or parts.password is not None:
+            raise ValueError("kafka:// URL: never put the password in the URL; give password_file=<path> instead")
         unknown = set(query) - known
         if unknown:
             raise ValueError(f"unknown kafka:// URL parameter(s): {', '.join(sorted(unknown))}")
@@ -183,6 +273,15 @@ class KafkaBusConfig:
         for name in ("fsync_interval", "publish_timeout", "connect_timeout", "close_timeout", "commit_interval"):
             if name in query:
                 setattr(config, name, float(query[name]))
+        config.security_protocol = query.get("security_protocol", "PLAINTEXT").upper()
+        config.sasl_mechanism = query.get("sasl_mechanism", config.sasl_mechanism).upper()
+        config.username = query.get("username") or None
+        for name in ("password_file", "ca_file"):
+            if query.get(name):
+                setattr(config, name, Path(os.path.expanduser(query[name])))
+        if "check_hostname" in query:
+            config.check_hostname = query["check_hostname"].lower() not in ("0", "false", "no")
+        config.validate()
         return config
 
     def topic_name(self, topic: Topic) -> str:
@@ -264,6 +363,8 @@ class KafkaBus(Bus):
         self.block_spooled = 0  # block events that went to the block spool
         self.consumed = 0
         self.decode_errors = 0
+        self.refused = 0  # publishes Kafka refused for authorization (the ACLs give the topic to another principal)
+        self._refused_topics: set[Topic] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -286,12 +387,17 @@ class KafkaBus(Bus):
         try:
             await _timed(self._connect(), self.config.connect_timeout)
         except _CONNECT_ERRORS as exc:
+            refusal = describe_refusal(exc, self.config, "access")
             if self._main.spool is None:
                 await self.close()
                 raise BusUnavailable(
-                    f"Kafka at {','.join(self.config.bootstrap_servers)} unreachable: {exc!r}"
+                    refusal or f"Kafka at {','.join(self.config.bootstrap_servers)} unreachable: {exc!r}"
                 ) from exc
-            log.warning("Kafka unreachable at start (%r): spooling to %s until it is back", exc, self.config.spool_dir)
+            if refusal:
+                log.error("bus: %s; spooling to %s meanwhile", refusal, self.config.spool_dir)
+            else:
+                log.warning("Kafka unreachable at start (%r): spooling to %s until it is back", exc,
+                            self.config.spool_dir)  # fmt: skip
         self._background = asyncio.create_task(self._run_background(), name="ckbpool-bus-kafka")
         if self._blocks.spool is not None:
             self._block_replayer = asyncio.create_task(self._run_block_lane(), name="ckbpool-bus-kafka-blocks")
@@ -308,6 +414,7 @@ class KafkaBus(Bus):
             linger_ms=self.config.linger_ms,
             request_timeout_ms=self.config.request_timeout_ms,
             max_request_size=MAX_MESSAGE_BYTES,
+            **self.config.client_security(),
         )
         try:
             await producer.start()
@@ -332,6 +439,7 @@ class KafkaBus(Bus):
                 bootstrap_servers=self.config.bootstrap_servers,
                 client_id=f"{self.config.client_id}-admin",
                 request_timeout_ms=self.config.request_timeout_ms,
+                **self.config.client_security(),
             )
             await admin.start()
             try:
@@ -427,6 +535,7 @@ class KafkaBus(Bus):
                 self.config.publish_timeout,
             )
         except (TimeoutError, KafkaError) as exc:  # not queued: nothing is in flight
+            self._refused(exc, topic, lane)
             self._spool_event(lane, topic, key, timestamp_ms, value, f"send failed: {exc!r}")
             return
         try:
@@ -438,9 +547,23 @@ class KafkaBus(Bus):
             self.ack_timeouts += 1
             return
         except KafkaError as exc:
+            self._refused(exc, topic, lane)
             self._spool_event(lane, topic, key, timestamp_ms, value, f"delivery failed: {exc!r}")
             return
         self.published += 1
+
+    def _refused(self, exc: BaseException, topic: Topic, lane: _Lane) -> None:
+        """An authorization refusal is a configuration error, not an outage: say so loudly (once per topic), and
+        raise :class:`KafkaAuthorizationError` when there is no spool to keep the event for a fixed ACL."""
+        refusal = describe_refusal(exc, self.config, f"writing {self.config.topic_name(topic)}")
+        if refusal is None:
+            return
+        self.refused += 1
+        if topic not in self._refused_topics:
+            self._refused_topics.add(topic)
+            log.error("bus: %s", refusal)
+        if lane.spool is None:
+            raise KafkaAuthorizationError(refusal) from exc
 
     def _spool_event(self, lane: _Lane, topic: Topic, key: bytes, timestamp_ms: int, value: bytes, why: str) -> int:
         spool = lane.spool
@@ -540,6 +663,8 @@ class KafkaBus(Bus):
                         self.config.request_timeout_ms / 1000,
                     )
                 except (TimeoutError, KafkaError) as exc:
+                    with contextlib.suppress(KafkaAuthorizationError):
+                        self._refused(exc, topic, lane)
                     log.debug("bus: replay could not queue record %d: %r", record.seq, exc)
                     break
             sends.append((record.seq, future))
@@ -550,6 +675,8 @@ class KafkaBus(Bus):
                 try:
                     await asyncio.shield(future)  # never cancel aiokafka's own batch future
                 except KafkaError as exc:
+                    with contextlib.suppress(KafkaAuthorizationError):
+                        self._refused(exc, decode_spooled(record.payload)[0], lane)
                     head_blocked = True
                     if not getattr(exc, "retriable", True):
                         lane.attempts[seq] += 1
@@ -600,6 +727,7 @@ class KafkaBus(Bus):
             "dead_lettered": self.dead_lettered,
             "consumed": self.consumed,
             "decode_errors": self.decode_errors,
+            "refused": self.refused,
             "connected": int(self._producer is not None),
         }
 
@@ -662,6 +790,7 @@ class KafkaSubscription(Subscription):
             request_timeout_ms=config.request_timeout_ms,
             fetch_max_bytes=MAX_MESSAGE_BYTES * 2,
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+            **config.client_security(),
         )
         try:
             await self._bus.ensure_topics()
@@ -674,7 +803,11 @@ class KafkaSubscription(Subscription):
             with contextlib.suppress(Exception):
                 await consumer.stop()
             if isinstance(exc, _CONNECT_ERRORS):
-                log.warning("bus: consumer %s/%s cannot reach Kafka (%r); retrying", self.topic, self.group, exc)
+                refusal = describe_refusal(exc, config, f"reading {self.topic} as group {self.kafka_group_id}")
+                if refusal:
+                    log.error("bus: %s; retrying", refusal)
+                else:
+                    log.warning("bus: consumer %s/%s cannot reach Kafka (%r); retrying", self.topic, self.group, exc)
             raise
         return consumer
 
@@ -749,7 +882,11 @@ class KafkaSubscription(Subscription):
         except ConsumerStoppedError:
             raise StopAsyncIteration from None
         except KafkaError as exc:
-            log.warning("bus: consumer %s/%s: %r", self.topic, self.group, exc)
+            refusal = describe_refusal(exc, self._bus.config, f"reading {self.topic} as group {self.kafka_group_id}")
+            if refusal:
+                log.error("bus: %s", refusal)
+            else:
+                log.warning("bus: consumer %s/%s: %r", self.topic, self.group, exc)
             return False
         for records in batches.values():
             self._buffer.extend(records)
