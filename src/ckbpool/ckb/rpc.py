@@ -12,8 +12,12 @@ import contextlib
 import itertools
 import json
 import logging
+import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -23,7 +27,14 @@ from .jsonhex import parse_bytes
 from .structures import Block, Header
 from .template import BlockTemplate
 
+if TYPE_CHECKING:
+    from ..pool.config import NodeSettings
+
 log = logging.getLogger(__name__)
+
+#: the method the RPC filter (ckbpool.rpcfilter) takes as the first line of a TCP subscription when it requires a
+#: token; never forwarded to the node
+AUTH_METHOD = "ckbpool_auth"
 
 _ids = itertools.count(1)
 
@@ -35,8 +46,44 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+def tls_client_context(
+    ca_file: Path | None = None, cert_file: Path | None = None, key_file: Path | None = None
+) -> ssl.SSLContext:
+    """A client TLS context that verifies the server (hostname included) against ``ca_file`` -- the deployment
+    CA that signed the RPC filter's certificate -- or the system store; with ``cert_file``/``key_file`` it also
+    presents a client certificate (the filter's optional mutual TLS)."""
+    context = ssl.create_default_context(cafile=str(ca_file) if ca_file is not None else None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert_file is not None:
+        context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+@dataclass(frozen=True)
+class NodeTransport:
+    """How to reach the node when it sits behind the RPC filter: TLS context (None = plaintext, the node itself)
+    and the bearer token the filter may require. One value serves the HTTP client and the TCP subscription."""
+
+    tls: ssl.SSLContext | None = None
+    token: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: NodeSettings) -> NodeTransport:
+        """TLS when ``rpc_url`` is https:// (the subscription then uses TLS too: the filter serves both);
+        the token read from ``token_file`` now."""
+        tls = None
+        if urlsplit(settings.rpc_url).scheme == "https":
+            tls = tls_client_context(settings.ca_file, settings.client_cert_file, settings.client_key_file)
+        token = settings.token_file.read_text().strip() if settings.token_file is not None else None
+        return cls(tls, token or None)
+
+
 class CkbRpcClient:
-    """One node's HTTP JSON-RPC endpoint. Safe to share between tasks; reuses one connection pool."""
+    """One node's HTTP JSON-RPC endpoint. Safe to share between tasks; reuses one connection pool.
+
+    ``https://`` URLs (the RPC filter in front of a node on another host) are verified against ``ca_file`` or
+    ``transport.tls``; a ``token`` is sent as ``Authorization: Bearer``, and only over TLS: a token in clear
+    would be a password anyone on the path could replay."""
 
     def __init__(
         self,
@@ -46,12 +93,32 @@ class CkbRpcClient:
         retries: int = 3,
         backoff: float = 0.2,
         max_backoff: float = 5.0,
+        ca_file: Path | None = None,
+        token: str | None = None,
+        transport: NodeTransport | None = None,
     ) -> None:
         self.url = url
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
-        self._client = httpx.AsyncClient(timeout=timeout, headers={"content-type": "application/json"})
+        https = urlsplit(url).scheme == "https"
+        tls = transport.tls if transport is not None else None
+        token = token if token is not None else (transport.token if transport is not None else None)
+        if not https and (ca_file is not None or tls is not None or token is not None):
+            raise ValueError(f"{url}: a CA file, TLS settings or a token need an https:// URL")
+        headers = {"content-type": "application/json"}
+        if token is not None:
+            headers["authorization"] = f"Bearer {token}"
+        verify: ssl.SSLContext | bool = True
+        if https:
+            verify = tls if tls is not None else tls_client_context(ca_file)
+        self._client = httpx.AsyncClient(timeout=timeout, headers=headers, verify=verify)
+
+    @classmethod
+    def from_settings(cls, settings: NodeSettings, **kwargs: Any) -> CkbRpcClient:
+        """The client ``[node]`` describes: its URL and timeout, TLS and token when it goes through the filter."""
+        kwargs.setdefault("timeout", settings.rpc_timeout_s)
+        return cls(settings.rpc_url, transport=NodeTransport.from_settings(settings), **kwargs)
 
     async def __aenter__(self) -> CkbRpcClient:
         return self
@@ -170,16 +237,25 @@ async def subscribe_new_tip(
     backoff: float = 0.2,
     max_backoff: float = 5.0,
     max_line: int = 1 << 20,
+    transport: NodeTransport | None = None,
 ) -> AsyncIterator[Header]:
     """Yield each new tip header pushed by the node's TCP RPC; reconnect with backoff forever.
 
-    The caller polls as a fallback: a push can be missed across a reconnect.
+    The caller polls as a fallback: a push can be missed across a reconnect. Through the RPC filter
+    (``transport``): TLS, and the token as a first ``ckbpool_auth`` line that the filter consumes.
     """
     policy = Backoff(initial=backoff, maximum=max_backoff, jitter=backoff / 2)
+    tls = transport.tls if transport is not None else None
+    token = transport.token if transport is not None else None
+    if token is not None and tls is None:
+        raise ValueError("a subscription token needs TLS (it would travel in clear)")
 
     async def subscribe() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        reader, writer = await asyncio.open_connection(host, port, limit=max_line)
+        reader, writer = await asyncio.open_connection(host, port, limit=max_line, ssl=tls)
         try:
+            if token is not None:
+                auth = {"jsonrpc": "2.0", "id": next(_ids), "method": AUTH_METHOD, "params": [token]}
+                writer.write(json.dumps(auth).encode() + b"\n")
             request = {"jsonrpc": "2.0", "id": next(_ids), "method": "subscribe", "params": ["new_tip_header"]}
             writer.write(json.dumps(request).encode() + b"\n")
             await writer.drain()

@@ -375,7 +375,7 @@ async def open_engine(config: PoolConfig, *, metrics: PayoutMetrics | None = Non
     if config.redis.url is not None:
         redis = redis_from_settings(config.redis)
     try:
-        async with CkbRpcClient(config.node.rpc_url, timeout=config.node.rpc_timeout_s) as client:
+        async with CkbRpcClient.from_settings(config.node) as client:
             wallet = PayoutWallet(
                 key, client, config.network, fee_rate=settings.fee_rate, outputs_validator=settings.outputs_validator
             )

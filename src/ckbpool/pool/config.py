@@ -22,10 +22,30 @@ class _Strict(BaseModel):
 
 class NodeSettings(_Strict):
     rpc_url: str = "http://127.0.0.1:8114"
-    # TCP RPC of the node for the new_tip_header subscription; None = poll only
+    # TCP RPC of the node for the new_tip_header subscription; None = poll only. With an https:// rpc_url (the
+    # node's RPC filter, `ckbpool rpc-filter run`, in front of a node on another host) it is the filter's TLS
+    # subscription port
     subscribe_address: str | None = "127.0.0.1:18114"
     poll_interval_ms: Annotated[int, Field(ge=50, le=60_000)] = 500
     rpc_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    # https:// only: the CA the filter's certificate is verified against (the deployment CA), a bearer token
+    # the filter requires (file, 0600), and a client certificate when it requires mutual TLS
+    ca_file: Path | None = None
+    token_file: Path | None = None
+    client_cert_file: Path | None = None
+    client_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> NodeSettings:
+        scheme = self.rpc_url.partition("://")[0]
+        if scheme not in ("http", "https"):
+            raise ValueError(f"rpc_url must be http:// or https://, not {self.rpc_url!r}")
+        extras = [name for name in ("ca_file", "token_file", "client_cert_file") if getattr(self, name) is not None]
+        if extras and scheme != "https":
+            raise ValueError(f"{', '.join(extras)} need an https:// rpc_url (TLS to the RPC filter)")
+        if (self.client_cert_file is None) != (self.client_key_file is None):
+            raise ValueError("set both client_cert_file and client_key_file, or neither")
+        return self
 
 
 class StratumSettings(_Strict):

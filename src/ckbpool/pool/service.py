@@ -37,7 +37,7 @@ import redis.asyncio as aioredis
 from ..bus import create_bus
 from ..bus.base import Bus, BusClosed, Topic
 from ..bus.events import BlockOutcome, FoundBlock, JobTemplate, Share
-from ..ckb.rpc import CkbRpcClient
+from ..ckb.rpc import CkbRpcClient, NodeTransport
 from ..ckb.target import target_to_difficulty
 from ..ckb.template import BlockTemplate, job_from_template
 from ..retry import Backoff, retry
@@ -87,7 +87,7 @@ class Pool:
             credentials = load_credentials(s.static_key_file, s.certificate_file)
         self.credentials = credentials
         self.metrics = PoolMetrics()
-        self.rpc = CkbRpcClient(config.node.rpc_url, timeout=config.node.rpc_timeout_s, retries=2)
+        self.rpc = CkbRpcClient.from_settings(config.node, retries=2)
         self.bus: Bus = create_bus(config.bus.url)
         self.server: StratumServer | None = None
         self.watcher: TemplateWatcher | None = None
@@ -166,6 +166,7 @@ class Pool:
                 self._on_new_job,
                 poll_interval=cfg.node.poll_interval_ms / 1000,
                 subscribe_address=subscribe,
+                subscribe_transport=NodeTransport.from_settings(cfg.node),
                 on_node_down=self.block_maker.note_node_down if self.block_maker is not None else None,
             )
             watcher = self.watcher

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ..ckb.errors import CkbError, MalformedError, NodeUnavailable
 from ..ckb.hashing import ckb_hash
-from ..ckb.rpc import CkbRpcClient, subscribe_new_tip
+from ..ckb.rpc import CkbRpcClient, NodeTransport, subscribe_new_tip
 from ..ckb.template import BlockTemplate, MiningJob, job_from_template
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ class TemplateWatcher:
         *,
         poll_interval: float = 0.5,
         subscribe_address: tuple[str, int] | None = None,
+        subscribe_transport: NodeTransport | None = None,
         job_ids: JobIdAllocator | None = None,
         on_node_down: Callable[[], None] | None = None,
     ) -> None:
@@ -81,6 +82,7 @@ class TemplateWatcher:
         self.on_job = on_job
         self.poll_interval = poll_interval
         self.subscribe_address = subscribe_address
+        self.subscribe_transport = subscribe_transport  # TLS + token through the RPC filter
         self.job_ids = job_ids or JobIdAllocator()
         self.on_node_down = on_node_down
         self.current: NewJob | None = None
@@ -183,7 +185,7 @@ class TemplateWatcher:
         return min(0.02, self.poll_interval)
 
     async def _push_loop(self, host: str, port: int) -> None:
-        async for header in subscribe_new_tip(host, port):
+        async for header in subscribe_new_tip(host, port, transport=self.subscribe_transport):
             tip = header.hash()
             self.tip_hash = tip
             if self.current is None or tip != self.current.job.parent_hash:
