@@ -102,6 +102,13 @@ class Vardiff:
     interval, so every device can get a target that keeps it near the interval (the proxy makes faster ones
     harder), and the channel's share rate is about workers x 1/interval. A worker that went silent for a
     window while still active eases the target (at least 2x), as silence does for a one-device channel.
+
+    A flood (shares > 4x too fast, checked at every share) retargets before the window ends, but its rate is
+    measured over the current window *and the previous one*, and it only ever makes the target harder. The
+    window restarts at a check, i.e. at a share -- under load often the first share of a backlog the event loop
+    delivers at once; measured over the few milliseconds since, the rest of that backlog looked like hundreds
+    of shares per second and the target jumped 10x (issue 14: a device's credited work then comes in a few huge
+    shares, a lottery). A backlog cannot compress a whole window; a real flood keeps coming and soon dominates.
     """
 
     #: a worker counts as active this many retarget windows after its last share
@@ -115,6 +122,10 @@ class Vardiff:
         self._window_shares = 0
         self._window_work = 0.0
         self._worker_work: dict[str, float] = {}  # this window, per worker identity
+        # the previous window, for a flood's rate (measured over both): its length, work and work per worker
+        self._prev_elapsed = 0.0
+        self._prev_work = 0.0
+        self._prev_worker_work: dict[str, float] = {}
         self._worker_seen: dict[str, float] = {}  # worker identity -> last share (monotonic)
 
     def _clamp(self, target: int) -> int:
@@ -167,31 +178,46 @@ class Vardiff:
     def maybe_retarget(self, now: float | None = None) -> int | None:
         now = time.monotonic() if now is None else now
         elapsed = now - self._window_start
+        if elapsed <= 0:
+            return None
         interval = self.settings.share_interval_s
         workers = self.active_workers(now)
         expected = elapsed / interval * max(1, workers)
         flood = self._window_shares >= 8 and self._window_shares > 4 * max(expected, 1.0)
         if elapsed < self.settings.retarget_interval_s and not flood:
             return None
-        if elapsed <= 0:
-            return None
-        if workers:
-            new_target = self._per_worker_target(elapsed, now)
+        if elapsed < self.settings.retarget_interval_s:
+            # a flood: judged over this window and the previous one; only ever harder, else keep measuring
+            new_target = self._clamp(self._flood_target(elapsed, workers))
+            if self.target / max(1, new_target) < self.settings.tolerance:
+                return None
+        elif workers:
+            new_target = self._clamp(self._per_worker_target(elapsed, now))
         else:
             hashrate = self._window_work / elapsed
             if self._window_shares == 0:
                 hashrate = (TWO_256 / self.target) / elapsed / 2  # silence: at least halve the difficulty
-            new_target = target_for_hashrate(hashrate, interval)
-        new_target = self._clamp(new_target)
+            new_target = self._clamp(target_for_hashrate(hashrate, interval))
+        self._prev_elapsed, self._prev_work = elapsed, self._window_work
+        self._prev_worker_work, self._worker_work = self._worker_work, {}
         self._window_start = now
         self._window_shares = 0
         self._window_work = 0.0
-        self._worker_work.clear()
         ratio = max(new_target, self.target) / max(1, min(new_target, self.target))
         if ratio < self.settings.tolerance:
             return None
         self.target = new_target
         return new_target
+
+    def _flood_target(self, elapsed: float, workers: int) -> int:
+        """The target a flood asks for: the rate over the current and the previous window -- of the slowest
+        worker that shared in the current one, on a tagged channel (a flood has no silent workers to ease for)."""
+        span = self._prev_elapsed + elapsed
+        interval = self.settings.share_interval_s
+        if not workers:
+            return target_for_hashrate((self._prev_work + self._window_work) / span, interval)
+        rates = [(self._prev_worker_work.get(w, 0.0) + work) / span for w, work in self._worker_work.items()]
+        return target_for_hashrate(min(rates), interval) if rates else self.target
 
     def _per_worker_target(self, elapsed: float, now: float) -> int:
         horizon = now - self.ACTIVE_WINDOWS * self.settings.retarget_interval_s

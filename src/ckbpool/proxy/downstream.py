@@ -529,7 +529,8 @@ class V1Server:
                 continue
             lines = out.setdefault(conn, [])
             lines.append(conn.session.accept_share(share.request_id))
-            if conn.vardiff is not None and conn.vardiff.on_share(upstream_target):
+            # counted at the target it was credited at, not the miner's current one (see .vardiff)
+            if conn.vardiff is not None and conn.vardiff.on_share(upstream_target, target=share.target):
                 line = conn.retarget(upstream_target, grace)
                 if line:
                     lines.append(line)
