@@ -226,6 +226,10 @@ from .payouts_cmds import payouts_app  # noqa: E402 - payouts status, run, histo
 
 app.add_typer(payouts_app, name="payouts")
 
+from .rpcfilter_cmds import rpcfilter_app  # noqa: E402 - rpc-filter run
+
+app.add_typer(rpcfilter_app, name="rpc-filter")
+
 
 def main() -> None:
     app()
