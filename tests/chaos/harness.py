@@ -803,9 +803,8 @@ class KafkaChaos:
                 print(f"chaos: {len(driver.kills)} kills in {load_s:.0f}s; stopping the miners", flush=True)
                 await fleet.stop()
                 drain_started = time.monotonic()
-                published = await self._settle(http, watch)
+                books, published = await self._settle(http, watch)
                 drain_s = time.monotonic() - drain_started
-            books = Books.read(self.redis.url)
             shares = audit_shares(published, books, fleet.journals)
             found_events = [
                 FoundBlock.from_proto(v) for v in await read_topic(self.kafka.bootstrap, Topic.FOUND_BLOCKS)
@@ -825,14 +824,16 @@ class KafkaChaos:
             self.kafka.stop(keep_data=True)
             self.redis.stop(keep_data=True)
 
-    async def _settle(self, http: httpx.AsyncClient, watch: Callable[[], None]) -> list[Share]:
-        """Bounded: until the stratum spools are empty and every accepted share on the bus is in the share log,
-        and the found blocks all have outcomes at the block maker; returns the bus's share records."""
+    async def _settle(self, http: httpx.AsyncClient, watch: Callable[[], None]) -> tuple[Books, list[Share]]:
+        """Bounded: until the stratum spools are empty, every accepted share on the bus is in the share log and
+        the found blocks all have outcomes at the block maker; returns the books and the bus's share records.
+
+        The books are read *before* the bus: a share reaches the books only through the bus, so every book entry's
+        record is in a later read of the bus, while a record published (a spool replayed) after the bus was read
+        could otherwise be in the books and missing from the snapshot the audit follows it back to."""
         deadline = time.monotonic() + self.settings.drain_timeout_s
-        published: list[Share] = []
         while True:
             watch()
-            published = [Share.from_proto(v) for v in await read_topic(self.kafka.bootstrap, Topic.SHARES)]
             spools = 0
             for name in ("stratum-1", "stratum-2"):
                 try:
@@ -841,18 +842,24 @@ class KafkaChaos:
                 except (httpx.HTTPError, KeyError, ValueError):
                     spools += 1
             books = Books.read(self.redis.url)
+            published = [Share.from_proto(v) for v in await read_topic(self.kafka.bootstrap, Topic.SHARES)]
             booked = {entry[2] for entry in books.sharelog}
             accepted = {s.share_id for s in published if s.accepted}
             maker = BlockStore(self.tmp / "blocks-maker").load_all()
-            blocks_open = sum(1 for r in maker if r.status not in FINAL_STATUSES or not r.reported)
+            listed = {entry.get("block_hash") for entry in books.blocks}
+            blocks_open = sum(
+                1
+                for r in maker
+                if r.status not in FINAL_STATUSES or not r.reported or r.found.block_hash.hex() not in listed
+            )
             if spools == 0 and accepted <= booked and blocks_open == 0:
-                return published
+                return books, published
             if time.monotonic() > deadline:
                 print(
                     f"chaos: drain incomplete: spools {spools}, accepted not booked {len(accepted - booked)}, "
                     f"blocks without outcome {blocks_open}\n{self._logs()}"
                 )
-                return published
+                return books, published
             await asyncio.sleep(2.0)
 
 
