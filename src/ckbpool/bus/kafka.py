@@ -106,6 +106,31 @@ SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
 _AUTHORIZATION_ERRORS = (TopicAuthorizationFailedError, GroupAuthorizationFailedError, ClusterAuthorizationFailedError)
 
 
+async def diagnose_connect(config: KafkaBusConfig, timeout: float = 5.0) -> BaseException | None:
+    """Why the bootstrap servers cannot be used, when aiokafka only says "Unable to bootstrap": one direct
+    connection attempt (TLS handshake and SASL included) per server; the first error, or None if one works."""
+    from aiokafka.conn import create_conn  # type: ignore[import-untyped]
+
+    first: BaseException | None = None
+    for server in config.bootstrap_servers:
+        host, _, port = server.rpartition(":")
+        try:
+            async with asyncio.timeout(timeout):
+                conn = await create_conn(
+                    host.strip("[]"),
+                    int(port),
+                    client_id=f"{config.client_id}-diagnose",
+                    request_timeout_ms=int(timeout * 1000),
+                    **config.client_security(),
+                )
+        except (OSError, KafkaError, TimeoutError, ValueError) as exc:
+            first = first or exc
+            continue
+        conn.close()
+        return None
+    return first
+
+
 class KafkaAuthorizationError(BusError):
     """Kafka refused this process's principal an operation its ACLs do not grant (a configuration error: the
     process runs a role its credentials are not for, or the deploy-time ACLs are missing)."""
@@ -120,6 +145,9 @@ def describe_refusal(exc: BaseException, config: KafkaBusConfig, what: str) -> s
             f"Kafka refused {who} {what} ({type(exc).__name__}: {detail}): its ACLs do not allow it; "
             "check which roles this process runs and the credentials it uses"
         )
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"the Kafka broker's TLS certificate does not verify against {config.ca_file or 'the system CAs'} "
+                f"({exc.verify_message}): wrong ca_file, or a broker not of this deployment")  # fmt: skip
     text = repr(exc)
     if isinstance(exc, SaslAuthenticationFailed) or "Authentication failed" in text or "SaslAuthenticat" in text:
         return f"Kafka refused the credentials of {who} (SASL {config.sasl_mechanism}): check {config.password_file}"
@@ -388,6 +416,9 @@ class KafkaBus(Bus):
             await _timed(self._connect(), self.config.connect_timeout)
         except _CONNECT_ERRORS as exc:
             refusal = describe_refusal(exc, self.config, "access")
+            if refusal is None and self.config.security_protocol != "PLAINTEXT":
+                cause = await diagnose_connect(self.config)
+                refusal = describe_refusal(cause, self.config, "access") if cause is not None else None
             if self._main.spool is None:
                 await self.close()
                 raise BusUnavailable(

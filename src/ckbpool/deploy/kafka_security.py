@@ -20,7 +20,7 @@ role        writes                                                    reads (con
 jobmaker    templates                                                 --
 stratum     shares, found_blocks                                      templates (``stratum-``)
 blockmaker  block_outcomes                                            found_blocks (``blockmaker@``)
-accounting  --                                                        shares, block_outcomes (``accounting@``)
+accounting  -- (IdempotentWrite on the cluster: its producer starts)    shares, block_outcomes (``accounting@``)
 exporter    -- (describe topics, groups and the cluster)              --
 ==========  ========================================================  =====================================
 
@@ -45,12 +45,12 @@ ROLE_PRINCIPALS: tuple[str, ...] = ("jobmaker", "stratum", "blockmaker", "accoun
 
 ResourceType = Literal["topic", "group", "cluster"]
 PatternType = Literal["literal", "prefixed"]
-Operation = Literal["read", "write", "describe", "create", "all"]
+Operation = Literal["read", "write", "describe", "create", "all", "idempotent_write"]
 
 # Kafka's wire codes (org.apache.kafka.common.resource.ResourceType, PatternType, acl.AclOperation/AclPermissionType)
 RESOURCE_CODES: dict[str, int] = {"topic": 2, "group": 3, "cluster": 4}
 PATTERN_CODES: dict[str, int] = {"literal": 3, "prefixed": 4}
-OPERATION_CODES: dict[str, int] = {"all": 2, "read": 3, "write": 4, "create": 5, "describe": 8}
+OPERATION_CODES: dict[str, int] = {"all": 2, "read": 3, "write": 4, "create": 5, "describe": 8, "idempotent_write": 12}
 ALLOW = 3
 
 
@@ -87,7 +87,13 @@ def _rules(prefix: str) -> dict[str, list[tuple[ResourceType, str, PatternType, 
             ("topic", topic(Topic.BLOCK_OUTCOMES), "literal", "write"),
             *read(Topic.FOUND_BLOCKS, "blockmaker@"),
         ],
-        "accounting": [*read(Topic.SHARES, "accounting@"), *read(Topic.BLOCK_OUTCOMES, "accounting@")],
+        # IdempotentWrite on the cluster lets its bus's (idempotent) producer start -- InitProducerId needs it or
+        # WRITE on some topic -- and writes nothing: a producer still needs WRITE on a topic to publish there
+        "accounting": [
+            *read(Topic.SHARES, "accounting@"),
+            *read(Topic.BLOCK_OUTCOMES, "accounting@"),
+            ("cluster", "kafka-cluster", "literal", "idempotent_write"),
+        ],
         "exporter": [
             ("topic", prefix + "ckbpool.", "prefixed", "describe"),
             ("group", "*", "literal", "describe"),
@@ -119,7 +125,8 @@ def acl_bindings(principals: Mapping[str, Iterable[str]] | None = None, *, topic
 def acl_command(binding: AclBinding, bootstrap: str, command_config: str) -> list[str]:
     """``kafka-acls.sh`` arguments creating one binding (``command_config``: the admin's client properties file)."""
     args = ["kafka-acls.sh", "--bootstrap-server", bootstrap, "--command-config", command_config, "--add",
-            "--allow-principal", binding.kafka_principal, "--operation", binding.operation.capitalize()]  # fmt: skip
+            "--allow-principal", binding.kafka_principal, "--operation",
+            binding.operation.title().replace("_", "")]  # fmt: skip
     if binding.resource_type == "cluster":
         args.append("--cluster")
     else:
