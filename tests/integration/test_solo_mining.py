@@ -10,12 +10,15 @@
 - the share log has the SOLO miner's shares (account ``solo:<address>``); the block tracker (real Redis, a
   SQLite ledger) records the SOLO blocks as mode "solo" with no credit, and the PPLNS block's window and credits
   hold the PPLNS miner (and the operator's fee) only;
-- a SOLO identity whose address is of another network is refused at channel open.
+- a SOLO identity whose address is of another network is refused at channel open;
+- V1 devices mine SOLO behind a proxy whose upstream identity is ``solo:<address>`` (aggregated mode): the block
+  they find carries that address's lock; a per-worker proxy refuses a ``solo:`` device name at authorize.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,11 +35,14 @@ from ckbpool.ckb.signing import Secp256k1Key
 from ckbpool.ckb.structures import Transaction
 from ckbpool.miner.solo import mine_block
 from ckbpool.miner.sv2 import MinerError, Sv2Miner
+from ckbpool.miner.v1 import V1Miner
 from ckbpool.payouts.ledger import Ledger
 from ckbpool.payouts.pplns import SHARELOG_KEY
 from ckbpool.payouts.tracker import BlockTracker, PayoutPolicy
 from ckbpool.pool.accounting import connect_redis
 from ckbpool.pool.service import Pool
+from ckbpool.proxy import Proxy, load_proxy_config
+from ckbpool.proxy.config import ProxyConfig
 from conftest import start_dev_node
 from support.redis import RedisServer
 
@@ -51,6 +57,7 @@ def _address(n: int) -> str:
 
 SOLO, PPLNS, OPERATOR, NODE = _address(1), _address(2), _address(3), Secp256k1Key(bytes(30) + bytes([9, 4]))
 SOLO_ACCOUNT = f"solo:{SOLO}"
+SOLO_V1 = _address(5)
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +199,62 @@ async def test_the_solo_finder_is_paid_by_the_cellbase_and_left_out_of_pplns(
     finally:
         ledger.close()
         await redis.aclose()
+
+
+def _proxy_config(pool: Pool, authority: str, account: str, identity: str) -> ProxyConfig:
+    assert pool.server is not None
+    host, port = pool.server.address
+    return load_proxy_config(
+        data={
+            "network": "dev",
+            "identity": identity,
+            "http": {"listen_port": 0},
+            "upstream": {"host": host, "port": port, "authority_public_key": authority, "user_identity": account},
+            "v1": {"listen_host": "127.0.0.1", "listen_port": 0, "vardiff": {"initial_difficulty": 1e4}},
+        }
+    )
+
+
+async def test_v1_devices_mine_solo_behind_a_solo_proxy(node: CkbNode, tmp_path: Path) -> None:
+    credentials, authority = pool_keys()
+    async with Pool(pool_config(node, tmp_path), credentials=credentials) as pool:
+        # per-worker proxy: a device cannot name a SOLO account (its shares would ride a PPLNS channel's jobs)
+        async with Proxy(_proxy_config(pool, authority, f"{PPLNS}.proxy", "per-worker")) as proxy:
+            await proxy.wait_upstream(30)
+            assert proxy.v1 is not None
+            reader, writer = await asyncio.open_connection(*proxy.v1.address)
+            writer.write(b'{"id":1,"method":"mining.subscribe","params":["test/1"]}\n')
+            assert json.loads(await asyncio.wait_for(reader.readline(), 10))["result"]
+            authorize = {"id": 2, "method": "mining.authorize", "params": [f"solo:{SOLO_V1}.rig", "x"]}
+            writer.write(json.dumps(authorize).encode() + b"\n")
+            answer = json.loads(await asyncio.wait_for(reader.readline(), 10))
+            assert answer["result"] is None and answer["error"][0] == 29, answer
+            assert "SOLO needs its own upstream channel" in answer["error"][1], answer
+            writer.close()
+
+        # a SOLO proxy (aggregated): every device's work is the proxy's SOLO account's, on SOLO jobs
+        async with Proxy(_proxy_config(pool, authority, f"solo:{SOLO_V1}.farm", "aggregated")) as proxy:
+            await proxy.wait_upstream(30)
+            assert proxy.v1 is not None
+            device = V1Miner(*proxy.v1.address, "rig1", threads=1, chunk=5_000)
+            task = asyncio.create_task(device.run(duration=90))
+
+            def found() -> list[str]:
+                return [
+                    b.block_hash.hex()
+                    for b in pool.recent_blocks
+                    if b.status == "accepted" and b.user == f"solo:{SOLO_V1}"
+                ]
+
+            try:
+                await _until(found, 80, "a SOLO block from a V1 device")
+            finally:
+                device.stop()
+                await task
+            assert device.stats.accepted > 0
+    async with node.client() as client:
+        for block_hash in found():
+            body = await client.get_block(bytes.fromhex(block_hash))
+            assert body is not None
+            cellbase = Transaction.from_json(body["transactions"][0], "cellbase")
+            assert parse_cellbase_witness(cellbase.witnesses[0]).lock == parse_address(SOLO_V1)

@@ -430,6 +430,10 @@ class V1Server:
                 # refused with the reason; the connection stays usable (the miner may authorize another name)
                 self.refused_authorizations += 1
                 return [conn.session.reject(event.request_id, StratumErrorCode.INVALID_USERNAME, exc.message)]
+            if identity.solo:  # a SOLO job pays one address: the upstream channel's, never a tagged device's
+                self.refused_authorizations += 1
+                reason = "SOLO needs its own upstream channel: use a proxy whose pool identity is solo:<address>"
+                return [conn.session.reject(event.request_id, StratumErrorCode.INVALID_USERNAME, reason)]
             conn.identities[event.username] = identity
         lines = [conn.session.accept_authorize(event.request_id, event.username)]
         if event.username not in self.workers and len(self.workers) < MAX_TRACKED_WORKERS:
