@@ -70,6 +70,8 @@ def pool_run(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await pool.start()
+        # SIGHUP: re-read the Noise key and certificate (after `ckbpool keys rotate`); connected miners stay
+        loop.add_signal_handler(signal.SIGHUP, pool.reload_credentials)
         where = f" on {pool.server.address[0]}:{pool.server.address[1]}" if pool.server else ""
         console.print(f"[green]ckbpool running ({', '.join(sorted(pool.roles))}){where}[/green]")
         if pool.web_server is not None:
@@ -208,7 +210,7 @@ def _miner_v1(url: str, user: str, threads: int, duration: float | None) -> None
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def keys(ctx: typer.Context) -> None:
-    """Pool key material: generate | issue-cert | show-pub (see `ckbpool keys -- --help`)."""
+    """Pool key material: generate | issue-cert | rotate | show-pub (see `ckbpool keys -- --help`)."""
     from ..sv2.keys import main as keys_main
 
     raise typer.Exit(keys_main(ctx.args))

@@ -290,8 +290,22 @@ class WebSettings(_Strict):
     max_query_bytes: Annotated[int, Field(ge=64, le=8192)] = 1024
     # a worker is "online" when its last accepted share is this recent
     online_window_s: Annotated[int, Field(ge=60, le=86400)] = 600
+    # HTTPS on this listener: a PEM certificate chain and its private key (both, or neither: plain HTTP). Read
+    # once at start; the operator's files (e.g. certbot's fullchain.pem / privkey.pem) -- docs/web.md
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
     # (balances, payments, block rewards, the fee and the scheme come from [payouts] when it is enabled: its
     # ledger, read-only -- nothing to repeat here that could disagree with what the engine does)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> WebSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both tls_cert_file and tls_key_file (HTTPS), or neither (HTTP)")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
 
 
 #: a secp256k1_blake160 output's occupied capacity (8 capacity + 32 code hash + 1 hash type + 20 args bytes):

@@ -164,6 +164,20 @@ class PoolMetrics:
             "share since it began (a young pool)",
             registry=r,
         )
+        self.certificate_expiry = Gauge(
+            "ckbpool_pool_certificate_expiry_timestamp_seconds",
+            "not_valid_after of the Stratum V2 certificate the pool presents (unix seconds; absent without Noise). "
+            "Renew with `ckbpool keys rotate`, then SIGHUP the pool",
+            registry=r,
+        )
+        self.certificate_reloads_total = Counter(
+            "ckbpool_pool_certificate_reloads_total",
+            "Stratum V2 certificate reloads (SIGHUP) by result (ok, failed: the previous one is kept)",
+            ["result"],
+            registry=r,
+        )
+        for result in ("ok", "failed"):
+            self.certificate_reloads_total.labels(result=result)
         self.accounting_books_accepted_blocks = Gauge(
             "ckbpool_accounting_books_accepted_blocks",
             "Accepted blocks in the books' latest-blocks list (0: the pool has not mined a block yet)",

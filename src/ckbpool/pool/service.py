@@ -41,7 +41,7 @@ from ..ckb.rpc import CkbRpcClient, NodeTransport
 from ..ckb.target import target_to_difficulty
 from ..ckb.template import BlockTemplate, job_from_template
 from ..retry import Backoff, retry
-from ..sv2.certs import Certificate
+from ..sv2.certs import Certificate, CertificateError, CertificateExpired
 from ..sv2.keys import decode_secret_key
 from ..sv2.noise import ResponderCredentials
 from ..web.app import WebServer
@@ -87,6 +87,7 @@ class Pool:
             credentials = load_credentials(s.static_key_file, s.certificate_file)
         self.credentials = credentials
         self.metrics = PoolMetrics()
+        self._export_certificate_expiry()
         self.rpc = CkbRpcClient.from_settings(config.node, retries=2)
         self.bus: Bus = create_bus(config.bus.url)
         self.server: StratumServer | None = None
@@ -106,6 +107,39 @@ class Pool:
         self.started_at = time.time()
 
     # -- lifecycle --------------------------------------------------------------------------------
+    def reload_credentials(self) -> bool:
+        """Re-read ``stratum.static_key_file`` / ``certificate_file`` (SIGHUP after ``ckbpool keys rotate``).
+
+        New handshakes use the new certificate at once; connected miners keep their session (the certificate is
+        only checked in the handshake), so nobody is dropped and a miner reconnects at most once, whenever it
+        would anyway. A file that does not load keeps the current credentials (logged, counted)."""
+        s = self.config.stratum
+        if s.static_key_file is None or s.certificate_file is None or not s.noise:
+            return False
+        try:
+            credentials = load_credentials(s.static_key_file, s.certificate_file)
+            certificate = credentials.certificate
+            if certificate is not None and certificate.not_valid_after < time.time():
+                raise CertificateExpired(
+                    f"the certificate in {s.certificate_file} expired at {certificate.not_valid_after}"
+                )
+        except (OSError, ValueError, CertificateError) as exc:
+            self.metrics.certificate_reloads_total.labels(result="failed").inc()
+            log.error("certificate reload failed, keeping the current one: %s", exc)
+            return False
+        self.credentials = credentials
+        if self.server is not None:
+            self.server.credentials = credentials
+        self._export_certificate_expiry()
+        self.metrics.certificate_reloads_total.labels(result="ok").inc()
+        log.info("reloaded the pool certificate: %s", credentials.certificate)
+        return True
+
+    def _export_certificate_expiry(self) -> None:
+        certificate = self.credentials.certificate if self.credentials is not None else None
+        if certificate is not None:
+            self.metrics.certificate_expiry.set(certificate.not_valid_after)
+
     async def start(self) -> None:
         cfg = self.config
         await self.bus.start()

@@ -305,6 +305,42 @@ def _issue(args: argparse.Namespace, authority: Keypair, static: Keypair) -> Non
     print(f"valid            : {valid_from} .. {not_valid_after} (unix seconds)")
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` in one step (a reader sees the old file or the new one, never half of it), mode 0600."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    _write_private(tmp, text, force=False)
+    os.replace(tmp, path)
+
+
+def rotate_certificate(
+    authority_key_file: Path,
+    static_key_file: Path,
+    certificate_file: Path,
+    *,
+    valid_days: float = 365.0,
+    new_static_key: bool = False,
+    now: int | None = None,
+) -> tuple[int, int]:
+    """Re-issue the pool certificate from the authority key (optionally for a new static key); returns its
+    window. Both files are replaced atomically and the new certificate is verified against the authority before
+    it is written, so a pool reloading (SIGHUP) never reads a certificate miners would refuse."""
+    from ckbpool.sv2.certs import Certificate  # local import: certs imports this module
+
+    authority = Keypair.from_secret(_read_secret_file(authority_key_file))
+    static = Keypair.generate() if new_static_key else Keypair.from_secret(_read_secret_file(static_key_file))
+    valid_from = int(time.time()) if now is None else now
+    not_valid_after = valid_from + int(valid_days * 86400)
+    if not 0 <= valid_from <= not_valid_after <= 0xFFFFFFFF:
+        raise SystemExit("error: validity window must fit in U32 seconds and end after it starts")
+    cert = Certificate.issue(authority, static.xonly_public, valid_from, not_valid_after)
+    cert.verify(static.xonly_public, authority.xonly_public, now=valid_from)
+    if new_static_key:
+        _write_atomic(static_key_file, encode_secret_key(static.secret))
+    _write_atomic(certificate_file, cert.to_bytes().hex())
+    return valid_from, not_valid_after
+
+
 _CLI_HELP = """\
 Create the key material of a Stratum V2 pool.
 
@@ -314,6 +350,9 @@ generate    writes into --out-dir, each file with mode 0600:
               pool-static.key       the pool's static Noise secret (Base58Check)
               pool-certificate.hex  the 74-byte certificate (hex) the authority signed for that key
 issue-cert  signs a new certificate for an existing static key (rotation without new keys)
+rotate      re-issues the pool certificate (--secrets-dir, or each file) from the authority key, replacing it
+            atomically; then SIGHUP the pool (it reloads without dropping connected miners). The authority key
+            may live outside the deployment (--authority-key /offline/authority.key)
 show-pub    prints the authority public key string of a secret key file
 """
 
@@ -338,6 +377,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     iss.add_argument("--static-key", type=Path, required=True)
     iss.add_argument("--out-dir", type=Path, required=True)
     window(iss)
+    rot = sub.add_parser("rotate", help="re-issue the pool certificate from the authority key")
+    rot.add_argument("--secrets-dir", type=Path, default=None, help="the deployment's secrets/ (default paths)")
+    rot.add_argument("--authority-key", type=Path, default=None, help="default: <secrets-dir>/authority.key")
+    rot.add_argument("--static-key", type=Path, default=None, help="default: <secrets-dir>/pool-static.key")
+    rot.add_argument("--certificate", type=Path, default=None, help="default: <secrets-dir>/pool-certificate.hex")
+    rot.add_argument("--valid-days", type=float, default=365.0, help="certificate lifetime in days")
+    rot.add_argument("--new-static-key", action="store_true", help="also replace the pool's static Noise key")
     show = sub.add_parser("show-pub", help="print the authority public key string of a secret key file")
     show.add_argument("key_file", type=Path)
     args = parser.parse_args(argv)
@@ -345,6 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "show-pub":
         print(Keypair.from_secret(_read_secret_file(args.key_file)).authority_public_key)
         return 0
+    if args.command == "rotate":
+        return _rotate(args)
     args.out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if args.command == "generate":
         _validity(args)  # fail before writing anything
@@ -360,6 +408,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         authority = Keypair.from_secret(_read_secret_file(args.authority_key))
         static = Keypair.from_secret(_read_secret_file(args.static_key))
         _issue(args, authority, static)
+    return 0
+
+
+def _rotate(args: argparse.Namespace) -> int:
+    base: Path | None = args.secrets_dir
+    paths = {
+        "authority_key": (args.authority_key, "authority.key"),
+        "static_key": (args.static_key, "pool-static.key"),
+        "certificate": (args.certificate, "pool-certificate.hex"),
+    }
+    resolved: dict[str, Path] = {}
+    for name, (given, default) in paths.items():
+        if given is None and base is None:
+            raise SystemExit(f"error: --{name.replace('_', '-')} or --secrets-dir is required")
+        resolved[name] = given if given is not None else base / default  # type: ignore[operator]
+    if not resolved["authority_key"].exists():
+        raise SystemExit(
+            f"error: {resolved['authority_key']} not found: pass --authority-key with the offline authority key"
+        )
+    valid_from, not_valid_after = rotate_certificate(
+        resolved["authority_key"], resolved["static_key"], resolved["certificate"],
+        valid_days=args.valid_days, new_static_key=args.new_static_key,
+    )  # fmt: skip
+    print(f"certificate      : {resolved['certificate']} (re-issued)")
+    print(f"valid            : {valid_from} .. {not_valid_after} (unix seconds)")
+    if args.new_static_key:
+        print(f"pool static key  : {resolved['static_key']} (new)")
+    print("next: deploy the file(s) to the pool hosts, then send the pool SIGHUP (it reloads them; connected")
+    print("      miners stay, new connections get the new certificate), e.g. `docker kill -s HUP <pool>`")
     return 0
 
 

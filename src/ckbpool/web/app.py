@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
@@ -58,7 +59,21 @@ def page_url(settings: WebSettings, port: int | None = None) -> str:
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{settings.listen_port if port is None else port}/"
+    scheme = "https" if settings.tls else "http"
+    return f"{scheme}://{host}:{settings.listen_port if port is None else port}/"
+
+
+def tls_context(settings: WebSettings) -> ssl.SSLContext | None:
+    """The listener's TLS context from the operator's certificate chain and key (None: plain HTTP).
+
+    Server-side defaults of the ssl module (TLS 1.2 and newer, its cipher choice); loading fails at start --
+    a missing file, a key that does not match the certificate -- rather than at a miner's first request."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    return context
 
 
 def _static(name: str) -> bytes:
@@ -127,16 +142,18 @@ class WebServer:
         return app
 
     async def start(self) -> None:
+        context = tls_context(self.settings)  # before anything listens: a bad certificate stops the start
         self._runner = web.AppRunner(self.make_app(), access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=context)
         await site.start()
         server = getattr(site, "_server", None)
         if self.port == 0 and server is not None and server.sockets:
             self.port = server.sockets[0].getsockname()[1]
         if self.rollup is not None:
             self._rollup_task = asyncio.create_task(self._run_rollups())
-        log.info("public page and API on http://%s:%d/ (%s)", self.host, self.port, self.url)
+        scheme = "https" if self.settings.tls else "http"
+        log.info("public page and API on %s://%s:%d/ (%s)", scheme, self.host, self.port, self.url)
 
     async def close(self) -> None:
         if self._rollup_task is not None:
