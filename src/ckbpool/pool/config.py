@@ -129,7 +129,22 @@ class BlockSettings(_Strict):
 
 
 class BusSettings(_Strict):
-    url: str | None = None  # None / memory:// = in-process; kafka://host:port = Kafka
+    """``url``: None / memory:// = in-process; ``kafka://host:port?...`` = Kafka (parameters:
+    ``ckbpool.bus.kafka.KafkaBusConfig.from_url``). Between hosts the bus is secured by URL parameters naming
+    files, never holding a secret: ``security_protocol=SASL_SSL&username=<principal>&password_file=<path>
+    &ca_file=<kafka-ca.pem>`` (``ckbpool.deploy.kafka_security.client_url`` builds it; ``ckbpool.deploy.pki``
+    makes the files). A Kafka URL is checked when the config loads, so a typo or a password in it is refused
+    with the config's error, not at the first publish."""
+
+    url: str | None = None
+
+    @model_validator(mode="after")
+    def _check_kafka_url(self) -> BusSettings:
+        if self.url is not None and self.url.startswith("kafka://"):
+            from ..bus.kafka import KafkaBusConfig  # aiokafka only for configs that use Kafka
+
+            KafkaBusConfig.from_url(self.url)  # ValueError -> a ValidationError naming bus
+        return self
 
 
 #: share log kept this long (7 days; RedisSettings.share_log_keep_s explains the choice)
