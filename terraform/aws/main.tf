@@ -20,6 +20,8 @@ module "topology" {
   service_data_volume_size_gb = var.service_data_volume_size_gb
   stratum_port                = var.stratum_port
   proxy_port                  = var.proxy_port
+  web_port                    = var.web_port
+  open_web                    = var.open_web
   node_p2p_port               = var.node_p2p_port
   open_node_p2p               = var.open_node_p2p
   private_ports               = var.private_ports
@@ -144,7 +146,7 @@ resource "aws_security_group" "internal" {
   }
 }
 
-# One group per public service (stratum, proxy, node_p2p), attached only to the hosts that run it.
+# One group per public service (stratum, proxy, web, node_p2p), attached only to the hosts that run it.
 resource "aws_security_group" "public" {
   for_each = module.topology.public_services
 

@@ -164,6 +164,23 @@ variable "proxy_port" {
   }
 }
 
+variable "web_port" {
+  description = "Port of the miners' web page and public API, open to the internet on the hosts that run accounting (with open_web)."
+  type        = number
+  default     = 8080
+
+  validation {
+    condition     = var.web_port >= 1 && var.web_port <= 65535 && var.web_port != 22
+    error_message = "web_port must be a TCP port other than 22."
+  }
+}
+
+variable "open_web" {
+  description = "Open web_port to the internet on the hosts that run accounting (ckbpool.yaml web.enabled)."
+  type        = bool
+  default     = true
+}
+
 variable "node_p2p_port" {
   description = "CKB peer-to-peer port of ckb_node hosts."
   type        = number
@@ -200,6 +217,7 @@ variable "private_ports" {
     kafka_exporter    = 9308
     postgres          = 5432
     postgres_exporter = 9187
+    payouts_metrics   = 8190
   }
 
   validation {

@@ -290,7 +290,7 @@ def test_compose_stack_wires_only_the_services_it_holds(project: Path) -> None:
         {"key": "redis", "address": "10.0.0.9", "port": cfg.ports.redis, "inner": 6379}
     ]
     assert part["services"]["redis"]["networks"] == ["backend", "edge"]
-    assert [p["key"] for p in part["services"]["pool"]["ports"]] == ["stratum", "pool_http"]  # already there
+    assert [p["key"] for p in part["services"]["pool"]["ports"]] == ["stratum", "web", "pool_http"]  # already there
     assert part["volumes"] == ["grafana-data"]
     assert part["secrets"] == ["pool_static_key", "pool_certificate", "redis_password", "redis_auth_conf",
                                "grafana_admin_password"]  # fmt: skip

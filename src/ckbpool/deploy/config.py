@@ -37,6 +37,8 @@ _DIGEST_REFERENCE = re.compile(r"^[a-z0-9][a-z0-9._:/-]*[a-z0-9](:[\w][\w.-]{0,1
 _REPOSITORY = re.compile(
     r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]+([._-]+[a-z0-9]+)*)+(:[\w][\w.-]{0,127})?$"
 )
+#: a page address miners open: http(s)://host[:port][/path], nothing else (it is printed and linked)
+_PUBLIC_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s]*)?$")
 DEFAULT_DEV_DIFFICULTY = 1 << 20  # ~1 M Eaglesong hashes a block: a few blocks a second from one CPU miner
 
 
@@ -65,6 +67,9 @@ class Ports(_Strict):
     kafka_exporter: Port = 9308
     postgres: Port = 5432  # the payouts ledger (payouts.database: postgres)
     postgres_exporter: Port = 9187
+    # the miners' page and public API (web.enabled), on bind.public like stratum: set 443 with web.tls
+    web: Port = 8080
+    payouts_metrics: Port = 8190  # the payout engine's /metrics (payouts.enabled)
 
 
 class Bind(_Strict):
@@ -154,6 +159,31 @@ class PayoutsOptions(_Strict):
     # PostgreSQL server memory (shared_buffers) and connection cap: a ledger of a few tables needs little
     postgres_shared_buffers_mb: Annotated[int, Field(ge=16, le=1 << 16)] = 128
     postgres_max_connections: Annotated[int, Field(ge=10, le=1000)] = 50
+
+
+class WebOptions(_Strict):
+    """The miners' web page and public API (:mod:`ckbpool.web`), rendered into pool.toml's ``[web]``.
+
+    On by default: a pool's public page is what miners look up. It is served by the pool process that runs
+    accounting (it reads the books in Redis and the payouts ledger), on ``ports.web`` of ``bind.public``, open
+    to the world in the host firewall and the cloud security groups like stratum; the operator's /status and
+    /metrics stay on their private listener.
+
+    ``tls``: HTTPS served by that listener itself with the operator's certificate: the PEM chain in
+    ``secrets/web-tls.crt`` and its key in ``secrets/web-tls.key`` (e.g. certbot's fullchain.pem / privkey.pem
+    copied there by a deploy hook; docs/web.md). ``public_url``: the address miners open (printed by
+    ``ckbpool status``), e.g. ``https://pool.example.com/``; empty: the listener's own address."""
+
+    enabled: bool = True
+    tls: bool = False
+    public_url: Annotated[str, Field(max_length=200)] = ""
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not _PUBLIC_URL.match(value):
+            raise ValueError(f"{value!r} is not an http(s) URL (write e.g. https://pool.example.com/)")
+        return value
 
 
 class Monitoring(_Strict):
@@ -279,6 +309,7 @@ class DeployConfig(_Strict):
     services: Services = Services()
     redis: RedisOptions = RedisOptions()
     payouts: PayoutsOptions = PayoutsOptions()
+    web: WebOptions = WebOptions()
     monitoring: Monitoring = Monitoring()
     topology: Topology = Topology()
     images: Images = Images()

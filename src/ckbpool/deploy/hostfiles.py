@@ -37,6 +37,8 @@ from .render import (
     COMPOSE_SECRET_FILES,
     INNER,
     PAYOUTS_ROLES,
+    PUBLIC_PORTS,
+    WEB_ROLES,
     artifacts,
     build_context,
     compose_context,
@@ -44,6 +46,7 @@ from .render import (
     compose_stack,
     default_postgres_hosts,
     environment,
+    page_url,
     payouts_settings,
     render_files,
 )
@@ -69,6 +72,7 @@ ROLE_VARS: dict[str, str] = {
     "btcpool_kafka_enabled": "services.kafka",
     "btcpool_proxy_enabled": "services.proxy",
     "btcpool_payouts": "payouts",
+    "btcpool_web": "web",
     "btcpool_monitoring_enabled": "monitoring.enabled",
     "btcpool_grafana_enabled": "monitoring.grafana",
     "btcpool_kafka_exporter_enabled": "monitoring.kafka_exporter",
@@ -223,6 +227,24 @@ def _switch(role: str) -> str:
     }.get(role, role)
 
 
+def payouts_host(config: DeployConfig, placement: Placement) -> str | None:
+    """The one host that runs the payout engine (the payouts service): the first that runs accounting, where the
+    wallet key and the ledger's password are. Never two: two engines would race to pay the same balances."""
+    if not config.payouts.enabled:
+        return None
+    for role in PAYOUTS_ROLES:
+        host = placement.first(role)
+        if host is not None:
+            return host
+    return None
+
+
+def serves_web(config: DeployConfig, placement: Placement, host: str) -> bool:
+    """Whether ``host``'s pool serves the miners' page: every host that runs accounting (they read the same
+    books and ledger, so any of them answers alike)."""
+    return config.web.enabled and bool(set(WEB_ROLES) & set(placement.roles.get(host, [])))
+
+
 def services_on(config: DeployConfig, placement: Placement, host: str) -> list[str]:
     """Compose services that run on ``host`` (in the order of compose.yaml)."""
     roles = placement.roles.get(host, [])
@@ -238,6 +260,8 @@ def services_on(config: DeployConfig, placement: Placement, host: str) -> list[s
         out.append("kafka")
     if "postgres" in roles:
         out.append("postgres")
+    if payouts_host(config, placement) == host:
+        out.append("payouts")
     if "proxy" in roles:
         out.append("proxy")
     if "monitoring" in roles:
@@ -341,6 +365,9 @@ def _consumers(config: DeployConfig, placement: Placement) -> dict[tuple[str, st
             add("kafka", "kafka_exporter", ["monitoring"])
         if config.runs_postgres:
             add("postgres", "postgres_exporter", ["monitoring"])
+        engine = payouts_host(config, placement)
+        if engine is not None:
+            scraped([engine], "payouts_metrics")
     return need
 
 
@@ -397,9 +424,15 @@ def host_plan(
                 config,
                 database=compose_ledger(config, db_host, db_port),
                 wallet_key_file="/run/secrets/payout_wallet_key",
+                metrics=("0.0.0.0", INNER["payouts_metrics"]),
             )
         elif not set(PAYOUTS_ROLES) & set(roles):
             pool["payouts"] = None  # the ledger and the wallet stay on the host that runs the payouts
+        if not serves_web(config, placement, host):
+            pool["web"] = None  # the page is served where the books are read: the accounting hosts
+        elif pool["web"] is not None and not config.web.public_url:
+            # the address the inventory reaches this host on (the cloud targets: its public IP)
+            pool["web"] = {**pool["web"], "public_url": page_url(config, placement.addresses[host])}
         if config.services.proxy:
             up_host, up_port = peers.endpoint("stratum", "pool", "stratum")
             ctx["proxy"] = {**ctx["proxy"], "upstream_host": up_host, "upstream_port": up_port}
@@ -469,6 +502,9 @@ def _prometheus_jobs(config: DeployConfig, placement: Placement, peers: _Peers) 
         jobs.append(
             {"name": "postgres", "targets": targets("postgres", "postgres-exporter", "postgres_exporter"), "path": None}
         )
+    engine = payouts_host(config, placement)
+    if engine is not None:
+        jobs.append({"name": "payouts", "targets": targets("", "payouts", "payouts_metrics", [engine]), "path": None})
     return jobs
 
 
@@ -494,8 +530,12 @@ def _host_stack(
     if pool is not None and not set(PAYOUTS_ROLES) & set(placement.roles[host]):
         # the wallet key and the ledger's password only where the payouts run
         pool["secrets"] = [s for s in pool["secrets"] if s not in ("postgres_password", "payout_wallet_key")]
-        used = {s for svc in stack["services"].values() for s in svc["secrets"]}
-        stack["secrets"] = [s for s in stack["secrets"] if s in used]
+    if pool is not None and not serves_web(config, placement, host):
+        # no page here: neither its public port nor its certificate
+        pool["ports"] = [p for p in pool["ports"] if p["key"] != "web"]
+        pool["secrets"] = [s for s in pool["secrets"] if s not in ("web_tls_cert", "web_tls_key")]
+    used = {s for svc in stack["services"].values() for s in svc["secrets"]}
+    stack["secrets"] = [s for s in stack["secrets"] if s in used]
     return stack
 
 
@@ -520,7 +560,7 @@ def _firewall(
     for pub in sorted(published, key=lambda p: p["port"]):
         key = pub["key"]
         rule = rules.setdefault(pub["port"], {"port": pub["port"], "key": key, "public": False, "sources": []})
-        if key in ("stratum", "proxy") and pub["address"] == config.bind.public:
+        if key in PUBLIC_PORTS and pub["address"] == config.bind.public:
             rule["public"] = True
         for client in consumers.get((host, key), []):
             address = placement.addresses[client]

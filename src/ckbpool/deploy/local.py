@@ -209,6 +209,12 @@ def build_services(config: DeployConfig, paths: Paths, *, binary: Path | None = 
     services.append(Service("ckb", None, node.log_path, node=node))
     (ld / "data" / "pool").mkdir(parents=True, exist_ok=True)
     services.append(Service("pool", [*cli_command(), "pool", "run", "-c", str(ld / "pool.toml")], logs / "pool.log"))
+    if config.payouts.enabled:
+        # the payout engine, its own process as on every target (it holds the wallet key): the same pool.toml,
+        # the SQLite ledger it migrates, /metrics on bind.private:ports.payouts_metrics (Prometheus job payouts)
+        services.append(
+            Service("payouts", [*cli_command(), "payouts", "serve", "-c", str(ld / "pool.toml")], logs / "payouts.log")
+        )
     if config.services.proxy and proxy_available():
         services.append(
             Service("proxy", [*cli_command(), "proxy", "run", "-c", str(ld / "proxy.toml")], logs / "proxy.log")
@@ -477,6 +483,10 @@ class LocalTarget:
                 elif name == "redis":
                     healthy = self._redis_ping()
                     detail = "PONG" if healthy else "not answering yet"
+                elif name == "payouts":
+                    address = (self.config.bind.private, self.config.ports.payouts_metrics)
+                    healthy = port_open(address)
+                    detail = f"metrics on {address[0]}:{address[1]}" if healthy else "starting"
                 elif name == "proxy":
                     host, port = service_port(self.config, "proxy")
                     healthy = port_open((host, port))

@@ -84,7 +84,8 @@ BOOTNODES: dict[str, list[str]] = {
 # container-side ports of the compose stack (the host side comes from ckbpool.yaml's ports)
 INNER = {"node_rpc": 8114, "node_tcp_rpc": 18114, "node_p2p": 8115, "node_metrics": 8100, "stratum": 34255,
          "pool_http": 8180, "redis": 6379, "kafka": 9092, "kafka_controller": 9093, "proxy": 3333,
-         "proxy_http": 8181, "postgres": 5432, "postgres_exporter": 9187}  # fmt: skip
+         "proxy_http": 8181, "postgres": 5432, "postgres_exporter": 9187, "web": 8280,
+         "payouts_metrics": 8190}  # fmt: skip
 #: compose service -> its directory of rendered config files (bind-mounted read-only)
 COMPOSE_CONFIG_DIRS = {
     "ckb": "ckb",
@@ -103,10 +104,13 @@ COMPOSE_SECRET_FILES = {
     "grafana_admin_password": sec.GRAFANA_ADMIN_PASSWORD,
     "postgres_password": sec.POSTGRES_PASSWORD,
     "payout_wallet_key": sec.PAYOUT_WALLET_KEY,
+    "web_tls_cert": sec.WEB_TLS_CERT,
+    "web_tls_key": sec.WEB_TLS_KEY,
 }
 #: port key (ckbpool.yaml ports.*) -> (compose service, container port) of every port a compose stack can publish
 COMPOSE_PORTS: dict[str, tuple[str, int]] = {
     "stratum": ("pool", INNER["stratum"]),
+    "web": ("pool", INNER["web"]),
     "pool_http": ("pool", INNER["pool_http"]),
     "proxy": ("proxy", INNER["proxy"]),
     "proxy_http": ("proxy", INNER["proxy_http"]),
@@ -122,6 +126,7 @@ COMPOSE_PORTS: dict[str, tuple[str, int]] = {
     "kafka_exporter": ("kafka-exporter", 9308),
     "postgres": ("postgres", INNER["postgres"]),
     "postgres_exporter": ("postgres-exporter", INNER["postgres_exporter"]),
+    "payouts_metrics": ("payouts", INNER["payouts_metrics"]),
 }
 #: compose service -> its named volume (declared in compose.yaml only when the service is in the stack)
 COMPOSE_VOLUMES = {
@@ -140,6 +145,11 @@ COMPOSE_SQLITE_LEDGER = "/var/lib/ckbpool/ledger.sqlite"
 #: pool roles whose hosts run the payouts (pool.toml [payouts], the wallet key, a connection to the ledger): the
 #: engine reads the share log accounting writes, so it goes with accounting
 PAYOUTS_ROLES: tuple[str, ...] = ("accounting",)
+#: pool roles whose hosts serve the miners' page ([web]): it reads the books accounting writes and the ledger
+WEB_ROLES: tuple[str, ...] = ("accounting",)
+#: the ports the world reaches (host firewall: every source; cloud: a security group open to 0.0.0.0/0). The
+#: node's p2p port is public only with cloud.open_node_p2p, and is handled by the cloud modules themselves.
+PUBLIC_PORTS: tuple[str, ...] = ("stratum", "proxy", "web")
 
 
 def default_postgres_hosts(config: DeployConfig, roles: dict[str, list[str]]) -> list[str]:
@@ -240,6 +250,18 @@ def _ckb_rpc_healthcheck() -> str:
     return f"exec 3<>/dev/tcp/127.0.0.1/8114 && printf '{request}' >&3 && grep -q '\"result\"' <&3"
 
 
+def _payouts_healthcheck() -> str:
+    """Python run in the payouts container: exits 0 once the engine has completed a pass (its metric is > 0),
+    so "healthy" means the ledger is migrated and the node, the wallet and the books answered at least once.
+    No ``$`` in it: compose would read it as a variable."""
+    return (
+        "import re, sys, urllib.request as u; "
+        f"t = u.urlopen('http://127.0.0.1:{INNER['payouts_metrics']}/metrics', timeout=3).read().decode(); "
+        "m = re.search(r'^ckbpool_payouts_last_pass_timestamp_seconds (\\S+)', t, re.M); "
+        "sys.exit(0 if m and float(m.group(1)) > 0 else 1)"
+    )
+
+
 def _kafka_settings(name: str, host: str, advertised: str, port: int, controller_port: int) -> dict[str, str]:
     """Single-node KRaft settings (broker + controller), as server.properties keys."""
     cluster_id = uuid.uuid5(uuid.NAMESPACE_DNS, f"{name}.ckbpool").bytes
@@ -288,6 +310,7 @@ def build_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
             "epoch_length": config.node.dev_epoch_length,
         },
         "ckb_healthcheck": _ckb_rpc_healthcheck(),
+        "payouts_healthcheck": _payouts_healthcheck(),
         # who the compose services that read secrets run as (.env): from the controller's secrets_dir, so a
         # host's compose files equal render's (hostfiles builds this context from the controller's paths)
         "compose_user": compose_user(paths.secrets_dir),
@@ -324,10 +347,19 @@ def local_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
         jobs.append({"name": "redis", "targets": [f"{priv}:{p.redis_exporter}"], "path": None})
     if config.services.proxy:
         jobs.append({"name": "proxy", "targets": [f"{priv}:{p.proxy_http}"], "path": None})
+    if config.payouts.enabled:
+        jobs.append({"name": "payouts", "targets": [f"{priv}:{p.payouts_metrics}"], "path": None})
     payouts = payouts_settings(
         config,
         database={"sqlite_path": str(ws / LOCAL_LEDGER)},  # always SQLite: no database server to run locally
         wallet_key_file=str(secrets_dir / sec.PAYOUT_WALLET_KEY),
+        metrics=(priv, p.payouts_metrics),
+    )
+    # the local target serves the page on loopback (bind.private): it is the operator's demo, not a public site
+    web = web_settings(
+        config,
+        listen=(priv, p.web),
+        tls_files=(str(secrets_dir / sec.WEB_TLS_CERT), str(secrets_dir / sec.WEB_TLS_KEY)),
     )
     return {
         "place": "local",
@@ -348,6 +380,7 @@ def local_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
             "http_host": priv,
             "http_port": p.pool_http,
             "payouts": payouts,
+            "web": web,
         },
         "redis": {
             "bind": priv,
@@ -384,6 +417,8 @@ def compose_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
         jobs.append({"name": "proxy", "targets": [f"proxy:{INNER['proxy_http']}"], "path": None})
     if config.runs_postgres:
         jobs.append({"name": "postgres", "targets": [f"postgres-exporter:{INNER['postgres_exporter']}"], "path": None})
+    if config.payouts.enabled:
+        jobs.append({"name": "payouts", "targets": [f"payouts:{INNER['payouts_metrics']}"], "path": None})
     kafka = _kafka_settings(config.name, "", "kafka", INNER["kafka"], INNER["kafka_controller"])
     kafka_env = {"KAFKA_" + k.replace(".", "_").upper(): v for k, v in kafka.items() if k != "cluster.id"}
     kafka_env["CLUSTER_ID"] = kafka["cluster.id"]
@@ -413,6 +448,15 @@ def compose_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
                 config,
                 database=compose_ledger(config, "postgres", INNER["postgres"]),
                 wallet_key_file="/run/secrets/payout_wallet_key",
+                # the payouts service's /metrics, for Prometheus on the stack's network (published on
+                # bind.private like the pool's /status)
+                metrics=("0.0.0.0", INNER["payouts_metrics"]),
+            ),
+            "web": web_settings(
+                config,
+                listen=("0.0.0.0", INNER["web"]),
+                tls_files=COMPOSE_TLS_FILES,
+                published=config.bind.public_from_here,
             ),
         },
         "postgres": postgres_context(config),
@@ -453,11 +497,15 @@ def compose_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
     }
 
 
-def payouts_settings(config: DeployConfig, *, database: dict[str, Any], wallet_key_file: str) -> dict[str, Any] | None:
+def payouts_settings(
+    config: DeployConfig, *, database: dict[str, Any], wallet_key_file: str, metrics: tuple[str, int]
+) -> dict[str, Any] | None:
     """pool.toml's ``[payouts]`` (ckbpool.pool.config.PayoutSettings) when payouts are enabled, else None.
 
     ``database``: the ledger's keys (``sqlite_path``, or ``db_host``/``db_port``/``db_name``/``db_user``/
-    ``db_password_file``): the password is only ever a file name, never a value in a rendered file."""
+    ``db_password_file``): the password is only ever a file name, never a value in a rendered file.
+    ``metrics``: where ``ckbpool payouts serve`` (the payouts service, which reads the same pool.toml) serves
+    its /metrics; the pool process itself does not read these two keys."""
     if not config.payouts.enabled:
         return None
     return {
@@ -467,7 +515,42 @@ def payouts_settings(config: DeployConfig, *, database: dict[str, Any], wallet_k
         "pplns_n": config.payouts.pplns_n,
         "fee_bps": config.payouts.fee_bps,
         "fee_address": config.payout_address,
+        "metrics_host": metrics[0],
+        "metrics_port": metrics[1],
     }
+
+
+def web_settings(
+    config: DeployConfig, *, listen: tuple[str, int], tls_files: tuple[str, str], published: str | None = None
+) -> dict[str, Any] | None:
+    """pool.toml's ``[web]`` (ckbpool.pool.config.WebSettings) when the page is enabled, else None.
+
+    ``listen``: the listener inside the pool's process (its container port, or the local target's loopback);
+    ``tls_files``: where that process reads the certificate chain and key with ``web.tls`` (the compose
+    secrets, or the files in the local target's secrets_dir); ``published``: the host address miners reach the
+    published ``ports.web`` on, when that differs from the listener (a container port): it makes the
+    ``public_url`` the pool reports (``ckbpool status``) unless ``web.public_url`` names the real one."""
+    web = config.web
+    if not web.enabled:
+        return None
+    out: dict[str, Any] = {"enabled": True, "listen_host": listen[0], "listen_port": listen[1]}
+    if web.public_url:
+        out["public_url"] = web.public_url
+    elif published is not None:
+        out["public_url"] = page_url(config, published)
+    if web.tls:
+        out["tls_cert_file"], out["tls_key_file"] = tls_files
+    return out
+
+
+def page_url(config: DeployConfig, address: str) -> str:
+    """The page's URL on the published ``ports.web`` of ``address`` (https with ``web.tls``)."""
+    host = f"[{address}]" if ":" in address else address
+    return f"{'https' if config.web.tls else 'http'}://{host}:{config.ports.web}/"
+
+
+#: the page's certificate files as the pool's container sees them (compose secrets)
+COMPOSE_TLS_FILES = ("/run/secrets/web_tls_cert", "/run/secrets/web_tls_key")
 
 
 def compose_ledger(config: DeployConfig, host: str, port: int) -> dict[str, Any]:
@@ -503,6 +586,7 @@ def _compose_services(config: DeployConfig) -> dict[str, dict[str, Any]]:
     pub, priv = config.bind.public, config.bind.private
     redis, kafka, mon = config.services.redis, config.services.kafka, config.monitoring.enabled
     postgres, payouts = config.runs_postgres, config.payouts.enabled
+    web, tls = config.web.enabled, config.web.enabled and config.web.tls
 
     def service(
         ports: tuple[tuple[str, str], ...] = (),
@@ -520,7 +604,8 @@ def _compose_services(config: DeployConfig) -> dict[str, dict[str, Any]]:
     out = {
         "ckb": service(ports=(("node_rpc", priv),), outbound=True),
         "pool": service(
-            ports=(("stratum", pub), ("pool_http", priv)),
+            # the page on bind.public like stratum; /status and /metrics (pool_http) stay private
+            ports=(("stratum", pub), *((("web", pub),) if web else ()), ("pool_http", priv)),
             depends_on=(
                 "ckb",
                 "redis" if redis else None,
@@ -533,6 +618,8 @@ def _compose_services(config: DeployConfig) -> dict[str, dict[str, Any]]:
                 "redis_password" if redis else None,
                 "postgres_password" if postgres else None,
                 "payout_wallet_key" if payouts else None,
+                "web_tls_cert" if tls else None,
+                "web_tls_key" if tls else None,
             ),
         ),
     }
@@ -542,6 +629,17 @@ def _compose_services(config: DeployConfig) -> dict[str, dict[str, Any]]:
         out["kafka"] = service()
     if postgres:
         out["postgres"] = service(secrets=("postgres_password",))
+    if payouts:
+        # the payout engine: its own process by design (it holds the wallet key and must run once per pool)
+        out["payouts"] = service(
+            ports=(("payouts_metrics", priv),),
+            depends_on=("ckb", "redis" if redis else None, "postgres" if postgres else None),
+            secrets=(
+                "payout_wallet_key",
+                "postgres_password" if postgres else None,
+                "redis_password" if redis else None,
+            ),
+        )
     if config.services.proxy:
         out["proxy"] = service(ports=(("proxy", pub), ("proxy_http", priv)), depends_on=("pool",))
     if config.network != "mainnet":
@@ -655,6 +753,7 @@ def hosts_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
         "btcpool_kafka_enabled": config.services.kafka,
         "btcpool_proxy_enabled": config.services.proxy,
         "btcpool_payouts": config.payouts.model_dump(),
+        "btcpool_web": config.web.model_dump(),
         "btcpool_monitoring_enabled": config.monitoring.enabled,
         "btcpool_grafana_enabled": config.monitoring.enabled and config.monitoring.grafana,
         "btcpool_images": config.images.model_dump(),
@@ -687,14 +786,15 @@ def terraform_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
         "ssh_user": c.ssh_user,
         "instance_type": c.instance_type,
         "root_volume_size_gb": c.root_volume_size_gb,
-        # the only ports open to the internet: stratum (and the V1 proxy); the rest stays inside the deployment
+        # the only ports open to the internet: stratum (and the V1 proxy), the miners' page on the hosts that run
+        # accounting; the rest stays inside the deployment
         "stratum_port": config.ports.stratum,
         "proxy_port": config.ports.proxy,
+        "web_port": config.ports.web,
+        "open_web": config.web.enabled,
         "node_p2p_port": config.ports.node_p2p,
         "open_node_p2p": c.open_node_p2p,
-        "private_ports": {
-            k: v for k, v in config.ports.model_dump().items() if k not in ("stratum", "proxy", "node_p2p")
-        },
+        "private_ports": {k: v for k, v in config.ports.model_dump().items() if k not in (*PUBLIC_PORTS, "node_p2p")},
     }
     key_file = Path(c.ssh_public_key_file).expanduser()
     if key_file.is_file():

@@ -16,6 +16,8 @@ payout-wallet.key         the payout wallet's secp256k1 key (with ``payouts.enab
 postgres.password         the ledger database's password (with ``payouts.database: postgres``): the
                           postgres image reads it through ``POSTGRES_PASSWORD_FILE``, the pool through
                           ``[payouts] db_password_file``, postgres_exporter through ``DATA_SOURCE_PASS_FILE``
+web-tls.crt / web-tls.key the miners' page's HTTPS certificate chain (PEM) and key (with ``web.tls``): the
+                          operator's files (e.g. certbot's fullchain.pem / privkey.pem), never generated
 ========================  ============================================================================
 
 Only missing files are generated, so re-running ``init`` never rotates a key by surprise.
@@ -47,6 +49,10 @@ REDIS_EXPORTER_JSON = "redis-exporter.json"
 GRAFANA_ADMIN_PASSWORD = "grafana-admin.password"
 PAYOUT_WALLET_KEY = "payout-wallet.key"
 POSTGRES_PASSWORD = "postgres.password"
+WEB_TLS_CERT = "web-tls.crt"
+WEB_TLS_KEY = "web-tls.key"
+#: secrets the operator brings (a certificate authority signs them); init cannot generate them
+OPERATOR_FILES = (WEB_TLS_CERT, WEB_TLS_KEY)
 CERTIFICATE_DAYS = 365
 
 
@@ -62,6 +68,8 @@ def required_files(config: DeployConfig) -> list[str]:
         files.append(PAYOUT_WALLET_KEY)
     if config.runs_postgres:
         files.append(POSTGRES_PASSWORD)
+    if config.web.enabled and config.web.tls:
+        files += [WEB_TLS_CERT, WEB_TLS_KEY]
     return files
 
 
@@ -165,7 +173,11 @@ def check_secrets(config: DeployConfig, secrets_dir: Path, *, now: float | None 
     for name in required_files(config):
         path = secrets_dir / name
         if not path.exists():
-            errors.append(f"secrets_dir: {name} is missing (run `ckbpool init` to generate it)")
+            if name in OPERATOR_FILES:
+                errors.append(f"secrets_dir: {name} is missing (web.tls: put the page's certificate chain in "
+                              f"{WEB_TLS_CERT} and its key in {WEB_TLS_KEY}, mode 0600 -- docs/web.md)")  # fmt: skip
+            else:
+                errors.append(f"secrets_dir: {name} is missing (run `ckbpool init` to generate it)")
             continue
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:

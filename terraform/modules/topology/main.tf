@@ -46,6 +46,8 @@ locals {
       public_services = sort(compact([
         contains(h.roles, "stratum") ? "stratum" : "",
         contains(h.roles, "proxy") ? "proxy" : "",
+        # the miners' page is served by the pool where the books are read (ckbpool.deploy.render.WEB_ROLES)
+        contains(h.roles, "accounting") && var.open_web ? "web" : "",
         contains(h.roles, "ckb_node") && var.open_node_p2p ? "node_p2p" : "",
       ]))
     }
@@ -58,6 +60,7 @@ locals {
   all_public_services = {
     stratum  = { port = var.stratum_port, description = "Stratum V2 (miners)" }
     proxy    = { port = var.proxy_port, description = "CKB Stratum V1 proxy (V1 miners)" }
+    web      = { port = var.web_port, description = "Miners web page and public API" }
     node_p2p = { port = var.node_p2p_port, description = "CKB peer-to-peer" }
   }
   public_services = {

@@ -32,7 +32,7 @@ output "hosts" {
   }
   precondition {
     condition     = length(local.exposed_privates) == 0
-    error_message = "private_ports ${join(", ", local.exposed_privates)} collide with a public port (stratum, proxy or node p2p)."
+    error_message = "private_ports ${join(", ", local.exposed_privates)} collide with a public port (stratum, proxy, web or node p2p)."
   }
 }
 

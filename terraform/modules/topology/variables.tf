@@ -143,6 +143,23 @@ variable "proxy_port" {
   }
 }
 
+variable "web_port" {
+  description = "TCP port of the miners' web page and public API: open to the internet on hosts with the accounting (or pool) role."
+  type        = number
+  default     = 8080
+
+  validation {
+    condition     = var.web_port >= 1 && var.web_port <= 65535 && floor(var.web_port) == var.web_port
+    error_message = "web_port must be a TCP port (1-65535)."
+  }
+}
+
+variable "open_web" {
+  description = "Serve the miners' web page to the internet (ckbpool.yaml web.enabled) on web_port."
+  type        = bool
+  default     = true
+}
+
 variable "node_p2p_port" {
   description = "TCP port of the ckb node's peer-to-peer listener (not its RPC)."
   type        = number
@@ -181,6 +198,7 @@ variable "private_ports" {
     kafka_exporter    = 9308
     postgres          = 5432
     postgres_exporter = 9187
+    payouts_metrics   = 8190
   }
 
   validation {
