@@ -64,3 +64,20 @@ def test_unreadable_secrets_are_clear_errors(tmp_path: Path) -> None:
         KafkaBusConfig.from_url(
             f"{base}&password_file={tmp_path / 'p'}&ca_file={tmp_path / 'ca.pem'}"
         ).client_security()
+
+
+def test_pool_config_checks_the_bus_url_when_it_loads(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from ckbpool.pool.config import BusSettings
+
+    secured = (
+        f"kafka://10.0.0.5:9093?security_protocol=SASL_SSL&username=stratum&password_file={tmp_path}/p"
+        f"&ca_file={tmp_path}/kafka-ca.pem&client_id=pool-a&spool_dir=none"
+    )
+    assert BusSettings(url=secured).url == secured  # files need not exist yet: read when the bus starts
+    assert BusSettings(url="memory://").url == "memory://"
+    with pytest.raises(ValidationError, match="never put the password in the URL"):
+        BusSettings(url="kafka://k:9093?security_protocol=SASL_SSL&username=u&password=hunter2")
+    with pytest.raises(ValidationError, match="never sent in the clear"):
+        BusSettings(url=f"kafka://k:9092?username=u&password_file={tmp_path}/p")
