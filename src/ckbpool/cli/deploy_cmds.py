@@ -130,6 +130,13 @@ def init(
     ] = None,
     workspace: Annotated[Path | None, typer.Option(help="render output directory")] = None,
     secrets_dir: Annotated[Path | None, typer.Option(help="where generated secrets are stored (0600)")] = None,
+    authority_key_out: Annotated[
+        Path | None,
+        typer.Option(
+            help="move the authority key here (e.g. removable media), out of the deployment; "
+            "`ckbpool keys rotate --authority-key` uses it to renew the certificate"
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option(help="overwrite an existing config file (secrets are kept)")] = False,
 ) -> None:
     """Write ckbpool.yaml (prompting unless --non-interactive) and generate the secrets it needs."""
@@ -256,7 +263,46 @@ def init(
         + (", ".join(created) + " generated" if created else "all present, none changed")
     )
     out.print(f"miners authenticate the pool with its authority key: {authority_public_key(paths.secrets_dir)}")
+    _keep_authority_key_out(paths.secrets_dir, authority_key_out)
     out.print("next: ckbpool validate && ckbpool render && ckbpool deploy --target local")
+
+
+def _keep_authority_key_out(secrets_dir: Path, destination: Path | None) -> None:
+    """Move ``authority.key`` out of the deployment (the pool never needs it: it only signs certificates), or
+    say how. The copy is written 0600 and refused over an existing file before the original is removed."""
+    import os
+
+    from ..deploy.secrets import AUTHORITY_KEY
+
+    source = secrets_dir / AUTHORITY_KEY
+    if destination is None:
+        if source.exists():
+            out.print(
+                f"the authority key is in {source}; keep it offline: `ckbpool init --authority-key-out <path>` "
+                "moves it (then `ckbpool keys rotate --authority-key <path>` renews the certificate)"
+            )
+        return
+    if not source.exists():
+        out.print(f"no {source}: the authority key is already kept outside the deployment")
+        return
+    destination = destination.expanduser()
+    if destination.resolve().is_relative_to(secrets_dir.resolve()):
+        raise report_error(DeployError(f"--authority-key-out {destination} is inside {secrets_dir}"))
+    destination.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise report_error(DeployError(f"--authority-key-out {destination} exists; not overwritten")) from None
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(source.read_bytes())
+        fh.flush()
+        os.fsync(fh.fileno())
+    source.unlink()
+    out.print(
+        f"[green]moved[/green] the authority key to {escape(str(destination))} (0600): keep it offline; "
+        f"`ckbpool keys rotate --secrets-dir {escape(str(secrets_dir))} --authority-key "
+        f"{escape(str(destination))}` renews the pool certificate"
+    )
 
 
 # -------------------------------------------------------------------------------------------- validate

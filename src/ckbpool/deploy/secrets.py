@@ -100,7 +100,16 @@ def generate_secrets(config: DeployConfig, secrets_dir: Path, *, certificate_day
     def missing(name: str) -> bool:
         return not (secrets_dir / name).exists()
 
-    if missing(AUTHORITY_KEY) or missing(POOL_STATIC_KEY):
+    if missing(AUTHORITY_KEY) and not missing(AUTHORITY_PUB):
+        # the authority key was moved out of the deployment (`init --authority-key-out`): never regenerate the
+        # authority (miners configured its public key); what it signs is renewed by `ckbpool keys rotate`
+        if missing(POOL_STATIC_KEY) or missing(POOL_CERTIFICATE):
+            raise SecretsError(
+                f"{secrets_dir}: {POOL_STATIC_KEY} or {POOL_CERTIFICATE} is missing and the authority key is kept "
+                f"outside the deployment; run `ckbpool keys rotate --secrets-dir {secrets_dir} --new-static-key "
+                "--authority-key <offline authority.key>`"
+            )
+    elif missing(AUTHORITY_KEY) or missing(POOL_STATIC_KEY):
         authority, static = Keypair.generate(), Keypair.generate()
         write_private(secrets_dir / AUTHORITY_KEY, encode_secret_key(authority.secret))
         write_private(secrets_dir / AUTHORITY_PUB, authority.authority_public_key)
