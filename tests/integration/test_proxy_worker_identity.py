@@ -303,7 +303,7 @@ async def test_bad_identities_are_refused_and_nothing_is_credited(
                 (f"{malformed}.rig1", "not a CKB address"),
                 ("alice.rig1", "not a CKB address"),
                 (f"{good}.{'w' * 300}", "over 256 characters"),  # the V1 session's own limit
-                (f"{good}.{'w' * 100}", "worker name of 100 bytes exceeds 32"),
+                (f"{good}.{'w' * 100}", "worker name of 100 characters exceeds 32"),
             ]
             for i, (name, reason) in enumerate(cases, start=2):
                 writer.write(
