@@ -30,6 +30,7 @@ MODULES = [
         "V1<->V2 translator: V1 shares/s per-worker vs aggregated, bytes per share upstream vs downstream",
         "benchmarks.bench_proxy",
     ),
+    ("Kafka bus: shares published over TLS + SASL/SCRAM vs plaintext", "benchmarks.bench_kafka_tls"),
     ("Payouts: a 1,000-output payment built and signed", "benchmarks.bench_payouts"),
     ("Public API: the address page's call at 10k addresses", "benchmarks.bench_web"),
 ]
