@@ -9,7 +9,11 @@ images built locally FROM a debootstrap base (no registry is reachable):
 * ``destroy`` removes the containers and networks.
 * with payouts on, the ``postgres`` service (and postgres_exporter) comes up healthy, the pool's container opens the
   ledger through its rendered ``[payouts]`` (the password read from its secret) and migrates it to head, and
-  Prometheus scrapes ``pg_up`` 1.
+  Prometheus scrapes ``pg_up`` 1; the ``payouts`` service (the payout engine) is healthy (a pass completed) and
+  Prometheus scrapes it (job ``payouts``);
+* the miners' page answers on its published port (``ports.web``): over HTTP in the default stack (the page, the
+  pool API with the block just mined, while /status stays off that port), and over HTTPS with a self-signed
+  certificate in the payouts stack (``web.tls``).
 
 Skipped only when the Docker engine cannot be started on this machine (the reason is printed).
 """
@@ -27,6 +31,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from typer.testing import CliRunner, Result
 
 from ckbpool.ckb.node import free_port
@@ -51,7 +56,7 @@ def cli(*args: str) -> Result:
 
 def ports() -> list[str]:
     flags: list[str] = []
-    for key in ("stratum", "pool_http", "node_rpc", "prometheus"):
+    for key in ("stratum", "pool_http", "node_rpc", "prometheus", "web", "payouts_metrics"):
         flags += ["--port", f"{key}={free_port()}"]
     return flags
 
@@ -125,7 +130,6 @@ def test_rendered_compose_file_passes_compose_config(project: Path) -> None:
         [*command, "-f", "compose.yaml", "--profile", "core", "--profile", "monitoring", "config"],
         cwd=compose_dir, capture_output=True, text=True, timeout=60,
     ).stdout  # fmt: skip
-    import yaml
 
     doc = yaml.safe_load(full)
     for name, service in doc["services"].items():
@@ -229,6 +233,17 @@ def test_stack_healthy_outside_miner_gets_a_block_accepted_destroy_cleans_up(
 
     assert cli("logs", "pool", "-c", str(config), "-n", "5").exit_code == 0
 
+    # the miners' page on its published port: the page, the public API with the block just mined, nothing private
+    page = f"http://127.0.0.1:{cfg.ports.web}"
+    assert as_json["pool"]["web"] == f"{page}/"  # `ckbpool status` points to it
+    index = httpx.get(f"{page}/", timeout=5)
+    assert index.status_code == 200 and "<html" in index.text.lower()
+    overview = httpx.get(f"{page}/api/pool", timeout=5)
+    assert overview.status_code == 200, overview.text
+    assert overview.json()["blocks"], overview.json()
+    for private in ("/status", "/metrics", "/health"):
+        assert httpx.get(f"{page}{private}", timeout=5).status_code == 404, private
+
     # destroy: containers and networks gone
     project_name = target.project
     assert _containers(project_name) and _networks(project_name)
@@ -277,14 +292,47 @@ def test_kafka_stack_pool_on_the_kafka_bus(tmp_path: Path, compose_env: dict[str
     assert _containers(target.project) == [] and _networks(target.project) == []
 
 
+def _self_signed_certificate(secrets: Path) -> Path:
+    """A self-signed certificate for 127.0.0.1 as the page's ``web-tls.crt`` / ``web-tls.key`` (mode 0600)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ckbpool e2e page")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    for file, data in (("web-tls.crt", cert.public_bytes(serialization.Encoding.PEM)), ("web-tls.key", pem)):
+        (secrets / file).write_bytes(data)
+        (secrets / file).chmod(0o600)
+    return secrets / "web-tls.crt"
+
+
 def test_payouts_stack_postgres_healthy_ledger_migrated(tmp_path: Path, compose_env: dict[str, str]) -> None:
-    """payouts.enabled: PostgreSQL in the stack, reached from the pool's container with what render gave it."""
+    """payouts.enabled: PostgreSQL in the stack, reached from the pool's container with what render gave it; the
+    payout engine as its own healthy service; the page over HTTPS with the operator's (self-signed) certificate."""
     config = tmp_path / "ckbpool.yaml"
     result = cli(
         "init", "-c", str(config), "-y", "--name", f"e2epg{os.getpid() % 10000}", "--bind-public", "127.0.0.1",
         "--no-grafana", "--no-miner", "--payouts", *ports(),
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
+    doc = yaml.safe_load(config.read_text())
+    doc["web"] = {**doc.get("web", {}), "tls": True}
+    config.write_text(yaml.safe_dump(doc, sort_keys=False))
+    certificate = _self_signed_certificate(config.parent / "secrets")
     secrets_to_an_operator(config)
     assert cli("render", "-c", str(config), "--no-diff").exit_code == 0
     cfg = load_config(config)
@@ -295,7 +343,7 @@ def test_payouts_stack_postgres_healthy_ledger_migrated(tmp_path: Path, compose_
         assert deployed.exit_code == 0, deployed.stdout + deployed.stderr
         up_s = time.monotonic() - start
         health = {h.name: h for h in target.health()}
-        assert {"postgres", "postgres-exporter"} <= set(health), health
+        assert {"postgres", "postgres-exporter", "payouts"} <= set(health), health
         assert all(h.healthy for h in health.values()), health
 
         # the pool's container: its pool.toml's [payouts] and /run/secrets/postgres_password reach the database
@@ -332,6 +380,32 @@ def test_payouts_stack_postgres_healthy_ledger_migrated(tmp_path: Path, compose_
                     break
             time.sleep(2)
         assert value == "1", value
+
+        # the payout engine: its own container, healthy (a pass completed), scraped by Prometheus (job payouts)
+        deadline = time.monotonic() + 90
+        passes = None
+        while time.monotonic() < deadline:
+            query = {"query": 'ckbpool_payouts_last_pass_timestamp_seconds{job="payouts"}'}
+            results = httpx.get(f"{prom}/api/v1/query", params=query, timeout=3).json()["data"]["result"]
+            if results and float(results[0]["value"][1]) > 0:
+                passes = results[0]["value"][1]
+                break
+            time.sleep(2)
+        assert passes is not None, "Prometheus never saw a completed payouts pass"
+        env_dump = target.run("exec", "-T", "payouts", "env", timeout=60).stdout
+        assert password not in env_dump
+
+        # the page over HTTPS on the published port, with the operator's certificate
+        import ssl
+
+        trust = ssl.create_default_context(cafile=str(certificate))
+        page = f"https://127.0.0.1:{cfg.ports.web}/"
+        index = httpx.get(page, verify=trust, timeout=5)
+        assert index.status_code == 200 and "<html" in index.text.lower()
+        overview = httpx.get(f"{page}api/pool", verify=trust, timeout=5)
+        assert overview.status_code == 200, overview.text
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(page, timeout=5)  # not trusted without the operator's certificate
         print(f"payouts stack healthy in {up_s:.0f}s")
     finally:
         with contextlib.suppress(TargetError):

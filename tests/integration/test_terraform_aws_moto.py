@@ -47,7 +47,7 @@ MOTO_INPUTS = {
     "ami_name_filter": "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*",
     "detailed_monitoring": False,
 }
-PRIVATE_PORTS = [8114, 18114, 8100, 8180, 6379, 9092, 9093, 9090, 3000, 9100, 9121, 9308]
+PRIVATE_PORTS = [8114, 18114, 8100, 8180, 6379, 9092, 9093, 9090, 3000, 9100, 9121, 9308, 5432, 9187, 8190]
 
 
 def free_port() -> int:
@@ -199,6 +199,10 @@ def test_deploy_and_destroy_against_moto(aws_env: str, tmp_path: Path) -> None:
     assert [(p["FromPort"], p["ToPort"], [r["CidrIp"] for r in p["IpRanges"]]) for p in ssh] == [(22, 22, [ADMIN])]
     stratum = by_name["motopool-stratum"]["IpPermissions"]
     assert [(p["FromPort"], [r["CidrIp"] for r in p["IpRanges"]]) for p in stratum] == [(34255, ["0.0.0.0/0"])]
+    web = by_name["motopool-web"]["IpPermissions"]  # the miners' page, on the host that runs accounting
+    assert [(p["FromPort"], p["ToPort"], [r["CidrIp"] for r in p["IpRanges"]]) for p in web] == [
+        (8080, 8080, ["0.0.0.0/0"])
+    ]
     internal = by_name["motopool-internal"]["IpPermissions"]
     assert all(not p["IpRanges"] and p["UserIdGroupPairs"] for p in internal)
     for group in groups["SecurityGroups"]:
@@ -211,7 +215,7 @@ def test_deploy_and_destroy_against_moto(aws_env: str, tmp_path: Path) -> None:
             assert not exposed, f"{group['GroupName']} opens {exposed} to {perm['IpRanges']}"
     interface_groups = [g for nic in running[0].get("NetworkInterfaces", []) for g in nic.get("Groups", [])]
     attached = {g["GroupName"] for g in running[0]["SecurityGroups"] or interface_groups}
-    assert attached == {"motopool-ssh", "motopool-internal", "motopool-stratum", "motopool-node-p2p"}
+    assert attached == {"motopool-ssh", "motopool-internal", "motopool-stratum", "motopool-node-p2p", "motopool-web"}
 
     # a second plan recreates nothing (moto does not read an instance's security groups back, so the AWS provider
     # plans to re-attach them in place: the one update allowed here)

@@ -26,8 +26,8 @@ run "single_host_by_default" {
     error_message = "mainnet node disk defaults to 300 GB data + 30 GB system"
   }
   assert {
-    condition     = output.hosts["pool"].public_services == tolist(["node_p2p", "stratum"])
-    error_message = "only stratum and the node's p2p port face the internet on a single host without proxy"
+    condition     = output.hosts["pool"].public_services == tolist(["node_p2p", "stratum", "web"])
+    error_message = "only stratum, the miners' page and the node's p2p port face the internet on a single host without proxy"
   }
   assert {
     condition     = !output.needs_kafka
@@ -75,8 +75,8 @@ run "multi_host_counts_per_role" {
     error_message = "per-host sizes override the defaults"
   }
   assert {
-    condition     = output.hosts["core"].data_volume_size_gb == 50 && length(output.hosts["core"].public_services) == 0
-    error_message = "service hosts get the service disk and expose nothing"
+    condition     = output.hosts["core"].data_volume_size_gb == 50 && output.hosts["core"].public_services == tolist(["web"])
+    error_message = "service hosts get the service disk; the accounting host exposes the miners' page only"
   }
   assert {
     condition     = output.hosts["stratum-2"].public_services == tolist(["stratum"]) && output.hosts["proxy-1"].public_services == tolist(["proxy"]) && output.hosts["node"].public_services == tolist(["node_p2p"])
@@ -87,8 +87,8 @@ run "multi_host_counts_per_role" {
     error_message = "cloud names are prefixed with the deployment name"
   }
   assert {
-    condition     = output.needs_kafka && toset(keys(output.public_services)) == toset(["node_p2p", "proxy", "stratum"])
-    error_message = "split pool roles need Kafka; public services are stratum, proxy and node p2p only"
+    condition     = output.needs_kafka && toset(keys(output.public_services)) == toset(["node_p2p", "proxy", "stratum", "web"])
+    error_message = "split pool roles need Kafka; public services are stratum, proxy, the page and node p2p only"
   }
 }
 
@@ -96,11 +96,20 @@ run "no_p2p_when_closed" {
   command = plan
   variables {
     open_node_p2p = false
+    open_web      = false
   }
   assert {
     condition     = toset(keys(output.public_services)) == toset(["stratum"])
-    error_message = "with open_node_p2p = false only stratum is public"
+    error_message = "with open_node_p2p = false and open_web = false only stratum is public"
   }
+}
+
+run "web_port_is_checked_against_private_ports" {
+  command = plan
+  variables {
+    web_port = 8180
+  }
+  expect_failures = [output.hosts]
 }
 
 run "split_pool_without_kafka_fails" {
