@@ -39,6 +39,8 @@ _REPOSITORY = re.compile(
 )
 #: a page address miners open: http(s)://host[:port][/path], nothing else (it is printed and linked)
 _PUBLIC_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s]*)?$")
+#: ``host:port[,host:port...]`` of an existing Kafka (kubernetes.kafka_bootstrap), or empty
+_BOOTSTRAP = r"^$|^[A-Za-z0-9.-]+:[0-9]{1,5}(,[A-Za-z0-9.-]+:[0-9]{1,5})*$"
 DEFAULT_DEV_DIFFICULTY = 1 << 20  # ~1 M Eaglesong hashes a block: a few blocks a second from one CPU miner
 
 
@@ -297,6 +299,24 @@ class Cloud(_Strict):
     module_inputs: dict[str, Any] = {}
 
 
+class Kubernetes(_Strict):
+    """Inputs of the ``k8s`` target (:mod:`ckbpool.deploy.k8s`): where the Helm release goes and how it is sized.
+
+    ``kubeconfig`` and ``context`` pick the cluster (empty: kubectl's own defaults, ``$KUBECONFIG`` then
+    ``~/.kube/config``); the release is named after ``name`` in ``namespace``. ``kafka_bootstrap``: an operator's
+    existing Kafka (``host:port,...``) instead of the chart's own KRaft StatefulSet. ``service_type``: how the
+    miner-facing Services (stratum, proxy, web) are exposed; everything else stays ClusterIP."""
+
+    kubeconfig: str = ""
+    context: str = ""
+    namespace: Annotated[str, Field(pattern=NAME_PATTERN)] = "ckbpool"
+    stratum_replicas: Annotated[int, Field(ge=1, le=100)] = 2
+    storage_class: Annotated[str, Field(max_length=253)] = ""  # empty: the cluster's default StorageClass
+    ckb_storage_gb: Annotated[int, Field(ge=1, le=65536)] = 200
+    kafka_bootstrap: Annotated[str, Field(pattern=_BOOTSTRAP)] = ""
+    service_type: Literal["LoadBalancer", "NodePort", "ClusterIP"] = "LoadBalancer"
+
+
 class DeployConfig(_Strict):
     version: Literal[1] = 1
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -314,6 +334,7 @@ class DeployConfig(_Strict):
     topology: Topology = Topology()
     images: Images = Images()
     cloud: Cloud = Cloud()
+    kubernetes: Kubernetes = Kubernetes()  # the k8s target
     # relative paths are relative to the directory of ckbpool.yaml
     secrets_dir: Path = Path("secrets")
     workspace: Path = Path("workspace")
