@@ -193,8 +193,33 @@ def test_find_binary(tmp_path: Path, fake_tf: Path, monkeypatch: pytest.MonkeyPa
         find_binary()
     monkeypatch.delenv("CKBPOOL_TERRAFORM")
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setenv("CKBPOOL_CACHE", str(tmp_path / "cache"))  # no tofu built there either
     with pytest.raises(TerraformNotFound, match="neither terraform nor tofu"):
         find_binary()
+
+
+def test_find_binary_takes_tofu_by_name_and_alone(
+    tmp_path: Path, fake_tf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenTofu: ``CKBPOOL_TERRAFORM=tofu`` picks it next to terraform; a machine with only tofu (on PATH, or built
+    into the cache by scripts/tofu-deps.sh) needs no setting; terraform wins when both are there."""
+    tofu = tmp_path / "cache" / "bin" / "tofu"
+    tofu.parent.mkdir(parents=True)
+    tofu.write_bytes(fake_tf.read_bytes())
+    tofu.chmod(0o755)
+    monkeypatch.setenv("CKBPOOL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", str(fake_tf.parent))
+    assert find_binary() == str(fake_tf)  # both: terraform
+    monkeypatch.setenv("CKBPOOL_TERRAFORM", "tofu")
+    assert find_binary() == str(tofu)  # by name, from the cache
+    monkeypatch.delenv("CKBPOOL_TERRAFORM")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert find_binary() == str(tofu)  # tofu alone
+    tf = Terraform(tmp_path / "root", plugin_mirror=tmp_path / "mirror")
+    assert tf.name == "tofu"
+    monkeypatch.setenv("FAKE_TF_MODE", "fail")
+    with pytest.raises(TerraformError, match=r"^`tofu apply` failed \(exit 1\): Error: creating EC2 VPC"):
+        tf.apply("missing.tfplan")
 
 
 def test_provider_available_reads_the_mirror_layout(tmp_path: Path) -> None:

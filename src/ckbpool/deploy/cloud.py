@@ -254,15 +254,15 @@ class CloudTarget:
             progress(f"preflight {check.name}", {True: "healthy", False: "failed", None: "skipped"}[check.ok])
         tf = self.terraform()
         tfvars = self.write_root(inputs)
-        with self._streaming(tf, "terraform init", progress):
+        with self._streaming(tf, f"{tf.name} init", progress):
             tf.init()
-        with self._streaming(tf, "terraform plan", progress):
+        with self._streaming(tf, f"{tf.name} plan", progress):
             summary = tf.plan("ckbpool.tfplan", var_files=[tfvars])
         return tf, summary
 
     def apply(self, tf: Terraform, *, on_progress: ProgressCallback | None = None) -> dict[str, Any]:
         progress = on_progress or (lambda _s, _t: None)
-        with self._streaming(tf, "terraform apply", progress):
+        with self._streaming(tf, f"{tf.name} apply", progress):
             tf.apply("ckbpool.tfplan")
         outputs = tf.output()
         self.write_inventory(outputs)

@@ -8,7 +8,10 @@ Providers come from a local filesystem mirror, never from a registry: ``scripts/
 ``~/.cache/ckbpool/tf-plugins`` and the runner writes a CLI configuration pointing at it, so ``init`` works on a
 machine without internet access to the registry.
 
-Binary: ``CKBPOOL_TERRAFORM`` (a path or a name) if set, else ``terraform`` on PATH, else ``tofu``.
+Binary: Terraform and OpenTofu both work (the modules, their ``terraform test`` files with mock providers and the
+moto e2e run on each). ``CKBPOOL_TERRAFORM`` picks one (a name such as ``tofu``, or a path); otherwise ``terraform``
+on PATH, else ``tofu`` on PATH, else either in ``~/.cache/ckbpool/bin`` (where ``scripts/tofu-deps.sh`` builds
+OpenTofu). Errors and progress steps name the binary that ran (```tofu plan` failed ...``).
 """
 
 from __future__ import annotations
@@ -81,21 +84,43 @@ def summarize_error(lines: Sequence[str]) -> str:
     return clean[-1] if clean else "no output"
 
 
+BINARY_NAMES = ("terraform", "tofu")
+
+
+def cache_bin_dir() -> Path:
+    """Where the deps scripts put the tools they build (``scripts/tofu-deps.sh``: OpenTofu)."""
+    return Path(os.environ.get("CKBPOOL_CACHE", DEFAULT_CACHE)) / "bin"
+
+
+def locate(name: str) -> str | None:
+    """``name`` (terraform or tofu, or a path) on PATH, else in :func:`cache_bin_dir`; None when neither has it."""
+    found = shutil.which(name)
+    if found is None and os.sep not in name:
+        found = shutil.which(name, path=str(cache_bin_dir()))
+    return found
+
+
 def find_binary(explicit: str | None = None) -> str:
-    """Path of the terraform/tofu binary to run."""
+    """Path of the terraform/tofu binary to run: ``explicit``, else ``CKBPOOL_TERRAFORM``, else ``terraform``, else
+    ``tofu`` (on PATH first, then in the cache's bin directory), so a machine with only OpenTofu needs no setting."""
     wanted = explicit or os.environ.get("CKBPOOL_TERRAFORM")
     if wanted:
-        found = shutil.which(wanted)
+        found = locate(wanted)
         if found is None:
-            raise TerraformNotFound(f"{wanted!r} (CKBPOOL_TERRAFORM) is not an executable")
+            origin = "" if explicit else " (CKBPOOL_TERRAFORM)"
+            raise TerraformNotFound(
+                f"{wanted!r}{origin} is not an executable: give a path, or a name on PATH "
+                f"(terraform or tofu; scripts/tofu-deps.sh builds tofu into {cache_bin_dir()})"
+            )
         return found
-    for name in ("terraform", "tofu"):
-        found = shutil.which(name)
-        if found is not None:
-            return found
+    for lookup in (shutil.which, lambda name: shutil.which(name, path=str(cache_bin_dir()))):
+        for name in BINARY_NAMES:
+            found = lookup(name)
+            if found is not None:
+                return found
     raise TerraformNotFound(
-        "neither terraform nor tofu is installed (install Terraform >= 1.7 or OpenTofu >= 1.8, then run "
-        "scripts/terraform-deps.sh for the provider mirror)"
+        "neither terraform nor tofu is installed (install Terraform >= 1.7 or OpenTofu >= 1.8, or set "
+        "CKBPOOL_TERRAFORM to one; then run scripts/terraform-deps.sh for the provider mirror)"
     )
 
 
@@ -200,6 +225,7 @@ class Terraform:
 
     @property
     def name(self) -> str:
+        """The binary's file name (``terraform`` or ``tofu``): progress steps and errors say which one ran."""
         return Path(str(self.binary)).name
 
     # ------------------------------------------------------------------------------------------ process
