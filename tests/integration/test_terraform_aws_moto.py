@@ -4,6 +4,9 @@ outputs -> destroy. The AWS provider and boto3 both talk to moto (AWS_ENDPOINT_U
 
 Bad input (no admin CIDR, 0.0.0.0/0 for SSH, an unknown region, bad credentials, a declined plan) stops with one
 message and creates nothing.
+
+Every test that reaches Terraform runs twice, on ``terraform`` and on OpenTofu's ``tofu`` (``aws_env`` takes the
+``tf_binary`` fixture, which selects the binary through ``CKBPOOL_TERRAFORM`` as an operator would).
 """
 
 from __future__ import annotations
@@ -34,8 +37,10 @@ from ckbpool.deploy.terraform import (
     find_binary,
     provider_available,
 )
+from support.terraform_binaries import binary_name, tf_binary
 
 pytestmark = pytest.mark.integration
+__all__ = ["tf_binary"]  # the parametrized fixture aws_env takes: terraform and tofu
 
 boto3 = pytest.importorskip("boto3")
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
@@ -93,8 +98,9 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def aws_env(moto: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """boto3 and the Terraform AWS provider both point at moto; no profile, no instance metadata."""
+def aws_env(moto: str, tf_binary: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """boto3 and the Terraform AWS provider both point at moto; no profile, no instance metadata. Parametrized over
+    the binaries (``tf_binary``: terraform, tofu)."""
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
@@ -158,7 +164,7 @@ def test_deploy_and_destroy_against_moto(aws_env: str, tmp_path: Path) -> None:
     assert len(plans) == 1 and plans[0].destroy == 0 and plans[0].change == 0
     planned = {c.address for c in plans[0].changes}
     assert 'module.ckbpool.aws_instance.host["motopool"]' in planned and "module.ckbpool.aws_vpc.this" in planned
-    assert ("preflight credentials", "healthy") in progress and ("terraform apply", "healthy") in progress
+    assert ("preflight credentials", "healthy") in progress and (f"{binary_name()} apply", "healthy") in progress
     assert any("Apply complete!" in line for line in lines)  # Terraform's own lines were streamed
 
     # one host with every role, in the inventory handed to the Ansible step
@@ -281,7 +287,7 @@ def test_terraform_validation_is_the_second_line_of_defence(aws_env: str, tmp_pa
     )
     with pytest.raises(TerraformError) as info:
         target.deploy(confirm=lambda _s: True, run_hosts=lambda _p: None)
-    assert str(info.value).startswith("`terraform plan` failed (exit 1): Error: Invalid value for variable")
+    assert str(info.value).startswith(f"`{binary_name()} plan` failed (exit 1): Error: Invalid value for variable")
     assert "must not open SSH to the internet" in str(info.value)
     nothing_created(aws_env, "tfpool", target)
 
@@ -322,5 +328,5 @@ def test_unattended_deploy_without_yes_applies_nothing(aws_env: str, tmp_path: P
     target = CloudTarget(config, paths, "aws", aws_endpoint_url=aws_env, extra_inputs=MOTO_INPUTS)
     with pytest.raises(DeployCancelled, match="re-run with --yes"):
         target.deploy(on_progress=lambda step, state: progress.append((step, state)), run_hosts=lambda _p: None)
-    assert any(step == "terraform plan" and "Plan:" in state for step, state in progress), progress[-5:]
+    assert any(step == f"{binary_name()} plan" and "Plan:" in state for step, state in progress), progress[-5:]
     nothing_created(aws_env, "ttypool", target)

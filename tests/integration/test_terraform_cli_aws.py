@@ -14,9 +14,10 @@ from test_terraform_aws_moto import ADMIN, KEY, MOTO_INPUTS, TESTNET_ADDRESS, aw
 from typer.testing import CliRunner, Result
 
 from ckbpool.cli.app import app
+from support.terraform_binaries import tf_binary
 
 pytestmark = pytest.mark.integration
-__all__ = ["aws_env", "moto"]  # fixtures shared with the moto test module
+__all__ = ["aws_env", "moto", "tf_binary"]  # fixtures shared with the moto test module (terraform and tofu)
 
 
 def run(*args: str) -> Result:

@@ -1,6 +1,7 @@
 """The Terraform modules with the real terraform binary and providers from the local mirror (no cloud account):
 ``fmt -check``, ``validate`` of every module and example, ``terraform test`` (mock providers) of every module and
-example, checkov and tflint, and a plan stopping with the topology's message.
+example, checkov and tflint, and a plan stopping with the topology's message. Every test that runs the binary runs
+twice, on ``terraform`` and on OpenTofu's ``tofu`` (the ``tf_binary`` fixture; a missing one skips its half).
 
 The alicloud provider cannot be had on our machines (the Go module proxy refuses its source), so the alicloud
 module's validate/test are skipped with that reason; its security rules are still checked here statically
@@ -27,6 +28,9 @@ from ckbpool.deploy.terraform import (
     find_binary,
     provider_available,
 )
+from support.terraform_binaries import tf_binary
+
+__all__ = ["tf_binary"]  # the parametrized fixture: terraform and tofu
 
 pytestmark = pytest.mark.integration
 
@@ -70,12 +74,12 @@ def runner(rel: str, tmp_path: Path) -> Terraform:
     return Terraform(TF / rel, binary=terraform_binary(), env=env, timeout=600)
 
 
-def test_fmt_check_everything(tmp_path: Path) -> None:
+def test_fmt_check_everything(tf_binary: str, tmp_path: Path) -> None:
     runner(".", tmp_path).fmt_check(recursive=True)
 
 
 @pytest.mark.parametrize("rel", PROVIDER_FREE)
-def test_provider_free_modules_validate_and_test(rel: str, tmp_path: Path) -> None:
+def test_provider_free_modules_validate_and_test(rel: str, tf_binary: str, tmp_path: Path) -> None:
     tf = runner(rel, tmp_path)
     tf.init(backend=False)
     assert tf.validate()["valid"]
@@ -87,7 +91,7 @@ def test_provider_free_modules_validate_and_test(rel: str, tmp_path: Path) -> No
 
 @pytest.mark.parametrize("cloud", ["aws", "alicloud"])
 @pytest.mark.parametrize("index", [0, 1, 2], ids=["module", "single-host", "multi-host"])
-def test_validate_and_test_with_mock_providers(cloud: str, index: int, tmp_path: Path) -> None:
+def test_validate_and_test_with_mock_providers(cloud: str, index: int, tf_binary: str, tmp_path: Path) -> None:
     need_provider(cloud)
     rel = DIRS[cloud][index]
     tf = runner(rel, tmp_path)
@@ -101,7 +105,7 @@ def test_validate_and_test_with_mock_providers(cloud: str, index: int, tmp_path:
     assert passed and any("0 failed" in line for line in lines), lines[-10:]
 
 
-def test_small_mainnet_disk_stops_the_plan_with_the_topology_message(tmp_path: Path) -> None:
+def test_small_mainnet_disk_stops_the_plan_with_the_topology_message(tf_binary: str, tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
     (root / "main.tf.json").write_text(
@@ -124,11 +128,11 @@ def test_small_mainnet_disk_stops_the_plan_with_the_topology_message(tmp_path: P
     tf.init()
     with pytest.raises(TerraformError) as info:
         tf.plan("t.tfplan")
-    assert "`terraform plan` failed" in str(info.value)
+    assert f"`{Path(tf_binary).name} plan` failed" in str(info.value)  # names the binary that ran
     assert "a mainnet ckb_node host needs a data disk of at least 250 GB" in str(info.value)
 
 
-def test_boot_script_is_valid_shell(tmp_path: Path) -> None:
+def test_boot_script_is_valid_shell(tf_binary: str, tmp_path: Path) -> None:
     """The user data every host boots with (data disk, bind mounts) parses as POSIX sh."""
     root = tmp_path / "root"
     root.mkdir()
