@@ -54,11 +54,14 @@ import os
 import platform
 import queue
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1055,6 +1058,65 @@ def _share_bench_config() -> Any:
     )
 
 
+SO_MEMINFO = 55  # Linux <linux/sock_diag.h>: rmem_alloc, rcvbuf, wmem_alloc, sndbuf, fwd_alloc, wmem_queued, ...
+
+
+def kernel_socket_bytes(sessions: Any = ()) -> int:
+    """Kernel memory held by the sessions' sockets (receive queue + send queue + forward allocation, from
+    ``SO_MEMINFO``): not part of the process's RSS, so reported next to it. 0 where unsupported."""
+    total = 0
+    for session in sessions:
+        sock = session.transport.get_extra_info("socket")
+        if sock is None:
+            continue
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 9 * 4)
+        except OSError:
+            return 0
+        mem = struct.unpack("9I", raw)
+        total += mem[0] + mem[4] + mem[5]
+    return total
+
+
+def heap_breakdown(heap: dict[str, Any], server: Any, top: int) -> dict[str, Any]:
+    """Where the memory of the connections made since ``tracemalloc_start`` went: the Python heap by file:line
+    (tracemalloc snapshot diff, top ``top`` by size), against the RSS growth over the same connections; what
+    the RSS grew beyond the traced heap is C memory tracemalloc does not see (the event loop's handles and
+    buffers, OpenSSL's cipher contexts, allocator slack). tracemalloc's own bookkeeping is subtracted."""
+    from .loadgen import rss_bytes
+
+    gc.collect()
+    rss, overhead = rss_bytes(), tracemalloc.get_tracemalloc_memory()  # before the snapshot's own memory
+    after = tracemalloc.take_snapshot()
+    sessions = len(server.sessions)
+    tracemalloc.stop()
+    added = max(1, sessions - heap["sessions"])
+    diff = after.compare_to(heap["before"], "lineno")
+    traced = sum(d.size_diff for d in diff)
+    rows = []
+    for d in sorted(diff, key=lambda d: d.size_diff, reverse=True)[:top]:
+        frame = d.traceback[0]
+        name = frame.filename
+        for marker in ("/src/ckbpool/", "/benchmarks/", "/site-packages/", "/lib/python"):
+            if marker in name:
+                name = name.split(marker, 1)[1]
+                break
+        rows.append(
+            {
+                "where": f"{name}:{frame.lineno}",
+                "bytes_per_conn": d.size_diff / added,
+                "blocks_per_conn": d.count_diff / added,
+            }
+        )
+    return {
+        "connections": added,
+        "rss_per_conn": (rss - heap["rss"] - (overhead - heap["overhead"])) / added,
+        "traced_per_conn": traced / added,
+        "kernel_socket_per_conn": kernel_socket_bytes(server.sessions) / added,
+        "top": rows,
+    }
+
+
 async def _serve_fixed_jobs(args: argparse.Namespace, info: dict[str, Any]) -> None:
     from ckbpool.bus import create_bus
     from ckbpool.bus.base import Topic
@@ -1092,6 +1154,7 @@ async def _serve_fixed_jobs(args: argparse.Namespace, info: dict[str, Any]) -> N
     profiler: Any = None
 
     gc_pauses = _track_gc()
+    heap: dict[str, Any] = {}
     server = StratumServer(config, metrics, test_credentials(), on_share=on_share)
     await server.start()
     jobs = make_jobs(64)
@@ -1148,6 +1211,16 @@ async def _serve_fixed_jobs(args: argparse.Namespace, info: dict[str, Any]) -> N
         if cmd == "rss":
             gc.collect()
             return {"rss": rss_bytes(), "sessions": len(server.sessions)}
+        if cmd == "tracemalloc_start":
+            gc.collect()
+            tracemalloc.start(int(req.get("frames", 1)))
+            heap["before"] = tracemalloc.take_snapshot()
+            heap["rss"] = rss_bytes()
+            heap["overhead"] = tracemalloc.get_tracemalloc_memory()
+            heap["sessions"] = len(server.sessions)
+            return {}
+        if cmd == "tracemalloc_top":
+            return heap_breakdown(heap, server, int(req.get("top", 10)))
         if cmd == "job":
             job_id += 1
             job = jobs[job_id % len(jobs)]

@@ -98,6 +98,7 @@ from .solo import SoloJobError, SoloJobs, solo_lock_error
 log = logging.getLogger(__name__)
 TWO_256 = 1 << 256
 MAX_WRITE_BUFFER = 4 << 20  # a client that does not read what we send is dropped, not buffered forever
+_SUPPORTED_EXTENSIONS = (EXTENSION_TYPE_CKB_TEMPLATE, EXTENSION_TYPE_WORKER_HASHRATE_TRACKING)
 #: OpenMiningChannel.Error code when a connection already has ``stratum.max_channels_per_connection`` channels
 ERROR_TOO_MANY_CHANNELS = "too-many-channels"
 
@@ -265,26 +266,54 @@ class TokenBucket:
 
 
 class MinerSession:
-    """One miner connection after the handshake."""
+    """One miner connection after the handshake.
 
-    def __init__(self, server: StratumServer, writer: asyncio.StreamWriter, noise: NoiseTransport | None) -> None:
+    Slotted, and nothing per connection that an idle miner does not need (issue 19: an idle encrypted channel
+    is mostly this object graph): no asyncio objects besides the transport; the flush timer exists only while
+    acknowledgements wait, the setup timer only until SetupConnection."""
+
+    __slots__ = (
+        "__weakref__",
+        "_closing",
+        "_flush_handle",
+        "_setup_timer",
+        "bucket",
+        "channels",
+        "closed",
+        "conn",
+        "last_rx",
+        "noise",
+        "peer",
+        "plain",
+        "server",
+        "setup_complete",
+        "transport",
+    )
+
+    def __init__(
+        self, server: StratumServer, transport: asyncio.Transport, noise: NoiseTransport | None, peer: Any = None
+    ) -> None:
         self.server = server
-        self.writer = writer
+        self.transport = transport
         self.noise = noise
+        st = server.config.stratum
         self.conn = ServerConnection(
             success_flags=server.success_flags,
             # 0x0002 + 0x4CCB's share TLVs: a proxy credits each V1 device to its own identity (see on_share)
-            supported_extensions=(EXTENSION_TYPE_CKB_TEMPLATE, EXTENSION_TYPE_WORKER_HASHRATE_TRACKING),
-            max_payload=server.config.stratum.max_frame_bytes,
+            supported_extensions=_SUPPORTED_EXTENSIONS,
+            max_payload=st.max_frame_bytes,
         )
         self.channels: dict[int, ChannelState] = {}
-        self.peer = writer.get_extra_info("peername")
+        self.peer = transport.get_extra_info("peername") if peer is None else peer
         self._flush_handle: asyncio.TimerHandle | None = None
         self.closed = False
         self._closing = False
-        self.setup_done = asyncio.Event()
-        self.bucket = TokenBucket(server.config.stratum.max_messages_per_second, server.config.stratum.message_burst)
-        self.plain = FrameDecoder(server.config.stratum.max_frame_bytes) if noise is None else None
+        #: SetupConnection answered with .Success; until then the setup timer runs, after it the idle timeout
+        self.setup_complete = False
+        self._setup_timer: asyncio.TimerHandle | None = None
+        self.last_rx = time.monotonic()  # the last read, for the idle timeout (StratumServer._idle_loop)
+        self.bucket = TokenBucket(st.max_messages_per_second, st.message_burst)
+        self.plain = FrameDecoder(st.max_frame_bytes) if noise is None else None
 
     # -- output -----------------------------------------------------------------------------------
     def send(self, plaintext_frame: bytes) -> None:
@@ -304,8 +333,9 @@ class MinerSession:
             self._write(b"".join(frames))
 
     def _write(self, data: bytes) -> None:
-        self.writer.write(data)
-        if self.writer.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+        transport = self.transport
+        transport.write(data)
+        if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
             log.warning("closing %s: it does not read what we send", self.peer)
             self.close()
 
@@ -316,6 +346,9 @@ class MinerSession:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        if self._setup_timer is not None:
+            self._setup_timer.cancel()
+            self._setup_timer = None
         # shares accepted but not yet acknowledged get their SubmitShares.Success before the connection goes
         with contextlib.suppress(Exception):
             if not self.conn.closed:
@@ -323,7 +356,7 @@ class MinerSession:
         self.closed = True
         for channel_id in list(self.channels):
             self.server.forget_channel(self, channel_id)
-        self.writer.close()
+        self.transport.close()  # after the buffered writes (the last Successes) went out
 
     # -- input ------------------------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
@@ -370,7 +403,10 @@ class MinerSession:
         elif isinstance(event, ChannelClosed):
             server.forget_channel(self, event.channel_id)
         elif isinstance(event, ConnectionSetUp):
-            self.setup_done.set()
+            self.setup_complete = True
+            if self._setup_timer is not None:
+                self._setup_timer.cancel()
+                self._setup_timer = None
         elif isinstance(event, ConnectionClosed):
             server.metrics.connection_errors_total.labels(reason=event.error_code or "closed").inc()
             log.info("closing %s: %s %s", self.peer, event.error_code, event.detail)
@@ -410,6 +446,160 @@ class MinerSession:
         )
         channel.pending_accepted = 0
         channel.pending_sum = 0
+
+
+class MinerProtocol(asyncio.Protocol):
+    """One accepted TCP connection, driven by the event loop's callbacks.
+
+    It replaces a reader task per connection (``asyncio.start_server``: a Task and its coroutine frame, a
+    StreamReader, StreamReaderProtocol and StreamWriter, and per read a ``wait_for`` task, future and timer):
+    that machinery was about a third of an idle encrypted channel's memory (issue 19, docs/benchmarks.md).
+    Bytes go straight from ``data_received`` to :meth:`MinerSession.feed`; the handshake and setup deadlines
+    are one timer each while they run, the idle timeout is one sweep over all sessions
+    (:meth:`StratumServer._idle_loop`). Any error closes this connection only."""
+
+    __slots__ = ("_handshake", "_timer", "address", "handshaking", "peer", "server", "session", "transport")
+
+    def __init__(self, server: StratumServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.session: MinerSession | None = None
+        self.address = ""  # "" until admitted: nothing to release
+        self.peer: Any = None
+        self.handshaking = False
+        self._handshake = b""  # the first handshake message, as it arrives
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport
+        server = self.server
+        peer = self.peer = transport.get_extra_info("peername")
+        address = ip_key(str(peer[0])) if isinstance(peer, tuple) and peer else str(peer)
+        # admitted (or not) before a byte is read: the handshake's EC work is what a flood of sockets would cost
+        refusal = server.limiter.admit(address)
+        if refusal is not None:
+            server._limited[refusal].inc()
+            log.debug("refusing a connection from %s: %s", address, refusal)
+            transport.abort()  # type: ignore[attr-defined]  # RST: no FIN handshake, no TIME_WAIT on our side
+            return
+        self.address = address
+        self.handshaking = True
+        server.metrics.connections_total.inc()
+        s = server.config.stratum
+        if s.noise:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(s.handshake_timeout_s, self._timed_out, "no handshake in time")
+        else:
+            self._start_session(None)
+
+    def _start_session(self, noise: NoiseTransport | None) -> MinerSession:
+        server = self.server
+        assert self.transport is not None
+        server.limiter.handshake_done(self.address)
+        self.handshaking = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        session = self.session = MinerSession(server, self.transport, noise, self.peer)
+        server.sessions.add(session)
+        server.metrics.connections.inc()
+        loop = asyncio.get_running_loop()
+        session._setup_timer = loop.call_later(
+            server.config.stratum.setup_timeout_s, self._timed_out, "no SetupConnection in time"
+        )
+        return session
+
+    def _timed_out(self, what: str) -> None:
+        session = self.session
+        if session is not None:
+            session._setup_timer = None
+            if session.setup_complete:
+                return
+        else:
+            self._timer = None
+        self._fail(TimeoutError(what))
+
+    def data_received(self, data: bytes) -> None:
+        session = self.session
+        try:
+            if session is None:
+                if not self.handshaking:
+                    return  # refused, or failed: the transport is closing
+                buffered = self._handshake + data
+                if len(buffered) < MSG1_SIZE:
+                    self._handshake = buffered
+                    return
+                self._handshake = b""
+                server = self.server
+                assert server.credentials is not None
+                responder = NoiseResponder(server.credentials, max_frame_payload=server.config.stratum.max_frame_bytes)
+                msg2, noise = responder.respond(buffered[:MSG1_SIZE])
+                assert self.transport is not None
+                self.transport.write(msg2)
+                session = self._start_session(noise)
+                data = buffered[MSG1_SIZE:]
+                if not data:
+                    return
+            if session.closed:
+                return
+            session.last_rx = time.monotonic()
+            session.feed(data)
+        except Exception as exc:  # sorted and counted in _fail: it costs one connection, never the server
+            self._fail(exc)
+
+    def eof_received(self) -> bool:
+        session = self.session
+        if session is None:
+            if self.handshaking:  # the peer hung up before its first handshake message was complete
+                self._fail(asyncio.IncompleteReadError(self._handshake, MSG1_SIZE))
+        elif session.buffered:  # the peer hung up in the middle of a frame
+            self.server.metrics.connection_errors_total.labels(reason="truncated-frame").inc()
+        self._close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        server = self.server
+        if exc is not None and (self.handshaking or (self.session is not None and not self.session.closed)):
+            server.metrics.connection_errors_total.labels(reason=type(exc).__name__).inc()
+            log.debug("connection ended: %s", exc)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.address:
+            server.limiter.release(self.address, handshaking=self.handshaking)
+            self.address = ""
+        self.handshaking = False
+        session = self.session
+        if session is not None:
+            session.close()
+            if session in server.sessions:
+                server.sessions.discard(session)
+                server.metrics.connections.dec()
+
+    def _fail(self, exc: BaseException) -> None:
+        """Count why a connection ends early (the same ``reason`` labels as ever) and close it."""
+        metrics = self.server.metrics
+        if isinstance(exc, asyncio.IncompleteReadError | ConnectionError | TimeoutError):
+            metrics.connection_errors_total.labels(reason=type(exc).__name__).inc()
+            log.debug("connection ended: %s", exc)
+        elif isinstance(exc, Sv2Error | Flooding):
+            metrics.connection_errors_total.labels(reason=type(exc).__name__).inc()
+            if isinstance(exc, FrameTooLarge):
+                self.server._limited[LIMIT_FRAME_TOO_LARGE].inc()
+            elif isinstance(exc, Flooding):
+                self.server._limited[LIMIT_MESSAGE_RATE].inc()
+            log.info("closing a connection: %s: %s", type(exc).__name__, exc)
+        else:  # a bug must cost one connection, not the server
+            metrics.connection_errors_total.labels(reason="internal").inc()
+            log.error("unexpected error on a miner connection; closing it", exc_info=exc)
+        self._close()
+
+    def _close(self) -> None:
+        session = self.session
+        if session is not None:
+            session.close()  # acknowledgements first, then the transport
+        elif self.transport is not None:
+            self.transport.close()
 
 
 def announce_target(session: MinerSession, channel: ChannelState, previous: int, grace_s: float) -> None:
@@ -477,6 +667,7 @@ class StratumServer:
         self.found_blocks: list[FoundBlock] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._retarget_task: asyncio.Task[None] | None = None
+        self._idle_task: asyncio.Task[None] | None = None
         # in-flight shares after a harder SetTarget: a few share intervals, at least 2 s
         self._grace_s = max(2.0, 3 * config.vardiff.share_interval_s)
         # identities must be addresses of this network (None: any non-empty account name)
@@ -491,8 +682,13 @@ class StratumServer:
             raise ValueError("Stratum V2 encryption is on but no pool key/certificate was given")
         if not s.noise:
             log.warning("Stratum V2 encryption is OFF: miners' traffic can be read and hijacked")
-        self._server = await asyncio.start_server(self._accept, s.listen_host, s.listen_port, limit=1 << 16)
+        loop = asyncio.get_running_loop()
+        # several worker processes share the port (stratum.workers, ckbpool.pool.procs): SO_REUSEPORT
+        self._server = await loop.create_server(
+            partial(MinerProtocol, self), s.listen_host, s.listen_port, reuse_port=(s.workers or 1) > 1
+        )
         self._retarget_task = asyncio.create_task(self._retarget_loop())
+        self._idle_task = asyncio.create_task(self._idle_loop())
         log.info("Stratum V2 server listening on %s", self.address)
 
     @property
@@ -505,10 +701,11 @@ class StratumServer:
         """Stop in the order that keeps the books and the miners' answers equal: stop listening and reading
         from miners, publish every queued share (bounded by ``flush_timeout``), send their Successes, and only
         then close the connections."""
-        if self._retarget_task is not None:
-            self._retarget_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retarget_task
+        for task in (self._retarget_task, self._idle_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._server is not None:
             self._server.close()
         self.draining = True
@@ -531,71 +728,6 @@ class StratumServer:
                     await task
 
     # -- connections ------------------------------------------------------------------------------
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        s = self.config.stratum
-        peer = writer.get_extra_info("peername")
-        address = ip_key(str(peer[0])) if isinstance(peer, tuple) and peer else str(peer)
-        # admitted (or not) before a byte is read: the handshake's EC work is what a flood of sockets would cost
-        refusal = self.limiter.admit(address)
-        if refusal is not None:
-            self._limited[refusal].inc()
-            log.debug("refusing a connection from %s: %s", address, refusal)
-            writer.transport.abort()  # RST: no FIN handshake, no TIME_WAIT left behind on our side
-            return
-        self.metrics.connections_total.inc()
-        session: MinerSession | None = None
-        handshaking = True
-        try:
-            noise = None
-            if s.noise:
-                assert self.credentials is not None
-                msg1 = await asyncio.wait_for(reader.readexactly(MSG1_SIZE), s.handshake_timeout_s)
-                responder = NoiseResponder(self.credentials, max_frame_payload=s.max_frame_bytes)
-                msg2, noise = responder.respond(msg1)
-                writer.write(msg2)
-            self.limiter.handshake_done(address)
-            handshaking = False
-            session = MinerSession(self, writer, noise)
-            self.sessions.add(session)
-            self.metrics.connections.inc()
-            deadline = asyncio.get_running_loop().time() + s.setup_timeout_s
-            while not session.closed:
-                if session.setup_done.is_set():
-                    timeout = s.idle_timeout_s  # a live miner always has shares or vardiff traffic
-                else:
-                    timeout = deadline - asyncio.get_running_loop().time()
-                    if timeout <= 0:
-                        raise TimeoutError("no SetupConnection in time")
-                data = await asyncio.wait_for(reader.read(1 << 16), timeout)
-                if not data:
-                    if session.buffered:  # the peer hung up in the middle of a frame
-                        self.metrics.connection_errors_total.labels(reason="truncated-frame").inc()
-                    break
-                session.feed(data)
-        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError) as exc:
-            self.metrics.connection_errors_total.labels(reason=type(exc).__name__).inc()
-            log.debug("connection ended: %s", exc)
-        except (Sv2Error, Flooding) as exc:
-            self.metrics.connection_errors_total.labels(reason=type(exc).__name__).inc()
-            if isinstance(exc, FrameTooLarge):
-                self._limited[LIMIT_FRAME_TOO_LARGE].inc()
-            elif isinstance(exc, Flooding):
-                self._limited[LIMIT_MESSAGE_RATE].inc()
-            log.info("closing a connection: %s: %s", type(exc).__name__, exc)
-        except Exception:  # a bug must cost one connection, not the server
-            self.metrics.connection_errors_total.labels(reason="internal").inc()
-            log.exception("unexpected error on a miner connection; closing it")
-        finally:
-            self.limiter.release(address, handshaking=handshaking)
-            if session is not None:
-                session.close()
-                self.sessions.discard(session)
-                self.metrics.connections.dec()
-            else:
-                writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
     # -- channels ---------------------------------------------------------------------------------
     def _new_channel_id(self) -> int:
         channel_id = self._next_channel_id
@@ -1010,6 +1142,21 @@ class StratumServer:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background task failed", exc_info=task.exception())
+
+    async def _idle_loop(self) -> None:
+        """Close connections set up but silent for ``idle_timeout_s`` (a live miner always has shares or vardiff
+        traffic): one sweep every eighth of the timeout (at most every 5 s) instead of a timer per connection, so
+        a connection goes between the timeout and an eighth more after its last read."""
+        idle = self.config.stratum.idle_timeout_s
+        interval = min(idle / 8, 5.0)
+        while True:
+            await asyncio.sleep(interval)
+            horizon = time.monotonic() - idle
+            for session in [x for x in self.sessions if x.setup_complete and x.last_rx < horizon]:
+                if not session.closed:
+                    self.metrics.connection_errors_total.labels(reason="TimeoutError").inc()
+                    log.debug("closing %s: idle for %.0f s", session.peer, idle)
+                    session.close()
 
     async def _retarget_loop(self) -> None:
         """Channels that went quiet get an easier target even though no share arrives to trigger it."""
