@@ -114,6 +114,24 @@ class Vardiff:
     #: a worker counts as active this many retarget windows after its last share
     ACTIVE_WINDOWS = 3
 
+    # slotted: one per miner channel (issue 19)
+    __slots__ = (
+        "_active_count",
+        "_active_from",
+        "_active_until",
+        "_prev_elapsed",
+        "_prev_work",
+        "_prev_worker_work",
+        "_window_shares",
+        "_window_start",
+        "_window_work",
+        "_worker_seen",
+        "_worker_work",
+        "network_target",
+        "settings",
+        "target",
+    )
+
     def __init__(self, settings: VardiffSettings, initial_target: int, network_target: int) -> None:
         self.settings = settings
         self.network_target = network_target
@@ -127,6 +145,11 @@ class Vardiff:
         self._prev_work = 0.0
         self._prev_worker_work: dict[str, float] = {}
         self._worker_seen: dict[str, float] = {}  # worker identity -> last share (monotonic)
+        # active_workers() remembered: the count holds until _active_until (the first active worker's expiry)
+        # unless a worker becomes active; -1: to be counted again. It is asked at every share.
+        self._active_count = 0
+        self._active_from = 0.0
+        self._active_until = 0.0
 
     def _clamp(self, target: int) -> int:
         easiest = easiest_target(self.settings)
@@ -160,8 +183,22 @@ class Vardiff:
         return [worker for worker, seen in self._worker_seen.items() if seen >= horizon]
 
     def active_workers(self, now: float | None = None) -> int:
-        """How many :meth:`recent_workers` (0: an untagged channel)."""
-        return len(self.recent_workers(now))
+        """How many :meth:`recent_workers` (0: an untagged channel). O(1) amortised: counted again only when a
+        worker became active (on_share) or the earliest-seen active one may have expired."""
+        seen = self._worker_seen
+        if not seen:
+            return 0
+        now = time.monotonic() if now is None else now
+        if self._active_count >= 0 and self._active_from <= now < self._active_until:
+            return self._active_count
+        span = self.ACTIVE_WINDOWS * self.settings.retarget_interval_s
+        horizon = now - span
+        active = [t for t in seen.values() if t >= horizon]
+        self._active_count = len(active)
+        self._active_from = now
+        # valid while no active worker expires; a worker seen at the same instant as ``now`` expires last
+        self._active_until = min(active) + span if active else float("inf")
+        return self._active_count
 
     def on_share(self, now: float | None = None, work: float | None = None, worker: str | None = None) -> int | None:
         """Count an accepted share (``work``: the hashes it was credited, default the channel target's;
@@ -172,7 +209,10 @@ class Vardiff:
         self._window_work += credited
         if worker is not None:
             self._worker_work[worker] = self._worker_work.get(worker, 0.0) + credited
+            last = self._worker_seen.get(worker)
             self._worker_seen[worker] = now
+            if last is None or last < now - self.ACTIVE_WINDOWS * self.settings.retarget_interval_s:
+                self._active_count = -1  # a worker became active: count again
         return self.maybe_retarget(now)
 
     def maybe_retarget(self, now: float | None = None) -> int | None:
@@ -224,6 +264,7 @@ class Vardiff:
         for worker, seen in list(self._worker_seen.items()):
             if seen < horizon:
                 del self._worker_seen[worker]  # gone: no longer holds the channel's target down
+                self._active_count = -1
         rates = [self._worker_work[w] / elapsed for w in self._worker_seen if w in self._worker_work]
         if not rates:
             return min(U256_MAX, self.target * 2)  # every worker silent this window
