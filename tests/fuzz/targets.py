@@ -723,16 +723,10 @@ def server_connection(data: bytes) -> None:
 # --- target 4b: the pool's session layer on top of it -------------------------------------------------------------
 
 
-class _FakeTransport:
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-
 class _FakeWriter:
-    """Enough of asyncio.StreamWriter for MinerSession: counts what the pool writes."""
+    """Enough of an asyncio transport for MinerSession: counts what the pool writes."""
 
     def __init__(self) -> None:
-        self.transport = _FakeTransport()
         self.written = 0
         self.closed = False
 
@@ -742,6 +736,9 @@ class _FakeWriter:
 
     def close(self) -> None:
         self.closed = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return ("fuzz", 0) if name == "peername" else default

@@ -194,16 +194,10 @@ def test_token_bucket_refills_at_its_rate_up_to_its_burst() -> None:
 # --- the pool's session: channels per connection, UpdateChannel, the hashrate floor, the frame cap ----------------
 
 
-class _Transport:
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-
 class RecordingWriter:
-    """Enough of asyncio.StreamWriter for MinerSession: decodes every plaintext frame the pool writes."""
+    """Enough of an asyncio transport for MinerSession: decodes every plaintext frame the pool writes."""
 
     def __init__(self) -> None:
-        self.transport = _Transport()
         self.decoder = FrameDecoder((1 << 24) - 1)
         self.messages: list[Message | UnknownMessage] = []
         self.closed = False
@@ -213,6 +207,9 @@ class RecordingWriter:
 
     def close(self) -> None:
         self.closed = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return ("127.0.0.1", 1) if name == "peername" else default
@@ -232,7 +229,7 @@ def pool_session(**stratum: Any) -> tuple[StratumServer, MinerSession, Recording
     session = MinerSession(server, writer, None)  # type: ignore[arg-type]
     server.sessions.add(session)
     session.feed(encode_message(SetupConnection(PROTOCOL_MINING, 2, 2, 0, "127.0.0.1", 0, "test", "", "", "")))
-    assert session.setup_done.is_set()
+    assert session.setup_complete
     return server, session, writer
 
 

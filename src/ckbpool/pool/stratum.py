@@ -187,8 +187,10 @@ class JobBook:
         return self.jobs.get(job_id)
 
 
-@dataclass
+@dataclass(slots=True)
 class ChannelState:
+    """The pool's side of one open channel (slotted: one per miner channel, issue 19)."""
+
     info: ChannelInfo
     user: str
     worker: str
@@ -250,6 +252,8 @@ class Flooding(Exception):
 
 class TokenBucket:
     """Message rate limit of one connection: ``rate`` per second on average, bursts up to ``burst``."""
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
 
     def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate

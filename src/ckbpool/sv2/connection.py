@@ -52,6 +52,9 @@ CLOSE_INVALID_MESSAGE = "invalid-message"
 CLOSE_FRAME_TOO_LARGE = "frame-too-large"
 
 
+_NO_EXTENSIONS: frozenset[int] = frozenset()  # shared: an empty frozenset() is a new 216-byte object each time
+
+
 class ConnectionState(enum.Enum):
     AWAITING_SETUP = "awaiting-setup"
     SETUP_SENT = "setup-sent"
@@ -60,7 +63,21 @@ class ConnectionState(enum.Enum):
 
 
 class Connection:
-    """Shared state and plumbing; use :class:`ServerConnection` or :class:`ClientConnection`."""
+    """Shared state and plumbing; use :class:`ServerConnection` or :class:`ClientConnection`.
+
+    Slotted: a pool holds one per miner connection (issue 19)."""
+
+    __slots__ = (
+        "__weakref__",
+        "_decoder",
+        "_max_payload",
+        "channels",
+        "extensions",
+        "groups",
+        "setup",
+        "setup_success",
+        "state",
+    )
 
     def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
         self.state = ConnectionState.AWAITING_SETUP
@@ -68,12 +85,14 @@ class Connection:
         self.setup: SetupConnection | None = None
         self.setup_success: SetupConnectionSuccess | None = None
         #: Extensions negotiated with RequestExtensions (empty until then).
-        self.extensions: frozenset[int] = frozenset()
+        self.extensions: frozenset[int] = _NO_EXTENSIONS
         #: Open standard/extended channels by channel_id.
         self.channels: dict[int, ChannelInfo] = {}
         #: Group channel id -> ids of its member channels.
         self.groups: dict[int, set[int]] = {}
-        self._decoder = FrameDecoder(max_payload)
+        # the plaintext stream decoder, made at the first receive_data (an encrypted connection never needs it)
+        self._max_payload = max_payload
+        self._decoder: FrameDecoder | None = None
 
     @property
     def closed(self) -> bool:
@@ -86,7 +105,10 @@ class Connection:
         if self.state is ConnectionState.CLOSED:
             return []
         try:
-            frames = self._decoder.feed(data)
+            decoder = self._decoder
+            if decoder is None:
+                decoder = self._decoder = FrameDecoder(self._max_payload)
+            frames = decoder.feed(data)
         except FrameTooLarge as exc:
             return [self._close(CLOSE_FRAME_TOO_LARGE, str(exc))]
         events: list[Event] = []

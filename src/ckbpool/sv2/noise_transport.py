@@ -210,7 +210,8 @@ class NoiseDecryptor:
         self._decrypt = ChaCha20Poly1305(key).decrypt
         self.n = 0
         self.max_frame_payload = max_frame_payload
-        self._buf = bytearray()
+        # bytes of an incomplete frame; b"" (shared) while none is pending, so an idle connection holds no buffer
+        self._buf: bytes | bytearray = b""
         self._header: bytes | None = None
         self._need = 0
         self._failed = False
@@ -279,7 +280,8 @@ class NoiseDecryptor:
         """Any state, any split, any frame size; counts every nonce against the 2^64-1 limit."""
         stash = self._buf
         if stash:
-            stash += data  # bytearray: amortised O(1) append while a large frame trickles in
+            assert isinstance(stash, bytearray)  # a pending remainder is always kept as a bytearray
+            stash += data  # amortised O(1) append while a large frame trickles in
             buf: bytes | bytearray = stash
         else:
             buf = data
@@ -321,8 +323,11 @@ class NoiseDecryptor:
             raise
         finally:
             self.n = n
-        if buf is stash:
-            del stash[:pos]
+        if buf is stash and isinstance(stash, bytearray):
+            if pos >= end:
+                self._buf = b""  # drop the grown buffer: the next frame may be a while
+            else:
+                del stash[:pos]
         elif pos < end:
             self._buf = bytearray(buf[pos:])
         return out

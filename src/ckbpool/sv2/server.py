@@ -51,9 +51,10 @@ channel/group ids, one extranonce size per group. Violations raise ``LocalProtoc
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from ckbpool.sv2.connection import (
     CLOSE_SETUP_REQUIRED,
@@ -150,8 +151,8 @@ ERROR_EXTENDED_CHANNELS_NOT_SUPPORTED_FOR_STANDARD_JOBS = "extended-channels-not
 #: SRI does) so that a flag defined later does not lock out newer clients.
 KNOWN_MINING_SETUP_FLAGS = REQUIRES_STANDARD_JOBS | REQUIRES_WORK_SELECTION | REQUIRES_VERSION_ROLLING
 
-_Handler = Callable[[Any], list[Event]]
-_Sender = Callable[[Any], None]
+_Handler = Callable[["ServerConnection", Any], list[Event]]
+_Sender = Callable[["ServerConnection", Any], None]
 _OpenRequest = OpenStandardMiningChannel | OpenExtendedMiningChannel
 
 
@@ -165,6 +166,16 @@ class ServerConnection(Connection):
     (0x0001 itself is always supported). ``max_payload``: the largest frame accepted from the client,
     by default :data:`~ckbpool.sv2.framing.DEFAULT_MAX_INBOUND_PAYLOAD` (client messages are small).
     """
+
+    __slots__ = (
+        "_future_jobs",
+        "_group_extranonce",
+        "pending_requests",
+        "required_extensions",
+        "success_flags",
+        "supported_extensions",
+        "supported_flags",
+    )
 
     def __init__(
         self,
@@ -181,45 +192,11 @@ class ServerConnection(Connection):
             supported_flags &= ~REQUIRES_VERSION_ROLLING
         self.success_flags = success_flags
         self.supported_flags = supported_flags
-        self.supported_extensions = frozenset(supported_extensions) | {EXTENSION_TYPE_EXTENSIONS_NEGOTIATION}
+        self.supported_extensions = _extension_set(frozenset(supported_extensions))
         self.required_extensions = tuple(required_extensions)
         self.pending_requests: dict[int, _OpenRequest] = {}
         self._future_jobs: dict[int, set[int]] = {}
         self._group_extranonce: dict[int, int] = {}
-        self._handlers: dict[type[Message], _Handler] = {
-            SetupConnection: self._unexpected,
-            RequestExtensions: self._on_request_extensions,
-            OpenStandardMiningChannel: self._on_open_standard,
-            OpenExtendedMiningChannel: self._on_open_extended,
-            UpdateChannel: self._on_update_channel,
-            CloseChannel: self._on_close_channel,
-            SubmitSharesStandard: self._on_submit_standard,
-            SubmitSharesExtended: self._on_submit_extended,
-            SetCustomMiningJob: self._on_set_custom_mining_job,
-            CkbTemplateSubscribe: self._on_ckb_subscribe,
-            CkbSubmitSolution: self._on_ckb_solution,
-        }
-        self._senders: dict[type[Message], _Sender] = {
-            OpenStandardMiningChannelSuccess: self._send_open_success,
-            OpenExtendedMiningChannelSuccess: self._send_open_success,
-            OpenMiningChannelError: self._send_open_error,
-            NewMiningJob: self._send_new_mining_job,
-            NewExtendedMiningJob: self._send_new_extended_job,
-            SetNewPrevHash: self._send_set_new_prev_hash,
-            SetTarget: self._send_set_target,
-            SetExtranoncePrefix: self._send_set_extranonce_prefix,
-            SetGroupChannel: self._send_set_group_channel,
-            CloseChannel: self._send_close_channel,
-            SubmitSharesSuccess: self._require_channel,
-            SubmitSharesError: self._require_channel,
-            SetCustomMiningJobSuccess: self._require_channel,
-            SetCustomMiningJobError: self._require_channel,
-            UpdateChannelError: _no_check,
-            Reconnect: _no_check,
-            ChannelEndpointChanged: _no_check,
-            CkbJobTemplate: self._require_channel,
-        }
-
     @property
     def requires_standard_jobs(self) -> bool:
         """The client set REQUIRES_STANDARD_JOBS: it can only take NewMiningJob."""
@@ -238,10 +215,10 @@ class ServerConnection(Connection):
             message.EXTENSION_TYPE not in self.extensions
         ):
             return [MessageIgnored(message, "extension not negotiated")]
-        handler = self._handlers.get(type(message))
+        handler = self._HANDLERS.get(type(message))
         if handler is None:
             raise ProtocolError(CLOSE_UNEXPECTED_MESSAGE, f"a client does not send {type(message).__name__}")
-        return handler(message)
+        return handler(self, message)
 
     def _unexpected(self, message: Message) -> list[Event]:
         raise ProtocolError(CLOSE_UNEXPECTED_MESSAGE, f"{type(message).__name__} after setup")
@@ -363,14 +340,14 @@ class ServerConnection(Connection):
     def send(self, message: Message) -> bytes:
         """Validate ``message`` against the state, update bookkeeping, return its plaintext frame."""
         self._require_connected(type(message).__name__)
-        check = self._senders.get(type(message))
+        check = self._SENDERS.get(type(message))
         if check is None:
             raise LocalProtocolError(f"a server does not send {type(message).__name__} (or it is automatic)")
         if message.EXTENSION_TYPE > EXTENSION_TYPE_EXTENSIONS_NEGOTIATION and (
             message.EXTENSION_TYPE not in self.extensions
         ):
             raise LocalProtocolError(f"extension {message.EXTENSION_TYPE:#06x} was not negotiated")
-        check(message)
+        check(self, message)
         return encode_message(message)
 
     def send_for_channel(self, prepared: PreparedJobMessage, channel_id: int) -> bytes:
@@ -571,6 +548,53 @@ class ServerConnection(Connection):
         self._group_extranonce.pop(channel_id, None)
 
 
+    def _no_check(self, msg: Message) -> None:
+        del msg
+
+    # Dispatch by message type, one table per class rather than per connection (two dicts of ~30 bound
+    # methods were ~3 KiB of every idle connection, issue 19); the functions take the connection first.
+    _HANDLERS: ClassVar[dict[type[Message], _Handler]] = {
+        SetupConnection: _unexpected,
+        RequestExtensions: _on_request_extensions,
+        OpenStandardMiningChannel: _on_open_standard,
+        OpenExtendedMiningChannel: _on_open_extended,
+        UpdateChannel: _on_update_channel,
+        CloseChannel: _on_close_channel,
+        SubmitSharesStandard: _on_submit_standard,
+        SubmitSharesExtended: _on_submit_extended,
+        SetCustomMiningJob: _on_set_custom_mining_job,
+        CkbTemplateSubscribe: _on_ckb_subscribe,
+        CkbSubmitSolution: _on_ckb_solution,
+    }
+    _SENDERS: ClassVar[dict[type[Message], _Sender]] = {
+        OpenStandardMiningChannelSuccess: _send_open_success,
+        OpenExtendedMiningChannelSuccess: _send_open_success,
+        OpenMiningChannelError: _send_open_error,
+        NewMiningJob: _send_new_mining_job,
+        NewExtendedMiningJob: _send_new_extended_job,
+        SetNewPrevHash: _send_set_new_prev_hash,
+        SetTarget: _send_set_target,
+        SetExtranoncePrefix: _send_set_extranonce_prefix,
+        SetGroupChannel: _send_set_group_channel,
+        CloseChannel: _send_close_channel,
+        SubmitSharesSuccess: _require_channel,
+        SubmitSharesError: _require_channel,
+        SetCustomMiningJobSuccess: _require_channel,
+        SetCustomMiningJobError: _require_channel,
+        UpdateChannelError: _no_check,
+        Reconnect: _no_check,
+        ChannelEndpointChanged: _no_check,
+        CkbJobTemplate: _require_channel,
+    }
+
+
+@functools.lru_cache(maxsize=64)
+def _extension_set(supported: frozenset[int]) -> frozenset[int]:
+    """The supported-extension set with 0x0001, one shared object per distinct set (every connection of a
+    server has the same one)."""
+    return supported | {EXTENSION_TYPE_EXTENSIONS_NEGOTIATION}
+
+
 @dataclass(frozen=True, slots=True)
 class PreparedJobMessage:
     """A job message (NewMiningJob, NewExtendedMiningJob, SetNewPrevHash) encoded once for many channels; every
@@ -595,5 +619,3 @@ class PreparedJobMessage:
         return cls(type(message).__name__, encode_message(message), message.job_id, future, check)
 
 
-def _no_check(msg: Message) -> None:
-    del msg
