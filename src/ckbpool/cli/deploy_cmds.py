@@ -33,7 +33,7 @@ ConfigOption = Annotated[
     Path,
     typer.Option("--config", "-c", envvar="CKBPOOL_CONFIG", help="deployment configuration", show_default=True),
 ]
-TARGETS = ("local", "compose", "hosts", "aws", "alicloud")
+TARGETS = ("local", "compose", "hosts", "aws", "alicloud", "k8s")
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -381,6 +381,10 @@ def _target(name: str, cfg: DeployConfig, paths: Paths, inventory: Path | None =
 
         provider: Literal["aws", "alicloud"] = "aws" if name == "aws" else "alicloud"
         return CloudTarget(cfg, paths, provider, auto_approve=yes)
+    if name == "k8s":
+        from ..deploy.k8s import K8sTarget
+
+        return K8sTarget(cfg, paths)
     if name in TARGETS:
         raise fail(f"--target {name}: not available in this version (local, compose and hosts are)")
     raise fail(f"--target {name}: unknown target (choose from {', '.join(TARGETS)})")
@@ -402,7 +406,7 @@ InventoryOption = Annotated[
 ]
 TargetOption = Annotated[
     str | None,
-    typer.Option("--target", "-t", help="local | compose | hosts | aws | alicloud (default: the last deployed)"),
+    typer.Option("--target", "-t", help="local | compose | hosts | aws | alicloud | k8s (default: the last deployed)"),
 ]
 
 
@@ -413,7 +417,7 @@ def deploy(
         float | None,
         typer.Option(
             help="seconds to wait for every service to be healthy (default: the target's own -- local 180, "
-            "compose 300, hosts/aws/alicloud 1800)"
+            "compose 300, k8s 600, hosts/aws/alicloud 1800)"
         ),
     ] = None,
     inventory: InventoryOption = None,
