@@ -114,6 +114,8 @@ HASHRATE_BUCKET_TTL_S = 2 * 3600
 #: found blocks kept in the ``blocks`` list (and deduplicated by hash)
 BLOCKS_KEPT = 1000
 REDIS_TIMEOUT_S = 5.0
+#: the most shares one write takes (``RedisSettings.max_batch`` says why)
+DEFAULT_BATCH: int = RedisSettings.model_fields["max_batch"].default
 #: errors a Redis call is retried on when it may only fail loudly (status reads); writes retry on anything
 TRANSIENT = (
     rexc.ConnectionError,  # BusyLoadingError (a restarted Redis loading its AOF) is one
@@ -125,11 +127,12 @@ TRANSIENT = (
 )
 
 # ARGV: prefix, now (s), share log keep (s), share log maxlen (0: none), dedup ttl, hashrate bucket ttl, idle ttl,
-# then _FIELDS values per share. Returns {counted, duplicates, ignored, oldest share log entry (ms, 0: empty)}.
-_FIELDS = 11
+# the number of identity records, the records (10 fields + 2 per hashrate minute each), then 7 fields per share
+# in batch order (see _batch_args). Returns {counted, duplicates, ignored, oldest share log entry (ms, 0: empty)}.
 _RECORD_LUA = """
 local prefix, now, keep, maxlen = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local dedup_ttl, rate_ttl, idle_ttl = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local nident = tonumber(ARGV[8])
 local users, workers, sharelog = prefix .. 'users', prefix .. 'workers', prefix .. 'sharelog'
 -- once, on books written before v2 of this script: the users/workers SETs become sorted sets (by last share),
 -- and the hashes they name, which had no TTL, get one (as if their last share were now)
@@ -160,69 +163,152 @@ if #newest > 0 then
     if f[j] == 'cum' then cum = tonumber(f[j + 1]) or 0 end
   end
 end
-local seen, buckets, live, last_user, last_ident = {}, {}, {}, {}, {}
-for i = 8, #ARGV, 11 do
-  local source, seq, user, worker = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local accepted, difficulty, work = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
-  local ts, minute, height, reason = ARGV[i + 7], ARGV[i + 8], ARGV[i + 9], ARGV[i + 10]
+-- 1. identity records (one per (source, user, worker) of the batch): read each high-water mark once. A record is
+-- "fast" when every one of its shares is new: its seqs rise (checked by the consumer) and the first is above the
+-- mark; then the consumer's sums are applied as they are. Otherwise (a redelivery overlapping the mark, repeats
+-- inside the batch) its shares are decided one by one below, against a mark that moves as they are counted --
+-- exactly what applying the shares one at a time does -- and summed here instead.
+local src, user_of, worker_of, ident_of, wkey_of, ukey_of, mark_of = {}, {}, {}, {}, {}, {}, {}
+local fast, agg_at, marks, marks_s = {}, {}, {}, {}
+local i = 9
+for k = 1, nident do
+  local source, user, worker = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local ident = user .. '.' .. worker
-  local mark = prefix .. 'hwm:' .. source
-  local wkey, ukey = prefix .. 'worker:' .. ident, prefix .. 'user:' .. user
-  local fresh = true
+  src[k], user_of[k], worker_of[k], ident_of[k] = source, user, worker, ident
+  wkey_of[k], ukey_of[k] = prefix .. 'worker:' .. ident, prefix .. 'user:' .. user
+  agg_at[k] = i + 5
+  local is_fast = true
   if source ~= '' then
-    local last = redis.call('HGET', mark, ident)
-    if last and tonumber(seq) <= tonumber(last) then fresh = false end
+    local mark = prefix .. 'hwm:' .. source
+    mark_of[k] = mark
+    if not marks[mark] then marks[mark], marks_s[mark] = {}, {} end
+    local m = marks[mark]
+    if m[ident] == nil then m[ident] = tonumber(redis.call('HGET', mark, ident)) or false end
+    is_fast = ARGV[i + 4] == '1' and (m[ident] == false or tonumber(ARGV[i + 3]) > m[ident])
+  end
+  fast[k] = is_fast
+  i = i + 10 + 2 * tonumber(ARGV[i + 9])
+end
+-- 2. the shares, in batch order: dedup (slow records), the share log, rejected shares
+local exists = {}
+local function known(key)
+  local v = exists[key]
+  if v == nil then v = redis.call('EXISTS', key) == 1; exists[key] = v end
+  return v
+end
+local rejected, slow, counted_seq = {}, {}, {}
+local function reject(key, reason)
+  local r = rejected[key]
+  if not r then r = {n = 0, reasons = {}}; rejected[key] = r end
+  r.n = r.n + 1
+  r.reasons[reason] = (r.reasons[reason] or 0) + 1
+end
+local clamp = math.floor(now * 1000) + 60000
+for j = i, #ARGV, 7 do
+  local k = tonumber(ARGV[j])
+  local seq, reason = ARGV[j + 1], ARGV[j + 2]
+  local is_fast = fast[k]
+  local fresh = true
+  if not is_fast then
+    local last = marks[mark_of[k]][ident_of[k]]
+    if last and tonumber(seq) <= last then fresh = false end
   end
   if not fresh then
     duplicates = duplicates + 1
-  elseif accepted == '1' then
-    for _, key in ipairs({wkey, ukey}) do
-      redis.call('HINCRBY', key, 'accepted', 1)
-      redis.call('HINCRBYFLOAT', key, 'difficulty', difficulty)
-      redis.call('HINCRBYFLOAT', key, 'work', work)
-      local previous = redis.call('HGET', key, 'last_share')
-      if not previous or tonumber(previous) < tonumber(ts) then
-        redis.call('HSET', key, 'last_share', ts)
-      end
-      live[key] = true
-    end
-    local bucket = prefix .. 'hashrate:' .. minute
-    redis.call('HINCRBYFLOAT', bucket, ident, work)
-    buckets[bucket] = true
+  elseif reason == '' then
+    local ts, work = ARGV[j + 5], ARGV[j + 4]
+    local t = tonumber(ts)
     -- the entry's ID is the share's time (ms; never before the last entry, never past the consumer's clock + 60 s,
     -- so one stratum host with a clock in the future cannot hold the log's trimming back)
-    last_ms = math.max(last_ms, math.min(math.floor(tonumber(ts) * 1000), math.floor(now * 1000) + 60000))
+    last_ms = math.max(last_ms, math.min(math.floor(t * 1000), clamp))
     cum = cum + (tonumber(work) or 0)
-    redis.call('XADD', sharelog, string.format('%.0f', last_ms) .. '-*', 'user', user, 'worker', worker,
-      'difficulty', difficulty, 'height', height, 'ts', ts, 'id', source .. ':' .. seq, 'work', ARGV[i + 6],
+    redis.call('XADD', sharelog, string.format('%.0f', last_ms) .. '-*', 'user', user_of[k], 'worker', worker_of[k],
+      'difficulty', ARGV[j + 3], 'height', ARGV[j + 6], 'ts', ts, 'id', src[k] .. ':' .. seq, 'work', work,
       'cum', string.format('%.17g', cum))
-    local t = tonumber(ts)
-    if (last_user[user] or -1) < t then last_user[user] = t end
-    if (last_ident[ident] or -1) < t then last_ident[ident] = t end
+    exists[wkey_of[k]], exists[ukey_of[k]] = true, true
     counted = counted + 1
-    if source ~= '' then
-      redis.call('HSET', mark, ident, seq)
-      seen[mark] = seen[mark] or {}
-      seen[mark][ident] = true
+    counted_seq[k] = seq
+    if not is_fast then
+      marks[mark_of[k]][ident_of[k]], marks_s[mark_of[k]][ident_of[k]] = tonumber(seq), seq
+      local a = slow[k]
+      if not a then a = {n = 0, difficulty = 0, work = 0, ts = -1, ts_s = '0', buckets = {}}; slow[k] = a end
+      local w = tonumber(work) or 0
+      a.n, a.difficulty, a.work = a.n + 1, a.difficulty + tonumber(ARGV[j + 3]), a.work + w
+      if t > a.ts then a.ts, a.ts_s = t, ts end
+      local minute = string.format('%.0f', math.floor(t / 60))
+      a.buckets[minute] = (a.buckets[minute] or 0) + w
     end
-  elseif redis.call('EXISTS', wkey) == 1 then
+  elseif known(wkey_of[k]) then
     -- a rejected share of a worker the books know (accepted a share within the idle TTL): counted there,
     -- without refreshing its TTL -- rejected shares alone never keep a key alive or create one
-    redis.call('HINCRBY', wkey, 'rejected', 1)
-    redis.call('HINCRBY', wkey, 'rejected:' .. reason, 1)
-    if redis.call('EXISTS', ukey) == 1 then
-      redis.call('HINCRBY', ukey, 'rejected', 1)
-      redis.call('HINCRBY', ukey, 'rejected:' .. reason, 1)
-    end
+    reject(wkey_of[k], reason)
+    if known(ukey_of[k]) then reject(ukey_of[k], reason) end
     counted = counted + 1
-    if source ~= '' then
-      redis.call('HSET', mark, ident, seq)
-      seen[mark] = seen[mark] or {}
-      seen[mark][ident] = true
+    counted_seq[k] = seq
+    if not is_fast then
+      marks[mark_of[k]][ident_of[k]], marks_s[mark_of[k]][ident_of[k]] = tonumber(seq), seq
     end
   else
     ignored = ignored + 1
   end
+end
+-- 3. the sums: per worker (one record's, or its shares' added up above), per user (its records' added up here)
+local live, buckets, seen, last_user, last_ident, per_user = {}, {}, {}, {}, {}, {}
+local function add_accepted(key, n, difficulty, work, ts, ts_s)
+  redis.call('HINCRBY', key, 'accepted', n)
+  redis.call('HINCRBYFLOAT', key, 'difficulty', difficulty)
+  redis.call('HINCRBYFLOAT', key, 'work', work)
+  local previous = redis.call('HGET', key, 'last_share')
+  if not previous or tonumber(previous) < ts then redis.call('HSET', key, 'last_share', ts_s) end
+  live[key] = true
+end
+for k = 1, nident do
+  local n, difficulty, work, ts, ts_s = 0, '0', '0', -1, '0'
+  local ident = ident_of[k]
+  if fast[k] then
+    local a = agg_at[k]
+    n, difficulty, work, ts_s = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+    ts = tonumber(ts_s)
+    for b = a + 5, a + 4 + 2 * tonumber(ARGV[a + 4]), 2 do
+      local bucket = prefix .. 'hashrate:' .. ARGV[b]
+      redis.call('HINCRBYFLOAT', bucket, ident, ARGV[b + 1])
+      buckets[bucket] = true
+    end
+  elseif slow[k] then
+    local a = slow[k]
+    n, difficulty, work, ts, ts_s = a.n, string.format('%.17g', a.difficulty), string.format('%.17g', a.work), a.ts,
+      a.ts_s
+    for minute, w in pairs(a.buckets) do
+      local bucket = prefix .. 'hashrate:' .. minute
+      redis.call('HINCRBYFLOAT', bucket, ident, string.format('%.17g', w))
+      buckets[bucket] = true
+    end
+  end
+  if n > 0 then
+    add_accepted(wkey_of[k], n, difficulty, work, ts, ts_s)
+    local ukey = ukey_of[k]
+    local u = per_user[ukey]
+    if not u then u = {n = 0, difficulty = 0, work = 0, ts = -1, ts_s = '0'}; per_user[ukey] = u end
+    u.n, u.difficulty, u.work = u.n + n, u.difficulty + tonumber(difficulty), u.work + tonumber(work)
+    if ts > u.ts then u.ts, u.ts_s = ts, ts_s end
+    local user = user_of[k]
+    if (last_user[user] or -1) < ts then last_user[user] = ts end
+    if (last_ident[ident] or -1) < ts then last_ident[ident] = ts end
+  end
+  local mark = mark_of[k]
+  if mark and counted_seq[k] then
+    -- the highest seq counted (a fast record's last share; a slow one's moving mark)
+    redis.call('HSET', mark, ident, fast[k] and counted_seq[k] or marks_s[mark][ident])
+    seen[mark] = seen[mark] or {}
+    seen[mark][ident] = true
+  end
+end
+for ukey, u in pairs(per_user) do
+  add_accepted(ukey, u.n, string.format('%.17g', u.difficulty), string.format('%.17g', u.work), u.ts, u.ts_s)
+end
+for key, r in pairs(rejected) do
+  redis.call('HINCRBY', key, 'rejected', r.n)
+  for reason, c in pairs(r.reasons) do redis.call('HINCRBY', key, 'rejected:' .. reason, c) end
 end
 -- one ZADD per distinct member (a batch is mostly a few busy workers)
 local function zadd_all(key, scores, flag)
@@ -303,20 +389,88 @@ def share_work_int(share_target: int) -> int:
     return (1 << 256) // max(1, share_target)
 
 
-def _share_args(share: Share) -> list[str | int]:
-    return [
-        share.source,
-        share.seq,
-        share.user,
-        share.worker,
-        "1" if share.accepted else "0",
-        repr(float(share.share_difficulty)),
-        share_work_int(share.share_target) if share.accepted else 0,
-        repr(float(share.timestamp)),
-        int(share.timestamp // 60),
-        share.height,
-        share.reason or "unknown",
-    ]
+class _Identity:
+    """What the consumer sums for one (source, user, worker) of a batch (see :func:`_batch_args`)."""
+
+    __slots__ = ("buckets", "difficulty", "first_seq", "index", "last_seq", "monotone", "n", "source", "ts",
+                 "ts_s", "user", "work", "worker")  # fmt: skip
+
+    def __init__(self, index: int, share: Share) -> None:
+        self.index = index
+        self.source, self.user, self.worker = share.source, share.user, share.worker
+        self.first_seq = self.last_seq = share.seq
+        self.monotone = True
+        self.n = 0
+        self.difficulty = 0.0
+        self.work = 0
+        self.ts = -1.0
+        self.ts_s = "0"
+        self.buckets: dict[int, int] = {}
+
+    def args(self) -> list[str | int]:
+        out: list[str | int] = [self.source, self.user, self.worker, self.first_seq, "1" if self.monotone else "0"]
+        out += [self.n, repr(self.difficulty), self.work, self.ts_s, len(self.buckets)]
+        for minute, work in self.buckets.items():
+            out += [minute, work]
+        return out
+
+
+def _batch_args(shares: Sequence[Share]) -> list[str | int]:
+    """The script's arguments after its header: the number of identity records, the records, then the shares.
+
+    The consumer does the per-share arithmetic the script would otherwise do with one Redis call each: per
+    (source, user, worker) it sums the accepted shares' count, difficulty and work, their latest time and the work
+    of each hashrate minute, and checks that the seqs rise. The script applies such a record as a whole when all
+    of its shares are new (the first seq above the identity's high-water mark), else decides its shares one by
+    one (a redelivery overlapping the mark). Each share still goes along -- seven fields, in batch order -- for
+    its share log entry (accepted) or its reason (rejected) and for that one-by-one case.
+
+    The minute of a share is ``floor(ts / 60)`` in IEEE doubles on both sides, so a record summed here and one
+    summed in the script put a share in the same minute."""
+    records: dict[tuple[str, str, str], _Identity] = {}
+    order: list[_Identity] = []
+    tail: list[str | int] = []
+    works: dict[int, int] = {}
+    for share in shares:
+        key = (share.source, share.user, share.worker)
+        ident = records.get(key)
+        if ident is None:
+            ident = records[key] = _Identity(len(order) + 1, share)
+            order.append(ident)
+        elif share.seq <= ident.last_seq:
+            ident.monotone = False  # a repeat inside the batch: the script decides these shares one by one
+        else:
+            ident.last_seq = share.seq
+        if share.accepted:
+            work = works.get(share.share_target)
+            if work is None:
+                work = works[share.share_target] = share_work_int(share.share_target)
+            ts = float(share.timestamp)
+            ts_s = repr(ts)
+            ident.n += 1
+            ident.difficulty += float(share.share_difficulty)
+            ident.work += work
+            if ts > ident.ts:
+                ident.ts, ident.ts_s = ts, ts_s
+            minute = math.floor(ts / 60)
+            ident.buckets[minute] = ident.buckets.get(minute, 0) + work
+            tail += [ident.index, share.seq, "", repr(float(share.share_difficulty)), work, ts_s, share.height]
+        else:
+            tail += [ident.index, share.seq, share.reason or "unknown", 0, 0, 0, 0]
+    # two records sharing a high-water mark field (user "a.b" + worker "c" and user "a" + worker "b.c"): one
+    # stream to the mark, so their shares are decided one by one, in batch order, against it
+    fields: dict[tuple[str, str], _Identity] = {}
+    for ident in order:
+        if not ident.source:
+            continue
+        other = fields.setdefault((ident.source, f"{ident.user}.{ident.worker}"), ident)
+        if other is not ident:
+            other.monotone = ident.monotone = False
+    args: list[str | int] = [len(order)]
+    for ident in order:
+        args += ident.args()
+    args += tail
+    return args
 
 
 class ShareAccounting:
@@ -329,7 +483,7 @@ class ShareAccounting:
         share_log_keep_s: float = SHARE_LOG_KEEP_S,
         share_log_maxlen: int | None = None,
         idle_ttl_s: int = IDLE_TTL_S,
-        batch: int = 256,
+        batch: int = DEFAULT_BATCH,
         dedup_ttl_s: int = DEDUP_TTL_S,
         max_lag_s: float = 30.0,
         policy: Backoff = FOREVER,
@@ -367,6 +521,7 @@ class ShareAccounting:
             idle_ttl_s=settings.idle_ttl_s,
             dedup_ttl_s=settings.dedup_ttl_s,
             max_lag_s=settings.max_lag_s,
+            batch=settings.max_batch,
         )
 
     # -- writes -----------------------------------------------------------------------------------
@@ -387,8 +542,7 @@ class ShareAccounting:
             HASHRATE_BUCKET_TTL_S,
             self.idle_ttl_s,
         ]
-        for share in shares:
-            args.extend(_share_args(share))
+        args += _batch_args(shares)
         counted, duplicates, ignored, oldest_ms = await self._script(keys=[], args=args)
         self.share_log_oldest_ms = int(oldest_ms)
         return int(counted), int(duplicates), int(ignored)
@@ -454,21 +608,37 @@ class ShareAccounting:
     async def run(self, subscription: Subscription, *, poll_s: float = 0.5) -> None:
         """Consume Share events until cancelled, the subscription ends, or :meth:`drain` finds nothing left.
 
-        Reads no further ahead than one batch: take what is queued (up to ``batch``), write it (retrying), then
-        ``ack()`` -- so a Kafka offset never passes a share that is not in Redis yet. Whatever queued up during
-        one write goes into the next, so batches grow exactly when the share rate needs them to."""
+        Reads no further ahead than one batch: wait for the first event, then take everything already queued
+        (up to ``batch``), write it (retrying), then ``ack()`` -- so a Kafka offset never passes a share that is
+        not in Redis yet. Whatever queued up during one write goes into the next, so batches grow exactly when
+        the share rate needs them to: a write costs a round trip and the script's fixed part whatever its size,
+        so a consumer that fell behind catches up with bigger batches instead of queueing without bound."""
         self.stopped = False
         try:
             while True:
                 events = await subscription.next_batch(self.batch, 0.0 if self._draining else poll_s)
                 if events is None:
                     return
+                ended = False
+                # top up with what is there already: one next_batch hands out at most one Kafka fetch (~500)
+                for _ in range(self.batch):  # bounded: each round adds at least one event or stops
+                    if not events or len(events) >= self.batch:
+                        break
+                    more = await subscription.next_batch(self.batch - len(events), 0.0)
+                    if more is None:
+                        ended = True
+                        break
+                    if not more:
+                        break
+                    events += more
                 shares = [e for e in events if isinstance(e, Share)]
                 if shares:
                     await self.record(shares)
                 if events:
                     await subscription.ack()
                 elif self._draining:
+                    return
+                if ended:
                     return
         finally:
             self.stopped = True
