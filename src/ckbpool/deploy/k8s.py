@@ -30,12 +30,14 @@ import os
 import shutil
 import subprocess
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from ..pool.config import ConfigError, load_pool_config
 from . import secrets as sec
 from .assets import shipped_dir
 from .config import POOL_ROLES, DeployConfig
@@ -134,7 +136,12 @@ def rendered_files(config: DeployConfig, paths: Paths) -> dict[str, dict[str, st
     for role in POOL_ROLES:
         bus = f"kafka://{_kafka_bootstrap(config)}?client_id=pool-{role}&spool_dir=/var/lib/ckbpool/spool"
         role_ctx = {**ctx, "pool": {**pool, "roles": [role], "bus_url": bus}}
-        pool_files[f"{role}.toml"] = env.get_template("pool.toml.j2").render(role_ctx)
+        text = env.get_template("pool.toml.j2").render(role_ctx)
+        try:  # a rendered pool.toml must load as the pool's own config (a template bug otherwise)
+            load_pool_config(data=tomllib.loads(text))
+        except (ConfigError, tomllib.TOMLDecodeError) as exc:  # pragma: no cover - template bug
+            raise TargetError(f"the rendered {role}.toml is not a valid pool configuration: {exc}") from None
+        pool_files[f"{role}.toml"] = text
     out = {"ckb": ckb_files, "pool": pool_files}
     if config.services.proxy:
         proxy = {**ctx["proxy"], "upstream_host": names["stratum"], "upstream_port": config.ports.stratum}
