@@ -11,11 +11,15 @@ import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from ..ckb import eaglesong as _eaglesong
 from ..ckb.eaglesong import pow_output
 from ..ckb.target import U256_MAX, target_to_share_difficulty
 from .config import VardiffSettings
 
 TWO_256 = 1 << 256
+# check_share's hash: the C function itself when built. Its inputs are the job's 32-byte pow_hash and a
+# 16-byte nonce16 the pool assembled, so the Python wrapper's argument checks only cost time at every share.
+_pow_output = _eaglesong._C.pow_output if _eaglesong._C is not None else pow_output
 
 
 class PrefixExhausted(RuntimeError):
@@ -91,6 +95,28 @@ def floored_hashrate(declared: float, settings: VardiffSettings) -> float:
     return max(rate, settings.min_hashrate)
 
 
+_BOUNDS: dict[tuple[float, float, float, float], tuple[int, int]] = {}
+
+
+def _target_bounds(settings: VardiffSettings) -> tuple[int, int]:
+    """(easiest, hardest) share target the settings allow, remembered per distinct settings: a flooding channel
+    clamps at every share, and the float/int arithmetic was a measurable part of the share path (issue 19)."""
+    key = (
+        settings.min_share_difficulty,
+        settings.min_hashrate,
+        settings.share_interval_s,
+        settings.max_share_difficulty,
+    )
+    bounds = _BOUNDS.get(key)
+    if bounds is None:
+        hardest = max(1, int((0xFFFF << 240) / settings.max_share_difficulty))
+        bounds = (easiest_target(settings), hardest)
+        if len(_BOUNDS) >= 64:  # settings change only on a reload; never grows without bound
+            _BOUNDS.clear()
+        _BOUNDS[key] = bounds
+    return bounds
+
+
 class Vardiff:
     """Per-channel difficulty: aim at one share per ``share_interval_s``; retarget at most every
     ``retarget_interval_s`` (sooner if shares flood in), only when the change exceeds ``tolerance``.
@@ -152,8 +178,7 @@ class Vardiff:
         self._active_until = 0.0
 
     def _clamp(self, target: int) -> int:
-        easiest = easiest_target(self.settings)
-        hardest = max(1, int((0xFFFF << 240) / self.settings.max_share_difficulty))
+        easiest, hardest = _target_bounds(self.settings)
         # never harder than the network: every block-solving nonce must also pass as a share
         hardest = max(hardest, self.network_target)
         return max(hardest, min(easiest, target))
@@ -319,7 +344,7 @@ def check_share(
         return ShareVerdict(ShareResult.STALE)
     if nonce16 in job.seen:
         return ShareVerdict(ShareResult.DUPLICATE)
-    value = int.from_bytes(pow_output(job.pow_hash, nonce16, blake2b), "big")
+    value = int.from_bytes(_pow_output(job.pow_hash, nonce16, blake2b), "big")
     is_block = value <= job.network_target
     if value > share_target and not is_block:
         return ShareVerdict(ShareResult.LOW_DIFFICULTY)

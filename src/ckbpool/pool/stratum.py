@@ -657,6 +657,11 @@ class StratumServer:
         self._next_channel_id = 1
         # per-result counters resolved once: labels() on every share costs ~9% of the share path
         self._share_counters = {r: metrics.shares_total.labels(result=r.value) for r in ShareResult}
+        # shares counted since the counters were last updated (flush_tally, once per event-loop pass)
+        self._tally: dict[ShareResult, int] = {}
+        self._tally_work = 0.0
+        self._tally_difficulty = 0.0
+        self._tally_scheduled = False
         # shares for the bus are handed over in batches by one task, not one task per share (~+75% shares/s);
         # each with the SubmitShares.Success to send once the bus has it (None for rejected shares)
         self._share_queue: list[tuple[Share, Callable[[], None] | None]] = []
@@ -717,6 +722,7 @@ class StratumServer:
             log.error("closing with %d shares not yet on the bus (not answered Success)", len(self._share_queue))
         for session in list(self.sessions):
             session.close()  # sends the pending Successes first
+        self.flush_tally()
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
@@ -979,7 +985,10 @@ class StratumServer:
             None if active is None else active.entry, self.jobs.current_parent, nonce16, share_target, self.blake2b
         )
         now = time.time()
-        self._share_counters[verdict.result].inc()
+        tally = self._tally
+        tally[verdict.result] = tally.get(verdict.result, 0) + 1
+        if not self._tally_scheduled:
+            self._schedule_tally()
         accepted = verdict.result is ShareResult.ACCEPTED
         block_hash = b""
         success: Callable[[], None] | None = None
@@ -994,9 +1003,8 @@ class StratumServer:
                 share_target = channel.target
                 verdict = dataclasses.replace(verdict, difficulty=target_to_share_difficulty(share_target))
             work = TWO_256 / share_target
-            self.hashrate.add(work)
-            self.metrics.accepted_work_hashes_total.inc(work)
-            self.metrics.share_difficulty_total.inc(verdict.difficulty)
+            self._tally_work += work
+            self._tally_difficulty += verdict.difficulty
             if verdict.is_block:
                 block_hash = self._found_block(user, worker, active, nonce, now)
             shares_sum = max(1, round(verdict.difficulty))
@@ -1034,6 +1042,31 @@ class StratumServer:
                 seq=self._share_seq,
             )
             self._queue_share(event_out, success)
+
+    def _schedule_tally(self) -> None:
+        """Apply the share counters once the event loop has run the current batch of reads, not per share: three
+        Prometheus increments and a hashrate-window entry per share were ~10 % of the share path (issue 19).
+        Without a running loop (a synchronous caller), at once."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush_tally()
+            return
+        self._tally_scheduled = True
+        loop.call_soon(self.flush_tally)
+
+    def flush_tally(self) -> None:
+        """Move the shares counted since the last call into the metrics and the hashrate window."""
+        self._tally_scheduled = False
+        tally, self._tally = self._tally, {}
+        for result, count in tally.items():
+            self._share_counters[result].inc(count)
+        work, self._tally_work = self._tally_work, 0.0
+        if work:
+            self.hashrate.add(work)
+            self.metrics.accepted_work_hashes_total.inc(work)
+            self.metrics.share_difficulty_total.inc(self._tally_difficulty)
+        self._tally_difficulty = 0.0
 
     def _share_identity(self, channel: ChannelState, event: ShareSubmitted) -> Identity | IdentityError:
         """Who a tagged share is credited to (docs/sv2-ckb.md section 13).

@@ -24,6 +24,7 @@ Bitcoin's reading of the hash).
 from __future__ import annotations
 
 import enum
+import struct
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -114,6 +115,9 @@ def pow_function_from_flags(flags: int) -> PowFunction:
 # --- nonce16 ------------------------------------------------------------------------------------
 
 
+_pack_version_nonce = struct.Struct("<II").pack
+
+
 def _check_u32(value: int, name: str) -> None:
     if not 0 <= value <= _U32:
         raise ValueError(f"{name} {value} does not fit u32")
@@ -145,6 +149,9 @@ def nonce16_from_share(extranonce_prefix: bytes, share: Share) -> bytes:
     prefix only applies to jobs sent after it (spec 5.3.10), so a pool that changes prefixes
     records the prefix per job. (CkbSubmitSolution carries the whole nonce16 and needs none.)
     """
+    if type(share) is SubmitSharesStandard and len(extranonce_prefix) == EXTRANONCE_SPACE:
+        # the pool's share path: decoded U32 fields, so only the packing is left (struct raises if not u32)
+        return extranonce_prefix + _pack_version_nonce(share.version, share.nonce)
     if isinstance(share, SubmitSharesStandard):
         return nonce16_from_standard_share(extranonce_prefix, share.version, share.nonce)
     if isinstance(share, SubmitSharesExtended):
