@@ -74,7 +74,9 @@ def require_tools(*names: str) -> dict[str, str]:
 
 
 def _pem_key(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _certificate(
@@ -86,7 +88,7 @@ def _certificate(
     server_ips: tuple[str, ...] = (),
     client: bool = False,
 ) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     issuer_name, issuer_key = issuer if issuer is not None else (subject, key)
     builder = (
         x509.CertificateBuilder()
@@ -147,7 +149,9 @@ class KubeApiServer:
         server_key = ec.generate_private_key(ec.SECP256R1())
         server = _certificate(_name("kube-apiserver"), server_key, (ca.subject, ca_key), server_ips=(self.HOST,))
         admin_key = ec.generate_private_key(ec.SECP256R1())
-        admin = _certificate(_name("ckbpool-test-admin", "system:masters"), admin_key, (ca.subject, ca_key), client=True)
+        admin = _certificate(
+            _name("ckbpool-test-admin", "system:masters"), admin_key, (ca.subject, ca_key), client=True
+        )
         sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         pem = serialization.Encoding.PEM
         files = {
@@ -166,9 +170,14 @@ class KubeApiServer:
         kubeconfig = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "test", "cluster": {"server": self.url, "certificate-authority-data": b64["ca.crt"]}}],
+            "clusters": [
+                {"name": "test", "cluster": {"server": self.url, "certificate-authority-data": b64["ca.crt"]}}
+            ],
             "users": [
-                {"name": "admin", "user": {"client-certificate-data": b64["admin.crt"], "client-key-data": b64["admin.key"]}}
+                {
+                    "name": "admin",
+                    "user": {"client-certificate-data": b64["admin.crt"], "client-key-data": b64["admin.key"]},
+                }
             ],
             "contexts": [{"name": "test", "context": {"cluster": "test", "user": "admin"}}],
             "current-context": "test",
