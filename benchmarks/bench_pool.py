@@ -13,15 +13,19 @@ Every figure comes with a baseline measured in the same run (shared design: benc
    to a real ``redis-server``, AOF everysec as rendered, pinned to the load generator's CPU): its figure, the
    rate shares reached the books in the same window and the accounting backlog, then -- load stopped, books
    caught up -- shares answered Success per identity == accepted in Redis, exactly; once more with the
-   consumer's batch at 4,096 instead of its default 256 (what batching does); and a cProfile top-10 of the
-   books-attached server. The accounting consumer is also fed Share events directly
+   consumer's batch capped at 256 (its cap before the per-identity script; the default is 8,192: it takes
+   everything queued up to that) to show what batching does; and a cProfile top-10 of the books-attached
+   server. The accounting consumer is also fed Share events directly
    (``benchmarks/bench_accounting.py``): shares/s into the books per consumer and per Redis CPU-second, which
    must exceed the stratum rate per core of the same run. Baseline:
    ``benchmarks/pool_baseline.py --mode noise``, the same asyncio server shape doing only Noise + decrypt +
    one SubmitShares.Success-sized encrypted ack per 16 shares (the I/O + AEAD floor).
 2. **RSS per idle encrypted channel** at 10k and 50k connections (one open channel each, idle), from the
    server's VmRSS over its RSS before any connection. Baseline: ``pool_baseline --mode tcp``, an asyncio server
-   holding the same number of plain TCP connections (one reader task each).
+   holding the same number of plain TCP connections (one reader task each). Then where it goes: a separate
+   run makes ``heap_connections`` idle channels under tracemalloc and prints the Python heap by file:line
+   (snapshot diff) next to the RSS growth (the rest is C memory: libuv handles, OpenSSL contexts, allocator
+   slack) and the kernel's socket memory (``SO_MEMINFO``, not part of RSS).
 3. **Fan-out latency**: the server is told ``new_job`` (a new tip: future job + SetNewPrevHash per channel); the
    load generator timestamps (CLOCK_MONOTONIC, shared by both processes) the arrival of each connection's
    SetNewPrevHash; per-channel p50/p99 and the last channel, at 100, 1k and 10k channels. Baseline: the same
@@ -92,6 +96,7 @@ class Settings:
     profile_dir: Path | None = None
     cprofile_s: float = 3.0  # cProfile of the books-attached server after its window (0: none)
     accounting_count: int = 200_000  # shares fed straight into the accounting consumer
+    heap_connections: int = 3_000  # idle channels made under tracemalloc for the memory breakdown
 
     @classmethod
     def quick(cls) -> Settings:
@@ -107,6 +112,7 @@ class Settings:
             connect_timeout_s=60.0,
             cprofile_s=2.0,
             accounting_count=50_000,
+            heap_connections=1_000,
         )
 
 
@@ -293,8 +299,8 @@ def _share_run(
     if kind == "baseline":
         server = start_baseline("noise", server_cpu)
     elif redis is not None:
-        # "books-b<N>": the consumer takes up to N events per write instead of its default 256
-        batch = kind.partition("-b")[2] or "256"
+        # "books-b<N>": the consumer takes up to N events per write instead of its default (redis.max_batch)
+        batch = kind.partition("-b")[2] or str(_default_batch())
         server = start_pool_server("books", server_cpu, "--redis-url", redis.url, "--accounting-batch", batch)
     else:
         server = start_pool_server(kind, server_cpu)
@@ -435,12 +441,19 @@ def _books_check(
     }
 
 
+def _default_batch() -> int:
+    from ckbpool.pool.accounting import DEFAULT_BATCH
+
+    return DEFAULT_BATCH
+
+
 def accounting_runs(s: Settings) -> dict[str, Any]:
-    """The accounting consumer fed directly (benchmarks/bench_accounting.py): batches of 256 (its default) with
-    Redis AOF as rendered (everysec) and as its guarantees assume (always); and batches of 1024, to show what
-    the batch size does."""
+    """The accounting consumer fed directly (benchmarks/bench_accounting.py): batches of its cap
+    (``redis.max_batch``, 8,192: what ``run()`` takes when behind) with Redis AOF as rendered (everysec) and as
+    its guarantees assume (always); and batches of 256 (the cap before), to show what the batch size does."""
     out = {}
-    for label, batch, mode in (("everysec", 256, "everysec"), ("always", 256, "always"), ("b1024", 1024, "everysec")):
+    big = _default_batch()
+    for label, batch, mode in (("everysec", big, "everysec"), ("always", big, "always"), ("b256", 256, "everysec")):
         out[label] = consumer_run(s.accounting_count, batch, mode)
         _kill_children()
     return out
@@ -539,6 +552,34 @@ def connections_run(kind: str, s: Settings, block: int, sizes: list[int], fanout
                 out["stopped_at"] = conn["connections"]
                 break
         return out
+    finally:
+        loadgen.close()
+        server.close()
+
+
+def heap_run(s: Settings, block: int) -> dict[str, Any]:
+    """Where the memory of an idle encrypted channel goes: ``s.heap_connections`` connections made to a fresh
+    pool server under tracemalloc (one frame per allocation: file:line), the snapshot diff against the RSS
+    growth. A separate run: tracemalloc's own cost stays out of the RSS figures above."""
+    server_cpu, lg_cpu = _cpus()
+    server = start_pool_server("bare", server_cpu)
+    loadgen = start_loadgen(lg_cpu)
+    try:
+        server.request("tracemalloc_start")
+        n = s.heap_connections
+        conn = loadgen.request(
+            "connect",
+            timeout=s.connect_timeout_s + 60,
+            host="127.0.0.1",
+            port=server.info["port"],
+            count=n,
+            mode="noise",
+            sources=sources_for(n, block),
+            deadline=s.connect_timeout_s,
+        )
+        _wait_sessions(server, conn["connections"])
+        time.sleep(1.0)
+        return server.request("tracemalloc_top", timeout=300, top=10)
     finally:
         loadgen.close()
         server.close()
@@ -666,7 +707,7 @@ def run(budget: float = 0.5, settings: Settings | None = None) -> dict[str, Any]
 
     raw["shares"] = {
         kind: attempt(f"shares-{kind}", share_run, kind, s, 10 + i)
-        for i, kind in enumerate(("baseline", "bare", "bus", "books", "books-b4096"))
+        for i, kind in enumerate(("baseline", "bare", "bus", "books", "books-b256"))
     }
     raw["accounting"] = attempt("accounting", accounting_runs, s)
     sizes = sorted(set(s.fanout_sizes) | set(s.rss_sizes))
@@ -675,6 +716,7 @@ def run(budget: float = 0.5, settings: Settings | None = None) -> dict[str, Any]
         "connections-noise", connections_run, "noise", s, 30, sorted(set(s.fanout_sizes)), True
     )
     raw["tcp_conns"] = attempt("connections-tcp", connections_run, "tcp", s, 40, sorted(set(s.rss_sizes)), False)
+    raw["heap"] = attempt("heap", heap_run, s, 45)
     raw["blocks"] = attempt("blocks", blocks_run, s, 50)
     raw["errors"] = errors
     raw["elapsed_s"] = round(time.monotonic() - started, 1)
@@ -724,7 +766,7 @@ def _rows(raw: dict[str, Any], s: Settings) -> list[dict[str, Any]]:
         ("bare", "StratumServer"),
         ("bus", "StratumServer + in-process bus share sink (as Pool)"),
         ("books", "StratumServer + bus + exactly-once accounting into Redis (as Pool with Redis)"),
-        ("books-b4096", "same, accounting batches of 4,096 instead of 256 (not the default: what batching does)"),
+        ("books-b256", "same, accounting batches capped at 256 instead of 8,192 (the cap before: what batching does)"),
     ):
         r = shares.get(kind)
         what = f"shares/s per server core, {label}"
@@ -762,7 +804,7 @@ def _rows(raw: dict[str, Any], s: Settings) -> list[dict[str, Any]]:
             settle = r["settle"]
             rows.append(
                 _row(
-                    f"books exact after the run{'' if kind == 'books' else ' (batches of 4,096)'}: shares "
+                    f"books exact after the run{'' if kind == 'books' else ' (batches of 256)'}: shares "
                     "answered Success vs accepted in Redis",
                     r["books_total"],
                     "shares",
@@ -779,9 +821,9 @@ def _rows(raw: dict[str, Any], s: Settings) -> list[dict[str, Any]]:
             )
     stratum_core = max((v for k, v in per_core_of.items() if k in ("bare", "bus")), default=None)
     labels = {
-        "everysec": "batches of 256 (default), AOF everysec (as rendered)",
-        "always": "batches of 256 (default), AOF always (what its guarantees assume)",
-        "b1024": "batches of 1024, AOF everysec",
+        "everysec": "batches of 8,192 (the default cap), AOF everysec (as rendered)",
+        "always": "batches of 8,192 (the default cap), AOF always (what its guarantees assume)",
+        "b256": "batches of 256 (the cap before), AOF everysec",
     }
     for key, result in (raw.get("accounting") or {}).items():
         rec = result["record"]
@@ -796,7 +838,8 @@ def _rows(raw: dict[str, Any], s: Settings) -> list[dict[str, Any]]:
                 stratum_core,
                 "> stratum shares/s per core (baseline)",
                 (ceiling > stratum_core) if ceiling is not None and stratum_core else None,
-                f"fed {result['count']:,} Share events directly; the lower of per consumer CPU-second "
+                f"fed {result['count']:,} Share events directly (1,000 identities round robin) in batches of "
+                f"{result['batch']:,}; the lower of per consumer CPU-second "
                 f"{_fmt(consumer)} and per redis-server CPU-second {_fmt(redis_core)}; wall {rec['rate']:,.0f}/s "
                 f"(consumer {rec['consumer_cpu'] / rec['elapsed']:.0%}, redis {rec['redis_cpu'] / rec['elapsed']:.0%} "
                 f"of a CPU: one batch in flight at a time); empty-EVAL floor {result['floor']['rate']:,.0f}/s; "
@@ -997,6 +1040,22 @@ def to_markdown(result: dict[str, Any]) -> str:
                 f"| `{entry['function']}` | {entry['calls']:,} | {entry['tottime_s']:.3f} | "
                 f"{entry['share_of_total']:.1%} | {entry['cumtime_s']:.3f} |"
             )
+    heap = raw.get("heap")
+    if heap and heap.get("top"):
+        lines += [
+            "",
+            f"Where an idle encrypted channel's memory goes ({heap['connections']:,} connections made under "
+            f"tracemalloc, a separate run; per connection): RSS {heap['rss_per_conn'] / 1024:.1f} KiB (tracemalloc's "
+            f"own bookkeeping subtracted), of which the Python heap {heap['traced_per_conn'] / 1024:.1f} KiB and C "
+            f"memory tracemalloc cannot see (uvloop/libuv handles, OpenSSL cipher contexts, allocator slack) "
+            f"{(heap['rss_per_conn'] - heap['traced_per_conn']) / 1024:.1f} KiB; kernel socket buffers (not in RSS, "
+            f"SO_MEMINFO) {heap['kernel_socket_per_conn']:,.0f} B. Python heap by allocation site, top 10:",
+            "",
+            "| allocated at | bytes per connection | blocks per connection |",
+            "|---|---:|---:|",
+        ]
+        for row in heap["top"]:
+            lines.append(f"| `{row['where']}` | {row['bytes_per_conn']:,.0f} | {row['blocks_per_conn']:.1f} |")
     if raw.get("errors"):
         lines += ["", "Failed sections: " + "; ".join(f"{k}: {v}" for k, v in raw["errors"].items())]
     if raw.get("timings_s"):
@@ -1143,7 +1202,7 @@ async def _serve_fixed_jobs(args: argparse.Namespace, info: dict[str, Any]) -> N
         # what Pool.start wires for the accounting role: a manual-ack subscription and ShareAccounting.run
         from ckbpool.pool.accounting import ShareAccounting, connect_redis
 
-        accounting = ShareAccounting(connect_redis(args.redis_url), batch=args.accounting_batch)
+        accounting = ShareAccounting(connect_redis(args.redis_url), batch=args.accounting_batch or _default_batch())
         subscription = bus.subscribe(Topic.SHARES, "accounting", manual_ack=True)
         queue_items = getattr(getattr(subscription, "_queue", None), "items", None)  # the in-process backlog
 
@@ -1394,7 +1453,7 @@ def main() -> int:
     # child-process mode (used by the benchmark itself)
     parser.add_argument("--serve", choices=["bare", "bus", "books", "node"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--redis-url", default="", help=argparse.SUPPRESS)
-    parser.add_argument("--accounting-batch", type=int, default=256, help=argparse.SUPPRESS)
+    parser.add_argument("--accounting-batch", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--max-seconds", type=float, default=900, help=argparse.SUPPRESS)
     parser.add_argument("--no-uvloop", action="store_true", help=argparse.SUPPRESS)
