@@ -431,6 +431,8 @@ class ServerConnection(Connection):
                 raise LocalProtocolError(f"group_channel_id {group} is a channel id")
             self._check_group_extranonce(group, len(msg.extranonce_prefix) + extranonce_size)
         del self.pending_requests[msg.request_id]
+        if not self.pending_requests:
+            self.pending_requests = {}  # an emptied dict keeps its table; a fresh one has none (issue 19)
         kind = ChannelKind.STANDARD if is_standard else ChannelKind.EXTENDED
         self._add_channel(
             ChannelInfo(
@@ -498,6 +500,8 @@ class ServerConnection(Connection):
         if job_id not in futures and job_id not in group_futures:
             raise LocalProtocolError(f"job {job_id} was not sent as a future job on {channel_id}")
         self._future_jobs.pop(channel_id, None)  # "the remaining queued jobs have to be made invalid"
+        if not self._future_jobs:
+            self._future_jobs = {}  # as above: no table kept between tips on an idle connection
 
     def _send_set_target(self, msg: SetTarget) -> None:
         members = self._members(msg.channel_id)
