@@ -57,6 +57,11 @@ class StratumSettings(_Strict):
     certificate_file: Path | None = None
     server_id: Annotated[int, Field(ge=0, le=255)] = 1
     extended_prefix_bytes: Annotated[int, Field(ge=2, le=7)] = 4
+    # Stratum V2 server processes on listen_port (SO_REUSEPORT; ckbpool.pool.procs): unset = one per core under
+    # `ckbpool pool run`; 1 = the server in the pool's own process (also what a Pool built in code without it runs).
+    # Worker i runs with server_id + i (its extranonce prefixes and share ids), so server_id + workers - 1 <= 255
+    # and stratum hosts sharing a bus need server_ids at least `workers` apart.
+    workers: Annotated[int, Field(ge=1, le=256)] | None = None
     # --- abuse limits (each refusal is counted in ckbpool_stratum_limited_total{reason}) ---------------------------
     # Connections are counted from accept, before the Noise handshake: a handshake costs EC work on the event loop,
     # so a peer that never finishes one must still count.
@@ -101,6 +106,15 @@ class StratumSettings(_Strict):
     # `<CKB address of this pool's network>.<worker>`; anything else is refused (OpenMiningChannel.Error,
     # SubmitShares.Error). Off: any non-empty name is an account (test pools). Rendered deployments set it.
     require_address_identity: bool = False
+
+    @model_validator(mode="after")
+    def _check_workers(self) -> StratumSettings:
+        if self.workers is not None and self.server_id + self.workers - 1 > 255:
+            raise ValueError(
+                f"workers: {self.workers} workers from server_id {self.server_id} need server_ids up to "
+                f"{self.server_id + self.workers - 1}; each must fit one byte (lower server_id or workers)"
+            )
+        return self
 
 
 class VardiffSettings(_Strict):

@@ -18,6 +18,10 @@ receives every FoundBlock, submits it too (harmless: ckb answers a known block w
 and reports it once per block hash (``ckbpool.pool.blocks``). A stratum-only process counts its own direct
 submissions separately (``ckbpool_block_submissions_total``, /status ``found_blocks``), so nothing is counted
 twice across processes. Each process needs its own ``blocks.data_dir``.
+
+Stratum workers (``stratum.workers`` > 1, ``ckbpool.pool.procs``): this process keeps every role but stratum and
+its bus becomes an IPC hub (``ckbpool.bus.ipc``) around the configured one; the stratum role runs in N worker
+processes on one port, each a stratum-only Pool (``worker_index``) whose bus is the link to this process.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import time
 from collections.abc import Coroutine
 from functools import partial
@@ -37,6 +42,7 @@ import redis.asyncio as aioredis
 from ..bus import create_bus
 from ..bus.base import Bus, BusClosed, Topic
 from ..bus.events import BlockOutcome, FoundBlock, JobTemplate, Share
+from ..bus.ipc import IpcHub
 from ..ckb.rpc import CkbRpcClient, NodeTransport
 from ..ckb.target import target_to_difficulty
 from ..ckb.template import BlockTemplate, job_from_template
@@ -49,8 +55,9 @@ from .accounting import ShareAccounting, ShareLogTrimmer, node_difficulty
 from .blocks import BlockMaker, BlockRecord, BlockStore
 from .config import PoolConfig
 from .metrics import BusCollector, FunctionCounter, PoolMetrics
+from .procs import MergedMetrics, StratumProcesses, worker_count
 from .redis_conn import redis_from_settings
-from .status import StatusServer
+from .status import MetricsSource, StatusServer
 from .stratum import StratumServer, server_stats
 from .templates import NewJob, TemplateWatcher
 from .workers import WorkerBook
@@ -77,9 +84,20 @@ def _retry_announce(exc: Exception) -> bool:
 
 
 class Pool:
-    def __init__(self, config: PoolConfig, *, credentials: ResponderCredentials | None = None) -> None:
+    """The services of one process. ``bus``: use this bus instead of ``bus.url``'s; ``worker_index``: this Pool is
+    stratum worker ``worker_index`` of a parent Pool (``ckbpool.pool.procs``: no HTTP endpoints of its own)."""
+
+    def __init__(
+        self,
+        config: PoolConfig,
+        *,
+        credentials: ResponderCredentials | None = None,
+        bus: Bus | None = None,
+        worker_index: int | None = None,
+    ) -> None:
         self.config = config
         self.roles = set(config.roles)
+        self.worker_index = worker_index
         if credentials is None and config.stratum.noise and "stratum" in self.roles:
             s = config.stratum
             if s.static_key_file is None or s.certificate_file is None:
@@ -89,7 +107,9 @@ class Pool:
         self.metrics = PoolMetrics()
         self._export_certificate_expiry()
         self.rpc = CkbRpcClient.from_settings(config.node, retries=2)
-        self.bus: Bus = create_bus(config.bus.url)
+        self.bus: Bus = bus if bus is not None else create_bus(config.bus.url)
+        # stratum.workers > 1: the stratum role runs in worker processes this parent supervises
+        self.stratum_processes: StratumProcesses | None = self._plan_stratum_processes()
         self.server: StratumServer | None = None
         self.watcher: TemplateWatcher | None = None
         self.block_maker: BlockMaker | None = None  # the recorder of outcomes (blockmaker role)
@@ -131,6 +151,8 @@ class Pool:
         if self.server is not None:
             self.server.credentials = credentials
         self._export_certificate_expiry()
+        if self.stratum_processes is not None:
+            self.stratum_processes.signal_all(signal.SIGHUP)  # each worker reloads the files itself
         self.metrics.certificate_reloads_total.labels(result="ok").inc()
         log.info("reloaded the pool certificate: %s", credentials.certificate)
         return True
@@ -206,9 +228,13 @@ class Pool:
             watcher = self.watcher
             self.metrics.track_template_age(lambda: watcher.last_template_at or time.time())
             self._spawn(self.watcher.run())
+        if self.stratum_processes is not None:
+            await self._start_stratum_processes(self.stratum_processes)
         self._register_metrics()
+        if self.worker_index is not None:
+            return  # a stratum worker: its parent serves /status, /metrics and the web page for all
         self.status_server = StatusServer(
-            cfg.http.listen_host, cfg.http.listen_port, self.status, self.metrics.registry, self.healthy
+            cfg.http.listen_host, cfg.http.listen_port, self.status, self._metrics_source(), self.healthy
         )
         await self.status_server.start()
         if cfg.web.enabled:
@@ -270,7 +296,10 @@ class Pool:
         """Shut down in the order that keeps the books right: the stratum server stops reading, publishes its
         last shares and sends their Successes; accounting then writes everything the bus holds for it (bounded
         by ``redis.drain_timeout_s``; in Kafka mode what is left is redelivered at the next start); then the
-        other services stop and the clients close."""
+        other services stop and the clients close. Stratum workers stop first, each the same way, and their links
+        are read to the end before accounting drains."""
+        if self.stratum_processes is not None:
+            await self.stratum_processes.stop()
         if self.server is not None:
             await self.server.close()
         if self.accounting is not None and self._accounting_task is not None and not self._accounting_task.done():
@@ -437,7 +466,7 @@ class Pool:
         current = self.watcher.current if self.watcher is not None else None
         stats = server_stats(self.server) if self.server is not None else None
         hashrate = self.server.hashrate.rate() if self.server is not None else 0.0
-        return {
+        result: dict[str, Any] = {
             "network": self.config.network,
             "roles": sorted(self.roles),
             "uptime_s": round(time.time() - self.started_at, 1),
@@ -472,3 +501,30 @@ class Pool:
             # where miners see their figures (`ckbpool status` prints it); None when the page is off
             "web": None if self.web_server is None else self.web_server.url,
         }
+        if self.stratum_processes is not None:
+            result["roles"] = sorted(self.roles | {"stratum"})
+            self.stratum_processes.merge_status(result)
+        return result
+
+    # -- stratum worker processes (stratum.workers > 1; ckbpool.pool.procs) --------------------------
+    def _plan_stratum_processes(self) -> StratumProcesses | None:
+        """In a parent of stratum workers: drop the stratum role here and wrap the bus in the workers' IPC hub."""
+        count = worker_count(self.config)
+        if self.worker_index is not None or count <= 1 or "stratum" not in self.roles:
+            return None
+        self.roles.discard("stratum")
+        processes = StratumProcesses(self.config, self.credentials, count)
+        self.bus = IpcHub(self.bus, processes.hub_path)
+        return processes
+
+    async def _start_stratum_processes(self, processes: StratumProcesses) -> None:
+        assert isinstance(self.bus, IpcHub)
+        processes.reserve_port()
+        await processes.start(self.bus)
+        self.metrics.registry.register(processes.collector())
+
+    def _metrics_source(self) -> MetricsSource:
+        """What ``/metrics`` exposes: this process's registry, plus its stratum workers' samples if it has any."""
+        if self.stratum_processes is None:
+            return self.metrics.registry
+        return MergedMetrics(self.metrics.registry, self.stratum_processes)

@@ -1,18 +1,27 @@
 """HTTP status endpoint: /status (JSON for operators and `ckbpool status`), /metrics (Prometheus), /health.
 
 Bound to loopback by default: metrics and status are for the operator's own monitoring, not the internet.
+With stratum worker processes the parent serves both for the whole pool: its status callback and metrics source
+add the workers' latest reports (``ckbpool.pool.procs``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import Metric
 
 log = logging.getLogger(__name__)
+
+
+class MetricsSource(Protocol):
+    """What /metrics renders: a CollectorRegistry, or anything else that collects metric families."""
+
+    def collect(self) -> Iterable[Metric]: ...
 
 
 class StatusServer:
@@ -21,7 +30,7 @@ class StatusServer:
         host: str,
         port: int,
         status: Callable[[], Awaitable[dict[str, Any]]],
-        registry: CollectorRegistry,
+        registry: MetricsSource,
         health: Callable[[], bool] | None = None,
     ) -> None:
         self.host = host
@@ -54,7 +63,7 @@ class StatusServer:
         return web.json_response(await self._status())
 
     async def _handle_metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(self._registry)
+        body = generate_latest(self._registry)  # it only calls collect()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _handle_health(self, request: web.Request) -> web.Response:
