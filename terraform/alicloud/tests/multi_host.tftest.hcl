@@ -32,8 +32,8 @@ run "instances_and_exposure_per_role" {
     error_message = "per-host sizes"
   }
   assert {
-    condition     = alltrue([for k in ["stratum-1", "stratum-2"] : contains(alicloud_instance.host[k].security_groups, alicloud_security_group.public["stratum"].id)]) && length(alicloud_instance.host["core"].security_groups) == 2 && length(alicloud_instance.host["mon"].security_groups) == 2
-    error_message = "stratum public on stratum hosts only; core and monitoring hosts expose nothing"
+    condition     = alltrue([for k in ["stratum-1", "stratum-2"] : contains(alicloud_instance.host[k].security_groups, alicloud_security_group.public["stratum"].id)]) && length(alicloud_instance.host["core"].security_groups) == 3 && contains(alicloud_instance.host["core"].security_groups, alicloud_security_group.public["web"].id) && length(alicloud_instance.host["mon"].security_groups) == 2
+    error_message = "stratum public on stratum hosts only; the core (accounting) host exposes the miners page only, monitoring nothing"
   }
   assert {
     condition     = keys(output.inventory.all.children.stratum.hosts) == ["stratum-1", "stratum-2"] && keys(output.inventory.all.children.kafka.hosts) == ["core"] && output.inventory.all.vars.btcpool_kafka_bootstrap == "${alicloud_instance.host["core"].private_ip}:9092"

@@ -28,13 +28,13 @@ run "security_rules" {
     error_message = "SSH must be open to the admin CIDRs only"
   }
   assert {
-    condition     = toset(keys(alicloud_security_group_rule.public)) == toset(["stratum", "node_p2p"])
-    error_message = "public rules: stratum and node_p2p on a single host without the proxy"
+    condition     = toset(keys(alicloud_security_group_rule.public)) == toset(["stratum", "web", "node_p2p"])
+    error_message = "public rules: stratum, web and node_p2p on a single host without the proxy"
   }
   assert {
     condition = alltrue([for r in values(alicloud_security_group_rule.public) : r.cidr_ip == "0.0.0.0/0" && r.ip_protocol == "tcp" &&
-    contains(["34255/34255", "8115/8115"], r.port_range)])
-    error_message = "public rules open exactly stratum (34255) or p2p (8115)"
+    contains(["34255/34255", "8080/8080", "8115/8115"], r.port_range)])
+    error_message = "public rules open exactly stratum (34255), the miners page (8080) or p2p (8115)"
   }
   # node RPC, Kafka, Redis, metrics, Prometheus, Grafana, pool HTTP: no rule with an address range covers them
   assert {
@@ -58,8 +58,8 @@ run "one_host_with_every_role" {
     error_message = "single host carrying ckb_node, pool, redis and monitoring"
   }
   assert {
-    condition     = toset(alicloud_instance.host["pool"].security_groups) == toset([alicloud_security_group.ssh.id, alicloud_security_group.internal.id, alicloud_security_group.public["stratum"].id, alicloud_security_group.public["node_p2p"].id])
-    error_message = "the host is in the ssh, internal, stratum and p2p groups"
+    condition     = toset(alicloud_instance.host["pool"].security_groups) == toset([alicloud_security_group.ssh.id, alicloud_security_group.internal.id, alicloud_security_group.public["stratum"].id, alicloud_security_group.public["web"].id, alicloud_security_group.public["node_p2p"].id])
+    error_message = "the host is in the ssh, internal, stratum, web and p2p groups"
   }
   assert {
     condition     = one(alicloud_instance.host["pool"].data_disks).size == 300 && one(alicloud_instance.host["pool"].data_disks).encrypted && alicloud_instance.host["pool"].system_disk_size == 30

@@ -48,8 +48,8 @@ run "exposure_per_role" {
   command = apply
 
   assert {
-    condition     = toset(keys(aws_security_group.public)) == toset(["stratum", "proxy", "node_p2p"])
-    error_message = "public groups: stratum, proxy, node_p2p"
+    condition     = toset(keys(aws_security_group.public)) == toset(["stratum", "proxy", "web", "node_p2p"])
+    error_message = "public groups: stratum, proxy, web (the miners page), node_p2p"
   }
   assert {
     condition = alltrue([for k in ["stratum-1", "stratum-2"] : contains(aws_instance.host[k].vpc_security_group_ids, aws_security_group.public["stratum"].id)]) && !contains(
@@ -57,8 +57,8 @@ run "exposure_per_role" {
     error_message = "stratum is public on the stratum hosts only"
   }
   assert {
-    condition     = length(aws_instance.host["core"].vpc_security_group_ids) == 2 && length(aws_instance.host["mon"].vpc_security_group_ids) == 2
-    error_message = "Kafka/Redis/accounting and monitoring hosts are in the ssh and internal groups only: nothing public"
+    condition     = length(aws_instance.host["core"].vpc_security_group_ids) == 3 && contains(aws_instance.host["core"].vpc_security_group_ids, aws_security_group.public["web"].id) && length(aws_instance.host["mon"].vpc_security_group_ids) == 2
+    error_message = "the Kafka/Redis/accounting host is in the ssh and internal groups and the miners' page's; the monitoring host in ssh and internal only"
   }
   assert {
     condition     = contains(aws_instance.host["proxy"].vpc_security_group_ids, aws_security_group.public["proxy"].id) && one(one(aws_security_group.public["proxy"].ingress).cidr_blocks[*]) == "0.0.0.0/0" && one(aws_security_group.public["proxy"].ingress).from_port == 3333

@@ -34,15 +34,15 @@ run "security_rules" {
     length(coalesce(r.cidr_blocks, [])) == 0 || !(r.protocol == "-1" || (r.from_port <= 22 && 22 <= r.to_port))]]))
     error_message = "only the ssh group may open port 22"
   }
-  # stratum is public, and so is the node's p2p port; nothing else
+  # stratum and the miners page are public, and so is the node's p2p port; nothing else
   assert {
-    condition     = toset(keys(aws_security_group.public)) == toset(["stratum", "node_p2p"])
-    error_message = "public groups: stratum and node_p2p on a single host without the proxy"
+    condition     = toset(keys(aws_security_group.public)) == toset(["stratum", "web", "node_p2p"])
+    error_message = "public groups: stratum, web and node_p2p on a single host without the proxy"
   }
   assert {
     condition = alltrue(flatten([for sg in values(aws_security_group.public) : [for r in sg.ingress :
-    r.protocol == "tcp" && r.from_port == r.to_port && contains([34255, 8115], r.from_port) && toset(r.cidr_blocks) == toset(["0.0.0.0/0"])]]))
-    error_message = "public groups open exactly one TCP port each: 34255 (stratum) or 8115 (p2p)"
+    r.protocol == "tcp" && r.from_port == r.to_port && contains([34255, 8080, 8115], r.from_port) && toset(r.cidr_blocks) == toset(["0.0.0.0/0"])]]))
+    error_message = "public groups open exactly one TCP port each: 34255 (stratum), 8080 (the miners page) or 8115 (p2p)"
   }
   # node RPC, Kafka, Redis, metrics, Prometheus, Grafana, pool HTTP: never reachable from an address range
   assert {
@@ -75,8 +75,8 @@ run "one_host_with_every_role" {
   }
   assert {
     condition = toset(aws_instance.host["pool"].vpc_security_group_ids) == toset([aws_security_group.ssh.id, aws_security_group.internal.id,
-    aws_security_group.public["stratum"].id, aws_security_group.public["node_p2p"].id])
-    error_message = "the host is in the ssh, internal, stratum and p2p groups"
+    aws_security_group.public["stratum"].id, aws_security_group.public["web"].id, aws_security_group.public["node_p2p"].id])
+    error_message = "the host is in the ssh, internal, stratum, web and p2p groups"
   }
   assert {
     condition = one([for d in aws_instance.host["pool"].ebs_block_device : d.volume_size]) == 300 && aws_instance.host["pool"].root_block_device[0].volume_size == 30 && alltrue([
