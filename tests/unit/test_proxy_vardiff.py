@@ -129,3 +129,35 @@ def test_a_real_flood_at_the_pool_still_retargets_within_a_window_and_only_harde
             changes.append((previous, new))
     assert changes and all(new < previous for previous, new in changes)  # within the window: only harder
     assert TWO_256 / vd.target == pytest.approx(20 * RATE * INTERVAL, rel=0.5)
+
+
+def test_a_backlog_in_the_first_window_after_the_open_is_not_a_flood_at_the_pool() -> None:
+    """Before the first window ends there is no previous one to measure over: the initial target stands in for
+    it. 12 shares 0.1 s after the open (a backlog) leave a right-sized target alone (before: ~6x harder)."""
+    vd = Vardiff(pool_settings(), RIGHT, network_target=1)
+    start = 1000.0
+    vd._window_start = start
+    changes = [vd.on_share(start + 0.1 + 0.0001 * i, work=TWO_256 / RIGHT) for i in range(12)]
+    assert changes == [None] * 12
+
+
+def test_a_fast_workers_burst_does_not_set_a_tagged_channel_to_its_rate_while_a_slow_one_mines() -> None:
+    """A proxy's channel with a 10x and a 1x device: after a regular window, the fast device's shares (a burst)
+    fill the new window before the slow one's next share. The channel aims at the slowest *active* worker, so the
+    flood measure must include the slow one even though it has no share in this short window (before: the
+    channel went to the fast device's rate and held the slow one at a 10x too hard target)."""
+    slow_target = RIGHT  # 20 kH/s at 1,000 hashes per share
+    vd = Vardiff(pool_settings(), slow_target, network_target=1)
+    start = 1000.0
+    vd._window_start = start
+    for i in range(40):  # a regular window: the slow one at its rate, the fast one 10x (its own target 10x harder)
+        vd.on_share(start + INTERVAL * (i + 0.5), work=TWO_256 / slow_target, worker="a.slow")
+        vd.on_share(start + INTERVAL * (i + 0.7), work=10 * TWO_256 / slow_target, worker="a.fast")
+    # a stall, then a burst: 12 fast shares (10x the work each) at once -- the first closes the regular window,
+    # the others land in a new one with no slow share yet
+    changes = [
+        vd.on_share(start + RETARGET + 0.3 + 0.0001 * i, work=10 * TWO_256 / slow_target, worker="a.fast")
+        for i in range(12)
+    ]
+    assert changes == [None] * 12
+    assert vd.target == slow_target

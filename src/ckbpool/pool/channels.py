@@ -135,6 +135,7 @@ class Vardiff:
     delivers at once; measured over the few milliseconds since, the rest of that backlog looked like hundreds
     of shares per second and the target jumped 10x (issue 14: a device's credited work then comes in a few huge
     shares, a lottery). A backlog cannot compress a whole window; a real flood keeps coming and soon dominates.
+    Before the first window ends, the initial target stands in for the previous one.
     """
 
     #: a worker counts as active this many retarget windows after its last share
@@ -166,9 +167,11 @@ class Vardiff:
         self._window_shares = 0
         self._window_work = 0.0
         self._worker_work: dict[str, float] = {}  # this window, per worker identity
-        # the previous window, for a flood's rate (measured over both): its length, work and work per worker
-        self._prev_elapsed = 0.0
-        self._prev_work = 0.0
+        # the previous window, for a flood's rate (measured over both): its length, work and work per worker.
+        # Before the first one ends, the initial target stands in for it (a window at one share per interval:
+        # the channel's declared or configured rate), so a backlog right after the open is not a flood either.
+        self._prev_elapsed = settings.retarget_interval_s
+        self._prev_work = settings.retarget_interval_s / settings.share_interval_s * (TWO_256 / self.target)
         self._prev_worker_work: dict[str, float] = {}
         self._worker_seen: dict[str, float] = {}  # worker identity -> last share (monotonic)
         # active_workers() remembered: the count holds until _active_until (the first active worker's expiry)
@@ -253,7 +256,7 @@ class Vardiff:
             return None
         if elapsed < self.settings.retarget_interval_s:
             # a flood: judged over this window and the previous one; only ever harder, else keep measuring
-            new_target = self._clamp(self._flood_target(elapsed, workers))
+            new_target = self._clamp(self._flood_target(elapsed, now))
             if self.target / max(1, new_target) < self.settings.tolerance:
                 return None
         elif workers:
@@ -274,15 +277,17 @@ class Vardiff:
         self.target = new_target
         return new_target
 
-    def _flood_target(self, elapsed: float, workers: int) -> int:
-        """The target a flood asks for: the rate over the current and the previous window -- of the slowest
-        worker that shared in the current one, on a tagged channel (a flood has no silent workers to ease for)."""
+    def _flood_target(self, elapsed: float, now: float) -> int:
+        """The target a flood asks for: the rate over the current and the previous window -- on a tagged channel,
+        of the slowest *active* worker, whether or not it shared in the current (short) window: a fast device's
+        burst must not set the channel to its rate while a slow one is still mining on it."""
         span = self._prev_elapsed + elapsed
         interval = self.settings.share_interval_s
-        if not workers:
+        active = self.recent_workers(now)
+        if not active:
             return target_for_hashrate((self._prev_work + self._window_work) / span, interval)
-        rates = [(self._prev_worker_work.get(w, 0.0) + work) / span for w, work in self._worker_work.items()]
-        return target_for_hashrate(min(rates), interval) if rates else self.target
+        rates = [(self._prev_worker_work.get(w, 0.0) + self._worker_work.get(w, 0.0)) / span for w in active]
+        return target_for_hashrate(min(rates), interval)
 
     def _per_worker_target(self, elapsed: float, now: float) -> int:
         horizon = now - self.ACTIVE_WINDOWS * self.settings.retarget_interval_s
