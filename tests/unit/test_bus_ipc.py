@@ -1,0 +1,146 @@
+"""The IPC bus between stratum workers and their parent (``ckbpool.bus.ipc``).
+
+Frame codec tests are pure (``unit``); the link tests run a hub and clients over a real Unix socket in this
+process (``integration``: sockets): order and exactly-once ids across the link, the latest template for a new
+subscriber, a durable hub's acknowledgements, and nothing lost when a client vanishes right after publishing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from ckbpool.bus import BusClosed, BusUnavailable, InProcBus, JobTemplate, Share, Topic
+from ckbpool.bus.ipc import PUBLISH, FrameError, IpcBus, IpcHub, decode_frames, encode_frame
+from ckbpool.pool.config import PoolConfig
+from ckbpool.pool.procs import merge_users, with_default_workers
+
+
+def _share(source: str, seq: int) -> Share:
+    return Share(
+        server_id="stratum-1",
+        channel_id=1,
+        user="alice",
+        worker="rig",
+        job_id=7,
+        height=100,
+        nonce=seq,
+        share_target=1 << 240,
+        share_difficulty=1.0,
+        accepted=True,
+        reason="",
+        is_block=False,
+        block_hash=b"",
+        timestamp=time.time(),
+        source=source,
+        seq=seq,
+    )
+
+
+@pytest.mark.unit
+def test_frames_split_anywhere_decode_whole_and_in_order() -> None:
+    frames = [encode_frame(PUBLISH, bytes([i]) * i) for i in range(1, 40)]
+    stream = b"".join(frames)
+    buffer = bytearray()
+    out: list[tuple[int, bytes]] = []
+    for start in range(0, len(stream), 7):  # 7-byte chunks: headers and payloads split at every offset
+        buffer += stream[start : start + 7]
+        out += decode_frames(buffer)
+    assert out == [(PUBLISH, bytes([i]) * i) for i in range(1, 40)]
+    assert not buffer
+
+
+@pytest.mark.unit
+def test_a_frame_announcing_no_kind_or_too_much_is_refused() -> None:
+    with pytest.raises(FrameError):
+        decode_frames(bytearray(b"\x00\x00\x00\x00\x03"))
+    with pytest.raises(FrameError):
+        decode_frames(bytearray(b"\x7f\xff\xff\xff\x03"))
+
+
+@pytest.mark.unit
+def test_workers_default_to_one_per_core_and_must_fit_server_ids() -> None:
+    config = with_default_workers(PoolConfig())
+    assert config.stratum.workers is not None and config.stratum.workers >= 1
+    assert with_default_workers(PoolConfig.model_validate({"stratum": {"workers": 1}})).stratum.workers == 1
+    with pytest.raises(ValueError, match="server_id"):
+        PoolConfig.model_validate({"stratum": {"server_id": 250, "workers": 8}})
+
+
+@pytest.mark.unit
+def test_users_of_several_processes_add_up() -> None:
+    one = {"alice": {"hashrate_hps": 1.0, "accepted": 2, "rejected": 0, "last_share": 5.0, "workers": {"a": {}}}}
+    two = {"alice": {"hashrate_hps": 2.0, "accepted": 3, "rejected": 1, "last_share": 4.0, "workers": {"a": {}}}}
+    merged = merge_users(merge_users({}, one), two)
+    assert merged["alice"]["accepted"] == 5 and merged["alice"]["rejected"] == 1
+    assert merged["alice"]["hashrate_hps"] == 3.0 and merged["alice"]["last_share"] == 5.0
+
+
+@pytest.mark.integration
+async def test_shares_cross_in_order_with_their_ids_and_nothing_is_lost_when_the_worker_vanishes(
+    tmp_path: Path,
+) -> None:
+    hub = IpcHub(InProcBus(), tmp_path / "hub.sock")
+    await hub.start()
+    books = hub.subscribe(Topic.SHARES, "accounting", manual_ack=True)
+    worker = IpcBus(tmp_path / "hub.sock", "stratum-worker-0")
+    await worker.start()
+    assert not worker.durable
+    for seq in range(1, 2001):
+        await worker.publish(Topic.SHARES, _share("stratum-1-run", seq))
+    # the worker disappears without a goodbye right after its last publish returned
+    assert worker._writer is not None
+    worker._writer.transport.abort()
+    assert await hub.wait_closed("stratum-worker-0", 5)
+    got = []
+    while len(got) < 2000:
+        batch = await books.next_batch(500, 1.0)
+        assert batch, f"only {len(got)} of 2000 shares reached the hub's bus"
+        got += batch
+    assert [(s.source, s.seq) for s in got if isinstance(s, Share)] == [("stratum-1-run", n) for n in range(1, 2001)]
+    assert hub.stats()["ipc_received"] == 2000
+    await hub.close()
+
+
+@pytest.mark.integration
+async def test_a_new_template_subscriber_gets_the_latest_first_then_the_stream(tmp_path: Path) -> None:
+    hub = IpcHub(InProcBus(), tmp_path / "hub.sock")
+    await hub.start()
+    await hub.publish(Topic.TEMPLATES, JobTemplate(1, b"{}", time.time()))
+    await hub.publish(Topic.TEMPLATES, JobTemplate(2, b"{}", time.time()))
+    worker = IpcBus(tmp_path / "hub.sock", "w")
+    await worker.start()
+    templates = worker.subscribe(Topic.TEMPLATES, "stratum-2")
+    first = await asyncio.wait_for(templates.__anext__(), 5)
+    assert isinstance(first, JobTemplate) and first.job_id == 2
+    await asyncio.sleep(0.05)  # the hub has attached the subscription
+    await hub.publish(Topic.TEMPLATES, JobTemplate(3, b"{}", time.time()))
+    second = await asyncio.wait_for(templates.__anext__(), 5)
+    assert isinstance(second, JobTemplate) and second.job_id == 3
+    await worker.close()
+    with pytest.raises(BusClosed):
+        await worker.publish(Topic.SHARES, _share("x", 1))
+    await hub.close()
+
+
+@pytest.mark.integration
+async def test_a_durable_hub_acknowledges_and_a_lost_parent_is_reported(tmp_path: Path) -> None:
+    hub = IpcHub(InProcBus(), tmp_path / "hub.sock", durable=True)
+    await hub.start()
+    books = hub.subscribe(Topic.SHARES, "accounting")
+    worker = IpcBus(tmp_path / "hub.sock", "w")
+    await worker.start()
+    assert worker.durable
+    await worker.publish(Topic.SHARES, _share("s", 1))
+    assert worker._acked == 1  # publish returned only once the hub's bus held it
+    assert (await asyncio.wait_for(books.__anext__(), 5)).seq == 1  # type: ignore[attr-defined]
+    lost = asyncio.Event()
+    worker.on_lost = lost.set
+    await hub.close()
+    await asyncio.wait_for(lost.wait(), 5)
+    with pytest.raises(BusUnavailable):
+        await worker.publish(Topic.SHARES, _share("s", 2))
+    await worker.close()
