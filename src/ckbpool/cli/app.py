@@ -49,11 +49,12 @@ def pool_run(
 ) -> None:
     """Run the pool services this config's ``roles`` name (all of them: the embedded pool)."""
     from ..pool.config import ConfigError, load_pool_config
+    from ..pool.procs import with_default_workers
     from ..pool.service import Pool
 
     _setup_logging(log_level)
     try:
-        cfg = load_pool_config(config)
+        cfg = with_default_workers(load_pool_config(config))  # stratum.workers unset: one per core
     except ConfigError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
@@ -73,6 +74,10 @@ def pool_run(
         # SIGHUP: re-read the Noise key and certificate (after `ckbpool keys rotate`); connected miners stay
         loop.add_signal_handler(signal.SIGHUP, pool.reload_credentials)
         where = f" on {pool.server.address[0]}:{pool.server.address[1]}" if pool.server else ""
+        if pool.stratum_processes is not None:
+            where = " on {}:{} ({} stratum processes)".format(
+                *pool.stratum_processes.address, pool.stratum_processes.count
+            )
         console.print(f"[green]ckbpool running ({', '.join(sorted(pool.roles))}){where}[/green]")
         if pool.web_server is not None:
             console.print(f"miners' page and API on {pool.web_server.url}")
