@@ -96,6 +96,8 @@ def floored_hashrate(declared: float, settings: VardiffSettings) -> float:
 
 
 _BOUNDS: dict[tuple[float, float, float, float], tuple[int, int]] = {}
+#: shared by every Vardiff until it sees a tagged share; never written to (Vardiff.on_share replaces it first)
+_NO_WORKERS: dict[str, float] = {}
 
 
 def _target_bounds(settings: VardiffSettings) -> tuple[int, int]:
@@ -166,14 +168,16 @@ class Vardiff:
         self._window_start = time.monotonic()
         self._window_shares = 0
         self._window_work = 0.0
-        self._worker_work: dict[str, float] = {}  # this window, per worker identity
+        # the per-worker dicts start as the shared empty _NO_WORKERS (an untagged channel never needs them; on_share
+        # makes its own before the first write -- issue 19: memory per idle channel)
+        self._worker_work: dict[str, float] = _NO_WORKERS  # this window, per worker identity
         # the previous window, for a flood's rate (measured over both): its length, work and work per worker.
         # Before the first one ends, the initial target stands in for it (a window at one share per interval:
         # the channel's declared or configured rate), so a backlog right after the open is not a flood either.
         self._prev_elapsed = settings.retarget_interval_s
         self._prev_work = settings.retarget_interval_s / settings.share_interval_s * (TWO_256 / self.target)
-        self._prev_worker_work: dict[str, float] = {}
-        self._worker_seen: dict[str, float] = {}  # worker identity -> last share (monotonic)
+        self._prev_worker_work: dict[str, float] = _NO_WORKERS
+        self._worker_seen: dict[str, float] = _NO_WORKERS  # worker identity -> last share (monotonic)
         # active_workers() remembered: the count holds until _active_until (the first active worker's expiry)
         # unless a worker becomes active; -1: to be counted again. It is asked at every share.
         self._active_count = 0
@@ -236,6 +240,10 @@ class Vardiff:
         credited = TWO_256 / self.target if work is None else work
         self._window_work += credited
         if worker is not None:
+            if self._worker_work is _NO_WORKERS:
+                self._worker_work = {}
+            if self._worker_seen is _NO_WORKERS:
+                self._worker_seen = {}
             self._worker_work[worker] = self._worker_work.get(worker, 0.0) + credited
             last = self._worker_seen.get(worker)
             self._worker_seen[worker] = now
@@ -267,7 +275,7 @@ class Vardiff:
                 hashrate = (TWO_256 / self.target) / elapsed / 2  # silence: at least halve the difficulty
             new_target = self._clamp(target_for_hashrate(hashrate, interval))
         self._prev_elapsed, self._prev_work = elapsed, self._window_work
-        self._prev_worker_work, self._worker_work = self._worker_work, {}
+        self._prev_worker_work, self._worker_work = self._worker_work, _NO_WORKERS
         self._window_start = now
         self._window_shares = 0
         self._window_work = 0.0

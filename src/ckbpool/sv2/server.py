@@ -51,6 +51,7 @@ channel/group ids, one extranonce size per group. Violations raise ``LocalProtoc
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -234,7 +235,12 @@ class ServerConnection(Connection):
         if unsupported:
             return self._refuse_setup(unsupported, ERROR_UNSUPPORTED_FEATURE_FLAGS, f"flags {unsupported:#x}")
         success = SetupConnectionSuccess(SV2_VERSION, self.success_flags)
-        self.setup, self.setup_success = msg, success
+        # kept for its protocol, versions and flags; the device strings (vendor, firmware, ...) travel in the
+        # ConnectionSetUp event only: a pool holds one of these per connection (issue 19)
+        kept = msg
+        if msg.endpoint_host or msg.vendor or msg.hardware_version or msg.firmware or msg.device_id:
+            kept = dataclasses.replace(msg, endpoint_host="", vendor="", hardware_version="", firmware="", device_id="")
+        self.setup, self.setup_success = kept, success
         self.state = ConnectionState.CONNECTED
         return ConnectionSetUp(msg, success, reply=encode_message(success))
 
