@@ -161,3 +161,37 @@ def test_a_fast_workers_burst_does_not_set_a_tagged_channel_to_its_rate_while_a_
     ]
     assert changes == [None] * 12
     assert vd.target == slow_target
+
+
+def test_a_second_backlog_right_after_a_flood_retarget_is_not_measured_over_milliseconds() -> None:
+    """A real flood retargets (the device is 20x faster), then the loop stalls and a backlog of verdicts arrives
+    at once: the flood window just closed was short, so the next flood is still measured back to the last full
+    window -- the backlog does not push the device far past its real rate (before: ~15x past it)."""
+    vd = MinerVardiff(RIGHT, share_interval_s=INTERVAL, retarget_interval_s=RETARGET)
+    start = 1000.0
+    vd._window_start = start
+    for i in range(40):
+        vd.on_share(RIGHT * 4, now=start + INTERVAL * (i + 1))
+    vd.maybe_retarget(RIGHT * 4, now=start + RETARGET)
+    now = start + RETARGET
+    while not vd.on_share(RIGHT * 4, now=now):  # a 400 kH/s device: the flood rule retargets it
+        now += (TWO_256 / vd.effective(RIGHT * 4)) / (20 * RATE)
+    for i in range(30):  # the rest of the verdict batch that carried the flood's last share
+        vd.on_share(RIGHT * 4, now=now + 0.0001 * (i + 1))
+    assert TWO_256 / vd.target <= 20 * RATE * INTERVAL  # never past the device's real rate
+
+
+def test_the_rest_of_a_batch_after_a_flood_retarget_is_not_measured_over_milliseconds_at_the_pool() -> None:
+    """The pool's side of the same: a real 20x flood retargets, then the rest of the batch that carried it."""
+    vd = Vardiff(pool_settings(), RIGHT, network_target=1)
+    start = 1000.0
+    vd._window_start = start
+    for i in range(40):
+        vd.on_share(start + INTERVAL * (i + 1), work=TWO_256 / RIGHT)
+    vd.maybe_retarget(start + RETARGET)
+    now = start + RETARGET
+    while vd.on_share(now, work=TWO_256 / vd.target) is None:
+        now += (TWO_256 / vd.target) / (20 * RATE)
+    for i in range(30):
+        vd.on_share(now + 0.0001 * (i + 1), work=TWO_256 / vd.target)
+    assert TWO_256 / vd.target <= 20 * RATE * INTERVAL  # never past the device's real rate

@@ -136,7 +136,8 @@ class Vardiff:
     window restarts at a check, i.e. at a share -- under load often the first share of a backlog the event loop
     delivers at once; measured over the few milliseconds since, the rest of that backlog looked like hundreds
     of shares per second and the target jumped 10x (issue 14: a device's credited work then comes in a few huge
-    shares, a lottery). A backlog cannot compress a whole window; a real flood keeps coming and soon dominates.
+    shares, a lottery). A backlog cannot compress a whole window (flood windows are short: a flood is measured
+    back to the start of the last full one); a real flood keeps coming and soon dominates.
     Before the first window ends, the initial target stands in for the previous one.
     """
 
@@ -274,8 +275,19 @@ class Vardiff:
             if self._window_shares == 0:
                 hashrate = (TWO_256 / self.target) / elapsed / 2  # silence: at least halve the difficulty
             new_target = self._clamp(target_for_hashrate(hashrate, interval))
-        self._prev_elapsed, self._prev_work = elapsed, self._window_work
-        self._prev_worker_work, self._worker_work = self._worker_work, _NO_WORKERS
+        if elapsed < self.settings.retarget_interval_s:
+            # a flood window is short: the next flood is still measured back to the last full window's start
+            self._prev_elapsed += elapsed
+            self._prev_work += self._window_work
+            if self._worker_work:
+                merged = dict(self._prev_worker_work)
+                for worker, work in self._worker_work.items():
+                    merged[worker] = merged.get(worker, 0.0) + work
+                self._prev_worker_work = merged
+            self._worker_work = _NO_WORKERS
+        else:
+            self._prev_elapsed, self._prev_work = elapsed, self._window_work
+            self._prev_worker_work, self._worker_work = self._worker_work, _NO_WORKERS
         self._window_start = now
         self._window_shares = 0
         self._window_work = 0.0

@@ -17,7 +17,8 @@ needed 1,000 hashes per share put on 30,601):
 - the window restarts at a retarget check, which happens at a share -- often the first share of a backlog. The
   rest of the backlog then fell into a window a few milliseconds old and looked like a flood of hundreds of
   shares per second. A flood's rate is now measured over the current window *and the one before it* (a backlog
-  cannot compress a whole window), and a flood only ever makes the target harder.
+  cannot compress a whole window; flood windows are short, so a flood is measured back to the start of the last
+  full window), and a flood only ever makes the target harder.
 
 A wrong target does not change what a hash is credited on average (each share is credited the work its target
 proves), but a device on a target 30x too hard sends 30x fewer, 30x larger shares: its credited work becomes a
@@ -105,7 +106,12 @@ class MinerVardiff:
         else:
             hashrate = (_TWO_256 / current) / elapsed / 2  # silence: at least halve the difficulty
             wanted = self._wanted(hashrate, upstream_target)
-        self._prev_work, self._prev_elapsed = self._work, elapsed
+        if elapsed < self.retarget_interval_s:
+            # a flood window is short: the next flood is still measured back to the last full window's start,
+            # else a second backlog right after this retarget would be measured over milliseconds again
+            self._prev_work, self._prev_elapsed = self._prev_work + self._work, self._prev_elapsed + elapsed
+        else:
+            self._prev_work, self._prev_elapsed = self._work, elapsed
         self._window_start = now
         self._shares = 0
         self._work = 0.0
