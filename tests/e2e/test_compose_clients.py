@@ -6,9 +6,9 @@
 
 For each: the rendered compose.yaml is read the same way (every profile parses, each service keeps its healthcheck
 and its ``depends_on: condition: service_healthy``, the ``${CKBPOOL_UID:?...}`` guard stops the client with its
-message when the variable is missing), and ``deploy --target compose`` of the smallest stack (ckb, pool, redis)
-comes up healthy in dependency order, a miner outside the stack gets a block accepted by the node, and ``destroy``
-leaves no container or network. A client that is not installed skips its half and says how to get it.
+message when the variable is missing), and ``deploy --target compose`` of the smallest stack (ckb, pool, redis; no
+page) comes up healthy in dependency order, a miner outside the stack gets a block accepted by the node, and
+``destroy`` leaves no container or network. A client that is not installed skips its half and says how to get it.
 
 Without the monitoring profile a run costs about a minute (mostly the ckb and pool healthchecks); the rest of the
 compose e2e runs on whichever client ``compose_command()`` picks (the plugin, when it is installed).
@@ -75,13 +75,17 @@ def client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> l
     return command
 
 
-def rendered_project(tmp_path: Path, prefix: str, *flags: str) -> Path:
+def rendered_project(tmp_path: Path, prefix: str, *flags: str, web: bool = True) -> Path:
     config = tmp_path / "ckbpool.yaml"
     result = cli(
         "init", "-c", str(config), "-y", "--name", f"{prefix}{os.getpid() % 10000}", "--bind-public", "127.0.0.1",
         "--share-interval", "0.5", *flags, *ports(),
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
+    if not web:  # the miners' page is test_compose.py's; the client test keeps the stack small
+        doc = yaml.safe_load(config.read_text())
+        doc["web"] = {**(doc.get("web") or {}), "enabled": False}
+        config.write_text(yaml.safe_dump(doc, sort_keys=False))
     secrets_to_an_operator(config)
     assert cli("render", "-c", str(config), "--no-diff").exit_code == 0
     return config
@@ -124,7 +128,7 @@ def test_both_clients_read_the_rendered_file_alike(client: list[str], tmp_path: 
 def test_deploy_healthy_block_accepted_destroy_on_each_client(
     client: list[str], compose_env: dict[str, str], tmp_path: Path
 ) -> None:
-    config = rendered_project(tmp_path, "cc", "--no-monitoring", "--no-miner")
+    config = rendered_project(tmp_path, "cc", "--no-monitoring", "--no-miner", web=False)
     cfg = load_config(config)
     target = ComposeTarget(cfg, Paths.of(config, cfg))
     assert target.command("ps")[: len(client)] == client  # the product runs the selected client
