@@ -287,7 +287,7 @@ def share_run(kind: str, s: Settings, block: int) -> dict[str, Any]:
     identity and in total. With ``s.cprofile`` a cProfile of the server follows the measured window."""
     server_cpu, lg_cpu = _cpus()
     redis: RedisProcess | None = None
-    if kind.startswith("books"):
+    if kind.startswith(("books", "procs")):
         redis = RedisProcess(lg_cpu, "everysec")
     try:
         return _share_run(kind, s, block, server_cpu, lg_cpu, redis)
@@ -301,6 +301,9 @@ def _share_run(
 ) -> dict[str, Any]:
     if kind == "baseline":
         server = start_baseline("noise", server_cpu)
+    elif kind.startswith("procs") and redis is not None:
+        # stratum worker processes + bus + books (benchmarks/bench_pool_workers.py): unpinned, every core theirs
+        server = start_pool_server(kind, None, "--redis-url", redis.url)
     elif redis is not None:
         # "books-b<N>": the consumer takes up to N events per write instead of its default (redis.max_batch)
         batch = kind.partition("-b")[2] or str(_default_batch())
@@ -511,6 +514,8 @@ def connections_run(kind: str, s: Settings, block: int, sizes: list[int], fanout
     server_cpu, lg_cpu = _cpus()
     if kind == "pool":
         server = start_pool_server("bare", server_cpu)
+    elif kind.startswith("procs"):
+        server = start_pool_server(kind, None)  # stratum worker processes, unpinned
     else:
         server = start_baseline(kind, server_cpu)
     loadgen = start_loadgen(lg_cpu)
@@ -712,12 +717,17 @@ def run(budget: float = 0.5, settings: Settings | None = None) -> dict[str, Any]
         kind: attempt(f"shares-{kind}", share_run, kind, s, 10 + i)
         for i, kind in enumerate(("baseline", "bare", "bus", "books", "books-b256"))
     }
+    # stratum worker processes (issue 19): 2 workers with the bus and exact books, against "books" above (the
+    # single process, stratum.workers = 1) of the same run
+    raw["workers"] = {"procs-2": attempt("shares-procs-2", share_run, "procs-2", s, 16)}
     raw["accounting"] = attempt("accounting", accounting_runs, s)
     sizes = sorted(set(s.fanout_sizes) | set(s.rss_sizes))
     raw["pool_conns"] = attempt("connections-pool", connections_run, "pool", s, 20, sizes, True)
     raw["noise_conns"] = attempt(
         "connections-noise", connections_run, "noise", s, 30, sorted(set(s.fanout_sizes)), True
     )
+    fan = sorted({min(n, cap) for n in (100, 10_000)})
+    raw["procs_conns"] = attempt("connections-procs-2", connections_run, "procs-2", s, 35, fan, True)
     raw["tcp_conns"] = attempt("connections-tcp", connections_run, "tcp", s, 40, sorted(set(s.rss_sizes)), False)
     raw["heap"] = attempt("heap", heap_run, s, 45)
     raw["blocks"] = attempt("blocks", blocks_run, s, 50)
@@ -760,7 +770,9 @@ def _row(
 
 
 def _rows(raw: dict[str, Any], s: Settings) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
+    from .bench_pool_workers import worker_rows
+
+    rows: list[dict[str, Any]] = worker_rows(raw, _row)
     shares = raw.get("shares") or {}
     base = shares.get("baseline")
     base_core = base["rate"] / base["server_cpu"] if base and base["server_cpu"] > 0 else None
@@ -1441,6 +1453,12 @@ def serve_main(args: argparse.Namespace) -> int:
 
     info = child_setup(f"pool-{args.serve}", args.cpu, args.max_seconds, 120_000)
     info["loop"] = install_uvloop(not args.no_uvloop)
+    if args.serve.startswith("procs"):
+        from .bench_pool_workers import serve_procs
+
+        asyncio.run(serve_procs(args, info, _share_bench_config()))
+        sys.stdout.flush()
+        os._exit(0)
     runner = _serve_node if args.serve == "node" else _serve_fixed_jobs
     asyncio.run(runner(args, info))
     sys.stdout.flush()
@@ -1454,7 +1472,9 @@ def main() -> int:
     parser.add_argument("--no-50k", action="store_true", help="RSS at 10k and 20k only (50k is extrapolated)")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy the server during share windows")
     # child-process mode (used by the benchmark itself)
-    parser.add_argument("--serve", choices=["bare", "bus", "books", "node"], default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--serve", choices=["bare", "bus", "books", "node", "procs-2"], default=None, help=argparse.SUPPRESS
+    )
     parser.add_argument("--redis-url", default="", help=argparse.SUPPRESS)
     parser.add_argument("--accounting-batch", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, default=None, help=argparse.SUPPRESS)

@@ -1,0 +1,217 @@
+"""Stratum worker processes under ``benchmarks/bench_pool.py`` (issue 19): the ``--serve procs-<N>`` child.
+
+It runs the real parent ``Pool`` with ``stratum.workers = N`` (``ckbpool.pool.procs``): N stratum processes on
+one port, the parent's IPC hub in front of the in-process bus, and -- given a Redis URL -- exactly-once
+accounting in the parent, as ``ckbpool pool run`` wires them. Jobs are the benchmark's fixed jobs (the RFC 0031
+template with an impossible network target, each on its own parent), published as JobTemplate events the way
+the job maker does, so each new one is a new tip fanned out by every worker. It answers the same control
+commands as the single-process child (``stats``, ``settle``, ``rss``, ``job``), summed over the processes: the
+workers' accepted shares from their one-second reports, CPU and RSS from /proc for every process of the group.
+
+Not pinned: the workers must be free to use every core (the load generator still takes its own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["serve_procs"]
+
+_CLK_TCK = 100
+
+
+def _proc_cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime + stime
+
+
+def _proc_rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _templates(count: int) -> list[bytes]:
+    from .pool_baseline import IMPOSSIBLE_COMPACT, VECTOR
+
+    raw = json.loads(VECTOR.read_text())["template"]
+    parent = bytes.fromhex(raw["parent_hash"][2:])
+    out = []
+    for i in range(count):
+        variant = dict(
+            raw,
+            compact_target=hex(IMPOSSIBLE_COMPACT),
+            parent_hash="0x" + ((i + 1).to_bytes(4, "big") + parent[4:]).hex(),
+        )
+        out.append(json.dumps(variant, separators=(",", ":")).encode())
+    return out
+
+
+async def serve_procs(args: argparse.Namespace, info: dict[str, Any], config: Any) -> None:
+    """The ``--serve procs-<N>`` child: ``config`` is the single-process share benchmark's configuration."""
+    import asyncio
+    import os
+
+    from ckbpool.bus import JobTemplate, Topic
+    from ckbpool.bus.inproc import InProcBus
+    from ckbpool.bus.ipc import IpcHub
+    from ckbpool.pool.service import Pool
+
+    from .loadgen import control_loop
+    from .pool_baseline import test_credentials
+
+    workers = int(args.serve.partition("-")[2] or "2")
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-procs-"))
+    roles = ["stratum", "accounting"] if args.redis_url else ["stratum"]
+    update: dict[str, Any] = {
+        "roles": tuple(roles),
+        "stratum": config.stratum.model_copy(update={"workers": workers}),
+        "blocks": config.blocks.model_copy(update={"data_dir": data_dir, "fsync": False}),
+        "http": config.http.model_copy(update={"listen_port": 0}),
+    }
+    if args.redis_url:
+        redis = config.redis.model_copy(update={"url": args.redis_url})
+        if args.accounting_batch and "max_batch" in type(config.redis).model_fields:
+            redis = redis.model_copy(update={"max_batch": args.accounting_batch})
+        update["redis"] = redis
+    pool = Pool(config.model_copy(update=update), credentials=test_credentials())
+    await pool.start()
+    processes = pool.stratum_processes
+    assert processes is not None and isinstance(pool.bus, IpcHub)
+    hub = pool.bus
+    inner = hub.inner
+    templates = _templates(64)
+    job_id = 1
+    await hub.publish(Topic.TEMPLATES, JobTemplate(job_id, templates[0], time.time()))
+    info |= {"port": processes.port, "rss": 0}
+
+    def pids() -> list[int]:
+        return [os.getpid()] + [p.pid for p in processes.processes if p is not None and p.returncode is None]
+
+    info["rss"] = sum(_proc_rss(pid) for pid in pids())
+
+    def accepted() -> float:
+        total = 0.0
+        for report in processes.live_reports():
+            for family in report.get("metrics", []):
+                if family["name"] == "ckbpool_shares":
+                    total += sum(
+                        v
+                        for name, labels, v in family["samples"]
+                        if labels.get("result") == "accepted" and name.endswith("_total")
+                    )
+        return total
+
+    def backlog() -> int:
+        return inner.backlog(Topic.SHARES, "accounting") if isinstance(inner, InProcBus) else -1
+
+    async def handle(req: dict[str, Any]) -> dict[str, Any]:
+        nonlocal job_id
+        cmd = req["cmd"]
+        accounting = pool.accounting
+        if cmd == "hello":
+            return dict(info)
+        if cmd == "stats":
+            rows = processes.rows()
+            return {
+                "sessions": sum(r["connections"] for r in rows),
+                "channels": sum(r["channels"] for r in rows),
+                "accepted": accepted(),
+                "published": hub.received,
+                "written": accounting.written if accounting is not None else 0,
+                "duplicates": accounting.duplicates if accounting is not None else 0,
+                "redis_errors": accounting.errors if accounting is not None else 0,
+                "backlog": backlog(),
+                "cpu": sum(_proc_cpu(pid) for pid in pids()),
+                "rss": sum(_proc_rss(pid) for pid in pids()),
+                "per_worker": [r["connections"] for r in rows],
+                "t": time.monotonic(),
+            }
+        if cmd == "settle":
+            deadline = time.monotonic() + float(req.get("deadline", 60))
+            t0 = time.monotonic()
+            while accounting is not None and time.monotonic() < deadline:
+                await asyncio.sleep(1.2)  # the workers flush within a loop pass; their reports come each second
+                if accounting.written + accounting.duplicates >= hub.received and backlog() == 0:
+                    break
+            return {
+                "published": hub.received,
+                "written": accounting.written if accounting is not None else 0,
+                "duplicates": accounting.duplicates if accounting is not None else 0,
+                "queued": backlog(),
+                "settle_s": time.monotonic() - t0,
+            }
+        if cmd == "rss":
+            return {
+                "rss": sum(_proc_rss(pid) for pid in pids()),
+                "sessions": sum(r["connections"] for r in processes.rows()),
+            }
+        if cmd == "job":
+            job_id += 1
+            t0 = time.monotonic()
+            await hub.publish(Topic.TEMPLATES, JobTemplate(job_id, templates[job_id % len(templates)], time.time()))
+            return {"t0": t0, "t1": time.monotonic(), "cpu": float("nan"), "gc": 0.0, "gcs": 0}
+        if cmd in ("profile_start", "profile_stop"):
+            return {"top": []}
+        raise ValueError(f"unknown command {cmd!r}")
+
+    try:
+        await control_loop(handle)
+    finally:
+        await pool.close()
+
+
+def worker_rows(raw: dict[str, Any], row: Any) -> list[dict[str, Any]]:
+    """bench_pool's rows for the worker processes: shares/s with 2 workers vs 1 (both with bus + exact books,
+    same run), and fan-out new template -> last channel across the workers."""
+    rows: list[dict[str, Any]] = []
+    one = (raw.get("shares") or {}).get("books")  # one process (stratum.workers = 1), bus + books, same run
+    two = (raw.get("workers") or {}).get("procs-2")
+    if two:
+        note = (
+            f"books exact: {two.get('books_exact')}; errors {two.get('errors')}; server CPU "
+            f"{two.get('server_cpu', 0):.2f} cores (parent + workers); load generator CPU "
+            f"{two.get('loadgen_cpu', 0):.2f}"
+        )
+        rows.append(
+            row(
+                "shares/s, 2 stratum workers + bus + exact books (vs 1 worker, same run)",
+                two["rate"],
+                "shares/s",
+                one["rate"] if one else None,
+                ">= 1.7x",
+                (two["rate"] / one["rate"] >= 1.7) if one and one.get("rate") else None,
+                note,
+            )
+        )
+    conns = raw.get("procs_conns") or {}
+    for size, entry in sorted((conns.get("sizes") or {}).items(), key=lambda kv: int(kv[0])):
+        fan = entry.get("fanout")
+        if not fan:
+            continue
+        n = int(size)
+        target = "< 5" if n <= 100 else "< 100"
+        rows.append(
+            row(
+                f"fan-out p99 new template -> channel, 2 workers @ {n:,} channels",
+                fan["p99"],
+                "ms",
+                None,
+                target,
+                fan["p99"] < (5 if n <= 100 else 100),
+                f"last channel median {fan['last_p50']:.1f} ms, max {fan['last_max']:.1f} ms; missing {fan['missing']}",
+            )
+        )
+    return rows
