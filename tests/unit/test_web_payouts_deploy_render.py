@@ -322,3 +322,18 @@ def test_local_target_supervises_the_engine(paying: Path) -> None:
     assert command is not None and command[-4:] == ["payouts", "serve", "-c", str(local.local_dir(paths) / "pool.toml")]
     cfg, paths = _cfg(paying, services={"redis": False}, payouts={"enabled": False})
     assert "payouts" not in {s.name for s in local.build_services(cfg, paths)}
+
+
+def test_the_pool_image_ships_the_pages_files() -> None:
+    """The pool image installs ckbpool from a generated pyproject: its package-data must carry the page's
+    static files (not Python, so setuptools leaves them out otherwise; the pool then fails at start)."""
+    from fnmatch import fnmatch
+
+    from ckbpool.deploy.image import PACKAGE_DIR, _pyproject
+
+    patterns = tomllib.loads(_pyproject())["tool"]["setuptools"]["package-data"]["ckbpool"]
+    static = sorted((PACKAGE_DIR / "web" / "static").iterdir())
+    assert {p.name for p in static} >= {"index.html", "app.js", "style.css"}
+    for path in static:
+        rel = path.relative_to(PACKAGE_DIR).as_posix()
+        assert any(fnmatch(rel, pattern) for pattern in patterns), rel

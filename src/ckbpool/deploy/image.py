@@ -163,7 +163,19 @@ def _pyproject() -> str:
         "tool": {
             "setuptools": {
                 "packages": {"find": {"where": ["src"]}},
-                "package-data": {DISTRIBUTION: ["py.typed", "templates/*.j2", "monitoring/**/*", "image/*", "ckb/*.c"]},
+                # non-Python files the image's ckbpool reads at run time: the miners' page (ckbpool.web) and the
+                # ledger's Alembic script template beside its migrations
+                "package-data": {
+                    DISTRIBUTION: [
+                        "py.typed",
+                        "templates/*.j2",
+                        "monitoring/**/*",
+                        "image/*",
+                        "ckb/*.c",
+                        "web/static/*",
+                        "payouts/migrations/*.mako",
+                    ]
+                },
             }
         },
     }
