@@ -45,6 +45,8 @@ step kafka bash scripts/kafka-deps.sh & pids+=($!)
 step docker bash scripts/docker-deps.sh & pids+=($!)
 step terraform bash scripts/terraform-deps.sh & pids+=($!)
 step registry bash scripts/registry-deps.sh & pids+=($!)   # OCI registry for the images.registry e2e test
+step tofu bash scripts/tofu-deps.sh & pids+=($!)           # OpenTofu: the Terraform tests run on tofu as well
+step compose bash scripts/compose-deps.sh & pids+=($!)     # the Compose v2+ plugin: the compose e2e on it and v1
 if [ -f tests/interop/build.sh ]; then
   step sri-interop bash tests/interop/build.sh & pids+=($!)
 fi
