@@ -211,6 +211,8 @@ class Vardiff:
 
     def recent_workers(self, now: float | None = None) -> list[str]:
         """Worker identities with a share in the last ``ACTIVE_WINDOWS`` retarget windows (none: untagged)."""
+        if not self._worker_seen:
+            return []  # an untagged channel: asked at every share while it floods (_flood_target)
         now = time.monotonic() if now is None else now
         horizon = now - self.ACTIVE_WINDOWS * self.settings.retarget_interval_s
         return [worker for worker, seen in self._worker_seen.items() if seen >= horizon]
