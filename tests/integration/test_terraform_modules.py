@@ -89,6 +89,14 @@ def test_provider_free_modules_validate_and_test(rel: str, tf_binary: str, tmp_p
     assert any("0 failed" in line for line in lines), lines[-5:]
 
 
+#: runs that cannot pass on OpenTofu's mock provider, by module: OpenTofu seeds a mocked resource's generated values
+#: with its *type* name (internal/tofu/provider_for_test_framework.go, newMockValueComposer), so every mocked
+#: aws_security_group gets the same id, an instance's set of group ids collapses to one element, and a run that tells
+#: the groups apart by id cannot hold (Terraform generates a random id per instance; override_resource cannot target
+#: one instance on either). Everything else in the module's tests must pass on tofu; these runs must fail only so.
+TOFU_SHARED_MOCK_IDS = {"aws": {"exposure_per_role"}}  # alicloud: unknown until its provider can be had
+
+
 @pytest.mark.parametrize("cloud", ["aws", "alicloud"])
 @pytest.mark.parametrize("index", [0, 1, 2], ids=["module", "single-host", "multi-host"])
 def test_validate_and_test_with_mock_providers(cloud: str, index: int, tf_binary: str, tmp_path: Path) -> None:
@@ -100,9 +108,21 @@ def test_validate_and_test_with_mock_providers(cloud: str, index: int, tf_binary
     assert doc["valid"], doc
     lines: list[str] = []
     tf.on_line = lines.append
-    tf.test()
-    passed = [line for line in lines if line.strip().startswith("run ") and line.rstrip().endswith("pass")]
-    assert passed and any("0 failed" in line for line in lines), lines[-10:]
+    known = TOFU_SHARED_MOCK_IDS.get(rel, set()) if tf.name == "tofu" else set()
+    try:
+        tf.test()
+    except TerraformError:
+        if not known:
+            raise
+    runs = [line.strip() for line in lines if line.strip().startswith("run ")]
+    passed = [run for run in runs if run.endswith("pass")]
+    failed = {run.split('"')[1] for run in runs if run.endswith("fail")}
+    assert passed and failed == known, (failed, lines[-20:])
+    if known:  # they fail for the shared ids, not for something the module got wrong
+        assert any("is set of string with 1 element" in line for line in lines), lines[-30:]
+        assert any(f"{len(passed)} passed, {len(known)} failed" in line for line in lines), lines[-5:]
+    else:
+        assert any("0 failed" in line for line in lines), lines[-10:]
 
 
 def test_small_mainnet_disk_stops_the_plan_with_the_topology_message(tf_binary: str, tmp_path: Path) -> None:
