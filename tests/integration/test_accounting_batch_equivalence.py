@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from ckbpool.bus import Share
 from ckbpool.pool.accounting import PREFIX, ShareAccounting, connect_redis
+from ckbpool.retry import Backoff
 from support.redis import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -40,6 +41,8 @@ TARGETS = [1 << 240, 1 << 238, (1 << 244) + 12345]
 DIFFICULTIES = [1.0, 0.25, 3.0, 0.1]
 REASONS = ["stale-share", "invalid-job-id", ""]
 FLOAT_FIELDS = {"difficulty", "work"}
+# a script error fails the example instead of being retried for ever (the consumer's policy in production)
+ONCE = Backoff(initial=0.01, maximum=0.01, jitter=0.0, attempts=1)
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +145,8 @@ async def scenario(url: str, batches: list[list[Share]], flat: list[Share]) -> N
     try:
         await batched_client.flushdb()
         await single_client.flushdb()
-        batched = ShareAccounting(batched_client, clock=lambda: NOW)
-        single = ShareAccounting(single_client, clock=lambda: NOW)
+        batched = ShareAccounting(batched_client, clock=lambda: NOW, policy=ONCE)
+        single = ShareAccounting(single_client, clock=lambda: NOW, policy=ONCE)
         for batch in batches:
             await batched.record(batch)
         for share in flat:
@@ -176,7 +179,7 @@ def test_the_fast_and_the_one_by_one_paths_both_run(redis_server: RedisServer) -
         client = connect_redis(redis_server.url, timeout_s=10)
         try:
             await client.flushdb()
-            acc = ShareAccounting(client, clock=lambda: NOW)
+            acc = ShareAccounting(client, clock=lambda: NOW, policy=ONCE)
             stream = build_stream([(0, 0, True, 0, 0, 0, float(-i)) for i in range(10)])
             assert await acc.record(stream[:6]) == (6, 0)  # fresh: one record, summed here
             assert await acc.record(stream[3:10]) == (4, 3)  # overlaps the mark at seq 6: split in the script

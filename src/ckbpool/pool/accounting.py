@@ -19,6 +19,13 @@ user, in the per-minute hashrate buckets and in the share log -- through:
 - The Kafka offset (``manual_ack``) moves only after the batch's script returned, so a crash of this consumer
   never skips a share it had copied into memory; on restart those records come again and dedup drops the
   ones already counted.
+- A batch gives the books that applying its shares one at a time, in order, gives (same counters, buckets,
+  share log, marks; float sums to rounding): the consumer sums each (source, ``user.worker``)'s shares of the
+  batch, and the script applies such a record whole -- a few Redis calls per identity instead of ~16 per share
+  -- only when every one of its shares is new (seqs rising, the first above the mark); a record overlapping
+  the mark (a partial redelivery) or repeating seqs is decided share by share in the script against a mark
+  that moves as they count. Only the share log's XADD stays per share. ``tests/integration/
+  test_accounting_batch_equivalence.py`` checks it with random batchings, redeliveries and overlaps.
 
 Why per (source, user.worker) and not per source: the Kafka record key of a share is ``user.worker``, so one
 such stream lives in one partition and reaches the consumers in publish order, while one source's shares are
@@ -127,8 +134,8 @@ TRANSIENT = (
 )
 
 # ARGV: prefix, now (s), share log keep (s), share log maxlen (0: none), dedup ttl, hashrate bucket ttl, idle ttl,
-# the number of identity records, the records (10 fields + 2 per hashrate minute each), then 7 fields per share
-# in batch order (see _batch_args). Returns {counted, duplicates, ignored, oldest share log entry (ms, 0: empty)}.
+# the number of identity records, the records (source, user, worker, their sums as one string), then one string
+# of lines, one per share in batch order (see _batch_args). Returns {counted, duplicates, ignored, oldest share log entry (ms, 0: empty)}.
 _RECORD_LUA = """
 local prefix, now, keep, maxlen = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local dedup_ttl, rate_ttl, idle_ttl = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -169,25 +176,47 @@ end
 -- inside the batch) its shares are decided one by one below, against a mark that moves as they are counted --
 -- exactly what applying the shares one at a time does -- and summed here instead.
 local src, user_of, worker_of, ident_of, wkey_of, ukey_of, mark_of = {}, {}, {}, {}, {}, {}, {}
-local fast, agg_at, marks, marks_s = {}, {}, {}, {}
+local fast, sums, marks, marks_s, wanted = {}, {}, {}, {}, {}
 local i = 9
 for k = 1, nident do
   local source, user, worker = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local ident = user .. '.' .. worker
   src[k], user_of[k], worker_of[k], ident_of[k] = source, user, worker, ident
   wkey_of[k], ukey_of[k] = prefix .. 'worker:' .. ident, prefix .. 'user:' .. user
-  agg_at[k] = i + 5
-  local is_fast = true
+  -- "first_seq monotone n difficulty work last_ts[ minute work]...": the consumer's sums
+  local first, monotone, n, difficulty, work, ts, minutes =
+    string.match(ARGV[i + 3], '^(%-?%d+) (%d) (%d+) (%S+) (%S+) (%S+)(.*)$')
+  sums[k] = {first = tonumber(first), monotone = monotone == '1', n = tonumber(n), difficulty = difficulty,
+    work = work, ts_s = ts, minutes = minutes}
   if source ~= '' then
     local mark = prefix .. 'hwm:' .. source
     mark_of[k] = mark
-    if not marks[mark] then marks[mark], marks_s[mark] = {}, {} end
-    local m = marks[mark]
-    if m[ident] == nil then m[ident] = tonumber(redis.call('HGET', mark, ident)) or false end
-    is_fast = ARGV[i + 4] == '1' and (m[ident] == false or tonumber(ARGV[i + 3]) > m[ident])
+    if not marks[mark] then marks[mark], marks_s[mark], wanted[mark] = {}, {}, {} end
+    if marks[mark][ident] == nil then
+      marks[mark][ident] = false
+      wanted[mark][#wanted[mark] + 1] = ident
+    end
   end
-  fast[k] = is_fast
-  i = i + 10 + 2 * tonumber(ARGV[i + 9])
+  i = i + 4
+end
+-- the marks: one HMGET per source (in chunks: Lua's unpack has a limit)
+for mark, fields in pairs(wanted) do
+  local m = marks[mark]
+  for c = 1, #fields, 1000 do
+    local chunk = {}
+    for f = c, math.min(c + 999, #fields) do chunk[#chunk + 1] = fields[f] end
+    local values = redis.call('HMGET', mark, unpack(chunk))
+    for f = 1, #chunk do m[chunk[f]] = tonumber(values[f]) or false end
+  end
+end
+for k = 1, nident do
+  local mark = mark_of[k]
+  if mark then
+    local last = marks[mark][ident_of[k]]
+    fast[k] = sums[k].monotone and (last == false or sums[k].first > last)
+  else
+    fast[k] = true
+  end
 end
 -- 2. the shares, in batch order: dedup (slow records), the share log, rejected shares
 local exists = {}
@@ -204,9 +233,11 @@ local function reject(key, reason)
   r.reasons[reason] = (r.reasons[reason] or 0) + 1
 end
 local clamp = math.floor(now * 1000) + 60000
-for j = i, #ARGV, 7 do
-  local k = tonumber(ARGV[j])
-  local seq, reason = ARGV[j + 1], ARGV[j + 2]
+local id_ms, id_s = -1, ''
+-- one line per share: "k\\tseq\\treason ('' = accepted)\\tdifficulty\\twork\\tts\\theight\\n"
+for k, seq, reason, difficulty, work, ts, height in
+    string.gmatch(ARGV[i], '(%d+)\\t(%-?%d+)\\t([^\\t\\n]*)\\t([^\\t\\n]*)\\t([^\\t\\n]*)\\t([^\\t\\n]*)\\t([^\\t\\n]*)\\n') do
+  k = tonumber(k)
   local is_fast = fast[k]
   local fresh = true
   if not is_fast then
@@ -216,14 +247,14 @@ for j = i, #ARGV, 7 do
   if not fresh then
     duplicates = duplicates + 1
   elseif reason == '' then
-    local ts, work = ARGV[j + 5], ARGV[j + 4]
     local t = tonumber(ts)
     -- the entry's ID is the share's time (ms; never before the last entry, never past the consumer's clock + 60 s,
     -- so one stratum host with a clock in the future cannot hold the log's trimming back)
     last_ms = math.max(last_ms, math.min(math.floor(t * 1000), clamp))
+    if last_ms ~= id_ms then id_ms, id_s = last_ms, string.format('%.0f', last_ms) .. '-*' end
     cum = cum + (tonumber(work) or 0)
-    redis.call('XADD', sharelog, string.format('%.0f', last_ms) .. '-*', 'user', user_of[k], 'worker', worker_of[k],
-      'difficulty', ARGV[j + 3], 'height', ARGV[j + 6], 'ts', ts, 'id', src[k] .. ':' .. seq, 'work', work,
+    redis.call('XADD', sharelog, id_s, 'user', user_of[k], 'worker', worker_of[k],
+      'difficulty', difficulty, 'height', height, 'ts', ts, 'id', src[k] .. ':' .. seq, 'work', work,
       'cum', string.format('%.17g', cum))
     exists[wkey_of[k]], exists[ukey_of[k]] = true, true
     counted = counted + 1
@@ -233,7 +264,7 @@ for j = i, #ARGV, 7 do
       local a = slow[k]
       if not a then a = {n = 0, difficulty = 0, work = 0, ts = -1, ts_s = '0', buckets = {}}; slow[k] = a end
       local w = tonumber(work) or 0
-      a.n, a.difficulty, a.work = a.n + 1, a.difficulty + tonumber(ARGV[j + 3]), a.work + w
+      a.n, a.difficulty, a.work = a.n + 1, a.difficulty + tonumber(difficulty), a.work + w
       if t > a.ts then a.ts, a.ts_s = t, ts end
       local minute = string.format('%.0f', math.floor(t / 60))
       a.buckets[minute] = (a.buckets[minute] or 0) + w
@@ -266,12 +297,12 @@ for k = 1, nident do
   local n, difficulty, work, ts, ts_s = 0, '0', '0', -1, '0'
   local ident = ident_of[k]
   if fast[k] then
-    local a = agg_at[k]
-    n, difficulty, work, ts_s = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+    local a = sums[k]
+    n, difficulty, work, ts_s = a.n, a.difficulty, a.work, a.ts_s
     ts = tonumber(ts_s)
-    for b = a + 5, a + 4 + 2 * tonumber(ARGV[a + 4]), 2 do
-      local bucket = prefix .. 'hashrate:' .. ARGV[b]
-      redis.call('HINCRBYFLOAT', bucket, ident, ARGV[b + 1])
+    for minute, w in string.gmatch(a.minutes, ' (%d+) (%d+)') do
+      local bucket = prefix .. 'hashrate:' .. minute
+      redis.call('HINCRBYFLOAT', bucket, ident, w)
       buckets[bucket] = true
     end
   elseif slow[k] then
@@ -298,9 +329,8 @@ for k = 1, nident do
   local mark = mark_of[k]
   if mark and counted_seq[k] then
     -- the highest seq counted (a fast record's last share; a slow one's moving mark)
-    redis.call('HSET', mark, ident, fast[k] and counted_seq[k] or marks_s[mark][ident])
     seen[mark] = seen[mark] or {}
-    seen[mark][ident] = true
+    seen[mark][ident] = fast[k] and counted_seq[k] or marks_s[mark][ident]
   end
 end
 for ukey, u in pairs(per_user) do
@@ -323,8 +353,14 @@ end
 zadd_all(users, last_user, 'GT')
 zadd_all(workers, last_ident, 'GT')
 for mark, idents in pairs(seen) do
-  local scores = {}
-  for ident in pairs(idents) do scores[ident] = now end
+  local scores, args = {}, {}
+  for ident, seq in pairs(idents) do
+    scores[ident] = now
+    args[#args + 1] = ident
+    args[#args + 1] = seq
+    if #args >= 1000 then redis.call('HSET', mark, unpack(args)); args = {} end
+  end
+  if #args > 0 then redis.call('HSET', mark, unpack(args)) end
   zadd_all(mark .. ':seen', scores, 'CH')
   -- marks of idents silent for dedup_ttl go (a bounded number per batch), then the whole source when it stops
   local stale = redis.call('ZRANGEBYSCORE', mark .. ':seen', '-inf', now - dedup_ttl, 'LIMIT', 0, 1000)
@@ -408,11 +444,10 @@ class _Identity:
         self.buckets: dict[int, int] = {}
 
     def args(self) -> list[str | int]:
-        out: list[str | int] = [self.source, self.user, self.worker, self.first_seq, "1" if self.monotone else "0"]
-        out += [self.n, repr(self.difficulty), self.work, self.ts_s, len(self.buckets)]
-        for minute, work in self.buckets.items():
-            out += [minute, work]
-        return out
+        """source, user, worker (arguments of their own: any characters), then the numbers in one string."""
+        sums = f"{self.first_seq} {int(self.monotone)} {self.n} {self.difficulty!r} {self.work} {self.ts_s}"
+        minutes = "".join(f" {minute} {work}" for minute, work in self.buckets.items())
+        return [self.source, self.user, self.worker, sums + minutes]
 
 
 def _batch_args(shares: Sequence[Share]) -> list[str | int]:
@@ -422,14 +457,16 @@ def _batch_args(shares: Sequence[Share]) -> list[str | int]:
     (source, user, worker) it sums the accepted shares' count, difficulty and work, their latest time and the work
     of each hashrate minute, and checks that the seqs rise. The script applies such a record as a whole when all
     of its shares are new (the first seq above the identity's high-water mark), else decides its shares one by
-    one (a redelivery overlapping the mark). Each share still goes along -- seven fields, in batch order -- for
-    its share log entry (accepted) or its reason (rejected) and for that one-by-one case.
+    one (a redelivery overlapping the mark). Each share still goes along -- one tab-separated line, in batch
+    order -- for its share log entry (accepted) or its reason (rejected) and for that one-by-one case. The lines
+    are one argument, and a record's numbers one string: packing ~60k separate arguments per batch cost the
+    consumer more than everything else it does (redis-py encodes each argument in Python).
 
     The minute of a share is ``floor(ts / 60)`` in IEEE doubles on both sides, so a record summed here and one
     summed in the script put a share in the same minute."""
     records: dict[tuple[str, str, str], _Identity] = {}
     order: list[_Identity] = []
-    tail: list[str | int] = []
+    lines: list[str] = []
     works: dict[int, int] = {}
     for share in shares:
         key = (share.source, share.user, share.worker)
@@ -454,9 +491,11 @@ def _batch_args(shares: Sequence[Share]) -> list[str | int]:
                 ident.ts, ident.ts_s = ts, ts_s
             minute = math.floor(ts / 60)
             ident.buckets[minute] = ident.buckets.get(minute, 0) + work
-            tail += [ident.index, share.seq, "", repr(float(share.share_difficulty)), work, ts_s, share.height]
+            lines.append(
+                f"{ident.index}\t{share.seq}\t\t{float(share.share_difficulty)!r}\t{work}\t{ts_s}\t{share.height}\n"
+            )
         else:
-            tail += [ident.index, share.seq, share.reason or "unknown", 0, 0, 0, 0]
+            lines.append(f"{ident.index}\t{share.seq}\t{_reason(share.reason)}\t0\t0\t0\t0\n")
     # two records sharing a high-water mark field (user "a.b" + worker "c" and user "a" + worker "b.c"): one
     # stream to the mark, so their shares are decided one by one, in batch order, against it
     fields: dict[tuple[str, str], _Identity] = {}
@@ -469,8 +508,15 @@ def _batch_args(shares: Sequence[Share]) -> list[str | int]:
     args: list[str | int] = [len(order)]
     for ident in order:
         args += ident.args()
-    args += tail
+    args.append("".join(lines))
     return args
+
+
+def _reason(reason: str) -> str:
+    """A reject reason as the share lines carry it (a field of its own: no tab or newline; never empty)."""
+    if "\t" in reason or "\n" in reason:
+        reason = reason.replace("\t", " ").replace("\n", " ")
+    return reason or "unknown"
 
 
 class ShareAccounting:
