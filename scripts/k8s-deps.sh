@@ -77,7 +77,14 @@ else
     sed -n '/^replace (/,/^)/p' "$gomod" | awk -v v="$staging_version" '$2 == "=>" && $3 ~ /^\.\/staging\// { print "\t" $1 " => " $1 " " v }'
     echo ")"
   } >"$wrap/go.mod"
-  (cd "$wrap" && GOFLAGS=-mod=mod nice go build -p 2 -trimpath -ldflags "-s -w" -o "$api.tmp.$$" k8s.io/kubernetes/cmd/kube-apiserver)
+  # the version the server reports (`helm install` checks a chart's kubeVersion against it): what
+  # hack/lib/version.sh stamps in a release build; without it the server says v0.0.0-master
+  minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
+  ldflags=""
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+  done
+  (cd "$wrap" && GOFLAGS=-mod=mod nice go build -ldflags "$ldflags" -o "$api.tmp.$$" k8s.io/kubernetes/cmd/kube-apiserver)
   mv "$api.tmp.$$" "$api"
   say "kube-apiserver $K8S_VERSION built in $((SECONDS - t))s"
 fi

@@ -153,8 +153,11 @@ def test_helm_install_creates_every_object(helm: str, api: KubeApiServer, values
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("payoutAddress=", "payoutAddress"),
-        ("images.pool=registry.example.com/ckbpool/pool:latest", "images/pool"),
+        ("payoutAddress=", "at '/payoutAddress': minLength: got 0, want 1"),
+        (
+            "images.pool=registry.example.com/ckbpool/pool:latest",
+            "at '/images/pool': value must be 'a pinned image (name:version or name@sha256:digest), not :latest'",
+        ),
     ],
 )
 def test_bad_values_fail_with_the_schema_message(

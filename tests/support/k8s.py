@@ -228,6 +228,8 @@ class KubeApiServer:
                 "--service-cluster-ip-range=10.96.0.0/16",
                 "--service-node-port-range=30000-32767",
                 "--storage-backend=etcd3",
+                # the kubernetes Service's endpoints would be 127.0.0.1, which the reconciler refuses
+                "--endpoint-reconciler-type=none",
                 "--v=1",
             ],
             stdout=(self.dir / "apiserver.log").open("wb"), stderr=subprocess.STDOUT, preexec_fn=child_guard(),
