@@ -69,7 +69,10 @@ def test_deploy_status_logs_destroy_against_the_api_server(project: Path, api: K
     # the secrets' values file lives only for the helm call; the public one stays for the operator to read
     workspace = project.parent / "workspace" / "k8s"
     assert (workspace / "values.yaml").is_file() and not (workspace / ".secrets.values.yaml").exists()
-    assert "pool_static_key" not in (workspace / "values.yaml").read_text()
+    public = yaml.safe_load((workspace / "values.yaml").read_text())
+    assert "secrets" not in public
+    static_key = (project.parent / "secrets" / "pool-static.key").read_text().strip()
+    assert static_key and static_key not in (workspace / "values.yaml").read_text()
 
     status = run("status", "-c", c, "--json")  # the target is remembered from the deploy
     assert status.exit_code == 1, status.output
@@ -80,8 +83,8 @@ def test_deploy_status_logs_destroy_against_the_api_server(project: Path, api: K
         "ckb",
         "redis",
         "kafka",
-        "pool-stratum",
         "pool-jobmaker",
+        "pool-stratum",
         "pool-blockmaker",
         "pool-accounting",
     ]
