@@ -19,7 +19,7 @@ step() {  # step NAME CMD... : run, time, and keep the log in the cache
 }
 
 apt_packages() {
-  local want=(clang libclang-dev libssl-dev pkg-config redis-server prometheus prometheus-node-exporter prometheus-redis-exporter)
+  local want=(clang libclang-dev libssl-dev pkg-config redis-server prometheus prometheus-node-exporter prometheus-redis-exporter etcd-server)
   local missing=()
   for p in "${want[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
   command -v java >/dev/null || missing+=(default-jdk-headless)  # Kafka 4.x needs Java >= 17
@@ -45,6 +45,7 @@ step kafka bash scripts/kafka-deps.sh & pids+=($!)
 step docker bash scripts/docker-deps.sh & pids+=($!)
 step terraform bash scripts/terraform-deps.sh & pids+=($!)
 step registry bash scripts/registry-deps.sh & pids+=($!)   # OCI registry for the images.registry e2e test
+step k8s bash scripts/k8s-deps.sh & pids+=($!)   # helm + kube-apiserver (Go builds) for the k8s chart/target tests
 step tofu bash scripts/tofu-deps.sh & pids+=($!)           # OpenTofu: the Terraform tests run on tofu as well
 step compose bash scripts/compose-deps.sh & pids+=($!)     # the Compose v2+ plugin: the compose e2e on it and v1
 if [ -f tests/interop/build.sh ]; then

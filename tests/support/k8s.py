@@ -6,8 +6,8 @@ storage, so a Helm chart's manifests are checked by the component that would che
 scheduler, no kubelet -- Deployments and StatefulSets are stored but make no pods, which is what the k8s target's
 ``status`` must report clearly.
 
-Binaries: ``etcd`` (Debian's etcd-server), ``kube-apiserver`` (built by ``CKBPOOL_K8S_APISERVER=1
-scripts/k8s-deps.sh`` into ``$CKBPOOL_CACHE/bin``), ``helm`` (same script), ``kubectl`` (the machine's). A
+Binaries: ``etcd`` (Debian's etcd-server), ``kube-apiserver`` (built by ``scripts/k8s-deps.sh`` into
+``$CKBPOOL_CACHE/bin``), ``helm`` (same script), ``kubectl`` (the machine's). A
 missing one makes :func:`require_tools` skip with the step that provides it.
 
 Certificates are made here with ``cryptography``: a CA, the server's certificate for 127.0.0.1, an admin client
@@ -45,7 +45,7 @@ CACHE_BIN = Path(os.environ.get("CKBPOOL_CACHE", str(Path.home() / ".cache" / "c
 #: what provides each tool (the skip message names it)
 PROVIDERS = {
     "etcd": "apt-get install etcd-server (scripts/k8s-deps.sh does it as root)",
-    "kube-apiserver": "CKBPOOL_K8S_APISERVER=1 bash scripts/k8s-deps.sh (opt-in: a heavy Go build)",
+    "kube-apiserver": "bash scripts/k8s-deps.sh (a Go build of k8s.io/kubernetes; not with CKBPOOL_K8S_APISERVER=0)",
     "helm": "bash scripts/k8s-deps.sh",
     "kubectl": "a kubectl client on PATH (or CKBPOOL_KUBECTL)",
 }
