@@ -135,6 +135,7 @@ class KubeApiServer:
         self.kubeconfig = self.dir / "kubeconfig"
         self.etcd: subprocess.Popen[bytes] | None = None
         self.apiserver: subprocess.Popen[bytes] | None = None
+        self.controllers: list[subprocess.Popen[bytes]] = []
         self._write_pki()
 
     @property
@@ -198,7 +199,7 @@ class KubeApiServer:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode(errors="replace")
 
-    def start(self) -> KubeApiServer:
+    def start(self, *, with_controllers: bool = False) -> KubeApiServer:
         etcd_url = f"http://{self.HOST}:{self.etcd_port}"
         peer_url = f"http://{self.HOST}:{self.etcd_peer_port}"
         self.etcd = subprocess.Popen(
@@ -244,7 +245,43 @@ class KubeApiServer:
         # the bootstrap controller makes `default` shortly after /readyz: wait for it, tests create in it
         self._wait(lambda: self.get("/api/v1/namespaces/default")[0] == 200, "namespace default", self.apiserver,
                    self.dir / "apiserver.log", 60.0)  # fmt: skip
+        if with_controllers:
+            self._start_controllers()
         return self
+
+    @property
+    def has_controllers(self) -> bool:
+        return bool(self.controllers)
+
+    def _start_controllers(self) -> None:
+        """kube-controller-manager (Deployments -> ReplicaSets -> pods, StatefulSets -> pods, the namespaces'
+        default ServiceAccount) and kube-scheduler (which finds no node and says so on each pod), when
+        scripts/k8s-deps.sh built them; without them the workloads are stored but make no pods."""
+        manager, scheduler = find_tool("kube-controller-manager"), find_tool("kube-scheduler")
+        if manager is None or scheduler is None:
+            return
+        pki = self.dir / "pki"
+        common = [f"--kubeconfig={self.kubeconfig}", f"--bind-address={self.HOST}", "--leader-elect=false", "--v=1"]
+        for binary, args in (
+            (manager, [
+                f"--secure-port={free_port()}", f"--service-account-private-key-file={pki / 'sa.key'}",
+                f"--root-ca-file={pki / 'ca.crt'}", "--controllers=*",
+            ]),
+            (scheduler, [f"--secure-port={free_port()}"]),
+        ):  # fmt: skip
+            log = self.dir / f"{Path(binary).name}.log"
+            process = subprocess.Popen(
+                [binary, *common, *args], stdout=log.open("wb"), stderr=subprocess.STDOUT, preexec_fn=child_guard()
+            )
+            self.controllers.append(process)
+        # ready when the namespace controllers act: the default ServiceAccount of `default` exists
+        self._wait(
+            lambda: self.get("/api/v1/namespaces/default/serviceaccounts/default")[0] == 200,
+            "kube-controller-manager",
+            self.controllers[0],
+            self.dir / f"{Path(manager).name}.log",
+            START_TIMEOUT,
+        )
 
     def _wait(self, ready: object, what: str, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
         assert callable(ready)
@@ -270,7 +307,7 @@ class KubeApiServer:
         return result
 
     def stop(self) -> None:
-        for process in (self.apiserver, self.etcd):
+        for process in (*self.controllers, self.apiserver, self.etcd):
             if process is not None and process.poll() is None:
                 process.terminate()
                 try:
