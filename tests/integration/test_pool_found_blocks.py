@@ -87,6 +87,9 @@ class Cluster:
                     "listen_host": "127.0.0.1",
                     "listen_port": stratum_port or 0,
                     "server_id": 1,
+                    # one stratum process: these tests read the finder's own blocks directory (workers would each
+                    # keep theirs under it, stratum-worker-<i>)
+                    "workers": 1,
                     "static_key_file": str(self.key_file),
                     "certificate_file": str(self.cert_file),
                 },
