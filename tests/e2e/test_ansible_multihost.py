@@ -220,7 +220,8 @@ def _deployment(lab: Lab, images: dict[str, str], tmp_path: Path, **image_keys: 
     for name, host_groups in GROUPS.items():
         for group in host_groups:
             groups.setdefault(group, {"hosts": {}})["hosts"][name] = {}  # type: ignore[index]
-    hostvars = {name: {"ansible_host": host.address} for name, host in lab.hosts.items()}
+    # the lab network is private (10.213.N.0/24): it is both the SSH and the private address
+    hostvars = {name: {"ansible_host": host.address, "private_ip": host.address} for name, host in lab.hosts.items()}
     inventory.write_text(yaml.safe_dump({"all": {"vars": common, "hosts": hostvars, "children": groups}}))
     return config, inventory
 

@@ -189,18 +189,15 @@ def _no_stray_install(workdir: Path) -> Iterator[None]:
     assert not (workdir / "install").exists()
 
 
-def test_three_hosts_are_planned_through_ansible(workdir: Path, tmp_path: Path) -> None:
-    """The multi-host plumbing of the role itself (inventory groups and every host's private address gathered
-    from hostvars, the render lookup per host): three inventory hosts on the local connection, only the
-    preflight runs, and each host's plan is written out."""
+def _plan_three_hosts(workdir: Path, tmp_path: Path, host_vars: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Only the role's preflight over three inventory hosts on the local connection (``host_vars``: each host's
+    extra inventory variables); each host's plan is written to ``tmp_path/<host>.json``."""
     inventory = tmp_path / "three.ini"
     local = f"ansible_connection=local ansible_python_interpreter={sys.executable}"
     inventory.write_text(
         "[all]\n"
-        f"node-1 private_ip=10.231.0.1 {local}\n"
-        f"data-1 private_ip=10.231.0.2 {local}\n"
-        f"pool-1 private_ip=10.231.0.3 {local}\n"
-        "[ckb_node]\nnode-1\n[kafka]\ndata-1\n[redis]\ndata-1\n[pool]\npool-1\n[monitoring]\npool-1\n"
+        + "".join(f"{host} {extra} {local}\n" for host, extra in host_vars.items())
+        + "[ckb_node]\nnode-1\n[kafka]\ndata-1\n[redis]\ndata-1\n[pool]\npool-1\n[monitoring]\npool-1\n"
     )
     playbook = tmp_path / "plan.yml"
     playbook.write_text(
@@ -219,10 +216,20 @@ def test_three_hosts_are_planned_through_ansible(workdir: Path, tmp_path: Path) 
     vars_file.write_text(json.dumps(variables))
     environ = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", "ANSIBLE_NOCOLOR": "1"}
     environ["ANSIBLE_ROLES_PATH"] = str(ANSIBLE / "roles")
-    result = subprocess.run(
+    return subprocess.run(
         [str(BIN / "ansible-playbook"), "-i", str(inventory), str(playbook), "-e", f"@{vars_file}"],
         capture_output=True, text=True, timeout=300, env=environ,
     )  # fmt: skip
+
+
+def test_three_hosts_are_planned_through_ansible(workdir: Path, tmp_path: Path) -> None:
+    """The multi-host plumbing of the role itself (inventory groups and every host's private address gathered
+    from hostvars, the render lookup per host)."""
+    result = _plan_three_hosts(
+        workdir,
+        tmp_path,
+        {"node-1": "private_ip=10.231.0.1", "data-1": "private_ip=10.231.0.2", "pool-1": "private_ip=10.231.0.3"},
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     plans = {h: json.loads((tmp_path / f"{h}.json").read_text()) for h in ("node-1", "data-1", "pool-1")}
     assert plans["node-1"]["services"] == ["ckb", "node-exporter"]
@@ -232,3 +239,22 @@ def test_three_hosts_are_planned_through_ansible(workdir: Path, tmp_path: Path) 
     assert 'rpc_url = "http://10.231.0.1:8114"' in pool_toml and 'url = "redis://10.231.0.2:6379/0"' in pool_toml
     assert "ip saddr { 10.231.0.3 } tcp dport 6379 accept" in plans["data-1"]["firewall"]
     assert "ip saddr { 10.231.0.3 } tcp dport 8114 accept" in plans["node-1"]["firewall"]
+
+
+def test_three_hosts_without_private_addresses_are_refused_never_planned_on_ansible_host(
+    workdir: Path, tmp_path: Path
+) -> None:
+    """Two hosts reached by SSH on a public address with no private_ip: the preflight fails with one line naming
+    both; nothing falls back to ansible_host (no plan is written)."""
+    result = _plan_three_hosts(
+        workdir,
+        tmp_path,
+        {
+            "node-1": "private_ip=10.231.0.1",
+            "data-1": "ansible_host=203.0.113.12",
+            "pool-1": "ansible_host=203.0.113.13",
+        },
+    )
+    assert result.returncode != 0
+    assert "data-1, pool-1 have none: set private_ip" in result.stdout, result.stdout[-3000:]
+    assert not list(tmp_path.glob("*-1.json"))

@@ -31,6 +31,7 @@ from .assets import shipped_dir
 from .cloud_preflight import AlicloudRequest, AwsRequest, PreflightReport, preflight_alicloud, preflight_aws
 from .config import POOL_ROLES, DeployConfig
 from .errors import TargetError, TargetUnavailable, ValidationFailed
+from .hostfiles import private_address_problems
 from .target import ConfirmCallback, Paths, ProgressCallback, ServiceHealth, Target
 from .terraform import LineCallback, PlanSummary, Terraform, default_plugin_mirror, provider_available
 
@@ -305,6 +306,16 @@ class CloudTarget:
         return bool(Confirm.ask(f"Apply this plan to {self.cloud} {self.config.cloud.region}?", console=console))
 
     def write_inventory(self, outputs: Mapping[str, Any]) -> Path:
+        """``inventory.yml`` / ``inventory.ini`` from the module's outputs, each host with Terraform's
+        ``private_ip``: the hosts reach each other's internal ports there, never on their public address. An
+        inventory of several hosts where one lacks it (an instance without a private IP in the outputs) is
+        refused here, before Ansible runs, with the hosts named."""
+        hosts = ((outputs.get("inventory") or {}).get("all") or {}).get("hosts") or {}
+        problems = private_address_problems(
+            list(hosts), {name: str((v or {}).get("private_ip") or "") for name, v in hosts.items()}
+        )
+        if problems:
+            raise TargetError(f"the {self.cloud} Terraform outputs: {problems[0]}")
         path = self.workdir / "inventory.yml"
         _write_if_changed(
             path,

@@ -10,6 +10,7 @@ without reading this module.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -74,21 +75,66 @@ class Ports(_Strict):
     payouts_metrics: Port = 8190  # the payout engine's /metrics (payouts.enabled)
 
 
+#: the non-loopback ranges an internal port may be published on: RFC 1918 and IPv6 unique local addresses
+PRIVATE_NETWORKS: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+    ipaddress.ip_network("10.0.0.0/8"),
+    ipaddress.ip_network("172.16.0.0/12"),
+    ipaddress.ip_network("192.168.0.0/16"),
+    ipaddress.ip_network("fc00::/7"),
+)
+_PRIVATE_HINT = "a private address (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 or an IPv6 ULA in fc00::/7)"
+
+
+def private_address_problem(value: str, *, loopback: bool) -> str | None:
+    """Why ``value`` cannot carry internal ports (node RPC, Redis, Kafka, metrics), or None when it can.
+
+    Python's ``is_private`` is too generous for this: it counts ``0.0.0.0`` and ``::`` (every interface, public
+    ones included) and documentation or benchmarking ranges as private. What is accepted here is what no router
+    forwards from the internet: RFC 1918, IPv6 unique local addresses, and loopback where ``loopback`` allows it."""
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        return f"{value!r} is not an IP address"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_unspecified:
+        return (
+            f"{value} means every interface, public ones included; use "
+            + ("127.0.0.1 (this machine only) or " if loopback else "")
+            + _PRIVATE_HINT
+        )
+    if ip.is_loopback:
+        return None if loopback else f"{value} is loopback, which other hosts cannot reach; use {_PRIVATE_HINT}"
+    if any(ip in net for net in PRIVATE_NETWORKS if net.version == ip.version):
+        return None
+    return f"{value} is not a private address; use " + ("127.0.0.1 or " if loopback else "") + _PRIVATE_HINT
+
+
 class Bind(_Strict):
-    """Host addresses: ``public`` for the miner-facing ports, ``private`` for everything an operator reads."""
+    """Host addresses: ``public`` for the miner-facing ports, ``private`` for everything an operator reads.
+
+    ``private`` carries the node RPC (with its Net and Pool modules), Redis, Prometheus and Grafana, which have no
+    firewall in front of them on the local and compose targets: it must be loopback or a private address, never
+    every interface or a public one."""
 
     public: str = "0.0.0.0"
     private: str = "127.0.0.1"
 
-    @field_validator("public", "private")
+    @field_validator("public")
     @classmethod
     def _ip(cls, value: str) -> str:
-        import ipaddress
-
         try:
             ipaddress.ip_address(value)
         except ValueError:
             raise ValueError(f"{value!r} is not an IP address") from None
+        return value
+
+    @field_validator("private")
+    @classmethod
+    def _private(cls, value: str) -> str:
+        problem = private_address_problem(value, loopback=True)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @property
@@ -203,7 +249,28 @@ class Host(_Strict):
     address: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:-]+$")]
     ssh_user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]*$")] = "root"
     ssh_port: Port = 22
+    # the address the other hosts reach this one's internal ports on (inventory ``private_ip``); required when
+    # the topology has more than one host: ``address`` is where SSH goes, often a public address
+    private_ip: str | None = None
     roles: Annotated[list[HostRole], Field(min_length=1)]
+
+    @field_validator("private_ip")
+    @classmethod
+    def _private_ip(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        problem = private_address_problem(value, loopback=False)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    @property
+    def private_address(self) -> str | None:
+        """Where peers reach this host's internal ports: ``private_ip``, else ``address`` when that is itself an
+        RFC 1918 / ULA address (SSH over the private network), else None (refused with more than one host)."""
+        if self.private_ip is not None:
+            return self.private_ip
+        return self.address if private_address_problem(self.address, loopback=False) is None else None
 
     @property
     def expanded_roles(self) -> list[str]:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from .config import POOL_ROLES, DeployConfig, parse_config
+from .config import POOL_ROLES, DeployConfig, parse_config, private_address_problem
 from .errors import ConfigFileError, DeployError
 from .render import (
     COMPOSE_CONFIG_DIRS,
@@ -160,7 +160,19 @@ class Placement:
     roles: dict[str, list[str]]  # host -> deploy roles (pool expanded), in GROUPS order
 
     @classmethod
-    def from_inventory(cls, config: DeployConfig, groups: dict[str, list[str]], addresses: dict[str, str]) -> Placement:
+    def from_inventory(
+        cls,
+        config: DeployConfig,
+        groups: dict[str, list[str]],
+        addresses: dict[str, str],
+        fallback: dict[str, str] | None = None,
+    ) -> Placement:
+        """``addresses``: each host's private address (inventory ``private_ip`` / ``btcpool_private_address``);
+        ``fallback``: where SSH reaches it (``ansible_host``), used only when one host carries everything.
+
+        With more than one host, peers reach each other's internal ports on the private address, so every host
+        must have one (one problem line names all that lack it): falling back to the SSH address would publish
+        node RPC, Redis and Kafka on what is often a public address, with only nftables in front."""
         problems: list[str] = []
         enabled = config.enabled_roles()
         roles: dict[str, list[str]] = {}
@@ -179,7 +191,12 @@ class Placement:
             # no postgres group: the ledger's database goes with the other data (default_postgres_hosts)
             for host in default_postgres_hosts(config, {h: rs for h, rs in roles.items()}):
                 roles[host].append("postgres")
-        placement = cls({h: str(addresses.get(h) or h) for h in roles}, roles)
+        if len(roles) > 1:
+            problems += private_address_problems(roles, addresses)
+            chosen = {h: str(addresses.get(h) or h) for h in roles}
+        else:
+            chosen = {h: str(addresses.get(h) or (fallback or {}).get(h) or h) for h in roles}
+        placement = cls(chosen, roles)
         for role in enabled:
             hosts = placement.hosts_with(role)
             group = "pool" if role in POOL_ROLES else role
@@ -215,6 +232,39 @@ class Placement:
     @property
     def is_single(self) -> bool:
         return len(self.roles) == 1
+
+
+def private_address_problems(hosts: Iterable[str], addresses: dict[str, str]) -> list[str]:
+    """At most one line: the hosts of a multi-host inventory without a usable private address.
+
+    A literal IP must be RFC 1918 / ULA (not loopback, not 0.0.0.0, not public); a name is taken as the
+    operator's private DNS."""
+    missing: list[str] = []
+    wrong: list[str] = []
+    for host in sorted(hosts):
+        address = str(addresses.get(host) or "").strip()
+        if not address:
+            missing.append(host)
+            continue
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            continue  # a host name of the private network
+        problem = private_address_problem(address, loopback=False)
+        if problem is not None:
+            wrong.append(f"{host} ({address})")
+    if not missing and not wrong:
+        return []
+    parts = []
+    if missing:
+        parts.append(f"{', '.join(missing)} {'has' if len(missing) == 1 else 'have'} none")
+    if wrong:
+        parts.append(f"{', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} not private")
+    return [
+        f"private_ip: more than one host, so each needs a private address its peers reach it on, and "
+        f"{'; '.join(parts)}: set private_ip (RFC 1918 or IPv6 ULA) for each host in the inventory (Terraform's "
+        "inventory sets it); internal ports are never published on ansible_host"
+    ]
 
 
 def _switch(role: str) -> str:

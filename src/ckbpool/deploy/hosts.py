@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from .assets import shipped_dir
 from .config import DeployConfig
 from .errors import TargetError, TargetUnavailable
-from .hostfiles import GROUPS, role_vars
+from .hostfiles import GROUPS, private_address_problems, role_vars
 from .render import compose_project
 from .target import ConfirmCallback, Paths, ServiceHealth, Target
 
@@ -330,6 +330,27 @@ class HostsTarget:
             return None
         return str(address)
 
+    def check_private_addresses(self) -> None:
+        """Refuse, before anything is built or copied, an inventory of several hosts where some lack a private
+        address (``btcpool_private_address`` or ``private_ip``): one message naming them all. The role checks the
+        same in its preflight; this only saves the image build and the SSH round trips."""
+        data = self.inventory_data()
+        hosts = list(dict.fromkeys(h for names in self.groups().values() for h in names))
+        if len(hosts) < 2:
+            return
+        hostvars = (data.get("_meta") or {}).get("hostvars", {})
+        addresses = {
+            h: str(
+                (hostvars.get(h) or {}).get("btcpool_private_address")
+                or (hostvars.get(h) or {}).get("private_ip")
+                or ""
+            )
+            for h in hosts
+        }
+        problems = private_address_problems(hosts, addresses)
+        if problems:
+            raise TargetError(f"inventory {self.inventory}: {problems[0]}")
+
     # -- runner --------------------------------------------------------------------------------------
     def _env(self) -> dict[str, str]:
         bin_dir = str(Path(sys.executable).parent)
@@ -407,6 +428,7 @@ class HostsTarget:
     ) -> None:
         """Build the pool image here and run the role with it (``images``: :func:`pool_image_vars` already
         computed by the caller, as the cloud targets do before creating anything billable)."""
+        self.check_private_addresses()
         if images is None:
             images = pool_image_vars(self.config, self.paths, on_progress)
         extravars = {**role_vars(self.config, self.paths), **images}

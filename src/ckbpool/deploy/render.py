@@ -725,7 +725,11 @@ def hosts_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
     if topo.hosts:
         hosts = topo.hosts
         listed = [
-            {"name": h.name, "vars": f"ansible_host={h.address} ansible_user={h.ssh_user} ansible_port={h.ssh_port}"}
+            {
+                "name": h.name,
+                "vars": f"ansible_host={h.address} ansible_user={h.ssh_user} ansible_port={h.ssh_port}"
+                + (f" private_ip={h.private_address}" if h.private_address else ""),  # peers reach internal ports there
+            }
             for h in hosts
         ]
         groups = {role: [h.name for h in hosts if role in h.expanded_roles] for role in config.enabled_roles()}
@@ -737,7 +741,7 @@ def hosts_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
         if config.runs_postgres:
             groups["postgres"] = ["localhost"]
     first = {role: (names[0] if names else None) for role, names in groups.items()}
-    address = {h.name: h.address for h in topo.hosts} | {"localhost": "127.0.0.1"}
+    address = {h.name: h.private_address or h.address for h in topo.hosts} | {"localhost": "127.0.0.1"}
     kafka_host = address.get(first.get("kafka") or "", "127.0.0.1")
     ansible_vars: dict[str, Any] = {
         "btcpool_pool_name": config.name,

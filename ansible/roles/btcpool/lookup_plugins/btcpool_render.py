@@ -36,7 +36,13 @@ options:
     type: dict
     required: true
   inventory_addresses:
-    description: Host -> ansible_host, for hosts without btcpool_private_address (outside the play).
+    description: Host -> private_ip, for hosts without btcpool_private_address (outside the play).
+    type: dict
+    default: {}
+  ssh_addresses:
+    description: >-
+      Host -> ansible_host. Used only when one host carries everything; with more hosts each needs a private
+      address and the lookup reports those without one.
     type: dict
     default: {}
   host:
@@ -149,8 +155,11 @@ class LookupModule(LookupBase):
             groups = {str(g): [str(h) for h in hs] for g, hs in _plain(self.get_option("groups")).items()}
             fallback = _plain(self.get_option("inventory_addresses"))
             given = _plain(self.get_option("addresses"))
-            addresses = {h: given.get(h) or fallback.get(h) or h for h in {*given, *fallback}}
-            placement = hostfiles.Placement.from_inventory(config, groups, addresses)
+            ssh = _plain(self.get_option("ssh_addresses"))
+            addresses = {h: given.get(h) or fallback.get(h) or "" for h in {*given, *fallback}}
+            placement = hostfiles.Placement.from_inventory(
+                config, groups, addresses, fallback={h: ssh.get(h) or h for h in {*ssh, *addresses}}
+            )
             secrets_dir = Path(str(self.get_option("secrets_dir"))).expanduser()
             plan = hostfiles.host_plan(
                 config, placement, host, install_dir=str(self.get_option("install_dir")),
