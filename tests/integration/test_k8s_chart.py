@@ -3,9 +3,10 @@
 Values come from a ckbpool.yaml through :func:`ckbpool.deploy.k8s.chart_values` with every optional part on
 (proxy, Kafka in the cluster, Redis, payouts with PostgreSQL, the page), so every template renders. Checked:
 ``helm lint --strict`` is clean; every rendered manifest is accepted by the API server's own validation
-(server-side apply, dry run: OpenAPI schemas, defaulting, admission); ``helm install`` creates every object the
-chart renders; bad values (no payout address, a ``:latest`` image) stop ``helm install`` with the schema's
-message before anything is created. No kubelet: no pod runs here (the target test shows how status says so).
+(server-side apply, dry run: OpenAPI schemas, defaulting, admission, the restricted Pod Security Standard);
+``helm install`` creates every object the chart renders; bad values (no payout address, a ``:latest`` image)
+stop ``helm install`` with the schema's message before anything is created. No kubelet: no pod runs here (the
+target test shows how status says so).
 """
 
 from __future__ import annotations
@@ -117,6 +118,11 @@ def test_the_chart_renders_every_component_with_pod_security(helm: str, values_f
 
 def test_every_manifest_is_accepted_by_the_api_server(helm: str, api: KubeApiServer, values_file: Path) -> None:
     api.kubectl("create", "namespace", "dryrun")
+    # the restricted Pod Security Standard, enforced and warned about: a workload whose pod template breaks it
+    # is reported on stderr ("would violate PodSecurity"), a pod breaking it refused
+    api.kubectl(
+        "label", "namespace", "dryrun", *(f"pod-security.kubernetes.io/{m}=restricted" for m in ("enforce", "warn"))
+    )
     docs = rendered(helm, values_file, "dryrun")
     text = yaml.safe_dump_all(docs)
     result = subprocess.run(
@@ -125,6 +131,7 @@ def test_every_manifest_is_accepted_by_the_api_server(helm: str, api: KubeApiSer
         input=text, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert "would violate PodSecurity" not in result.stderr, result.stderr
     accepted = [line for line in result.stdout.splitlines() if "serverside-applied (server dry run)" in line]
     assert len(accepted) == len(docs), result.stdout
     # a dry run stores nothing

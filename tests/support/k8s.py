@@ -1,19 +1,20 @@
-"""A real Kubernetes API server for tests: etcd + kube-apiserver on 127.0.0.1, random ports, no kubelet.
+"""A real Kubernetes control plane for tests: etcd + kube-apiserver (+ controller-manager and scheduler) on
+127.0.0.1, random ports, no node.
 
-What it gives: the API server's own validation (OpenAPI schemas, server-side apply dry-run, admission) and
-storage, so a Helm chart's manifests are checked by the component that would check them in a cluster, and
-``helm install`` / ``uninstall`` really create and delete objects. What it does not: no controller-manager, no
-scheduler, no kubelet -- Deployments and StatefulSets are stored but make no pods, which is what the k8s target's
-``status`` must report clearly.
+What it gives: the API server's own validation (OpenAPI schemas, server-side apply dry-run, admission,
+Pod Security) and storage, so a Helm chart's manifests are checked by the component that would check them in a
+cluster, and ``helm install`` / ``uninstall`` really create and delete objects. With ``with_controllers`` (and
+the binaries built), kube-controller-manager makes the workloads' pods and kube-scheduler, finding no node,
+leaves them Pending with its reason -- what the k8s target's ``status`` must report. No kubelet: no pod runs.
 
-Binaries: ``etcd`` (Debian's etcd-server), ``kube-apiserver`` (built by ``scripts/k8s-deps.sh`` into
-``$CKBPOOL_CACHE/bin``), ``helm`` (same script), ``kubectl`` (the machine's). A
+Binaries: ``etcd`` (Debian's etcd-server), ``kube-apiserver``, ``kube-controller-manager``, ``kube-scheduler``
+and ``helm`` (built by ``scripts/k8s-deps.sh`` into ``$CKBPOOL_CACHE/bin``), ``kubectl`` (the machine's). A
 missing one makes :func:`require_tools` skip with the step that provides it.
 
 Certificates are made here with ``cryptography``: a CA, the server's certificate for 127.0.0.1, an admin client
 certificate (``O=system:masters``: every RBAC check passes) and the service-account signing key. The kubeconfig
-carries the client certificate; nothing listens on anything but loopback, every wait is bounded, and both
-processes die with the test process (``PR_SET_PDEATHSIG``).
+carries the client certificate; nothing listens on anything but loopback, every wait is bounded, and every
+process dies with the test process (``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
