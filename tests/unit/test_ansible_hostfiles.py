@@ -444,3 +444,28 @@ def test_loaded_ruleset_admits_the_peer_and_drops_others(project: Path, tmp_path
         finally:
             server.kill()
             server.wait()
+
+
+def test_each_stratum_host_gets_its_own_range_of_server_ids(project: Path) -> None:
+    """Two stratum hosts sharing server id 1 would hand miners the same extranonce prefixes (the same work twice)
+    and share one Kafka consumer group for templates (one host would get none); each host's worker processes take
+    the ids after its base."""
+    from ckbpool.pool.config import IDS_PER_STRATUM_HOST, load_pool_config
+
+    cfg, paths = _cfg(project)
+    # inventories take one pool host in this version; the placement itself (a future split) is built directly
+    placement = Placement(
+        {**ADDRESSES, "pool-2": "10.231.0.4"},
+        {
+            "node-1": ["ckb_node"],
+            "data-1": ["kafka", "redis"],
+            "pool-1": ["jobmaker", "stratum", "blockmaker", "accounting", "monitoring"],
+            "pool-2": ["stratum"],
+        },
+    )
+    ids = []
+    for host in ("pool-1", "pool-2"):
+        plan = host_plan(cfg, placement, host, install_dir="/opt/ckbpool/hf", controller_secrets_dir=paths.secrets_dir)
+        pool = load_pool_config(data=tomllib.loads(plan.files["compose/pool/pool.toml"]))
+        ids.append(pool.stratum.server_id)
+    assert ids == [1, 1 + IDS_PER_STRATUM_HOST]

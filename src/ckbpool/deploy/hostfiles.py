@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..pool.config import IDS_PER_STRATUM_HOST
 from .config import POOL_ROLES, DeployConfig, parse_config, private_address_problem
 from .errors import ConfigFileError, DeployError
 from .render import (
@@ -449,6 +450,10 @@ def host_plan(
     if not placement.is_single:
         pool = ctx["pool"]
         pool["roles"] = [r for r in POOL_ROLES if r in roles]
+        if "stratum" in roles:
+            # each stratum host its own range of server ids: unique extranonce prefixes across hosts and their
+            # worker processes, and a Kafka consumer group of its own for templates (stratum-<server_id>)
+            pool["server_id"] = 1 + placement.hosts_with("stratum").index(host) * IDS_PER_STRATUM_HOST
         node_host, node_port = peers.endpoint("ckb_node", "ckb", "node_rpc")
         tcp_host, tcp_port = peers.endpoint("ckb_node", "ckb", "node_tcp_rpc")
         pool["rpc_url"] = f"http://{node_host}:{node_port}"

@@ -48,6 +48,12 @@ class NodeSettings(_Strict):
         return self
 
 
+#: server ids (extranonce prefix spaces, Kafka consumer groups) one stratum host may use for its processes: the
+#: deploy renderers give stratum host k the ids 1 + k * IDS_PER_STRATUM_HOST onwards, so the default worker count
+#: stops there (a host with more cores than this runs this many stratum processes unless `workers` says otherwise)
+IDS_PER_STRATUM_HOST = 16
+
+
 class StratumSettings(_Strict):
     listen_host: str = "0.0.0.0"
     listen_port: Port = 34255

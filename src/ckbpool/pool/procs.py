@@ -52,7 +52,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from ..bus.ipc import IpcBus, IpcHub
 from ..sv2.noise import ResponderCredentials
-from .config import PoolConfig
+from .config import IDS_PER_STRATUM_HOST, PoolConfig
 
 if TYPE_CHECKING:
     from .service import Pool
@@ -96,7 +96,7 @@ def with_default_workers(config: PoolConfig) -> PoolConfig:
     if config.stratum.workers is not None:
         return config
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    cores = max(1, min(cores, 256 - config.stratum.server_id))
+    cores = max(1, min(cores, IDS_PER_STRATUM_HOST, 256 - config.stratum.server_id))
     return config.model_copy(update={"stratum": config.stratum.model_copy(update={"workers": cores})})
 
 
