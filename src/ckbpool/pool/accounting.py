@@ -135,7 +135,8 @@ TRANSIENT = (
 
 # ARGV: prefix, now (s), share log keep (s), share log maxlen (0: none), dedup ttl, hashrate bucket ttl, idle ttl,
 # the number of identity records, the records (source, user, worker, their sums as one string), then one string
-# of lines, one per share in batch order (see _batch_args). Returns {counted, duplicates, ignored, oldest share log entry (ms, 0: empty)}.
+# of lines, one per share in batch order (see _batch_args). Returns {counted, duplicates, ignored, oldest share
+# log entry (ms, 0: empty)}.
 _RECORD_LUA = """
 local prefix, now, keep, maxlen = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local dedup_ttl, rate_ttl, idle_ttl = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -235,8 +236,9 @@ end
 local clamp = math.floor(now * 1000) + 60000
 local id_ms, id_s = -1, ''
 -- one line per share: "k\\tseq\\treason ('' = accepted)\\tdifficulty\\twork\\tts\\theight\\n"
-for k, seq, reason, difficulty, work, ts, height in
-    string.gmatch(ARGV[i], '(%d+)\\t(%-?%d+)\\t([^\\t\\n]*)\\t([^\\t\\n]*)\\t([^\\t\\n]*)\\t([^\\t\\n]*)\\t([^\\t\\n]*)\\n') do
+local field = '([^\\t\\n]*)'
+local line = '(%d+)\\t(%-?%d+)' .. string.rep('\\t' .. field, 5) .. '\\n'
+for k, seq, reason, difficulty, work, ts, height in string.gmatch(ARGV[i], line) do
   k = tonumber(k)
   local is_fast = fast[k]
   local fresh = true
