@@ -7,17 +7,35 @@
 
 Baselines in the same run: serializing the same signed transaction to molecule bytes (what any sender must do),
 and ckb_hash of those bytes (the C hash floor of anything that touches the whole transaction).
+
+PPLNS at a 1M-share window (issue 16's Must show), with the real code of :mod:`ckbpool.payouts.pplns`:
+
+- window + split: ``window_from_shares`` (what ``read_window`` fills each page with) over 1,000,000 in-memory
+  ``ShareRecord`` of 10,000 addresses, with a target of ``window_target(difficulty, N=2)`` sized so that exactly
+  all 1M shares are in the window, then ``split_reward`` of a block reward over the 10,000 weights (what the ledger
+  does at finalization); the split also alone. Baseline in the same run: summing the same 1M works into a dict by
+  address in plain Python (the least any split by address must do).
+- ``read_window`` from a real ``redis-server`` (``tests/support/redis.py``) whose ``ckbpool:sharelog`` stream holds
+  entries written with the accounting script's fields (user, worker, difficulty, height, ts, id, work, cum).
+  Reading 1M entries takes over a minute (measured once: fill 4.4 s, read_window 72 s, bare XREVRANGE 71 s -- the
+  time is redis-py's pure-Python RESP parser, hiredis is not installed), so by default ``REDIS_ENTRIES`` = 20,000
+  entries are read and the 1M figure is extrapolated linearly (pages of 5,000; in one run the extrapolation was ~20%
+  below the measured 1M); ``--redis-entries 1000000`` measures it. Baseline: the same ``XREVRANGE`` pages
+  read with redis-py alone, without building the window.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ckbpool.ckb.address import encode_address, parse_address, secp256k1_lock
@@ -25,18 +43,35 @@ from ckbpool.ckb.hashing import ckb_hash
 from ckbpool.ckb.signing import Secp256k1Key
 from ckbpool.ckb.structures import CellDep, OutPoint
 from ckbpool.ckb.txbuild import SHANNONS_PER_CKB, LiveCell, PaymentOutput, plan_batch, tx_size_in_block
+from ckbpool.payouts.pplns import (
+    DEFAULT_N,
+    SHARELOG_KEY,
+    ShareRecord,
+    read_window,
+    split_reward,
+    window_from_shares,
+    window_target,
+)
 
 OUTPUTS = 1000
 KEY = Secp256k1Key(bytes.fromhex("5a" * 32))
 DEPS = (CellDep(OutPoint(b"\x22" * 32, 0), 1),)
+REPO = Path(__file__).resolve().parents[1]
+
+SHARES = 1_000_000
+ADDRESSES = 10_000
+REDIS_ENTRIES = 20_000
+SHARE_WORK = 1 << 32  # expected hashes of a share at pool difficulty ~1 (2^256 // target)
+REWARD = 1_000 * SHANNONS_PER_CKB + 12_345  # a block reward in shannons, not a round number
+FEE_BPS = 100
 
 
-def _timed(fn: Callable[[], object], budget: float) -> tuple[float, int]:
-    """Best seconds per call of ``fn`` over repeats filling about ``budget`` seconds (at least 3 calls)."""
+def _timed(fn: Callable[[], object], budget: float, min_calls: int = 3) -> tuple[float, int]:
+    """Best seconds per call of ``fn`` over repeats filling about ``budget`` seconds (at least ``min_calls``)."""
     best = float("inf")
     calls = 0
     deadline = time.perf_counter() + budget
-    while calls < 3 or time.perf_counter() < deadline:
+    while calls < min_calls or time.perf_counter() < deadline:
         start = time.perf_counter()
         fn()
         best = min(best, time.perf_counter() - start)
@@ -53,7 +88,176 @@ def _inputs() -> tuple[list[str], list[PaymentOutput], list[LiveCell]]:
     return addresses, outputs, cells
 
 
-def run(budget: float = 0.5) -> dict[str, Any]:
+def _share_records(addresses: list[str]) -> list[ShareRecord]:
+    """SHARES records newest first, one a millisecond, spread evenly over the addresses (7919 is prime to 10,000,
+    so consecutive shares are from different addresses), works of 1..4 x SHARE_WORK (vardiff's spread)."""
+    count = len(addresses)
+    who = [addresses[(i * 7919) % count] for i in range(SHARES)]
+    works = [SHARE_WORK * (1 + i % 4) for i in range(SHARES)]
+    stamps = [1_700_000_000.0 - i / 1000 for i in range(SHARES)]
+    return list(map(ShareRecord, who, works, stamps))
+
+
+# One share-log entry per i in [ARGV[1], ARGV[2]), as accounting's XADD writes them (same fields, same order);
+# ARGV[4..] are the addresses. Entry i's id is t0 + i ms, its work (1 + i % 4) x 2^32.
+_FILL = """
+local n0, n1, t0 = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local na = #ARGV - 3
+local cum = 0
+for i = n0, n1 - 1 do
+  local work = 4294967296 * (1 + i % 4)
+  local ms = t0 + i
+  cum = cum + work
+  redis.call('XADD', KEYS[1], string.format('%.0f', ms) .. '-0', 'user', ARGV[4 + (i * 7919) % na],
+    'worker', 'rig' .. (i % 3), 'difficulty', tostring(1 + i % 4), 'height', '123456',
+    'ts', string.format('%.3f', ms / 1000), 'id', 'stratum-1:' .. i, 'work', string.format('%.0f', work),
+    'cum', string.format('%.17g', cum))
+end
+return n1
+"""
+
+
+def _redis_read(addresses: list[str], entries: int, budget: float) -> dict[str, Any]:
+    """Fill a real redis-server's share log with ``entries`` entries; time ``read_window`` of a window holding
+    exactly all of them, and the bare XREVRANGE pages of the same walk."""
+    if str(REPO / "tests") not in sys.path:
+        sys.path.insert(0, str(REPO / "tests"))
+    import redis
+    import redis.asyncio as aioredis
+
+    from support.redis import RedisServer, RedisUnavailable
+
+    try:
+        server = RedisServer()
+    except RedisUnavailable as exc:
+        return {"skipped": str(exc)}
+    t0_ms = 1_700_000_000_000
+    target = sum(SHARE_WORK * (1 + i % 4) for i in range(entries))
+    found_at = (t0_ms + entries - 1) / 1000
+    with server:
+        sync = redis.Redis.from_url(server.url)
+        fill = sync.register_script(_FILL)
+        start = time.perf_counter()
+        for first in range(0, entries, 100_000):
+            fill(keys=[SHARELOG_KEY], args=[first, min(entries, first + 100_000), t0_ms, *addresses])
+        fill_s = time.perf_counter() - start
+        assert sync.xlen(SHARELOG_KEY) == entries
+        memory = int(sync.info("memory")["used_memory"])
+        sync.close()
+        with asyncio.Runner() as runner:
+            client = runner.run(_client(aioredis, server.url))
+
+            def window() -> Any:
+                got = runner.run(read_window(client, found_at, target))
+                assert got.complete and got.shares == entries and got.counted_work == target, got
+                return got
+
+            async def pages() -> int:
+                upper, seen = "+", 0
+                while True:
+                    part = await client.xrevrange(SHARELOG_KEY, max=upper, min="-", count=5000)
+                    seen += len(part)
+                    if len(part) < 5000:
+                        return seen
+                    upper = "(" + part[-1][0].decode()
+
+            read_s, read_calls = _timed(window, budget, 1)
+            raw_s, raw_calls = _timed(lambda: runner.run(pages()), budget, 1)
+            runner.run(client.aclose())
+    return {
+        "entries": entries,
+        "fill_s": fill_s,
+        "memory_bytes": memory,
+        "read_s": read_s,
+        "read_calls": read_calls,
+        "xrevrange_s": raw_s,
+        "xrevrange_calls": raw_calls,
+    }
+
+
+async def _client(aioredis: Any, url: str) -> Any:
+    return aioredis.Redis.from_url(url)
+
+
+def _pplns(budget: float, redis_entries: int) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, float]]:
+    addresses = [encode_address(secp256k1_lock(i.to_bytes(20, "big")), "mainnet") for i in range(1, ADDRESSES + 1)]
+    start = time.perf_counter()
+    records = _share_records(addresses)
+    setup_s = time.perf_counter() - start
+    total_work = sum(record.work for record in records)
+    difficulty = total_work // DEFAULT_N  # the network difficulty for which N x difficulty is exactly all 1M shares
+    target = window_target(difficulty, DEFAULT_N)
+    assert target == total_work
+    fee_address = addresses[0]
+
+    sample = window_from_shares(records, target)
+    assert sample.complete and sample.shares == SHARES and len(sample.weights) == ADDRESSES, sample.shares
+    credits = split_reward(REWARD, sample.weights, FEE_BPS, fee_address)
+    assert sum(line.amount for line in credits) == REWARD and len(credits) == ADDRESSES + 1
+
+    def engine() -> Any:
+        window = window_from_shares(records, target)
+        return split_reward(REWARD, window.weights, FEE_BPS, fee_address)
+
+    def by_address() -> dict[str, int]:
+        sums: dict[str, int] = {}
+        for record in records:
+            sums[record.address] = sums.get(record.address, 0) + record.work
+        return sums
+
+    assert by_address() == sample.weights
+    rows: list[dict[str, Any]] = []
+
+    def add(what: str, seconds: float, calls: int, note: str) -> float:
+        rows.append({"what": what, "ms": seconds * 1e3, "calls": calls, "note": note})
+        return seconds
+
+    both = add("PPLNS window + split, 1M shares / 10k addresses", *_timed(engine, budget, 2), "in memory")
+    split = add(
+        "split_reward alone, 10k weights",
+        *_timed(lambda: split_reward(REWARD, sample.weights, FEE_BPS, fee_address), budget),
+        "fee + largest remainder",
+    )
+    base = add("sum 1M works by address (plain dict)", *_timed(by_address, budget, 2), "baseline")
+    ratios = {
+        "PPLNS window+split / dict sum": both / base,
+        "split share of window+split": split / both,
+    }
+    info: dict[str, Any] = {
+        "shares": SHARES,
+        "addresses": ADDRESSES,
+        "n": DEFAULT_N,
+        "window_work": target,
+        "records_setup_s": setup_s,
+    }
+    if redis_entries > 0:
+        read = _redis_read(addresses, redis_entries, budget)
+        info["redis"] = read
+        if "read_s" in read:
+            scale = SHARES / read["entries"]
+            label = f"{read['entries']:,}" if read["entries"] != SHARES else "1M"
+            add(
+                f"read_window from redis-server, {label} entries",
+                read["read_s"],
+                read["read_calls"],
+                f"XREVRANGE pages of 5,000 + records + window; fill {read['fill_s']:.2f} s",
+            )
+            add(f"XREVRANGE of the same {label} entries", read["xrevrange_s"], read["xrevrange_calls"], "baseline")
+            if scale != 1:
+                rows.append(
+                    {
+                        "what": f"read_window, 1M entries (extrapolated x{scale:g})",
+                        "ms": read["read_s"] * scale * 1e3,
+                        "calls": "-",
+                        "note": "linear in entries; --redis-entries 1000000 measures it",
+                    }
+                )
+            ratios["read_window / bare XREVRANGE"] = read["read_s"] / read["xrevrange_s"]
+            ratios["read_window (1M) / in-memory window+split"] = read["read_s"] * scale / both
+    return info, rows, ratios
+
+
+def run(budget: float = 0.5, redis_entries: int = REDIS_ENTRIES) -> dict[str, Any]:
     addresses, outputs, cells = _inputs()
 
     def plan() -> Any:
@@ -81,6 +285,8 @@ def run(budget: float = 0.5) -> dict[str, Any]:
     )
     serialize = add("serialize the signed tx", *_timed(signed.serialize, budget), "baseline")
     hashing = add("ckb_hash of the tx bytes", *_timed(lambda: ckb_hash(raw), budget), "baseline (C floor)")
+    pplns, pplns_rows, pplns_ratios = _pplns(budget, redis_entries)
+    rows += pplns_rows
     return {
         "benchmark": "payouts",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -102,7 +308,9 @@ def run(budget: float = 0.5) -> dict[str, Any]:
             "plan share of build+sign": planning / total,
             "sign share of build+sign": signing / total,
             "address parsing / build+sign": parse / total,
+            **pplns_ratios,
         },
+        "pplns": pplns,
     }
 
 
@@ -111,6 +319,22 @@ def to_markdown(result: dict[str, Any]) -> str:
     lines = [
         f"One payment transaction: {tx['outputs']} outputs, {tx['inputs']} inputs, {tx['size_bytes']:,} bytes, "
         f"fee {tx['fee_shannons']:,} shannons at 1000 shannons/KB.",
+    ]
+    pplns = result.get("pplns")
+    if pplns:
+        lines.append(
+            f"PPLNS: a window of N={pplns['n']} x network difficulty holding exactly {pplns['shares']:,} shares of "
+            f"{pplns['addresses']:,} addresses (real encoded addresses), split with a {FEE_BPS} bps fee."
+        )
+        read = pplns.get("redis", {})
+        if "skipped" in read:
+            lines.append(f"read_window from Redis skipped: {read['skipped']}")
+        elif read:
+            lines.append(
+                f"Redis share log: {read['entries']:,} entries filled in {read['fill_s']:.2f} s "
+                f"({read['memory_bytes'] / 2**20:,.0f} MiB used)."
+            )
+    lines += [
         "",
         "| what | best ms per call | calls | note |",
         "|---|---:|---:|---|",
@@ -126,8 +350,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--budget", type=float, default=0.5)
+    parser.add_argument("--redis-entries", type=int, default=REDIS_ENTRIES, help="0 skips the Redis read")
     args = parser.parse_args()
-    result = run(args.budget)
+    result = run(args.budget, args.redis_entries)
     print(json.dumps(result, indent=2) if args.json else to_markdown(result))
     return 0
 
