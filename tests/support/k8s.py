@@ -46,7 +46,7 @@ CACHE_BIN = Path(os.environ.get("CKBPOOL_CACHE", str(Path.home() / ".cache" / "c
 #: what provides each tool (the skip message names it)
 PROVIDERS = {
     "etcd": "apt-get install etcd-server (scripts/k8s-deps.sh does it as root)",
-    "kube-apiserver": "bash scripts/k8s-deps.sh (a Go build of k8s.io/kubernetes; not with CKBPOOL_K8S_APISERVER=0)",
+    "kube-apiserver": "bash scripts/k8s-deps.sh with CKBPOOL_K8S_APISERVER=1 (a Go build of k8s.io/kubernetes)",
     "helm": "bash scripts/k8s-deps.sh",
     "kubectl": "a kubectl client on PATH (or CKBPOOL_KUBECTL)",
 }
