@@ -129,7 +129,7 @@ def _container_names(engine: str, ids: list[str]) -> list[str]:
 def deployment(testhost: dict[str, object], images: dict[str, str], engine: str, tmp_path: Path) -> Iterator[Path]:
     config = tmp_path / "ckbpool.yaml"
     ports: list[str] = []
-    for key in ("stratum", "pool_http", "node_rpc", "prometheus"):
+    for key in ("stratum", "pool_http", "node_rpc", "prometheus", "web"):  # loopback of the machine: free ones
         ports += ["--port", f"{key}={free_port()}"]
     result = cli(
         "init", "-c", str(config), "-y", "--name", f"ans{os.getpid() % 10000}", "--bind-public", "127.0.0.1",
