@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -281,6 +281,9 @@ class PoolConfig(_Strict):
         return self.network == "testnet"
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
 class ConfigError(ValueError):
     """A configuration file is unreadable or invalid; the message names the file and each bad key path."""
 
@@ -293,20 +296,32 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_pool_config(path: Path | None = None, data: dict[str, Any] | None = None) -> PoolConfig:
-    """Load from a TOML file (or a dict), reporting every bad key with its path."""
+def load_toml_model(
+    model: type[M],
+    path: Path | None = None,
+    data: dict[str, Any] | None = None,
+    *,
+    error: type[ValueError] = ConfigError,
+) -> M:
+    """A pydantic model from a TOML file (or a dict): unreadable files, bad TOML and every bad key with its path
+    are one ``error`` naming the file -- the pool's, the proxy's and the RPC filter's configs alike."""
     source = str(path) if path is not None else "<config>"
     if path is not None:
         try:
             data = tomllib.loads(path.read_text())
         except OSError as exc:
-            raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
+            raise error(f"{source}: cannot read: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+            raise error(f"{source}: not valid TOML: {exc}") from None
     try:
-        return PoolConfig.model_validate(data or {})
+        return model.model_validate(data or {})
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(source, exc)) from None
+        raise error(format_validation_error(source, exc)) from None
+
+
+def load_pool_config(path: Path | None = None, data: dict[str, Any] | None = None) -> PoolConfig:
+    """Load from a TOML file (or a dict), reporting every bad key with its path."""
+    return load_toml_model(PoolConfig, path, data)
 
 
 class WebSettings(_Strict):

@@ -27,12 +27,12 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..pool.config import load_toml_model
 from ..v1.dialect import EXTRANONCE2_MAX, PROFILE_EXTRANONCE2_MIN
 from ..v1.lines import DEFAULT_MAX_LINE_BYTES
 
@@ -167,21 +167,7 @@ class ProxyConfigError(ValueError):
 
 def load_proxy_config(path: Path | None = None, data: dict[str, Any] | None = None) -> ProxyConfig:
     source = str(path) if path is not None else "<config>"
-    if path is not None:
-        try:
-            data = tomllib.loads(path.read_text())
-        except OSError as exc:
-            raise ProxyConfigError(f"{source}: cannot read: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ProxyConfigError(f"{source}: not valid TOML: {exc}") from None
-    try:
-        config = ProxyConfig.model_validate(data or {})
-    except ValidationError as exc:
-        lines = [f"{source}: invalid configuration"]
-        for error in exc.errors():
-            where = ".".join(str(p) for p in error["loc"]) or "(top level)"
-            lines.append(f"  {where}: {error['msg']}")
-        raise ProxyConfigError("\n".join(lines)) from None
+    config = load_toml_model(ProxyConfig, path, data, error=ProxyConfigError)
     if config.upstream.noise and not config.upstream.authority_public_key:
         raise ProxyConfigError(f"{source}: upstream.authority_public_key is required (or set upstream.noise = false)")
     return config

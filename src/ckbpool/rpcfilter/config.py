@@ -15,14 +15,13 @@ Every key is top level; unknown keys are refused with their path, like the pool'
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..pool.config import ConfigError, format_validation_error
+from ..pool.config import ConfigError, load_toml_model
 
 Port = Annotated[int, Field(ge=0, le=65535)]  # 0 = let the OS pick (tests)
 
@@ -93,15 +92,4 @@ def _host_port(value: str) -> tuple[str, int] | None:
 
 def load_filter_config(path: Path | None = None, data: dict[str, Any] | None = None) -> RpcFilterConfig:
     """Load from a TOML file (or a dict), reporting every bad key with its path."""
-    source = str(path) if path is not None else "<config>"
-    if path is not None:
-        try:
-            data = tomllib.loads(path.read_text())
-        except OSError as exc:
-            raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-    try:
-        return RpcFilterConfig.model_validate(data or {})
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(source, exc)) from None
+    return load_toml_model(RpcFilterConfig, path, data)
