@@ -148,7 +148,11 @@ async def test_the_solo_finder_is_paid_by_the_cellbase_and_left_out_of_pplns(
                 cellbase = Transaction.from_json(body["transactions"][0], "cellbase")
                 lock = parse_cellbase_witness(cellbase.witnesses[0]).lock
                 assert (lock == solo_lock) == (block_hash in solo_blocks), block_hash
-            heights = {h: int((await client.get_header(bytes.fromhex(h)) or {})["number"], 16) for h in solo_blocks}
+            # every block of ours, SOLO and PPLNS: the tracker below credits a PPLNS block only once it is finalized
+            heights = {
+                h: int((await client.get_header(bytes.fromhex(h)) or {})["number"], 16)
+                for h in solo_blocks + pplns_blocks
+            }
 
             # -- the finalization delay: the node's own blocks (they pay its block assembler's key) ----------------
             for _ in range(40):  # bounded: the delay is 11
