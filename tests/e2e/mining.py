@@ -45,3 +45,17 @@ def mine_until_block(
     ).json()["result"]
     assert header["hash"] == block["hash"], (header, block)
     return block
+
+
+def eventually(read: Callable[[], Any], ok: Callable[[Any], bool], *, timeout: float = 15.0) -> Any:
+    """``read()`` until ``ok`` holds (bounded), returning the last reading either way for the caller's assertion.
+
+    Why: a pool with stratum worker processes sums their counters in the parent from reports sent once a second,
+    so a counter read right after the block that ended ``mine_until_block`` may not include its share yet.
+    """
+    deadline = time.monotonic() + timeout
+    value = read()
+    while not ok(value) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        value = read()
+    return value

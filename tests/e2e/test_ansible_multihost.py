@@ -56,7 +56,7 @@ from ckbpool.miner.sv2 import Sv2Miner
 
 from .images import BASE_IMAGE, build, build_testing_image, cache_dir
 from .images import IMAGES as IMAGE_VARS
-from .mining import mine_until_block
+from .mining import eventually, mine_until_block
 from .test_ansible_role import ROOT, cli, engine  # noqa: F401  (engine is a fixture)
 
 pytestmark = pytest.mark.e2e
@@ -280,10 +280,13 @@ def test_three_hosts_node_data_pool_mine_a_block_across_hosts(lab: Lab, images: 
     assert block["worker"].endswith(".multihost")
 
     # ... the pool's events went through Kafka on data-1, and its accounting into Redis there
-    exposition = lab.http_get("pool-1", ports.pool_http, "/metrics")
-    metrics = {
-        line.split()[0]: float(line.split()[1]) for line in exposition.splitlines() if line.startswith("ckbpool_")
-    }
+    def read_metrics() -> dict[str, float]:
+        exposition = lab.http_get("pool-1", ports.pool_http, "/metrics")
+        return {
+            line.split()[0]: float(line.split()[1]) for line in exposition.splitlines() if line.startswith("ckbpool_")
+        }
+
+    metrics = eventually(read_metrics, lambda m: m.get(ACCEPTED, 0) >= 1)
     assert metrics.get(ACCEPTED, 0) >= 1, metrics
     # ckbpool_bus_connected exists only on the Kafka bus; everything published was consumed back
     assert metrics.get("ckbpool_bus_connected") == 1.0, metrics

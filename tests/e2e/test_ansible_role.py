@@ -42,7 +42,7 @@ from ckbpool.deploy.target import Paths
 from ckbpool.miner.sv2 import Sv2Miner
 
 from .images import build, build_testing_image, docker
-from .mining import mine_until_block
+from .mining import eventually, mine_until_block
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -183,7 +183,7 @@ def mine_a_block(target: HostsTarget) -> dict[str, float]:
         timeout=150,
     )  # fmt: skip
     assert block["worker"].endswith(".ansible")
-    probe = probe_pool(pool_http)
+    probe = eventually(lambda: probe_pool(pool_http), lambda p: p.shares.get("accepted", 0) >= 1)
     assert probe.shares.get("accepted", 0) >= 1, probe.shares
     return probe.shares
 
