@@ -98,7 +98,7 @@ async def settle_accounting(pool: Pool, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         acc = pool.accounting
-        if not pool.server._share_queue and acc.written + acc.duplicates >= pool.server._share_seq:
+        if not pool.server._share_queue and acc.written + acc.duplicates + acc.ignored >= pool.server._share_seq:
             return
         await asyncio.sleep(0.1)
     raise AssertionError("accounting did not catch up")
