@@ -13,6 +13,7 @@ import pytest
 from ckbpool.ckb.devwallet import DEV_GENESIS_PRIVATE_KEY, DevKey
 from ckbpool.ckb.install import CKB_VERSION, find_or_install_ckb
 from ckbpool.ckb.node import CkbNode, NodeConfig
+from support.redis import RedisServer
 
 # This machine has two docker clients: Debian's engine client (/usr/bin/docker, builds with BuildKit on its own) and
 # a newer one first on PATH without the buildx plugin. Every ckbpool command (and the tests' own docker calls, via
@@ -42,6 +43,13 @@ def start_dev_node(binary: Path, data_dir: Path, key: DevKey, **overrides: objec
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, node.wait_ready(timeout=60)).result()
     return node
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A throwaway redis-server of the test's own (a module that needs AOF or a wider scope defines its own)."""
+    with RedisServer(tmp_path / "redis") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,7 @@ The clock of the books is :attr:`ShareAccounting.clock`: tests move it forward i
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -40,16 +39,6 @@ def share(
         share_target=1 << 240, share_difficulty=1.0, accepted=accepted, reason="" if accepted else "stale-share",
         is_block=False, block_hash=b"", timestamp=ts, source=source, seq=seq,
     )  # fmt: skip
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

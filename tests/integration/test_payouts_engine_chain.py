@@ -30,7 +30,7 @@ from test_pool_e2e import POOL_TEST_COMPACT_TARGET, pool_config, pool_keys
 
 from ckbpool.bus.events import BlockOutcome
 from ckbpool.ckb.address import encode_address, parse_address
-from ckbpool.ckb.indexer import indexer_tip, live_cells_capacity
+from ckbpool.ckb.indexer import live_cells_capacity
 from ckbpool.ckb.node import CkbNode
 from ckbpool.ckb.rpc import CkbRpcClient
 from ckbpool.ckb.signing import Secp256k1Key
@@ -45,6 +45,7 @@ from ckbpool.pool.accounting import ShareAccounting, connect_redis
 from ckbpool.pool.config import MIN_PAYMENT_SHANNONS, PayoutSettings
 from ckbpool.pool.service import Pool
 from conftest import start_dev_node
+from support.chain import indexed, until
 from support.postgres import PostgresServer, fresh_database, postgres_server  # noqa: F401  (fixture)
 from support.redis import RedisServer
 
@@ -80,30 +81,6 @@ def node(ckb_binary: Path, tmp_path_factory: pytest.TempPathFactory, wallet_key_
         yield node
     finally:
         node.stop()
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    with RedisServer(tmp_path / "redis") as server:
-        yield server
-
-
-async def _until(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.05)
-
-
-async def _indexed(client: CkbRpcClient) -> None:
-    tip = await client.get_tip_block_number()
-    for _ in range(300):
-        indexed = await indexer_tip(client)
-        if indexed is not None and indexed >= tip:
-            return
-        await asyncio.sleep(0.1)
-    raise TimeoutError(f"indexer behind tip {tip}")
 
 
 async def _mine_until_committed(client: CkbRpcClient, wallet: PayoutWallet, tx_hash: str) -> None:
@@ -178,7 +155,7 @@ async def test_two_miners_are_paid_exactly_once_through_two_kill_9s(
                 miners = [Sv2Miner(host, port, f"{a}.rig", authority_public_key=authority) for a in (MINER_A, MINER_B)]
                 tasks = [asyncio.create_task(m.run(duration=90)) for m in miners]
                 try:
-                    await _until(lambda: sum(b.status == "accepted" for b in pool.recent_blocks) >= 5, 80, "5 blocks")
+                    await until(lambda: sum(b.status == "accepted" for b in pool.recent_blocks) >= 5, 80, "5 blocks")
                 finally:
                     for m in miners:
                         m.stop()
@@ -226,7 +203,7 @@ async def test_two_miners_are_paid_exactly_once_through_two_kill_9s(
             last = max(max(b.height for b in ours), job.height)
             while await client.get_tip_block_number() < last + 11 + MATURITY_BLOCKS + 2:
                 await mine_block(client)
-            await _indexed(client)
+            await indexed(client)
 
             # -- pass 1: kill -9 after recording batch 1, before sending it -----------------------------------
             assert _run_engine(config, engine_log, "after-record") == -9, engine_log.read_text()
@@ -260,7 +237,7 @@ async def test_two_miners_are_paid_exactly_once_through_two_kill_9s(
                 for tx in open_txs:
                     await _mine_until_committed(client, wallet, tx.tx_hash)
             assert ledger.payouts(("recorded", "sent")) == []
-            await _indexed(client)
+            await indexed(client)
 
             # -- the chain proves it: every ledger payout committed once, each miner holds its credits ---------
             payouts = ledger.payouts()

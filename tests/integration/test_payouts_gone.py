@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_payouts_engine_chain import _indexed, _mine_until_committed, _run_engine, address
+from test_payouts_engine_chain import _mine_until_committed, _run_engine, address
 from test_pool_e2e import POOL_TEST_COMPACT_TARGET
 
 from ckbpool.ckb.address import encode_address, parse_address
@@ -33,6 +33,7 @@ from ckbpool.payouts.pplns import Window
 from ckbpool.payouts.wallet import PayoutWallet, TxState, create_key_file, load_key_file
 from ckbpool.pool.config import MIN_PAYMENT_SHANNONS, PayoutSettings
 from conftest import start_dev_node
+from support.chain import indexed
 
 pytestmark = pytest.mark.integration
 
@@ -104,7 +105,7 @@ async def test_a_recorded_payout_whose_input_is_spent_is_gone_and_paid_by_a_new_
             last = max(b.height for b in ledger.blocks())
             while await client.get_tip_block_number() < last + 11 + MATURITY_BLOCKS + 8:
                 await mine_block(client)
-            await _indexed(client)
+            await indexed(client)
 
             # -- pass 1: credits the blocks, records the batch, dies before sending it ------------------------
             assert _run_engine(config, engine_log, "after-record") == -9, engine_log.read_text()
@@ -129,7 +130,7 @@ async def test_a_recorded_payout_whose_input_is_spent_is_gone_and_paid_by_a_new_
             assert rival.tx_hash != old_hash
             await wallet.send(rival)
             await _mine_until_committed(client, wallet, rival.tx_hash.hex())
-            await _indexed(client)
+            await indexed(client)
 
             # -- pass 2: resend refused (input consumed) -> gone; the balances go out in a new transaction --------
             assert _run_engine(config, engine_log) == 0, engine_log.read_text()
@@ -155,7 +156,7 @@ async def test_a_recorded_payout_whose_input_is_spent_is_gone_and_paid_by_a_new_
             assert ledger.payouts(("recorded", "sent")) == []
             for _ in range(3):  # some more blocks: the old bytes still never commit
                 await mine_block(client)
-            await _indexed(client)
+            await indexed(client)
 
             # -- the chain proves it ------------------------------------------------------------------------------
             assert (await wallet.status(old_hash)).state in (TxState.UNKNOWN, TxState.REJECTED)

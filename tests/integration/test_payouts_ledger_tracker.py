@@ -6,7 +6,7 @@ credited, to the shannon; a side block that ends as an uncle is void; a restarte
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -27,12 +27,6 @@ from support.redis import RedisServer
 pytestmark = pytest.mark.integration
 
 FEE_BPS = 100
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    with RedisServer(tmp_path / "redis") as server:
-        yield server
 
 
 @pytest.fixture

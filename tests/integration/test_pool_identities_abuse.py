@@ -64,16 +64,6 @@ def hard_node(ckb_binary: Path, tmp_path_factory: pytest.TempPathFactory, dev_ke
         node.stop()
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 class NameMiner(Sv2Miner):
     """An abuser: each share it finds goes out under the next of its worker names, then it stops. With
     ``valid=False`` each share names a job the pool never sent (rejected: invalid-job-id)."""

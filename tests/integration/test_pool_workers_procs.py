@@ -18,7 +18,6 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +39,6 @@ pytestmark = pytest.mark.integration
 
 VECTOR = Path(__file__).resolve().parents[1] / "data" / "rfc0031_vector.json"
 MAX_MINERS = 12  # connections are spread by the kernel's hash of the 4-tuple: 12 all on one worker is 2^-11
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def _status(pool: Pool) -> dict[str, Any]:

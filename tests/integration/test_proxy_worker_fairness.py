@@ -47,7 +47,6 @@ from test_proxy_worker_identity import (
     identity_pool_config,
     proxy_config,
     redis_hash,
-    redis_server,  # noqa: F401  (a fixture)
     settle_accounting,
 )
 
@@ -136,7 +135,7 @@ class Sampler:
 
 async def test_two_devices_of_10x_hashrate_behind_one_proxy_are_credited_10x_and_share_at_the_interval(
     pool_node: CkbNode,  # noqa: F811
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     tmp_path: Path,
 ) -> None:
     """A 40 kH/s and a 4 kH/s V1 device on one proxy (one upstream channel): the work the pool credits them
@@ -202,7 +201,7 @@ async def test_two_devices_of_10x_hashrate_behind_one_proxy_are_credited_10x_and
 
 async def test_a_v1_device_behind_the_proxy_and_an_sv2_miner_of_equal_hashrate_are_credited_and_measured_alike(
     pool_node: CkbNode,  # noqa: F811
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     tmp_path: Path,
 ) -> None:
     """20 kH/s each: a V1 device through the proxy and an SV2 CPU miner on its own (standard) channel. The work

@@ -17,7 +17,6 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -55,16 +54,6 @@ MINING_S = 25.0
 def dev_address(network: str = "dev") -> str:
     """A fresh secp256k1 address (random args): every miner its own account."""
     return encode_address(secp256k1_lock(secrets.token_bytes(20)), network)
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def identity_pool_config(node: CkbNode, tmp_path: Path, redis: RedisServer, **vardiff: float) -> Any:

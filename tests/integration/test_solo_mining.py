@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,9 +27,8 @@ from test_pool_e2e import POOL_TEST_COMPACT_TARGET, pool_config, pool_keys
 
 from ckbpool.ckb.address import encode_address, parse_address
 from ckbpool.ckb.cellbase import parse_cellbase_witness
-from ckbpool.ckb.indexer import indexer_tip, iter_live_cells, live_cells_capacity
+from ckbpool.ckb.indexer import iter_live_cells, live_cells_capacity
 from ckbpool.ckb.node import CkbNode
-from ckbpool.ckb.rpc import CkbRpcClient
 from ckbpool.ckb.signing import Secp256k1Key
 from ckbpool.ckb.structures import Transaction
 from ckbpool.miner.solo import mine_block
@@ -44,6 +42,7 @@ from ckbpool.pool.service import Pool
 from ckbpool.proxy import Proxy, load_proxy_config
 from ckbpool.proxy.config import ProxyConfig
 from conftest import start_dev_node
+from support.chain import indexed, until
 from support.redis import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -70,30 +69,6 @@ def node(ckb_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield node
     finally:
         node.stop()
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    with RedisServer(tmp_path / "redis") as server:
-        yield server
-
-
-async def _until(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.05)
-
-
-async def _indexed(client: CkbRpcClient) -> None:
-    tip = await client.get_tip_block_number()
-    for _ in range(300):
-        indexed = await indexer_tip(client)
-        if indexed is not None and indexed >= tip:
-            return
-        await asyncio.sleep(0.1)
-    raise TimeoutError(f"indexer behind tip {tip}")
 
 
 def _reward(state: dict) -> int:  # type: ignore[type-arg]
@@ -129,7 +104,7 @@ async def test_the_solo_finder_is_paid_by_the_cellbase_and_left_out_of_pplns(
                 return [b.block_hash.hex() for b in pool.recent_blocks if b.status == "accepted" and b.user == user]
 
             try:
-                await _until(lambda: found(SOLO_ACCOUNT) and found(PPLNS), 90, "a SOLO and a PPLNS block")
+                await until(lambda: found(SOLO_ACCOUNT) and found(PPLNS), 90, "a SOLO and a PPLNS block")
             finally:
                 for m in miners:
                     m.stop()
@@ -159,7 +134,7 @@ async def test_the_solo_finder_is_paid_by_the_cellbase_and_left_out_of_pplns(
                 if await client.get_tip_block_number() >= max(heights.values()) + 11:
                     break
                 await mine_block(client)
-            await _indexed(client)
+            await indexed(client)
 
             # -- the node paid each SOLO block's reward to the SOLO address, from a cellbase -----------------------
             paid: dict[str, int] = {}  # paying cellbase tx hash -> reward
@@ -251,7 +226,7 @@ async def test_v1_devices_mine_solo_behind_a_solo_proxy(node: CkbNode, tmp_path:
                 ]
 
             try:
-                await _until(found, 80, "a SOLO block from a V1 device")
+                await until(found, 80, "a SOLO block from a V1 device")
             finally:
                 device.stop()
                 await task

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +43,6 @@ def share(user: str, worker: str, seq: int, *, accepted: bool = True, ts: float 
         share_target=TARGET, share_difficulty=1.0, accepted=accepted, reason="" if accepted else "difficulty-too-low",
         is_block=False, block_hash=b"", timestamp=time.time() if ts is None else ts, source="test", seq=seq,
     )  # fmt: skip
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 class Books:

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from test_pool_e2e import pool_config, pool_keys, pool_node  # noqa: F401  (pool_node is a fixture)
-from test_proxy_worker_identity import dev_address, proxy_config, redis_server, settle_accounting  # noqa: F401
+from test_proxy_worker_identity import dev_address, proxy_config, settle_accounting
 
 from ckbpool.ckb.node import CkbNode
 from ckbpool.pool.accounting import PREFIX
@@ -134,7 +134,7 @@ def browse(base: str, addresses: list[str], shots: Path) -> dict[str, Any]:
 
 async def test_the_page_shows_each_address_its_own_books_in_chromium(
     pool_node: CkbNode,  # noqa: F811
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     tmp_path: Path,
 ) -> None:
     _need_chromium()
