@@ -94,7 +94,8 @@ def _now() -> dt.datetime:
 # ---------------------------------------------------------------------------------------------- the CA
 
 
-def _new_ca(name: str, days: int) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def new_ca(name: str, days: int) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A self-signed P-256 CA that may sign leaves only (path length 0): the deployment's, and the tests'."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} Kafka CA")])
     now = _now()
@@ -162,7 +163,7 @@ def ensure_ca(secrets_dir: Path, *, name: str = "ckbpool", days: int = CA_DAYS) 
         return False
     if cert_path.exists():
         raise SecretsError(f"{cert_path} exists without {KAFKA_CA_KEY}: restore the key or `rotate_ca`")
-    key, cert = _new_ca(name, days)
+    key, cert = new_ca(name, days)
     _write_private(cert_path, _cert_pem(cert))
     _write_private(key_path, _key_pem(key))
     return True
@@ -339,7 +340,7 @@ def rotate_ca(
     with_old = secrets_dir / KAFKA_CA_CERT
     if with_old.exists():
         old = _cert_pem(x509.load_pem_x509_certificates(with_old.read_bytes())[0])
-    key, cert = _new_ca(name, days)
+    key, cert = new_ca(name, days)
     _write_private(secrets_dir / KAFKA_CA_KEY, _key_pem(key))
     _write_private(secrets_dir / KAFKA_CA_CERT, _cert_pem(cert) + old)
     return [KAFKA_CA_KEY, KAFKA_CA_CERT, *rotate_broker_certs(secrets_dir, brokers, days=cert_days)]
