@@ -22,7 +22,7 @@ deps: venv
 	bash scripts/deps.sh
 
 test: venv deps
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q --durations=25 $(PYTEST_ARGS)
 
 test-unit: venv
 	$(BIN)/pytest -q -m unit $(PYTEST_ARGS)

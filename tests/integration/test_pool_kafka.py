@@ -236,8 +236,15 @@ async def test_roles_as_separate_processes_over_kafka_mine_blocks_and_survive_a_
                 miner.stop()
             for task in tasks:
                 await task
-            await asyncio.sleep(0.5)  # last acknowledgements and publishes
+            # last acknowledgements and publishes; with stratum worker processes the parent sums their
+            # counters from once-a-second reports, so the figure is read until it stops moving (bounded)
             final = await accepted_by_stratum()
+            for _ in range(20):
+                await asyncio.sleep(1.5)
+                latest = await accepted_by_stratum()
+                if latest == final:
+                    break
+                final = latest
 
             async def accounting_caught_up() -> bool:
                 return await accepted_in_redis() >= final
