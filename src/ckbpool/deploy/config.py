@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..ckb.address import parse_address
 from ..ckb.errors import MalformedError
@@ -366,6 +366,45 @@ class Cloud(_Strict):
     module_inputs: dict[str, Any] = {}
 
 
+#: ``host:port`` of a managed service's endpoint (filled by the aws / alicloud targets from Terraform's outputs)
+_ENDPOINT = r"^$|^[A-Za-z0-9.-]+:[0-9]{1,5}$"
+
+
+class ManagedEndpoints(_Strict):
+    """Where the managed services answer: written by the aws / alicloud targets after ``terraform apply`` (from the
+    module's outputs), never by hand. No password is here: each one lives in ``secrets_dir`` (mode 0600), read from
+    the cloud's secret store at render time (:mod:`ckbpool.deploy.cloud`)."""
+
+    kafka_bootstrap: Annotated[str, Field(pattern=_BOOTSTRAP)] = ""  # SASL/SCRAM + TLS listeners, host:port,...
+    kafka_username: Annotated[str, Field(pattern=r"^[A-Za-z0-9._@-]*$", max_length=128)] = ""
+    redis: Annotated[str, Field(pattern=_ENDPOINT)] = ""  # the primary's host:port (TLS + AUTH)
+    postgres: Annotated[str, Field(pattern=_ENDPOINT)] = ""  # the RDS instance's host:port (TLS)
+    postgres_user: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]*$", max_length=63)] = ""
+
+
+class Managed(_Strict):
+    """Services the cloud runs instead of the hosts (the aws / alicloud targets only; issue 20).
+
+    ``kafka``: Amazon MSK / Alibaba's managed Kafka (SASL/SCRAM over TLS) is the bus, so ``services.kafka`` must be
+    on. ``redis``: ElastiCache / ApsaraDB for Redis (TLS + AUTH) keeps the books, with ``services.redis`` on.
+    ``postgres``: RDS PostgreSQL holds the payouts ledger (``payouts.enabled`` with ``database: postgres``).
+    A managed service gets no container, no volume and no firewall opening on the hosts; its endpoint and
+    credentials reach pool.toml through ``endpoints`` and ``secrets_dir``."""
+
+    kafka: bool = False
+    redis: bool = False
+    postgres: bool = False
+    endpoints: ManagedEndpoints = ManagedEndpoints()
+
+    @property
+    def any(self) -> bool:
+        return self.kafka or self.redis or self.postgres
+
+    def names(self) -> list[str]:
+        """The managed services, in a stable order (for messages)."""
+        return [n for n in ("kafka", "redis", "postgres") if getattr(self, n)]
+
+
 class Kubernetes(_Strict):
     """Inputs of the ``k8s`` target (:mod:`ckbpool.deploy.k8s`): where the Helm release goes and how it is sized.
 
@@ -402,6 +441,7 @@ class DeployConfig(_Strict):
     images: Images = Images()
     cloud: Cloud = Cloud()
     kubernetes: Kubernetes = Kubernetes()  # the k8s target
+    managed: Managed = Managed()  # the cloud's Kafka / Redis / PostgreSQL instead of the hosts' (aws / alicloud)
     # relative paths are relative to the directory of ckbpool.yaml
     secrets_dir: Path = Path("secrets")
     workspace: Path = Path("workspace")
@@ -415,19 +455,37 @@ class DeployConfig(_Strict):
             raise ValueError(f"not a valid CKB address ({exc.problem})") from None
         return value.strip()
 
+    @model_validator(mode="after")
+    def _managed_services_used(self) -> DeployConfig:
+        """A managed service must be one the deployment uses: managing an unused one would bill for nothing."""
+        m, problems = self.managed, []
+        if m.kafka and not self.services.kafka:
+            problems.append("managed.kafka needs services.kafka: true (the managed Kafka is the pool's bus)")
+        if m.redis and not self.services.redis:
+            problems.append("managed.redis needs services.redis: true (the managed Redis keeps the books)")
+        if m.postgres and not (self.payouts.enabled and self.payouts.database == "postgres"):
+            problems.append(
+                "managed.postgres needs payouts.enabled: true with payouts.database: postgres (it holds the ledger)"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     # -- derived ---------------------------------------------------------------------------------------
     @property
     def runs_postgres(self) -> bool:
-        """Whether the compose / hosts stacks run PostgreSQL (the payouts ledger); the local target never does."""
-        return self.payouts.enabled and self.payouts.database == "postgres"
+        """Whether the compose / hosts stacks run PostgreSQL (the payouts ledger); the local target never does,
+        nor do the hosts when the cloud manages it (``managed.postgres``)."""
+        return self.payouts.enabled and self.payouts.database == "postgres" and not self.managed.postgres
 
     def enabled_roles(self) -> list[str]:
         """Every deploy role this configuration runs somewhere (the roles hosts carry: PostgreSQL is placed by
-        the hosts target itself, with the data -- ``render.default_postgres_hosts``)."""
+        the hosts target itself, with the data -- ``render.default_postgres_hosts``). A managed Kafka or Redis
+        (``managed``) is no host's role."""
         roles = ["ckb_node", *POOL_ROLES]
-        if self.services.redis:
+        if self.services.redis and not self.managed.redis:
             roles.append("redis")
-        if self.services.kafka:
+        if self.services.kafka and not self.managed.kafka:
             roles.append("kafka")
         if self.services.proxy:
             roles.append("proxy")
