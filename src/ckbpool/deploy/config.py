@@ -244,6 +244,34 @@ class Monitoring(_Strict):
     scrape_interval: Annotated[str, Field(pattern=r"^[0-9]+[smh]$")] = "15s"
 
 
+class ServiceLimits(_Strict):
+    """One compose service's ``mem_limit`` (MiB) and ``pids_limit`` (processes + threads); unset keeps the size
+    :mod:`ckbpool.deploy.hardening` gives it (documented there, with why)."""
+
+    memory_mb: Annotated[int, Field(ge=32, le=1 << 20)] | None = None
+    pids: Annotated[int, Field(ge=16, le=1 << 22)] | None = None
+
+
+class Resources(_Strict):
+    """Overrides of the compose services' memory and pids limits (compose and hosts targets), per service: e.g.
+    ``resources: {ckb: {memory_mb: 8192}}``. Field names are the services' with ``_`` for ``-``."""
+
+    ckb: ServiceLimits = ServiceLimits()
+    pool: ServiceLimits = ServiceLimits()
+    redis: ServiceLimits = ServiceLimits()
+    kafka: ServiceLimits = ServiceLimits()
+    postgres: ServiceLimits = ServiceLimits()
+    payouts: ServiceLimits = ServiceLimits()
+    proxy: ServiceLimits = ServiceLimits()
+    miner: ServiceLimits = ServiceLimits()
+    prometheus: ServiceLimits = ServiceLimits()
+    node_exporter: ServiceLimits = ServiceLimits()
+    redis_exporter: ServiceLimits = ServiceLimits()
+    kafka_exporter: ServiceLimits = ServiceLimits()
+    postgres_exporter: ServiceLimits = ServiceLimits()
+    grafana: ServiceLimits = ServiceLimits()
+
+
 class Host(_Strict):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     address: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:-]+$")]
@@ -441,6 +469,7 @@ class DeployConfig(_Strict):
     images: Images = Images()
     cloud: Cloud = Cloud()
     kubernetes: Kubernetes = Kubernetes()  # the k8s target
+    resources: Resources = Resources()  # compose services' memory / pids limits (ckbpool.deploy.hardening)
     managed: Managed = Managed()  # the cloud's Kafka / Redis / PostgreSQL instead of the hosts' (aws / alicloud)
     # relative paths are relative to the directory of ckbpool.yaml
     secrets_dir: Path = Path("secrets")
