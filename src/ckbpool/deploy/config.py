@@ -73,6 +73,11 @@ class Ports(_Strict):
     # the miners' page and public API (web.enabled), on bind.public like stratum: set 443 with web.tls
     web: Port = 8080
     payouts_metrics: Port = 8190  # the payout engine's /metrics (payouts.enabled)
+    # the node's RPC filter (`ckbpool rpc-filter run`, hosts target, node on another host than the pool): HTTPS
+    # JSON-RPC limited to the methods the pool calls, and the TLS new-tip subscription port; what peers reach
+    # instead of node_rpc / node_tcp_rpc, which then stay on bind.private
+    node_rpc_filter: Port = 8124
+    node_tcp_rpc_filter: Port = 18124
 
 
 #: the non-loopback ranges an internal port may be published on: RFC 1918 and IPv6 unique local addresses
@@ -174,6 +179,11 @@ class Services(_Strict):
     kafka: bool = False  # the bus between pool processes; required when pool roles are split across hosts
     proxy: bool = False  # V1 <-> V2 translator for CKB Stratum V1 miners
     miner: MinerOptions = MinerOptions()
+    # Kafka with TLS + SASL/SCRAM + ACLs (a principal per pool process, the deployment CA from `ckbpool init`):
+    # ``auto`` = when the bus crosses hosts (hosts target, pool roles on another host than Kafka), together with
+    # Redis over TLS and the node's RPC filter for whatever crosses hosts; ``always`` = the bus secured on one
+    # host too (the compose target's stack, a single host). There is no ``off``: between hosts it is never off.
+    kafka_security: Literal["auto", "always"] = "auto"
 
 
 class RedisOptions(_Strict):
