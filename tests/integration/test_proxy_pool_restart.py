@@ -2,9 +2,10 @@
 
 Real dev ckb node, a real Pool, the Proxy, and 10 V1 CPU miners in their own process. The Pool object is stopped
 (its listening socket and every SV2 connection close), and a new Pool is started on the same port with the same
-keys. Meanwhile the proxy keeps every V1 connection, sends no new work, and answers shares with 21 (stale); once
-the new pool is up it reconnects (backoff), and the miners mine on with the new pool's jobs on the same
-connections. Nothing is lost: the miners' accepted shares equal old pool + new pool for the proxy's channel.
+keys. Meanwhile (within v1.upstream_loss_grace_s) the proxy keeps every V1 connection, sends no new work, and
+answers shares with 21 (stale); once the new pool is up it reconnects (backoff), and the miners mine on with the
+new pool's jobs on the same connections. Nothing is lost: the miners' accepted shares equal old pool + new pool
+for the proxy's channel.
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ async def test_pool_restart_mid_run_miners_keep_their_connections(
                 "listen_host": "127.0.0.1",
                 "listen_port": 0,
                 "vardiff": {"initial_difficulty": 2e5, "share_interval_s": 1.0, "retarget_interval_s": 3.0},
+                # the outage here (3 s + a pool start + the backoff) must stay within the grace: this test is about
+                # the miners that are held; the ones closed after it are test_proxy_upstream_loss.py's
+                "upstream_loss_grace_s": 60.0,
             },
         }
     )

@@ -16,6 +16,7 @@
     extranonce2_size = 10            # 16 - len(pool prefix) - miner id bytes
     max_connections_per_ip = 4096    # abuse limits: see V1Settings (all have defaults)
     idle_timeout_s = 900
+    upstream_loss_grace_s = 5.0      # pool gone this long: V1 miners closed and refused until it is back
 
     [getwork]                        # JSON-RPC for the official `ckb miner`
     enabled = true
@@ -108,6 +109,14 @@ class V1Settings(_Strict):
     # sends ~10^4 shares/s at the initial difficulty until vardiff's flood rule moves it (one round trip).
     max_messages_per_second: Annotated[float, Field(gt=0)] = 1000.0
     message_burst: Annotated[int, Field(ge=1)] = 5000
+    # Upstream loss: once the pool channel has been gone (or without a job) for this long, every V1 connection is
+    # closed and new ones are refused until the pool sends a job again, so the miners' own backup pools take over
+    # instead of hashing a dead job behind a live TCP connection. The grace covers a quick reconnect (a pool
+    # restart, a network blip): within it the miners stay connected and get the new job with clean_jobs=true.
+    upstream_loss_grace_s: Annotated[float, Field(ge=0)] = 5.0
+    # true: keep the miners connected however long the pool is away (shares answered 21 "stale" meanwhile) --
+    # for a farm whose miners have no backup pool (BTCAgent's always_keep_downconn)
+    keep_miners_without_upstream: bool = False
     notify_parent_hash: bool = True  # 5-parameter mining.notify (False: the 4-parameter form)
     extranonce_subscribe: bool = True  # answer mining.extranonce.subscribe with true (False: error 20)
     vardiff: V1VardiffSettings = V1VardiffSettings()

@@ -46,6 +46,7 @@ class Refusal(enum.StrEnum):
     NO_MINER_ID = "no_miner_id"  # every extranonce1 of the channel is held by a live connection
     BAD_REQUESTS = "bad_requests"  # a line over max_line_bytes, or max_bad_requests refusals in a row
     SLOW_READER = "slow_reader"  # does not read what we send (write buffer over its cap)
+    NO_UPSTREAM = "no_upstream"  # the pool has been away longer than upstream_loss_grace_s: no work to give
 
 
 class TokenBucket:

@@ -20,7 +20,10 @@ from ..v1.errors import StratumErrorCode
 if TYPE_CHECKING:
     from .service import Proxy
 
-__all__ = ["ProxyCollector", "result_label"]
+__all__ = ["UPSTREAM_STATES", "ProxyCollector", "result_label"]
+
+#: the V1 side's upstream states (:class:`~ckbpool.proxy.downstream.V1Server`), each always exported
+UPSTREAM_STATES = ("serving", "grace", "refusing")
 
 #: share results a getwork rejection can map to (SV2 SubmitShares.Error codes and the proxy's own)
 GETWORK_RESULTS = frozenset(
@@ -105,6 +108,25 @@ class ProxyCollector(Collector):
             for reason, count in v1.refusals.items():
                 refusals.add_metric([reason.value], float(count))
             yield refusals
+            state = GaugeMetricFamily(
+                "ckbpool_proxy_v1_upstream_state",
+                "1 for the V1 side's current upstream state: serving (a pool channel with a job), grace (the pool "
+                "is away, miners held for v1.upstream_loss_grace_s) or refusing (miners closed, accepts refused)",
+                labels=["state"],
+            )
+            for name in UPSTREAM_STATES:
+                state.add_metric([name], 1.0 if v1.upstream_state == name else 0.0)
+            yield state
+            yield CounterMetricFamily(
+                "ckbpool_proxy_v1_upstream_losses",
+                "Times the V1 side's pool channel was lost after it had served a job",
+                value=float(v1.upstream_losses),
+            )
+            yield CounterMetricFamily(
+                "ckbpool_proxy_v1_closed_for_upstream_loss",
+                "V1 connections closed because the pool stayed away past v1.upstream_loss_grace_s",
+                value=float(v1.closed_for_upstream_loss),
+            )
             yield GaugeMetricFamily(
                 "ckbpool_proxy_v1_miner_ids_free",
                 "Miner ids (extranonce1) a new V1 subscription can still get",
