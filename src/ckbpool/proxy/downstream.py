@@ -17,15 +17,15 @@ an address does not fit in 0x0002's 32 bytes) and 0x4CCB ``share_target`` = the 
 met, so the pool credits the work the share proved (docs/sv2-ckb.md sections 12 and 13). ``"aggregated"``:
 no tags, any username, the pool credits ``upstream.user_identity`` (a farm paid to one address).
 
-Upstream loss (docs/sv2-ckb.md section 12, "Pool away"): for ``v1.upstream_loss_grace_s`` after the pool
-channel goes (a restart, a network blip) the miners stay connected: no new work is sent, their shares are answered with 21 (stale). The first job of
-the new connection goes to every miner with clean_jobs=true at once. After a reconnect with the *same* prefix
-mining simply resumes; if the pool hands out a different prefix, every V1 connection is closed so that the miners
-subscribe again (CKB V1 has no way to change extranonce1 on a live connection). If the grace passes with no job,
-the proxy stops pretending: every V1 connection is closed and new ones are refused at accept (reason
-``no_upstream``) until the pool sends a job again, so an ASIC's own failover pools take over rather than the farm
-hashing a dead job behind a live TCP connection (a chaos run measured 41,906 of 46,638 V1 submissions answered
-"stale" that way). ``v1.keep_miners_without_upstream = true`` keeps the old hold-them-forever behaviour.
+Upstream loss (docs/sv2-ckb.md section 12, "Pool away"): for ``v1.upstream_loss_grace_s`` after the pool channel
+goes (a restart, a network blip) the miners stay connected: no new work is sent, their shares are answered with 21
+(stale). The first job of the new connection goes to every miner with clean_jobs=true at once. After a reconnect
+with the *same* prefix mining simply resumes; if the pool hands out a different prefix, every V1 connection is
+closed so that the miners subscribe again (CKB V1 has no way to change extranonce1 on a live connection). If the
+grace passes with no job, the proxy stops pretending: every V1 connection is closed and new ones are refused at
+accept (reason ``no_upstream``) until the pool sends a job again, so an ASIC's own failover pools take over rather
+than the farm hashing a dead job behind a live TCP connection (a chaos run measured 41,906 of 46,638 V1 submissions
+answered "stale" that way). ``v1.keep_miners_without_upstream = true`` keeps the old hold-them-forever behaviour.
 
 Abuse limits (all in ``[v1]``, see :mod:`.config` and :mod:`.limits`): connections are counted at accept against
 ``max_connections`` (lowered to what RLIMIT_NOFILE can hold, so accept never fails for want of descriptors) and
