@@ -351,6 +351,7 @@ def _share_run(
                     "--format",
                     "raw",
                     "--nonblocking",
+                    *(["--subprocesses"] if kind.startswith("procs") else []),  # the workers, not only the parent
                     "-o",
                     str(out),
                 ],
@@ -377,6 +378,8 @@ def _share_run(
             "rate": accepted / elapsed,
             "server_accepted_rate": (s1["accepted"] - s0["accepted"]) / server_elapsed,
             "server_cpu": (s1["cpu"] - s0["cpu"]) / server_elapsed,
+            # worker processes: the parent's part (hub + accounting) of server_cpu
+            "parent_cpu": (s1.get("cpu_parent", 0.0) - s0.get("cpu_parent", 0.0)) / server_elapsed,
             "loadgen_cpu": (m1["cpu"] - m0["cpu"]) / elapsed,
             "errors": stop["errors"],
             "lost": stop["lost"],

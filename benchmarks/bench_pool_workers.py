@@ -135,6 +135,8 @@ async def serve_procs(args: argparse.Namespace, info: dict[str, Any], config: An
                 "redis_errors": accounting.errors if accounting is not None else 0,
                 "backlog": backlog(),
                 "cpu": sum(_proc_cpu(pid) for pid in pids()),
+                # the parent (hub, accounting) apart from the workers: which side a share's CPU is spent on
+                "cpu_parent": _proc_cpu(os.getpid()),
                 "rss": sum(_proc_rss(pid) for pid in pids()),
                 "per_worker": [r["connections"] for r in rows],
                 "t": time.monotonic(),

@@ -8,7 +8,8 @@ socket; each worker's bus is an :class:`IpcBus` connected to it. Everything else
 
 Wire format: frames of ``u32 length (big-endian) | u8 kind | payload``; events travel as their ``to_proto()``
 bytes (``ckbpool.bus.events``), so a share's stable id (``source``, ``seq``) crosses unchanged -- each worker
-is its own ``source``.
+is its own ``source``. :meth:`IpcBus.publish_many` (the stratum server's share queue, issue 19) sends a list of
+events as one frame and one write: per share, the frame, the syscall and the await were most of the link's cost.
 
 Guarantees, per worker connection:
 
@@ -38,7 +39,7 @@ import os
 import struct
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,12 +71,16 @@ EVENT = 5  # hub -> worker: u32 subscription id | event proto
 ACK = 6  # hub -> worker: u64 events of this connection the wrapped bus has taken (durable hubs only)
 READY = 7  # worker -> hub: its stratum server listens
 STATS = 8  # worker -> hub: JSON, its status and metrics (the hub keeps the latest)
+PUBLISH_MANY = 9  # worker -> hub: u8 topic index | (u32 length | event proto)*, published in that order
 
 MAX_FRAME = 64 << 20  # a template is ~100 KiB-1 MiB; anything this large is a bug, not a message
 _HEADER = struct.Struct(">IB")
 _TOPIC = struct.Struct(">B")
 _SUB = struct.Struct(">I")
 _ACK = struct.Struct(">Q")
+_LEN = struct.Struct(">I")
+#: events per PUBLISH_MANY frame at most (a share is ~150 bytes: frames stay far below MAX_FRAME)
+MANY_PER_FRAME = 8192
 _TOPICS: tuple[Topic, ...] = tuple(Topic)
 _TOPIC_INDEX = {topic: index for index, topic in enumerate(_TOPICS)}
 _READ_SIZE = 1 << 18
@@ -222,7 +227,13 @@ class IpcHub(Bus):
                 buffer += data
                 published = 0
                 for kind, payload in decode_frames(buffer):
-                    if kind == PUBLISH:
+                    if kind == PUBLISH_MANY:
+                        if link is None:
+                            raise FrameError("publish before hello")
+                        count = await self._publish_many(payload)
+                        link.received += count
+                        published += count
+                    elif kind == PUBLISH:
                         if link is None:
                             raise FrameError("publish before hello")
                         topic = _TOPICS[payload[0]]
@@ -267,6 +278,22 @@ class IpcHub(Bus):
                 link.closed.set()
                 self._notify()
             self._connections.pop(task, None)
+
+    async def _publish_many(self, payload: bytes) -> int:
+        """The events of one PUBLISH_MANY frame, in order; how many."""
+        topic = _TOPICS[payload[0]]
+        decode = EVENT_TYPES[topic].from_proto
+        publish = self.publish if topic is Topic.TEMPLATES else self.inner.publish
+        offset, end, count = 1, len(payload), 0
+        while offset < end:
+            (size,) = _LEN.unpack_from(payload, offset)
+            offset += 4
+            if offset + size > end:
+                raise FrameError("event runs past the end of its PUBLISH_MANY frame")
+            await publish(topic, decode(payload[offset : offset + size]))
+            offset += size
+            count += 1
+        return count
 
     def _start_pump(
         self, writer: asyncio.StreamWriter, sub_id: int, topic: Topic, request: dict[str, Any]
@@ -464,6 +491,32 @@ class IpcBus(Bus):
         check_event(topic, event)
         self._send(encode_frame(PUBLISH, _TOPIC.pack(_TOPIC_INDEX[topic]) + event.to_proto()))
         self.published += 1
+        number = self.published
+        await self._flushed()
+        if self.durable and self._acked < number:
+            future = asyncio.get_running_loop().create_future()
+            self._ack_waiters.append((number, future))
+            await future
+
+    async def publish_many(self, topic: Topic, events: Sequence[Event]) -> None:
+        """``publish`` for a list, in order, as one frame per ``MANY_PER_FRAME`` events and one write: returns once
+        all of them are in the kernel (a durable hub: once it took the last one). A failure leaves it unknown
+        how many the hub took; handing the same list again duplicates those (stable ids: accounting drops them)."""
+        if not events:
+            return
+        index = _TOPIC.pack(_TOPIC_INDEX[topic])
+        pack = _LEN.pack
+        frames = []
+        for start in range(0, len(events), MANY_PER_FRAME):
+            parts = [index]
+            for event in events[start : start + MANY_PER_FRAME]:
+                check_event(topic, event)
+                data = event.to_proto()
+                parts.append(pack(len(data)))
+                parts.append(data)
+            frames.append(encode_frame(PUBLISH_MANY, b"".join(parts)))
+        self._send(frames[0] if len(frames) == 1 else b"".join(frames))
+        self.published += len(events)
         number = self.published
         await self._flushed()
         if self.durable and self._acked < number:

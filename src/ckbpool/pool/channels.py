@@ -266,7 +266,11 @@ class Vardiff:
         if elapsed < self.settings.retarget_interval_s and not flood:
             return None
         if elapsed < self.settings.retarget_interval_s:
-            # a flood: judged over this window and the previous one; only ever harder, else keep measuring
+            # a flood: judged over this window and the previous one; only ever harder, else keep measuring.
+            # Already within the tolerance of the hardest target allowed, no flood can move it: skip the rate
+            # arithmetic (a channel flooding at the ceiling asks this at every share, issue 19)
+            if self.target < max(_target_bounds(self.settings)[1], self.network_target) * self.settings.tolerance:
+                return None
             new_target = self._clamp(self._flood_target(elapsed, now))
             if self.target / max(1, new_target) < self.settings.tolerance:
                 return None

@@ -42,7 +42,7 @@ import redis.asyncio as aioredis
 from ..bus import create_bus
 from ..bus.base import Bus, BusClosed, Topic
 from ..bus.events import BlockOutcome, FoundBlock, JobTemplate, Share
-from ..bus.ipc import IpcHub
+from ..bus.ipc import IpcBus, IpcHub
 from ..ckb.rpc import CkbRpcClient, NodeTransport
 from ..ckb.target import target_to_difficulty
 from ..ckb.template import BlockTemplate, job_from_template
@@ -205,6 +205,8 @@ class Pool:
                 self.metrics,
                 self.credentials,
                 on_share=self._publish_share,
+                # a stratum worker hands its share queue to the parent as one IPC frame (issue 19)
+                on_shares=self._publish_shares if isinstance(self.bus, IpcBus) else None,
                 on_found_block=self._on_found_block,
                 server_name=f"stratum-{cfg.stratum.server_id}",
             )
@@ -375,6 +377,12 @@ class Pool:
     async def _publish_share(self, share: Share) -> None:
         await self.bus.publish(Topic.SHARES, share)
         self.workers.observe(share)  # after the bus took it: a retried publish is counted once
+
+    async def _publish_shares(self, shares: list[Share]) -> None:
+        assert isinstance(self.bus, IpcBus)
+        await self.bus.publish_many(Topic.SHARES, shares)
+        for share in shares:
+            self.workers.observe(share)
 
     async def _on_found_block(self, found: FoundBlock) -> None:
         """On disk first (fsynced), then submitted by this process and announced on the bus, concurrently: the

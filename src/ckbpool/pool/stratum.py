@@ -117,6 +117,11 @@ class ActiveJob:
     solo_user: str = ""
 
 
+#: a share waiting for the bus: the event, and for an accepted one what its SubmitShares.Success needs
+#: (session, channel, sequence_number, shares_sum); session and channel None for a rejected share
+_Queued = tuple[Share, "MinerSession | None", "ChannelState | None", int, int]
+
+
 class _JobFrames:
     """A job's messages, each encoded once (lazily, for the channel kinds present) and handed to every channel
     with only its channel id patched in: per channel of a fan-out, what remains is the state machine's
@@ -629,6 +634,7 @@ class StratumServer:
         credentials: ResponderCredentials | None,
         *,
         on_share: Callable[[Share], Awaitable[None] | None] | None = None,
+        on_shares: Callable[[list[Share]], Awaitable[None] | None] | None = None,
         on_found_block: Callable[[FoundBlock], Awaitable[Any] | None] | None = None,
         server_name: str = "stratum-1",
     ) -> None:
@@ -636,6 +642,10 @@ class StratumServer:
         self.metrics = metrics
         self.credentials = credentials
         self.on_share_event = on_share
+        # the whole queue in one call (a stratum worker's IPC link: one frame and one write per batch instead of
+        # one per share, issue 19); preferred over ``on_share`` when both are given
+        self.on_shares_event = on_shares
+        self._publishing = on_share is not None or on_shares is not None
         self.on_found_block = on_found_block
         self.server_name = server_name
         self.blake2b = config.pow_blake2b
@@ -663,8 +673,9 @@ class StratumServer:
         self._tally_difficulty = 0.0
         self._tally_scheduled = False
         # shares for the bus are handed over in batches by one task, not one task per share (~+75% shares/s);
-        # each with the SubmitShares.Success to send once the bus has it (None for rejected shares)
-        self._share_queue: list[tuple[Share, Callable[[], None] | None]] = []
+        # each with what its SubmitShares.Success needs once the bus has it (session None: a rejected share).
+        # Plain tuples, not a closure per share (issue 19: per-share allocations)
+        self._share_queue: list[_Queued] = []
         # the shares' stable ids: this run of this server, and a counter in publish order
         self.share_source = f"{server_name}-{time.time_ns():x}-{secrets.token_hex(3)}"
         self._share_seq = 0
@@ -991,7 +1002,8 @@ class StratumServer:
             self._schedule_tally()
         accepted = verdict.result is ShareResult.ACCEPTED
         block_hash = b""
-        success: Callable[[], None] | None = None
+        success: MinerSession | None = None
+        shares_sum = 0
         nonce = int.from_bytes(nonce16, "little")
         if accepted:
             assert active is not None
@@ -1008,10 +1020,10 @@ class StratumServer:
             if verdict.is_block:
                 block_hash = self._found_block(user, worker, active, nonce, now)
             shares_sum = max(1, round(verdict.difficulty))
-            if self.on_share_event is None:
+            if not self._publishing:
                 session.ack(channel, share.sequence_number, shares_sum)
             else:
-                success = self._success_after_publish(session, channel, share.sequence_number, shares_sum)
+                success = session
             previous = channel.target
             if channel.vardiff.on_share(work=work, worker=tag) is not None:
                 session.flush_acks()
@@ -1021,7 +1033,7 @@ class StratumServer:
             session.send(
                 session.conn.reject_share(channel.info.channel_id, share.sequence_number, verdict.result.value)
             )
-        if self.on_share_event is not None:
+        if self._publishing:
             self._share_seq += 1
             event_out = Share(
                 server_id=self.server_name,
@@ -1041,7 +1053,10 @@ class StratumServer:
                 source=self.share_source,
                 seq=self._share_seq,
             )
-            self._queue_share(event_out, success)
+            self._share_queue.append((event_out, success, channel, share.sequence_number, shares_sum))
+            flush = self._share_flush
+            if flush is None or flush.done():
+                self._start_share_flush()
 
     def _schedule_tally(self) -> None:
         """Apply the share counters once the event loop has run the current batch of reads, not per share: three
@@ -1083,33 +1098,41 @@ class StratumServer:
         assert event.user_identity is not None
         return _tagged_worker(channel.user, event.user_identity)
 
+    def _start_share_flush(self) -> None:
+        self._share_flush = flush = asyncio.ensure_future(self._flush_shares())
+        self._tasks.add(flush)
+        flush.add_done_callback(self._task_done)
+
     @staticmethod
-    def _success_after_publish(
-        session: MinerSession, channel: ChannelState, sequence_number: int, shares_sum: int
-    ) -> Callable[[], None]:
-        def success() -> None:
-            if not session.closed and session.channels.get(channel.info.channel_id) is channel:
+    def _answer(batch: list[_Queued]) -> None:
+        """SubmitShares.Success (batched per channel, ``MinerSession.ack``) for the accepted shares of ``batch``,
+        which the bus has taken; not for a channel that closed or was replaced meanwhile."""
+        for _share, session, channel, sequence_number, shares_sum in batch:
+            if (
+                session is not None
+                and channel is not None
+                and not session.closed
+                and session.channels.get(channel.info.channel_id) is channel
+            ):
                 session.ack(channel, sequence_number, shares_sum)
 
-        return success
-
-    def _queue_share(self, share: Share, success: Callable[[], None] | None = None) -> None:
-        self._share_queue.append((share, success))
-        if self._share_flush is None or self._share_flush.done():
-            self._share_flush = asyncio.ensure_future(self._flush_shares())
-            self._tasks.add(self._share_flush)
-            self._share_flush.add_done_callback(self._task_done)
-
     async def _flush_shares(self) -> None:
-        """Hand queued shares to the bus in order, each retried until the bus takes it, then its Success.
+        """Hand queued shares to the bus in order, retried until the bus takes them, then their Successes.
 
-        Nothing is dropped: a share the bus cannot take yet stays first in line (its Success with it); on
+        Nothing is dropped: shares the bus cannot take yet stay first in line (their Successes with them); on
         cancellation the rest goes back to the front of the queue. Only a closed bus ends it (shutdown): the
-        shares left were never answered Success, and are logged."""
+        shares left were never answered Success, and are logged. With ``on_shares`` the queue goes over as one
+        list per pass (a retry hands the same list again: a bus that took part of it before failing publishes
+        that part twice, which accounting drops by the shares' stable ids)."""
+        many = self.on_shares_event
+        if many is not None:
+            await self._flush_batches(many)
+            return
         callback = self.on_share_event
         while self._share_queue and callback is not None:
             batch, self._share_queue = self._share_queue, []
-            for index, (share, success) in enumerate(batch):
+            for index, item in enumerate(batch):
+                share = item[0]
                 try:
                     try:  # the common case costs one call; the retry machinery only once the bus has failed
                         result = callback(share)
@@ -1128,17 +1151,40 @@ class StratumServer:
                 except BaseException:
                     self._share_queue[:0] = batch[index:]
                     raise
-                if success is not None:
-                    success()
+                if item[1] is not None:
+                    self._answer([item])
+
+    async def _flush_batches(self, many: Callable[[list[Share]], Awaitable[None] | None]) -> None:
+        while self._share_queue:
+            batch, self._share_queue = self._share_queue, []
+            shares = [item[0] for item in batch]
+            try:
+                try:
+                    result = many(shares)
+                    if result is not None:
+                        await result
+                except BusClosed:
+                    raise
+                except Exception as exc:
+                    _retry_publish(exc)
+                    await retry(partial(_publish, many, shares), on=_retry_publish, what="share publish")
+            except BusClosed:
+                lost = len(batch) + len(self._share_queue)
+                self._share_queue = []
+                log.error("bus closed: %d shares not published (and never answered Success)", lost)
+                return
+            except BaseException:
+                self._share_queue[:0] = batch
+                raise
+            self._answer(batch)
 
     async def flush_shares(self, timeout: float) -> bool:
         """Wait (at most ``timeout``) until every queued share is on the bus; True if it got there."""
         deadline = time.monotonic() + timeout
         while self._share_queue or (self._share_flush is not None and not self._share_flush.done()):
             if self._share_flush is None or self._share_flush.done():
-                self._share_flush = asyncio.ensure_future(self._flush_shares())
-                self._tasks.add(self._share_flush)
-                self._share_flush.add_done_callback(self._task_done)
+                self._start_share_flush()
+            assert self._share_flush is not None
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
@@ -1208,7 +1254,7 @@ class StratumServer:
                             announce_target(session, channel, previous, self._grace_s)
 
 
-async def _publish(callback: Callable[[Share], Awaitable[None] | None], share: Share) -> None:
+async def _publish(callback: Callable[[Any], Awaitable[None] | None], share: Share | list[Share]) -> None:
     result = callback(share)
     if result is not None and asyncio.iscoroutine(result):
         await result
