@@ -510,6 +510,17 @@ class DeployConfig(_Strict):
             raise ValueError("; ".join(problems))
         return self
 
+    @model_validator(mode="after")
+    def _resources_fit(self) -> DeployConfig:
+        """``resources`` overrides that would keep a service from starting (a Redis limit below its own
+        maxmemory, ...): refused here, each problem naming its key, rather than found as an OOM kill later."""
+        from .hardening import limit_problems  # hardening reads this model: imported late, not at module load
+
+        problems = limit_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     # -- derived ---------------------------------------------------------------------------------------
     @property
     def runs_postgres(self) -> bool:
