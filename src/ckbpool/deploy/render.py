@@ -41,6 +41,7 @@ from ..ckb.node import POOL_RPC_MODULES
 from ..ckb.structures import HASH_TYPE_NAMES
 from ..ckb.target import difficulty_to_target, target_to_compact
 from ..pool.config import ConfigError, load_pool_config
+from . import hardening
 from . import secrets as sec
 from .config import POOL_ROLES, DeployConfig
 from .errors import WorkspaceError
@@ -696,6 +697,8 @@ def compose_stack(
             "networks": ["backend", "edge"] if published or svc["outbound"] or name in outbound else ["backend"],
             "depends_on": [d for d in svc["depends_on"] if d in keep],
             "secrets": svc["secrets"],
+            # read_only + tmpfs, cap_drop ALL (+ what the image needs), no-new-privileges, memory/pids limits
+            "hardening": hardening.for_service(name, config),
         }
     for key, address in (publish or {}).items():
         service = COMPOSE_PORTS[key][0]
