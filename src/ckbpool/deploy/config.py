@@ -273,6 +273,7 @@ class Resources(_Strict):
     postgres: ServiceLimits = ServiceLimits()
     payouts: ServiceLimits = ServiceLimits()
     proxy: ServiceLimits = ServiceLimits()
+    rpc_filter: ServiceLimits = ServiceLimits()  # the node's RPC filter (hosts target)
     miner: ServiceLimits = ServiceLimits()
     prometheus: ServiceLimits = ServiceLimits()
     node_exporter: ServiceLimits = ServiceLimits()
