@@ -301,3 +301,101 @@ async def test_redis_gone_is_a_503_and_the_page_still_loads(
         validator_for(doc, response_schema(doc, "/api/address/{address}", 503)).validate(body)
         async with session.get(f"{base}/") as response:
             assert response.status == 200, "the page itself does not need Redis"
+
+
+async def test_solo_mining_is_shown_apart_from_pplns(redis_server: RedisServer, tmp_path: Path) -> None:
+    """SOLO figures (workers ``solo:<address>.<worker>``) on the address answer, separate from PPLNS: books written
+    by the real ShareAccounting, SOLO blocks carried into the ledger by the real BlockTracker.ingest (mode solo);
+    an address that only mines SOLO has a page too, one that never did has ``solo: null``."""
+    from ckbpool.ckb.rpc import CkbRpcClient
+    from ckbpool.payouts.tracker import BlockTracker, PayoutPolicy
+    from ckbpool.pool.identity import parse_identity
+
+    alice, bob, carol = dev_address(), dev_address(), dev_address()
+    solo_alice = parse_identity(f"SOLO:{alice}.solorig", "dev")  # the prefix in any case: one account
+    solo_carol = parse_identity(f"solo:{carol}.only", "dev")
+    assert solo_alice.user == f"solo:{alice}" and solo_alice.worker == "solorig"
+    client = connect_redis(redis_server.url)
+    accounting = ShareAccounting(client)
+    now = time.time()
+    shares = [share(alice, "rig1", i, ts=now - 300 + i) for i in range(1, 11)]
+    shares += [share(solo_alice.user, solo_alice.worker, i, ts=now - 250 + i) for i in range(11, 41)]
+    shares += [share(solo_alice.user, solo_alice.worker, 41, accepted=False)]
+    shares += [share(solo_carol.user, solo_carol.worker, i, ts=now - 200 + i) for i in range(42, 47)]
+    shares += [share(bob, "x", i, ts=now - 100 + i) for i in range(47, 50)]
+    await accounting.record(shares)
+    pplns_hash, solo_hash, solo_rejected = (secrets.token_bytes(32) for _ in range(3))
+    outcomes = [
+        BlockOutcome(pplns_hash, 20, "accepted", "", now - 90, 5.0, alice, "rig1"),
+        BlockOutcome(solo_hash, 21, "accepted", "", now - 80, 5.0, solo_alice.user, solo_alice.worker),
+        BlockOutcome(solo_rejected, 22, "rejected", "bad", now - 70, 5.0, solo_alice.user, solo_alice.worker),
+    ]
+    for outcome in outcomes:
+        await accounting.record_block(outcome)
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}")
+    fee_address = dev_address()
+    tracker = BlockTracker(
+        ledger, CkbRpcClient("http://127.0.0.1:9"), PayoutPolicy(fee_address=fee_address, fee_bps=150), client
+    )
+    assert await tracker.ingest() == 3
+    solo_view = ledger.block(solo_hash)
+    assert solo_view is not None and solo_view.mode == "solo" and solo_view.finder == alice
+    ledger.accept(solo_hash, network_difficulty=256, window=None, n=2, fee_bps=150, fee_address=fee_address)
+    config = PoolConfig.model_validate(
+        {
+            "network": "dev",
+            "redis": {"url": redis_server.url},
+            "web": {"enabled": True, "listen_port": 0, "cache_ttl_s": 0},
+            "payouts": {"enabled": True, "sqlite_path": str(tmp_path / "ledger.db"), "fee_bps": 150,
+                        "fee_address": fee_address, "wallet_key_file": str(tmp_path / "absent.key")},
+        }
+    )  # fmt: skip
+    server = WebServer(config)
+    await server.start()
+    try:
+        assert server.rollup is not None
+        await server.rollup.run_once()
+        base = f"http://127.0.0.1:{server.port}"
+        async with aiohttp.ClientSession() as session:
+            _, doc, _ = await get(session, f"{base}/api/openapi.json")
+            validate_spec(doc)
+            schema = validator_for(doc, response_schema(doc, "/api/address/{address}", 200))
+            answers = {}
+            for who in (alice, bob, carol):
+                status, body, _ = await get(session, f"{base}/api/address/{who}")
+                assert status == 200, body
+                schema.validate(body)
+                answers[who] = body
+    finally:
+        await server.close()
+        ledger.close()
+        await client.aclose()
+
+    page = answers[alice]
+    # PPLNS: only the PPLNS worker, shares, hashrate and block
+    assert [w["name"] for w in page["workers"]] == ["rig1"]
+    assert page["accepted"] == 10 and page["rejected"] == 0
+    assert page["hashrate"]["h10m"] == pytest.approx(10 * 2**20 / 600)
+    assert [b["hash"] for b in page["blocks"]] == ["0x" + pplns_hash.hex()]
+    # SOLO: its own worker, shares, hashrate and blocks (with their status: the ledger's, else the books')
+    solo = page["solo"]
+    assert solo["account"] == f"solo:{alice}"
+    assert [(w["name"], w["accepted"], w["rejected"], w["online"]) for w in solo["workers"]] == [
+        ("solorig", 30, 1, True)
+    ]
+    assert solo["accepted"] == 30 and solo["rejected"] == 1 and solo["workers_online"] == 1
+    assert solo["hashrate"]["h10m"] == pytest.approx(30 * 2**20 / 600)
+    assert sum(solo["history"]["minutes"]) * 60 == pytest.approx(30 * 2**20)
+    assert {b["hash"]: b["status"] for b in solo["blocks"]} == {
+        "0x" + solo_hash.hex(): "accepted",
+        "0x" + solo_rejected.hex(): "void",
+    }
+    assert solo["blocks"][0]["hash"] == "0x" + solo_rejected.hex(), "newest first"
+    assert page["balance"] == {"immature": 0, "payable": 0, "paid": 0}, "a SOLO block credits nothing at the pool"
+
+    only_solo = answers[carol]
+    assert only_solo["accepted"] == 0 and only_solo["workers"] == [] and only_solo["blocks"] == []
+    assert only_solo["solo"]["accepted"] == 5 and [w["name"] for w in only_solo["solo"]["workers"]] == ["only"]
+    assert only_solo["solo"]["blocks"] == []
+    assert answers[bob]["solo"] is None and answers[bob]["accepted"] == 3
+    assert alice not in str(answers[bob]) and alice not in str(answers[carol]), "each page shows only its own"

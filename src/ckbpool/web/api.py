@@ -1,7 +1,9 @@
 """What the public API answers, independent of HTTP: the books (Redis), the node, the payouts ledger.
 
 Nothing private leaves here: pool totals, the pool's blocks (no finder named: that would be another miner's
-data), and for one address only that address's own figures. Addresses are checked as the pool checks them
+data), and for one address only that address's own figures -- its PPLNS mining and, apart, its SOLO mining
+(workers ``solo:<address>.<worker>``, booked under the account ``solo:<address>`` by the same accounting, so the
+same reads answer both; :mod:`ckbpool.pool.solo`). Addresses are checked as the pool checks them
 (:func:`ckbpool.ckb.address.parse_address` for the pool's network) and looked up as the books key them
 (lower case, :func:`ckbpool.pool.identity.parse_identity`).
 """
@@ -18,6 +20,7 @@ from ..ckb.errors import MalformedError
 from ..ckb.rpc import CkbRpcClient
 from ..ckb.target import compact_to_target, target_to_difficulty
 from ..pool.config import PayoutSettings, WebSettings
+from ..pool.identity import SOLO_PREFIX
 from .books import BooksReader, Rates, WorkerRow
 from .models import (
     AddressStats,
@@ -29,6 +32,7 @@ from .models import (
     Network,
     Payment,
     PoolOverview,
+    SoloStats,
     Worker,
 )
 
@@ -83,6 +87,24 @@ def _history(rates: Rates) -> HashrateHistory:
     return HashrateHistory(minutes=rates.minutes, hours=rates.hours)
 
 
+def _no_rates() -> Rates:
+    return Rates(windows={"10m": 0.0, "1h": 0.0, "24h": 0.0}, minutes=[0.0] * 60, hours=[0.0] * 24)
+
+
+def _workers(rows: list[WorkerRow], online_since: float) -> list[Worker]:
+    return [
+        Worker(
+            name=r.name,
+            hashrate=Hashrate(h10m=r.hashrate["10m"], h1h=r.hashrate["1h"], h24h=r.hashrate["24h"]),
+            accepted=r.accepted,
+            rejected=r.rejected,
+            last_share=r.last_share,
+            online=r.last_share is not None and r.last_share >= online_since,
+        )
+        for r in rows
+    ]
+
+
 class PublicApi:
     """Builds the answers; the HTTP layer (:mod:`ckbpool.web.app`) caches and serves them."""
 
@@ -116,12 +138,23 @@ class PublicApi:
         difficulty = target_to_difficulty(compact_to_target(header.raw.compact_target))
         return Network(height=header.raw.number, difficulty=str(difficulty), tip_hash="0x" + header.hash().hex())
 
-    async def _blocks(self, limit: int, user: str | None = None) -> list[Block]:
+    async def _blocks(self, limit: int) -> list[Block]:
         if self.books is None:
             return []
-        entries = await self.books.blocks(MAX_BLOCKS if user is not None else limit)
-        if user is not None:
-            entries = [e for e in entries if e.get("user") == user][:limit]
+        return await self._as_blocks(await self.books.blocks(limit))
+
+    async def _address_blocks(self, user: str, limit: int) -> tuple[list[Block], list[Block]]:
+        """The address's PPLNS blocks and its SOLO ones (found as ``solo:<address>``), from one read of the
+        books' block list (its newest MAX_BLOCKS entries) and one of the ledger."""
+        if self.books is None:
+            return [], []
+        entries = await self.books.blocks(MAX_BLOCKS)
+        pplns = [e for e in entries if e.get("user") == user][:limit]
+        solo = [e for e in entries if e.get("user") == SOLO_PREFIX + user][:limit]
+        blocks = await self._as_blocks(pplns + solo)
+        return blocks[: len(pplns)], blocks[len(pplns) :]
+
+    async def _as_blocks(self, entries: list[dict[str, Any]]) -> list[Block]:
         ledger_views: dict[str, Any] = {}
         if self.ledger is not None and entries:
             ledger_views = await asyncio.to_thread(self._ledger_blocks, [str(e["block_hash"]) for e in entries])
@@ -165,7 +198,7 @@ class PublicApi:
         now = time.time()
         if self.books is None:
             notes.append("share accounting is off on this pool (no Redis): no hashrate or miners")
-            rates = Rates(windows={"10m": 0.0, "1h": 0.0, "24h": 0.0}, minutes=[0.0] * 60, hours=[0.0] * 24)
+            rates = _no_rates()
             users = workers = 0
         else:
             rates = await self.books.pool_rates(now)
@@ -194,11 +227,15 @@ class PublicApi:
         user = check_address(text, self.network)
         now = time.time()
         notes: list[str] = []
-        totals = None
-        rates = Rates(windows={"10m": 0.0, "1h": 0.0, "24h": 0.0}, minutes=[0.0] * 60, hours=[0.0] * 24)
+        totals = solo_totals = None
+        rates = solo_rates = _no_rates()
         rows: list[WorkerRow] = []
+        solo_rows: list[WorkerRow] = []
         if self.books is not None:
-            totals, rates, rows = await self.books.address(user, MAX_WORKERS, now)
+            (totals, rates, rows), (solo_totals, solo_rates, solo_rows) = await asyncio.gather(
+                self.books.address(user, MAX_WORKERS, now), self.books.address(SOLO_PREFIX + user, MAX_WORKERS, now)
+            )
+        blocks, solo_blocks = await self._address_blocks(user, BLOCKS_ON_OVERVIEW)
         balance: Balance | None = None
         payments: list[Payment] | None = None
         if self.ledger is not None:
@@ -206,7 +243,7 @@ class PublicApi:
         else:
             notes.append(NO_LEDGER)
         known_to_ledger = balance is not None and (balance.immature or balance.payable or balance.paid or payments)
-        if totals is None and not known_to_ledger:
+        if totals is None and solo_totals is None and not solo_blocks and not known_to_ledger:
             raise ApiError(
                 404,
                 "unknown-address",
@@ -215,6 +252,20 @@ class PublicApi:
             )
         online_since = now - self.settings.online_window_s
         last = (totals or {}).get("last_share")
+        solo: SoloStats | None = None
+        if solo_totals is not None or solo_blocks:
+            solo_last = (solo_totals or {}).get("last_share")
+            solo = SoloStats(
+                account=SOLO_PREFIX + user,
+                hashrate=_hashrate(solo_rates),
+                history=_history(solo_rates),
+                accepted=int((solo_totals or {}).get("accepted", 0)),
+                rejected=int((solo_totals or {}).get("rejected", 0)),
+                last_share=float(solo_last) if solo_last is not None else None,
+                workers=_workers(solo_rows, online_since),
+                workers_online=sum(1 for r in solo_rows if r.last_share is not None and r.last_share >= online_since),
+                blocks=solo_blocks,
+            )
         return AddressStats(
             address=user,
             hashrate=_hashrate(rates),
@@ -222,19 +273,10 @@ class PublicApi:
             accepted=int((totals or {}).get("accepted", 0)),
             rejected=int((totals or {}).get("rejected", 0)),
             last_share=float(last) if last is not None else None,
-            workers=[
-                Worker(
-                    name=r.name,
-                    hashrate=Hashrate(h10m=r.hashrate["10m"], h1h=r.hashrate["1h"], h24h=r.hashrate["24h"]),
-                    accepted=r.accepted,
-                    rejected=r.rejected,
-                    last_share=r.last_share,
-                    online=r.last_share is not None and r.last_share >= online_since,
-                )
-                for r in rows
-            ],
+            workers=_workers(rows, online_since),
             workers_online=sum(1 for r in rows if r.last_share is not None and r.last_share >= online_since),
-            blocks=await self._blocks(BLOCKS_ON_OVERVIEW, user),
+            blocks=blocks,
+            solo=solo,
             balance=balance,
             payments=payments,
             updated_at=now,

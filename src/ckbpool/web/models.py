@@ -89,6 +89,24 @@ class Payment(_Out):
     status: str = Field(description="recorded, sent, committed or gone")
 
 
+class SoloStats(_Out):
+    """An address's SOLO mining (workers named ``solo:<address>.<worker>``): fee-free, each block's whole reward
+    goes to the address through the block's own cellbase, so none of it is in the pool's balance or payments.
+    Kept apart from the address's PPLNS figures, which never include SOLO work."""
+
+    account: str = Field(description="the books' account of this SOLO mining: solo:<address>")
+    hashrate: Hashrate
+    history: HashrateHistory
+    accepted: int = Field(ge=0)
+    rejected: int = Field(ge=0)
+    last_share: float | None = Field(description="time of the last accepted SOLO share")
+    workers: list[Worker] = Field(description="the SOLO workers, newest share first")
+    workers_online: int = Field(ge=0)
+    blocks: list[Block] = Field(
+        description="blocks this address found SOLO, newest first; the reward goes to the address itself"
+    )
+
+
 class AddressStats(_Out):
     address: str
     hashrate: Hashrate
@@ -98,7 +116,11 @@ class AddressStats(_Out):
     last_share: float | None
     workers: list[Worker]
     workers_online: int = Field(ge=0)
-    blocks: list[Block] = Field(description="blocks found by this address's workers, newest first")
+    blocks: list[Block] = Field(description="PPLNS blocks found by this address's workers, newest first")
+    solo: SoloStats | None = Field(
+        description="this address's SOLO mining (solo:<address>.<worker>), separate from every figure above; "
+        "null when the pool has no SOLO shares or blocks of it"
+    )
     balance: Balance | None = Field(description="null when the pool has no payouts ledger configured")
     payments: list[Payment] | None = Field(description="null when the pool has no payouts ledger configured")
     updated_at: float
@@ -174,7 +196,7 @@ def openapi_document(title: str = "ckbpool public API", version: str = "1") -> d
             "/api/address/{address}": {
                 "get": {
                     "operationId": "getAddress",
-                    "summary": "one address: hashrate, workers, shares, blocks, balance, payments",
+                    "summary": "one address: PPLNS hashrate, workers, shares, blocks, balance, payments; SOLO apart",
                     "parameters": [
                         {
                             "name": "address",

@@ -61,6 +61,38 @@
       tbody.appendChild(tr);
     }
   }
+  function fillWorkers(tbody, workers) {
+    tbody.replaceChildren();
+    for (const w of workers) {
+      const tr = document.createElement("tr");
+      tr.dataset.worker = w.name;
+      if (!w.online) tr.className = "offline";
+      cell(tr, w.name, "", "name");
+      cell(tr, hashrate(w.hashrate.h10m), "", "hashrate-10m").dataset.hps = String(w.hashrate.h10m);
+      cell(tr, hashrate(w.hashrate.h1h), "", "hashrate-1h");
+      cell(tr, hashrate(w.hashrate.h24h), "", "hashrate-24h");
+      cell(tr, String(w.accepted), "", "accepted");
+      cell(tr, String(w.rejected), "", "rejected");
+      cell(tr, ago(w.last_share), "", "last-share");
+      tbody.appendChild(tr);
+    }
+  }
+  // SOLO mining (solo:<address>.<worker>) is its own section: fee-free, paid by the block itself, never mixed
+  // into the PPLNS cards and tables; hidden for an address that never mined SOLO (the API answers null).
+  function fillSolo(solo) {
+    $("solo").hidden = !solo;
+    if (!solo) return;
+    setText("solo-account", solo.account);
+    setText("solo-hashrate-10m", hashrate(solo.hashrate.h10m));
+    setText("solo-hashrate-1h", hashrate(solo.hashrate.h1h));
+    setText("solo-hashrate-24h", hashrate(solo.hashrate.h24h));
+    setText("solo-accepted", String(solo.accepted));
+    setText("solo-rejected", String(solo.rejected));
+    setText("solo-workers-online", `${solo.workers_online} of ${solo.workers.length}`);
+    setText("solo-blocks-count", String(solo.blocks.length));
+    fillWorkers(document.querySelector("#solo-workers tbody"), solo.workers);
+    fillBlocks(document.querySelector("#solo-blocks tbody"), solo.blocks);
+  }
   function chart(container, series) {
     const w = 600, h = 160, pad = 2, top = Math.max(...series, 0);
     const svg = document.createElementNS(SVG, "svg");
@@ -139,22 +171,9 @@
     setText("account-immature", a.balance ? ckb(a.balance.immature) : "-");
     setText("account-payable", a.balance ? ckb(a.balance.payable) : "-");
     chart($("account-chart"), a.history.minutes);
-    const tbody = document.querySelector("#workers tbody");
-    tbody.replaceChildren();
-    for (const w of a.workers) {
-      const tr = document.createElement("tr");
-      tr.dataset.worker = w.name;
-      if (!w.online) tr.className = "offline";
-      cell(tr, w.name, "", "name");
-      cell(tr, hashrate(w.hashrate.h10m), "", "hashrate-10m").dataset.hps = String(w.hashrate.h10m);
-      cell(tr, hashrate(w.hashrate.h1h), "", "hashrate-1h");
-      cell(tr, hashrate(w.hashrate.h24h), "", "hashrate-24h");
-      cell(tr, String(w.accepted), "", "accepted");
-      cell(tr, String(w.rejected), "", "rejected");
-      cell(tr, ago(w.last_share), "", "last-share");
-      tbody.appendChild(tr);
-    }
+    fillWorkers(document.querySelector("#workers tbody"), a.workers);
     fillBlocks(document.querySelector("#account-blocks tbody"), a.blocks);
+    fillSolo(a.solo);
     const pays = document.querySelector("#payments tbody");
     pays.replaceChildren();
     for (const p of a.payments || []) {
