@@ -8,13 +8,23 @@ subscriber, a durable hub's acknowledgements, and nothing lost when a client van
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from pathlib import Path
 
 import pytest
 
 from ckbpool.bus import BusClosed, BusUnavailable, InProcBus, JobTemplate, Share, Topic
-from ckbpool.bus.ipc import PUBLISH, FrameError, IpcBus, IpcHub, decode_frames, encode_frame
+from ckbpool.bus.ipc import (
+    PUBLISH,
+    FrameError,
+    IpcBus,
+    IpcHub,
+    decode_frames,
+    decode_shares,
+    encode_frame,
+    encode_shares,
+)
 from ckbpool.pool.config import PoolConfig
 from ckbpool.pool.procs import merge_users, with_default_workers
 
@@ -62,6 +72,41 @@ def test_a_frame_announcing_no_kind_or_too_much_is_refused() -> None:
 
 
 @pytest.mark.unit
+def test_the_share_codec_gives_back_every_field_and_refuses_a_broken_payload() -> None:
+    plain = [_share("stratum-1-run", seq) for seq in range(1, 6)]
+    odd = Share(
+        server_id="stratum-7",
+        channel_id=0xFFFFFFFF,
+        user="ckt1qyq\u00e9.tab\tname",  # any characters: the books take them as they are
+        worker="rig-\u2603",
+        job_id=(1 << 64) - 1,
+        height=(1 << 64) - 1,
+        nonce=(1 << 128) - 1,
+        share_target=(1 << 256) - 1,
+        share_difficulty=1e-9,
+        accepted=True,
+        reason="",
+        is_block=True,
+        block_hash=bytes(range(32)),
+        timestamp=1.5,
+        source="",
+        seq=0,
+    )
+    rejected = _replace(plain[0], accepted=False, reason="stale-share", seq=6)
+    shares = [*plain, odd, rejected]
+    data = encode_shares(shares)
+    assert decode_shares(data) == shares
+    assert decode_shares(encode_shares([])) == []
+    for broken in (data[:-1], data + b"\x00", data[:7], b"\xff" * 8):
+        with pytest.raises(FrameError):
+            decode_shares(broken)
+
+
+def _replace(share: Share, **changes: object) -> Share:
+    return dataclasses.replace(share, **changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.unit
 def test_workers_default_to_one_per_core_and_must_fit_server_ids() -> None:
     config = with_default_workers(PoolConfig())
     assert config.stratum.workers is not None and config.stratum.workers >= 1
@@ -103,6 +148,34 @@ async def test_shares_cross_in_order_with_their_ids_and_nothing_is_lost_when_the
     assert [(s.source, s.seq) for s in got if isinstance(s, Share)] == [("stratum-1-run", n) for n in range(1, 2001)]
     assert hub.stats()["ipc_received"] == 2000
     await hub.close()
+
+
+@pytest.mark.integration
+async def test_a_batch_of_shares_crosses_as_one_frame_in_order_and_a_durable_hub_acknowledges_all(
+    tmp_path: Path,
+) -> None:
+    for durable in (False, True):
+        hub = IpcHub(InProcBus(), tmp_path / "hub.sock", durable=durable)
+        await hub.start()
+        books = hub.subscribe(Topic.SHARES, "accounting", manual_ack=True)
+        worker = IpcBus(tmp_path / "hub.sock", "stratum-worker-0")
+        await worker.start()
+        await worker.publish(Topic.SHARES, _share("run", 1))
+        await worker.publish_many(Topic.SHARES, [_share("run", seq) for seq in range(2, 20_002)])  # 3 frames
+        await worker.publish(Topic.SHARES, _share("run", 20_002))
+        if durable:
+            assert worker._acked == 20_002  # publish_many returned once the hub's bus held every share
+        with pytest.raises(TypeError):
+            await worker.publish_many(Topic.SHARES, [JobTemplate(1, b"{}", 0.0)])
+        got: list[object] = []
+        while len(got) < 20_002:
+            batch = await books.next_batch(8192, 1.0)
+            assert batch, f"only {len(got)} of 20,002 shares reached the hub's bus"
+            got += batch
+        assert [s.seq for s in got if isinstance(s, Share)] == list(range(1, 20_003))
+        assert hub.links["stratum-worker-0"].received == 20_002
+        await worker.close()
+        await hub.close()
 
 
 @pytest.mark.integration
