@@ -25,6 +25,8 @@ module "topology" {
   node_p2p_port               = var.node_p2p_port
   open_node_p2p               = var.open_node_p2p
   private_ports               = var.private_ports
+  managed_kafka               = var.managed_kafka
+  managed_redis               = var.managed_redis
 }
 
 # The region is a required input of this module. The caller's provider block must use it, and the module checks
@@ -32,7 +34,7 @@ module "topology" {
 data "aws_region" "current" {}
 
 data "aws_availability_zones" "available" {
-  count = var.availability_zone == null ? 1 : 0
+  count = var.availability_zone == null || (local.managed_any && var.managed_availability_zones == null) ? 1 : 0
   state = "available"
 }
 

@@ -76,3 +76,17 @@ output "inventory_ini" {
   description = "The same inventory in INI form."
   value       = module.inventory.inventory_ini
 }
+
+output "managed" {
+  description = "Endpoints of the managed services (issue 20) and the Secrets Manager ARNs of their credentials, never a password: { kafka_bootstrap (SASL/SCRAM over TLS, host:port,...), kafka_username, kafka_secret_arn, redis (host:port, TLS + AUTH), postgres (host:port), postgres_user, postgres_db, postgres_secret_arn }; empty strings for what is not managed."
+  value = {
+    kafka_bootstrap     = var.managed_kafka ? aws_msk_cluster.kafka[0].bootstrap_brokers_sasl_scram : ""
+    kafka_username      = var.managed_kafka ? local.kafka_username : ""
+    kafka_secret_arn    = var.managed_kafka ? aws_secretsmanager_secret.kafka[0].arn : ""
+    redis               = var.managed_redis ? "${aws_elasticache_replication_group.redis[0].primary_endpoint_address}:${local.managed_ports.redis.port}" : ""
+    postgres            = var.managed_postgres ? "${aws_db_instance.postgres[0].address}:${aws_db_instance.postgres[0].port}" : ""
+    postgres_user       = var.managed_postgres ? aws_db_instance.postgres[0].username : ""
+    postgres_db         = var.managed_postgres ? aws_db_instance.postgres[0].db_name : ""
+    postgres_secret_arn = var.managed_postgres ? aws_db_instance.postgres[0].master_user_secret[0].secret_arn : ""
+  }
+}

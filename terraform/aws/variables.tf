@@ -297,3 +297,183 @@ variable "tags" {
     error_message = "tags keys must be at most 128 characters and must not start with aws:."
   }
 }
+
+# ------------------------------------------------------------------------------------ managed services (managed.tf)
+
+variable "managed_kafka" {
+  description = "Run the bus on Amazon MSK (SASL/SCRAM over TLS) instead of a kafka host."
+  type        = bool
+  default     = false
+}
+
+variable "managed_redis" {
+  description = "Keep the books in ElastiCache for Redis (TLS + AUTH token) instead of a redis host."
+  type        = bool
+  default     = false
+}
+
+variable "managed_postgres" {
+  description = "Keep the payouts ledger in RDS PostgreSQL (encrypted, private, password in Secrets Manager) instead of the stack's PostgreSQL."
+  type        = bool
+  default     = false
+}
+
+variable "managed_availability_zones" {
+  description = "Two or more zones for the managed services' subnets; null = the region's first two available zones."
+  type        = list(string)
+  default     = null
+
+  validation {
+    condition     = var.managed_availability_zones == null || try(length(var.managed_availability_zones) >= 2 && alltrue([for z in var.managed_availability_zones : can(regex("^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]{1,2}[a-z]$", z))]), false)
+    error_message = "managed_availability_zones must list at least two zone names such as us-east-1a (MSK, ElastiCache and RDS subnet groups span two zones)."
+  }
+}
+
+variable "managed_kafka_version" {
+  description = "Apache Kafka version of the MSK cluster."
+  type        = string
+  default     = "3.8.x"
+}
+
+variable "managed_kafka_instance_type" {
+  description = "MSK broker instance type."
+  type        = string
+  default     = "kafka.t3.small"
+
+  validation {
+    condition     = can(regex("^kafka\\.[a-z0-9]+\\.[a-z0-9]+$", var.managed_kafka_instance_type))
+    error_message = "managed_kafka_instance_type must be an MSK broker type such as kafka.t3.small or kafka.m7g.large."
+  }
+}
+
+variable "managed_kafka_brokers" {
+  description = "Number of MSK brokers: a multiple of the number of managed zones (two by default)."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.managed_kafka_brokers >= 2 && var.managed_kafka_brokers <= 30 && floor(var.managed_kafka_brokers) == var.managed_kafka_brokers
+    error_message = "managed_kafka_brokers must be a whole number between 2 and 30."
+  }
+}
+
+variable "managed_kafka_volume_size_gb" {
+  description = "EBS storage (GB) of each MSK broker."
+  type        = number
+  default     = 100
+
+  validation {
+    condition     = var.managed_kafka_volume_size_gb >= 1 && var.managed_kafka_volume_size_gb <= 16384
+    error_message = "managed_kafka_volume_size_gb must be between 1 and 16384."
+  }
+}
+
+variable "managed_kafka_password" {
+  description = "SCRAM password of the MSK user (24-128 letters and digits). The ckbpool deploy generates it into secrets/ and passes it as TF_VAR_managed_kafka_password; ephemeral: written write-only into Secrets Manager, never into the plan or the state."
+  type        = string
+  default     = null
+  sensitive   = true
+  ephemeral   = true
+
+  validation {
+    condition     = var.managed_kafka_password == null || can(regex("^[A-Za-z0-9]{24,128}$", coalesce(var.managed_kafka_password, "x")))
+    error_message = "managed_kafka_password must be 24-128 letters and digits."
+  }
+}
+
+variable "managed_kafka_password_version" {
+  description = "Bump after changing managed_kafka_password: the write-only secret value is sent again only when this changes."
+  type        = number
+  default     = 1
+}
+
+variable "managed_redis_version" {
+  description = "Redis engine version of the ElastiCache replication group (its major version names the parameter group family)."
+  type        = string
+  default     = "7.1"
+
+  validation {
+    condition     = can(regex("^[0-9]+\\.[0-9x]+$", var.managed_redis_version))
+    error_message = "managed_redis_version must look like 7.1."
+  }
+}
+
+variable "managed_redis_node_type" {
+  description = "ElastiCache node type."
+  type        = string
+  default     = "cache.t4g.small"
+
+  validation {
+    condition     = can(regex("^cache\\.[a-z0-9]+\\.[a-z0-9]+$", var.managed_redis_node_type))
+    error_message = "managed_redis_node_type must be an ElastiCache node type such as cache.t4g.small."
+  }
+}
+
+variable "managed_redis_nodes" {
+  description = "Nodes of the replication group: 1 = a primary alone; 2 or more = a primary and replicas with automatic failover across zones."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.managed_redis_nodes >= 1 && var.managed_redis_nodes <= 6
+    error_message = "managed_redis_nodes must be between 1 and 6."
+  }
+}
+
+variable "managed_redis_parameter_group" {
+  description = "An existing ElastiCache parameter group (with maxmemory-policy noeviction); null = the module creates one."
+  type        = string
+  default     = null
+}
+
+variable "managed_redis_auth_token" {
+  description = "AUTH token of the managed Redis (16-128 printable ASCII characters, no @, \" or /). The ckbpool deploy generates it into secrets/ and passes it as TF_VAR_managed_redis_auth_token, never in a tfvars file."
+  type        = string
+  default     = null
+  sensitive   = true
+
+  validation {
+    condition     = var.managed_redis_auth_token == null || can(regex("^[!#-.0-?A-~]{16,128}$", coalesce(var.managed_redis_auth_token, "x")))
+    error_message = "managed_redis_auth_token must be 16-128 printable ASCII characters without spaces, @, \" or /."
+  }
+}
+
+variable "managed_postgres_version" {
+  description = "PostgreSQL major (or major.minor) version of the RDS instance."
+  type        = string
+  default     = "16"
+}
+
+variable "managed_postgres_instance_class" {
+  description = "RDS instance class."
+  type        = string
+  default     = "db.t4g.small"
+
+  validation {
+    condition     = can(regex("^db\\.[a-z0-9]+\\.[a-z0-9]+$", var.managed_postgres_instance_class))
+    error_message = "managed_postgres_instance_class must be an RDS class such as db.t4g.small."
+  }
+}
+
+variable "managed_postgres_storage_gb" {
+  description = "Allocated storage (GB) of the RDS instance; it may grow to four times this on its own."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.managed_postgres_storage_gb >= 20 && var.managed_postgres_storage_gb <= 16384
+    error_message = "managed_postgres_storage_gb must be between 20 and 16384."
+  }
+}
+
+variable "managed_postgres_multi_az" {
+  description = "A standby RDS instance in a second zone."
+  type        = bool
+  default     = true
+}
+
+variable "managed_deletion_protection" {
+  description = "Deletion protection of the RDS ledger (and a final snapshot when it is destroyed). Turn off only for throwaway deployments."
+  type        = bool
+  default     = true
+}

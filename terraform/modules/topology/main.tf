@@ -9,7 +9,7 @@ locals {
 
   single_host = [{
     name                = var.name
-    roles               = ["ckb_node", "pool", "redis", "monitoring"]
+    roles               = var.managed_redis ? ["ckb_node", "pool", "monitoring"] : ["ckb_node", "pool", "redis", "monitoring"]
     count               = 1
     instance_type       = null
     root_volume_size_gb = null

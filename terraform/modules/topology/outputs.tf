@@ -23,8 +23,16 @@ output "hosts" {
     error_message = "hosts: at most one host may run accounting (found ${local.role_counts.accounting})."
   }
   precondition {
-    condition     = !local.needs_kafka || local.role_counts.kafka >= 1
-    error_message = "hosts: pool roles are spread over ${length(local.pool_hosts)} hosts (${join(", ", local.pool_hosts)}): give one host the kafka role."
+    condition     = !local.needs_kafka || local.role_counts.kafka >= 1 || var.managed_kafka
+    error_message = "hosts: pool roles are spread over ${length(local.pool_hosts)} hosts (${join(", ", local.pool_hosts)}): give one host the kafka role (or use the cloud's managed Kafka)."
+  }
+  precondition {
+    condition     = !var.managed_kafka || local.role_counts.kafka == 0
+    error_message = "hosts: the Kafka is managed by the cloud (managed_kafka), so no host may carry the kafka role."
+  }
+  precondition {
+    condition     = !var.managed_redis || local.role_counts.redis == 0
+    error_message = "hosts: the Redis is managed by the cloud (managed_redis), so no host may carry the redis role."
   }
   precondition {
     condition     = alltrue([for h in values(local.hosts) : h.data_volume_size_gb >= local.node_data_minimum if contains(h.roles, "ckb_node")])

@@ -228,3 +228,15 @@ variable "data_bind_paths" {
     error_message = "data_bind_paths must be absolute paths other than /."
   }
 }
+
+variable "managed_kafka" {
+  description = "The cloud runs Kafka (Amazon MSK / Alibaba's managed Kafka): pool roles on several hosts need no kafka host, and none may have one."
+  type        = bool
+  default     = false
+}
+
+variable "managed_redis" {
+  description = "The cloud runs Redis (ElastiCache / ApsaraDB for Redis): no host may carry the redis role."
+  type        = bool
+  default     = false
+}

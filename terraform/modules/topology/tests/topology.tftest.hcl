@@ -185,3 +185,48 @@ run "testnet_node_disk_below_the_role_minimum_fails" {
   }
   expect_failures = [output.hosts]
 }
+
+run "split_pool_with_managed_kafka_needs_no_kafka_host" {
+  command = plan
+  variables {
+    managed_kafka = true
+    managed_redis = true
+    hosts = [
+      { name = "a", roles = ["ckb_node", "jobmaker", "blockmaker", "accounting"] },
+      { name = "b", roles = ["stratum"], count = 2 },
+    ]
+  }
+  assert {
+    condition     = output.role_counts.kafka == 0 && output.role_counts.redis == 0 && output.role_counts.stratum == 2
+    error_message = "with the cloud's Kafka and Redis, pool roles spread over hosts without a kafka or redis host"
+  }
+}
+
+run "managed_redis_leaves_it_off_the_single_host" {
+  command = plan
+  variables {
+    managed_redis = true
+  }
+  assert {
+    condition     = !contains(output.hosts["pool"].roles, "redis") && contains(output.hosts["pool"].roles, "ckb_node")
+    error_message = "with managed Redis the default single host runs no Redis"
+  }
+}
+
+run "managed_kafka_with_a_kafka_host_fails" {
+  command = plan
+  variables {
+    managed_kafka = true
+    hosts         = [{ name = "a", roles = ["ckb_node", "pool", "kafka"] }]
+  }
+  expect_failures = [output.hosts]
+}
+
+run "managed_redis_with_a_redis_host_fails" {
+  command = plan
+  variables {
+    managed_redis = true
+    hosts         = [{ name = "a", roles = ["ckb_node", "pool", "redis"] }]
+  }
+  expect_failures = [output.hosts]
+}
