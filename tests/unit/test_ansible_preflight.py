@@ -134,6 +134,15 @@ def test_payout_address_empty_or_of_another_network(workdir: Path) -> None:
     assert "btcpool_payout_address: not a valid CKB address" in out
 
 
+def test_root_as_the_stacks_user_is_refused(workdir: Path) -> None:
+    """The containers that read secrets run as btcpool_uid (CKBPOOL_UID): never root (issue 18, item 5)."""
+    out = failure(run_role(workdir, {**base_vars(workdir), "btcpool_uid": 0}))
+    assert "btcpool_uid:btcpool_gid is 0:10001; the containers that read secrets" in out
+    assert "must not be root: set an unprivileged uid and gid" in out
+    out = failure(run_role(workdir, {**base_vars(workdir), "btcpool_gid": 0}))
+    assert "btcpool_uid:btcpool_gid is 10001:0;" in out
+
+
 def test_port_taken_by_another_program(workdir: Path) -> None:
     variables = base_vars(workdir)
     with socket.create_server(("127.0.0.1", 0)) as holder:
