@@ -1,5 +1,7 @@
 """The miners' page in a real browser, on a live pool: real dev ckb node -> real Pool (Redis books, [web] on)
--> V1 proxy (per-worker identity) -> V1 CPU miners under two addresses. Headless Chromium (Debian's, driven by
+-> V1 proxy (per-worker identity) -> V1 CPU miners under two addresses, and one of them also mining SOLO with an
+SV2 CPU miner (``solo:<address>.solorig``, straight to the pool) whose figures must appear apart from its PPLNS
+ones. Headless Chromium (Debian's, driven by
 Selenium through Debian's chromedriver) loads the overview and both address pages; the test reads the DOM
 against the books in Redis and the node, takes screenshots (desktop and phone width), and checks from the
 browser's own network log that no request left 127.0.0.1.
@@ -24,6 +26,7 @@ from test_pool_e2e import pool_config, pool_keys, pool_node  # noqa: F401  (pool
 from test_proxy_worker_identity import dev_address, proxy_config, settle_accounting
 
 from ckbpool.ckb.node import CkbNode
+from ckbpool.miner.sv2 import Sv2Miner
 from ckbpool.pool.accounting import PREFIX
 from ckbpool.pool.service import Pool
 from ckbpool.proxy import Proxy
@@ -106,9 +109,16 @@ def browse(base: str, addresses: list[str], shots: Path) -> dict[str, Any]:
                 "hashrate": driver.find_element(By.ID, "account-hashrate-10m").text,
                 "workers": cells("#workers tbody tr[data-worker]"),
                 "blocks": cells("#account-blocks tbody tr[data-hash]"),
+                "solo_hidden": driver.find_element(By.ID, "solo").get_attribute("hidden") is not None,
+                "solo_accepted": driver.find_element(By.ID, "solo-accepted").get_attribute("textContent"),
+                "solo_workers": cells("#solo-workers tbody tr[data-worker]"),
+                "solo_blocks": cells("#solo-blocks tbody tr[data-hash]"),
                 "error_hidden": driver.find_element(By.ID, "error").get_attribute("hidden") is not None,
             }
             driver.save_screenshot(str(shots / f"address-{index}.png"))
+            if out["pages"][address]["solo_hidden"] is False:
+                driver.execute_script("document.getElementById('solo').scrollIntoView()")
+                driver.save_screenshot(str(shots / f"address-{index}-solo.png"))
         # a phone: the same page must fit the width (no sideways scrolling of the page itself)
         driver.set_window_size(390, 844)
         driver.get(base + "/address/" + addresses[0])
@@ -163,6 +173,11 @@ async def test_the_page_shows_each_address_its_own_books_in_chromium(
             await proxy.wait_upstream(30)
             assert proxy.v1 is not None
             host, port = proxy.v1.address
+            assert pool.server is not None
+            solo_miner = Sv2Miner(
+                *pool.server.address, f"solo:{alice}.solorig", authority_public_key=authority, extended=True
+            )
+            solo_task = asyncio.create_task(solo_miner.run(duration=MINING_S))
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "ckbpool.miner.v1", f"{host}:{port}", "--usernames", *usernames,
                 "--duration", str(MINING_S), "--hashing-threads", "2", "--chunk", "10000",
@@ -171,6 +186,8 @@ async def test_the_page_shows_each_address_its_own_books_in_chromium(
             out, _ = await asyncio.wait_for(process.communicate(), MINING_S + 90)
             assert process.returncode == 0
             assert len(json.loads(out)) == len(usernames)
+            await asyncio.wait_for(solo_task, 60)
+            assert solo_miner.stats.accepted >= 1, "the SOLO miner had no accepted share"
             await settle_accounting(pool)
             assert pool.web_server.rollup is not None
             await pool.web_server.rollup.run_once()  # the worker index of the minutes just mined (else within 10 s)
@@ -183,13 +200,16 @@ async def test_the_page_shows_each_address_its_own_books_in_chromium(
                 raw = await redis.hgetall(f"{PREFIX}worker:{name}")
                 books[name] = {k.decode(): v.decode() for k, v in raw.items()}
             user_books = {}
-            for address in (alice, bob):
+            for address in (alice, bob, f"solo:{alice}"):
                 raw = await redis.hgetall(f"{PREFIX}user:{address}")
                 user_books[address] = {k.decode(): v.decode() for k, v in raw.items()}
+            raw = await redis.hgetall(f"{PREFIX}worker:solo:{alice}.solorig")
+            solo_books = {k.decode(): v.decode() for k, v in raw.items()}
             logged = [json.loads(x) for x in await redis.lrange(f"{PREFIX}blocks", 0, -1)]
             accepted = [b for b in logged if b["status"] == "accepted"]
-            assert accepted, "the miners found no block"
-            newest = accepted[0]
+            pplns_accepted = [b for b in accepted if not b["user"].startswith("solo:")]
+            assert pplns_accepted, "the PPLNS miners found no block"
+            newest = pplns_accepted[0]
             async with pool_node.client() as client:
                 header = await client.get_header(bytes.fromhex(newest["block_hash"]))
             assert header is not None and header["hash"] == "0x" + newest["block_hash"], "the node has the block"
@@ -218,7 +238,8 @@ async def test_the_page_shows_each_address_its_own_books_in_chromium(
     assert seen["console"] == [] or all("404" in m for m in seen["console"]), seen["console"]
 
     overview = seen["pages"]["overview"]
-    assert overview["miners"] in ("1", "2") and not overview["hashrate"].startswith("0.00")
+    # the books' online count is by account: solo:<alice> is one next to <alice> and <bob>
+    assert overview["miners"] in ("1", "2", "3") and not overview["hashrate"].startswith("0.00")
     assert overview["height"] != "-" and int(overview["height"]) >= newest["height"]
     assert overview["chart"] == 1
     assert "0x" + newest["block_hash"] in {b["data-hash"] for b in overview["blocks"]}, "the newest block is listed"
@@ -241,9 +262,21 @@ async def test_the_page_shows_each_address_its_own_books_in_chromium(
         assert listed <= {"0x" + b["block_hash"] for b in logged if b["user"] == address}, "only its own blocks"
         if found_here:
             assert listed, f"{address} found blocks but its page lists none"
+    # SOLO: on alice's page only, in its own section, equal to the books of solo:<alice>
+    solo_page, plain_page = seen["pages"][alice], seen["pages"][bob]
+    assert not solo_page["solo_hidden"] and plain_page["solo_hidden"]
+    assert [row["data-worker"] for row in solo_page["solo_workers"]] == ["solorig"]
+    assert solo_page["solo_workers"][0]["accepted"] == solo_books["accepted"]
+    assert float(solo_page["solo_workers"][0]["hps"]) > 0
+    assert solo_page["solo_accepted"] == user_books[f"solo:{alice}"]["accepted"]
+    assert "solorig" not in {row["data-worker"] for row in solo_page["workers"]}, "SOLO work is not PPLNS work"
+    solo_logged = {"0x" + b["block_hash"] for b in logged if b["user"] == f"solo:{alice}"}
+    assert {b["data-hash"] for b in solo_page["solo_blocks"]} <= solo_logged
+    if any(b["user"] == f"solo:{alice}" for b in accepted):
+        assert solo_page["solo_blocks"], "alice found a SOLO block but her page lists none"
     finder_page = seen["pages"][newest["user"]]
     assert "0x" + newest["block_hash"] in {b["data-hash"] for b in finder_page["blocks"]}
     assert seen["phone_overflow"] <= 0, "the page scrolls sideways on a phone"
     assert "No shares from this address" in seen["unknown_error"]
-    for name in ("overview.png", "address-0.png", "address-1.png", "address-phone.png"):
+    for name in ("overview.png", "address-0.png", "address-0-solo.png", "address-1.png", "address-phone.png"):
         assert (shots / name).stat().st_size > 10_000, name

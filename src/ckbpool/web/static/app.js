@@ -81,6 +81,7 @@
   // into the PPLNS cards and tables; hidden for an address that never mined SOLO (the API answers null).
   function fillSolo(solo) {
     $("solo").hidden = !solo;
+    $("solo-link").hidden = !solo;
     if (!solo) return;
     setText("solo-account", solo.account);
     setText("solo-hashrate-10m", hashrate(solo.hashrate.h10m));
