@@ -557,7 +557,14 @@ def connections_run(kind: str, s: Settings, block: int, sizes: list[int], fanout
                     entry["fanout"] = fanout_rounds(server, loadgen, rounds, n, writes=2)
                     entry["fanout_1write"] = fanout_rounds(server, loadgen, rounds, n, writes=1)
                 else:
+                    cpu0 = server.request("stats")["cpu"] if kind.startswith("procs") else 0.0
                     entry["fanout"] = fanout_rounds(server, loadgen, rounds, n)
+                    if kind.startswith("procs"):
+                        # the workers fan out on their own (the job command only publishes the template): their
+                        # CPU over all rounds per channel, the parent's and the idle turns between rounds included
+                        entry["fanout"]["cpu_us_per_channel"] = (
+                            (server.request("stats")["cpu"] - cpu0) / (rounds * max(1, n)) * 1e6
+                        )
             out["sizes"][str(n)] = entry
             if conn["connections"] < n:
                 out["stopped_at"] = conn["connections"]

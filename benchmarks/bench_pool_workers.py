@@ -114,6 +114,22 @@ async def serve_procs(args: argparse.Namespace, info: dict[str, Any], config: An
                     )
         return total
 
+    def worker_shares(since: float) -> tuple[int, int, bool]:
+        """Share events the live workers made, how many wait for their links, and whether every live worker
+        reported after ``since`` (time.monotonic)."""
+        made = queued = 0
+        fresh = True
+        wall_since = time.time() - (time.monotonic() - since)
+        for index in range(workers):
+            link = hub.links.get(f"stratum-worker-{index}")
+            if link is None or link.closed.is_set():
+                continue
+            shares = link.stats.get("shares", {})
+            made += int(shares.get("published", 0))
+            queued += int(shares.get("queued", 0))
+            fresh = fresh and link.stats_at > wall_since
+        return made, queued, fresh
+
     def backlog() -> int:
         return inner.backlog(Topic.SHARES, "accounting") if isinstance(inner, InProcBus) else -1
 
@@ -142,11 +158,22 @@ async def serve_procs(args: argparse.Namespace, info: dict[str, Any], config: An
                 "t": time.monotonic(),
             }
         if cmd == "settle":
+            # the books are compared once every share a worker made is in them: each worker's report says how many
+            # share events it made and how many still wait for its link (a report is at most a second old, so
+            # one taken after the load stopped and showing nothing queued is final), and accounting has written
+            # as many as the hub received, with nothing left on the parent's bus
             deadline = time.monotonic() + float(req.get("deadline", 60))
             t0 = time.monotonic()
             while accounting is not None and time.monotonic() < deadline:
-                await asyncio.sleep(1.2)  # the workers flush within a loop pass; their reports come each second
-                if accounting.written + accounting.duplicates >= hub.received and backlog() == 0:
+                await asyncio.sleep(1.2)
+                made, queued, fresh = worker_shares(t0)
+                if (
+                    fresh
+                    and queued == 0
+                    and hub.received >= made
+                    and accounting.written + accounting.duplicates >= hub.received
+                    and backlog() == 0
+                ):
                     break
             return {
                 "published": hub.received,
@@ -182,10 +209,16 @@ def worker_rows(raw: dict[str, Any], row: Any) -> list[dict[str, Any]]:
     one = (raw.get("shares") or {}).get("books")  # one process (stratum.workers = 1), bus + books, same run
     two = (raw.get("workers") or {}).get("procs-2")
     if two:
+        rate = two.get("server_accepted_rate") or 0.0
+        per_share = two.get("server_cpu", 0) / rate * 1e6 if rate else float("nan")
+        parent = two.get("parent_cpu", 0) / rate * 1e6 if rate else float("nan")
         note = (
-            f"books exact: {two.get('books_exact')}; errors {two.get('errors')}; server CPU "
-            f"{two.get('server_cpu', 0):.2f} cores (parent + workers); load generator CPU "
-            f"{two.get('loadgen_cpu', 0):.2f}"
+            f"books exact: {two.get('books_exact')} ({two.get('books_total', 0):,} in the books, "
+            f"{two.get('answered_total', 0):,} answered Success); errors {two.get('errors')}; server CPU "
+            f"{two.get('server_cpu', 0):.2f} cores (parent {two.get('parent_cpu', 0):.2f}), "
+            f"{per_share:.1f} µs per share ({parent:.1f} in the parent); into the books during the window "
+            f"{two.get('books_rate', 0):,.0f}/s (published {two.get('published_rate', 0):,.0f}/s), Redis errors "
+            f"{two.get('redis_errors', 0)}; load generator CPU {two.get('loadgen_cpu', 0):.2f}"
         )
         rows.append(
             row(
@@ -216,4 +249,16 @@ def worker_rows(raw: dict[str, Any], row: Any) -> list[dict[str, Any]]:
                 f"last channel median {fan['last_p50']:.1f} ms, max {fan['last_max']:.1f} ms; missing {fan['missing']}",
             )
         )
+        if fan.get("cpu_us_per_channel") is not None:
+            rows.append(
+                row(
+                    f"fan-out CPU per channel, 2 workers @ {n:,} channels",
+                    fan["cpu_us_per_channel"],
+                    "µs",
+                    None,
+                    "",
+                    None,
+                    "process CPU (parent + workers) over all rounds / (rounds x channels): the noise-robust comparison",
+                )
+            )
     return rows

@@ -393,7 +393,20 @@ async def worker_report(pool: Pool) -> dict[str, Any]:
     """What a worker tells its parent every ``REPORT_INTERVAL_S``."""
     status = await pool.status()
     keep = ("connections", "channels", "workers", "hashrate_hps", "users", "found_blocks")
-    return {"status": {key: status[key] for key in keep}, "metrics": registry_samples(pool.metrics.registry)}
+    report: dict[str, Any] = {
+        "status": {key: status[key] for key in keep},
+        "metrics": registry_samples(pool.metrics.registry),
+    }
+    server = pool.server
+    if server is not None:
+        # share events this worker made (ids 1..published) and how many of them still wait for the link: the
+        # parent has all of them once it received ``published`` from this run and nothing is queued
+        report["shares"] = {
+            "source": server.share_source,
+            "published": server._share_seq,
+            "queued": len(server._share_queue),
+        }
+    return report
 
 
 async def run_worker(spec: WorkerSpec) -> None:
