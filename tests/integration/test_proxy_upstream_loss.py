@@ -210,3 +210,42 @@ async def test_a_blip_shorter_than_the_grace_keeps_the_miners_and_sends_them_a_c
         assert set(v1.connections) == held and v1.closed_for_upstream_loss == 0 and v1.upstream_losses == 1
         assert v1.refusals[Refusal.NO_UPSTREAM] == 0
         client.close()
+
+
+@pytest.mark.parametrize("keep", [False, True])
+async def test_a_pool_never_reached_at_start_up_is_an_upstream_loss_unless_miners_are_kept(keep: bool) -> None:
+    """No pool at all (a closed port): after the grace the proxy refuses V1 miners, or with
+    ``keep_miners_without_upstream`` holds them (their subscribe unanswered) however long it takes."""
+    import socket
+
+    with socket.socket() as probe:  # a loopback port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    config = load_proxy_config(
+        data={
+            "identity": "aggregated",
+            "http": {"enabled": False},
+            "upstream": {"host": "127.0.0.1", "port": dead_port, "noise": False, "user_identity": f"{USER}.farm",
+                         "reconnect_min_s": 0.2, "reconnect_max_s": 0.5},
+            "v1": {"listen_host": "127.0.0.1", "listen_port": 0, "upstream_loss_grace_s": 0.5,
+                   "keep_miners_without_upstream": keep},
+        }
+    )  # fmt: skip
+    async with Proxy(config) as proxy:
+        v1 = proxy.v1
+        assert v1 is not None
+        early = await RawV1.connect(v1.address)
+        early.send(1, "mining.subscribe", ["loss-test", None])
+        await _wait(lambda: v1.upstream.last_error != "", 10, "a failed connection attempt")
+        if keep:
+            assert not await read_until_closed(early, 2.0), "kept: the miner stays connected"
+            assert v1.upstream_state == "grace" and len(v1.connections) == 1
+            assert v1.refusals[Refusal.NO_UPSTREAM] == 0 and v1.closed_for_upstream_loss == 0
+        else:
+            assert await read_until_closed(early, 10.0), "the held miner is closed after the grace"
+            assert v1.upstream_state == "refusing" and v1.closed_for_upstream_loss == 1
+            late = await RawV1.connect(v1.address)
+            assert await read_until_closed(late, 10.0), "and a new one is refused"
+            late.close()
+            assert v1.refusals[Refusal.NO_UPSTREAM] == 1
+        early.close()
