@@ -25,6 +25,8 @@ module "topology" {
   node_p2p_port               = var.node_p2p_port
   open_node_p2p               = var.open_node_p2p
   private_ports               = var.private_ports
+  managed_kafka               = var.managed_kafka
+  managed_redis               = var.managed_redis
 }
 
 # The region is a required input of this module. The alicloud provider does not prompt for one and would otherwise

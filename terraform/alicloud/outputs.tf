@@ -76,3 +76,17 @@ output "inventory_ini" {
   description = "The same inventory in INI form."
   value       = module.inventory.inventory_ini
 }
+
+output "managed" {
+  description = "Endpoints of the managed services (issue 20), never a password: { kafka_bootstrap (SASL_SSL endpoint, host:port,...), kafka_username, kafka_secret_arn (empty: the password is in secrets/), redis (host:port, TLS + password), postgres (host:port), postgres_user, postgres_db, postgres_secret_arn (empty) }; empty strings for what is not managed."
+  value = {
+    kafka_bootstrap     = var.managed_kafka ? coalesce(alicloud_alikafka_instance.kafka[0].ssl_domain_endpoint, alicloud_alikafka_instance.kafka[0].ssl_endpoint) : ""
+    kafka_username      = var.managed_kafka ? local.kafka_username : ""
+    kafka_secret_arn    = ""
+    redis               = var.managed_redis ? "${alicloud_kvstore_instance.redis[0].connection_domain}:${alicloud_kvstore_instance.redis[0].port}" : ""
+    postgres            = var.managed_postgres ? "${alicloud_db_instance.postgres[0].connection_string}:${alicloud_db_instance.postgres[0].port}" : ""
+    postgres_user       = var.managed_postgres ? alicloud_rds_account.ckbpool[0].account_name : ""
+    postgres_db         = var.managed_postgres ? alicloud_db_database.ckbpool[0].name : ""
+    postgres_secret_arn = ""
+  }
+}

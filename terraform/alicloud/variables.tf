@@ -291,3 +291,164 @@ variable "tags" {
     error_message = "tags keys must be at most 64 characters and must not start with aliyun or acs:."
   }
 }
+
+# ------------------------------------------------------------------------------------ managed services (managed.tf)
+
+variable "managed_kafka" {
+  description = "Run the bus on ApsaraMQ for Kafka (SASL/SCRAM over TLS on its SSL endpoint) instead of a kafka host."
+  type        = bool
+  default     = false
+}
+
+variable "managed_redis" {
+  description = "Keep the books in ApsaraDB for Redis (TLS + password) instead of a redis host."
+  type        = bool
+  default     = false
+}
+
+variable "managed_postgres" {
+  description = "Keep the payouts ledger in ApsaraDB RDS for PostgreSQL (encrypted, TLS, allow-listed to the hosts) instead of the stack's PostgreSQL."
+  type        = bool
+  default     = false
+}
+
+variable "managed_kafka_password" {
+  description = "SCRAM password of the Kafka user (24-128 letters and digits). The ckbpool deploy generates it into secrets/ and passes it as TF_VAR_managed_kafka_password, never in a tfvars file; the state holds it (sensitive)."
+  type        = string
+  default     = null
+  sensitive   = true
+
+  validation {
+    condition     = var.managed_kafka_password == null || can(regex("^[A-Za-z0-9]{24,128}$", coalesce(var.managed_kafka_password, "x")))
+    error_message = "managed_kafka_password must be 24-128 letters and digits."
+  }
+}
+
+variable "managed_redis_auth_token" {
+  description = "Password of the managed Redis (16-128 printable ASCII characters, no @, \" or /). The ckbpool deploy generates it into secrets/ and passes it as TF_VAR_managed_redis_auth_token, never in a tfvars file; the state holds it (sensitive)."
+  type        = string
+  default     = null
+  sensitive   = true
+
+  validation {
+    condition     = var.managed_redis_auth_token == null || can(regex("^[!#-.0-?A-~]{16,128}$", coalesce(var.managed_redis_auth_token, "x")))
+    error_message = "managed_redis_auth_token must be 16-128 printable ASCII characters without spaces, @, \" or /."
+  }
+}
+
+variable "managed_redis_version" {
+  description = "Redis engine version of the managed Redis."
+  type        = string
+  default     = "7.0"
+
+  validation {
+    condition     = can(regex("^[0-9]+\\.[0-9x]+$", var.managed_redis_version))
+    error_message = "managed_redis_version must look like 7.0."
+  }
+}
+
+variable "managed_postgres_version" {
+  description = "PostgreSQL version of the managed ledger."
+  type        = string
+  default     = "16.0"
+
+  validation {
+    condition     = can(regex("^[0-9]+(\\.[0-9]+)?$", var.managed_postgres_version))
+    error_message = "managed_postgres_version must be a PostgreSQL version such as 16.0."
+  }
+}
+
+variable "managed_postgres_storage_gb" {
+  description = "Storage (GB) of the managed ledger."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.managed_postgres_storage_gb >= 20 && var.managed_postgres_storage_gb <= 16384
+    error_message = "managed_postgres_storage_gb must be between 20 and 16384."
+  }
+}
+
+variable "managed_deletion_protection" {
+  description = "Deletion protection of the managed ledger. Turn off only for throwaway deployments."
+  type        = bool
+  default     = true
+}
+
+variable "managed_postgres_password" {
+  description = "Password of the ledger's account (24-128 letters and digits). The ckbpool deploy generates it into secrets/ and passes it as TF_VAR_managed_postgres_password, never in a tfvars file; the state holds it (sensitive)."
+  type        = string
+  default     = null
+  sensitive   = true
+
+  validation {
+    condition     = var.managed_postgres_password == null || can(regex("^[A-Za-z0-9]{24,128}$", coalesce(var.managed_postgres_password, "x")))
+    error_message = "managed_postgres_password must be 24-128 letters and digits."
+  }
+}
+
+variable "managed_kafka_io_max_spec" {
+  description = "Traffic specification of the managed Kafka instance (e.g. alikafka.hw.2xlarge)."
+  type        = string
+  default     = "alikafka.hw.2xlarge"
+
+  validation {
+    condition     = can(regex("^alikafka\\.[a-z0-9]+\\.[a-z0-9]+$", var.managed_kafka_io_max_spec))
+    error_message = "managed_kafka_io_max_spec must look like alikafka.hw.2xlarge."
+  }
+}
+
+variable "managed_kafka_eip_max" {
+  description = "Internet bandwidth (MB/s) of the managed Kafka's SSL endpoint."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.managed_kafka_eip_max >= 1 && var.managed_kafka_eip_max <= 1000
+    error_message = "managed_kafka_eip_max must be between 1 and 1000."
+  }
+}
+
+variable "managed_kafka_partitions" {
+  description = "Partitions of the managed Kafka instance."
+  type        = number
+  default     = 50
+
+  validation {
+    condition     = var.managed_kafka_partitions >= 50 && var.managed_kafka_partitions <= 3000
+    error_message = "managed_kafka_partitions must be between 50 and 3000."
+  }
+}
+
+variable "managed_kafka_disk_size_gb" {
+  description = "Disk (GB) of the managed Kafka instance."
+  type        = number
+  default     = 500
+
+  validation {
+    condition     = var.managed_kafka_disk_size_gb >= 500 && var.managed_kafka_disk_size_gb <= 96000
+    error_message = "managed_kafka_disk_size_gb must be between 500 and 96000."
+  }
+}
+
+variable "managed_redis_instance_class" {
+  description = "ApsaraDB for Redis instance class."
+  type        = string
+  default     = "redis.master.small.default"
+
+  validation {
+    condition     = can(regex("^redis\\.[a-z0-9.]+$", var.managed_redis_instance_class))
+    error_message = "managed_redis_instance_class must look like redis.master.small.default."
+  }
+}
+
+variable "managed_postgres_instance_type" {
+  description = "ApsaraDB RDS for PostgreSQL instance type."
+  type        = string
+  default     = "pg.n2.2c.1m"
+
+  validation {
+    condition     = can(regex("^pg\\.[a-z0-9.]+$", var.managed_postgres_instance_type))
+    error_message = "managed_postgres_instance_type must look like pg.n2.2c.1m."
+  }
+}

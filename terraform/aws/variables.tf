@@ -313,9 +313,73 @@ variable "managed_redis" {
 }
 
 variable "managed_postgres" {
-  description = "Keep the payouts ledger in RDS PostgreSQL (encrypted, private, password in Secrets Manager) instead of the stack's PostgreSQL."
+  description = "Keep the payouts ledger in RDS PostgreSQL (encrypted, private, password kept by RDS in Secrets Manager) instead of the stack's PostgreSQL."
   type        = bool
   default     = false
+}
+
+variable "managed_kafka_password" {
+  description = "SCRAM password of the MSK user (24-128 letters and digits). The ckbpool deploy generates it into secrets/ and passes it as TF_VAR_managed_kafka_password; ephemeral: written write-only into Secrets Manager, never into the plan or the state."
+  type        = string
+  default     = null
+  sensitive   = true
+  ephemeral   = true
+
+  validation {
+    condition     = var.managed_kafka_password == null || can(regex("^[A-Za-z0-9]{24,128}$", coalesce(var.managed_kafka_password, "x")))
+    error_message = "managed_kafka_password must be 24-128 letters and digits."
+  }
+}
+
+variable "managed_redis_auth_token" {
+  description = "AUTH token of the managed Redis (16-128 printable ASCII characters, no @, \" or /). The ckbpool deploy generates it into secrets/ and passes it as TF_VAR_managed_redis_auth_token, never in a tfvars file; the provider has no write-only form, so the state holds it (sensitive)."
+  type        = string
+  default     = null
+  sensitive   = true
+
+  validation {
+    condition     = var.managed_redis_auth_token == null || can(regex("^[!#-.0-?A-~]{16,128}$", coalesce(var.managed_redis_auth_token, "x")))
+    error_message = "managed_redis_auth_token must be 16-128 printable ASCII characters without spaces, @, \" or /."
+  }
+}
+
+variable "managed_redis_version" {
+  description = "Redis engine version of the managed Redis."
+  type        = string
+  default     = "7.1"
+
+  validation {
+    condition     = can(regex("^[0-9]+\\.[0-9x]+$", var.managed_redis_version))
+    error_message = "managed_redis_version must look like 7.1."
+  }
+}
+
+variable "managed_postgres_version" {
+  description = "PostgreSQL version of the managed ledger."
+  type        = string
+  default     = "16"
+
+  validation {
+    condition     = can(regex("^[0-9]+(\\.[0-9]+)?$", var.managed_postgres_version))
+    error_message = "managed_postgres_version must be a PostgreSQL version such as 16."
+  }
+}
+
+variable "managed_postgres_storage_gb" {
+  description = "Storage (GB) of the managed ledger."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.managed_postgres_storage_gb >= 20 && var.managed_postgres_storage_gb <= 16384
+    error_message = "managed_postgres_storage_gb must be between 20 and 16384."
+  }
+}
+
+variable "managed_deletion_protection" {
+  description = "Deletion protection of the managed ledger. Turn off only for throwaway deployments."
+  type        = bool
+  default     = true
 }
 
 variable "managed_availability_zones" {
@@ -333,6 +397,11 @@ variable "managed_kafka_version" {
   description = "Apache Kafka version of the MSK cluster."
   type        = string
   default     = "3.8.x"
+
+  validation {
+    condition     = can(regex("^[0-9]+\\.[0-9]+\\.([0-9]+|x)(\\.tiered)?$", var.managed_kafka_version))
+    error_message = "managed_kafka_version must be an MSK Kafka version such as 3.8.x or 3.6.0."
+  }
 }
 
 variable "managed_kafka_instance_type" {
@@ -368,33 +437,14 @@ variable "managed_kafka_volume_size_gb" {
   }
 }
 
-variable "managed_kafka_password" {
-  description = "SCRAM password of the MSK user (24-128 letters and digits). The ckbpool deploy generates it into secrets/ and passes it as TF_VAR_managed_kafka_password; ephemeral: written write-only into Secrets Manager, never into the plan or the state."
-  type        = string
-  default     = null
-  sensitive   = true
-  ephemeral   = true
-
-  validation {
-    condition     = var.managed_kafka_password == null || can(regex("^[A-Za-z0-9]{24,128}$", coalesce(var.managed_kafka_password, "x")))
-    error_message = "managed_kafka_password must be 24-128 letters and digits."
-  }
-}
-
 variable "managed_kafka_password_version" {
   description = "Bump after changing managed_kafka_password: the write-only secret value is sent again only when this changes."
   type        = number
   default     = 1
-}
-
-variable "managed_redis_version" {
-  description = "Redis engine version of the ElastiCache replication group (its major version names the parameter group family)."
-  type        = string
-  default     = "7.1"
 
   validation {
-    condition     = can(regex("^[0-9]+\\.[0-9x]+$", var.managed_redis_version))
-    error_message = "managed_redis_version must look like 7.1."
+    condition     = var.managed_kafka_password_version >= 1 && floor(var.managed_kafka_password_version) == var.managed_kafka_password_version
+    error_message = "managed_kafka_password_version must be a whole number >= 1."
   }
 }
 
@@ -424,24 +474,11 @@ variable "managed_redis_parameter_group" {
   description = "An existing ElastiCache parameter group (with maxmemory-policy noeviction); null = the module creates one."
   type        = string
   default     = null
-}
-
-variable "managed_redis_auth_token" {
-  description = "AUTH token of the managed Redis (16-128 printable ASCII characters, no @, \" or /). The ckbpool deploy generates it into secrets/ and passes it as TF_VAR_managed_redis_auth_token, never in a tfvars file."
-  type        = string
-  default     = null
-  sensitive   = true
 
   validation {
-    condition     = var.managed_redis_auth_token == null || can(regex("^[!#-.0-?A-~]{16,128}$", coalesce(var.managed_redis_auth_token, "x")))
-    error_message = "managed_redis_auth_token must be 16-128 printable ASCII characters without spaces, @, \" or /."
+    condition     = var.managed_redis_parameter_group == null || can(regex("^[A-Za-z][A-Za-z0-9.-]{0,254}$", coalesce(var.managed_redis_parameter_group, "x")))
+    error_message = "managed_redis_parameter_group must be an ElastiCache parameter group name."
   }
-}
-
-variable "managed_postgres_version" {
-  description = "PostgreSQL major (or major.minor) version of the RDS instance."
-  type        = string
-  default     = "16"
 }
 
 variable "managed_postgres_instance_class" {
@@ -455,25 +492,8 @@ variable "managed_postgres_instance_class" {
   }
 }
 
-variable "managed_postgres_storage_gb" {
-  description = "Allocated storage (GB) of the RDS instance; it may grow to four times this on its own."
-  type        = number
-  default     = 20
-
-  validation {
-    condition     = var.managed_postgres_storage_gb >= 20 && var.managed_postgres_storage_gb <= 16384
-    error_message = "managed_postgres_storage_gb must be between 20 and 16384."
-  }
-}
-
 variable "managed_postgres_multi_az" {
   description = "A standby RDS instance in a second zone."
-  type        = bool
-  default     = true
-}
-
-variable "managed_deletion_protection" {
-  description = "Deletion protection of the RDS ledger (and a final snapshot when it is destroyed). Turn off only for throwaway deployments."
   type        = bool
   default     = true
 }
