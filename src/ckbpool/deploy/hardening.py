@@ -9,8 +9,9 @@ and its ``wiring`` macro writes what :func:`for_service` returns into each servi
   process above what it started with (PostgreSQL's entrypoint drops root with gosu/setpriv, which needs no
   setuid bit: root itself calls setuid).
 * ``read_only: true`` where the image allows it, with a ``tmpfs`` for each path the image still writes outside
-  its volumes and bind mounts. Docker mounts these ``noexec,nosuid,nodev`` unless told otherwise, and their
-  pages count against the service's memory limit; each is capped in size as well.
+  its volumes and bind mounts. Docker mounts these ``noexec,nosuid,nodev`` unless told otherwise, owned by root
+  with mode 0755 (so each names the owner or mode its writer needs: the image's own uid where it is fixed,
+  1777 where it is not), and their pages count against the service's memory limit; each is capped in size.
 * ``mem_limit`` and ``pids_limit`` sized per service (:data:`LIMITS`, with why), overridable per service in
   ``ckbpool.yaml`` (``resources.<service>.memory_mb`` / ``pids``; ``-`` in a name is ``_`` there). A limit is a
   ceiling, not a reservation: the kernel kills the service's biggest process when it goes over (compose then
@@ -63,8 +64,8 @@ if TYPE_CHECKING:
 
 #: every compose service runs with this, whatever else it gets
 NO_NEW_PRIVILEGES = "no-new-privileges:true"
-#: the default ``/tmp`` of a read-only service: scratch space only
-TMP = "/tmp:size=64m"
+#: the default ``/tmp`` of a read-only service: scratch space only, sticky and writable by any user
+TMP = "/tmp:size=64m,mode=1777"
 
 
 @dataclass(frozen=True)
@@ -84,11 +85,15 @@ CONFINEMENT: dict[str, Confinement] = {
     "redis": Confinement(read_only=True),
     "kafka": Confinement(
         read_only=True,
-        tmpfs=("/tmp:size=128m,exec", "/opt/kafka/config:size=8m", "/opt/kafka/logs:size=64m"),
+        tmpfs=(
+            "/tmp:size=128m,mode=1777,exec",
+            "/opt/kafka/config:size=8m,uid=1000,gid=1000,mode=0755",
+            "/opt/kafka/logs:size=64m,uid=1000,gid=1000,mode=0755",
+        ),
     ),
     "postgres": Confinement(
         read_only=True,
-        tmpfs=(TMP, "/var/run/postgresql:size=8m"),
+        tmpfs=(TMP, "/var/run/postgresql:size=8m,uid=999,gid=999,mode=3775"),
         cap_add=("CHOWN", "DAC_READ_SEARCH", "FOWNER", "SETGID", "SETUID"),
     ),
     "payouts": Confinement(read_only=True),
@@ -100,7 +105,7 @@ CONFINEMENT: dict[str, Confinement] = {
     "redis-exporter": Confinement(read_only=True),
     "kafka-exporter": Confinement(read_only=True),
     "postgres-exporter": Confinement(read_only=True),
-    "grafana": Confinement(read_only=True, tmpfs=(TMP, "/var/log/grafana:size=64m")),
+    "grafana": Confinement(read_only=True, tmpfs=(TMP, "/var/log/grafana:size=64m,mode=1777")),
 }
 
 
