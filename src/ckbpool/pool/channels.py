@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 from ..ckb import eaglesong as _eaglesong
 from ..ckb.eaglesong import pow_output
@@ -350,8 +351,9 @@ class JobEntry:
     seen: set[bytes] = field(default_factory=set)
 
 
-@dataclass(frozen=True, slots=True)
-class ShareVerdict:
+class ShareVerdict(NamedTuple):
+    """check_share's answer (a named tuple: one per share, cheaper to make than a frozen dataclass, issue 19)."""
+
     result: ShareResult
     is_block: bool = False
     difficulty: float = 0.0

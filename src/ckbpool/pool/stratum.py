@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import json
 import logging
@@ -382,8 +381,18 @@ class MinerSession:
             frames = self.plain.feed(data)
         if not self.bucket.take(len(frames)):
             raise Flooding(f"more than {self.bucket.rate:.0f} messages/s")
+        conn = self.conn
+        # a standard share (the bulk of what a pool reads) skips the generic decode and dispatch: same event
+        share_event = conn.receive_standard_share if self.noise is not None else None
         for frame in frames:
-            for event in self.conn.receive_frame(frame):
+            if share_event is not None:
+                event = share_event(frame)  # type: ignore[arg-type]  # Noise yields bytes
+                if event is not None:
+                    self.handle(event)
+                    if self.closed:
+                        return
+                    continue
+            for event in conn.receive_frame(frame):
                 self.handle(event)
                 if self.closed:
                     return
@@ -1013,7 +1022,7 @@ class StratumServer:
                 # is credited at it: crediting every grace-window share at the easier target would pay a miner
                 # already on the harder target less than it proved (docs/sv2-ckb.md section 12)
                 share_target = channel.target
-                verdict = dataclasses.replace(verdict, difficulty=target_to_share_difficulty(share_target))
+                verdict = verdict._replace(difficulty=target_to_share_difficulty(share_target))
             work = TWO_256 / share_target
             self._tally_work += work
             self._tally_difficulty += verdict.difficulty

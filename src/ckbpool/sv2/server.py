@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -157,6 +158,13 @@ _Sender = Callable[["ServerConnection", Any], None]
 _OpenRequest = OpenStandardMiningChannel | OpenExtendedMiningChannel
 
 
+# receive_standard_share: the frame of a SubmitSharesStandard with its fixed 24-byte payload (extension 0, with or
+# without the channel-message bit, which decode_frame_bytes ignores too)
+_SHARE_STD_FRAME = HEADER_SIZE + 24
+_SHARE_STD_HEADERS = frozenset(bytes([0, flag, SubmitSharesStandard.MSG_TYPE, 24, 0, 0]) for flag in (0x00, 0x80))
+_SHARE_STD_UNPACK = struct.Struct("<6I").unpack_from
+
+
 class ServerConnection(Connection):
     """Pool side of one connection.
 
@@ -198,6 +206,7 @@ class ServerConnection(Connection):
         self.pending_requests: dict[int, _OpenRequest] = {}
         self._future_jobs: dict[int, set[int]] = {}
         self._group_extranonce: dict[int, int] = {}
+
     @property
     def requires_standard_jobs(self) -> bool:
         """The client set REQUIRES_STANDARD_JOBS: it can only take NewMiningJob."""
@@ -298,6 +307,21 @@ class ServerConnection(Connection):
         if channel is None or channel.kind is not ChannelKind.STANDARD:
             return [self._reject_share(msg, ERROR_INVALID_CHANNEL_ID)]
         return [ShareSubmitted(channel, msg)]
+
+    def receive_standard_share(self, frame: bytes) -> Event | None:
+        """``receive_frame`` for the commonest frame a pool reads, a 24-byte SubmitSharesStandard, as one event
+        (ShareSubmitted, or Rejected for a channel that is not an open standard one); None for any other frame
+        or state, which then goes through ``receive_frame``. Same result, without the generic decode and
+        dispatch and the event list (issue 19: per-share Python work)."""
+        if len(frame) != _SHARE_STD_FRAME or frame[:HEADER_SIZE] not in _SHARE_STD_HEADERS:
+            return None
+        if self.state is not ConnectionState.CONNECTED:
+            return None
+        msg = SubmitSharesStandard(*_SHARE_STD_UNPACK(frame, HEADER_SIZE))
+        channel = self.channels.get(msg.channel_id)
+        if channel is None or channel.kind is not ChannelKind.STANDARD:
+            return self._reject_share(msg, ERROR_INVALID_CHANNEL_ID)
+        return ShareSubmitted(channel, msg)
 
     def _on_submit_extended(self, msg: SubmitSharesExtended) -> list[Event]:
         channel = self.channels.get(msg.channel_id)
@@ -557,7 +581,6 @@ class ServerConnection(Connection):
         self._future_jobs.pop(channel_id, None)
         self._group_extranonce.pop(channel_id, None)
 
-
     def _no_check(self, msg: Message) -> None:
         del msg
 
@@ -627,5 +650,3 @@ class PreparedJobMessage:
             check = ServerConnection._check_prev_hash
         future = not isinstance(message, SetNewPrevHash) and message.min_ntime is None
         return cls(type(message).__name__, encode_message(message), message.job_id, future, check)
-
-
