@@ -90,29 +90,40 @@ def test_three_hosts_each_run_their_services_and_find_the_others(project: Path) 
         h: host_plan(cfg, placement, h, install_dir="/opt/ckbpool/hf", controller_secrets_dir=paths.secrets_dir)
         for h in ADDRESSES
     }
-    assert plans["node-1"].services == ["ckb", "node-exporter"]
+    # the node's RPC crosses hosts: its filter runs beside it
+    assert plans["node-1"].services == ["ckb", "rpc-filter", "node-exporter"]
     assert plans["data-1"].services == ["redis", "kafka", "node-exporter", "redis-exporter", "kafka-exporter"]
     assert plans["pool-1"].services == ["pool", "prometheus", "node-exporter", "grafana"]
-    # secrets: only what the services read
-    assert plans["node-1"].secrets == []
-    assert plans["data-1"].secrets == ["redis.password", "redis-auth.conf", "redis-exporter.json"]
-    assert "pool-static.key" in plans["pool-1"].secrets and "redis-auth.conf" not in plans["pool-1"].secrets
-    # the pool reaches the node, Redis and Kafka on their private addresses and host ports
+    # secrets: only what the services read (the broker's keystore and SCRAM users only on its host, the pool's
+    # own Kafka password only on the pool's, the token on both ends of the filter's hop)
+    assert plans["node-1"].secrets == ["tls-rpc-filter.pem", "rpc-filter.token"]
+    assert plans["data-1"].secrets == [
+        "redis.password", "redis-exporter.json", "redis-users.acl", "kafka-ca.pem", "kafka-broker-kafka.pem",
+        "kafka-scram.args", "tls-redis.pem", "kafka-exporter.password",
+    ]  # fmt: skip
+    assert set(plans["pool-1"].secrets) >= {"pool-static.key", "kafka-ca.pem", "rpc-filter.token",
+                                            "kafka-jobmaker-stratum-blockmaker-accounting.password"}  # fmt: skip
+    assert not {"redis-users.acl", "kafka-admin.password", "kafka-scram.args"} & set(plans["pool-1"].secrets)
+    # the pool reaches the node (its filter), Redis and Kafka on their private addresses, over TLS
     pool = tomllib.loads(plans["pool-1"].files["compose/pool/pool.toml"])
-    assert pool["node"]["rpc_url"] == f"http://10.231.0.1:{cfg.ports.node_rpc}"
-    assert pool["node"]["subscribe_address"] == f"10.231.0.1:{cfg.ports.node_tcp_rpc}"
-    assert pool["redis"]["url"] == f"redis://10.231.0.2:{cfg.ports.redis}/0"
-    assert pool["bus"]["url"].startswith(f"kafka://10.231.0.2:{cfg.ports.kafka}?")
+    assert pool["node"]["rpc_url"] == f"https://10.231.0.1:{cfg.ports.node_rpc_filter}"
+    assert pool["node"]["subscribe_address"] == f"10.231.0.1:{cfg.ports.node_tcp_rpc_filter}"
+    assert pool["node"]["token_file"] == "/run/secrets/rpc_filter_token"
+    assert pool["redis"]["url"] == f"rediss://10.231.0.2:{cfg.ports.redis}/0" and pool["redis"]["username"] == "pool"
+    bus = urlsplit(pool["bus"]["url"])
+    assert (bus.scheme, bus.netloc) == ("kafka", f"10.231.0.2:{cfg.ports.kafka}")
+    assert "security_protocol=SASL_SSL" in bus.query and "create_topics=0" in bus.query
     assert set(pool["roles"]) == {"jobmaker", "stratum", "blockmaker", "accounting"}
-    # Kafka advertises the address its remote clients can reach
+    # Kafka advertises the address its remote clients can reach, on its SASL_SSL listener
     data = yaml.safe_load(plans["data-1"].files["compose/compose.yaml"])
-    kafka_env = data["services"]["kafka"]["environment"]
-    assert kafka_env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://10.231.0.2:{cfg.ports.kafka}"
+    props = plans["data-1"].files["compose/kafka/server.properties"]
+    assert f"advertised.listeners=CLIENT://10.231.0.2:{cfg.ports.kafka},INTERNAL://kafka:9094" in props
+    assert data["services"]["kafka"]["volumes"][0] == "./kafka/server.properties:/etc/kafka/server.properties:ro"
     # published: exactly what a peer needs, on the private address (plus what the single stack publishes)
     published = {h: {(p["address"], p["port"]) for p in plan.published} for h, plan in plans.items()}
     p = cfg.ports
     assert published["node-1"] == {
-        ("127.0.0.1", p.node_rpc), ("10.231.0.1", p.node_rpc), ("10.231.0.1", p.node_tcp_rpc),
+        ("127.0.0.1", p.node_rpc), ("10.231.0.1", p.node_rpc_filter), ("10.231.0.1", p.node_tcp_rpc_filter),
         ("10.231.0.1", p.node_metrics), ("10.231.0.1", p.node_exporter),
     }  # fmt: skip
     assert published["data-1"] == {
@@ -136,7 +147,8 @@ def test_three_hosts_each_run_their_services_and_find_the_others(project: Path) 
     assert rules[p.redis]["sources"] == ["10.231.0.3"] and rules[p.kafka]["sources"] == ["10.231.0.3"]
     assert rules[p.redis_exporter]["sources"] == ["10.231.0.3"]
     node_rules = {r["port"]: r for r in plans["node-1"].firewall}
-    assert node_rules[p.node_rpc]["sources"] == ["10.231.0.3"]
+    assert node_rules[p.node_rpc_filter]["sources"] == ["10.231.0.3"]
+    assert node_rules.get(p.node_rpc, {"sources": []})["sources"] == []  # the node's own RPC: no peer
 
 
 def test_kafka_exporter_switched_off_leaves_no_service_port_or_scrape_job(project: Path) -> None:
@@ -292,8 +304,8 @@ def test_compose_stack_wires_only_the_services_it_holds(project: Path) -> None:
     assert part["services"]["redis"]["networks"] == ["backend", "edge"]
     assert [p["key"] for p in part["services"]["pool"]["ports"]] == ["stratum", "web", "pool_http"]  # already there
     assert part["volumes"] == ["grafana-data"]
-    assert part["secrets"] == ["pool_static_key", "pool_certificate", "redis_password", "redis_auth_conf",
-                               "grafana_admin_password"]  # fmt: skip
+    assert part["secrets"] == ["pool_static_key", "pool_certificate", "redis_password", "grafana_admin_password",
+                               "redis_acl"]  # fmt: skip
     with pytest.raises(ValueError, match="kafka belongs to kafka"):
         compose_stack(cfg, services=["pool"], publish={"kafka": "10.0.0.9"})
     with pytest.raises(ValueError, match="not services of this compose stack: bogus"):
@@ -307,11 +319,14 @@ def test_a_host_stack_is_the_template_with_its_services_volumes_and_secrets(proj
     text = node.files["compose/compose.yaml"]
     # rendered, not re-serialised: the template's anchors and comments stay
     assert "x-logging: &logging" in text and "# JSON-RPC get_tip_block_number" in text
-    assert "# Services of host node-1: ckb, node-exporter (the other services" in text
+    assert "# Services of host node-1: ckb, rpc-filter, node-exporter (the other services" in text
     compose = yaml.safe_load(text)
-    assert list(compose["services"]) == ["ckb", "node-exporter"]
-    assert compose["volumes"] == {"ckb-data": {}} and "secrets" not in compose
+    assert list(compose["services"]) == ["ckb", "rpc-filter", "node-exporter"]
+    assert compose["volumes"] == {"ckb-data": {}}
+    assert set(compose["secrets"]) == {"rpc_filter_tls", "rpc_filter_token"}  # the filter's only
     assert "depends_on" not in compose["services"]["ckb"]
+    assert compose["services"]["rpc-filter"]["command"] == ["rpc-filter", "run", "-c", "/etc/ckbpool/rpc-filter.toml"]
+    assert "compose/pool/rpc-filter.toml" in node.files
     single = render_files(cfg, paths)["compose/compose.yaml"]
     assert "# Services of host" not in single
 

@@ -44,7 +44,10 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not (BIN / "ansible-playbook").exists():
         pytest.skip("ansible-core is not installed (scripts/ansible-deps.sh)")
     base = tmp_path_factory.mktemp("preflight")
-    result = CliRunner().invoke(app, ["init", "-c", str(base / "ckbpool.yaml"), "-y", "--name", "pf", "--no-miner"])
+    # --kafka: the secured bus's CA and passwords (tests turn btcpool_kafka_enabled on across hosts)
+    result = CliRunner().invoke(
+        app, ["init", "-c", str(base / "ckbpool.yaml"), "-y", "--name", "pf", "--no-miner", "--kafka"]
+    )
     assert result.exit_code == 0, result.stderr
     (base / "inventory.ini").write_text(
         f"[all]\ntesthost ansible_connection=local ansible_python_interpreter={sys.executable}\n"
@@ -241,13 +244,21 @@ def test_three_hosts_are_planned_through_ansible(workdir: Path, tmp_path: Path) 
     )
     assert result.returncode == 0, result.stdout + result.stderr
     plans = {h: json.loads((tmp_path / f"{h}.json").read_text()) for h in ("node-1", "data-1", "pool-1")}
-    assert plans["node-1"]["services"] == ["ckb", "node-exporter"]
+    # the node's RPC reaches pool-1 through its filter; the pool's Kafka and Redis across hosts are secured
+    assert plans["node-1"]["services"] == ["ckb", "rpc-filter", "node-exporter"]
     assert plans["data-1"]["services"] == ["redis", "kafka", "node-exporter", "redis-exporter", "kafka-exporter"]
     assert plans["pool-1"]["services"] == ["pool", "prometheus", "node-exporter"]
     pool_toml = plans["pool-1"]["files"]["compose/pool/pool.toml"]
-    assert 'rpc_url = "http://10.231.0.1:8114"' in pool_toml and 'url = "redis://10.231.0.2:6379/0"' in pool_toml
+    assert 'rpc_url = "https://10.231.0.1:8124"' in pool_toml and 'url = "rediss://10.231.0.2:6379/0"' in pool_toml
+    assert "security_protocol=SASL_SSL" in pool_toml
+    assert plans["data-1"]["kafka_admin"] == {
+        "bootstrap": "10.231.0.2:9092",
+        "processes": [["jobmaker", "stratum", "blockmaker", "accounting"]],
+        "exporter": True,
+    }
     assert "ip saddr { 10.231.0.3 } tcp dport 6379 accept" in plans["data-1"]["firewall"]
-    assert "ip saddr { 10.231.0.3 } tcp dport 8114 accept" in plans["node-1"]["firewall"]
+    assert "ip saddr { 10.231.0.3 } tcp dport 8124 accept" in plans["node-1"]["firewall"]
+    assert "tcp dport 8114 accept" not in plans["node-1"]["firewall"]  # the node's own RPC: this host only
 
 
 def test_three_hosts_without_private_addresses_are_refused_never_planned_on_ansible_host(

@@ -229,7 +229,8 @@ def test_hosts_put_postgres_with_redis_and_open_it_to_the_accounting_host_only(p
     assert (pool.payouts.db_host, pool.payouts.db_port) == ("10.231.0.2", p.postgres)
     assert {sec.POSTGRES_PASSWORD, sec.PAYOUT_WALLET_KEY} <= set(plans["pool-1"].secrets)
     assert sec.POSTGRES_PASSWORD in plans["data-1"].secrets and sec.PAYOUT_WALLET_KEY not in plans["data-1"].secrets
-    assert plans["node-1"].secrets == []
+    # the node's host: only its RPC filter's certificate and token, nothing of the payouts
+    assert plans["node-1"].secrets == ["tls-rpc-filter.pem", "rpc-filter.token"]
     prom = yaml.safe_load(plans["pool-1"].files["compose/prometheus/prometheus.yml"])
     jobs = {job["job_name"]: job["static_configs"][0]["targets"] for job in prom["scrape_configs"]}
     assert jobs["postgres"] == [f"10.231.0.2:{p.postgres_exporter}"]

@@ -30,12 +30,13 @@ from typing import Any
 
 from .. import __version__
 from ..pool.config import IDS_PER_STRATUM_HOST
+from . import secrets as sec
 from .config import POOL_ROLES, DeployConfig, parse_config, private_address_problem
 from .errors import ConfigFileError, DeployError
+from .kafka_security import pool_principal
 from .render import (
     COMPOSE_CONFIG_DIRS,
     COMPOSE_PORTS,
-    COMPOSE_SECRET_FILES,
     INNER,
     PAYOUTS_ROLES,
     PUBLIC_PORTS,
@@ -44,12 +45,17 @@ from .render import (
     build_context,
     compose_context,
     compose_ledger,
+    compose_secret_paths,
     compose_stack,
     default_postgres_hosts,
     environment,
+    kafka_secured,
     page_url,
     payouts_settings,
     render_files,
+    rpc_filter_settings,
+    secure_kafka,
+    secure_stack_secrets,
 )
 from .secrets import required_files
 from .target import Paths
@@ -71,6 +77,7 @@ ROLE_VARS: dict[str, str] = {
     "btcpool_redis_enabled": "services.redis",
     "btcpool_redis_maxmemory_mb": "redis.maxmemory_mb",
     "btcpool_kafka_enabled": "services.kafka",
+    "btcpool_kafka_security": "services.kafka_security",
     "btcpool_proxy_enabled": "services.proxy",
     "btcpool_payouts": "payouts",
     "btcpool_web": "web",
@@ -87,6 +94,8 @@ GROUPS: tuple[str, ...] = ("ckb_node", "pool", *POOL_ROLES, "redis", "kafka", "p
 SINGLE_HOST_GROUPS: tuple[str, ...] = ("ckb_node", "redis", "kafka", "monitoring", "jobmaker", "blockmaker", "postgres")
 #: the compose project of a deployment on a host (the same name as the compose target's)
 SECRETS_SUBDIR = "secrets"
+#: the RPC filter's configuration on the node's host (beside pool.toml: the same image reads both)
+RPC_FILTER_TOML = "compose/pool/rpc-filter.toml"
 
 
 class RoleVarsError(DeployError):
@@ -296,6 +305,55 @@ def serves_web(config: DeployConfig, placement: Placement, host: str) -> bool:
     return config.web.enabled and bool(set(WEB_ROLES) & set(placement.roles.get(host, [])))
 
 
+@dataclass(frozen=True)
+class Crossing:
+    """What crosses hosts, and is therefore secured (issue 18): the bus (TLS + SASL/SCRAM + ACLs), Redis (TLS;
+    its ACL users are on everywhere), the node's RPC (through the RPC filter: TLS, a token, an allowlist)."""
+
+    kafka: bool  # some pool process runs on another host than the broker (or services.kafka_security: always)
+    redis: bool  # some Redis client (pool, payouts) runs on another host than Redis
+    node: bool  # some pool process runs on another host than the node
+
+    @classmethod
+    def of(cls, config: DeployConfig, placement: Placement) -> Crossing:
+        clients = [h for h, rs in placement.roles.items() if set(rs) & set(POOL_ROLES)]
+
+        def elsewhere(role: str, hosts: list[str]) -> bool:
+            provider = placement.first(role)
+            return provider is not None and any(h != provider for h in hosts)
+
+        kafka_remote = config.services.kafka and elsewhere("kafka", clients)
+        return cls(
+            kafka=kafka_secured(config, kafka_remote),
+            redis=config.services.redis and elsewhere("redis", clients),
+            node=elsewhere("ckb_node", clients),
+        )
+
+
+def ensure_host_secrets(config: DeployConfig, placement: Placement, secrets_dir: Path) -> list[str]:
+    """The certificates this placement needs, for the addresses its peers use (the lookup runs this on the
+    controller before rendering; idempotent, under the secrets lock): the broker's keystore, Redis's and the RPC
+    filter's, each naming its host's private address (what clients verify) and its compose service name."""
+    crossing = Crossing.of(config, placement)
+    servers: dict[str, list[str]] = {}
+    kafka_sans: list[str] | None = None
+    if crossing.kafka:
+        kafka_host = placement.first("kafka")
+        assert kafka_host is not None
+        kafka_sans = [placement.addresses[kafka_host], "kafka", "localhost"]
+    if crossing.redis:
+        redis_host = placement.first("redis")
+        assert redis_host is not None
+        servers["redis"] = [placement.addresses[redis_host], "redis", "localhost"]
+    if crossing.node:
+        node_host = placement.first("ckb_node")
+        assert node_host is not None
+        servers["rpc-filter"] = [placement.addresses[node_host], "rpc-filter", "localhost"]
+    if kafka_sans is None and not servers:
+        return []
+    return sec.ensure_server_secrets(secrets_dir, kafka_sans=kafka_sans, servers=servers)
+
+
 def services_on(config: DeployConfig, placement: Placement, host: str) -> list[str]:
     """Compose services that run on ``host`` (in the order of compose.yaml)."""
     roles = placement.roles.get(host, [])
@@ -303,6 +361,8 @@ def services_on(config: DeployConfig, placement: Placement, host: str) -> list[s
     out: list[str] = []
     if "ckb_node" in roles:
         out.append("ckb")
+        if not placement.is_single and Crossing.of(config, placement).node:
+            out.append("rpc-filter")  # what the pools on other hosts reach instead of the node's RPC
     if set(roles) & set(POOL_ROLES):
         out.append("pool")
     if "redis" in roles:
@@ -344,6 +404,9 @@ class HostPlan:
     profiles: list[str] = field(default_factory=list)
     published: list[dict[str, Any]] = field(default_factory=list)  # {port, address, key, service}
     firewall: list[dict[str, Any]] = field(default_factory=list)  # {port, key, sources}
+    # the Kafka host of a secured bus: what the role's controller-side step creates as ``admin`` (topics, ACLs):
+    # {bootstrap, processes (the roles of each pool host), exporter}
+    kafka_admin: dict[str, Any] | None = None
 
 
 def _sha256(text: str) -> str:
@@ -386,8 +449,13 @@ def _consumers(config: DeployConfig, placement: Placement) -> dict[tuple[str, st
                     need[(provider, key)].append(client)
 
     pool = list(POOL_ROLES)
-    add("ckb_node", "node_rpc", pool)
-    add("ckb_node", "node_tcp_rpc", pool)
+    if Crossing.of(config, placement).node:
+        # the pools on other hosts reach the RPC filter; the node's own RPC stays on its host (bind.private)
+        add("ckb_node", "node_rpc_filter", pool)
+        add("ckb_node", "node_tcp_rpc_filter", pool)
+    else:
+        add("ckb_node", "node_rpc", pool)
+        add("ckb_node", "node_tcp_rpc", pool)
     if config.services.redis:
         add("redis", "redis", pool)
     if config.services.kafka:
@@ -445,6 +513,7 @@ def host_plan(
     ctx: dict[str, Any] = {**common, **compose_context(config, host_paths)}
 
     consumers = _consumers(config, placement)
+    kafka_admin: dict[str, Any] | None = None
 
     # -- where this host's services find the others ---------------------------------------------------
     if not placement.is_single:
@@ -454,13 +523,34 @@ def host_plan(
             # each stratum host its own range of server ids: unique extranonce prefixes across hosts and their
             # worker processes, and a Kafka consumer group of its own for templates (stratum-<server_id>)
             pool["server_id"] = 1 + placement.hosts_with("stratum").index(host) * IDS_PER_STRATUM_HOST
-        node_host, node_port = peers.endpoint("ckb_node", "ckb", "node_rpc")
-        tcp_host, tcp_port = peers.endpoint("ckb_node", "ckb", "node_tcp_rpc")
-        pool["rpc_url"] = f"http://{node_host}:{node_port}"
+        crossing = Crossing.of(config, placement)
+        if peers.local("ckb_node") or not crossing.node:
+            node_host, node_port = peers.endpoint("ckb_node", "ckb", "node_rpc")
+            tcp_host, tcp_port = peers.endpoint("ckb_node", "ckb", "node_tcp_rpc")
+            pool["rpc_url"] = f"http://{node_host}:{node_port}"
+        else:
+            # the node on another host: its RPC filter, over TLS with the token (issue 18)
+            node_host, node_port = peers.endpoint("ckb_node", "rpc-filter", "node_rpc_filter")
+            tcp_host, tcp_port = peers.endpoint("ckb_node", "rpc-filter", "node_tcp_rpc_filter")
+            pool["rpc_url"] = f"https://{node_host}:{node_port}"
+            pool["node_tls"] = {"ca_file": "/run/secrets/kafka_ca", "token_file": "/run/secrets/rpc_filter_token"}
         pool["subscribe_address"] = f"{tcp_host}:{tcp_port}"
         if config.services.redis:
             r_host, r_port = peers.endpoint("redis", "redis", "redis")
-            pool["redis_url"] = f"redis://{r_host}:{r_port}/0"
+            if peers.local("redis"):
+                pool["redis_url"] = f"redis://{r_host}:{r_port}/0"
+            else:  # across hosts: TLS, the server checked against the deployment CA
+                pool["redis_url"] = f"rediss://{r_host}:{r_port}/0"
+                pool["redis_tls_ca_file"] = "/run/secrets/kafka_ca"
+            if "redis" in roles and crossing.redis:
+                ctx["redis"] = {
+                    **ctx["redis"],
+                    "tls": {
+                        "port": INNER["redis_tls"],
+                        "keystore": "/run/secrets/redis_tls",
+                        "ca": "/run/secrets/kafka_ca",
+                    },
+                }
         kafka_remote_clients = any(c != placement.first("kafka") for r in POOL_ROLES for c in placement.hosts_with(r))
         if config.services.kafka:
             kafka_host = placement.first("kafka")
@@ -468,11 +558,19 @@ def host_plan(
             # one advertised address for every client: the kafka host's, when any client is elsewhere
             if kafka_remote_clients:
                 k_addr, k_port = placement.addresses[kafka_host], config.ports.kafka
-                ctx["kafka"] = {**ctx["kafka"], "env": {**ctx["kafka"]["env"]}}
-                ctx["kafka"]["env"]["KAFKA_ADVERTISED_LISTENERS"] = f"PLAINTEXT://{k_addr}:{k_port}"
             else:
                 k_addr, k_port = "kafka", INNER["kafka"]
-            pool["bus_url"] = f"kafka://{k_addr}:{k_port}?client_id=pool-{host}&spool_dir=/var/lib/ckbpool/spool"
+            if crossing.kafka:
+                own = [r for r in POOL_ROLES if r in roles]
+                secure_kafka(
+                    ctx, config, advertised=k_addr, port=k_port, principal=pool_principal(own or POOL_ROLES),
+                    exporter="kafka-exporter" in services,
+                )  # fmt: skip
+            else:
+                if kafka_remote_clients:
+                    ctx["kafka"] = {**ctx["kafka"], "env": {**ctx["kafka"]["env"]}}
+                    ctx["kafka"]["env"]["KAFKA_ADVERTISED_LISTENERS"] = f"PLAINTEXT://{k_addr}:{k_port}"
+                pool["bus_url"] = f"kafka://{k_addr}:{k_port}?client_id=pool-{host}&spool_dir=/var/lib/ckbpool/spool"
         if "accounting" in roles and config.runs_postgres:
             db_host, db_port = peers.endpoint("postgres", "postgres", "postgres")
             pool["payouts"] = payouts_settings(
@@ -494,9 +592,27 @@ def host_plan(
         if "monitoring" in roles:
             ctx["prometheus"] = {"jobs": _prometheus_jobs(config, placement, peers)}
         ctx["stack"] = _host_stack(config, placement, host, services, consumers)
+        secure_stack_secrets(
+            ctx["stack"],
+            kafka=crossing.kafka,
+            redis_tls="redis" in roles and crossing.redis,
+            rpc_client=crossing.node and not peers.local("ckb_node"),
+            redis_client_tls=config.services.redis and crossing.redis and not peers.local("redis"),
+        )
+        ctx["compose_secrets"] = compose_secret_paths(host_paths, ctx["secret_files"])
+        if "rpc-filter" in services:
+            ctx["rpc_filter"] = rpc_filter_settings()
+        if crossing.kafka and "kafka" in services:
+            kafka_admin = {
+                "bootstrap": f"{placement.addresses[host]}:{config.ports.kafka}",
+                "processes": [
+                    [r for r in POOL_ROLES if r in rs] for rs in placement.roles.values() if set(rs) & set(POOL_ROLES)
+                ],
+                "exporter": "kafka-exporter" in services,
+            }
 
     # -- files ------------------------------------------------------------------------------------
-    wanted_dirs = {"ckb": "ckb" in services, "pool": "pool" in services or "proxy" in services,
+    wanted_dirs = {"ckb": "ckb" in services, "pool": bool({"pool", "proxy", "rpc-filter"} & set(services)),
                    "redis": "redis" in services, "prometheus": "prometheus" in services,
                    "grafana": "grafana" in services, "kafka": "kafka" in services}  # fmt: skip
     env = environment()
@@ -510,6 +626,9 @@ def host_plan(
         return placement.is_single or wanted_dirs.get(sub, True)
 
     files: dict[str, str] = {p: t for p, t in reference.items() if p not in templated and wanted(p)}
+    filter_toml = env.get_template("rpc-filter.toml.j2").render(ctx) if "rpc-filter" in services else None
+    if filter_toml is not None:
+        files[RPC_FILTER_TOML] = filter_toml  # before compose.yaml: part of the pool directory's config digest
     for path in sorted(templated, key=lambda p: (p == "compose/compose.yaml", list(reference).index(p))):
         if not wanted(path):
             continue
@@ -521,11 +640,14 @@ def host_plan(
             }
         files[path] = env.get_template(templated[path].template).render(ctx)
     files = {p: files[p] for p in reference if p in files}
+    if filter_toml is not None:
+        files[RPC_FILTER_TOML] = filter_toml
 
     plan = HostPlan(host, services, files)
+    plan.kafka_admin = kafka_admin
     plan.profiles = ["core"] + (["monitoring"] if config.monitoring.enabled else [])
     plan.published = _published(ctx["stack"])
-    plan.secrets = [COMPOSE_SECRET_FILES[name] for name in ctx["stack"]["secrets"]]
+    plan.secrets = [ctx["secret_files"][name] for name in ctx["stack"]["secrets"]]
     plan.firewall = _firewall(config, placement, host, plan.published, consumers)
     return plan
 
@@ -581,6 +703,11 @@ def _host_stack(
     # Once pool roles run on other hosts the broker advertises its host's private address, which the exporter
     # beside it dials too: from the internal backend network there is no route to it, so it joins edge.
     stack = compose_stack(config, services=services, host=host, publish=publish, outbound=("kafka-exporter",))
+    crossing = Crossing.of(config, placement)
+    redis = stack["services"].get("redis")
+    if redis is not None and crossing.redis:
+        # what peers reach is Redis's TLS port; the plain one stays on this host's internal network
+        redis["ports"] = [{**p, "inner": INNER["redis_tls"]} if p["key"] == "redis" else p for p in redis["ports"]]
     pool = stack["services"].get("pool")
     if pool is not None and not set(PAYOUTS_ROLES) & set(placement.roles[host]):
         # the wallet key and the ledger's password only where the payouts run

@@ -42,6 +42,47 @@ AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 SCRAM_JAAS = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
 #: a process's roles -> the principal it connects as, when each role runs under its own name
 ROLE_PRINCIPALS: tuple[str, ...] = ("jobmaker", "stratum", "blockmaker", "accounting", "exporter")
+#: the pool roles that use the bus, in the order a combined principal names them
+BUS_ROLES: tuple[str, ...] = ("jobmaker", "stratum", "blockmaker", "accounting")
+EXPORTER_PRINCIPAL = "exporter"
+
+
+def pool_principal(roles: Iterable[str]) -> str:
+    """The principal of a pool process that runs ``roles``: their names joined by ``-`` in :data:`BUS_ROLES`
+    order (``stratum``; ``jobmaker-blockmaker-accounting``; the embedded pool ``jobmaker-stratum-blockmaker-
+    accounting``). One principal per *set of roles*, not per host: two stratum hosts share ``stratum``, and the
+    name says exactly what its ACLs allow."""
+    wanted = set(roles) & set(BUS_ROLES)
+    if not wanted:
+        raise ValueError(f"no pool role that uses the bus in {sorted(roles)}")
+    return "-".join(r for r in BUS_ROLES if r in wanted)
+
+
+def all_principals() -> list[str]:
+    """Every principal a deployment may use: ``admin``, ``exporter`` and one per non-empty set of bus roles (15).
+
+    ``init`` gives each a password and the broker's storage is formatted with all of them, so placing roles on
+    hosts differently later needs no new SCRAM user (a principal without ACLs can authenticate and do nothing:
+    the authorizer denies by default); the ACLs given at deploy time follow the actual placement."""
+    out = [ADMIN_PRINCIPAL, EXPORTER_PRINCIPAL]
+    n = len(BUS_ROLES)
+    for mask in range(1, 1 << n):
+        out.append(pool_principal(BUS_ROLES[i] for i in range(n) if mask >> i & 1))
+    return out
+
+
+def placement_acls(processes: Iterable[Iterable[str]], *, exporter: bool, topic_prefix: str = "") -> list[AclBinding]:
+    """The ACLs of a deployment whose pool processes run these role sets (one per pool host), plus the
+    exporter's when it runs: each process's principal gets exactly the union of its roles' rules."""
+    mapping: dict[str, tuple[str, ...]] = {}
+    for roles in processes:
+        bus = tuple(r for r in BUS_ROLES if r in set(roles))
+        if bus:
+            mapping[pool_principal(bus)] = bus
+    if exporter:
+        mapping[EXPORTER_PRINCIPAL] = ("exporter",)
+    return acl_bindings(mapping, topic_prefix=topic_prefix)
+
 
 ResourceType = Literal["topic", "group", "cluster"]
 PatternType = Literal["literal", "prefixed"]
@@ -256,3 +297,97 @@ async def apply_acls(admin_url: str, bindings: Iterable[AclBinding]) -> int:
     finally:
         await admin.close()
     return sent
+
+
+async def setup_bus(admin_url: str, bindings: Sequence[AclBinding], *, timeout: float = 180.0) -> tuple[int, int]:
+    """Deploy time, as ``admin``: wait (bounded by ``timeout``) for the broker to take the admin's connection,
+    create the bus's missing topics as the pool's own bus would (:meth:`ckbpool.bus.kafka.KafkaBus.ensure_topics`:
+    the pool processes may not, no principal but ``admin`` has CREATE) and the ACLs. Returns (topics created,
+    ACLs sent). Kafka keeps one copy of an identical binding, so this is idempotent."""
+    import asyncio
+    import time
+
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from ..bus.base import BusError
+    from ..bus.kafka import MAX_MESSAGE_BYTES, KafkaBusConfig
+
+    config = KafkaBusConfig.from_url(admin_url)
+    deadline = time.monotonic() + timeout
+    while True:
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=config.bootstrap_servers,
+            client_id=f"{config.client_id}-topics",
+            request_timeout_ms=config.request_timeout_ms,
+            **config.client_security(),
+        )
+        try:
+            await admin.start()
+            try:
+                existing = set(await admin.list_topics())
+                wanted = [
+                    NewTopic(
+                        config.topic_name(topic),
+                        config.partitions.get(topic, 1),
+                        config.replication_factor,
+                        topic_configs={"max.message.bytes": str(MAX_MESSAGE_BYTES)},
+                    )
+                    for topic in Topic
+                    if config.topic_name(topic) not in existing
+                ]
+                if wanted:
+                    response = await admin.create_topics(wanted)
+                    for name, code, *rest in response.topic_errors:
+                        if code not in (0, 36):  # 36: TOPIC_ALREADY_EXISTS
+                            raise BusError(f"creating Kafka topic {name} failed: error {code} {rest}")
+            finally:
+                await admin.close()
+            break
+        except BusError:
+            raise
+        except Exception as exc:  # the broker still starting (any client error): retried until the deadline
+            if time.monotonic() > deadline:
+                raise BusError(f"Kafka did not take the admin's connection within {timeout:.0f}s: {exc!r}") from None
+            await asyncio.sleep(3)
+    return len(wanted), await apply_acls(admin_url, bindings)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ckbpool.deploy.kafka_security apply --bootstrap H:P --secrets-dir D --process ROLES ...``:
+    what the Ansible role runs on the controller once Kafka is up (topics and ACLs through the admin API, as
+    ``admin``, whose password never leaves the controller). Prints one line: ``topics created N, acls M``."""
+    import argparse
+    import asyncio
+    from pathlib import Path
+
+    from . import pki
+
+    parser = argparse.ArgumentParser(prog="python -m ckbpool.deploy.kafka_security")
+    sub = parser.add_subparsers(dest="command", required=True)
+    apply = sub.add_parser("apply", help="create the bus topics and the ACLs of the given pool processes")
+    apply.add_argument("--bootstrap", required=True, help="host:port of the broker's CLIENT listener")
+    apply.add_argument("--secrets-dir", required=True, type=Path)
+    apply.add_argument("--process", action="append", default=[], help="roles of one pool process, comma-separated")
+    apply.add_argument("--exporter", action="store_true", help="the Kafka exporter runs: give it its ACLs")
+    apply.add_argument("--topic-prefix", default="")
+    apply.add_argument("--timeout", type=float, default=180.0)
+    args = parser.parse_args(argv)
+    secrets_dir: Path = args.secrets_dir
+    url = client_url(
+        args.bootstrap,
+        ADMIN_PRINCIPAL,
+        password_file=str(secrets_dir / pki.password_file(ADMIN_PRINCIPAL)),
+        ca_file=str(secrets_dir / pki.KAFKA_CA_CERT),
+        client_id="ckbpool-deploy",
+        **({"topic_prefix": args.topic_prefix} if args.topic_prefix else {}),
+    )
+    bindings = placement_acls(
+        [p.split(",") for p in args.process], exporter=args.exporter, topic_prefix=args.topic_prefix
+    )
+    created, sent = asyncio.run(setup_bus(url, bindings, timeout=args.timeout))
+    print(f"topics created {created}, acls {sent}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised by the hosts e2e through the role
+    raise SystemExit(_main())

@@ -27,13 +27,15 @@ no password has to be written into ``server.properties``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import ipaddress
 import os
 import re
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +87,19 @@ def _write_private(path: Path, data: bytes) -> None:
 def _prepare(secrets_dir: Path) -> None:
     secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(secrets_dir, 0o700)
+
+
+@contextlib.contextmanager
+def secrets_lock(secrets_dir: Path) -> Iterator[None]:
+    """Hold ``secrets_dir/.lock`` (flock) while creating files: the Ansible role renders each host in its own
+    worker process, and two of them issuing the same CA or keystore at once would leave two that do not match."""
+    _prepare(secrets_dir)
+    fd = os.open(secrets_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def _now() -> dt.datetime:
@@ -175,6 +190,30 @@ def ensure_ca(secrets_dir: Path, *, name: str = "ckbpool", days: int = CA_DAYS) 
 def _issue_broker(secrets_dir: Path, broker: str, sans: Sequence[str], days: int) -> None:
     if not sans:
         raise SecretsError(f"Kafka broker {broker}: give at least one host name or address for its certificate")
+    _issue_server(secrets_dir, broker_keystore_file(broker), BROKER_CN, sans, days)
+
+
+def server_keystore_file(service: str) -> str:
+    """The keystore of another TLS server of the deployment CA (Redis, the node's RPC filter)."""
+    return f"tls-{_checked(service, 'service')}.pem"
+
+
+def ensure_server_keystore(
+    secrets_dir: Path, service: str, sans: Sequence[str], *, days: int = BROKER_CERT_DAYS
+) -> bool:
+    """``tls-<service>.pem`` (key, certificate, CA: what Redis's ``tls-cert-file``/``tls-key-file`` and Python's
+    ``load_cert_chain`` both read from one file) signed by the deployment CA for ``sans``. Issued when missing or
+    when a SAN asked for now is not in it (the deployment gained an address); True if it was."""
+    if not sans:
+        raise SecretsError(f"TLS server {service}: give at least one host name or address for its certificate")
+    path = secrets_dir / server_keystore_file(service)
+    if path.exists() and set(sans) <= set(_broker_sans(x509.load_pem_x509_certificates(path.read_bytes())[0])):
+        return False
+    _issue_server(secrets_dir, path.name, service, sans, days)
+    return True
+
+
+def _issue_server(secrets_dir: Path, file: str, cn: str, sans: Sequence[str], days: int) -> None:
     ca_key, ca_cert = load_ca(secrets_dir)
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = []
@@ -187,8 +226,8 @@ def _issue_broker(secrets_dir: Path, broker: str, sans: Sequence[str], days: int
     not_after = min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
     cert = (
         x509.CertificateBuilder()
-        # the DN is just CN=kafka-broker: the broker settings map it to the principal User:kafka-broker
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, BROKER_CN)]))
+        # the DN is just CN=<cn>: for brokers CN=kafka-broker, which the broker settings map to User:kafka-broker
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -203,7 +242,7 @@ def _issue_broker(secrets_dir: Path, broker: str, sans: Sequence[str], days: int
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    _write_private(secrets_dir / broker_keystore_file(broker), _key_pem(key) + _cert_pem(cert) + _cert_pem(ca_cert))
+    _write_private(secrets_dir / file, _key_pem(key) + _cert_pem(cert) + _cert_pem(ca_cert))
 
 
 def broker_certificate(secrets_dir: Path, broker: str) -> x509.Certificate:
@@ -296,6 +335,27 @@ def generate_kafka_secrets(
             _write_private(path, (new_password() + "\n").encode())
             created.append(path.name)
     return created
+
+
+KAFKA_SCRAM_ARGS = "kafka-scram.args"
+
+
+def ensure_scram_format_file(secrets_dir: Path, principals: Iterable[str]) -> bool:
+    """``kafka-scram.args``: the ``--add-scram`` arguments of ``kafka-storage.sh format`` for ``principals``
+    (salted credentials, :func:`scram_format_argument`), one line the broker's container reads at its first
+    start. Written when missing only (its salts are random: rewriting it would restart the broker for nothing;
+    the storage is formatted once anyway -- later password changes go through ``kafka-configs.sh``)."""
+    path = secrets_dir / KAFKA_SCRAM_ARGS
+    if path.exists():
+        return False
+    args: list[str] = []
+    for principal in sorted(set(principals)):
+        args += [
+            "--add-scram",
+            scram_format_argument(principal, scram_credential(read_password(secrets_dir, principal))),
+        ]
+    _write_private(path, (" ".join(args) + "\n").encode())
+    return True
 
 
 def rotate_passwords(secrets_dir: Path, principals: Iterable[str]) -> list[str]:

@@ -41,10 +41,13 @@ from ..ckb.node import POOL_RPC_MODULES
 from ..ckb.structures import HASH_TYPE_NAMES
 from ..ckb.target import difficulty_to_target, target_to_compact
 from ..pool.config import ConfigError, load_pool_config
-from . import hardening
+from ..pool.redis_conn import EXPORTER_USER as REDIS_EXPORTER_USER
+from ..pool.redis_conn import POOL_USER as REDIS_POOL_USER
+from . import hardening, pki
 from . import secrets as sec
 from .config import POOL_ROLES, DeployConfig
 from .errors import WorkspaceError
+from .kafka_security import EXPORTER_PRINCIPAL, broker_security_properties, client_url, pool_principal
 from .target import Paths
 
 MANIFEST = "render.json"
@@ -86,7 +89,8 @@ BOOTNODES: dict[str, list[str]] = {
 INNER = {"node_rpc": 8114, "node_tcp_rpc": 18114, "node_p2p": 8115, "node_metrics": 8100, "stratum": 34255,
          "pool_http": 8180, "redis": 6379, "kafka": 9092, "kafka_controller": 9093, "proxy": 3333,
          "proxy_http": 8181, "postgres": 5432, "postgres_exporter": 9187, "web": 8280,
-         "payouts_metrics": 8190}  # fmt: skip
+         "payouts_metrics": 8190, "redis_tls": 6380, "kafka_internal": 9094, "node_rpc_filter": 8124,
+         "node_tcp_rpc_filter": 18124, "rpc_filter_metrics": 8129}  # fmt: skip
 #: compose service -> its directory of rendered config files (bind-mounted read-only)
 COMPOSE_CONFIG_DIRS = {
     "ckb": "ckb",
@@ -107,6 +111,18 @@ COMPOSE_SECRET_FILES = {
     "payout_wallet_key": sec.PAYOUT_WALLET_KEY,
     "web_tls_cert": sec.WEB_TLS_CERT,
     "web_tls_key": sec.WEB_TLS_KEY,
+    # issue 18: Redis's ACL users, the deployment CA and what the secured bus, Redis TLS and the RPC filter read
+    "redis_acl": sec.REDIS_ACL,
+    "kafka_ca": pki.KAFKA_CA_CERT,
+    "kafka_keystore": pki.broker_keystore_file(sec.KAFKA_BROKER),
+    "kafka_scram_args": pki.KAFKA_SCRAM_ARGS,
+    # the pool process's own principal (the compose target's one process runs every role; the hosts target
+    # names each host's file in its context's ``secret_files``)
+    "kafka_password": pki.password_file(pool_principal(POOL_ROLES)),
+    "redis_tls": pki.server_keystore_file("redis"),
+    "rpc_filter_tls": pki.server_keystore_file("rpc-filter"),
+    "rpc_filter_token": sec.RPC_FILTER_TOKEN,
+    "kafka_exporter_password": pki.password_file(EXPORTER_PRINCIPAL),
 }
 #: port key (ckbpool.yaml ports.*) -> (compose service, container port) of every port a compose stack can publish
 COMPOSE_PORTS: dict[str, tuple[str, int]] = {
@@ -128,6 +144,8 @@ COMPOSE_PORTS: dict[str, tuple[str, int]] = {
     "postgres": ("postgres", INNER["postgres"]),
     "postgres_exporter": ("postgres-exporter", INNER["postgres_exporter"]),
     "payouts_metrics": ("payouts", INNER["payouts_metrics"]),
+    "node_rpc_filter": ("rpc-filter", INNER["node_rpc_filter"]),
+    "node_tcp_rpc_filter": ("rpc-filter", INNER["node_tcp_rpc_filter"]),
 }
 #: compose service -> its named volume (declared in compose.yaml only when the service is in the stack)
 COMPOSE_VOLUMES = {
@@ -378,6 +396,9 @@ def local_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
             "bus_url": "memory://",
             "redis_url": f"redis://{priv}:{p.redis}/0" if config.services.redis else None,
             "redis_password_file": str(secrets_dir / sec.REDIS_PASSWORD),
+            "redis_username": REDIS_POOL_USER,
+            "redis_tls_ca_file": None,  # rediss:// (hosts target, Redis on another host): the CA
+            "node_tls": None,  # the RPC filter (hosts target, node on another host): {ca_file, token_file}
             "http_host": priv,
             "http_port": p.pool_http,
             "payouts": payouts,
@@ -386,7 +407,8 @@ def local_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
         "redis": {
             "bind": priv,
             "port": p.redis,
-            "auth_conf": str(secrets_dir / sec.REDIS_AUTH_CONF),
+            "aclfile": str(secrets_dir / sec.REDIS_ACL),
+            "tls": None,
             "dir": str(ws / "data" / "redis"),
             "maxmemory_mb": config.redis.maxmemory_mb,
         },
@@ -423,9 +445,8 @@ def compose_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
     kafka = _kafka_settings(config.name, "", "kafka", INNER["kafka"], INNER["kafka_controller"])
     kafka_env = {"KAFKA_" + k.replace(".", "_").upper(): v for k, v in kafka.items() if k != "cluster.id"}
     kafka_env["CLUSTER_ID"] = kafka["cluster.id"]
-    secrets_needed = set(sec.required_files(config))
     images = config.images.model_dump()
-    return {
+    ctx: dict[str, Any] = {
         "place": "compose",
         "stack": compose_stack(config),
         "ckb": _ckb_ctx(config, listen_host="0.0.0.0", ports=INNER, data_dir="/var/lib/ckb/data"),
@@ -443,6 +464,9 @@ def compose_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
             else "memory://",
             "redis_url": f"redis://redis:{INNER['redis']}/0" if config.services.redis else None,
             "redis_password_file": "/run/secrets/redis_password",
+            "redis_username": REDIS_POOL_USER,
+            "redis_tls_ca_file": None,  # rediss:// (hosts target, Redis on another host): the CA
+            "node_tls": None,  # the RPC filter (hosts target, node on another host): {ca_file, token_file}
             "http_host": "0.0.0.0",
             "http_port": INNER["pool_http"],
             "payouts": payouts_settings(
@@ -464,7 +488,8 @@ def compose_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
         "redis": {
             "bind": "0.0.0.0",
             "port": INNER["redis"],
-            "auth_conf": "/run/secrets/redis_auth_conf",
+            "aclfile": "/run/secrets/redis_acl",
+            "tls": None,  # the hosts target: {port, keystore, ca} when Redis is reached from another host
             "dir": "/data",
             "maxmemory_mb": config.redis.maxmemory_mb,
         },
@@ -477,13 +502,11 @@ def compose_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
             "http_port": INNER["proxy_http"],
         },
         "prometheus": {"jobs": jobs},
-        "kafka": {"settings": kafka, "env": kafka_env},
-        "compose_secrets": {
-            # relative to compose.yaml: the workspace and secrets_dir can move together
-            name: os.path.relpath(paths.secrets_dir / file, paths.workspace / "compose")
-            for name, file in COMPOSE_SECRET_FILES.items()
-            if file in secrets_needed
-        },
+        "kafka": {"settings": kafka, "env": kafka_env, "secure": False},
+        "exporters": {"redis_user": REDIS_EXPORTER_USER, "kafka": None},
+        # compose secret -> file in secrets_dir (the hosts target swaps the pool's Kafka password per host)
+        "secret_files": dict(COMPOSE_SECRET_FILES),
+        "compose_secrets": compose_secret_paths(paths, COMPOSE_SECRET_FILES),
         "compose_env": {
             "COMPOSE_PROJECT_NAME": compose_project(config),
             # read by `docker compose` / `docker-compose` (>= 1.28) from .env: a plain `up` starts this stack
@@ -496,6 +519,126 @@ def compose_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
             },
         },
     }
+    if kafka_secured(config, crosses_hosts=False):
+        # services.kafka_security: always -- the one-host stack's bus secured like a multi-host one
+        secure_kafka(ctx, config, advertised="kafka", port=INNER["kafka"], principal=pool_principal(POOL_ROLES),
+                     exporter=config.monitoring.enabled and config.monitoring.kafka_exporter)  # fmt: skip
+        secure_stack_secrets(ctx["stack"], kafka=True)
+        ctx["compose_secrets"] = compose_secret_paths(paths, ctx["secret_files"])
+    return ctx
+
+
+def add_secrets(stack: dict[str, Any], service: str, names: tuple[str, ...]) -> None:
+    """Give ``service`` of ``stack`` (if it runs there) these compose secrets, declared in the stack's list."""
+    svc = stack["services"].get(service)
+    if svc is None:
+        return
+    svc["secrets"] = [n for n in COMPOSE_SECRET_FILES if n in {*svc["secrets"], *names}]
+    used = {n for s in stack["services"].values() for n in s["secrets"]}
+    stack["secrets"] = [n for n in COMPOSE_SECRET_FILES if n in used]
+
+
+def secure_stack_secrets(
+    stack: dict[str, Any], *, kafka: bool = False, redis_tls: bool = False, rpc_client: bool = False,
+    redis_client_tls: bool = False,
+) -> None:  # fmt: skip
+    """The secrets the secured wiring reads, per service: the broker's keystore, CA and SCRAM users; the pool's
+    Kafka password and the CA; Redis's keystore; the RPC filter's token for its clients (pool, payouts)."""
+    if kafka:
+        add_secrets(stack, "kafka", ("kafka_keystore", "kafka_ca", "kafka_scram_args"))
+        add_secrets(stack, "pool", ("kafka_password", "kafka_ca"))
+        add_secrets(stack, "kafka-exporter", ("kafka_exporter_password", "kafka_ca"))
+    if redis_tls:
+        add_secrets(stack, "redis", ("redis_tls", "kafka_ca"))
+    for client in ("pool", "payouts"):
+        if rpc_client:
+            add_secrets(stack, client, ("rpc_filter_token", "kafka_ca"))
+        if redis_client_tls:
+            add_secrets(stack, client, ("kafka_ca",))
+
+
+def compose_secret_paths(paths: Paths, files: dict[str, str]) -> dict[str, str]:
+    """compose.yaml's ``secrets:`` file of each secret, relative to compose.yaml (the workspace and secrets_dir can
+    move together). The template declares only the secrets its services use (``stack.secrets``)."""
+    return {
+        name: os.path.relpath(paths.secrets_dir / file, paths.workspace / "compose") for name, file in files.items()
+    }
+
+
+#: where the secured broker's files are in its container (compose secrets, the rendered properties, its data)
+KAFKA_SECRET_KEYSTORE = "/run/secrets/kafka_keystore"
+KAFKA_SECRET_CA = "/run/secrets/kafka_ca"
+KAFKA_PROPERTIES = "/etc/kafka/server.properties"
+
+
+def secure_kafka(
+    ctx: dict[str, Any], config: DeployConfig, *, advertised: str, port: int, principal: str, exporter: bool
+) -> None:
+    """Turn ``ctx``'s plaintext bus into the secured one (issue 18; :mod:`ckbpool.deploy.kafka_security`): the
+    broker's server.properties with the CLIENT (SASL_SSL, SCRAM), INTERNAL and CONTROLLER (mutual TLS)
+    listeners, the deny-by-default authorizer, its keystore and the CA as compose secrets; the pool's ``kafka://``
+    URL with its own ``principal``, password file and CA (and ``create_topics=0``: topics are made by the deploy
+    as ``admin``, the only principal with CREATE). ``advertised``:``port`` is where clients reach the CLIENT
+    listener (a host's private address and its published port, or the compose service on one host); controller
+    and inter-broker traffic stays on the compose network under the service name ``kafka``. No password ends up
+    in a rendered file: only ``/run/secrets/...`` paths."""
+    inner = INNER["kafka"]
+    settings = _kafka_settings(config.name, "0.0.0.0", "kafka", inner, INNER["kafka_controller"])
+    cluster_id = settings.pop("cluster.id")
+    settings.update(
+        broker_security_properties(
+            bind_host="0.0.0.0",
+            advertised_host=advertised,
+            client_port=inner,
+            internal_port=INNER["kafka_internal"],
+            controller_port=INNER["kafka_controller"],
+            keystore=KAFKA_SECRET_KEYSTORE,
+            truststore=KAFKA_SECRET_CA,
+        )
+    )
+    settings["advertised.listeners"] = f"CLIENT://{advertised}:{port},INTERNAL://kafka:{INNER['kafka_internal']}"
+    ctx["kafka"] = {
+        "secure": True,
+        "settings": settings,
+        "env": {"CLUSTER_ID": cluster_id},
+        "properties": KAFKA_PROPERTIES,
+    }
+    # in place: callers hold ctx["pool"] and fill in more of it
+    ctx["pool"]["bus_url"] = client_url(
+        f"{advertised}:{port}",
+        principal,
+        password_file="/run/secrets/kafka_password",
+        ca_file=KAFKA_SECRET_CA,
+        client_id=principal,
+        spool_dir="/var/lib/ckbpool/spool",
+        create_topics="0",
+    )
+    ctx["secret_files"] = {**ctx["secret_files"], "kafka_password": pki.password_file(principal)}
+    if exporter:
+        ctx["exporters"] = {**ctx["exporters"], "kafka": {"server": f"{advertised}:{port}"}}
+
+
+def rpc_filter_settings() -> dict[str, Any]:
+    """rpc-filter.toml (:class:`ckbpool.rpcfilter.config.RpcFilterConfig`) of the filter in front of the node on
+    its host: TLS and the token from compose secrets, the node by its compose service name, /metrics on the
+    container's loopback (its healthcheck reads it)."""
+    return {
+        "listen_host": "0.0.0.0",
+        "listen_port": INNER["node_rpc_filter"],
+        "tcp_listen_port": INNER["node_tcp_rpc_filter"],
+        "upstream_url": f"http://ckb:{INNER['node_rpc']}",
+        "upstream_tcp": f"ckb:{INNER['node_tcp_rpc']}",
+        "tls_cert_file": "/run/secrets/rpc_filter_tls",
+        "tls_key_file": "/run/secrets/rpc_filter_tls",
+        "token_file": "/run/secrets/rpc_filter_token",
+        "metrics_host": "127.0.0.1",
+        "metrics_port": INNER["rpc_filter_metrics"],
+    }
+
+
+def kafka_secured(config: DeployConfig, crosses_hosts: bool) -> bool:
+    """Whether the bus runs TLS + SASL + ACLs: always when it crosses hosts, on one host with ``always``."""
+    return config.services.kafka and (crosses_hosts or config.services.kafka_security == "always")
 
 
 def payouts_settings(
@@ -625,7 +768,8 @@ def _compose_services(config: DeployConfig) -> dict[str, dict[str, Any]]:
         ),
     }
     if redis:
-        out["redis"] = service(secrets=("redis_auth_conf", "redis_password"))
+        # the ACL file (users pool and exporter, default off); the pool's password for the healthcheck's ping
+        out["redis"] = service(secrets=("redis_acl", "redis_password"))
     if kafka:
         out["kafka"] = service()
     if postgres:
@@ -641,6 +785,8 @@ def _compose_services(config: DeployConfig) -> dict[str, dict[str, Any]]:
                 "redis_password" if redis else None,
             ),
         )
+    # the node's RPC filter: only the hosts target runs it, on the node's host when pools on other hosts use it
+    out["rpc-filter"] = service(depends_on=("ckb",), secrets=("rpc_filter_tls", "rpc_filter_token"))
     if config.services.proxy:
         out["proxy"] = service(ports=(("proxy", pub), ("proxy_http", priv)), depends_on=("pool",))
     if config.network != "mainnet":
@@ -680,7 +826,7 @@ def compose_stack(
     ``backend`` one is internal), and only the volumes and secrets of those services are declared.
     """
     full = _compose_services(config)
-    keep = list(full) if services is None else [s for s in full if s in services]
+    keep = [s for s in full if s != "rpc-filter"] if services is None else [s for s in full if s in services]
     unknown = sorted(set(services or ()) - set(full))
     if unknown:
         raise ValueError(f"not services of this compose stack: {', '.join(unknown)}")
@@ -1008,7 +1154,10 @@ DATA_DIR_MODE = 0o750
 def compose_data_dirs(config: DeployConfig) -> list[str]:
     """The ``compose/data/<service>`` directories compose.yaml bind-mounts read-write (services run as
     CKBPOOL_UID); the other services keep their data in named volumes, which their image's user owns."""
-    return ["pool", "redis"] if config.services.redis else ["pool"]
+    dirs = ["pool", "redis"] if config.services.redis else ["pool"]
+    if kafka_secured(config, crosses_hosts=False):
+        dirs.append("kafka")  # the secured broker runs as CKBPOOL_UID (it reads secrets): its data is a bind mount
+    return dirs
 
 
 def _own(path: Path, owner: Owner | None) -> None:

@@ -7,9 +7,21 @@ authority.key             the certificate authority's secret (signs pool certifi
 authority.pub             the authority public key miners configure (public, but kept with its secret)
 pool-static.key           the pool's static Noise key
 pool-certificate.hex      the certificate the authority signed for that key
-redis.password            the Redis password (read by the pool through ``redis.password_file``)
-redis-auth.conf           ``requirepass`` line that redis.conf includes (so no rendered file holds it)
-redis-exporter.json       the password map redis_exporter reads (``REDIS_PASSWORD_FILE``)
+redis.password            the password of Redis's ``pool`` ACL user (the pool, payouts and the page log in as
+                          ``pool`` with ``redis.password_file``)
+redis-exporter.password   the password of Redis's read-only ``exporter`` ACL user
+redis-users.acl           Redis's ACL file (``aclfile`` in redis.conf): ``pool``, ``exporter``, ``default``
+                          off (:func:`ckbpool.pool.redis_conn.render_acl`; rewritten from the two passwords)
+redis-auth.conf           ``requirepass`` line (the k8s chart's Redis; compose, hosts and local use the ACL file)
+redis-exporter.json       the password map redis_exporter reads (``REDIS_PASSWORD_FILE``): the exporter's
+kafka-ca.key / .pem       the deployment CA (with ``services.kafka``): Kafka's, Redis's and the RPC filter's
+                          certificates; ``kafka-<principal>.password`` per SCRAM principal, ``kafka-scram.args``
+                          (the salted users the broker's storage is formatted with) -- :mod:`.pki`
+kafka-broker-kafka.pem    the broker's keystore; ``tls-redis.pem`` / ``tls-rpc-filter.pem`` Redis's and the RPC
+                          filter's, when they are reached from another host. Issued for the addresses peers use:
+                          by ``init`` when ckbpool.yaml lists the hosts, else at deploy time
+                          (:func:`ensure_server_secrets`)
+rpc-filter.token          the bearer token the node's RPC filter requires from the pools on other hosts
 grafana-admin.password    Grafana's admin password (``GF_SECURITY_ADMIN_PASSWORD__FILE``)
 payout-wallet.key         the payout wallet's secp256k1 key (with ``payouts.enabled``; block rewards go to
                           its address, and the payout engine pays miners from it)
@@ -34,10 +46,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..ckb.structures import Script
+from ..pool.redis_conn import render_acl
 from ..sv2.certs import Certificate, CertificateError
 from ..sv2.keys import KeyFormatError, Keypair, decode_secret_key, encode_secret_key
+from . import pki
 from .config import DeployConfig
 from .errors import SecretsError
+from .kafka_security import all_principals
 
 AUTHORITY_KEY = "authority.key"
 AUTHORITY_PUB = "authority.pub"
@@ -46,6 +61,11 @@ POOL_CERTIFICATE = "pool-certificate.hex"
 REDIS_PASSWORD = "redis.password"
 REDIS_AUTH_CONF = "redis-auth.conf"
 REDIS_EXPORTER_JSON = "redis-exporter.json"
+REDIS_EXPORTER_PASSWORD = "redis-exporter.password"
+REDIS_ACL = "redis-users.acl"
+RPC_FILTER_TOKEN = "rpc-filter.token"
+#: the broker of a deployment (one KRaft node in this version): its keystore is kafka-broker-kafka.pem
+KAFKA_BROKER = "kafka"
 GRAFANA_ADMIN_PASSWORD = "grafana-admin.password"
 PAYOUT_WALLET_KEY = "payout-wallet.key"
 POSTGRES_PASSWORD = "postgres.password"
@@ -59,9 +79,15 @@ CERTIFICATE_DAYS = 365
 def required_files(config: DeployConfig) -> list[str]:
     files = [AUTHORITY_KEY, AUTHORITY_PUB, POOL_STATIC_KEY, POOL_CERTIFICATE]
     if config.services.redis:
-        files += [REDIS_PASSWORD, REDIS_AUTH_CONF]
+        files += [REDIS_PASSWORD, REDIS_AUTH_CONF, REDIS_EXPORTER_PASSWORD, REDIS_ACL]
         if config.monitoring.enabled:
             files.append(REDIS_EXPORTER_JSON)
+    if config.services.kafka and (len(config.topology.hosts) > 1 or config.services.kafka_security == "always"):
+        # the secured bus (an inventory-only hosts deploy checks these in the role's lookup instead)
+        files += [pki.KAFKA_CA_KEY, pki.KAFKA_CA_CERT, pki.KAFKA_SCRAM_ARGS]
+        files += [pki.password_file(p) for p in all_principals()]
+    if len(config.topology.hosts) > 1:
+        files.append(RPC_FILTER_TOKEN)
     if config.monitoring.enabled and config.monitoring.grafana:
         files.append(GRAFANA_ADMIN_PASSWORD)
     if config.payouts.enabled:
@@ -89,6 +115,47 @@ def _password() -> str:
 
 def redis_host_for_exporter() -> str:
     return "redis://redis:6379"
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="ascii").strip()
+
+
+def kafka_broker_sans(config: DeployConfig) -> list[str] | None:
+    """The names the broker's certificate must carry, as far as ckbpool.yaml knows them: the Kafka host's private
+    address when it lists its hosts (else the deploy adds it from the inventory), the compose service name and
+    localhost (the controller quorum, a client beside the broker). None without Kafka."""
+    if not config.services.kafka:
+        return None
+    sans = ["kafka", "localhost"]
+    hosts = config.topology.hosts
+    if len(hosts) > 1:
+        kafka = next((h for h in hosts if "kafka" in h.expanded_roles), None)
+        if kafka is not None and kafka.private_address:
+            sans.insert(0, kafka.private_address)
+    return sans
+
+
+def ensure_server_secrets(
+    secrets_dir: Path,
+    *,
+    kafka_sans: list[str] | None = None,
+    servers: dict[str, list[str]] | None = None,
+) -> list[str]:
+    """Certificates that depend on where services run (under the secrets lock: the role renders hosts in
+    parallel): the broker keystore for ``kafka_sans``, and ``tls-<service>.pem`` for each of ``servers``
+    (service -> SANs: ``redis``, ``rpc-filter``). Each is issued when missing or lacking a SAN; returns the files
+    created or re-issued. Needs the CA (``init`` with ``services.kafka``, or :func:`ensure_ca` here)."""
+    created: list[str] = []
+    with pki.secrets_lock(secrets_dir):
+        if pki.ensure_ca(secrets_dir):
+            created += [pki.KAFKA_CA_KEY, pki.KAFKA_CA_CERT]
+        if kafka_sans:
+            created += pki.generate_kafka_secrets(secrets_dir, {KAFKA_BROKER: kafka_sans}, ())
+        for service, sans in (servers or {}).items():
+            if pki.ensure_server_keystore(secrets_dir, service, sans):
+                created.append(pki.server_keystore_file(service))
+    return created
 
 
 def generate_secrets(config: DeployConfig, secrets_dir: Path, *, certificate_days: int = CERTIFICATE_DAYS) -> list[str]:
@@ -127,16 +194,35 @@ def generate_secrets(config: DeployConfig, secrets_dir: Path, *, certificate_day
             _issue_certificate(secrets_dir, authority, static, certificate_days)
             created.append(POOL_CERTIFICATE)
     if config.services.redis:
-        if missing(REDIS_PASSWORD):
-            write_private(secrets_dir / REDIS_PASSWORD, _password())
-            created.append(REDIS_PASSWORD)
-        password = (secrets_dir / REDIS_PASSWORD).read_text(encoding="ascii").strip()
-        # derived files are rewritten so they always follow redis.password
-        write_private(secrets_dir / REDIS_AUTH_CONF, f"requirepass {password}")
-        if missing(REDIS_AUTH_CONF):
-            created.append(REDIS_AUTH_CONF)
+        for name in (REDIS_PASSWORD, REDIS_EXPORTER_PASSWORD):
+            if missing(name):
+                write_private(secrets_dir / name, _password())
+                created.append(name)
+        password = _read(secrets_dir / REDIS_PASSWORD)
+        exporter = _read(secrets_dir / REDIS_EXPORTER_PASSWORD)
+        # derived files are rewritten so they always follow the two passwords
+        for name, text in (
+            (REDIS_AUTH_CONF, f"requirepass {password}"),
+            (REDIS_ACL, render_acl(password, exporter)),
+        ):
+            if missing(name):
+                created.append(name)
+            write_private(secrets_dir / name, text)
         if config.monitoring.enabled:
-            write_private(secrets_dir / REDIS_EXPORTER_JSON, json.dumps({redis_host_for_exporter(): password}))
+            write_private(secrets_dir / REDIS_EXPORTER_JSON, json.dumps({redis_host_for_exporter(): exporter}))
+    if config.services.kafka:
+        # the CA and a password per principal, whatever the placement; the broker's keystore when ckbpool.yaml
+        # says where it runs (else the deploy issues it for the inventory's address)
+        with pki.secrets_lock(secrets_dir):
+            created += pki.generate_kafka_secrets(secrets_dir, {}, all_principals(), name=config.name)
+            if pki.ensure_scram_format_file(secrets_dir, all_principals()):
+                created.append(pki.KAFKA_SCRAM_ARGS)
+        sans = kafka_broker_sans(config)
+        if sans is not None and (len(config.topology.hosts) > 1 or config.services.kafka_security == "always"):
+            created += ensure_server_secrets(secrets_dir, kafka_sans=sans)
+    if missing(RPC_FILTER_TOKEN):
+        write_private(secrets_dir / RPC_FILTER_TOKEN, _password())
+        created.append(RPC_FILTER_TOKEN)
     if config.monitoring.enabled and config.monitoring.grafana and missing(GRAFANA_ADMIN_PASSWORD):
         write_private(secrets_dir / GRAFANA_ADMIN_PASSWORD, _password())
         created.append(GRAFANA_ADMIN_PASSWORD)
@@ -179,10 +265,14 @@ def check_secrets(config: DeployConfig, secrets_dir: Path, *, now: float | None 
     warnings: list[str] = []
     if not secrets_dir.is_dir():
         return SecretsCheck([f"secrets_dir: {secrets_dir} does not exist (run `ckbpool init`)"], [])
+    kafka_passwords = {pki.password_file(p) for p in all_principals()}
+    missing_passwords = 0
     for name in required_files(config):
         path = secrets_dir / name
         if not path.exists():
-            if name in OPERATOR_FILES:
+            if name in kafka_passwords:
+                missing_passwords += 1  # one line for them all, below
+            elif name in OPERATOR_FILES:
                 errors.append(f"secrets_dir: {name} is missing (web.tls: put the page's certificate chain in "
                               f"{WEB_TLS_CERT} and its key in {WEB_TLS_KEY}, mode 0600 -- docs/web.md)")  # fmt: skip
             else:
@@ -191,6 +281,11 @@ def check_secrets(config: DeployConfig, secrets_dir: Path, *, now: float | None 
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
             errors.append(f"secrets_dir: {name} has mode {mode:04o}; secrets must be 0600 (chmod 600 {path})")
+    if missing_passwords:
+        errors.append(
+            f"secrets_dir: {missing_passwords} Kafka principals' passwords (kafka-<principal>.password) are missing "
+            "(run `ckbpool init` to generate them)"
+        )
     if errors:
         return SecretsCheck(errors, warnings)
     try:

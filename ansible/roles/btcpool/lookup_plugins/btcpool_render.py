@@ -15,7 +15,9 @@ description:
   - Returns one dictionary with C(ok); when ok, C(files) (path relative to the install directory -> text),
     C(services), C(profiles), C(secrets) (file names in btcpool_secrets_dir), C(published) (host ports),
     C(firewall) (nftables ruleset text), C(images) (each image the host's services run, with those services,
-    as compose resolves it), C(pool_image) (btcpool_images.pool) and C(ckbpool_version); when not ok,
+    as compose resolves it), C(pool_image) (btcpool_images.pool), C(kafka_admin) (on the broker's host of a
+    secured bus, its bootstrap, processes and exporter, what the controller creates topics and ACLs for) and
+    C(ckbpool_version); when not ok,
     C(problems), one line each,
     naming the btcpool_* variable or inventory group at fault.
 options:
@@ -161,6 +163,9 @@ class LookupModule(LookupBase):
                 config, groups, addresses, fallback={h: ssh.get(h) or h for h in {*ssh, *addresses}}
             )
             secrets_dir = Path(str(self.get_option("secrets_dir"))).expanduser()
+            # the certificates of what crosses hosts (Kafka, Redis, the RPC filter) name the addresses the
+            # inventory gives: issued here on the controller when missing (under a lock: hosts render in parallel)
+            hostfiles.ensure_host_secrets(config, placement, secrets_dir)
             plan = hostfiles.host_plan(
                 config, placement, host, install_dir=str(self.get_option("install_dir")),
                 controller_secrets_dir=secrets_dir,
@@ -198,6 +203,8 @@ class LookupModule(LookupBase):
             pool_http=(
                 {"address": config.bind.private, "port": config.ports.pool_http} if "pool" in plan.services else None
             ),
+            # the Kafka host of a secured bus: topics and ACLs the controller creates as admin (no secret here)
+            kafka_admin=plan.kafka_admin,
         )
         # the files hold `{{ ... }}` of their own (Prometheus alert templates): never template them again
         return [wrap_var(result) if wrap_var else result]
