@@ -257,6 +257,7 @@ class IpcHub(Bus):
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self._latest_template: JobTemplate | None = None
+        self._last_encoded: tuple[Event, bytes] | None = None
         self._closed = False
         self.received = 0
         self.link_errors = 0
@@ -423,13 +424,22 @@ class IpcHub(Bus):
         replay = self._latest_template if topic is Topic.TEMPLATES else None
         return asyncio.create_task(self._pump(writer, sub_id, subscription, replay)), subscription
 
-    @staticmethod
+    def _encoded(self, event: Event) -> bytes:
+        """``event.to_proto()``, once for all the workers it goes to: the in-process bus hands every subscription
+        the same object, and a template (up to ~1 MiB) is what every worker gets at once on a new tip."""
+        last = self._last_encoded
+        if last is not None and last[0] is event:
+            return last[1]
+        data = event.to_proto()
+        self._last_encoded = (event, data)
+        return data
+
     async def _pump(
-        writer: asyncio.StreamWriter, sub_id: int, subscription: Subscription, replay: JobTemplate | None
+        self, writer: asyncio.StreamWriter, sub_id: int, subscription: Subscription, replay: JobTemplate | None
     ) -> None:
         prefix = _SUB.pack(sub_id)
         if replay is not None:
-            writer.write(encode_frame(EVENT, prefix + replay.to_proto()))
+            writer.write(encode_frame(EVENT, prefix + self._encoded(replay)))
         async for event in subscription:
             if (
                 replay is not None
@@ -437,7 +447,7 @@ class IpcHub(Bus):
                 and (event.job_id, event.received_at) == (replay.job_id, replay.received_at)
             ):
                 continue  # the subscription's first event may be the template already replayed
-            writer.write(encode_frame(EVENT, prefix + event.to_proto()))
+            writer.write(encode_frame(EVENT, prefix + self._encoded(event)))
             await writer.drain()
 
 
