@@ -62,7 +62,7 @@ class RecordingTransport:
         return [m for m in self.messages if isinstance(m, kind)]
 
 
-def _server(on_shares: Any) -> tuple[StratumServer, MinerSession, RecordingTransport, int]:
+def _server(on_shares: Any, on_share: Any = None) -> tuple[StratumServer, MinerSession, RecordingTransport, int]:
     config = PoolConfig.model_validate(
         {
             "stratum": {"noise": False},
@@ -76,7 +76,7 @@ def _server(on_shares: Any) -> tuple[StratumServer, MinerSession, RecordingTrans
             },
         }
     )
-    server = StratumServer(config, PoolMetrics(), None, on_shares=on_shares)
+    server = StratumServer(config, PoolMetrics(), None, on_shares=on_shares, on_share=on_share)
     template = json.loads((DATA_DIR / "rfc0031_vector.json").read_text())["template"]
     template["compact_target"] = "0x1a08a97e"
     server.new_job(1, job_from_template(BlockTemplate.from_json(template)))
@@ -140,6 +140,25 @@ async def test_a_failed_hand_over_is_retried_with_the_same_list_and_only_then_an
     _submit(session, channel_id, range(1, 4))
     assert await server.flush_shares(30.0)
     assert attempts == [[1, 2, 3], [1, 2, 3]]
+    assert sum(m.new_submits_accepted_count for m in transport.of(SubmitSharesSuccess)) == 3
+    session.close()
+
+
+async def test_one_share_at_a_time_still_answers_each_only_after_the_bus_took_it() -> None:
+    taken: list[int] = []
+    gate = asyncio.Event()
+
+    async def on_share(share: Share) -> None:
+        await gate.wait()
+        taken.append(share.seq)
+
+    server, session, transport, channel_id = _server(None, on_share)
+    _submit(session, channel_id, range(1, 4))
+    await asyncio.sleep(0)
+    assert not transport.of(SubmitSharesSuccess) and not taken
+    gate.set()
+    assert await server.flush_shares(5.0)
+    assert taken == [1, 2, 3]
     assert sum(m.new_submits_accepted_count for m in transport.of(SubmitSharesSuccess)) == 3
     session.close()
 

@@ -1163,8 +1163,14 @@ class StratumServer:
                 except BaseException:
                     self._share_queue[:0] = batch[index:]
                     raise
-                if item[1] is not None:
-                    self._answer([item])
+                session, channel = item[1], item[2]
+                if (  # as _answer does, without a list per share
+                    session is not None
+                    and channel is not None
+                    and not session.closed
+                    and session.channels.get(channel.info.channel_id) is channel
+                ):
+                    session.ack(channel, item[3], item[4])
 
     async def _flush_batches(self, many: Callable[[list[Share]], Awaitable[None] | None]) -> None:
         while self._share_queue:
