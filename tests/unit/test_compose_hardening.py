@@ -23,7 +23,8 @@ from typer.testing import CliRunner
 
 from ckbpool.cli.app import app
 from ckbpool.deploy import hardening
-from ckbpool.deploy.config import DeployConfig, load_config, parse_config
+from ckbpool.deploy import render as render_mod
+from ckbpool.deploy.config import DeployConfig, Resources, load_config, parse_config
 from ckbpool.deploy.errors import ConfigFileError
 from ckbpool.deploy.render import compose_stack, render_files
 from ckbpool.deploy.target import Paths
@@ -162,6 +163,19 @@ def test_hosts_stacks_carry_the_same_keys(project: tuple[DeployConfig, Paths]) -
     assert set(stack["services"]) == {"redis", "kafka", "postgres"}
     for name, svc in stack["services"].items():
         assert svc["hardening"] == hardening.for_service(name, cfg), name
+
+
+def test_every_service_the_stacks_can_run_is_declared(project: tuple[DeployConfig, Paths]) -> None:
+    """A new compose service must come with its confinement, its limits and a ``resources`` key (render refuses
+    a service without one rather than running it unconfined)."""
+    cfg, _ = project
+    every = set(render_mod._compose_services(cfg))  # this config turns every option on (rpc-filter: hosts target)
+    assert every >= ALL
+    assert every <= set(hardening.CONFINEMENT)
+    for name in hardening.CONFINEMENT:
+        assert name in hardening.LIMITS or name in ("redis", "postgres"), name  # those two are computed
+        assert name.replace("-", "_") in Resources.model_fields, name
+        assert hardening.limits(name, cfg).memory_mb >= 32
 
 
 def test_an_unknown_service_has_no_silent_default(project: tuple[DeployConfig, Paths]) -> None:

@@ -21,9 +21,9 @@ What each image writes, from its contract (docker/local/README.md, which also sa
 
 * ckb (nervos/ckb, uid 1000): the chain, its logs (``log_to_file``) and its lock under ``data_dir`` =
   ``/var/lib/ckb``, the named volume; ``/etc/ckb`` is a read-only bind mount. Read-only root, ``/tmp`` only.
-* pool, payouts, proxy, miner (ckbpool's own image, run as CKBPOOL_UID or the image's 10001): found blocks, the
-  Kafka spool and the SQLite ledger under ``/var/lib/ckbpool`` (bind mount); Python's ``tempfile`` (SQLite's
-  temporary files included) uses ``/tmp``. Read-only root, ``/tmp``.
+* pool, payouts, proxy, rpc-filter, miner (ckbpool's own image, run as CKBPOOL_UID or the image's 10001):
+  found blocks, the Kafka spool and the SQLite ledger under ``/var/lib/ckbpool`` (bind mount); Python's
+  ``tempfile`` (SQLite's temporary files included) uses ``/tmp``. Read-only root, ``/tmp``.
 * redis (``redis-server`` as CKBPOOL_UID, the image's entrypoint not used): AOF and snapshots in ``/data`` (bind
   mount). Read-only root, ``/tmp``.
 * kafka (apache/kafka, appuser 1000): its run script writes the final ``server.properties``, ``log4j2.yaml`` and
