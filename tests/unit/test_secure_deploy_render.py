@@ -119,6 +119,7 @@ def test_the_compose_stack_with_kafka_security_always_holds_no_secret_either(tmp
     assert "listener.security.protocol.map=CLIENT:SASL_SSL,INTERNAL:SSL,CONTROLLER:SSL" in props
     assert "allow.everyone.if.no.acl.found=false" in props
     pool = load_pool_config(data=tomllib.loads(files["compose/pool/pool.toml"]))
+    assert pool.bus.url is not None
     bus = parse_qs(urlsplit(pool.bus.url).query)
     assert bus["security_protocol"] == ["SASL_SSL"] and bus["username"] == [pool_principal(cfg.enabled_roles())]
     assert bus["password_file"] == ["/run/secrets/kafka_password"] and bus["create_topics"] == ["0"]
@@ -140,6 +141,7 @@ def test_every_connection_that_crosses_hosts_is_tls(
         assert pool.node.token_file == Path("/run/secrets/rpc_filter_token")
         assert pool.redis.url == f"rediss://10.9.0.2:{p.redis}/0" and pool.redis.username == "pool"
         assert pool.redis.tls_ca_file == Path("/run/secrets/kafka_ca")
+        assert pool.bus.url is not None
         bus = urlsplit(pool.bus.url)
         query = parse_qs(bus.query)
         assert bus.netloc == f"10.9.0.2:{p.kafka}" and query["security_protocol"] == ["SASL_SSL"]
@@ -254,7 +256,9 @@ def test_one_host_stays_plaintext_inside_its_stack_but_redis_keeps_its_acl_users
     generate_secrets(cfg, paths.secrets_dir)
     files = render_files(cfg, paths)
     pool = load_pool_config(data=tomllib.loads(files["compose/pool/pool.toml"]))
-    assert pool.bus.url.startswith("kafka://kafka:9092?") and "SASL_SSL" not in pool.bus.url  # never leaves the host
+    assert (
+        pool.bus.url is not None and pool.bus.url.startswith("kafka://kafka:9092?") and "SASL_SSL" not in pool.bus.url
+    )  # never leaves the host
     assert pool.redis.username == "pool" and pool.node.rpc_url == "http://ckb:8114"
     compose = yaml.safe_load(files["compose/compose.yaml"])
     assert "rpc-filter" not in compose["services"]
