@@ -98,6 +98,19 @@ def test_read_only_where_declared_with_its_tmpfs(project: tuple[DeployConfig, Pa
     assert {n for n, s in services.items() if s.get("cap_add")} == {"postgres"}
 
 
+def test_secured_kafka_keeps_the_images_config_dir(project: tuple[DeployConfig, Paths]) -> None:
+    """The secured bus (services.kafka_security: always) starts the broker without the run script: nothing
+    writes /opt/kafka/config, whose tools-log4j2.yaml the JVM reads, so no tmpfs hides it; /tmp stays."""
+    cfg, paths = project
+    data = cfg.model_dump(mode="json")
+    data["services"]["kafka_security"] = "always"
+    secured = _services(parse_config(data, "ckbpool.yaml"), paths)["kafka"]
+    assert secured["read_only"] is True
+    assert secured["tmpfs"] == list(hardening.KAFKA_SECURED_TMPFS)
+    assert not any(t.startswith("/opt/kafka/") for t in secured["tmpfs"])
+    assert secured["cap_drop"] == ["ALL"] and secured["user"].startswith("${CKBPOOL_UID:?")
+
+
 def test_secret_readers_still_run_as_the_secrets_owner(project: tuple[DeployConfig, Paths]) -> None:
     services = _services(*project)
     for name in SECRET_READERS:

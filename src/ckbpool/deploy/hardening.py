@@ -32,7 +32,8 @@ What each image writes, from its contract (docker/local/README.md, which also sa
   there is enough); ``kafka-run-class.sh`` makes ``LOG_DIR`` = ``/opt/kafka/logs`` and the broker's GC log goes
   there (``-loggc``, 10 x 100 MB rotation upstream: the tmpfs caps it); the JVM keeps ``hsperfdata`` in
   ``/tmp``, and compression codecs (snappy, zstd, lz4) unpack their JNI library into ``/tmp`` and load it from
-  there, so that ``/tmp`` is mounted ``exec``. The data is the named volume ``/var/lib/kafka/data``.
+  there, so that ``/tmp`` is mounted ``exec``. The data is the named volume ``/var/lib/kafka/data``. The secured
+  bus (issue 18) skips the run script: only ``/tmp`` then (:data:`KAFKA_SECURED_TMPFS`).
 * postgres (postgres:15, starts as root): the entrypoint reads ``POSTGRES_PASSWORD_FILE`` (a 0600 secret of
   CKBPOOL_UID), fixes the modes and owners of ``PGDATA`` (the named volume) and ``/var/run/postgresql``, and
   re-runs itself as postgres (999). Running it as 999 instead would leave the secret unreadable (it is
@@ -66,6 +67,8 @@ if TYPE_CHECKING:
 NO_NEW_PRIVILEGES = "no-new-privileges:true"
 #: the default ``/tmp`` of a read-only service: scratch space only, sticky and writable by any user
 TMP = "/tmp:size=64m,mode=1777"
+#: Kafka's ``/tmp`` (JVM perf data, JNI libraries of the compression codecs: ``exec``)
+KAFKA_TMP = "/tmp:size=128m,mode=1777,exec"
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,7 @@ CONFINEMENT: dict[str, Confinement] = {
     "kafka": Confinement(
         read_only=True,
         tmpfs=(
-            "/tmp:size=128m,mode=1777,exec",
+            KAFKA_TMP,
             "/opt/kafka/config:size=8m,uid=1000,gid=1000,mode=0755",
             "/opt/kafka/logs:size=64m,uid=1000,gid=1000,mode=0755",
         ),
@@ -107,6 +110,11 @@ CONFINEMENT: dict[str, Confinement] = {
     "postgres-exporter": Confinement(read_only=True),
     "grafana": Confinement(read_only=True, tmpfs=(TMP, "/var/log/grafana:size=64m,mode=1777")),
 }
+#: The secured bus (``kafka.secure`` in the template's context, issue 18): the broker is started directly as
+#: CKBPOOL_UID from a rendered, bind-mounted properties file with ``LOG_DIR`` under ``/tmp`` -- the run script
+#: never runs, so nothing writes ``/opt/kafka/config``, and the JVM reads the image's own ``tools-log4j2.yaml``
+#: there: it must not be hidden under an empty tmpfs.
+KAFKA_SECURED_TMPFS: tuple[str, ...] = (KAFKA_TMP,)
 
 
 @dataclass(frozen=True)
@@ -232,7 +240,7 @@ def for_service(name: str, config: DeployConfig) -> dict[str, Any]:
     except KeyError:
         raise ValueError(f"no hardening is defined for compose service {name!r}") from None
     ceiling = limits(name, config)
-    return {
+    out: dict[str, Any] = {
         "read_only": confinement.read_only,
         "tmpfs": list(confinement.tmpfs) if confinement.read_only else [],
         "cap_drop": ["ALL"],
@@ -241,3 +249,7 @@ def for_service(name: str, config: DeployConfig) -> dict[str, Any]:
         "mem_limit": f"{ceiling.memory_mb}m",
         "pids_limit": ceiling.pids,
     }
+    if name == "kafka":
+        # which Kafka runs is the template's choice (``kafka.secure``): the wiring macro takes this one then
+        out["secured_tmpfs"] = list(KAFKA_SECURED_TMPFS)
+    return out
