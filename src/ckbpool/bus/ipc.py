@@ -127,19 +127,20 @@ def decode_frames(buffer: bytearray) -> list[tuple[int, bytes]]:
     return frames
 
 
-#: one share: channel_id, job_id, height, nonce (u128 LE), share_target (u256 LE), share_difficulty, flags
-#: (1 accepted, 2 is_block), timestamp, seq, then the string table indexes of server_id, user, worker, reason
-#: and source, then the length of block_hash (its bytes follow the record)
-_SHARE = struct.Struct(">IQQ16s32sdBdQIIIIIB")
-_STRINGS = struct.Struct(">II")  # string count, share count
+#: one share: channel_id, job_id, height, nonce (u128 LE), share_target (u256 LE), share_difficulty, accepted,
+#: is_block, timestamp, seq, the string table indexes of server_id, user, worker, reason and source, and the
+#: length of its block_hash (the hashes follow all the records, in order: the records stay fixed-size)
+_SHARE = struct.Struct(">IQQ16s32sd??dQIIIIIB")
+_COUNTS = struct.Struct(">II")  # string count, share count
 
 
 def encode_shares(shares: Sequence[Share]) -> bytes:
-    """Shares as one payload: ``u32 strings | u32 shares | (u32 length | UTF-8)* | (record | block_hash)*``."""
+    """Shares as one payload: ``u32 strings | u32 shares | (u32 length | UTF-8)* | record* | block_hash*``."""
     table: dict[str, int] = {}
     ref = table.setdefault
     pack = _SHARE.pack
     records = []
+    hashes = []
     for share in shares:
         block_hash = share.block_hash
         records.append(
@@ -150,7 +151,8 @@ def encode_shares(shares: Sequence[Share]) -> bytes:
                 share.nonce.to_bytes(16, "little"),
                 share.share_target.to_bytes(32, "little"),
                 share.share_difficulty,
-                share.accepted | share.is_block << 1,
+                share.accepted,
+                share.is_block,
                 share.timestamp,
                 share.seq,
                 ref(share.server_id, len(table)),
@@ -162,21 +164,21 @@ def encode_shares(shares: Sequence[Share]) -> bytes:
             )
         )
         if block_hash:
-            records.append(block_hash)
-    parts = [_STRINGS.pack(len(table), len(shares))]
+            hashes.append(block_hash)
+    parts = [_COUNTS.pack(len(table), len(shares))]
     for text in table:  # insertion order: the indexes
         data = text.encode()
         parts.append(_LEN.pack(len(data)))
         parts.append(data)
-    return b"".join(parts + records)
+    return b"".join(parts + records + hashes)
 
 
 def decode_shares(payload: bytes) -> list[Share]:
     """The inverse of :func:`encode_shares`; :class:`FrameError` for a payload that is not one (each Share checks
     its own fields as ever)."""
     try:
-        count, total = _STRINGS.unpack_from(payload, 0)
-        offset = _STRINGS.size
+        count, total = _COUNTS.unpack_from(payload, 0)
+        offset = _COUNTS.size
         strings: list[str] = []
         for _ in range(count):
             (size,) = _LEN.unpack_from(payload, offset)
@@ -185,19 +187,20 @@ def decode_shares(payload: bytes) -> list[Share]:
                 raise FrameError("a string runs past the end of its SHARES frame")
             strings.append(payload[offset : offset + size].decode())
             offset += size
-        unpack = _SHARE.unpack_from
-        step = _SHARE.size
+        end = offset + total * _SHARE.size
+        if end > len(payload):
+            raise FrameError("the share records run past the end of their SHARES frame")
         frombytes = int.from_bytes
         shares = []
-        for _ in range(total):
-            cid, job, height, nonce, target, diff, flags, ts, seq, si, ui, wi, ri, so, hl = unpack(payload, offset)
-            offset += step
+        hashes = end
+        records = _SHARE.iter_unpack(memoryview(payload)[offset:end])
+        for cid, job, height, nonce, target, diff, accepted, block, ts, seq, si, ui, wi, ri, so, hl in records:
             block_hash = b""
             if hl:
-                block_hash = payload[offset : offset + hl]
+                block_hash = payload[hashes : hashes + hl]
                 if len(block_hash) != hl:
                     raise FrameError("a block hash runs past the end of its SHARES frame")
-                offset += hl
+                hashes += hl
             shares.append(
                 Share(
                     strings[si],
@@ -209,9 +212,9 @@ def decode_shares(payload: bytes) -> list[Share]:
                     frombytes(nonce, "little"),
                     frombytes(target, "little"),
                     diff,
-                    bool(flags & 1),
+                    accepted,
                     strings[ri],
-                    bool(flags & 2),
+                    block,
                     block_hash,
                     ts,
                     strings[so],
@@ -220,8 +223,8 @@ def decode_shares(payload: bytes) -> list[Share]:
             )
     except (struct.error, IndexError, UnicodeDecodeError) as exc:
         raise FrameError(f"malformed SHARES frame: {exc}") from exc
-    if offset != len(payload):
-        raise FrameError(f"{len(payload) - offset} bytes after the last share of a SHARES frame")
+    if hashes != len(payload):
+        raise FrameError(f"{len(payload) - hashes} bytes after the last share of a SHARES frame")
     return shares
 
 
