@@ -416,9 +416,12 @@ class ManagedEndpoints(_Strict):
 
     kafka_bootstrap: Annotated[str, Field(pattern=_BOOTSTRAP)] = ""  # SASL/SCRAM + TLS listeners, host:port,...
     kafka_username: Annotated[str, Field(pattern=r"^[A-Za-z0-9._@-]*$", max_length=128)] = ""
+    # MSK's SCRAM is SHA-512; ApsaraMQ for Kafka's is SHA-256
+    kafka_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
     redis: Annotated[str, Field(pattern=_ENDPOINT)] = ""  # the primary's host:port (TLS + AUTH)
     postgres: Annotated[str, Field(pattern=_ENDPOINT)] = ""  # the RDS instance's host:port (TLS)
     postgres_user: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]*$", max_length=63)] = ""
+    postgres_db: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]*$", max_length=63)] = ""
 
 
 class Managed(_Strict):

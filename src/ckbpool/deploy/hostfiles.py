@@ -49,6 +49,7 @@ from .render import (
     compose_stack,
     default_postgres_hosts,
     environment,
+    hosted,
     kafka_secured,
     page_url,
     payouts_settings,
@@ -56,6 +57,7 @@ from .render import (
     rpc_filter_settings,
     secure_kafka,
     secure_stack_secrets,
+    use_managed_endpoints,
 )
 from .secrets import required_files
 from .target import Paths
@@ -87,6 +89,7 @@ ROLE_VARS: dict[str, str] = {
     "btcpool_monitoring_retention": "monitoring.retention",
     "btcpool_monitoring_scrape_interval": "monitoring.scrape_interval",
     "btcpool_images": "images",
+    "btcpool_managed": "managed",
 }
 #: inventory groups the role reads; ``pool`` is the four pool roles together
 GROUPS: tuple[str, ...] = ("ckb_node", "pool", *POOL_ROLES, "redis", "kafka", "proxy", "monitoring", "postgres")
@@ -501,6 +504,7 @@ def host_plan(
     """Everything ``host`` gets. With one host carrying every role, the compose files equal ``ckbpool render``'s."""
     if host not in placement.roles:
         return HostPlan(host, [])
+    config = hosted(config)  # a Kafka / Redis the cloud manages is none of this host's services (issue 20)
     services = services_on(config, placement, host)
     peers = _Peers(config, placement, host)
     roles = placement.roles[host]
@@ -599,6 +603,8 @@ def host_plan(
             rpc_client=crossing.node and not peers.local("ckb_node"),
             redis_client_tls=config.services.redis and crossing.redis and not peers.local("redis"),
         )
+        if config.managed.any:  # this host's own stack: the managed services' endpoints and credentials again
+            use_managed_endpoints(ctx, config)
         ctx["compose_secrets"] = compose_secret_paths(host_paths, ctx["secret_files"])
         if "rpc-filter" in services:
             ctx["rpc_filter"] = rpc_filter_settings()

@@ -123,6 +123,10 @@ COMPOSE_SECRET_FILES = {
     "rpc_filter_tls": pki.server_keystore_file("rpc-filter"),
     "rpc_filter_token": sec.RPC_FILTER_TOKEN,
     "kafka_exporter_password": pki.password_file(EXPORTER_PRINCIPAL),
+    # issue 20: the credentials of the cloud's managed Kafka / Redis / PostgreSQL (the aws / alicloud targets)
+    "managed_kafka_password": "managed-kafka.password",
+    "managed_redis_token": "managed-redis.token",
+    "managed_postgres_password": "managed-postgres.password",
 }
 #: port key (ckbpool.yaml ports.*) -> (compose service, container port) of every port a compose stack can publish
 COMPOSE_PORTS: dict[str, tuple[str, int]] = {
@@ -425,6 +429,7 @@ def local_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
 
 
 def compose_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
+    config = hosted(config)
     roles = list(POOL_ROLES)
     jobs = [
         {"name": "prometheus", "targets": ["localhost:9090"], "path": None},
@@ -525,7 +530,77 @@ def compose_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
                      exporter=config.monitoring.enabled and config.monitoring.kafka_exporter)  # fmt: skip
         secure_stack_secrets(ctx["stack"], kafka=True)
         ctx["compose_secrets"] = compose_secret_paths(paths, ctx["secret_files"])
+    if config.managed.any:
+        use_managed_endpoints(ctx, config)
+        ctx["compose_secrets"] = compose_secret_paths(paths, ctx["secret_files"])
     return ctx
+
+
+def hosted(config: DeployConfig) -> DeployConfig:
+    """``config`` as the stacks on the hosts see it: a Kafka or Redis the cloud manages (``managed``, issue 20) is
+    none of their services -- no container, no exporter, no published port, no firewall opening -- so the
+    builders below, which decide all that from ``services``, are handed a view with it off.
+    :func:`use_managed_endpoints` then points the pool at the managed one."""
+    m = config.managed
+    if not (m.kafka or m.redis):
+        return config
+    services = config.services.model_copy(
+        update={"kafka": config.services.kafka and not m.kafka, "redis": config.services.redis and not m.redis}
+    )
+    return config.model_copy(update={"services": services})
+
+
+#: where the pool finds a managed service's credential in its container (compose secrets)
+MANAGED_SECRET_MOUNTS = {
+    "kafka": "/run/secrets/managed_kafka_password",
+    "redis": "/run/secrets/managed_redis_token",
+    "postgres": "/run/secrets/managed_postgres_password",
+}
+
+
+def use_managed_endpoints(ctx: dict[str, Any], config: DeployConfig) -> None:
+    """Point a compose/host context's pool (and payout engine) at the cloud's managed services (issue 20).
+
+    The endpoints come from ``managed.endpoints`` (the cloud targets fill them from Terraform's outputs); each
+    credential is a file in ``secrets_dir`` the cloud target wrote (mode 0600), mounted as a compose secret. Kafka:
+    SASL/SCRAM over TLS, the server checked against the system CAs (MSK's certificates are public ones). Redis:
+    ``rediss://`` with the AUTH token as the default user's password. PostgreSQL: the ledger's host, user and
+    password file (libpq negotiates TLS, which RDS requires). A service whose endpoint is still unknown (a render
+    before the first deploy) keeps the hosted view's setting."""
+    m, e, pool = config.managed, config.managed.endpoints, ctx["pool"]
+    stack = ctx["stack"]
+    if m.kafka and e.kafka_bootstrap:
+        pool["bus_url"] = (
+            f"kafka://{e.kafka_bootstrap}?client_id=pool&spool_dir=/var/lib/ckbpool/spool"
+            f"&security_protocol=SASL_SSL&sasl_mechanism={e.kafka_mechanism}&username={e.kafka_username}"
+            f"&password_file={MANAGED_SECRET_MOUNTS['kafka']}"
+        )
+        add_secrets(stack, "pool", ("managed_kafka_password",))
+    if m.redis and e.redis:
+        pool["redis_url"] = f"rediss://{e.redis}/0"
+        pool["redis_username"] = None  # the AUTH token is the default user's password
+        pool["redis_password_file"] = MANAGED_SECRET_MOUNTS["redis"]
+        pool["redis_tls_ca_file"] = None  # the cloud's certificate: checked against the system CAs
+        for service in ("pool", "payouts"):
+            add_secrets(stack, service, ("managed_redis_token",))
+    if m.postgres and e.postgres and pool.get("payouts"):
+        host, _, port = e.postgres.rpartition(":")
+        database = {
+            "db_host": host,
+            "db_port": int(port),
+            "db_name": e.postgres_db or POSTGRES_DB,
+            "db_user": e.postgres_user or POSTGRES_USER,
+            "db_password_file": MANAGED_SECRET_MOUNTS["postgres"],
+        }
+        payouts = {k: v for k, v in pool["payouts"].items() if k not in ("sqlite_path", *database)}
+        pool["payouts"] = {"enabled": True, **database, **payouts}
+        for service in ("pool", "payouts"):
+            add_secrets(stack, service, ("managed_postgres_password",))
+    # no exporter runs for a managed service (the cloud's own metrics watch it): no scrape job either
+    dropped = {name for name, on in (("kafka", m.kafka), ("redis", m.redis), ("postgres", m.postgres)) if on}
+    if "prometheus" in ctx:
+        jobs = [j for j in ctx["prometheus"]["jobs"] if j["name"] not in dropped]
+        ctx["prometheus"] = {**ctx["prometheus"], "jobs": jobs}
 
 
 def add_secrets(stack: dict[str, Any], service: str, names: tuple[str, ...]) -> None:
@@ -727,6 +802,7 @@ def _compose_services(config: DeployConfig) -> dict[str, dict[str, Any]]:
     """Every service of the compose target's stack (compose.yaml's order) with what wires it to the others:
     the ports it publishes (port key, host address), the services it waits for, the secrets it reads, and whether
     it needs a route off the host even without a published port (ckb's p2p)."""
+    config = hosted(config)
     pub, priv = config.bind.public, config.bind.private
     redis, kafka, mon = config.services.redis, config.services.kafka, config.monitoring.enabled
     postgres, payouts = config.runs_postgres, config.payouts.enabled
