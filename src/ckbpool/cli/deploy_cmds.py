@@ -364,6 +364,11 @@ def render(
 
 def _target(name: str, cfg: DeployConfig, paths: Paths, inventory: Path | None = None, yes: bool = False) -> Target:
     """The target called ``name``; the commands below use nothing of it but the :class:`Target` protocol."""
+    from ..deploy.cloud import managed_target_problem
+
+    problem = managed_target_problem(cfg, name)
+    if problem is not None:
+        raise fail(problem)
     if name == "local":
         from ..deploy.local import LocalTarget
 

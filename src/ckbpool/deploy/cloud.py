@@ -19,6 +19,8 @@ import contextlib
 import ipaddress
 import json
 import os
+import secrets
+import string
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -29,9 +31,11 @@ import yaml
 
 from .assets import shipped_dir
 from .cloud_preflight import AlicloudRequest, AwsRequest, PreflightReport, preflight_alicloud, preflight_aws
-from .config import POOL_ROLES, DeployConfig
+from .config import POOL_ROLES, DeployConfig, Managed, ManagedEndpoints
 from .errors import TargetError, TargetUnavailable, ValidationFailed
 from .hostfiles import private_address_problems
+from .render import COMPOSE_SECRET_FILES
+from .secrets import write_private
 from .target import ConfirmCallback, Paths, ProgressCallback, ServiceHealth, Target
 from .terraform import LineCallback, PlanSummary, Terraform, default_plugin_mirror, provider_available
 
@@ -54,8 +58,44 @@ ROOT_OUTPUTS = (
     "security_group_ids",
     "data_mount_point",
     "region",
+    "managed",
 )
 DEFAULT_AWS_AMI_FILTER = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*"
+#: the targets that can have the cloud run Kafka / Redis / PostgreSQL (``managed``)
+MANAGED_TARGETS = ("aws", "alicloud")
+#: managed service -> (module variable its credential reaches Terraform in, file in secrets_dir), per cloud. AWS's
+#: RDS draws and keeps its own password (Secrets Manager), read back after apply; Alibaba's needs one from us.
+MANAGED_CREDENTIALS: dict[str, dict[str, tuple[str, str]]] = {
+    "aws": {
+        "kafka": ("managed_kafka_password", COMPOSE_SECRET_FILES["managed_kafka_password"]),
+        "redis": ("managed_redis_auth_token", COMPOSE_SECRET_FILES["managed_redis_token"]),
+    },
+    "alicloud": {
+        "kafka": ("managed_kafka_password", COMPOSE_SECRET_FILES["managed_kafka_password"]),
+        "redis": ("managed_redis_auth_token", COMPOSE_SECRET_FILES["managed_redis_token"]),
+        "postgres": ("managed_postgres_password", COMPOSE_SECRET_FILES["managed_postgres_password"]),
+    },
+}
+#: SCRAM mechanism of each cloud's managed Kafka
+MANAGED_KAFKA_MECHANISM: dict[str, Literal["SCRAM-SHA-512", "SCRAM-SHA-256"]] = {
+    "aws": "SCRAM-SHA-512",
+    "alicloud": "SCRAM-SHA-256",
+}
+
+
+def managed_target_problem(config: DeployConfig, target: str) -> str | None:
+    """Why ``target`` cannot deploy ``config``: managed services exist only where a cloud runs them."""
+    if not config.managed.any or target in MANAGED_TARGETS:
+        return None
+    names = ", ".join(f"managed.{n}" for n in config.managed.names())
+    return (
+        f"{names}: only the aws and alicloud targets have the cloud run Kafka / Redis / PostgreSQL; "
+        f"--target {target} runs them itself, so set {'them' if len(config.managed.names()) > 1 else 'it'} "
+        "to false (or deploy with --target aws / alicloud)"
+    )
+
+
+_ALNUM = string.ascii_letters + string.digits
 
 
 class DeployCancelled(TargetError):
@@ -189,8 +229,83 @@ class CloudTarget:
         inputs = module_inputs(self.config, self.paths, self.cloud, self.ssh_public_key())
         # more module inputs from the config (ami_id, zone_id, tags, ...) when its schema carries them
         inputs.update(getattr(self.config.cloud, "module_inputs", None) or {})
+        if self.config.managed.any:
+            m = self.config.managed
+            inputs.update(managed_kafka=m.kafka, managed_redis=m.redis, managed_postgres=m.postgres)
         inputs.update(self.extra_inputs or {})
         return inputs
+
+    # ------------------------------------------------------------------------------------ managed services
+
+    def managed_credentials(self) -> dict[str, str]:
+        """``TF_VAR_*`` of the managed services' credentials the module needs from us, each generated once into
+        ``secrets_dir`` (mode 0600) and read from there on every run: they reach Terraform through the
+        environment, never a tfvars file (AWS writes the Kafka one write-only into Secrets Manager)."""
+        env: dict[str, str] = {}
+        for service, (variable, name) in MANAGED_CREDENTIALS[self.cloud].items():
+            if not getattr(self.config.managed, service):
+                continue
+            path = self.paths.secrets_dir / name
+            if not path.is_file():
+                self.paths.secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                # letters and digits: valid for MSK/alikafka SCRAM, ElastiCache/KVStore AUTH and RDS passwords
+                write_private(path, "".join(secrets.choice(_ALNUM) for _ in range(40)))
+            env[f"TF_VAR_{variable}"] = path.read_text(encoding="ascii").strip()
+        return env
+
+    def absorb_managed(self, outputs: Mapping[str, Any]) -> DeployConfig:
+        """The deployment's config with the managed services' endpoints from the module's ``managed`` output, and
+        the credentials the cloud keeps itself (AWS RDS's master password, in Secrets Manager) read into
+        ``secrets_dir`` (mode 0600). It becomes this target's config: the hosts step renders pool.toml from it."""
+        m = self.config.managed
+        if not m.any:
+            return self.config
+        out: Mapping[str, Any] = outputs.get("managed") or {}
+        user = str(out.get("postgres_user") or "")
+        arn = str(out.get("postgres_secret_arn") or "")
+        if m.postgres and arn:
+            secret = self.read_cloud_secret(arn)
+            user = str(secret.get("username") or user)
+            password = str(secret.get("password") or "")
+            if not password:
+                raise TargetError(f"the ledger's secret {arn} holds no password")
+            write_private(self.paths.secrets_dir / COMPOSE_SECRET_FILES["managed_postgres_password"], password)
+        endpoints = ManagedEndpoints(
+            kafka_bootstrap=str(out.get("kafka_bootstrap") or "") if m.kafka else "",
+            kafka_username=str(out.get("kafka_username") or "") if m.kafka else "",
+            kafka_mechanism=MANAGED_KAFKA_MECHANISM[self.cloud],
+            redis=str(out.get("redis") or "") if m.redis else "",
+            postgres=str(out.get("postgres") or "") if m.postgres else "",
+            postgres_user=user if m.postgres else "",
+            postgres_db=str(out.get("postgres_db") or "") if m.postgres else "",
+        )
+        missing = [n for n, v in (("kafka", endpoints.kafka_bootstrap), ("redis", endpoints.redis),
+                                  ("postgres", endpoints.postgres)) if getattr(m, n) and not v]  # fmt: skip
+        if missing:
+            raise TargetError(f"the {self.cloud} Terraform outputs name no endpoint for managed {', '.join(missing)}")
+        managed = Managed(kafka=m.kafka, redis=m.redis, postgres=m.postgres, endpoints=endpoints)
+        self.config = self.config.model_copy(update={"managed": managed})
+        return self.config
+
+    def read_cloud_secret(self, arn: str) -> dict[str, Any]:
+        """A JSON secret of AWS Secrets Manager (RDS's master user secret: {username, password})."""
+        if self.cloud != "aws":
+            raise TargetError(f"{self.cloud}: no secret store is read (the module names no secret)")
+        try:
+            import boto3  # type: ignore[import-untyped]
+        except ImportError as exc:
+            raise TargetUnavailable(f"reading {arn} needs boto3 (pip install boto3): {exc}") from None
+        client = boto3.client(
+            "secretsmanager", region_name=self.config.cloud.region, endpoint_url=self.aws_endpoint_url
+        )
+        try:
+            text = client.get_secret_value(SecretId=arn)["SecretString"]
+            doc = json.loads(text)
+        except Exception as exc:  # botocore's errors, or a secret that is not JSON
+            raise TargetError(f"cannot read the secret {arn}: {exc.__class__.__name__}") from None
+        if not isinstance(doc, dict):
+            raise TargetError(f"the secret {arn} is not a JSON object")
+        return doc
 
     def terraform(self) -> Terraform:
         namespace, name = PROVIDERS[self.cloud]
@@ -204,9 +319,8 @@ class CloudTarget:
                     else ""
                 )
             )
-        return Terraform(
-            self.workdir, binary=self.binary, on_line=self.on_line, env=dict(self.env or {}), plugin_mirror=mirror
-        )
+        env = {**dict(self.env or {}), **self.managed_credentials()}
+        return Terraform(self.workdir, binary=self.binary, on_line=self.on_line, env=env, plugin_mirror=mirror)
 
     def write_root(self, inputs: Mapping[str, Any]) -> Path:
         module_dir = terraform_modules_dir() / self.cloud
@@ -265,8 +379,13 @@ class CloudTarget:
         progress = on_progress or (lambda _s, _t: None)
         with self._streaming(tf, f"{tf.name} apply", progress):
             tf.apply("ckbpool.tfplan")
+        if self.config.managed.any:
+            # a saved plan keeps the values of non-ephemeral variables (the Redis AUTH token, Alibaba's
+            # passwords): it has been applied, so it goes
+            (self.workdir / "ckbpool.tfplan").unlink(missing_ok=True)
         outputs = tf.output()
         self.write_inventory(outputs)
+        self.absorb_managed(outputs)
         return outputs
 
     @contextlib.contextmanager
@@ -477,6 +596,7 @@ __all__ = [
     "CloudTarget",
     "DeployCancelled",
     "check_cloud_inputs",
+    "managed_target_problem",
     "module_inputs",
     "plan_table",
     "root_module",
