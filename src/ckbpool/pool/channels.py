@@ -97,13 +97,19 @@ def floored_hashrate(declared: float, settings: VardiffSettings) -> float:
 
 
 _BOUNDS: dict[tuple[float, float, float, float], tuple[int, int]] = {}
+_LAST_BOUNDS: list[tuple[VardiffSettings, tuple[int, int]] | None] = [None]
 #: shared by every Vardiff until it sees a tagged share; never written to (Vardiff.on_share replaces it first)
 _NO_WORKERS: dict[str, float] = {}
 
 
 def _target_bounds(settings: VardiffSettings) -> tuple[int, int]:
     """(easiest, hardest) share target the settings allow, remembered per distinct settings: a flooding channel
-    clamps at every share, and the float/int arithmetic was a measurable part of the share path (issue 19)."""
+    clamps at every share, and the float/int arithmetic was a measurable part of the share path (issue 19).
+    The settings of the last call are checked first by identity (they are frozen models: every channel of a
+    server shares one), which saves building the key at every share."""
+    last = _LAST_BOUNDS[0]
+    if last is not None and last[0] is settings:
+        return last[1]
     key = (
         settings.min_share_difficulty,
         settings.min_hashrate,
@@ -117,6 +123,7 @@ def _target_bounds(settings: VardiffSettings) -> tuple[int, int]:
         if len(_BOUNDS) >= 64:  # settings change only on a reload; never grows without bound
             _BOUNDS.clear()
         _BOUNDS[key] = bounds
+    _LAST_BOUNDS[0] = (settings, bounds)
     return bounds
 
 
