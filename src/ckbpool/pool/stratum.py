@@ -903,12 +903,11 @@ class StratumServer:
                 continue
             try:
                 for channel in session.channels.values():
-                    previous = channel.target
-                    if (
-                        network_target != channel.vardiff.network_target
-                        and channel.vardiff.set_network_target(network_target) is not None
-                    ):
-                        announce_target(session, channel, previous, self._grace_s)
+                    vardiff = channel.vardiff
+                    if network_target != vardiff.network_target:
+                        previous = vardiff.target
+                        if vardiff.set_network_target(network_target) is not None:
+                            announce_target(session, channel, previous, self._grace_s)
                     if channel.solo:
                         if channel.user not in solo_prepared:
                             variant = self._solo_job(active, channel.user)

@@ -386,9 +386,8 @@ class ServerConnection(Connection):
         channel with the same job, so the pool encodes it once and only the channel id differs."""
         self._require_connected(prepared.name)
         prepared.check(self, channel_id, prepared.job_id, prepared.future)
-        frame = bytearray(prepared.frame)
-        frame[HEADER_SIZE : HEADER_SIZE + 4] = channel_id.to_bytes(4, "little")
-        return bytes(frame)
+        frame = prepared.frame
+        return frame[:HEADER_SIZE] + channel_id.to_bytes(4, "little") + frame[HEADER_SIZE + 4 :]
 
     def accept_standard_channel(
         self, request_id: int, channel_id: int, target: int, extranonce_prefix: bytes, group_channel_id: int = 0
