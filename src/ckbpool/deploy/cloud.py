@@ -167,18 +167,29 @@ def module_inputs(config: DeployConfig, paths: Paths, cloud: Cloud, ssh_public_k
     return inputs
 
 
-def root_module(cloud: Cloud, module_source: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
-    """``main.tf.json`` of the workspace root: provider with the input region, the module by local path."""
+def root_module(
+    cloud: Cloud, module_source: str, inputs: Mapping[str, Any], credentials: Mapping[str, bool] | None = None
+) -> dict[str, Any]:
+    """``main.tf.json`` of the workspace root: provider with the input region, the module by local path.
+
+    ``credentials``: module variables whose values come only from the environment (``TF_VAR_<name>``, the managed
+    services' passwords), each declared sensitive with a null default, and ephemeral when the value is ``True``
+    (the module writes it write-only: then not even a saved plan keeps it)."""
     namespace, name = PROVIDERS[cloud]
     version = "~> 5.100" if cloud == "aws" else "~> 1.239"
+    secret_vars = {
+        key: {"type": "string", "default": None, "sensitive": True, **({"ephemeral": True} if ephemeral else {})}
+        for key, ephemeral in (credentials or {}).items()
+    }
+    passed = [*inputs, *secret_vars]
     return {
         "terraform": {
             "required_version": ">= 1.7.0",
             "required_providers": {name: {"source": f"{namespace}/{name}", "version": version}},
         },
-        "variable": {key: {} for key in inputs},
+        "variable": {**{key: {} for key in inputs}, **secret_vars},
         "provider": {name: {"region": "${var.region}"}},
-        "module": {"ckbpool": {"source": module_source, **{key: f"${{var.{key}}}" for key in inputs}}},
+        "module": {"ckbpool": {"source": module_source, **{key: f"${{var.{key}}}" for key in passed}}},
         "output": {key: {"value": f"${{module.ckbpool.{key}}}"} for key in ROOT_OUTPUTS},
     }
 
@@ -236,6 +247,15 @@ class CloudTarget:
         return inputs
 
     # ------------------------------------------------------------------------------------ managed services
+
+    def credential_variables(self) -> dict[str, bool]:
+        """The module variables of :meth:`managed_credentials` -> whether the module takes it ephemeral (only
+        AWS's Kafka password, written write-only into Secrets Manager)."""
+        return {
+            variable: self.cloud == "aws" and service == "kafka"
+            for service, (variable, _name) in MANAGED_CREDENTIALS[self.cloud].items()
+            if getattr(self.config.managed, service)
+        }
 
     def managed_credentials(self) -> dict[str, str]:
         """``TF_VAR_*`` of the managed services' credentials the module needs from us, each generated once into
@@ -329,7 +349,8 @@ class CloudTarget:
         if not source.startswith("."):
             source = "./" + source
         _write_if_changed(
-            self.workdir / "main.tf.json", json.dumps(root_module(self.cloud, source, inputs), indent=2) + "\n"
+            self.workdir / "main.tf.json",
+            json.dumps(root_module(self.cloud, source, inputs, self.credential_variables()), indent=2) + "\n",
         )
         tfvars = self.workdir / "terraform.tfvars.json"
         _write_if_changed(tfvars, json.dumps(dict(inputs), indent=2) + "\n")
