@@ -1,10 +1,12 @@
-"""``ServerConnection.receive_standard_share``: the pool's shortcut for SubmitSharesStandard frames must give the
-same event as ``receive_frame`` and leave every other frame (and state) to it (issue 19)."""
+"""The pool's shortcuts in ``ServerConnection`` (issue 19): ``receive_standard_share`` must give the same event as
+``receive_frame`` for SubmitSharesStandard frames and leave every other frame (and state) to it;
+``send_new_tip`` must give the frames, refusals and state of ``send_for_channel`` twice (job, SetNewPrevHash)."""
 
 from __future__ import annotations
 
 import pytest
 
+from ckbpool.sv2.errors import LocalProtocolError
 from ckbpool.sv2.events import Rejected, ShareSubmitted
 from ckbpool.sv2.messages import (
     OpenExtendedMiningChannel,
@@ -13,8 +15,15 @@ from ckbpool.sv2.messages import (
     encode_message,
 )
 from ckbpool.sv2.messages_common import PROTOCOL_MINING
-from ckbpool.sv2.messages_mining import SubmitSharesExtended, SubmitSharesStandard, UpdateChannel
-from ckbpool.sv2.server import ServerConnection
+from ckbpool.sv2.messages_mining import (
+    NewExtendedMiningJob,
+    NewMiningJob,
+    SetNewPrevHash,
+    SubmitSharesExtended,
+    SubmitSharesStandard,
+    UpdateChannel,
+)
+from ckbpool.sv2.server import PreparedJobMessage, ServerConnection
 
 pytestmark = pytest.mark.unit
 
@@ -70,3 +79,35 @@ def test_every_other_frame_and_state_is_left_to_receive_frame() -> None:
     closed = ServerConnection()
     closed.receive_frame(frame)  # a share before SetupConnection closes the connection
     assert closed.receive_standard_share(frame) is None
+
+
+def _prepared(job_id: int) -> tuple[PreparedJobMessage, PreparedJobMessage, PreparedJobMessage]:
+    standard = PreparedJobMessage.of(NewMiningJob(0, job_id, None, 1, bytes(32)))
+    extended = PreparedJobMessage.of(NewExtendedMiningJob(0, job_id, None, 1, True, (), b"", b""))
+    prev_hash = PreparedJobMessage.of(SetNewPrevHash(0, job_id, bytes(range(32)), 1_700_000_000, 0x1D00FFFF))
+    return standard, extended, prev_hash
+
+
+def test_a_new_tip_gives_what_two_send_for_channel_calls_give() -> None:
+    fast, _, _ = _connected()
+    slow, standard, extended = _connected()
+    for job_id in (3, 4):
+        std_job, ext_job, prev_hash = _prepared(job_id)
+        # a future job left pending on the standard channel: the SetNewPrevHash drops it either way
+        pending = PreparedJobMessage.of(NewMiningJob(0, 99, None, 1, bytes(32)))
+        assert fast.send_for_channel(pending, standard) == slow.send_for_channel(pending, standard)
+        for channel_id, job in ((standard, std_job), (extended, ext_job)):
+            got = fast.send_new_tip(job, prev_hash, channel_id)
+            want = (slow.send_for_channel(job, channel_id), slow.send_for_channel(prev_hash, channel_id))
+            assert got == want
+        assert fast._future_jobs == slow._future_jobs == {}
+    std_job, ext_job, prev_hash = _prepared(5)
+    for conn in (fast, slow):  # a job of the wrong kind or an unknown channel is refused, and nothing recorded
+        with pytest.raises(LocalProtocolError):
+            conn.send_new_tip(ext_job, prev_hash, standard)
+        with pytest.raises(LocalProtocolError):
+            conn.send_new_tip(std_job, prev_hash, 99)
+        assert conn._future_jobs == {}
+    other = _prepared(6)[2]  # a SetNewPrevHash of another job: the two calls, which refuse it
+    with pytest.raises(LocalProtocolError):
+        fast.send_new_tip(std_job, other, standard)

@@ -948,9 +948,13 @@ class StratumServer:
         conn = session.conn
         cid = info.channel_id
         active = prepared.active
-        frames = [conn.send_for_channel(prepared.job(info.kind), cid)]
         channel = session.channels.get(cid)
-        if channel is not None and channel.templates and active.template_json is not None:
+        templates = channel is not None and channel.templates and active.template_json is not None
+        if prepared.new_height and not templates:  # the common case of a new tip: job + SetNewPrevHash
+            session.send_many(list(conn.send_new_tip(prepared.job(info.kind), prepared.prev_hash(), cid)))
+            return
+        frames = [conn.send_for_channel(prepared.job(info.kind), cid)]
+        if templates:
             # after the job, before its SetNewPrevHash: the client has the template when the job activates
             template_json = self._template_json(active)
             assert template_json is not None

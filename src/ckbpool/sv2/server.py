@@ -389,6 +389,29 @@ class ServerConnection(Connection):
         frame = prepared.frame
         return frame[:HEADER_SIZE] + channel_id.to_bytes(4, "little") + frame[HEADER_SIZE + 4 :]
 
+    def send_new_tip(
+        self, job: PreparedJobMessage, prev_hash: PreparedJobMessage, channel_id: int
+    ) -> tuple[bytes, bytes]:
+        """``send_for_channel(job, channel_id)`` then ``send_for_channel(prev_hash, channel_id)``: a future job and
+        the SetNewPrevHash that activates it at once (every channel on a new tip). Same checks, frames and state
+        after, without recording the future job the SetNewPrevHash would drop again (the fan-out's per-channel
+        bookkeeping, issue 19)."""
+        if not job.future or prev_hash.check is not ServerConnection._check_prev_hash or prev_hash.job_id != job.job_id:
+            return self.send_for_channel(job, channel_id), self.send_for_channel(prev_hash, channel_id)
+        self._require_connected(job.name)
+        job.check(self, channel_id, job.job_id, False)  # the channel (or group) exists and is of the job's kind
+        futures = self._future_jobs
+        if futures:  # "the remaining queued jobs have to be made invalid" (as _check_prev_hash)
+            futures.pop(channel_id, None)
+            if not futures:
+                self._future_jobs = {}
+        cid = channel_id.to_bytes(4, "little")
+        first, second = job.frame, prev_hash.frame
+        return (
+            first[:HEADER_SIZE] + cid + first[HEADER_SIZE + 4 :],
+            second[:HEADER_SIZE] + cid + second[HEADER_SIZE + 4 :],
+        )
+
     def accept_standard_channel(
         self, request_id: int, channel_id: int, target: int, extranonce_prefix: bytes, group_channel_id: int = 0
     ) -> bytes:
