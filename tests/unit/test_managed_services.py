@@ -228,3 +228,20 @@ def test_nothing_managed_changes_nothing(paths: Paths) -> None:
     assert target.absorb_managed({"managed": {"redis": "x:1"}}) is cfg
     assert not paths.secrets_dir.exists() or not list(paths.secrets_dir.glob("managed-*"))
     assert json.dumps(root_module("aws", "../x", {"name": "p"})).count("managed_") == 0
+
+
+@pytest.mark.parametrize("target", ["compose", "local"])
+def test_the_cli_refuses_managed_services_on_a_target_that_runs_them_itself(tmp_path: Path, target: str) -> None:
+    from typer.testing import CliRunner
+
+    from ckbpool.cli.app import app
+
+    project = tmp_path / "ckbpool.yaml"
+    assert CliRunner().invoke(app, ["init", "-c", str(project), "--non-interactive", "--name", "unit"]).exit_code == 0
+    data = yaml.safe_load(project.read_text())
+    data["managed"] = {"redis": True}
+    project.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(app, ["deploy", "-c", str(project), "--target", target])
+    assert result.exit_code == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors and errors[0].startswith("error: managed.redis: only the aws and alicloud targets"), result.stderr
