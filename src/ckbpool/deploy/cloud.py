@@ -587,7 +587,10 @@ class CloudTarget:
         (self.workdir / "ckbpool-destroy.tfplan").unlink(missing_ok=True)
         for name in ("inventory.yml", "inventory.ini", "ckbpool.tfplan"):
             (self.workdir / name).unlink(missing_ok=True)
-        return [f"{len(before)} {self.cloud} host(s)", "network", "security groups", "key pair"]
+        gone = [f"{len(before)} {self.cloud} host(s)", "network", "security groups", "key pair"]
+        if self.config.managed.any:
+            gone.append(f"managed {', '.join(self.config.managed.names())}")
+        return gone
 
 
 def _write_if_changed(path: Path, text: str) -> None:
