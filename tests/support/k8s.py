@@ -23,6 +23,7 @@ import base64
 import contextlib
 import datetime
 import ipaddress
+import json
 import os
 import shutil
 import ssl
@@ -49,6 +50,16 @@ PROVIDERS = {
     "kube-apiserver": "bash scripts/k8s-deps.sh with CKBPOOL_K8S_APISERVER=1 (a Go build of k8s.io/kubernetes)",
     "helm": "bash scripts/k8s-deps.sh",
     "kubectl": "a kubectl client on PATH (or CKBPOOL_KUBECTL)",
+    "kube-controller-manager": "bash scripts/k8s-deps.sh with CKBPOOL_K8S_APISERVER=1",
+    "kube-scheduler": "bash scripts/k8s-deps.sh with CKBPOOL_K8S_APISERVER=1",
+    "kubelet": "bash scripts/k8s-deps.sh with CKBPOOL_K8S_APISERVER=1 (built beside kube-apiserver)",
+    "kube-proxy": "bash scripts/k8s-deps.sh with CKBPOOL_K8S_APISERVER=1 (built beside kube-apiserver)",
+    "coredns": "bash scripts/k8s-deps.sh with CKBPOOL_K8S_APISERVER=1 (CoreDNS with the kubernetes plugin)",
+    "containerd": "apt-get install containerd (Debian's 1.6, with its CRI plugin)",
+    "ctr": "apt-get install containerd",
+    "runc": "apt-get install runc",
+    "iptables": "apt-get install iptables (kube-proxy's iptables mode)",
+    "gcc": "apt-get install gcc libc6-dev (compiles docker/local/pause.c)",
 }
 START_TIMEOUT = 180.0  # kube-apiserver's first start installs its bootstrap objects; slow on a loaded machine
 
@@ -232,6 +243,9 @@ class KubeApiServer:
                 "--storage-backend=etcd3",
                 # the kubernetes Service's endpoints would be 127.0.0.1, which the reconciler refuses
                 "--endpoint-reconciler-type=none",
+                # `kubectl logs` through a kubelet (KubeNode): the API server presents the admin certificate
+                f"--kubelet-client-certificate={pki / 'admin.crt'}", f"--kubelet-client-key={pki / 'admin.key'}",
+                "--kubelet-preferred-address-types=InternalIP",  # the node's name resolves nowhere
                 "--v=1",
             ],
             stdout=(self.dir / "apiserver.log").open("wb"), stderr=subprocess.STDOUT, preexec_fn=child_guard(),
@@ -322,3 +336,382 @@ class KubeApiServer:
 def _http_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=2.0) as response:
         return bool(response.status == 200)
+
+
+# ------------------------------------------------------------------------------------------------ a node
+
+POD_SUBNET = "10.244.77.0/24"  # the bridge's pods; the Service range is the API server's 10.96.0.0/16
+BRIDGE = "ckbk8s0"
+NODE_NAME = "ckbpool-test-node"
+#: the pod sandbox image containerd's CRI runs (docker/local/pause.Dockerfile), in place of registry.k8s.io/pause
+PAUSE_IMAGE = "local/ckbpool-pause:e2e"
+
+
+def node_problem() -> str | None:
+    """Why this machine cannot run a kubelet node, or None: the tools, root (containerd, iptables and mounts
+    need it) and a writable cgroup tree."""
+    for name in ("kubelet", "kube-proxy", "coredns", "containerd", "ctr", "runc", "iptables", "gcc"):
+        if find_tool(name) is None:
+            return f"{name} is not installed: {PROVIDERS[name]}"
+    if not Path("/usr/lib/cni/bridge").exists():
+        return "no CNI plugins in /usr/lib/cni: apt-get install containernetworking-plugins"
+    if os.geteuid() != 0:
+        return "a kubelet node needs root (containerd, mounts, iptables, the pods' network)"
+    if not os.access("/sys/fs/cgroup/memory", os.W_OK) and not os.access("/sys/fs/cgroup/cgroup.procs", os.W_OK):
+        return "the cgroup tree is not writable: containerd cannot make the pods' cgroups"
+    return None
+
+
+class KubeNode:
+    """A one-node cluster's node on this machine, for :class:`KubeApiServer`: Debian's containerd (CRI plugin,
+    bridge CNI), a kubelet, kube-proxy in iptables mode and CoreDNS -- what a kubeadm node runs, minus the
+    images a registry would give it (they are imported from the Docker engine instead).
+
+    Shapes chosen for a container on cgroup v1 (kubelet 1.37 refuses v1 unless ``failCgroupV1: false``; no QoS
+    cgroups, no node-allocatable enforcement) and for loopback-only testing: the pods' bridge ``ckbk8s0``
+    (10.244.77.0/24) is host-internal; its gateway address is the node's address, where the kubelet, CoreDNS
+    (the pods' cluster DNS, reading Services from the API like the in-cluster CoreDNS) and the NodePorts listen.
+    kube-proxy masquerades all Service traffic (``masqueradeAll``), so a pod reaching a Service backed by a pod
+    on the same bridge -- or by itself -- gets its replies back through the host's conntrack.
+
+    Everything lives under one temporary directory (containerd's root and state, the kubelet's root and pod
+    logs, the CNI IP allocations, hostPath PersistentVolumes); :meth:`stop` stops the pods through the kubelet,
+    then the daemons, removes kube-proxy's iptables rules, unmounts what is left under that directory, deletes
+    the bridge and the directory."""
+
+    def __init__(self, cluster: KubeApiServer) -> None:
+        problem = node_problem()
+        if problem:
+            pytest.skip(problem)
+        self.cluster = cluster
+        self.tools = {n: str(find_tool(n)) for n in ("kubelet", "kube-proxy", "coredns", "containerd", "ctr")}
+        self.dir = Path(tempfile.mkdtemp(prefix="ckbpool-node-", dir="/tmp"))
+        network = ipaddress.ip_network(POD_SUBNET)
+        self.ip = str(network.network_address + 1)  # the bridge's (gateway) address: the node's address
+        self.socket = self.dir / "containerd.sock"
+        self.kubelet_port = free_port()
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.bridge_made = False
+        self.netns_before: set[str] = set()
+
+    # -- start ---------------------------------------------------------------------------------------
+    def start(self, images: list[str]) -> KubeNode:
+        """containerd (with ``images`` imported from the Docker engine), the bridge, CoreDNS, kube-proxy and
+        the kubelet; returns once the node is Ready and CoreDNS has synced with the API."""
+        if Path(f"/sys/class/net/{BRIDGE}").exists():
+            raise RuntimeError(f"the bridge {BRIDGE} exists already: another test node runs on this machine")
+        self.netns_before = set(_cni_netns())
+        self._start_containerd()
+        self.import_images([*images, self.pause_image()])
+        self._make_bridge()
+        self._start_coredns()
+        self._start_kube_proxy()
+        self._start_kubelet()
+        self._wait(self._node_ready, "the kubelet (node Ready)", "kubelet", START_TIMEOUT)
+        return self
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        log = self.dir / f"{name}.log"
+        self.processes[name] = subprocess.Popen(
+            args, stdout=log.open("wb"), stderr=subprocess.STDOUT, preexec_fn=child_guard(), cwd=self.dir
+        )
+
+    def _wait(self, ready: object, what: str, name: str, timeout: float) -> None:
+        self.cluster._wait(ready, what, self.processes[name], self.dir / f"{name}.log", timeout)
+
+    def _start_containerd(self) -> None:
+        cni = self.dir / "cni"
+        cni.mkdir()
+        # one network: the bridge with the node's address as gateway, hairpin (a pod reaching itself through a
+        # Service), host-local IPs stored here rather than in /var/lib/cni
+        (cni / "10-ckbpool.conflist").write_text(json.dumps({
+            "cniVersion": "0.4.0",
+            "name": "ckbpool-test",
+            "plugins": [{
+                "type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False, "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local", "dataDir": str(self.dir / "cni-ipam"),
+                    "ranges": [[{"subnet": POD_SUBNET, "gateway": self.ip}]], "routes": [{"dst": "0.0.0.0/0"}],
+                },
+            }],
+        }))  # fmt: skip
+        config = self.dir / "containerd.toml"
+        config.write_text(
+            "version = 2\n"
+            f'root = "{self.dir / "containerd" / "root"}"\n'
+            f'state = "{self.dir / "containerd" / "state"}"\n'
+            f'[grpc]\n  address = "{self.socket}"\n'
+            f'[ttrpc]\n  address = "{self.socket}.ttrpc"\n'
+            '[plugins."io.containerd.grpc.v1.cri"]\n'
+            f'  sandbox_image = "{PAUSE_IMAGE}"\n'
+            # this machine refuses a lower oom_score_adj than ours (the pause container's -998 makes runc's
+            # init fail: "can't get final child's PID from pipe"); clamp to containerd's own, as rootless does
+            "  restrict_oom_score_adj = true\n"
+            '  [plugins."io.containerd.grpc.v1.cri".containerd]\n'
+            '    snapshotter = "overlayfs"\n'
+            '    default_runtime_name = "runc"\n'
+            '    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]\n'
+            '      runtime_type = "io.containerd.runc.v2"\n'
+            '  [plugins."io.containerd.grpc.v1.cri".cni]\n'
+            '    bin_dir = "/usr/lib/cni"\n'
+            f'    conf_dir = "{cni}"\n'
+        )
+        self._spawn("containerd", [self.tools["containerd"], "--config", str(config), "--log-level", "warn"])
+        self._wait(lambda: self.ctr("version", check=False).returncode == 0, "containerd", "containerd", 60.0)
+
+    def ctr(self, *args: str, check: bool = True, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [self.tools["ctr"], "--address", str(self.socket), "--namespace", "k8s.io", *args],
+            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        if check and result.returncode != 0:
+            raise RuntimeError(f"ctr {' '.join(args)} failed: {result.stderr.strip()}")
+        return result
+
+    @staticmethod
+    def pause_image() -> str:
+        """Build :data:`PAUSE_IMAGE` in the Docker engine from docker/local/pause.c (a static binary, compiled
+        here: the image holds nothing else)."""
+        from ckbpool.deploy.image import docker_binary
+
+        root = Path(__file__).resolve().parents[2] / "docker" / "local"
+        with tempfile.TemporaryDirectory(prefix="ckbpool-pause-") as ctx:
+            subprocess.run(
+                ["gcc", "-Os", "-static", "-o", f"{ctx}/pause", str(root / "pause.c")], check=True, timeout=120
+            )
+            shutil.copy2(root / "pause.Dockerfile", f"{ctx}/Dockerfile")
+            result = subprocess.run(
+                [docker_binary(), "build", "-q", "-t", PAUSE_IMAGE, ctx], capture_output=True, text=True, timeout=300
+            )
+            if result.returncode != 0:
+                raise RuntimeError(f"docker build of {PAUSE_IMAGE} failed: {result.stderr.strip()}")
+        return PAUSE_IMAGE
+
+    def import_images(self, images: list[str]) -> None:
+        """``docker save`` | ``ctr -n k8s.io images import``: the node then has them as a registry pull would
+        leave them (unpacked for the overlayfs snapshotter), and the chart's ``IfNotPresent`` never pulls."""
+        from ckbpool.deploy.image import docker_binary
+
+        save = subprocess.Popen([docker_binary(), "save", *images], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert save.stdout is not None
+        imported = subprocess.run(
+            [self.tools["ctr"], "--address", str(self.socket), "--namespace", "k8s.io", "images", "import", "-"],
+            stdin=save.stdout, capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        save.stdout.close()
+        saved = save.wait(timeout=60)
+        if saved != 0 or imported.returncode != 0:
+            error = (save.stderr.read().decode() if save.stderr else "") + imported.stderr
+            raise RuntimeError(f"importing {images} into containerd failed: {error.strip()}")
+
+    def _make_bridge(self) -> None:
+        """The pods' bridge, made before any pod so that CoreDNS can listen on its address (the bridge CNI
+        plugin adopts it)."""
+        subprocess.run(["ip", "link", "add", BRIDGE, "type", "bridge"], check=True, timeout=30)
+        self.bridge_made = True
+        prefix = ipaddress.ip_network(POD_SUBNET).prefixlen
+        subprocess.run(["ip", "addr", "add", f"{self.ip}/{prefix}", "dev", BRIDGE], check=True, timeout=30)
+        subprocess.run(["ip", "link", "set", BRIDGE, "up"], check=True, timeout=30)
+
+    def _start_coredns(self) -> None:
+        ready = free_port()
+        corefile = self.dir / "Corefile"
+        corefile.write_text(
+            f".:53 {{\n  bind {self.ip}\n  errors\n  ready 127.0.0.1:{ready}\n"
+            "  kubernetes cluster.local in-addr.arpa ip6.arpa {\n"
+            f"    kubeconfig {self.cluster.kubeconfig} test\n    pods insecure\n"
+            "    fallthrough in-addr.arpa ip6.arpa\n  }\n  cache 5\n}\n"
+        )
+        self._spawn("coredns", [self.tools["coredns"], "-conf", str(corefile)])
+        self._wait(lambda: _http_ok(f"http://127.0.0.1:{ready}/ready"), "CoreDNS", "coredns", 60.0)
+
+    def _start_kube_proxy(self) -> None:
+        config = self.dir / "kube-proxy.yaml"
+        config.write_text(yaml.safe_dump({
+            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+            "kind": "KubeProxyConfiguration",
+            "clientConnection": {"kubeconfig": str(self.cluster.kubeconfig)},
+            "hostnameOverride": NODE_NAME,
+            "mode": "iptables",
+            "clusterCIDR": POD_SUBNET,
+            "bindAddress": self.ip,
+            "healthzBindAddress": f"127.0.0.1:{free_port()}",
+            "metricsBindAddress": f"127.0.0.1:{free_port()}",
+            "iptables": {"masqueradeAll": True, "localhostNodePorts": False},
+            # NodePorts on the node's (bridge) address only, never on the machine's real interfaces
+            "nodePortAddresses": [f"{self.ip}/32"],
+            # leave the host's conntrack sysctls alone (read-only in a container; nothing here needs them)
+            "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
+        }))  # fmt: skip
+        self._spawn("kube-proxy", [self.tools["kube-proxy"], f"--config={config}", "--v=1"])
+
+    def _start_kubelet(self) -> None:
+        config = self.dir / "kubelet.yaml"
+        config.write_text(yaml.safe_dump({
+            "apiVersion": "kubelet.config.k8s.io/v1beta1",
+            "kind": "KubeletConfiguration",
+            "address": self.ip,
+            "port": self.kubelet_port,
+            "readOnlyPort": 0,
+            "healthzBindAddress": "127.0.0.1",
+            "healthzPort": free_port(),
+            "authentication": {
+                "anonymous": {"enabled": False}, "webhook": {"enabled": False},
+                "x509": {"clientCAFile": str(self.cluster.dir / "pki" / "ca.crt")},
+            },
+            "authorization": {"mode": "AlwaysAllow"},  # only the API server (admin certificate) reaches it
+            "containerRuntimeEndpoint": f"unix://{self.socket}",
+            "cgroupDriver": "cgroupfs",
+            # cgroup v1 in a container: accepted explicitly, no QoS cgroups, nothing enforced on allocatable
+            "failCgroupV1": False,
+            "cgroupsPerQOS": False,
+            "enforceNodeAllocatable": [],
+            "failSwapOn": False,
+            "clusterDNS": [self.ip],
+            "clusterDomain": "cluster.local",
+            "podLogsDir": str(self.dir / "pod-logs"),
+            # a shared test machine's disk is not this node's to guard: evict only when nearly full
+            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%",
+                             "nodefs.inodesFree": "1%", "imagefs.inodesFree": "1%"},
+            "imageGCHighThresholdPercent": 100,
+            "imageGCLowThresholdPercent": 99,
+            "serializeImagePulls": False,
+        }))  # fmt: skip
+        self._spawn("kubelet", [
+            self.tools["kubelet"], f"--config={config}", f"--kubeconfig={self.cluster.kubeconfig}",
+            f"--root-dir={self.dir / 'kubelet'}", f"--cert-dir={self.dir / 'kubelet-pki'}",
+            f"--hostname-override={NODE_NAME}", f"--node-ip={self.ip}", "--v=1",
+        ])  # fmt: skip
+
+    def _node_ready(self) -> bool:
+        code, body = self.cluster.get(f"/api/v1/nodes/{NODE_NAME}")
+        if code != 200:
+            return False
+        conditions = json.loads(body).get("status", {}).get("conditions", [])
+        return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+    # -- storage -------------------------------------------------------------------------------------
+    def persistent_volumes(self, claims: dict[str, int], *, namespace: str, storage_class: str) -> None:
+        """Pre-made hostPath PersistentVolumes, one per StatefulSet claim (``namespace/name`` -> the uid of the
+        pod that writes it): what a cluster without a provisioner needs. Each PV is bound ahead to its claim
+        (``claimRef``) and its directory belongs to the pod's uid -- a hostPath is not chown'ed by ``fsGroup``."""
+        for claim, uid in claims.items():
+            path = self.dir / "volumes" / claim
+            path.mkdir(parents=True)
+            os.chown(path, uid, uid)
+            pv = {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": f"ckbpool-test-{claim}", "labels": {"ckbpool.dev/test-node": NODE_NAME}},
+                "spec": {
+                    "capacity": {"storage": "1Ti"},
+                    "accessModes": ["ReadWriteOnce"],
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "storageClassName": storage_class,
+                    "claimRef": {"namespace": namespace, "name": claim},
+                    "hostPath": {"path": str(path), "type": "Directory"},
+                },
+            }
+            manifest = self.dir / f"pv-{claim}.json"
+            manifest.write_text(json.dumps(pv))
+            self.cluster.kubectl("apply", "-f", str(manifest))
+
+    # -- stop ----------------------------------------------------------------------------------------
+    def _running_tasks(self) -> list[str]:
+        result = self.ctr("tasks", "ls", "-q", check=False, timeout=30)
+        return result.stdout.split() if result.returncode == 0 else []
+
+    def stop(self) -> None:
+        """Pods first (deleted through the API, so the kubelet stops them and the CNI releases their network),
+        then the daemons; whatever is left is killed and unmounted, and the directory removed."""
+        kubelet = self.processes.get("kubelet")
+        if kubelet is not None and kubelet.poll() is None:
+            for controller in self.cluster.controllers:  # else the ReplicaSets would make the pods again
+                _terminate(controller)
+            self.cluster.kubectl("delete", "pods", "--all", "--all-namespaces", "--wait=false", check=False)
+            deadline = time.monotonic() + 90
+            while self._running_tasks() and time.monotonic() < deadline:
+                time.sleep(1)
+        for name in ("kubelet", "kube-proxy", "coredns"):
+            _terminate(self.processes.get(name))
+        if self.processes.get("containerd") is not None and self.processes["containerd"].poll() is None:
+            for task in self._running_tasks():  # what the kubelet did not stop in time
+                self.ctr("tasks", "kill", "--signal", "SIGKILL", task, check=False)
+            _terminate(self.processes.get("containerd"))
+        _kill_shims(self.socket)
+        if "kube-proxy" in self.processes:  # its KUBE-* chains and rules
+            subprocess.run([self.tools["kube-proxy"], "--cleanup"], capture_output=True, timeout=60, check=False)
+        _remove_kubelet_chains()
+        # network namespaces of sandboxes the kubelet could not stop in time (the CRI names them cni-*)
+        for netns in sorted(set(_cni_netns()) - self.netns_before):
+            subprocess.run(["ip", "netns", "delete", netns], capture_output=True, timeout=30, check=False)
+        _unmount_under(self.dir)
+        if self.bridge_made:
+            subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, timeout=30, check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _cni_netns() -> list[str]:
+    netns = Path("/run/netns")
+    return [p.name for p in netns.iterdir() if p.name.startswith("cni-")] if netns.is_dir() else []
+
+
+def _terminate(process: subprocess.Popen[bytes] | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def _kill_shims(socket: Path) -> None:
+    """containerd-shim-runc-v2 processes of *this* containerd (their command line names its socket): they
+    outlive containerd when a task was still running."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmdline and cmdline[0].endswith(b"containerd-shim-runc-v2") and str(socket).encode() in cmdline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), 9)
+
+
+#: the chains a kubelet makes for itself (table -> chains), which no ``--cleanup`` removes
+KUBELET_CHAINS = {
+    "filter": ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY"),
+    "nat": ("KUBE-KUBELET-CANARY",),
+    "mangle": ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"),
+}
+
+
+def _remove_kubelet_chains() -> None:
+    """Unhook and delete the kubelet's own chains (IPv4 and IPv6): its KUBE-FIREWALL would otherwise keep
+    dropping non-loopback traffic to 127.0.0.0/8 on this machine after the test."""
+    for tool in ("iptables", "ip6tables"):
+        for hook in ("INPUT", "OUTPUT"):
+            while subprocess.run([tool, "-t", "filter", "-D", hook, "-j", "KUBE-FIREWALL"],
+                                 capture_output=True, timeout=30).returncode == 0:  # fmt: skip
+                pass
+        for table, chains in KUBELET_CHAINS.items():
+            for chain in chains:
+                subprocess.run([tool, "-t", table, "-F", chain], capture_output=True, timeout=30, check=False)
+                subprocess.run([tool, "-t", table, "-X", chain], capture_output=True, timeout=30, check=False)
+
+
+def _unmount_under(directory: Path) -> None:
+    """Lazily unmount every mount point under ``directory`` (deepest first): the kubelet's Secret tmpfs and
+    the containers' overlay roots when something was killed before it could clean up."""
+    prefix = str(directory) + "/"
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].replace("\\040", " ")
+        if point.startswith(prefix):
+            points.append(point)
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, timeout=30, check=False)

@@ -88,7 +88,7 @@ def test_values_pass_the_chart_schema_and_carry_no_authority_key(project: Path) 
     assert values["images"]["pool"] == f"registry.example.com/pool:{cfg.images.pool.rpartition(':')[2]}"
     assert set(values["secrets"]) == {
         "pool_static_key", "pool_certificate", "redis_password", "redis_auth_conf", "postgres_password",
-        "payout_wallet_key",
+        "payout_wallet_key", "redis_acl",
     }  # fmt: skip
     authority = (paths.secrets_dir / "authority.key").read_text().strip()
     assert authority not in json.dumps(values)

@@ -59,6 +59,7 @@ K8S_SECRETS: tuple[str, ...] = (
     "payout_wallet_key",
     "web_tls_cert",
     "web_tls_key",
+    "redis_acl",  # redis.conf's aclfile: the users "pool" and "exporter", "default" off
 )
 #: chart component -> its Service name suffix (``<name>-<suffix>``); pool roles are ``pool-<role>``
 CKB, REDIS, KAFKA, POSTGRES, PROXY = "ckb", "redis", "kafka", "postgres", "proxy"
@@ -154,6 +155,9 @@ def rendered_files(config: DeployConfig, paths: Paths) -> dict[str, dict[str, st
         kafka["listeners"] = f"PLAINTEXT://:{INNER['kafka']},CONTROLLER://:{INNER['kafka_controller']}"
         kafka["advertised.listeners"] = f"PLAINTEXT://{host}:{INNER['kafka']}"
         kafka["controller.quorum.voters"] = f"1@{host}:{INNER['kafka_controller']}"
+        # a directory inside the claim (mounted at /var/lib/kafka/data): a fresh filesystem's lost+found at
+        # the claim's root is not a topic-partition, which Kafka refuses in a log directory
+        kafka["log.dirs"] = "/var/lib/kafka/data/logs"
         text = env.get_template("kafka-server.properties.j2").render({**ctx, "kafka": {"settings": kafka}})
         out["kafka"] = {"server.properties": text}
     return out
@@ -235,6 +239,25 @@ def chart_values(config: DeployConfig, paths: Paths, *, with_secrets: bool = Tru
     if with_secrets:
         values["secrets"] = chart_secrets(config, paths)
     return values
+
+
+#: extra values files (``os.pathsep``-separated), layered over the generated ones: what ckbpool.yaml does not
+#: model -- resources for a small node, tolerations, node selectors -- stays the operator's to set
+EXTRA_VALUES_ENV = "CKBPOOL_K8S_VALUES"
+
+
+def extra_values_args() -> list[str]:
+    """``-f <file>`` for each file in ``$CKBPOOL_K8S_VALUES`` (last, so they win over the generated values;
+    values.schema.json still checks the merge). A missing file is refused before helm runs."""
+    args: list[str] = []
+    for item in os.environ.get(EXTRA_VALUES_ENV, "").split(os.pathsep):
+        if not item.strip():
+            continue
+        path = Path(item).expanduser()
+        if not path.is_file():
+            raise TargetError(f"{EXTRA_VALUES_ENV}: {path} is not a file")
+        args += ["-f", str(path)]
+    return args
 
 
 def dump_values(values: dict[str, Any]) -> str:
@@ -406,6 +429,7 @@ class K8sTarget:
                     str(public),
                     "-f",
                     str(private),
+                    *extra_values_args(),
                     "--timeout",
                     f"{max(int(timeout), 1)}s",
                 ),
