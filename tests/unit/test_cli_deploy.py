@@ -276,6 +276,8 @@ def test_multi_host_ok_and_inventory(project: Path) -> None:
     assert "[stratum]\ns1" in inventory and "[kafka]\nnode" in inventory
     props = (project.parent / "workspace" / "hosts" / "kafka" / "server.properties").read_text()
     assert "process.roles=broker,controller" in props and "zookeeper" not in props
+    # pool roles on other hosts than the broker: the bus is secured (TLS + SCRAM, deny-by-default ACLs)
+    assert "CLIENT:SASL_SSL" in props and "allow.everyone.if.no.acl.found=false" in props
     tfvars = json.loads((project.parent / "workspace" / "terraform" / "terraform.tfvars.json").read_text())
     assert tfvars["stratum_port"] == 34255 and len(tfvars["hosts"]) == 3
     assert "stratum" not in tfvars["private_ports"] and tfvars["private_ports"]["node_rpc"] == 8114

@@ -992,15 +992,23 @@ def hosts_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
         "btcpool_redis_host": address.get(first.get("redis") or "", "127.0.0.1"),
         "btcpool_kafka_bootstrap": f"{kafka_host}:{config.ports.kafka}" if config.services.kafka else None,
     }
+    kafka: dict[str, Any] = {
+        "settings": _kafka_settings(
+            config.name, "0.0.0.0", kafka_host, config.ports.kafka, config.ports.kafka_controller
+        )
+    }
+    pool_hosts = {h for role in POOL_ROLES for h in groups.get(role, [])}
+    if kafka_secured(config, crosses_hosts=bool(pool_hosts - {first.get("kafka")})):
+        # what the Kafka host's broker reads when the bus crosses hosts (the role renders it per host alike)
+        secured: dict[str, Any] = {"pool": {}, "secret_files": {}, "exporters": {}}
+        secure_kafka(secured, config, advertised=kafka_host, port=config.ports.kafka,
+                     principal=pool_principal(POOL_ROLES), exporter=False)  # fmt: skip
+        kafka = secured["kafka"]
     return {
         "place": "hosts",
         "hosts": {"list": listed, "groups": groups},
         "ansible_vars": ansible_vars,
-        "kafka": {
-            "settings": _kafka_settings(
-                config.name, "0.0.0.0", kafka_host, config.ports.kafka, config.ports.kafka_controller
-            )
-        },
+        "kafka": kafka,
     }
 
 
