@@ -6,7 +6,11 @@ accounting in the parent, as ``ckbpool pool run`` wires them. Jobs are the bench
 template with an impossible network target, each on its own parent), published as JobTemplate events the way
 the job maker does, so each new one is a new tip fanned out by every worker. It answers the same control
 commands as the single-process child (``stats``, ``settle``, ``rss``, ``job``), summed over the processes: the
-workers' accepted shares from their one-second reports, CPU and RSS from /proc for every process of the group.
+workers' accepted shares from their one-second reports, CPU and RSS from /proc for every process of the group
+(the parent's CPU also apart: the hub and accounting's part of a share). ``settle`` waits until every live
+worker reported, after the load stopped, nothing queued for its link, the hub received every share event the
+workers made, and accounting wrote them: only then are the books compared with the Successes. The fan-out rows
+add the group's CPU per channel over the rounds (the workers fan out on their own, after ``job`` returned).
 
 Not pinned: the workers must be free to use every core (the load generator still takes its own).
 """
