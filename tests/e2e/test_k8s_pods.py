@@ -114,7 +114,7 @@ def project(tmp_path: Path, cluster: tuple[KubeApiServer, KubeNode], images: dic
     data["kubernetes"] = {
         "kubeconfig": str(api.kubeconfig),
         "namespace": NAMESPACE,
-        "stratum_replicas": 1,
+        "stratum_replicas": 2,
         "storage_class": STORAGE_CLASS,
         "service_type": "NodePort",
         "ckb_storage_gb": 1,
@@ -163,6 +163,14 @@ def test_pods_ready_miner_block_accepted_by_the_ckb_pod_destroy(
         assert pod["spec"]["nodeName"] == "ckbpool-test-node", pod["metadata"]["name"]
         statuses = pod["status"].get("containerStatuses", [])
         assert statuses and all(s["ready"] for s in statuses), (pod["metadata"]["name"], pod["status"])
+    # two stratum pods, each with its own server_id (extranonce prefixes, Kafka consumer groups): pod k from
+    # 1 + 16 k -- with a shared one, only one pod would receive the templates and the miner, balanced by the
+    # Service onto either, could be left without a job
+    stratum = sorted(p["metadata"]["name"] for p in pods if p["metadata"]["name"].startswith(f"{NAME}-pool-stratum-"))
+    assert stratum == [f"{NAME}-pool-stratum-0", f"{NAME}-pool-stratum-1"]
+    for ordinal, pod_name in enumerate(stratum):
+        said = api.kubectl("logs", pod_name, "-c", "server-id", "-n", NAMESPACE).stdout
+        assert f"{pod_name}: server_id {1 + 16 * ordinal}" in said, said
     status = cli("status", "-c", c, "--json")
     assert status.exit_code == 0, status.output
     assert all(row["healthy"] for row in json.loads(status.stdout)["services"])

@@ -92,7 +92,7 @@ def test_the_chart_renders_every_component_with_pod_security(helm: str, values_f
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
     for expected in [
         ("StatefulSet", "chart-ckb"), ("StatefulSet", "chart-kafka"), ("StatefulSet", "chart-redis"),
-        ("StatefulSet", "chart-postgres"), ("Deployment", "chart-pool-stratum"), ("Deployment", "chart-pool-jobmaker"),
+        ("StatefulSet", "chart-postgres"), ("StatefulSet", "chart-pool-stratum"), ("Deployment", "chart-pool-jobmaker"),
         ("Deployment", "chart-pool-blockmaker"), ("Deployment", "chart-pool-accounting"),
         ("Deployment", "chart-payouts"), ("Deployment", "chart-proxy"), ("Secret", "chart-secrets"),
         ("NetworkPolicy", "chart-default-deny"), ("Service", "chart-pool-stratum"), ("Service", "chart-web"),
@@ -109,6 +109,10 @@ def test_the_chart_renders_every_component_with_pod_security(helm: str, values_f
             assert security["capabilities"]["drop"] == ["ALL"]
             assert container["resources"]["limits"] and container["resources"]["requests"]
             assert "readinessProbe" in container and "livenessProbe" in container
+        for container in pod.get("initContainers", []):  # the waits and the stratum pods' server_id
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True, workload["metadata"]["name"]
+            assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+            assert container["resources"]["limits"] and container["resources"]["requests"]
     replicas = {d["metadata"]["name"]: d["spec"]["replicas"] for d in workloads}
     assert replicas["chart-pool-stratum"] == 2 and replicas["chart-pool-blockmaker"] == 1
     # only the miner-facing Services leave ClusterIP

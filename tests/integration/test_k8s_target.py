@@ -62,7 +62,7 @@ def test_deploy_status_logs_destroy_against_the_api_server(project: Path, api: K
     names = api.kubectl("get", "deployments,statefulsets", "-n", NAMESPACE, "-o", "name").stdout.split()
     assert sorted(names) == sorted(
         [
-            "deployment.apps/kube-pool-stratum", "deployment.apps/kube-pool-jobmaker",
+            "statefulset.apps/kube-pool-stratum", "deployment.apps/kube-pool-jobmaker",
             "deployment.apps/kube-pool-blockmaker", "deployment.apps/kube-pool-accounting",
             "statefulset.apps/kube-ckb", "statefulset.apps/kube-redis", "statefulset.apps/kube-kafka",
         ]

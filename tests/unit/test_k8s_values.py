@@ -121,6 +121,15 @@ def test_payouts_on_sqlite_are_refused_with_the_key_path(project: Path) -> None:
         chart_values(cfg, paths)
 
 
+def test_more_stratum_pods_than_server_id_ranges_are_refused(project: Path) -> None:
+    # stratum pod k takes the server_ids from 1 + 16 k: a sixteenth pod would run past the one-byte id space
+    cfg, paths = configured(project, kubernetes={"stratum_replicas": 15})
+    assert chart_values(cfg, paths)["stratum"]["replicas"] == 15
+    cfg, paths = configured(project, kubernetes={"stratum_replicas": 16})
+    with pytest.raises(TargetError, match=r"kubernetes\.stratum_replicas: at most 15"):
+        chart_values(cfg, paths)
+
+
 def test_the_target_is_a_target_and_ships_its_chart(project: Path) -> None:
     cfg, paths = configured(project, kubernetes={"namespace": "mining", "stratum_replicas": 3})
     target = K8sTarget(cfg, paths)
@@ -128,5 +137,6 @@ def test_the_target_is_a_target_and_ships_its_chart(project: Path) -> None:
     assert target.rpc_url == "http://kube-ckb.mining.svc:8114"
     workloads = {w.component: w for w in expected_workloads(cfg)}
     assert workloads["pool-stratum"].replicas == 3 and workloads["pool-blockmaker"].replicas == 1
+    assert workloads["pool-stratum"].kind == "StatefulSet" and workloads["pool-blockmaker"].kind == "Deployment"
     assert (chart_dir() / "Chart.yaml").is_file()
     assert target.kubectl_command("get", "pods")[1:3] == ["--namespace", "mining"]

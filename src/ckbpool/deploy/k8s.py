@@ -7,7 +7,8 @@ targets render (ckb.toml, pool.toml, proxy.toml, redis.conf, Kafka's server.prop
 the cluster's Service names, and the secrets ``ckbpool init`` generated. So a config edit changes the cluster the
 same way it changes a compose stack, and the chart never re-implements what the renderer decides.
 
-Roles are split, as on the hosts target: ``stratum`` (``kubernetes.stratum_replicas`` pods behind one Service),
+Roles are split, as on the hosts target: ``stratum`` (``kubernetes.stratum_replicas`` pods behind one Service,
+a StatefulSet whose pod k takes the server_ids from ``1 + k * IDS_PER_STRATUM_HOST`` like stratum host k),
 one ``jobmaker``, one ``blockmaker`` (a second one would submit each block twice) and one ``accounting`` (which
 also serves the miners' page), talking over Kafka -- the chart's single-node KRaft StatefulSet, or the
 operator's cluster (``kubernetes.kafka_bootstrap``). Payouts need PostgreSQL here (SQLite cannot be shared by
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from ..pool.config import ConfigError, load_pool_config
+from ..pool.config import IDS_PER_STRATUM_HOST, ConfigError, load_pool_config
 from . import secrets as sec
 from .assets import shipped_dir
 from .config import POOL_ROLES, DeployConfig
@@ -64,6 +65,9 @@ K8S_SECRETS: tuple[str, ...] = (
 #: chart component -> its Service name suffix (``<name>-<suffix>``); pool roles are ``pool-<role>``
 CKB, REDIS, KAFKA, POSTGRES, PROXY = "ckb", "redis", "kafka", "postgres", "proxy"
 DEFAULT_TIMEOUT = 600.0
+#: the chart gives stratum pod k the server_ids from 1 + k * IDS_PER_STRATUM_HOST (extranonce prefixes and
+#: Kafka consumer groups of its own, as the hosts target gives stratum host k); one byte holds fifteen such ranges
+MAX_STRATUM_PODS = (256 - 1) // IDS_PER_STRATUM_HOST
 CACHE_BIN = Path(os.environ.get("CKBPOOL_CACHE", str(Path.home() / ".cache" / "ckbpool"))) / "bin"
 
 
@@ -91,6 +95,11 @@ def _tool(name: str, env_var: str) -> str:
 def k8s_problems(config: DeployConfig) -> list[str]:
     """What this configuration cannot be on Kubernetes (``key.path: problem``), empty when it can."""
     problems = []
+    if config.kubernetes.stratum_replicas > MAX_STRATUM_PODS:
+        problems.append(
+            f"kubernetes.stratum_replicas: at most {MAX_STRATUM_PODS} (stratum pod k uses server_ids from "
+            f"1 + {IDS_PER_STRATUM_HOST} k, and a server_id is one byte)"
+        )
     if config.payouts.enabled and config.payouts.database != "postgres":
         problems.append(
             "payouts.database: the k8s target needs postgres (a SQLite file cannot be shared by the pool's pods)"
@@ -286,9 +295,10 @@ def expected_workloads(config: DeployConfig) -> list[Workload]:
     if config.runs_postgres:
         out.append(Workload(POSTGRES, "StatefulSet", 1))
     for role in POOL_ROLES:
-        out.append(
-            Workload(f"pool-{role}", "Deployment", config.kubernetes.stratum_replicas if role == "stratum" else 1)
-        )
+        if role == "stratum":  # a StatefulSet: each pod's ordinal gives it its own server_id
+            out.append(Workload("pool-stratum", "StatefulSet", config.kubernetes.stratum_replicas))
+        else:
+            out.append(Workload(f"pool-{role}", "Deployment", 1))
     if config.payouts.enabled:
         out.append(Workload("payouts", "Deployment", 1))
     if config.services.proxy:
