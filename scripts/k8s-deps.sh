@@ -2,16 +2,18 @@
 # The Kubernetes target's tools, for `ckbpool deploy --target k8s` and its tests (tests/support/k8s.py):
 #
 #   $CKBPOOL_CACHE/bin/helm            go install helm.sh/helm/v4/cmd/helm@HELM_VERSION
-#   $CKBPOOL_CACHE/bin/kube-apiserver, kube-controller-manager, kube-scheduler
+#   $CKBPOOL_CACHE/bin/kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy
 #                                      go build k8s.io/kubernetes/cmd/<name>@K8S_VERSION, through a wrapper
 #                                      module: k8s.io/kubernetes's go.mod replaces its k8s.io/* staging modules
 #                                      with ./staging/..., which the module zip does not hold, so the wrapper
 #                                      replaces each with its published v0.<minor>.<patch> instead
+#   $CKBPOOL_CACHE/bin/coredns         CoreDNS COREDNS_VERSION with six plugins (the one-node cluster's DNS)
 #   /usr/bin/etcd                      Debian's etcd-server (kube-apiserver's storage)
 #
 # Cold cost, measured on 2 cores (docs/k8s.md): helm ~220 CPU-seconds, kube-apiserver ~510 and then the
 # controller-manager + scheduler ~190 more, 3.2 GB peak RSS -- some 8 minutes of 2 cores beside the ckb build in
-# `make deps`' parallel block -- too close to CI's 90-minute bound on a cold machine, so the three are built only
+# `make deps`' parallel block, plus ~30 for the kubelet and kube-proxy and ~85 for CoreDNS on a warm build cache --
+# too close to CI's 90-minute bound on a cold machine, so these are built only
 # with CKBPOOL_K8S_APISERVER=1 (or kept when already cached); otherwise the API-server tests skip, naming this step. Idempotent: binaries built from the
 # pinned versions (read back with `go version -m`) are kept, so a warm cache costs well under a second.
 # Without a Go toolchain the step says so and succeeds: the k8s tests then skip.
