@@ -5,7 +5,8 @@ What it gives: the API server's own validation (OpenAPI schemas, server-side app
 Pod Security) and storage, so a Helm chart's manifests are checked by the component that would check them in a
 cluster, and ``helm install`` / ``uninstall`` really create and delete objects. With ``with_controllers`` (and
 the binaries built), kube-controller-manager makes the workloads' pods and kube-scheduler, finding no node,
-leaves them Pending with its reason -- what the k8s target's ``status`` must report. No kubelet: no pod runs.
+leaves them Pending with its reason -- what the k8s target's ``status`` must report. No kubelet: no pod runs
+-- unless a :class:`KubeNode` joins (containerd, kubelet, kube-proxy, CoreDNS on this machine; the e2e test).
 
 Binaries: ``etcd`` (Debian's etcd-server), ``kube-apiserver``, ``kube-controller-manager``, ``kube-scheduler``
 and ``helm`` (built by ``scripts/k8s-deps.sh`` into ``$CKBPOOL_CACHE/bin``), ``kubectl`` (the machine's). A
