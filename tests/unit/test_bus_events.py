@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 import struct
 
 import pytest
@@ -181,3 +183,31 @@ def test_share_id_is_source_and_seq_and_survives_both_encodings() -> None:
 def test_share_seq_must_stay_exact_as_a_double() -> None:
     with pytest.raises(ValueError, match="seq"):
         _share(source="s", seq=1 << 53)
+
+
+def test_share_keeps_the_dataclass_semantics() -> None:
+    """Share is a tuple underneath (issue 19: ~0.4 us to make instead of ~3): it must still behave as the frozen
+    dataclass it was -- equal only to an equal Share, hashed on its fields, not ordered, picklable, checked on every
+    construction path (positional, keyword, replace, unpickling)."""
+    share = _share(source="s", seq=7)
+    positional = Share(*(getattr(share, name) for name in Share._fields))
+    assert positional == share and (positional != share) is False
+    assert hash(positional) == hash(share) and len({share, positional}) == 1
+    assert share != tuple(share) and tuple(share) != share and (share == tuple(share)) is False
+    assert share != _share(source="s", seq=8)
+    with pytest.raises(TypeError):
+        _ = share < positional
+    with pytest.raises(AttributeError):
+        share.seq = 8  # type: ignore[misc]
+    assert pickle.loads(pickle.dumps(share)) == share
+    assert copy.deepcopy(share) == share
+    moved = share.replace(seq=9, accepted=False, reason="stale-share")
+    assert (moved.seq, moved.accepted, moved.reason, moved.user) == (9, False, "stale-share", share.user)
+    assert type(moved) is Share and share.seq == 7
+    with pytest.raises(ValueError, match="seq"):
+        share.replace(seq=-1)
+    with pytest.raises(ValueError, match="channel_id"):
+        share._replace(channel_id=1 << 32)  # namedtuple's own would skip the check
+    with pytest.raises(TypeError):
+        Share("s", 1, "u")  # type: ignore[call-arg]
+    assert repr(share).startswith("Share(server_id='stratum-1', channel_id=3,")
