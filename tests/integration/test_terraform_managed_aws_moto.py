@@ -83,6 +83,9 @@ def rendered_stacks(target: CloudTarget, inventory: Path) -> dict[str, Any]:
     }
 
 
+# One binary for the real RDS apply: ~200 s each, almost all the AWS provider's own create/delete waits; tofu runs
+# the same module in the mock-provider tests (test_terraform_managed_modules) and the plan test below.
+@pytest.mark.parametrize("tf_binary", ["terraform"], indirect=True)
 def test_rds_ledger_applied_on_moto_and_the_hosts_run_no_postgres(aws_env: str, tmp_path: Path) -> None:
     config, paths = managed_project(tmp_path, "mgd-rds", {"postgres": True})
     lines: list[str] = []
