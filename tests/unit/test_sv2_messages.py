@@ -337,3 +337,19 @@ def test_encode_errors_name_the_field(msg: Message, field: str) -> None:
         msg.encode()
     assert info.value.field == field
     assert isinstance(info.value, ValueError)
+
+
+def test_submit_shares_standard_written_out_init_is_the_generated_one() -> None:
+    """SubmitSharesStandard writes its ``__init__`` out (issue 19, one per share read): it must take exactly the
+    fields, in order, set every one of them, and leave the message frozen, so a field added later fails here."""
+    names = [f.name for f in dataclasses.fields(SubmitSharesStandard)]
+    values = [11, 22, 33, 44, 55, 66]
+    by_position = SubmitSharesStandard(*values)
+    by_keyword = SubmitSharesStandard(**dict(zip(names, values, strict=True)))
+    assert [getattr(by_position, n) for n in names] == values
+    assert by_position == by_keyword and hash(by_position) == hash(by_keyword)
+    assert dataclasses.replace(by_position, nonce=7).nonce == 7
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        by_position.nonce = 1  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        SubmitSharesStandard(*values, 77)  # type: ignore[call-arg]

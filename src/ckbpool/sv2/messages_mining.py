@@ -405,9 +405,15 @@ _SHARE_OK = struct.Struct("<3IQ")
 _SHARE_ERR_HEAD = struct.Struct("<IIB")
 
 
-@dataclass(frozen=True, slots=True)
+_set_slot = object.__setattr__
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class SubmitSharesStandard(Message):
-    """0x1a, client -> server."""
+    """0x1a, client -> server.
+
+    Its ``__init__`` is written out (same parameters as the generated one): one is made per share a pool reads,
+    and the generated frozen ``__init__`` looks ``object.__setattr__`` up once per field (issue 19)."""
 
     MSG_TYPE = 0x1A
     CHANNEL_MSG = True
@@ -418,6 +424,17 @@ class SubmitSharesStandard(Message):
     nonce: Annotated[int, U32]
     ntime: Annotated[int, U32]
     version: Annotated[int, U32]
+
+    def __init__(
+        self, channel_id: int, sequence_number: int, job_id: int, nonce: int, ntime: int, version: int
+    ) -> None:
+        put = _set_slot
+        put(self, "channel_id", channel_id)
+        put(self, "sequence_number", sequence_number)
+        put(self, "job_id", job_id)
+        put(self, "nonce", nonce)
+        put(self, "ntime", ntime)
+        put(self, "version", version)
 
     def encode(self) -> bytes:
         try:
