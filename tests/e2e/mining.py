@@ -17,10 +17,17 @@ from ckbpool.miner.sv2 import Sv2Miner
 
 
 def mine_until_block(
-    miner: Sv2Miner, pool_status: Callable[[], dict[str, Any]], node_rpc_url: str, *, timeout: float
+    miner: Sv2Miner,
+    pool_status: Callable[[], dict[str, Any]],
+    node_rpc_url: str,
+    *,
+    timeout: float,
+    headers: dict[str, str] | None = None,
+    verify: Any = True,
 ) -> dict[str, Any]:
     """Run ``miner`` until ``pool_status()`` lists an accepted block (at most ``timeout`` s), check that the node's
-    main chain has that block at that height, and return the pool's entry for it."""
+    main chain has that block at that height, and return the pool's entry for it. ``headers`` / ``verify``: for
+    a node reached through its RPC filter (a bearer token, the deployment CA)."""
 
     async def mine() -> None:
         task = asyncio.create_task(miner.run(duration=timeout))
@@ -41,6 +48,8 @@ def mine_until_block(
     header = httpx.post(
         node_rpc_url,
         json={"id": 1, "jsonrpc": "2.0", "method": "get_header_by_number", "params": [hex(block["height"])]},
+        headers=headers,
+        verify=verify,
         timeout=5,
     ).json()["result"]
     assert header["hash"] == block["hash"], (header, block)

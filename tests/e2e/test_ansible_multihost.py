@@ -21,7 +21,12 @@ The scenario, through the operator's CLI (``ckbpool deploy --target hosts -i INV
    pool's events crossed to Kafka and its accounting to Redis (on the third host); Prometheus on the pool host
    scrapes every target on every host;
 4. the firewall: the node host may not reach Redis or Kafka, the pool host may;
-5. destroy: no container of the pool on any host, the firewall table gone.
+5. secured internal traffic (issue 18): a raw-socket capture on the Kafka/Redis host and on the node host during
+   mining shows no plaintext bus, Redis or RPC payload (and does show the plaintext metrics scrapes, so it sees
+   traffic); a Kafka principal without ACLs is refused a template; Redis's exporter user is refused a write and
+   the default user everything; the RPC filter refuses set_ban and a missing token; no secret appears in the
+   rendered files, in `docker inspect`, in any process's arguments or in the services' logs on any host;
+6. destroy: no container of the pool on any host, the firewall table gone.
 
 The danielqsj/kafka-exporter image has no stand-in here (its Go module is not served by this machine's Go proxy),
 so this deployment sets ``monitoring.kafka_exporter: false``.
@@ -66,7 +71,7 @@ IMAGE = "local/ckbpool-testhost-systemd:e2e"
 GROUPS = {"node-1": ["ckb_node"], "data-1": ["kafka", "redis"], "pool-1": ["pool", "monitoring"]}
 #: host -> the compose services it must run
 SERVICES = {
-    "node-1": {"ckb", "node-exporter"},
+    "node-1": {"ckb", "rpc-filter", "node-exporter"},  # the node's RPC reaches pool-1 through its filter
     "data-1": {"kafka", "redis", "node-exporter", "redis-exporter"},
     "pool-1": {"pool", "prometheus", "node-exporter"},
 }
@@ -79,8 +84,8 @@ IMAGES = {
 #: config key of images: -> tests/e2e/images.py name (the stand-ins; the pool image is the product's own)
 CONFIG_IMAGES = {"ckb": "ckb", "redis": "redis", "kafka": "kafka", "prometheus": "prometheus",
                  "node_exporter": "node-exporter", "redis_exporter": "redis-exporter"}  # fmt: skip
-#: hosts whose services run the pool image
-POOL_HOSTS = {"pool-1"}
+#: hosts whose services run the pool image (node-1: the RPC filter)
+POOL_HOSTS = {"pool-1", "node-1"}
 # what a nested engine needs, short of --privileged (this machine withholds CAP_SYS_RESOURCE, which
 # --privileged would ask for)
 NESTED = ["--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE", "--security-opt", "seccomp=unconfined",
@@ -131,6 +136,62 @@ def _network(docker_cli: str, name: str) -> str:
             return prefix
         assert "overlap" in result.stderr.lower(), result.stderr
     pytest.fail("no free 10.213.N.0/24 for the test hosts' network")
+
+
+#: A capture on a test host's eth0 (its own network namespace), run there with its python3 (no tcpdump in the
+#: image): every TCP payload to or from the given ports, per port, for a bounded time, written as JSON (base64).
+SNIFFER = r"""
+import base64, json, socket, struct, sys, time
+ports, seconds, out = {int(p) for p in sys.argv[1].split(",")}, float(sys.argv[2]), sys.argv[3]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(3))
+s.bind(("eth0", 0))
+s.settimeout(0.5)
+seen = {p: bytearray() for p in ports}
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    try:
+        frame = s.recv(65535)
+    except socket.timeout:
+        continue
+    if len(frame) < 34 or frame[12:14] != b"\x08\x00" or frame[23] != 6:
+        continue
+    ihl = (frame[14] & 15) * 4
+    tcp = frame[14 + ihl:]
+    sport, dport = struct.unpack("!HH", tcp[:4])
+    payload = tcp[(tcp[12] >> 4) * 4:]
+    for port in (sport, dport):
+        if port in seen and payload and len(seen[port]) < 8 << 20:
+            seen[port] += payload
+with open(out + ".tmp", "w") as fh:
+    json.dump({p: base64.b64encode(bytes(b)).decode() for p, b in seen.items()}, fh)
+import os; os.replace(out + ".tmp", out)
+"""
+#: what a plaintext bus, Redis or node RPC would show on the wire (topic names, Redis keys and commands, JSON-RPC)
+PLAINTEXT_MARKERS = (b"ckbpool.templates", b"ckbpool.shares", b"ckbpool.found_blocks", b"ckbpool:", b"XADD",
+                     b"EVALSHA", b"get_block_template", b"submit_block", b"new_tip_header", b"jsonrpc")  # fmt: skip
+
+
+def _secret_values(secrets_dir: Path) -> dict[str, str]:
+    """file -> each secret value a leak would show: passwords and tokens whole, the salted SCRAM passwords, the
+    base64 body of every private key (its first line of 64 characters is enough to recognise it)."""
+    import re
+
+    found: dict[str, str] = {}
+    for path in sorted(secrets_dir.iterdir()):
+        if not path.is_file() or path.name.startswith(".") or path.name in ("authority.pub", "kafka-ca.pem"):
+            continue
+        text = path.read_text(errors="replace")
+        if path.suffix in (".password", ".token") or path.name == "rpc-filter.token":
+            found[path.name] = text.strip()
+        elif path.name == "kafka-scram.args":
+            for i, value in enumerate(re.findall(r'saltedpassword="([^"]+)"', text)):
+                found[f"{path.name}#{i}"] = value
+        elif "PRIVATE KEY" in text:
+            body = text.split("PRIVATE KEY-----", 1)[1].split()[0]
+            found[path.name] = body[:64]
+        elif path.suffix == ".key":
+            found[path.name] = text.strip()
+    return {name: value for name, value in found.items() if len(value) >= 16}
 
 
 @pytest.fixture(scope="module")
@@ -275,7 +336,27 @@ def test_three_hosts_node_data_pool_mine_a_block_across_hosts(lab: Lab, images: 
     def pool_status() -> dict[str, Any]:
         return cast(dict[str, Any], json.loads(lab.http_get("pool-1", ports.pool_http, "/status")))
 
-    block = mine_until_block(miner, pool_status, f"http://{node}:{ports.node_rpc}", timeout=240)
+    # the node's RPC is on node-1's loopback only; from here (an admin source) it is reached like the pool does:
+    # through the RPC filter, over TLS with the deployment CA and the token
+    secrets_dir = target.paths.secrets_dir
+    ca = ssl.create_default_context(cafile=str(secrets_dir / "kafka-ca.pem"))
+    token = (secrets_dir / "rpc-filter.token").read_text().strip()
+    filter_url = f"https://{node}:{ports.node_rpc_filter}"
+    # a raw capture on the two hosts the pool's internal traffic goes to, while it mines
+    capture_ports = {"data-1": [ports.kafka, ports.redis, ports.redis_exporter],
+                     "node-1": [ports.node_rpc_filter, ports.node_tcp_rpc_filter, ports.node_metrics]}  # fmt: skip
+    capture_s = 45.0
+    for host, watched in capture_ports.items():
+        started = subprocess.run(
+            [lab.engine, "exec", "-d", lab.hosts[host].container, "python3", "-c", SNIFFER,
+             ",".join(map(str, watched)), str(capture_s), "/tmp/capture.json"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert started.returncode == 0, started.stderr
+    capture_start = time.monotonic()
+    block = mine_until_block(
+        miner, pool_status, filter_url, timeout=240, headers={"Authorization": f"Bearer {token}"}, verify=ca
+    )
     timings["block"] = time.monotonic() - start
     assert block["worker"].endswith(".multihost")
 
@@ -292,9 +373,11 @@ def test_three_hosts_node_data_pool_mine_a_block_across_hosts(lab: Lab, images: 
     assert metrics.get("ckbpool_bus_connected") == 1.0, metrics
     assert metrics["ckbpool_bus_published_total"] > 0 and metrics["ckbpool_bus_consumed_total"] > 0, metrics
     password = (target.paths.secrets_dir / "redis.password").read_text().strip()
+    # Redis from another host: TLS (its certificate names data-1's private address), the ACL user "pool"
+    tls = {"ssl": True, "ssl_ca_certs": str(secrets_dir / "kafka-ca.pem"), "ssl_check_hostname": True}
     # accounting is asynchronous (and a found block takes its own, faster lane): wait, bounded, for the shares
     deadline = time.monotonic() + 90
-    with redis.Redis(host=data, port=ports.redis, password=password, socket_timeout=5) as r:
+    with redis.Redis(host=data, port=ports.redis, username="pool", password=password, socket_timeout=5, **tls) as r:
         while True:
             keys = [k.decode() for k in r.scan_iter(count=1000)]
             if any("multihost" in k for k in keys) or time.monotonic() > deadline:
@@ -336,10 +419,18 @@ def test_three_hosts_node_data_pool_mine_a_block_across_hosts(lab: Lab, images: 
 
     assert reaches("pool-1", data, ports.redis) and reaches("pool-1", data, ports.kafka)
     assert not reaches("node-1", data, ports.redis) and not reaches("node-1", data, ports.kafka)
-    assert not reaches("data-1", node, ports.node_rpc)
-    assert reaches("pool-1", node, ports.node_rpc)
+    assert not reaches("data-1", node, ports.node_rpc_filter)
+    assert reaches("pool-1", node, ports.node_rpc_filter)
+    assert not reaches("pool-1", node, ports.node_rpc)  # the node's own RPC: node-1's loopback only
 
-    # 5. destroy
+    # 5. secured internal traffic
+    start = time.monotonic()
+    _check_capture(lab, capture_ports, capture_s - (time.monotonic() - capture_start))
+    _check_refusals(lab, target.paths.secrets_dir, data, node, ports, filter_url, token, ca)
+    _check_no_secret_leaks(lab, target.paths.secrets_dir, target.paths.workspace)
+    timings["security checks"] = time.monotonic() - start
+
+    # 6. destroy
     start = time.monotonic()
     destroyed = cli("destroy", "-c", str(config), "--purge", "--yes")
     timings["destroy"] = time.monotonic() - start
@@ -353,6 +444,110 @@ def test_three_hosts_node_data_pool_mine_a_block_across_hosts(lab: Lab, images: 
         + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())
         + f"; accepted shares {metrics[ACCEPTED]:.0f}"
     )
+
+
+def _check_capture(lab: Lab, watched: dict[str, list[int]], remaining: float) -> None:
+    """The capture of each host (it ends by itself): the secured ports carried TLS and no plaintext marker, and
+    the plaintext metrics port beside them (a control: the capture does see cleartext) carried a scrape request."""
+    import base64
+
+    time.sleep(max(0.0, remaining) + 2)
+    for host, ports in watched.items():
+        deadline = time.monotonic() + 30
+        while (out := lab.run(host, "cat", "/tmp/capture.json")).returncode != 0:
+            assert time.monotonic() < deadline, f"no capture from {host}"
+            time.sleep(1)
+        payloads = {int(p): base64.b64decode(b) for p, b in json.loads(out.stdout).items()}
+        *secured, metrics = ports
+        # the scrape request is plaintext (its answer may be gzip): the capture sees cleartext where there is some
+        assert b"User-Agent: Prometheus" in payloads[metrics], (host, metrics, payloads[metrics][:200])
+        for port in secured:
+            data = payloads[port]
+            assert data, (host, port, "nothing captured")  # the pool used every one of them while mining
+            for marker in PLAINTEXT_MARKERS:
+                assert marker not in data, (host, port, marker)
+            assert b"\x17\x03\x03" in data or b"\x16\x03" in data, (host, port, data[:64])  # TLS records
+
+
+def _check_refusals(
+    lab: Lab, secrets_dir: Path, data: str, node: str, ports: Any, filter_url: str, token: str, ca: ssl.SSLContext
+) -> None:
+    """What the ACLs and the filter refuse, asked from the controller (an admin source the firewall admits: the node
+    host itself may not even open a connection to Kafka or Redis, asserted above)."""
+    import asyncio
+
+    import httpx
+    from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
+    from aiokafka.errors import TopicAuthorizationFailedError  # type: ignore[import-untyped]
+
+    from ckbpool.bus.kafka import KafkaBusConfig
+    from ckbpool.deploy.kafka_security import client_url
+
+    # Kafka: "stratum" is a SCRAM user of this deployment with a valid password, but this placement gives ACLs
+    # only to pool-1's principal (jobmaker-stratum-blockmaker-accounting): publishing a template is refused
+    def url(principal: str) -> str:
+        password_file = str(secrets_dir / f"kafka-{principal}.password")
+        return client_url(f"{data}:{ports.kafka}", principal, password_file=password_file,
+                          ca_file=str(secrets_dir / "kafka-ca.pem"))  # fmt: skip
+
+    async def publish(principal: str) -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=f"{data}:{ports.kafka}", request_timeout_ms=10_000,
+            **KafkaBusConfig.from_url(url(principal)).client_security(),
+        )  # fmt: skip
+        await producer.start()
+        try:
+            await asyncio.wait_for(producer.send_and_wait("ckbpool.templates", b"forged template"), 30)
+        finally:
+            await producer.stop()
+
+    with pytest.raises(TopicAuthorizationFailedError):
+        asyncio.run(publish("stratum"))
+    # Redis: the exporter's user may read but not write; the default user is off
+    tls = {"ssl": True, "ssl_ca_certs": str(secrets_dir / "kafka-ca.pem"), "ssl_check_hostname": True}
+    exporter_password = (secrets_dir / "redis-exporter.password").read_text().strip()
+    with redis.Redis(host=data, port=ports.redis, username="exporter", password=exporter_password,
+                     socket_timeout=5, **tls) as r:  # fmt: skip
+        assert r.ping()
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            r.set("ckbpool:forged", "1")
+    anonymous = redis.Redis(host=data, port=ports.redis, socket_timeout=5, **tls)
+    with anonymous as r, pytest.raises(redis.exceptions.AuthenticationError):  # NOAUTH: the default user is off
+        r.get("ckbpool:anything")
+
+    # the RPC filter: set_ban is not on the allowlist, a request without the token is refused
+    def call(method: str, params: list[Any], auth: bool = True) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if auth else {}
+        body = {"id": 1, "jsonrpc": "2.0", "method": method, "params": params}
+        return httpx.post(filter_url, json=body, headers=headers, verify=ca, timeout=10)
+
+    assert "result" in call("get_tip_block_number", []).json()
+    banned = call("set_ban", ["192.0.2.1", "insert", None, True, "e2e"]).json()
+    assert "result" not in banned and "not allowed" in banned["error"]["message"], banned
+    assert call("get_tip_block_number", [], auth=False).status_code == 401
+
+
+def _check_no_secret_leaks(lab: Lab, secrets_dir: Path, workspace: Path) -> None:
+    """No secret value in the rendered workspace, nor on any host in `docker inspect` (environment, command,
+    arguments), the process list, the services' logs or the installed configuration files."""
+    values = _secret_values(secrets_dir)
+    assert any(name.startswith("kafka-scram.args#") for name in values) and "rpc-filter.token" in values, values.keys()
+    rendered = "".join(
+        p.read_text(errors="replace") for p in workspace.rglob("*") if p.is_file() and p.suffix != ".tar"
+    )
+    for name, value in values.items():
+        assert value not in rendered, f"{name} is in a rendered file of {workspace}"
+    script = (
+        'ids=$(docker ps -aq); [ -n "$ids" ] && docker inspect $ids; ps -eo args; '
+        "for c in $ids; do docker logs --tail 3000 $c 2>&1; done; "
+        "find /opt/ckbpool -path '*/secrets' -prune -o -path '*/data' -prune -o -type f -name '*.*' -print0"
+        " | xargs -0 -r cat"
+    )
+    for host in lab.hosts:
+        seen = lab.run(host, "bash", "-c", script, timeout=180)
+        assert seen.returncode == 0 and len(seen.stdout) > 1000, (host, seen.stderr[-2000:])
+        for name, value in values.items():
+            assert value not in seen.stdout, f"{name} appears on {host} (inspect, process list, logs or configs)"
 
 
 # ------------------------------------------------------------------------------------------- registry
