@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ..ckb.address import parse_address
 from ..ckb.errors import CkbError
 from ..ckb.node import CkbNode, NodeConfig
+from ..pool.redis_conn import POOL_USER as REDIS_POOL_USER
 from . import secrets as sec
 from .config import DeployConfig, load_config
 from .errors import TargetError, TargetUnavailable
@@ -509,8 +510,13 @@ class LocalTarget:
 
         try:
             password = (self.paths.secrets_dir / sec.REDIS_PASSWORD).read_text().strip()
+            # as the pool logs in: Redis's ACL user "pool" (the default user is off)
             client = redis.Redis(
-                host=self.config.bind.private, port=self.config.ports.redis, password=password, socket_timeout=1
+                host=self.config.bind.private,
+                port=self.config.ports.redis,
+                username=REDIS_POOL_USER,
+                password=password,
+                socket_timeout=1,
             )
             with contextlib.closing(client):
                 return bool(client.ping())
