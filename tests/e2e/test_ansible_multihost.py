@@ -84,8 +84,9 @@ IMAGES = {
 #: config key of images: -> tests/e2e/images.py name (the stand-ins; the pool image is the product's own)
 CONFIG_IMAGES = {"ckb": "ckb", "redis": "redis", "kafka": "kafka", "prometheus": "prometheus",
                  "node_exporter": "node-exporter", "redis_exporter": "redis-exporter"}  # fmt: skip
-#: hosts whose services run the pool image (node-1: the RPC filter)
-POOL_HOSTS = {"pool-1", "node-1"}
+#: hosts whose services run the pool image -> that service (node-1: the RPC filter)
+POOL_IMAGE_SERVICE = {"pool-1": "pool", "node-1": "rpc-filter"}
+POOL_HOSTS = set(POOL_IMAGE_SERVICE)
 # what a nested engine needs, short of --privileged (this machine withholds CAP_SYS_RESOURCE, which
 # --privileged would ask for)
 NESTED = ["--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE", "--security-opt", "seccomp=unconfined",
@@ -641,8 +642,9 @@ def test_pool_image_through_a_registry_is_pulled_by_digest_on_every_pool_host(
     for name in GROUPS:
         assert set(lab.containers(name)) == SERVICES[name], (name, lab.containers(name))
     for name in POOL_HOSTS:
+        service = POOL_IMAGE_SERVICE[name]
         container = lab.run(
-            name, "docker", "ps", "-q", "--filter", "label=com.docker.compose.service=pool"
+            name, "docker", "ps", "-q", "--filter", f"label=com.docker.compose.service={service}"
         ).stdout.strip()
         # the reference the container was created from (`docker ps` shows a digest reference without its digest)
         running, here = lab.run(
