@@ -66,6 +66,7 @@ from ckbpool.miner.journal import ShareJournal, SubmittedShare
 from ckbpool.miner.sv2 import MinerError, Sv2Miner
 from ckbpool.miner.v1 import V1Miner
 from ckbpool.pool.blocks import FINAL_STATUSES, BlockRecord, BlockStore
+from ckbpool.pool.config import IDS_PER_STRATUM_HOST
 from ckbpool.sv2.certs import Certificate
 from ckbpool.sv2.keys import Keypair, encode_secret_key
 from support.kafka import KafkaBroker, child_guard, free_port
@@ -760,7 +761,9 @@ class KafkaChaos:
         specs = [
             ("maker", ["jobmaker", "blockmaker"], 1),
             ("stratum-1", ["stratum"], 1),
-            ("stratum-2", ["stratum"], 2),
+            # each stratum process takes server_ids server_id .. server_id + workers - 1 (its worker processes;
+            # template consumer groups and extranonce prefixes follow them): ranges apart, as deploys place them
+            ("stratum-2", ["stratum"], 1 + IDS_PER_STRATUM_HOST),
             ("accounting", ["accounting"], 1),
         ]
         for name, roles, server_id in specs:

@@ -23,6 +23,7 @@ from test_pool_e2e import pool_node  # noqa: F401  (module-scoped node fixture)
 
 from ckbpool.ckb.node import CkbNode, free_port
 from ckbpool.miner.sv2 import Sv2Miner
+from ckbpool.pool.config import IDS_PER_STRATUM_HOST
 from ckbpool.sv2.certs import Certificate
 from ckbpool.sv2.keys import Keypair, encode_secret_key
 from support.kafka import KafkaBroker, running_broker
@@ -167,7 +168,9 @@ async def test_roles_as_separate_processes_over_kafka_mine_blocks_and_survive_a_
     specs = [
         ("jobmaker", ["jobmaker"], 1),
         ("stratum-1", ["stratum"], 1),
-        ("stratum-2", ["stratum"], 2),
+        # each stratum process takes server_ids server_id .. server_id + workers - 1 (its worker processes; template
+        # consumer groups and extranonce prefixes follow them): ranges apart, as deploys place them
+        ("stratum-2", ["stratum"], 1 + IDS_PER_STRATUM_HOST),
         ("blockmaker", ["blockmaker"], 1),
         ("accounting", ["accounting"], 1),
     ]
