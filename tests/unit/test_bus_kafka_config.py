@@ -58,3 +58,21 @@ def test_record_keys_keep_what_must_stay_in_order_together() -> None:
 )
 def test_spooled_record_round_trip(topic: Topic, key: bytes, timestamp_ms: int, value: bytes) -> None:
     assert decode_spooled(encode_spooled(topic, key, timestamp_ms, value)) == (topic, key, timestamp_ms, value)
+
+
+@pytest.mark.parametrize(("topic", "warned"), [(Topic.TEMPLATES, True), (Topic.SHARES, False)])
+def test_a_template_reader_left_without_a_partition_says_why(
+    topic: Topic, warned: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stratum worker whose template group another process joined gets no job to hand out: the log names the
+    cause (overlapping server_id ranges). Shares are split between a group's members by design: no warning."""
+    import asyncio
+
+    from ckbpool.bus.kafka import KafkaBus, KafkaSubscription, _Rebalance
+
+    bus = KafkaBus(KafkaBusConfig.from_url(f"kafka://127.0.0.1:9?create_topics=0&spool_dir={tmp_path}/s"))
+    sub = KafkaSubscription(bus, topic, "stratum-2")
+    with caplog.at_level("WARNING", logger="ckbpool.bus.kafka"):
+        asyncio.run(_Rebalance(sub).on_partitions_assigned(set()))
+    assert sub._assigned.is_set()
+    assert ("server_id range" in caplog.text and f"stratum-2@{topic}" in caplog.text) is warned

@@ -771,7 +771,20 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.subscription._on_revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[Any]) -> None:
-        self.subscription._assigned.set()  # also with no partitions: the member has joined
+        sub = self.subscription
+        if not assigned and sub.topic is Topic.TEMPLATES:
+            # Every stratum process (and each of its worker processes) must read every template, so each reads
+            # as a group of its own (its server_id). A member left without the topic's partition means another
+            # process joined the same group: overlapping server_id ranges (a process with N workers uses
+            # server_id .. server_id + N - 1), or for a moment a rolling restart. Its miners get no job.
+            log.warning(
+                "consumer group %s got no partition of %s: another process reads templates as the same group, so "
+                "this one hands its miners no job -- give each stratum process its own server_id range "
+                "(server_id .. server_id + workers - 1; deploys space them 16 apart)",
+                sub.kafka_group_id,
+                sub.topic,
+            )
+        sub._assigned.set()  # also with no partitions: the member has joined
 
 
 class KafkaSubscription(Subscription):
