@@ -621,16 +621,20 @@ class IpcBus(Bus):
         if transport.is_closing():
             raise BusUnavailable("the link to the parent process closed before the event left")
 
-    async def publish(self, topic: Topic, event: Event) -> None:
-        check_event(topic, event)
-        self._send(encode_frame(PUBLISH, _TOPIC.pack(_TOPIC_INDEX[topic]) + event.to_proto()))
-        self.published += 1
+    async def _delivered(self) -> None:
+        """Return once everything published so far is in the kernel -- and, to a durable hub, taken by it."""
         number = self.published
         await self._flushed()
         if self.durable and self._acked < number:
             future = asyncio.get_running_loop().create_future()
             self._ack_waiters.append((number, future))
             await future
+
+    async def publish(self, topic: Topic, event: Event) -> None:
+        check_event(topic, event)
+        self._send(encode_frame(PUBLISH, _TOPIC.pack(_TOPIC_INDEX[topic]) + event.to_proto()))
+        self.published += 1
+        await self._delivered()
 
     async def publish_many(self, topic: Topic, events: Sequence[Event]) -> None:
         """``publish`` for a list, in order, as one frame per ``MANY_PER_FRAME`` events and one write: returns once
@@ -657,12 +661,7 @@ class IpcBus(Bus):
             frames.append(encode_frame(PUBLISH_MANY, b"".join(parts)))
         self._send(frames[0] if len(frames) == 1 else b"".join(frames))
         self.published += len(events)
-        number = self.published
-        await self._flushed()
-        if self.durable and self._acked < number:
-            future = asyncio.get_running_loop().create_future()
-            self._ack_waiters.append((number, future))
-            await future
+        await self._delivered()
 
     def subscribe(self, topic: Topic, group: str, *, manual_ack: bool = False) -> Subscription:
         topic = Topic(topic)
