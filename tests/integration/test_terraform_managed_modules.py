@@ -10,31 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_terraform_modules import _hcl
 
 pytestmark = pytest.mark.integration
 
 TF = Path(__file__).resolve().parents[2] / "terraform"
-
-
-def _unquote(value: Any) -> Any:
-    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
-        return value[1:-1]
-    return value
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {_unquote(k): _clean(v) for k, v in value.items() if k != "__is_block__"}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return _unquote(value)
-
-
-def _hcl(path: Path) -> dict[str, Any]:
-    hcl2 = pytest.importorskip("hcl2")
-    with path.open() as fh:
-        doc: dict[str, Any] = _clean(hcl2.load(fh))
-    return doc
 
 
 def _resources(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
