@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, TypedDict
 
 from ..ckb.address import parse_address
 from ..ckb.errors import MalformedError
@@ -103,6 +103,32 @@ def _workers(rows: list[WorkerRow], online_since: float) -> list[Worker]:
         )
         for r in rows
     ]
+
+
+class _Figures(TypedDict):
+    hashrate: Hashrate
+    history: HashrateHistory
+    accepted: int
+    rejected: int
+    last_share: float | None
+    workers: list[Worker]
+    workers_online: int
+
+
+def _account_figures(
+    totals: dict[str, str] | None, rates: Rates, rows: list[WorkerRow], online_since: float
+) -> _Figures:
+    """One books account's figures as the page shows them: the address's PPLNS account and its ``solo:`` one alike."""
+    last = (totals or {}).get("last_share")
+    return _Figures(
+        hashrate=_hashrate(rates),
+        history=_history(rates),
+        accepted=int((totals or {}).get("accepted", 0)),
+        rejected=int((totals or {}).get("rejected", 0)),
+        last_share=float(last) if last is not None else None,
+        workers=_workers(rows, online_since),
+        workers_online=sum(1 for r in rows if r.last_share is not None and r.last_share >= online_since),
+    )
 
 
 class PublicApi:
@@ -251,30 +277,16 @@ class PublicApi:
                 "forgotten 30 days after the last one)",
             )
         online_since = now - self.settings.online_window_s
-        last = (totals or {}).get("last_share")
         solo: SoloStats | None = None
         if solo_totals is not None or solo_blocks:
-            solo_last = (solo_totals or {}).get("last_share")
             solo = SoloStats(
                 account=SOLO_PREFIX + user,
-                hashrate=_hashrate(solo_rates),
-                history=_history(solo_rates),
-                accepted=int((solo_totals or {}).get("accepted", 0)),
-                rejected=int((solo_totals or {}).get("rejected", 0)),
-                last_share=float(solo_last) if solo_last is not None else None,
-                workers=_workers(solo_rows, online_since),
-                workers_online=sum(1 for r in solo_rows if r.last_share is not None and r.last_share >= online_since),
+                **_account_figures(solo_totals, solo_rates, solo_rows, online_since),
                 blocks=solo_blocks,
             )
         return AddressStats(
             address=user,
-            hashrate=_hashrate(rates),
-            history=_history(rates),
-            accepted=int((totals or {}).get("accepted", 0)),
-            rejected=int((totals or {}).get("rejected", 0)),
-            last_share=float(last) if last is not None else None,
-            workers=_workers(rows, online_since),
-            workers_online=sum(1 for r in rows if r.last_share is not None and r.last_share >= online_since),
+            **_account_figures(totals, rates, rows, online_since),
             blocks=blocks,
             solo=solo,
             balance=balance,
