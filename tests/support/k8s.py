@@ -324,13 +324,7 @@ class KubeApiServer:
 
     def stop(self) -> None:
         for process in (*self.controllers, self.apiserver, self.etcd):
-            if process is not None and process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=10)
+            _terminate(process, grace=20)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -657,12 +651,13 @@ def _cni_netns() -> list[str]:
     return [p.name for p in netns.iterdir() if p.name.startswith("cni-")] if netns.is_dir() else []
 
 
-def _terminate(process: subprocess.Popen[bytes] | None) -> None:
+def _terminate(process: subprocess.Popen[bytes] | None, grace: float = 30) -> None:
+    """SIGTERM, ``grace`` seconds to exit, then SIGKILL."""
     if process is None or process.poll() is not None:
         return
     process.terminate()
     try:
-        process.wait(timeout=30)
+        process.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=10)
