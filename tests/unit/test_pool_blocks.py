@@ -128,7 +128,7 @@ async def test_an_outcome_decided_but_not_reported_is_reported_at_the_next_start
 async def test_a_node_down_longer_than_the_retries_gives_no_outcome_until_it_answers(tmp_path: Path) -> None:
     node, outcomes = FakeNode(), []
     node.down = True
-    bm = maker(node, tmp_path, outcomes, retries=2, resubmit_interval_s=0.05)
+    bm = maker(node, tmp_path, outcomes, retries=2, resubmit_interval_s=0.05, settle_timeout_s=0.3)
     assert await bm.submit_record(await bm.persist(found(5))) is None
     assert outcomes == [] and bm.pending_count == 1  # "pending" is not an outcome: nothing reported
     resubmitter = asyncio.create_task(bm.keep_resubmitting())

@@ -48,7 +48,6 @@ from ..retry import Backoff, retry
 
 log = logging.getLogger(__name__)
 #: probe a restarting node every 0.1 s for up to 30 s before resubmitting to it
-_SETTLE_PROBE = Backoff(initial=0.1, maximum=0.1, jitter=0.0, timeout=30.0)
 
 
 FINAL_STATUSES = frozenset({"accepted", "stale", "rejected"})
@@ -171,6 +170,7 @@ class BlockMaker:
         retry_backoff: float = 0.2,
         settle_s: float = 1.0,
         resubmit_interval_s: float = 30.0,
+        settle_timeout_s: float = 30.0,
         on_outcome: Callable[[BlockOutcome], Any] | None = None,
     ) -> None:
         self.rpc = rpc
@@ -179,6 +179,8 @@ class BlockMaker:
         self.retry_backoff = retry_backoff
         self.settle_s = settle_s
         self.resubmit_interval_s = resubmit_interval_s
+        # how long one submission attempt waits for a node seen down to answer again (probing every 0.1 s)
+        self._settle_probe = Backoff(initial=0.1, maximum=0.1, jitter=0.0, timeout=settle_timeout_s)
         self.on_outcome = on_outcome
         # every record this object knows, by block hash (the store's content after load, plus what came since)
         self._known: dict[bytes, BlockRecord] | None = None
@@ -332,7 +334,7 @@ class BlockMaker:
                 await retry(
                     lambda: self.rpc.call("get_tip_block_number", retries=0),
                     on=(NodeUnavailable, RpcError),
-                    policy=_SETTLE_PROBE,
+                    policy=self._settle_probe,
                     what="node up after an outage",
                 )
             except (NodeUnavailable, RpcError):
