@@ -48,6 +48,7 @@ step registry bash scripts/registry-deps.sh & pids+=($!)   # OCI registry for th
 step k8s bash scripts/k8s-deps.sh & pids+=($!)   # helm + kube-apiserver (Go builds) for the k8s chart/target tests
 step tofu bash scripts/tofu-deps.sh & pids+=($!)           # OpenTofu: the Terraform tests run on tofu as well
 step compose bash scripts/compose-deps.sh & pids+=($!)     # the Compose v2+ plugin: the compose e2e on it and v1
+step kafka-exporter bash scripts/kafka-exporter-deps.sh & pids+=($!)  # the exporter binary: its secret-not-in-argv test
 if [ -f tests/interop/build.sh ]; then
   step sri-interop bash tests/interop/build.sh & pids+=($!)
 fi

@@ -352,7 +352,7 @@ class Images(_Strict):
     prometheus: str = "prom/prometheus:v2.53.2"
     node_exporter: str = "prom/node-exporter:v1.8.2"
     redis_exporter: str = "oliver006/redis_exporter:v1.66.0-alpine"
-    kafka_exporter: str = "danielqsj/kafka-exporter:v1.8.0"
+    kafka_exporter: str = "danielqsj/kafka-exporter:v1.9.0"
     grafana: str = "grafana/grafana:11.2.2"
     postgres: str = "postgres:15.8-bookworm"
     postgres_exporter: str = "prometheuscommunity/postgres-exporter:v0.15.0"
