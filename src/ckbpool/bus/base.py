@@ -21,7 +21,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -141,6 +141,16 @@ class Bus(abc.ABC):
     @abc.abstractmethod
     async def publish(self, topic: Topic, event: Event) -> None:
         """Hand ``event`` to the bus; see the module docstring for the guarantee. TypeError on the wrong type."""
+
+    async def publish_many(self, topic: Topic, events: Sequence[Event]) -> None:
+        """``publish`` each of ``events``, in order (the stratum server's share queue hands its batch over at once).
+
+        This default publishes one after the other, with ``publish``'s guarantee for each. Backends override it
+        where a batch is cheaper as a whole (in-process: one append per group; IPC: one frame). A failure part way
+        leaves it unknown how many were taken: handing the same list again duplicates those, which accounting
+        drops by the shares' stable ids."""
+        for event in events:
+            await self.publish(topic, event)
 
     @abc.abstractmethod
     def subscribe(self, topic: Topic, group: str, *, manual_ack: bool = False) -> Subscription:

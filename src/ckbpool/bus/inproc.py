@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Sequence
 
-from .base import Bus, BusClosed, Event, Subscription, Topic, check_event
+from .base import EVENT_TYPES, Bus, BusClosed, Event, Subscription, Topic, check_event
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,19 @@ class _GroupQueue:
                 "bus group %s has %d undelivered events (high-water mark %d)", self.name, len(items), self.high_water
             )
             self._next_warning *= 2
+        self._wake_one()
+
+    def put_many(self, events: list[Event]) -> None:
+        """``put`` for a list: one extend, one high-water check, one wake-up (the woken subscriber wakes the next
+        while items remain, see ``get``)."""
+        items = self.items
+        items.extend(events)
+        if len(items) >= self._next_warning:
+            log.warning(
+                "bus group %s has %d undelivered events (high-water mark %d)", self.name, len(items), self.high_water
+            )
+            while self._next_warning <= len(items):
+                self._next_warning *= 2
         self._wake_one()
 
     def _wake_one(self) -> None:
@@ -159,6 +173,23 @@ class InProcBus(Bus):
         for queue in self._groups[topic].values():
             queue.put(event)
         self.published += 1
+
+    async def publish_many(self, topic: Topic, events: Sequence[Event]) -> None:
+        """Every event's type is checked first, then the whole list goes onto each group's queue at once: all of
+        it or none (a wrong type raises before anything is queued). Issue 19: per share, ``publish``'s await, type
+        check and wake-up were a third of the in-process bus's cost in the share path."""
+        if self._closed:
+            raise BusClosed("publish on a closed bus")
+        expected = EVENT_TYPES[topic]
+        for event in events:
+            if type(event) is not expected:
+                check_event(topic, event)  # raises, naming the type
+        if not events:
+            return
+        batch = events if isinstance(events, list) else list(events)
+        for queue in self._groups[topic].values():
+            queue.put_many(batch)
+        self.published += len(batch)
 
     def subscribe(self, topic: Topic, group: str, *, manual_ack: bool = False) -> Subscription:
         if self._closed:

@@ -469,35 +469,43 @@ def _batch_args(shares: Sequence[Share]) -> list[str | int]:
     records: dict[tuple[str, str, str], _Identity] = {}
     order: list[_Identity] = []
     lines: list[str] = []
-    works: dict[int, int] = {}
+    line = lines.append
+    # per distinct (target, difficulty): the work and the line's middle "difficulty\twork\t" -- a batch has a few
+    # of each, and a float's repr and a 256-bit division per share were most of this function's cost (issue 19)
+    credited: dict[tuple[int, float], tuple[int, float, str]] = {}
+    floor = math.floor
     for share in shares:
-        key = (share.source, share.user, share.worker)
+        (_server, _channel, user, worker, _job, height, _nonce, target, difficulty, accepted, reason, _block, _hash,
+         timestamp, source, seq) = share  # fmt: skip
+        key = (source, user, worker)
         ident = records.get(key)
         if ident is None:
             ident = records[key] = _Identity(len(order) + 1, share)
             order.append(ident)
-        elif share.seq <= ident.last_seq:
+        elif seq <= ident.last_seq:
             ident.monotone = False  # a repeat inside the batch: the script decides these shares one by one
         else:
-            ident.last_seq = share.seq
-        if share.accepted:
-            work = works.get(share.share_target)
-            if work is None:
-                work = works[share.share_target] = share_work_int(share.share_target)
-            ts = float(share.timestamp)
+            ident.last_seq = seq
+        if accepted:
+            known = credited.get((target, difficulty))
+            if known is None:
+                d = float(difficulty)
+                w = share_work_int(target)
+                known = credited[(target, difficulty)] = (w, d, f"{d!r}\t{w}\t")
+            work, d, middle = known
+            ts = float(timestamp)
             ts_s = repr(ts)
             ident.n += 1
-            ident.difficulty += float(share.share_difficulty)
+            ident.difficulty += d
             ident.work += work
             if ts > ident.ts:
                 ident.ts, ident.ts_s = ts, ts_s
-            minute = math.floor(ts / 60)
-            ident.buckets[minute] = ident.buckets.get(minute, 0) + work
-            lines.append(
-                f"{ident.index}\t{share.seq}\t\t{float(share.share_difficulty)!r}\t{work}\t{ts_s}\t{share.height}\n"
-            )
+            minute = floor(ts / 60)
+            buckets = ident.buckets
+            buckets[minute] = buckets.get(minute, 0) + work
+            line(f"{ident.index}\t{seq}\t\t{middle}{ts_s}\t{height}\n")
         else:
-            lines.append(f"{ident.index}\t{share.seq}\t{_reason(share.reason)}\t0\t0\t0\t0\n")
+            line(f"{ident.index}\t{seq}\t{_reason(reason)}\t0\t0\t0\t0\n")
     # two records sharing a high-water mark field (user "a.b" + worker "c" and user "a" + worker "b.c"): one
     # stream to the mark, so their shares are decided one by one, in batch order, against it
     fields: dict[tuple[str, str], _Identity] = {}

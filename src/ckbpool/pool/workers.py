@@ -93,6 +93,35 @@ class WorkerBook:
         if at - self._swept >= self.bucket_s:
             self._sweep(at)
 
+    def observe_many(self, shares: list[Share]) -> None:
+        """``observe`` each share, in order, with the figures of consecutive shares of one worker looked up once
+        (the stratum server's batches run in long stretches per connection)."""
+        key: tuple[str, str] | None = None
+        figures: WorkerFigures | None = None
+        bucket_s, window_s = self.bucket_s, self.window_s
+        for share in shares:
+            if key is None or share.user != key[0] or share.worker != key[1]:
+                key = (share.user, share.worker)
+                figures = self.workers.get(key)
+                if figures is None:
+                    figures = self.workers[key] = WorkerFigures()
+            assert figures is not None
+            at = share.timestamp
+            if at > figures.last_share:
+                figures.last_share = at
+            if not share.accepted:
+                figures.rejected += 1
+                continue
+            figures.accepted += 1
+            if figures.first_accepted is None:
+                figures.first_accepted = at
+            else:
+                figures.add_work(TWO_256 / share.share_target, at, bucket_s)
+                figures.expire(at, window_s, bucket_s)
+            if at - self._swept >= bucket_s:
+                self._sweep(at)
+                key = None  # the sweep may have dropped this worker's figures: look them up again
+
     def _sweep(self, now: float) -> None:
         self._swept = now
         horizon = now - self.forget_after_s
