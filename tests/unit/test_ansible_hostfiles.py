@@ -34,6 +34,7 @@ from ckbpool.deploy.hostfiles import (
     host_plan,
     render_firewall,
     role_vars,
+    scrape_gateway_keystore,
 )
 from ckbpool.deploy.render import compose_stack, render_files
 from ckbpool.deploy.target import Paths
@@ -91,15 +92,20 @@ def test_three_hosts_each_run_their_services_and_find_the_others(project: Path) 
         for h in ADDRESSES
     }
     # the node's RPC crosses hosts: its filter runs beside it
-    assert plans["node-1"].services == ["ckb", "rpc-filter", "node-exporter"]
-    assert plans["data-1"].services == ["redis", "kafka", "node-exporter", "redis-exporter", "kafka-exporter"]
+    assert plans["node-1"].services == ["ckb", "rpc-filter", "node-exporter", "scrape-gateway"]
+    assert plans["data-1"].services == [
+        "redis", "kafka", "node-exporter", "redis-exporter", "kafka-exporter", "scrape-gateway",
+    ]  # fmt: skip
     assert plans["pool-1"].services == ["pool", "prometheus", "node-exporter", "grafana"]
     # secrets: only what the services read (the broker's keystore and SCRAM users only on its host, the pool's
     # own Kafka password only on the pool's, the token on both ends of the filter's hop)
-    assert plans["node-1"].secrets == ["tls-rpc-filter.pem", "rpc-filter.token"]
+    assert plans["node-1"].secrets == [
+        "tls-rpc-filter.pem", "rpc-filter.token", scrape_gateway_keystore("node-1"), "scrape.token",
+    ]  # fmt: skip
     assert plans["data-1"].secrets == [
         "redis.password", "redis-exporter.json", "redis-users.acl", "kafka-ca.pem", "kafka-broker-kafka.pem",
-        "kafka-scram.args", "tls-redis.pem", "kafka-exporter.password",
+        "kafka-scram.args", "tls-redis.pem", "kafka-exporter.password", scrape_gateway_keystore("data-1"),
+        "scrape.token",
     ]  # fmt: skip
     assert set(plans["pool-1"].secrets) >= {"pool-static.key", "kafka-ca.pem", "rpc-filter.token",
                                             "kafka-jobmaker-stratum-blockmaker-accounting.password"}  # fmt: skip
@@ -122,30 +128,28 @@ def test_three_hosts_each_run_their_services_and_find_the_others(project: Path) 
     # published: exactly what a peer needs, on the private address (plus what the single stack publishes)
     published = {h: {(p["address"], p["port"]) for p in plan.published} for h, plan in plans.items()}
     p = cfg.ports
+    # (the metrics of other hosts: only through their scrape gateways)
     assert published["node-1"] == {
         ("127.0.0.1", p.node_rpc), ("10.231.0.1", p.node_rpc_filter), ("10.231.0.1", p.node_tcp_rpc_filter),
-        ("10.231.0.1", p.node_metrics), ("10.231.0.1", p.node_exporter),
+        ("10.231.0.1", p.scrape_gateway),
     }  # fmt: skip
-    assert published["data-1"] == {
-        ("10.231.0.2", p.redis), ("10.231.0.2", p.kafka), ("10.231.0.2", p.node_exporter),
-        ("10.231.0.2", p.redis_exporter), ("10.231.0.2", p.kafka_exporter),
-    }  # fmt: skip
+    assert published["data-1"] == {("10.231.0.2", p.redis), ("10.231.0.2", p.kafka), ("10.231.0.2", p.scrape_gateway)}
     assert ("10.231.0.3", p.pool_http) not in published["pool-1"]  # Prometheus is on the same host
     # a published service leaves the internal-only network; nothing depends on a service of another host
     for name, svc in data["services"].items():
         assert set(svc.get("depends_on", {})) <= set(data["services"]), name
     assert "edge" in data["services"]["redis"]["networks"]
-    # Prometheus scrapes everything on the peers' addresses
+    # Prometheus scrapes the peers through their gateways on their private addresses, its own host directly
     prom = yaml.safe_load(plans["pool-1"].files["compose/prometheus/prometheus.yml"])
     targets = {j["job_name"]: j["static_configs"][0]["targets"] for j in prom["scrape_configs"]}
-    assert targets["ckb"] == [f"10.231.0.1:{p.node_metrics}"]
-    assert targets["redis"] == [f"10.231.0.2:{p.redis_exporter}"]
-    assert sorted(targets["node"]) == sorted([f"10.231.0.1:{p.node_exporter}", f"10.231.0.2:{p.node_exporter}",
-                                               "node-exporter:9100"])  # fmt: skip
+    assert targets["ckb-gateway"] == [f"10.231.0.1:{p.scrape_gateway}"]
+    assert targets["redis-gateway"] == [f"10.231.0.2:{p.scrape_gateway}"]
+    assert targets["node"] == ["node-exporter:9100"]
+    assert sorted(targets["node-gateway"]) == [f"10.231.0.1:{p.scrape_gateway}", f"10.231.0.2:{p.scrape_gateway}"]
     # firewall: who may connect to each published port
     rules = {r["port"]: r for r in plans["data-1"].firewall}
     assert rules[p.redis]["sources"] == ["10.231.0.3"] and rules[p.kafka]["sources"] == ["10.231.0.3"]
-    assert rules[p.redis_exporter]["sources"] == ["10.231.0.3"]
+    assert rules[p.scrape_gateway]["sources"] == ["10.231.0.3"] and p.redis_exporter not in rules
     node_rules = {r["port"]: r for r in plans["node-1"].firewall}
     assert node_rules[p.node_rpc_filter]["sources"] == ["10.231.0.3"]
     assert node_rules.get(p.node_rpc, {"sources": []})["sources"] == []  # the node's own RPC: no peer
@@ -159,11 +163,12 @@ def test_kafka_exporter_switched_off_leaves_no_service_port_or_scrape_job(projec
         h: host_plan(cfg, placement, h, install_dir="/opt/ckbpool/hf", controller_secrets_dir=paths.secrets_dir)
         for h in ADDRESSES
     }
-    assert plans["data-1"].services == ["redis", "kafka", "node-exporter", "redis-exporter"]
+    assert plans["data-1"].services == ["redis", "kafka", "node-exporter", "redis-exporter", "scrape-gateway"]
     assert cfg.ports.kafka_exporter not in {p["port"] for p in plans["data-1"].published}
     assert cfg.ports.kafka_exporter not in {r["port"] for r in plans["data-1"].firewall}
     prom = yaml.safe_load(plans["pool-1"].files["compose/prometheus/prometheus.yml"])
-    assert "kafka" not in {j["job_name"] for j in prom["scrape_configs"]}
+    assert not {"kafka", "kafka-gateway"} & {j["job_name"] for j in prom["scrape_configs"]}
+    assert "kafka" not in tomllib.loads(plans["data-1"].files["compose/scrape-gateway/gateway.toml"])["targets"]
     # the single-host compose stack too
     files = render_files(cfg, paths)
     assert "kafka-exporter" not in yaml.safe_load(files["compose/compose.yaml"])["services"]
@@ -177,17 +182,19 @@ def test_a_proxy_host_is_scraped_by_the_monitoring_host_and_only_by_it(project: 
     addresses = {**ADDRESSES, "edge-1": "10.231.0.4"}
     placement = Placement.from_inventory(cfg, inventory, addresses)
     plan = host_plan(cfg, placement, "edge-1", install_dir="/opt/ckbpool/hf", controller_secrets_dir=paths.secrets_dir)
-    assert plan.services == ["proxy", "node-exporter"]
+    assert plan.services == ["proxy", "node-exporter", "scrape-gateway"]
     proxy_toml = tomllib.loads(plan.files["compose/pool/proxy.toml"])
     assert proxy_toml["http"] == {"listen_host": "0.0.0.0", "listen_port": 8181}
-    assert ("10.231.0.4", cfg.ports.proxy_http) in {(p["address"], p["port"]) for p in plan.published}
+    published = {(p["address"], p["port"]) for p in plan.published}
+    assert ("10.231.0.4", cfg.ports.proxy_http) not in published  # its /metrics: through the gateway only
+    assert ("10.231.0.4", cfg.ports.scrape_gateway) in published
     rules = {r["port"]: r for r in plan.firewall}
-    assert rules[cfg.ports.proxy_http]["sources"] == ["10.231.0.3"]  # the monitoring host
+    assert rules[cfg.ports.scrape_gateway]["sources"] == ["10.231.0.3"]  # the monitoring host
     assert rules[cfg.ports.proxy]["public"]
     mon = host_plan(cfg, placement, "pool-1", install_dir="/opt/ckbpool/hf", controller_secrets_dir=paths.secrets_dir)
     prom = yaml.safe_load(mon.files["compose/prometheus/prometheus.yml"])
     targets = {j["job_name"]: j["static_configs"][0]["targets"] for j in prom["scrape_configs"]}
-    assert targets["proxy"] == [f"10.231.0.4:{cfg.ports.proxy_http}"]
+    assert targets["proxy-gateway"] == [f"10.231.0.4:{cfg.ports.scrape_gateway}"]
 
 
 def test_inventory_problems_name_the_group_or_variable(project: Path) -> None:
@@ -319,11 +326,12 @@ def test_a_host_stack_is_the_template_with_its_services_volumes_and_secrets(proj
     text = node.files["compose/compose.yaml"]
     # rendered, not re-serialised: the template's anchors and comments stay
     assert "x-logging: &logging" in text and "# JSON-RPC get_tip_block_number" in text
-    assert "# Services of host node-1: ckb, rpc-filter, node-exporter (the other services" in text
+    assert "# Services of host node-1: ckb, rpc-filter, node-exporter, scrape-gateway (the other services" in text
     compose = yaml.safe_load(text)
-    assert list(compose["services"]) == ["ckb", "rpc-filter", "node-exporter"]
+    assert list(compose["services"]) == ["ckb", "rpc-filter", "node-exporter", "scrape-gateway"]
     assert compose["volumes"] == {"ckb-data": {}}
-    assert set(compose["secrets"]) == {"rpc_filter_tls", "rpc_filter_token"}  # the filter's only
+    # the filter's and the scrape gateway's only
+    assert set(compose["secrets"]) == {"rpc_filter_tls", "rpc_filter_token", "scrape_tls", "scrape_token"}
     assert "depends_on" not in compose["services"]["ckb"]
     assert compose["services"]["rpc-filter"]["command"] == ["rpc-filter", "run", "-c", "/etc/ckbpool/rpc-filter.toml"]
     assert "compose/pool/rpc-filter.toml" in node.files

@@ -237,6 +237,10 @@ from .rpcfilter_cmds import rpcfilter_app  # noqa: E402 - rpc-filter run
 
 app.add_typer(rpcfilter_app, name="rpc-filter")
 
+from .scrapegw_cmds import scrapegw_app  # noqa: E402 - scrape-gateway run
+
+app.add_typer(scrapegw_app, name="scrape-gateway")
+
 
 def main() -> None:
     app()

@@ -78,6 +78,9 @@ class Ports(_Strict):
     # instead of node_rpc / node_tcp_rpc, which then stay on bind.private
     node_rpc_filter: Port = 8124
     node_tcp_rpc_filter: Port = 18124
+    # each scraped host's scrape gateway (hosts target, monitoring on another host): HTTPS + a bearer token in
+    # front of that host's exporters, the only metrics port the monitoring host reaches (issue 18)
+    scrape_gateway: Port = 9443
 
 
 #: the non-loopback ranges an internal port may be published on: RFC 1918 and IPv6 unique local addresses
@@ -274,6 +277,7 @@ class Resources(_Strict):
     payouts: ServiceLimits = ServiceLimits()
     proxy: ServiceLimits = ServiceLimits()
     rpc_filter: ServiceLimits = ServiceLimits()  # the node's RPC filter (hosts target)
+    scrape_gateway: ServiceLimits = ServiceLimits()  # a scraped host's scrape gateway (hosts target)
     miner: ServiceLimits = ServiceLimits()
     prometheus: ServiceLimits = ServiceLimits()
     node_exporter: ServiceLimits = ServiceLimits()

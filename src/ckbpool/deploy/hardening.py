@@ -102,6 +102,7 @@ CONFINEMENT: dict[str, Confinement] = {
     "payouts": Confinement(read_only=True),
     "proxy": Confinement(read_only=True),
     "rpc-filter": Confinement(read_only=True),  # the node's RPC filter (pool image; hosts target, issue 18)
+    "scrape-gateway": Confinement(read_only=True),  # TLS + token in front of a host's exporters (pool image)
     "miner": Confinement(read_only=True),
     "prometheus": Confinement(read_only=True),
     "node-exporter": Confinement(read_only=True),
@@ -143,6 +144,7 @@ LIMITS: dict[str, Limits] = {
     "kafka": Limits(memory_mb=1536, pids=512),
     "payouts": Limits(memory_mb=512, pids=256),
     "proxy": Limits(memory_mb=512, pids=256),
+    "scrape-gateway": Limits(memory_mb=192, pids=64),  # one asyncio process relaying a few /metrics bodies
     "rpc-filter": Limits(memory_mb=256, pids=128),  # one asyncio process forwarding small JSON-RPC calls
     "miner": Limits(memory_mb=256, pids=128),
     "prometheus": Limits(memory_mb=1024, pids=512),

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Any
 
 from .. import __version__
 from ..pool.config import IDS_PER_STRATUM_HOST
+from . import pki
 from . import secrets as sec
 from .config import POOL_ROLES, DeployConfig, parse_config, private_address_problem
 from .errors import ConfigFileError, DeployError
@@ -41,6 +43,7 @@ from .render import (
     PAYOUTS_ROLES,
     PUBLIC_PORTS,
     WEB_ROLES,
+    add_secrets,
     artifacts,
     build_context,
     compose_context,
@@ -99,6 +102,13 @@ SINGLE_HOST_GROUPS: tuple[str, ...] = ("ckb_node", "redis", "kafka", "monitoring
 SECRETS_SUBDIR = "secrets"
 #: the RPC filter's configuration on the node's host (beside pool.toml: the same image reads both)
 RPC_FILTER_TOML = "compose/pool/rpc-filter.toml"
+#: a scraped host's scrape gateway configuration (its own directory: the gateway may be a host's only
+#: ckbpool-image service, and its changes should restart it alone)
+SCRAPE_GATEWAY_TOML = "compose/scrape-gateway/gateway.toml"
+#: PostgreSQL's client authentication when a ledger client is on another host: TLS (hostssl) only
+POSTGRES_HBA = "compose/postgres/pg_hba.conf"
+#: where the compose secrets are in the containers: the deployment CA (every TLS client verifies against it)
+SECRET_CA = "/run/secrets/kafka_ca"
 
 
 class RoleVarsError(DeployError):
@@ -311,11 +321,15 @@ def serves_web(config: DeployConfig, placement: Placement, host: str) -> bool:
 @dataclass(frozen=True)
 class Crossing:
     """What crosses hosts, and is therefore secured (issue 18): the bus (TLS + SASL/SCRAM + ACLs), Redis (TLS;
-    its ACL users are on everywhere), the node's RPC (through the RPC filter: TLS, a token, an allowlist)."""
+    its ACL users are on everywhere), the node's RPC (through the RPC filter: TLS, a token, an allowlist), the
+    ledger's PostgreSQL (TLS only, verify-full) and Prometheus's scrapes (each scraped host's scrape gateway:
+    TLS and a bearer token)."""
 
     kafka: bool  # some pool process runs on another host than the broker (or services.kafka_security: always)
     redis: bool  # some Redis client (pool, payouts) runs on another host than Redis
     node: bool  # some pool process runs on another host than the node
+    postgres: bool = False  # some ledger client (the accounting hosts' pool and payouts) is on another host
+    scrapes: bool = False  # Prometheus scrapes a host other than its own (node-exporter runs on every host)
 
     @classmethod
     def of(cls, config: DeployConfig, placement: Placement) -> Crossing:
@@ -326,11 +340,71 @@ class Crossing:
             return provider is not None and any(h != provider for h in hosts)
 
         kafka_remote = config.services.kafka and elsewhere("kafka", clients)
+        ledger_clients = [h for role in PAYOUTS_ROLES for h in placement.hosts_with(role)]
         return cls(
             kafka=kafka_secured(config, kafka_remote),
             redis=config.services.redis and elsewhere("redis", clients),
             node=elsewhere("ckb_node", clients),
+            postgres=config.runs_postgres and elsewhere("postgres", ledger_clients),
+            scrapes=config.monitoring.enabled and elsewhere("monitoring", list(placement.roles)),
         )
+
+
+def scrape_gateway_keystore(host: str) -> str:
+    """The file of ``host``'s scrape gateway keystore in secrets_dir: ``tls-scrape-<host>-<hash>.pem`` (the
+    inventory name made file-safe, and a hash of it so that ``a.b`` and ``a-b`` never share a certificate)."""
+    slug = re.sub(r"[^a-z0-9_-]+", "-", host.lower()).strip("-")[:40] or "host"
+    return pki.server_keystore_file(f"scrape-{slug}-{_sha256(host)[:8]}")
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """One target of Prometheus: ``job`` on ``host``'s port ``key`` (a compose service's), at ``path``."""
+
+    job: str
+    host: str
+    key: str
+    path: str = "/metrics"
+
+    @property
+    def service(self) -> str:
+        return COMPOSE_PORTS[self.key][0]
+
+    @property
+    def internal_url(self) -> str:
+        """Where the host's own services (its scrape gateway) reach it: the compose network."""
+        return f"http://{self.service}:{COMPOSE_PORTS[self.key][1]}{self.path}"
+
+
+def scrapes(config: DeployConfig, placement: Placement) -> list[Scrape]:
+    """Every scrape of the deployment's Prometheus, in prometheus.yml's job order (none without monitoring)."""
+    if not config.monitoring.enabled:
+        return []
+    pool_hosts = [h for h, rs in placement.roles.items() if set(rs) & set(POOL_ROLES)]
+    out = [Scrape("ckbpool", h, "pool_http") for h in pool_hosts]
+    out += [Scrape("ckb", h, "node_metrics", "/") for h in placement.hosts_with("ckb_node")]
+    out += [Scrape("node", h, "node_exporter") for h in placement.roles]
+    if config.services.redis:
+        out += [Scrape("redis", h, "redis_exporter") for h in placement.hosts_with("redis")]
+    if config.services.kafka and config.monitoring.kafka_exporter:
+        out += [Scrape("kafka", h, "kafka_exporter") for h in placement.hosts_with("kafka")]
+    if config.services.proxy:
+        out += [Scrape("proxy", h, "proxy_http") for h in placement.hosts_with("proxy")]
+    if config.runs_postgres:
+        out += [Scrape("postgres", h, "postgres_exporter") for h in placement.hosts_with("postgres")]
+    engine = payouts_host(config, placement)
+    if engine is not None:
+        out.append(Scrape("payouts", engine, "payouts_metrics"))
+    return out
+
+
+def gateway_targets(config: DeployConfig, placement: Placement, host: str) -> dict[str, str]:
+    """job -> internal /metrics URL of what the monitoring host scrapes on ``host`` through its scrape gateway
+    (empty on the monitoring host itself, and when nothing crosses hosts)."""
+    mon = placement.first("monitoring")
+    if mon is None or mon == host:
+        return {}
+    return {s.job: s.internal_url for s in scrapes(config, placement) if s.host == host}
 
 
 def ensure_host_secrets(config: DeployConfig, placement: Placement, secrets_dir: Path) -> list[str]:
@@ -352,9 +426,22 @@ def ensure_host_secrets(config: DeployConfig, placement: Placement, secrets_dir:
         node_host = placement.first("ckb_node")
         assert node_host is not None
         servers["rpc-filter"] = [placement.addresses[node_host], "rpc-filter", "localhost"]
+    if crossing.postgres:
+        pg_host = placement.first("postgres")
+        assert pg_host is not None
+        # the clients on other hosts verify the private address; the exporter beside it the service name
+        servers["postgres"] = [placement.addresses[pg_host], "postgres", "localhost"]
+    created: list[str] = []
+    if crossing.scrapes:
+        if sec.ensure_token(secrets_dir, sec.SCRAPE_TOKEN):  # before the lock below: flock is not re-entrant
+            created.append(sec.SCRAPE_TOKEN)
+        for host in placement.roles:
+            if gateway_targets(config, placement, host):
+                service = scrape_gateway_keystore(host).removeprefix("tls-").removesuffix(".pem")
+                servers[service] = [placement.addresses[host], "scrape-gateway", "localhost"]
     if kafka_sans is None and not servers:
-        return []
-    return sec.ensure_server_secrets(secrets_dir, kafka_sans=kafka_sans, servers=servers)
+        return created
+    return created + sec.ensure_server_secrets(secrets_dir, kafka_sans=kafka_sans, servers=servers)
 
 
 def services_on(config: DeployConfig, placement: Placement, host: str) -> list[str]:
@@ -388,6 +475,8 @@ def services_on(config: DeployConfig, placement: Placement, host: str) -> list[s
         out.append("kafka-exporter")
     if mon and "postgres" in roles:
         out.append("postgres-exporter")
+    if gateway_targets(config, placement, host):
+        out.append("scrape-gateway")  # the monitoring host scrapes this one: over TLS, with the token
     if "monitoring" in roles and config.monitoring.grafana:
         out.append("grafana")
     return out
@@ -467,29 +556,13 @@ def _consumers(config: DeployConfig, placement: Placement) -> dict[tuple[str, st
         add("stratum", "stratum", ["proxy"])
     if config.runs_postgres:
         add("postgres", "postgres", list(PAYOUTS_ROLES))  # the hosts whose pool.toml has [payouts]
-    if config.monitoring.enabled:
-        add("ckb_node", "node_metrics", ["monitoring"])
-        mon = placement.first("monitoring")
-
-        def scraped(hosts: Iterable[str], key: str) -> None:
-            """Prometheus (on the monitoring host) scrapes ``key`` on each of ``hosts``."""
-            for h in hosts:
-                if mon and mon != h and mon not in need.setdefault((h, key), []):
-                    need[(h, key)].append(mon)
-
-        scraped((h for role in pool for h in placement.hosts_with(role)), "pool_http")
-        scraped(placement.roles, "node_exporter")
-        if config.services.proxy:
-            scraped(placement.hosts_with("proxy"), "proxy_http")
-        if config.services.redis:
-            add("redis", "redis_exporter", ["monitoring"])
-        if config.services.kafka and config.monitoring.kafka_exporter:
-            add("kafka", "kafka_exporter", ["monitoring"])
-        if config.runs_postgres:
-            add("postgres", "postgres_exporter", ["monitoring"])
-        engine = payouts_host(config, placement)
-        if engine is not None:
-            scraped([engine], "payouts_metrics")
+    mon = placement.first("monitoring")
+    if mon is not None:
+        # Prometheus reaches another host's exporters only through that host's scrape gateway (TLS + token);
+        # the exporters' own ports stay on the host's internal network
+        for h in placement.roles:
+            if gateway_targets(config, placement, h):
+                need[(h, "scrape_gateway")] = [mon]
     return need
 
 
@@ -518,6 +591,8 @@ def host_plan(
 
     consumers = _consumers(config, placement)
     kafka_admin: dict[str, Any] | None = None
+    env = environment()
+    extra_files: dict[str, str] = {}  # the hosts target's own: PostgreSQL's pg_hba.conf, the scrape gateway's
 
     # -- where this host's services find the others ---------------------------------------------------
     if not placement.is_single:
@@ -583,6 +658,10 @@ def host_plan(
                 wallet_key_file="/run/secrets/payout_wallet_key",
                 metrics=("0.0.0.0", INNER["payouts_metrics"]),
             )
+            if pool["payouts"] is not None and not peers.local("postgres"):
+                # the ledger on another host: TLS only, the server's certificate checked against the deployment
+                # CA for the address dialled (issue 18); the password stays a file
+                pool["payouts"] = {**pool["payouts"], "db_sslmode": "verify-full", "db_sslrootcert": SECRET_CA}
         elif not set(PAYOUTS_ROLES) & set(roles):
             pool["payouts"] = None  # the ledger and the wallet stay on the host that runs the payouts
         if not serves_web(config, placement, host):
@@ -594,7 +673,34 @@ def host_plan(
             up_host, up_port = peers.endpoint("stratum", "pool", "stratum")
             ctx["proxy"] = {**ctx["proxy"], "upstream_host": up_host, "upstream_port": up_port}
         if "monitoring" in roles:
-            ctx["prometheus"] = {"jobs": _prometheus_jobs(config, placement, peers)}
+            jobs = _prometheus_jobs(config, placement, peers)
+            # scrapes of other hosts read the CA and the token: Prometheus runs as their owner (CKBPOOL_UID)
+            ctx["prometheus"] = {"jobs": jobs, "secured": any(job.get("tls") for job in jobs)}
+        if "postgres" in roles and crossing.postgres:
+            hba = env.get_template("pg_hba.conf.j2").render(ctx)
+            extra_files[POSTGRES_HBA] = hba
+            ctx["postgres"] = {
+                **ctx["postgres"],
+                "tls": {"keystore": "/run/secrets/postgres_tls", "hba": "/etc/postgresql/pg_hba.conf",
+                        "digest": _sha256(hba)[:16]},
+                # the exporter beside it dials the service name, which the certificate names too
+                "exporter_uri": f"{ctx['postgres']['exporter_uri'].partition('?')[0]}"
+                f"?sslmode=verify-full&sslrootcert={SECRET_CA}",
+            }  # fmt: skip
+        targets = gateway_targets(config, placement, host)
+        if targets:
+            ctx["scrape_gateway"] = {
+                "listen_host": "0.0.0.0",
+                "listen_port": INNER["scrape_gateway"],
+                "tls_cert_file": "/run/secrets/scrape_tls",
+                "tls_key_file": "/run/secrets/scrape_tls",
+                "token_file": "/run/secrets/scrape_token",
+                "targets": targets,
+            }
+            gateway_toml = env.get_template("scrape-gateway.toml.j2").render({**ctx, "gateway_host": host})
+            extra_files[SCRAPE_GATEWAY_TOML] = gateway_toml
+            ctx["scrape_gateway_digest"] = _sha256(gateway_toml)[:16]
+            ctx["secret_files"] = {**ctx["secret_files"], "scrape_tls": scrape_gateway_keystore(host)}
         ctx["stack"] = _host_stack(config, placement, host, services, consumers)
         secure_stack_secrets(
             ctx["stack"],
@@ -603,6 +709,7 @@ def host_plan(
             rpc_client=crossing.node and not peers.local("ckb_node"),
             redis_client_tls=config.services.redis and crossing.redis and not peers.local("redis"),
         )
+        _secure_ledger_and_scrapes(ctx, crossing, roles, ledger_client=not peers.local("postgres"))
         if config.managed.any:  # this host's own stack: the managed services' endpoints and credentials again
             use_managed_endpoints(ctx, config)
         ctx["compose_secrets"] = compose_secret_paths(host_paths, ctx["secret_files"])
@@ -621,7 +728,6 @@ def host_plan(
     wanted_dirs = {"ckb": "ckb" in services, "pool": bool({"pool", "proxy", "rpc-filter"} & set(services)),
                    "redis": "redis" in services, "prometheus": "prometheus" in services,
                    "grafana": "grafana" in services, "kafka": "kafka" in services}  # fmt: skip
-    env = environment()
     # what `ckbpool render` writes for the compose stack: files copied verbatim (alert rules, dashboards) are
     # taken as they are; templated ones are rendered again with this host's context
     reference = {p: t for p, t in render_files(config, controller_paths).items() if p.startswith("compose/")}
@@ -648,6 +754,7 @@ def host_plan(
     files = {p: files[p] for p in reference if p in files}
     if filter_toml is not None:
         files[RPC_FILTER_TOML] = filter_toml
+    files.update(extra_files)
 
     plan = HostPlan(host, services, files)
     plan.kafka_admin = kafka_admin
@@ -659,36 +766,52 @@ def host_plan(
 
 
 def _prometheus_jobs(config: DeployConfig, placement: Placement, peers: _Peers) -> list[dict[str, Any]]:
-    def targets(role: str, service: str, key: str, hosts: list[str] | None = None) -> list[str]:
-        out = []
-        for h in hosts if hosts is not None else placement.hosts_with(role):
-            if h == peers.host:
-                out.append(f"{service}:{COMPOSE_PORTS[key][1]}")
-            else:
-                out.append(f"{placement.addresses[h]}:{peers.ports[key]}")
-        return out
-
-    pool_hosts = [h for h, rs in placement.roles.items() if set(rs) & set(POOL_ROLES)]
-    jobs: list[dict[str, Any]] = [
-        {"name": "prometheus", "targets": ["localhost:9090"], "path": None},
-        {"name": "ckbpool", "targets": targets("", "pool", "pool_http", pool_hosts), "path": None},
-        {"name": "ckb", "targets": targets("ckb_node", "ckb", "node_metrics"), "path": "/"},
-        {"name": "node", "targets": targets("", "node-exporter", "node_exporter", list(placement.roles)), "path": None},
-    ]
-    if config.services.redis:
-        jobs.append({"name": "redis", "targets": targets("redis", "redis-exporter", "redis_exporter"), "path": None})
-    if config.services.kafka and config.monitoring.kafka_exporter:
-        jobs.append({"name": "kafka", "targets": targets("kafka", "kafka-exporter", "kafka_exporter"), "path": None})
-    if config.services.proxy:
-        jobs.append({"name": "proxy", "targets": targets("proxy", "proxy", "proxy_http"), "path": None})
-    if config.runs_postgres:
-        jobs.append(
-            {"name": "postgres", "targets": targets("postgres", "postgres-exporter", "postgres_exporter"), "path": None}
-        )
-    engine = payouts_host(config, placement)
-    if engine is not None:
-        jobs.append({"name": "payouts", "targets": targets("", "payouts", "payouts_metrics", [engine]), "path": None})
+    """prometheus.yml's jobs on the monitoring host: its own targets on the compose network (plain HTTP, never
+    off the host), and every other host's through that host's scrape gateway -- ``https`` to its private
+    address, the certificate checked against the deployment CA, the bearer token from a file -- in a job of
+    its own (``<job>-gateway``: scheme, TLS and auth are per job) whose targets keep the ``job`` label, so
+    alerts and dashboards see one job either way."""
+    jobs: list[dict[str, Any]] = [{"name": "prometheus", "targets": ["localhost:9090"], "path": None}]
+    by_job: dict[str, list[Scrape]] = {}
+    for scrape in scrapes(config, placement):
+        by_job.setdefault(scrape.job, []).append(scrape)
+    for job, entries in by_job.items():
+        path = entries[0].path if entries[0].path != "/metrics" else None
+        local = [f"{s.service}:{COMPOSE_PORTS[s.key][1]}" for s in entries if s.host == peers.host]
+        remote = [s.host for s in entries if s.host != peers.host]
+        if local:
+            jobs.append({"name": job, "targets": local, "path": path})
+        if remote:
+            jobs.append({
+                "name": f"{job}-gateway",
+                "targets": [_host_port(placement.addresses[h], peers.ports["scrape_gateway"]) for h in remote],
+                "path": f"/scrape/{job}",
+                "labels": {"job": job},
+                "tls": {"ca_file": SECRET_CA, "credentials_file": "/run/secrets/scrape_token"},
+            })  # fmt: skip
     return jobs
+
+
+def _host_port(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def _secure_ledger_and_scrapes(
+    ctx: dict[str, Any], crossing: Crossing, roles: list[str], *, ledger_client: bool
+) -> None:
+    """The secrets of the ledger's TLS and the scrape gateways, per service of this host's stack: PostgreSQL's
+    keystore (and the CA for its exporter), the CA for the ledger's clients on other hosts, the gateway's
+    keystore and token, and for Prometheus the CA and token its remote jobs read."""
+    stack = ctx["stack"]
+    if crossing.postgres and "postgres" in roles:
+        add_secrets(stack, "postgres", ("postgres_tls",))
+        add_secrets(stack, "postgres-exporter", ("kafka_ca",))
+    if crossing.postgres and ledger_client:
+        for client in ("pool", "payouts"):
+            if client in stack["services"] and "postgres_password" in stack["services"][client]["secrets"]:
+                add_secrets(stack, client, ("kafka_ca",))
+    if ctx.get("prometheus", {}).get("secured"):
+        add_secrets(stack, "prometheus", ("kafka_ca", "scrape_token"))
 
 
 def _host_stack(

@@ -90,7 +90,7 @@ INNER = {"node_rpc": 8114, "node_tcp_rpc": 18114, "node_p2p": 8115, "node_metric
          "pool_http": 8180, "redis": 6379, "kafka": 9092, "kafka_controller": 9093, "proxy": 3333,
          "proxy_http": 8181, "postgres": 5432, "postgres_exporter": 9187, "web": 8280,
          "payouts_metrics": 8190, "redis_tls": 6380, "kafka_internal": 9094, "node_rpc_filter": 8124,
-         "node_tcp_rpc_filter": 18124, "rpc_filter_metrics": 8129}  # fmt: skip
+         "node_tcp_rpc_filter": 18124, "rpc_filter_metrics": 8129, "scrape_gateway": 9443}  # fmt: skip
 #: compose service -> its directory of rendered config files (bind-mounted read-only)
 COMPOSE_CONFIG_DIRS = {
     "ckb": "ckb",
@@ -123,6 +123,11 @@ COMPOSE_SECRET_FILES = {
     "rpc_filter_tls": pki.server_keystore_file("rpc-filter"),
     "rpc_filter_token": sec.RPC_FILTER_TOKEN,
     "kafka_exporter_password": pki.password_file(EXPORTER_PRINCIPAL),
+    # PostgreSQL's keystore when a ledger client is on another host; each scraped host's scrape gateway (the
+    # hosts target names that host's own file in ``secret_files``) and the token Prometheus sends it
+    "postgres_tls": pki.server_keystore_file("postgres"),
+    "scrape_tls": pki.server_keystore_file("scrape-gateway"),
+    "scrape_token": sec.SCRAPE_TOKEN,
     # issue 20: the credentials of the cloud's managed Kafka / Redis / PostgreSQL (the aws / alicloud targets)
     "managed_kafka_password": "managed-kafka.password",
     "managed_redis_token": "managed-redis.token",
@@ -150,6 +155,7 @@ COMPOSE_PORTS: dict[str, tuple[str, int]] = {
     "payouts_metrics": ("payouts", INNER["payouts_metrics"]),
     "node_rpc_filter": ("rpc-filter", INNER["node_rpc_filter"]),
     "node_tcp_rpc_filter": ("rpc-filter", INNER["node_tcp_rpc_filter"]),
+    "scrape_gateway": ("scrape-gateway", INNER["scrape_gateway"]),
 }
 #: compose service -> its named volume (declared in compose.yaml only when the service is in the stack)
 COMPOSE_VOLUMES = {
@@ -876,6 +882,8 @@ def _compose_services(config: DeployConfig) -> dict[str, dict[str, Any]]:
             out["kafka-exporter"] = service(depends_on=("kafka",))
         if postgres:
             out["postgres-exporter"] = service(depends_on=("postgres",), secrets=("postgres_password",))
+        # the hosts target's scrape gateway on each host the monitoring host scrapes from elsewhere (issue 18)
+        out["scrape-gateway"] = service(secrets=("scrape_tls", "scrape_token"))
         if config.monitoring.grafana:
             out["grafana"] = service(
                 ports=(("grafana", priv),), depends_on=("prometheus",), secrets=("grafana_admin_password",)
@@ -902,7 +910,8 @@ def compose_stack(
     ``backend`` one is internal), and only the volumes and secrets of those services are declared.
     """
     full = _compose_services(config)
-    keep = [s for s in full if s != "rpc-filter"] if services is None else [s for s in full if s in services]
+    hosts_only = ("rpc-filter", "scrape-gateway")  # the hosts target's: for what crosses hosts
+    keep = [s for s in full if s not in hosts_only] if services is None else [s for s in full if s in services]
     unknown = sorted(set(services or ()) - set(full))
     if unknown:
         raise ValueError(f"not services of this compose stack: {', '.join(unknown)}")

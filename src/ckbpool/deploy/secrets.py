@@ -22,6 +22,13 @@ kafka-broker-kafka.pem    the broker's keystore; ``tls-redis.pem`` / ``tls-rpc-f
                           by ``init`` when ckbpool.yaml lists the hosts, else at deploy time
                           (:func:`ensure_server_secrets`)
 rpc-filter.token          the bearer token the node's RPC filter requires from the pools on other hosts
+scrape.token              the bearer token Prometheus sends to each host's scrape gateway (with
+                          ``monitoring.enabled``; :mod:`ckbpool.scrapegw`): the only way to another host's
+                          metrics. Prometheus reads it through ``authorization.credentials_file``
+tls-postgres.pem          PostgreSQL's keystore (key, certificate, CA) when a ledger client is on another
+                          host: the server then takes only TLS (``hostssl``) and clients verify it against
+                          kafka-ca.pem (``sslmode=verify-full``); issued for its host's private address
+tls-scrape-<host>.pem     each scraped host's scrape gateway keystore, for that host's private address
 grafana-admin.password    Grafana's admin password (``GF_SECURITY_ADMIN_PASSWORD__FILE``)
 payout-wallet.key         the payout wallet's secp256k1 key (with ``payouts.enabled``; block rewards go to
                           its address, and the payout engine pays miners from it)
@@ -64,6 +71,7 @@ REDIS_EXPORTER_JSON = "redis-exporter.json"
 REDIS_EXPORTER_PASSWORD = "redis-exporter.password"
 REDIS_ACL = "redis-users.acl"
 RPC_FILTER_TOKEN = "rpc-filter.token"
+SCRAPE_TOKEN = "scrape.token"
 #: the broker of a deployment (one KRaft node in this version): its keystore is kafka-broker-kafka.pem
 KAFKA_BROKER = "kafka"
 GRAFANA_ADMIN_PASSWORD = "grafana-admin.password"
@@ -88,6 +96,8 @@ def required_files(config: DeployConfig) -> list[str]:
         files += [pki.password_file(p) for p in all_principals()]
     if len(config.topology.hosts) > 1:
         files.append(RPC_FILTER_TOKEN)
+        if config.monitoring.enabled:
+            files.append(SCRAPE_TOKEN)
     if config.monitoring.enabled and config.monitoring.grafana:
         files.append(GRAFANA_ADMIN_PASSWORD)
     if config.payouts.enabled:
@@ -158,6 +168,16 @@ def ensure_server_secrets(
     return created
 
 
+def ensure_token(secrets_dir: Path, name: str) -> bool:
+    """Write a fresh 256-bit token to ``name`` unless it exists; True if it did. Under the secrets lock: the
+    role's lookup renders hosts in parallel, and two writers would hand two hosts two different tokens."""
+    with pki.secrets_lock(secrets_dir):
+        if (secrets_dir / name).exists():
+            return False
+        write_private(secrets_dir / name, _password())
+        return True
+
+
 def generate_secrets(config: DeployConfig, secrets_dir: Path, *, certificate_days: int = CERTIFICATE_DAYS) -> list[str]:
     """Create every missing secret file of ``config``; returns the names created (never their content)."""
     secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -223,6 +243,8 @@ def generate_secrets(config: DeployConfig, secrets_dir: Path, *, certificate_day
     if missing(RPC_FILTER_TOKEN):
         write_private(secrets_dir / RPC_FILTER_TOKEN, _password())
         created.append(RPC_FILTER_TOKEN)
+    if config.monitoring.enabled and ensure_token(secrets_dir, SCRAPE_TOKEN):
+        created.append(SCRAPE_TOKEN)
     if config.monitoring.enabled and config.monitoring.grafana and missing(GRAFANA_ADMIN_PASSWORD):
         write_private(secrets_dir / GRAFANA_ADMIN_PASSWORD, _password())
         created.append(GRAFANA_ADMIN_PASSWORD)

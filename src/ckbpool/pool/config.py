@@ -392,6 +392,10 @@ class PayoutSettings(_Strict):
     db_name: str = "ckbpool"
     db_user: str = "ckbpool"
     db_password_file: Path | None = None
+    # TLS to a PostgreSQL on another host (libpq's sslmode / sslrootcert; the hosts target sets verify-full and
+    # the deployment CA when the ledger's server runs elsewhere, issue 18). None: libpq's default (prefer)
+    db_sslmode: Literal["disable", "prefer", "require", "verify-ca", "verify-full"] | None = None
+    db_sslrootcert: Path | None = None
     sqlite_path: Path | None = None
     # the payout wallet's key (64 hex digits, mode 0600; `ckbpool init` generates it into secrets/)
     wallet_key_file: Path | None = None
@@ -429,6 +433,11 @@ class PayoutSettings(_Strict):
             raise ValueError("set only one of database_url, db_host (PostgreSQL) or sqlite_path")
         if self.db_host is not None and self.db_password_file is None:
             raise ValueError("db_host needs db_password_file (the password is never written in the config)")
+        if (self.db_sslmode is not None or self.db_sslrootcert is not None) and self.db_host is None:
+            raise ValueError("db_sslmode / db_sslrootcert go with db_host (put them in database_url otherwise)")
+        if self.db_sslmode in ("verify-ca", "verify-full") and self.db_sslrootcert is None:
+            # libpq would look for ~/.postgresql/root.crt: name the CA rather than depend on a home directory
+            raise ValueError(f"db_sslmode {self.db_sslmode} needs db_sslrootcert (the CA that signed the server)")
         floor = MIN_PAYMENT_SHANNONS + self.max_batch_fee()
         if self.threshold_shannons < floor:
             raise ValueError(
@@ -460,9 +469,11 @@ class PayoutSettings(_Strict):
 
             assert self.db_password_file is not None
             password = self.db_password_file.read_text().strip()
+            query = {"sslmode": self.db_sslmode, "sslrootcert": self.db_sslrootcert}
+            tls = "&".join(f"{k}={quote(str(v), safe='/')}" for k, v in query.items() if v is not None)
             return (
                 f"postgresql+psycopg://{quote(self.db_user, safe='')}:{quote(password, safe='')}"
-                f"@{self.db_host}:{self.db_port}/{quote(self.db_name, safe='')}"
+                f"@{self.db_host}:{self.db_port}/{quote(self.db_name, safe='')}" + (f"?{tls}" if tls else "")
             )
         return None
 

@@ -1,0 +1,54 @@
+"""``ckbpool scrape-gateway run -c gateway.toml``: this host's exporters for the monitoring host, over TLS with a
+bearer token (:mod:`ckbpool.scrapegw`). Runs on each scraped host of the hosts target (in the pool image)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+scrapegw_app = typer.Typer(no_args_is_help=True, help="The scrape gateway (TLS + token) for the monitoring host.")
+console = Console(stderr=True)
+
+
+@scrapegw_app.command("run")
+def scrapegw_run(
+    config: Annotated[Path, typer.Option("--config", "-c", help="gateway configuration (TOML)")],
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+) -> None:
+    """Serve this host's exporters at https://<address>:<port>/scrape/<job> until SIGTERM."""
+    from ..pool.config import ConfigError
+    from ..scrapegw import ScrapeGateway, load_gateway_config
+    from .app import _setup_logging
+
+    _setup_logging(log_level)
+    try:
+        cfg = load_gateway_config(config)
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+    async def run() -> None:
+        gateway = ScrapeGateway(cfg)
+        try:
+            await gateway.start()
+        except (ValueError, OSError, ConfigError) as exc:
+            await gateway.close()
+            console.print(f"[red]cannot start the scrape gateway: {exc}[/red]")
+            raise typer.Exit(2) from None
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        console.print(f"[green]scrape gateway on https://{cfg.listen_host}:{gateway.port}/scrape/<job> "
+                      f"({', '.join(sorted(cfg.targets))})[/green]")  # fmt: skip
+        try:
+            await stop.wait()
+        finally:
+            await gateway.close()
+
+    asyncio.run(run())
