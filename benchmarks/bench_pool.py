@@ -327,7 +327,7 @@ def _share_run(
             raise ChildError(f"only {conn['connections']} of {s.share_connections} connections came up")
         # shares prepared ahead (found + encrypted) for an assumed top rate; running out is reported as "live"
         top_rate = 300_000 if kind == "baseline" else 120_000
-        cprofile_s = s.cprofile_s if kind == "books" else 0.0
+        cprofile_s = s.cprofile_s if kind in ("books", "procs-2") else 0.0  # procs-2: its parent process
         total = top_rate * (s.share_warmup_s + s.share_measure_s + 1) + 60_000 * cprofile_s
         prep = loadgen.request(
             "shares_prepare", timeout=300, per_connection=int(total / conn["connections"]) + s.share_window
@@ -1222,14 +1222,17 @@ async def _serve_fixed_jobs(args: argparse.Namespace, info: dict[str, Any]) -> N
     metrics = PoolMetrics()
     bus = create_bus(None)
     await bus.start()
-    on_share = None
+    on_shares = None
     accounting: Any = None
     accounting_task: asyncio.Task[Any] | None = None
     backlog: Any = None
     if args.serve in ("bus", "books"):
+        from ckbpool.pool.service import tune_gc
 
-        async def on_share(share: Any) -> None:  # what Pool._publish_share does
-            await bus.publish(Topic.SHARES, share)
+        tune_gc()  # as Pool.start does for a process on the share path
+
+        async def on_shares(shares: Any) -> None:  # what Pool._publish_shares does (an in-process bus)
+            await bus.publish_many(Topic.SHARES, shares)
 
     if args.serve == "books":
         # what Pool.start wires for the accounting role: a manual-ack subscription and ShareAccounting.run
@@ -1247,7 +1250,7 @@ async def _serve_fixed_jobs(args: argparse.Namespace, info: dict[str, Any]) -> N
 
     gc_pauses = _track_gc()
     heap: dict[str, Any] = {}
-    server = StratumServer(config, metrics, test_credentials(), on_share=on_share)
+    server = StratumServer(config, metrics, test_credentials(), on_shares=on_shares)
     await server.start()
     jobs = make_jobs(64)
     job_id = 1

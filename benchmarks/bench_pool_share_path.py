@@ -12,12 +12,18 @@ Two sinks, as the server is wired in production:
 
 - ``one``: ``on_share`` per share that only counts it (the in-process bus' cost left out);
 - ``many``: ``on_shares`` per queued batch that encodes it with the IPC share codec (what a stratum worker's link
-  to the parent costs on the worker's side, ``ckbpool.bus.ipc.encode_shares``).
+  to the parent costs on the worker's side, ``ckbpool.bus.ipc.encode_shares``);
+- ``inproc``: ``on_shares`` per queued batch onto an in-process bus (``publish_many``) plus the per-worker figures,
+  as the embedded Pool wires it, the batch then taken off the bus' queue (accounting's write left out).
+
+The process runs with the GC thresholds ``Pool.start`` sets (``ckbpool.pool.service.tune_gc``) unless
+``--default-gc``.
 
 Each figure is the minimum of ``--repeat`` runs, each in a fresh server (the box is shared: the minimum is the
 least disturbed run). ``--profile`` prints cProfile's top functions of one more run instead of timing it.
 
-    python -m benchmarks.bench_pool_share_path [--mode one|many|both] [--repeat 5] [--shares 20000] [--profile]
+    python -m benchmarks.bench_pool_share_path [--mode one|many|inproc|all] [--repeat 5] [--shares 20000]
+        [--profile] [--default-gc]
 """
 
 from __future__ import annotations
@@ -34,10 +40,14 @@ from typing import Any
 
 from benchmarks.bench_pool import _share_bench_config
 from benchmarks.pool_baseline import make_jobs, test_credentials
+from ckbpool.bus.base import Topic
 from ckbpool.bus.events import Share
+from ckbpool.bus.inproc import InProcBus
 from ckbpool.bus.ipc import encode_shares
 from ckbpool.pool.metrics import PoolMetrics
+from ckbpool.pool.service import tune_gc
 from ckbpool.pool.stratum import MinerProtocol, StratumServer
+from ckbpool.pool.workers import WorkerBook
 from ckbpool.sv2.messages import decode_frame_bytes, encode_message
 from ckbpool.sv2.messages_common import PROTOCOL_MINING, SetupConnection
 from ckbpool.sv2.messages_mining import (
@@ -87,7 +97,23 @@ async def run_once(mode: str, shares: int) -> tuple[float, int]:
     async def on_share(share: Share) -> None:
         handed[0] += 1
 
-    sink: dict[str, Any] = {"on_shares": on_shares} if mode == "many" else {"on_share": on_share}
+    bus = InProcBus()
+    subscription = bus.subscribe(Topic.SHARES, "accounting", manual_ack=True)
+    book = WorkerBook()
+
+    async def on_shares_inproc(batch: list[Share]) -> None:  # Pool._publish_shares on the in-process bus
+        await bus.publish_many(Topic.SHARES, batch)
+        book.observe_many(batch)
+        handed[0] += len(batch)
+        await subscription.next_batch(len(batch), 0)  # taken off the queue, as accounting would
+
+    sink: dict[str, Any] = (
+        {"on_shares": on_shares}
+        if mode == "many"
+        else {"on_shares": on_shares_inproc}
+        if mode == "inproc"
+        else {"on_share": on_share}
+    )
     server = StratumServer(_share_bench_config(), PoolMetrics(), test_credentials(), **sink)
     server.new_job(1, make_jobs(1)[0])
     reads: list[tuple[MinerProtocol, _Transport, list[bytes]]] = []
@@ -153,12 +179,15 @@ def profile(mode: str, shares: int, top: int = 30) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--mode", choices=("one", "many", "both"), default="both")
+    parser.add_argument("--mode", choices=("one", "many", "inproc", "all"), default="all")
+    parser.add_argument("--default-gc", action="store_true", help="keep CPython's GC thresholds (no tune_gc)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--shares", type=int, default=20_000, help="shares per connection (8 connections)")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
-    modes = ("one", "many") if args.mode == "both" else (args.mode,)
+    modes = ("one", "many", "inproc") if args.mode == "all" else (args.mode,)
+    if not args.default_gc:
+        tune_gc()  # as Pool.start does
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     for mode in modes:
         if args.profile:

@@ -137,8 +137,10 @@ async def serve_procs(args: argparse.Namespace, info: dict[str, Any], config: An
     def backlog() -> int:
         return inner.backlog(Topic.SHARES, "accounting") if isinstance(inner, InProcBus) else -1
 
+    profiler: Any = None
+
     async def handle(req: dict[str, Any]) -> dict[str, Any]:
-        nonlocal job_id
+        nonlocal job_id, profiler
         cmd = req["cmd"]
         accounting = pool.accounting
         if cmd == "hello":
@@ -196,8 +198,16 @@ async def serve_procs(args: argparse.Namespace, info: dict[str, Any], config: An
             t0 = time.monotonic()
             await hub.publish(Topic.TEMPLATES, JobTemplate(job_id, templates[job_id % len(templates)], time.time()))
             return {"t0": t0, "t1": time.monotonic(), "cpu": float("nan"), "gc": 0.0, "gcs": 0}
-        if cmd in ("profile_start", "profile_stop"):
-            return {"top": []}
+        if cmd == "profile_start":  # the parent only (hub + accounting); the workers: --profile (py-spy)
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
+            return {}
+        if cmd == "profile_stop":
+            from .bench_pool import _profile_top
+
+            return {"top": _profile_top(profiler, int(req.get("top", 10)))}
         raise ValueError(f"unknown command {cmd!r}")
 
     try:
@@ -266,3 +276,54 @@ def worker_rows(raw: dict[str, Any], row: Any) -> list[dict[str, Any]]:
                 )
             )
     return rows
+
+
+def main() -> int:
+    """Only the share runs this module is about, in one go: the decrypt+ack floor, one process + bus + exact books,
+    and ``procs-2`` (2 workers + bus + exact books), each as bench_pool runs them (same pinning, same load)::
+
+        python -m benchmarks.bench_pool_workers [--window 10] [--profile DIR] [--cprofile 3]
+
+    ``--cprofile S``: after each books window, S seconds of cProfile in the server process (for ``procs-2``: the
+    parent, i.e. the IPC hub and accounting); ``--profile DIR``: py-spy of the server during the window (every
+    worker too). Prints one line per run and the µs per share on each side."""
+    import os
+    import sys
+
+    from .bench_pool import Settings, share_run
+
+    parser = argparse.ArgumentParser(description=(main.__doc__ or "").split("\n\n", 1)[0])
+    parser.add_argument("--window", type=float, default=10.0)
+    parser.add_argument("--profile", type=Path, default=None)
+    parser.add_argument("--cprofile", type=float, default=0.0)
+    parser.add_argument("--kinds", default="baseline,books,procs-2")
+    args = parser.parse_args()
+    s = Settings(share_measure_s=args.window, profile_dir=args.profile, cprofile_s=args.cprofile)
+    print(f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    results: dict[str, dict[str, Any]] = {}
+    for i, kind in enumerate(args.kinds.split(",")):
+        result = share_run(kind, s, 60 + i)
+        results[kind] = result
+        rate = result.get("server_accepted_rate") or 0.0
+        per = result["server_cpu"] / rate * 1e6 if rate else float("nan")
+        parent = result.get("parent_cpu", 0.0) / rate * 1e6 if rate else float("nan")
+        redis = result.get("redis_cpu", 0.0) / rate * 1e6 if rate else float("nan")
+        print(
+            f"{kind}: {result['rate']:,.0f} shares/s; server CPU {result['server_cpu']:.2f} ({per:.1f} us/share, "
+            f"parent {parent:.1f}); redis {redis:.1f} us/share; loadgen {result['loadgen_cpu']:.2f}; "
+            f"books exact {result.get('books_exact')}; errors {result['errors']}",
+            flush=True,
+        )
+        for entry in result.get("cprofile") or []:
+            print(f"    {entry['tottime_s']:7.3f} {entry['calls']:>9} {entry['function']}")
+    one, two, floor = results.get("books"), results.get("procs-2"), results.get("baseline")
+    if one and two:
+        print(f"procs-2 / books: {two['rate'] / one['rate']:.2f}x (goal 1.7x)")
+    if one and floor:
+        print(f"books / floor (per core): {one['rate'] / floor['rate']:.2f}x (goal 0.3x)")
+    print(f"load average {os.getloadavg()[0]:.2f}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -157,3 +157,54 @@ def test_create_bus_picks_the_backend(tmp_path: object) -> None:
         create_bus("kafka://h:1?clientid=x")
     with pytest.raises(ValueError, match="unsupported"):
         create_bus("redis://h:1")
+
+
+async def test_publish_many_queues_the_list_in_order_for_every_group_all_or_nothing() -> None:
+    """``publish_many`` is ``publish`` of each event in order (every group gets the whole list, the subscribers
+    of one group share it), and a list with one event of the wrong type queues none of it."""
+    async with InProcBus() as bus:
+        accounting = bus.subscribe(Topic.SHARES, "accounting")
+        audit = bus.subscribe(Topic.SHARES, "audit")
+        first, second = [share(i) for i in range(500)], [share(i) for i in range(500, 700)]
+        await bus.publish_many(Topic.SHARES, first)
+        await bus.publish(Topic.SHARES, share(499_999))
+        await bus.publish_many(Topic.SHARES, tuple(second))  # any sequence
+        await bus.publish_many(Topic.SHARES, [])
+        expected = [*first, share(499_999), *second]
+        assert await take(accounting, len(expected)) == expected
+        assert await take(audit, len(expected)) == expected
+        assert bus.published == len(expected)
+        block = FoundBlock("s1", 1, 1, b"\x00" * 32, 1, b"{}", "u", "w", 1.0)
+        with pytest.raises(TypeError):
+            await bus.publish_many(Topic.SHARES, [share(1), block, share(2)])  # type: ignore[list-item]
+        assert bus.backlog(Topic.SHARES, "accounting") == 0 and bus.published == len(expected)
+
+
+async def test_publish_many_wakes_a_waiting_reader_and_warns_past_the_high_water_mark(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with InProcBus(high_water=100) as bus:
+        sub = bus.subscribe(Topic.SHARES, "g")
+        waiting = asyncio.ensure_future(sub.next_batch(1000, 2.0))
+        await asyncio.sleep(0)
+        with caplog.at_level(logging.WARNING, logger="ckbpool.bus.inproc"):
+            await bus.publish_many(Topic.SHARES, [share(i) for i in range(450)])
+        assert await waiting == [share(i) for i in range(450)]  # woken, and took what was queued
+        assert [r.getMessage() for r in caplog.records if "undelivered" in r.getMessage()]
+
+
+async def test_the_default_publish_many_publishes_one_after_the_other() -> None:
+    """A backend without its own batch (Kafka) publishes a list as that many ``publish`` calls, in order."""
+
+    class Recording(InProcBus):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[Event] = []
+
+        async def publish(self, topic: Topic, event: Event) -> None:
+            self.calls.append(event)
+
+    bus = Recording()
+    events = [share(i) for i in range(5)]
+    await Bus.publish_many(bus, Topic.SHARES, events)
+    assert bus.calls == events

@@ -8,12 +8,14 @@ subscriber, a durable hub's acknowledgements, and nothing lost when a client van
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 from pathlib import Path
 
 import pytest
 
 from ckbpool.bus import BusClosed, BusUnavailable, InProcBus, JobTemplate, Share, Topic
+from ckbpool.bus.events import SEQ_MAX
 from ckbpool.bus.ipc import (
     PUBLISH,
     FrameError,
@@ -216,3 +218,17 @@ async def test_a_durable_hub_acknowledges_and_a_lost_parent_is_reported(tmp_path
     with pytest.raises(BusUnavailable):
         await worker.publish(Topic.SHARES, _share("s", 2))
     await worker.close()
+
+
+@pytest.mark.unit
+def test_decoded_shares_are_shares_and_a_seq_beyond_what_lua_compares_exactly_is_refused() -> None:
+    """decode_shares builds Shares without Share's checks (the record's field widths are its ranges), so the one
+    range the widths do not imply -- seq, u64 on the wire, at most SEQ_MAX in a Share -- is checked there."""
+    share = _share("stratum-1-run", SEQ_MAX)
+    data = encode_shares([share])
+    (decoded,) = decode_shares(data)
+    assert type(decoded) is Share and decoded == share and decoded.seq == SEQ_MAX
+    wire = struct.pack(">Q", SEQ_MAX)
+    assert data.count(wire) == 1
+    with pytest.raises(FrameError, match="seq"):
+        decode_shares(data.replace(wire, struct.pack(">Q", SEQ_MAX + 1)))

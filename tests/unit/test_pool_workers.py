@@ -81,3 +81,24 @@ def test_a_silent_worker_is_forgotten() -> None:
 def test_settings_are_checked() -> None:
     with pytest.raises(ValueError):
         WorkerBook(window_s=600, forget_after_s=60)
+
+
+def test_observe_many_is_observe_of_each_share_in_order() -> None:
+    """The batch form the Pool uses gives the figures that observing the shares one by one gives, across
+    interleaved workers, rejected shares, a time step past the sweep that forgets idle workers."""
+    rng = random.Random(19)
+    shares = []
+    at = 1000.0
+    for _ in range(3000):
+        at += rng.choice([0.0, 0.01, 0.5, 30.0, 4000.0 if rng.random() < 0.002 else 0.1])
+        shares.append(
+            share(f"ckt1{rng.randint(0, 3)}", f"rig{rng.randint(0, 2)}", at, work=rng.choice([10.0, 1e6]),
+                  accepted=rng.random() < 0.9)
+        )  # fmt: skip
+    one, many = WorkerBook(window_s=600, buckets=60), WorkerBook(window_s=600, buckets=60)
+    for s in shares:
+        one.observe(s)
+    for start in range(0, len(shares), 257):
+        many.observe_many(shares[start : start + 257])
+    assert many.status(now=at) == one.status(now=at)
+    assert many.workers.keys() == one.workers.keys()
