@@ -190,7 +190,7 @@ def test_only_the_scrape_gateway_is_published_to_the_monitoring_host(
 def test_the_ledger_across_hosts_is_tls_only_and_verified(
     deployment: tuple[DeployConfig, Path, dict[str, HostPlan]],
 ) -> None:
-    cfg, secrets_dir, plans = deployment
+    _cfg, secrets_dir, plans = deployment
     # the clients on the accounting host: verify-full against the CA, the password still a file
     pool = load_pool_config(data=tomllib.loads(plans["core"].files["compose/pool/pool.toml"]))
     payouts = pool.payouts
