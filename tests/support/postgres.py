@@ -51,7 +51,9 @@ class PostgresServer:
     HOST = "127.0.0.1"
     USER = "ckbpool"
 
-    def __init__(self, *, database: str = "ledger", durable: bool = False) -> None:
+    def __init__(
+        self, *, database: str = "ledger", durable: bool = False, settings: dict[str, str] | None = None
+    ) -> None:
         self.bindir = find_pg_bindir()
         self.dir = Path(tempfile.mkdtemp(prefix="ckbpool-pg-"))
         self.data = self.dir / "data"
@@ -59,6 +61,7 @@ class PostgresServer:
         self.password = secrets.token_urlsafe(24)
         self.database = database
         self.durable = durable
+        self.settings = dict(settings or {})  # more `-c name=value` (TLS, hba_file: test_secure_scrape_live)
         self.process: subprocess.Popen[bytes] | None = None
         self._run_as: str | None = "postgres" if os.geteuid() == 0 else None
         if self._run_as is not None:
@@ -104,6 +107,8 @@ class PostgresServer:
         ]  # fmt: skip
         if not self.durable:  # throwaway data: no fsync (a test that kills the server passes durable=True)
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        for name, value in self.settings.items():
+            args += ["-c", f"{name}={value}"]
         log = self.log_path.open("ab")
         try:
             self.process = subprocess.Popen(
