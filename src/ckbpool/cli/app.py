@@ -215,7 +215,14 @@ def _miner_v1(url: str, user: str, threads: int, duration: float | None) -> None
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def keys(ctx: typer.Context) -> None:
-    """Pool key material: generate | issue-cert | rotate | show-pub (see `ckbpool keys -- --help`)."""
+    """Pool key material: generate | issue-cert | rotate | show-pub (see `ckbpool keys -- --help`); `keys rotate
+    kafka --bootstrap H:P --secrets-dir D [--principal P ...]` rotates the bus's SCRAM passwords instead."""
+    if ctx.args[:2] == ["rotate", "kafka"]:
+        # the running broker learns the new credentials (admin API) before the files change: see
+        # ckbpool.deploy.kafka_security.rotate_scram for the order and the window it leaves
+        from ..deploy.kafka_security import _main as kafka_main
+
+        raise typer.Exit(kafka_main(["rotate", *ctx.args[2:]]))
     from ..sv2.keys import main as keys_main
 
     raise typer.Exit(keys_main(ctx.args))

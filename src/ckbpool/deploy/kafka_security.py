@@ -30,12 +30,14 @@ ACLs are created at deploy time through the Kafka admin API (:func:`apply_acls`,
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from ..bus.base import Topic
-from .pki import BROKER_CN, SCRAM_MECHANISM
+from .pki import BROKER_CN, SCRAM_MECHANISM, ScramCredential
 
 ADMIN_PRINCIPAL = "admin"
 AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
@@ -352,13 +354,187 @@ async def setup_bus(admin_url: str, bindings: Sequence[AclBinding], *, timeout: 
     return len(wanted), await apply_acls(admin_url, bindings)
 
 
+# ---------------------------------------------------------------------------------------------- rotation
+
+#: Kafka's ScramMechanism codes (org.apache.kafka.clients.admin.ScramMechanism)
+SCRAM_MECHANISM_CODES: dict[str, int] = {"SCRAM-SHA-256": 1, "SCRAM-SHA-512": 2}
+
+
+@functools.cache
+def _alter_scram_request() -> type[Any]:
+    """aiokafka's Request for AlterUserScramCredentials (API key 51, KIP-554; v0 is the only version and is
+    "flexible": compact strings/bytes and tagged fields). aiokafka has no admin method for it, so the schema
+    of Kafka's AlterUserScramCredentials{Request,Response}.json is written out here."""
+    from aiokafka.protocol.api import Request, RequestStruct, Response  # type: ignore[import-untyped]
+    from aiokafka.protocol.types import (  # type: ignore[import-untyped]
+        CompactArray,
+        CompactBytes,
+        CompactString,
+        Int8,
+        Int16,
+        Int32,
+        Schema,
+        TaggedFields,
+    )
+
+    class AlterUserScramCredentialsResponse_v0(Response):  # type: ignore[misc]
+        API_KEY = 51
+        API_VERSION = 0
+        SCHEMA = Schema(
+            ("throttle_time_ms", Int32),
+            (
+                "results",
+                CompactArray(
+                    ("user", CompactString("utf-8")),
+                    ("error_code", Int16),
+                    ("error_message", CompactString("utf-8")),
+                    ("tags", TaggedFields),
+                ),
+            ),
+            ("tags", TaggedFields),
+        )
+
+    class AlterUserScramCredentialsRequest_v0(RequestStruct):  # type: ignore[misc]
+        FLEXIBLE_VERSION = True
+        API_KEY = 51
+        API_VERSION = 0
+        RESPONSE_TYPE = AlterUserScramCredentialsResponse_v0
+        SCHEMA = Schema(
+            ("deletions", CompactArray(("name", CompactString("utf-8")), ("mechanism", Int8), ("tags", TaggedFields))),
+            (
+                "upsertions",
+                CompactArray(
+                    ("name", CompactString("utf-8")),
+                    ("mechanism", Int8),
+                    ("iterations", Int32),
+                    ("salt", CompactBytes),
+                    ("salted_password", CompactBytes),
+                    ("tags", TaggedFields),
+                ),
+            ),
+            ("tags", TaggedFields),
+        )
+
+    class AlterUserScramCredentialsRequest(Request[AlterUserScramCredentialsRequest_v0]):  # type: ignore[misc]
+        API_KEY = 51
+
+        def __init__(self, upsertions: list[tuple[str, int, int, bytes, bytes, dict[int, bytes]]]) -> None:
+            self._upsertions = upsertions
+
+        def build(self, request_struct_class: type[Any]) -> Any:
+            return request_struct_class([], self._upsertions, {})
+
+    return AlterUserScramCredentialsRequest
+
+
+async def alter_scram_credentials(admin_url: str, credentials: Mapping[str, ScramCredential]) -> None:
+    """Set each principal's SCRAM-SHA-512 credential on the running cluster (AlterUserScramCredentials, as the
+    principal of ``admin_url``): created if missing, replaced if present, all in one request. Only the salted
+    form travels (over the TLS listener); the password itself never leaves this machine. The broker answers once
+    the controller has committed the change; every broker applies it from the metadata log. Connections already
+    authenticated stay up (Kafka checks SCRAM at authentication only, and ckbpool's brokers do not set
+    ``connections.max.reauth.ms``); the next authentication needs the new password."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from ..bus.base import BusError
+    from ..bus.kafka import KafkaBusConfig
+
+    if not credentials:
+        return
+    config = KafkaBusConfig.from_url(admin_url)
+    mechanism = SCRAM_MECHANISM_CODES[SCRAM_MECHANISM]
+    upsertions: list[tuple[str, int, int, bytes, bytes, dict[int, bytes]]] = [
+        (name, mechanism, c.iterations, c.salt, c.salted_password, {}) for name, c in sorted(credentials.items())
+    ]
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=config.bootstrap_servers,
+        client_id=f"{config.client_id}-scram",
+        request_timeout_ms=config.request_timeout_ms,
+        **config.client_security(),
+    )
+    await admin.start()
+    try:
+        response = await admin._send_request(_alter_scram_request()(upsertions))
+    finally:
+        await admin.close()
+    refused = [f"{user}: error {code} {message or ''}".strip() for user, code, message, _ in response.results if code]
+    if refused:
+        raise BusError(f"Kafka refused the new SCRAM credentials of {'; '.join(refused)}")
+    answered = {user for user, *_ in response.results}
+    if answered != set(credentials):
+        raise BusError(f"Kafka answered for {sorted(answered)}, not for the principals sent {sorted(credentials)}")
+
+
+async def rotate_scram(
+    bootstrap: str, secrets_dir: Path, principals: Sequence[str], *, timeout: float = 60.0
+) -> list[str]:
+    """``ckbpool keys rotate kafka``: new SCRAM passwords for ``principals``, the running cluster told first.
+
+    1. each new password is staged in ``kafka-<p>.password.pending`` (:func:`ckbpool.deploy.pki.stage_passwords`;
+       a retry after a failure reuses it);
+    2. the broker gets the new credentials through the admin API, as ``admin`` (:func:`alter_scram_credentials`);
+       when ``admin`` itself is rotated and an earlier attempt already changed it, the staged admin password is
+       the one that authenticates, and is used;
+    3. only then the staged files replace the current ones, and ``kafka-scram.args`` is re-salted to match.
+
+    The deploy then pushes the files and restarts their clients. Returns the files replaced.
+
+    SCRAM keeps one credential per user and mechanism, so a principal cannot hold the old and the new password
+    at once: from step 2 until a client restarts with its new file, that client's *new* connections are refused
+    (its established ones keep working). Bounded by ``timeout`` for the broker to take the admin's connection."""
+    import asyncio
+    import time
+
+    from ..bus.base import BusError
+    from . import pki
+
+    for principal in principals:
+        pki.password_file(principal)  # the name is checked before anything is written
+    if not principals:
+        raise BusError("no principal to rotate")
+    staged = pki.stage_passwords(secrets_dir, principals)
+    credentials = {p: pki.scram_credential(password) for p, password in staged.items()}
+
+    def admin_url(password_file: Path) -> str:
+        return client_url(bootstrap, ADMIN_PRINCIPAL, password_file=str(password_file),
+                          ca_file=str(secrets_dir / pki.KAFKA_CA_CERT), client_id="ckbpool-rotate")  # fmt: skip
+
+    candidates = [secrets_dir / pki.password_file(ADMIN_PRINCIPAL)]
+    if ADMIN_PRINCIPAL in staged:
+        candidates.append(secrets_dir / pki.pending_password_file(ADMIN_PRINCIPAL))
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    done = False
+    while not done:
+        for candidate in candidates:
+            try:
+                await alter_scram_credentials(admin_url(candidate), credentials)
+            except BusError:
+                raise
+            except Exception as exc:  # refused credentials, or the broker not reachable (yet): next / retried
+                last = exc
+                continue
+            done = True
+            break
+        else:
+            if time.monotonic() > deadline:
+                raise BusError(
+                    f"Kafka at {bootstrap} did not take the admin's connection within {timeout:.0f}s "
+                    f"({type(last).__name__}); nothing was replaced: the staged passwords stay for a retry"
+                ) from None
+            await asyncio.sleep(2)
+    replaced = pki.commit_passwords(secrets_dir, principals)
+    if pki.refresh_scram_format_file(secrets_dir, principals):
+        replaced.append(pki.KAFKA_SCRAM_ARGS)
+    return replaced
+
+
 def _main(argv: Sequence[str] | None = None) -> int:
     """``python -m ckbpool.deploy.kafka_security apply --bootstrap H:P --secrets-dir D --process ROLES ...``:
     what the Ansible role runs on the controller once Kafka is up (topics and ACLs through the admin API, as
     ``admin``, whose password never leaves the controller). Prints one line: ``topics created N, acls M``."""
     import argparse
     import asyncio
-    from pathlib import Path
 
     from . import pki
 
@@ -371,7 +547,20 @@ def _main(argv: Sequence[str] | None = None) -> int:
     apply.add_argument("--exporter", action="store_true", help="the Kafka exporter runs: give it its ACLs")
     apply.add_argument("--topic-prefix", default="")
     apply.add_argument("--timeout", type=float, default=180.0)
+    rotate = sub.add_parser(
+        "rotate",
+        help="new SCRAM passwords: the running broker first (admin API), then the files (then deploy them)",
+    )
+    rotate.add_argument("--bootstrap", required=True, help="host:port of the broker's CLIENT listener")
+    rotate.add_argument("--secrets-dir", required=True, type=Path)
+    rotate.add_argument(
+        "--principal", action="append", default=[],
+        help="a principal to rotate (repeatable; default: every principal with a password file in --secrets-dir)",
+    )  # fmt: skip
+    rotate.add_argument("--timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
+    if args.command == "rotate":
+        return _rotate_main(args)
     secrets_dir: Path = args.secrets_dir
     url = client_url(
         args.bootstrap,
@@ -386,6 +575,37 @@ def _main(argv: Sequence[str] | None = None) -> int:
     )
     created, sent = asyncio.run(setup_bus(url, bindings, timeout=args.timeout))
     print(f"topics created {created}, acls {sent}")
+    return 0
+
+
+def _rotate_main(args: Any) -> int:
+    """``ckbpool keys rotate kafka`` / ``python -m ckbpool.deploy.kafka_security rotate``: prints what changed
+    (file names, never content) and what the operator does next."""
+    import asyncio
+    import sys
+
+    from ..bus.base import BusError
+    from . import pki
+    from .errors import SecretsError
+
+    secrets_dir: Path = args.secrets_dir
+    principals: list[str] = args.principal or [
+        p for p in dict.fromkeys([*pki.KAFKA_PRINCIPALS, *all_principals()])
+        if (secrets_dir / pki.password_file(p)).exists()
+    ]  # fmt: skip
+    try:
+        missing = [p for p in principals if not (secrets_dir / pki.password_file(p)).exists()]
+        if missing:
+            raise SecretsError(f"{secrets_dir}: no password file for {', '.join(missing)} (see `ckbpool init`)")
+        replaced = asyncio.run(rotate_scram(args.bootstrap, secrets_dir, principals, timeout=args.timeout))
+    except (BusError, SecretsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"kafka: new SCRAM credentials of {', '.join(principals)} are live on the broker")
+    print(f"replaced in {secrets_dir}: {', '.join(replaced)}")
+    print("next: deploy, so each host gets its new password file and its services restart with it (`ckbpool deploy`;")
+    print("      the hosts target restarts the services whose secrets changed). Until a client restarts, its")
+    print("      established connections keep working; a new connection with the old password is refused.")
     return 0
 
 

@@ -359,14 +359,71 @@ def ensure_scram_format_file(secrets_dir: Path, principals: Iterable[str]) -> bo
 
 
 def rotate_passwords(secrets_dir: Path, principals: Iterable[str]) -> list[str]:
-    """New passwords for ``principals`` (files replaced). The broker must learn them before the clients restart:
-    ``kafka-configs.sh --alter --entity-type users --entity-name <p> --add-config-file <file>`` with
-    :func:`scram_alter_config` as the file's content (so the password is never on a command line)."""
+    """New passwords for ``principals``, the files replaced at once: for a bus that is not running (nothing to
+    tell). A running cluster must learn them first -- ``ckbpool keys rotate kafka``
+    (:func:`ckbpool.deploy.kafka_security.rotate_scram`) stages them with :func:`stage_passwords`, alters the
+    broker's credentials, then :func:`commit_passwords`."""
     rotated = []
     for principal in principals:
         _write_private(secrets_dir / password_file(principal), (new_password() + "\n").encode())
         rotated.append(password_file(principal))
     return rotated
+
+
+def pending_password_file(principal: str) -> str:
+    """Where a staged password waits (``kafka-<p>.password.pending``) between :func:`stage_passwords` and
+    :func:`commit_passwords`: no compose secret and no host's file list names it, so nothing deploys it early."""
+    return password_file(principal) + ".pending"
+
+
+def stage_passwords(secrets_dir: Path, principals: Iterable[str]) -> dict[str, str]:
+    """The next password of each principal, written to its pending file (0600) before the broker is told, so a
+    rotation interrupted after the broker took them (crash, lost connection) loses nothing: a pending file left
+    by an earlier attempt is reused, not replaced, and the retry sends the same password again."""
+    out: dict[str, str] = {}
+    for principal in principals:
+        path = secrets_dir / pending_password_file(principal)
+        password = path.read_text(encoding="ascii").strip() if path.exists() else ""
+        if not password:
+            password = new_password()
+            _write_private(path, (password + "\n").encode())
+        out[principal] = password
+    return out
+
+
+def commit_passwords(secrets_dir: Path, principals: Iterable[str]) -> list[str]:
+    """Move each staged password over the current file (one ``rename`` each: a reader sees the old or the new
+    file); what the deploy then pushes to the hosts. Returns the files replaced."""
+    done = []
+    for principal in principals:
+        pending = secrets_dir / pending_password_file(principal)
+        if pending.exists():
+            os.replace(pending, secrets_dir / password_file(principal))
+            done.append(password_file(principal))
+    return done
+
+
+def refresh_scram_format_file(secrets_dir: Path, principals: Iterable[str]) -> bool:
+    """After a rotation: ``kafka-scram.args`` re-salted for ``principals`` from their (new) password files, each
+    other user's argument kept byte for byte. The running broker never reads it again, but a broker whose storage
+    is formatted anew (a lost volume, a new node) must start with the passwords the clients hold. False when
+    there is no such file (a deployment without the secured bus)."""
+    path = secrets_dir / KAFKA_SCRAM_ARGS
+    if not path.exists():
+        return False
+    wanted = set(principals)
+    parts = path.read_text(encoding="ascii").split()
+    values = [v for flag, v in zip(parts[::2], parts[1::2], strict=False) if flag == "--add-scram"]
+    names = [m.group(1) for v in values if (m := re.search(r"\[name=([a-z0-9_-]+),", v))]
+    if len(names) != len(values) or len(values) * 2 != len(parts):
+        raise SecretsError(f"{path}: not the --add-scram list ckbpool writes; remove it and run `ckbpool init`")
+    args: list[str] = []
+    for name, value in zip(names, values, strict=True):
+        if name in wanted:
+            value = scram_format_argument(name, scram_credential(read_password(secrets_dir, name)))
+        args += ["--add-scram", value]
+    _write_private(path, (" ".join(args) + "\n").encode())
+    return True
 
 
 def scram_alter_config(password: str, iterations: int = SCRAM_ITERATIONS) -> str:
