@@ -15,7 +15,7 @@ published. Checked on the rendered compose.yaml of a stack with every service on
 
 The exception: the broker's first start formats its storage with ``--add-scram`` arguments from
 ``kafka_scram_args`` (KIP-900 takes them only as arguments). They are salted credentials, not passwords, in a
-process that lives only for that one format; documented in docs/security.md.
+process that lives only for that one format; documented in ansible/README.md (Traffic between hosts).
 """
 
 from __future__ import annotations

@@ -603,9 +603,10 @@ def _rotate_main(args: Any) -> int:
         return 1
     print(f"kafka: new SCRAM credentials of {', '.join(principals)} are live on the broker")
     print(f"replaced in {secrets_dir}: {', '.join(replaced)}")
-    print("next: deploy, so each host gets its new password file and its services restart with it (`ckbpool deploy`;")
-    print("      the hosts target restarts the services whose secrets changed). Until a client restarts, its")
-    print("      established connections keep working; a new connection with the old password is refused.")
+    print("next: deploy, so each host gets its new password file and its services restart with it (the hosts")
+    print("      target restarts the services whose secrets changed; on the compose target `docker compose -p")
+    print("      <name> restart`: a container re-reads a secret file only when it restarts). Until a client")
+    print("      restarts, its open connections keep working; a new connection with the old password is refused.")
     return 0
 
 
