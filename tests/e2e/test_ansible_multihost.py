@@ -1,4 +1,5 @@
-"""The btcpool role on three hosts: the ckb node | Kafka + Redis | the pool + monitoring, each on its own machine.
+"""The btcpool role on three hosts: the ckb node | Kafka + Redis + PostgreSQL | the pool, payouts and monitoring,
+each on its own machine.
 
 Each test host is a container that behaves like a Debian 12 server (ansible/testing/testhost-systemd.Dockerfile):
 systemd as PID 1, its own network namespace and address on a network the test creates, **its own Docker engine**
@@ -18,14 +19,16 @@ The scenario, through the operator's CLI (``ckbpool deploy --target hosts -i INV
 1. converge on the three hosts; each runs exactly its services;
 2. idempotence: a second run changes nothing and transfers no image;
 3. a CPU miner on the controller gets shares accepted and a block that the node (on another host) accepts; the
-   pool's events crossed to Kafka and its accounting to Redis (on the third host); Prometheus on the pool host
-   scrapes every target on every host;
+   pool's events crossed to Kafka and its accounting to Redis (on the third host), the payout engine reads its
+   ledger there; Prometheus on the pool host scrapes every target on every host (through their scrape gateways);
 4. the firewall: the node host may not reach Redis or Kafka, the pool host may;
-5. secured internal traffic (issue 18): a raw-socket capture on the Kafka/Redis host and on the node host during
-   mining shows no plaintext bus, Redis or RPC payload (and does show the plaintext metrics scrapes, so it sees
-   traffic); a Kafka principal without ACLs is refused a template; Redis's exporter user is refused a write and
-   the default user everything; the RPC filter refuses set_ban and a missing token; no secret appears in the
-   rendered files, in `docker inspect`, in any process's arguments or in the services' logs on any host;
+5. secured internal traffic (issue 18): a raw-socket capture on the Kafka/Redis/PostgreSQL host and on the node
+   host during mining shows no plaintext bus, Redis, ledger, RPC or metrics payload, only TLS records (and does
+   show a cleartext probe the controller sends to a watched port, so it sees cleartext where there is some);
+   PostgreSQL refuses a plaintext login and a scrape gateway a scrape without the token; a Kafka principal without
+   ACLs is refused a template; Redis's exporter user is refused a write and the default user everything; the RPC
+   filter refuses set_ban and a missing token; no secret appears in the rendered files, in `docker inspect`, in
+   any process's arguments or in the services' logs on any host;
 6. destroy: no container of the pool on any host, the firewall table gone.
 
 The danielqsj/kafka-exporter image has no stand-in here (its Go module is not served by this machine's Go proxy),
@@ -35,6 +38,7 @@ so this deployment sets ``monitoring.kafka_exporter: false``.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import shutil
@@ -68,24 +72,25 @@ pytestmark = pytest.mark.e2e
 ACCEPTED = 'ckbpool_shares_total{result="accepted"}'
 IMAGE = "local/ckbpool-testhost-systemd:e2e"
 #: host -> its inventory groups
-GROUPS = {"node-1": ["ckb_node"], "data-1": ["kafka", "redis"], "pool-1": ["pool", "monitoring"]}
-#: host -> the compose services it must run
+GROUPS = {"node-1": ["ckb_node"], "data-1": ["kafka", "redis", "postgres"], "pool-1": ["pool", "monitoring"]}
+#: host -> the compose services it must run (the scrape gateway on each host Prometheus scrapes from pool-1)
 SERVICES = {
-    "node-1": {"ckb", "rpc-filter", "node-exporter"},  # the node's RPC reaches pool-1 through its filter
-    "data-1": {"kafka", "redis", "node-exporter", "redis-exporter"},
-    "pool-1": {"pool", "prometheus", "node-exporter"},
+    "node-1": {"ckb", "rpc-filter", "node-exporter", "scrape-gateway"},  # the node's RPC: through its filter
+    "data-1": {"kafka", "redis", "postgres", "node-exporter", "redis-exporter", "postgres-exporter", "scrape-gateway"},
+    "pool-1": {"pool", "payouts", "prometheus", "node-exporter"},
 }
 #: host -> images (tests/e2e/images.py names) its engine needs
 IMAGES = {
     "node-1": ["ckb", "node-exporter"],
-    "data-1": ["kafka", "redis", "node-exporter", "redis-exporter"],
+    "data-1": ["kafka", "redis", "postgres", "node-exporter", "redis-exporter", "postgres-exporter"],
     "pool-1": ["pool", "prometheus", "node-exporter"],
 }
 #: config key of images: -> tests/e2e/images.py name (the stand-ins; the pool image is the product's own)
 CONFIG_IMAGES = {"ckb": "ckb", "redis": "redis", "kafka": "kafka", "prometheus": "prometheus",
-                 "node_exporter": "node-exporter", "redis_exporter": "redis-exporter"}  # fmt: skip
-#: hosts whose services run the pool image -> that service (node-1: the RPC filter)
-POOL_IMAGE_SERVICE = {"pool-1": "pool", "node-1": "rpc-filter"}
+                 "node_exporter": "node-exporter", "redis_exporter": "redis-exporter", "postgres": "postgres",
+                 "postgres_exporter": "postgres-exporter"}  # fmt: skip
+#: hosts whose services run the pool image -> one such service (node-1: the RPC filter, data-1: the gateway)
+POOL_IMAGE_SERVICE = {"pool-1": "pool", "node-1": "rpc-filter", "data-1": "scrape-gateway"}
 POOL_HOSTS = set(POOL_IMAGE_SERVICE)
 # what a nested engine needs, short of --privileged (this machine withholds CAP_SYS_RESOURCE, which
 # --privileged would ask for)
@@ -168,8 +173,11 @@ with open(out + ".tmp", "w") as fh:
 import os; os.replace(out + ".tmp", out)
 """
 #: what a plaintext bus, Redis or node RPC would show on the wire (topic names, Redis keys and commands, JSON-RPC)
+#: ... the ledger (SQL, the login's user and SCRAM exchange) and the metrics scrapes (request and exposition)
 PLAINTEXT_MARKERS = (b"ckbpool.templates", b"ckbpool.shares", b"ckbpool.found_blocks", b"ckbpool:", b"XADD",
-                     b"EVALSHA", b"get_block_template", b"submit_block", b"new_tip_header", b"jsonrpc")  # fmt: skip
+                     b"EVALSHA", b"get_block_template", b"submit_block", b"new_tip_header", b"jsonrpc",
+                     b"SELECT", b"INSERT", b"user\x00ckbpool", b"SCRAM-SHA-256", b"User-Agent: Prometheus",
+                     b"Authorization: Bearer", b"# HELP", b"# TYPE")  # fmt: skip
 
 
 def _secret_values(secrets_dir: Path) -> dict[str, str]:
@@ -260,7 +268,7 @@ def _deployment(lab: Lab, images: dict[str, str], tmp_path: Path, **image_keys: 
     config = tmp_path / "ckbpool.yaml"
     result = cli(
         "init", "-c", str(config), "-y", "--name", f"mh{os.getpid() % 10000}", "--kafka", "--no-grafana",
-        "--no-miner", "--share-interval", "0.5", "--bind-public", "0.0.0.0",
+        "--no-miner", "--share-interval", "0.5", "--bind-public", "0.0.0.0", "--payouts",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     data = yaml.safe_load(config.read_text())
@@ -268,6 +276,8 @@ def _deployment(lab: Lab, images: dict[str, str], tmp_path: Path, **image_keys: 
     data["images"] = {**data.get("images", {}), **{key: images[name] for key, name in CONFIG_IMAGES.items()},
                       "pool_base": BASE_IMAGE, **image_keys}  # fmt: skip
     data.setdefault("monitoring", {}).update({"kafka_exporter": False, "scrape_interval": "2s"})
+    # the payout engine on pool-1 reads its ledger on data-1 every few seconds: traffic for the capture
+    data.setdefault("payouts", {}).update({"enabled": True, "database": "postgres", "interval_s": 5})
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     inventory = tmp_path / "inventory.yml"
     common = {
@@ -344,8 +354,8 @@ def test_three_hosts_node_data_pool_mine_a_block_across_hosts(lab: Lab, images: 
     token = (secrets_dir / "rpc-filter.token").read_text().strip()
     filter_url = f"https://{node}:{ports.node_rpc_filter}"
     # a raw capture on the two hosts the pool's internal traffic goes to, while it mines
-    capture_ports = {"data-1": [ports.kafka, ports.redis, ports.redis_exporter],
-                     "node-1": [ports.node_rpc_filter, ports.node_tcp_rpc_filter, ports.node_metrics]}  # fmt: skip
+    capture_ports = {"data-1": [ports.kafka, ports.redis, ports.postgres, ports.scrape_gateway],
+                     "node-1": [ports.node_rpc_filter, ports.node_tcp_rpc_filter, ports.scrape_gateway]}  # fmt: skip
     capture_s = 45.0
     for host, watched in capture_ports.items():
         started = subprocess.run(
@@ -355,6 +365,7 @@ def test_three_hosts_node_data_pool_mine_a_block_across_hosts(lab: Lab, images: 
         )  # fmt: skip
         assert started.returncode == 0, started.stderr
     capture_start = time.monotonic()
+    _send_cleartext_probe(lab, capture_ports)
     block = mine_until_block(
         miner, pool_status, filter_url, timeout=240, headers={"Authorization": f"Bearer {token}"}, verify=ca
     )
@@ -409,9 +420,12 @@ def test_three_hosts_node_data_pool_mine_a_block_across_hosts(lab: Lab, images: 
             break
         assert time.monotonic() < deadline, f"Prometheus targets not all up: {health_of}"
         time.sleep(2)
-    instances = {instance for _, instance in health_of}
-    assert {f"{node}:{ports.node_metrics}", f"{data}:{ports.redis_exporter}", f"{node}:{ports.node_exporter}",
-            f"{data}:{ports.node_exporter}"} <= instances, instances  # fmt: skip
+    # the other hosts' targets: their scrape gateways (https + the token), under the jobs the alerts use
+    gw = ports.scrape_gateway
+    assert {("ckb", f"{node}:{gw}"), ("node", f"{node}:{gw}"), ("node", f"{data}:{gw}"), ("redis", f"{data}:{gw}"),
+            ("postgres", f"{data}:{gw}"), ("payouts", "payouts:8190")} <= set(health_of), health_of  # fmt: skip
+    assert not any(i.endswith((f":{ports.node_exporter}", f":{ports.node_metrics}")) and not i.startswith(
+        ("node-exporter", "ckb")) for _, i in health_of), health_of  # fmt: skip
 
     # 4. firewall: only the hosts that use Redis / Kafka may reach them
     def reaches(host: str, address: str, port: int) -> bool:
@@ -420,6 +434,9 @@ def test_three_hosts_node_data_pool_mine_a_block_across_hosts(lab: Lab, images: 
 
     assert reaches("pool-1", data, ports.redis) and reaches("pool-1", data, ports.kafka)
     assert not reaches("node-1", data, ports.redis) and not reaches("node-1", data, ports.kafka)
+    assert reaches("pool-1", data, ports.postgres) and not reaches("node-1", data, ports.postgres)
+    assert reaches("pool-1", data, ports.scrape_gateway) and not reaches("node-1", data, ports.scrape_gateway)
+    assert not reaches("pool-1", data, ports.node_exporter)  # exporters: the gateway relays them, unpublished
     assert not reaches("data-1", node, ports.node_rpc_filter)
     assert reaches("pool-1", node, ports.node_rpc_filter)
     assert not reaches("pool-1", node, ports.node_rpc)  # the node's own RPC: node-1's loopback only
@@ -447,9 +464,24 @@ def test_three_hosts_node_data_pool_mine_a_block_across_hosts(lab: Lab, images: 
     )
 
 
+#: the cleartext the controller sends to each host's last watched port (the scrape gateway, which refuses it: it
+#: is not a TLS handshake): the control that the capture sees cleartext where there is some
+CLEARTEXT_PROBE = b"GET /ckbpool-capture-control HTTP/1.1\r\nHost: capture\r\n\r\n"
+
+
+def _send_cleartext_probe(lab: Lab, watched: dict[str, list[int]]) -> None:
+    for host, ports in watched.items():
+        with socket.create_connection((lab.hosts[host].address, ports[-1]), timeout=10) as sock:
+            sock.sendall(CLEARTEXT_PROBE)
+            sock.settimeout(5)
+            with contextlib.suppress(OSError):
+                sock.recv(4096)  # the TLS server's alert, or the close
+
+
 def _check_capture(lab: Lab, watched: dict[str, list[int]], remaining: float) -> None:
-    """The capture of each host (it ends by itself): the secured ports carried TLS and no plaintext marker, and
-    the plaintext metrics port beside them (a control: the capture does see cleartext) carried a scrape request."""
+    """The capture of each host (it ends by itself): every watched port -- the bus, Redis, the ledger, the RPC
+    filter, the scrape gateway -- carried TLS records and no plaintext marker (no topic, key, command, SQL, JSON-RPC
+    or metrics text, no bearer token); the controller's cleartext probe to the gateway is in the capture."""
     import base64
 
     time.sleep(max(0.0, remaining) + 2)
@@ -459,12 +491,10 @@ def _check_capture(lab: Lab, watched: dict[str, list[int]], remaining: float) ->
             assert time.monotonic() < deadline, f"no capture from {host}"
             time.sleep(1)
         payloads = {int(p): base64.b64decode(b) for p, b in json.loads(out.stdout).items()}
-        *secured, metrics = ports
-        # the scrape request is plaintext (its answer may be gzip): the capture sees cleartext where there is some
-        assert b"User-Agent: Prometheus" in payloads[metrics], (host, metrics, payloads[metrics][:200])
-        for port in secured:
-            data = payloads[port]
-            assert data, (host, port, "nothing captured")  # the pool used every one of them while mining
+        assert CLEARTEXT_PROBE in payloads[ports[-1]], (host, ports[-1], payloads[ports[-1]][:200])
+        for port in ports:
+            data = payloads[port].replace(CLEARTEXT_PROBE, b"")
+            assert data, (host, port, "nothing captured")  # mining, payouts and scrapes used every one of them
             for marker in PLAINTEXT_MARKERS:
                 assert marker not in data, (host, port, marker)
             assert b"\x17\x03\x03" in data or b"\x16\x03" in data, (host, port, data[:64])  # TLS records
@@ -526,6 +556,22 @@ def _check_refusals(
     banned = call("set_ban", ["192.0.2.1", "insert", None, True, "e2e"]).json()
     assert "result" not in banned and "not allowed" in banned["error"]["message"], banned
     assert call("get_tip_block_number", [], auth=False).status_code == 401
+
+    # the ledger: a plaintext login is rejected even with the password; verify-full with the CA is accepted
+    import psycopg
+
+    ledger = {"host": data, "port": ports.postgres, "user": "ckbpool", "dbname": "ckbpool", "connect_timeout": 10,
+              "password": (secrets_dir / "postgres.password").read_text().strip()}  # fmt: skip
+    with pytest.raises(psycopg.OperationalError, match="no encryption"):
+        psycopg.connect(**ledger, sslmode="disable").close()
+    with psycopg.connect(**ledger, sslmode="verify-full", sslrootcert=str(secrets_dir / "kafka-ca.pem")) as conn:
+        assert conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone() == (True,)
+    # the scrape gateway: nothing without the token, the relayed exporter with it
+    scrape_token = (secrets_dir / "scrape.token").read_text().strip()
+    gateway = f"https://{data}:{ports.scrape_gateway}/scrape/postgres"
+    assert httpx.get(gateway, verify=ca, timeout=10).status_code == 401
+    relayed = httpx.get(gateway, verify=ca, timeout=10, headers={"Authorization": f"Bearer {scrape_token}"})
+    assert relayed.status_code == 200 and "pg_up 1" in relayed.text, relayed.text[:500]
 
 
 def _check_no_secret_leaks(lab: Lab, secrets_dir: Path, workspace: Path) -> None:
