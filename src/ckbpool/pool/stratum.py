@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import json
 import logging
 import secrets
@@ -831,7 +832,7 @@ class StratumServer:
             if solo:
                 current = self._solo_job(current, user)
             if current is not None:
-                self._send_job(session, info, _JobFrames(current, new_height=True))
+                self._send_job(session, session.channels[channel_id], _JobFrames(current, new_height=True))
 
     def update_channel(self, session: MinerSession, event: ChannelUpdateRequested) -> None:
         """UpdateChannel: rate-limited per channel (the excess is ignored and counted); an honoured one moves the
@@ -898,30 +899,40 @@ class StratumServer:
         prepared = _JobFrames(active, new_height=active.new_height)
         self.solo.prune(self.jobs.jobs, self.jobs.current_parent)
         solo_prepared: dict[str, _JobFrames | None] = {}  # one SOLO job (and its frames) per SOLO account
-        for session in list(self.sessions):
-            if session.closed:
-                continue
-            try:
-                for channel in session.channels.values():
-                    vardiff = channel.vardiff
-                    if network_target != vardiff.network_target:
-                        previous = vardiff.target
-                        if vardiff.set_network_target(network_target) is not None:
-                            announce_target(session, channel, previous, self._grace_s)
-                    if channel.solo:
-                        if channel.user not in solo_prepared:
-                            variant = self._solo_job(active, channel.user)
-                            solo_prepared[channel.user] = (
-                                None if variant is None else _JobFrames(variant, new_height=active.new_height)
-                            )
-                        solo_frames = solo_prepared[channel.user]
-                        if solo_frames is not None:
-                            self._send_job(session, channel.info, solo_frames)
-                        continue
-                    self._send_job(session, channel.info, prepared)
-            except Sv2Error as exc:
-                log.warning("dropping %s: cannot send it the job: %s", session.peer, exc)
-                session.close()
+        send_job = self._send_job
+        # The loop allocates only short-lived objects that reference counting frees (wire bytes, a few tuples),
+        # so a cyclic collection in it would be pure delay: at 10k channels a gen-2 pass over every session's
+        # objects can take longer than the rest of the fan-out. Collections resume right after.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for session in list(self.sessions):
+                if session.closed:
+                    continue
+                try:
+                    for channel in session.channels.values():
+                        vardiff = channel.vardiff
+                        if network_target != vardiff.network_target:
+                            previous = vardiff.target
+                            if vardiff.set_network_target(network_target) is not None:
+                                announce_target(session, channel, previous, self._grace_s)
+                        if channel.solo:
+                            if channel.user not in solo_prepared:
+                                variant = self._solo_job(active, channel.user)
+                                solo_prepared[channel.user] = (
+                                    None if variant is None else _JobFrames(variant, new_height=active.new_height)
+                                )
+                            solo_frames = solo_prepared[channel.user]
+                            if solo_frames is not None:
+                                send_job(session, channel, solo_frames)
+                            continue
+                        send_job(session, channel, prepared)
+                except Sv2Error as exc:
+                    log.warning("dropping %s: cannot send it the job: %s", session.peer, exc)
+                    session.close()
+        finally:
+            if gc_was_enabled:
+                gc.enable()
         return active
 
     def _solo_job(self, base: ActiveJob, user: str) -> ActiveJob | None:
@@ -943,15 +954,27 @@ class StratumServer:
             return active.template_json
         return self.solo.template_json(active.job_id, active.solo_user, active.template_json)
 
-    def _send_job(self, session: MinerSession, info: ChannelInfo, prepared: _JobFrames) -> None:
+    def _send_job(self, session: MinerSession, channel: ChannelState, prepared: _JobFrames) -> None:
         """The job (and with ``prepared.new_height`` its SetNewPrevHash) to one channel, in one write."""
         conn = session.conn
+        info = channel.info
         cid = info.channel_id
         active = prepared.active
-        channel = session.channels.get(cid)
-        templates = channel is not None and channel.templates and active.template_json is not None
+        templates = channel.templates and active.template_json is not None
         if prepared.new_height and not templates:  # the common case of a new tip: job + SetNewPrevHash
-            session.send_many(list(conn.send_new_tip(prepared.job(info.kind), prepared.prev_hash(), cid)))
+            job, prev_hash = prepared.job(info.kind), prepared.prev_hash()
+            noise = session.noise
+            if noise is not None and not session.closed and conn.check_new_tip(job, prev_hash, cid):
+                # the fan-out's per-channel step (issue 19): the state machine's checks, the channel id patched
+                # into the frames encoded once, four AEAD calls straight from the pieces, one write
+                channel_id = cid.to_bytes(4, "little")
+                session._write(
+                    noise.encryptor.encrypt_frame_pair(
+                        job.header, channel_id + job.tail, prev_hash.header, channel_id + prev_hash.tail
+                    )
+                )
+                return
+            session.send_many(list(conn.send_new_tip(job, prev_hash, cid)))
             return
         frames = [conn.send_for_channel(prepared.job(info.kind), cid)]
         if templates:

@@ -191,6 +191,37 @@ class NoiseEncryptor:
         encrypt_frame = self.encrypt_frame
         return b"".join([encrypt_frame(f) for f in frames])
 
+    def encrypt_frame_pair(self, header1: bytes, payload1: bytes, header2: bytes, payload2: bytes) -> bytes:
+        """``encrypt_frames([header1 + payload1, header2 + payload2])`` for two frames given as header and payload,
+        each payload non-empty and at most one chunk: the same wire bytes and nonces, without joining and
+        slicing the frames again. The per-channel step of a new tip (job + SetNewPrevHash, the pool patches
+        each channel's id into the payloads, issue 19): four AEAD calls is what the protocol requires, this
+        keeps the Python around them to the checks."""
+        len1 = len(payload1)
+        len2 = len(payload2)
+        if (
+            len(header1) != FRAME_HEADER_SIZE
+            or len(header2) != FRAME_HEADER_SIZE
+            or header1[3] | header1[4] << 8 | header1[5] << 16 != len1
+            or header2[3] | header2[4] << 8 | header2[5] << 16 != len2
+        ):
+            raise NoiseFrameError("frame length does not match the msg_length in its header")
+        if not (0 < len1 <= MAX_CHUNK_PLAINTEXT and 0 < len2 <= MAX_CHUNK_PLAINTEXT):
+            return self.encrypt_frames([header1 + payload1, header2 + payload2])
+        n = self.n
+        if n + 4 > _NONCE_LIMIT:
+            raise NoiseStateError("nonce counter exhausted")
+        self.n = n + 4
+        enc = self._encrypt
+        return b"".join(
+            (
+                enc(_nonce(n), header1, None),
+                enc(_nonce(n + 1), payload1, None),
+                enc(_nonce(n + 2), header2, None),
+                enc(_nonce(n + 3), payload2, None),
+            )
+        )
+
 
 class NoiseDecryptor:
     """Receiving half of an established transport: wire bytes in (any split), plaintext frames out.

@@ -396,8 +396,18 @@ class ServerConnection(Connection):
         the SetNewPrevHash that activates it at once (every channel on a new tip). Same checks, frames and state
         after, without recording the future job the SetNewPrevHash would drop again (the fan-out's per-channel
         bookkeeping, issue 19)."""
-        if not job.future or prev_hash.check is not ServerConnection._check_prev_hash or prev_hash.job_id != job.job_id:
+        if not self.check_new_tip(job, prev_hash, channel_id):
             return self.send_for_channel(job, channel_id), self.send_for_channel(prev_hash, channel_id)
+        cid = channel_id.to_bytes(4, "little")
+        return job.header + cid + job.tail, prev_hash.header + cid + prev_hash.tail
+
+    def check_new_tip(self, job: PreparedJobMessage, prev_hash: PreparedJobMessage, channel_id: int) -> bool:
+        """The checks and bookkeeping of ``send_new_tip`` without building its frames: True and the state updated
+        as if both were sent (the caller then sends ``header + channel id + tail`` of each, e.g. encrypted
+        straight from those pieces); False, nothing checked or changed, when the pair is not a future job and
+        its SetNewPrevHash (then ``send_new_tip`` falls back to two ``send_for_channel``). Raises as they do."""
+        if not job.future or prev_hash.check is not ServerConnection._check_prev_hash or prev_hash.job_id != job.job_id:
+            return False
         self._require_connected(job.name)
         job.check(self, channel_id, job.job_id, False)  # the channel (or group) exists and is of the job's kind
         futures = self._future_jobs
@@ -405,12 +415,7 @@ class ServerConnection(Connection):
             futures.pop(channel_id, None)
             if not futures:
                 self._future_jobs = {}
-        cid = channel_id.to_bytes(4, "little")
-        first, second = job.frame, prev_hash.frame
-        return (
-            first[:HEADER_SIZE] + cid + first[HEADER_SIZE + 4 :],
-            second[:HEADER_SIZE] + cid + second[HEADER_SIZE + 4 :],
-        )
+        return True
 
     def accept_standard_channel(
         self, request_id: int, channel_id: int, target: int, extranonce_prefix: bytes, group_channel_id: int = 0
@@ -660,6 +665,14 @@ class PreparedJobMessage:
     job_id: int
     future: bool
     check: Callable[[ServerConnection, int, int, bool], None]
+    #: ``frame`` split around the channel id: the frame header, and the payload after the channel id (a
+    #: channel's frame is ``header + channel_id (4 bytes LE) + tail``)
+    header: bytes = dataclasses.field(init=False)
+    tail: bytes = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "header", self.frame[:HEADER_SIZE])
+        object.__setattr__(self, "tail", self.frame[HEADER_SIZE + 4 :])
 
     @classmethod
     def of(cls, message: NewMiningJob | NewExtendedMiningJob | SetNewPrevHash) -> PreparedJobMessage:
