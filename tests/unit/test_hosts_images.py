@@ -214,8 +214,9 @@ def test_lookup_lists_each_hosts_images_as_compose_resolves_them(project: tuple[
         plan = host_plan(cfg, placement, host, install_dir="/opt/x", controller_secrets_dir=paths.secrets_dir)
         by_host[host] = {i["name"]: i["services"] for i in lookup().host_images(plan.files, plan.services)}
     assert by_host["pool-1"][POOL] == ["pool"]
-    assert by_host["node-1"][POOL] == ["rpc-filter"]  # the node's RPC filter for pool-1 (issue 18)
-    assert POOL not in by_host["data-1"]
+    # the node's RPC filter for pool-1, and each scraped host's scrape gateway (issue 18)
+    assert by_host["node-1"][POOL] == ["rpc-filter", "scrape-gateway"]
+    assert by_host["data-1"][POOL] == ["scrape-gateway"]
     assert by_host["node-1"][cfg.images.ckb] == ["ckb"]
     assert by_host["data-1"][cfg.images.kafka] == ["kafka"]
 

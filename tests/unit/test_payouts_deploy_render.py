@@ -216,24 +216,27 @@ def test_hosts_put_postgres_with_redis_and_open_it_to_the_accounting_host_only(p
     p = cfg.ports
     assert plans["data-1"].services == [
         "redis", "kafka", "postgres", "node-exporter", "redis-exporter", "kafka-exporter", "postgres-exporter",
+        "scrape-gateway",
     ]  # fmt: skip
     assert "postgres" not in plans["pool-1"].services
     # published on the private address, each port admitted from the one host that dials it
     published = {(x["address"], x["port"]) for x in plans["data-1"].published}
-    assert {("10.231.0.2", p.postgres), ("10.231.0.2", p.postgres_exporter)} <= published
+    assert ("10.231.0.2", p.postgres) in published and ("10.231.0.2", p.postgres_exporter) not in published
     rules = {r["port"]: r for r in plans["data-1"].firewall}
     assert rules[p.postgres]["sources"] == ["10.231.0.3"] and not rules[p.postgres]["public"]
-    assert rules[p.postgres_exporter]["sources"] == ["10.231.0.3"]
+    assert rules[p.scrape_gateway]["sources"] == ["10.231.0.3"]  # the exporter: through the scrape gateway
     # the accounting host's pool dials it there, with the password and the wallet key it alone gets
     pool = load_pool_config(data=tomllib.loads(plans["pool-1"].files["compose/pool/pool.toml"]))
     assert (pool.payouts.db_host, pool.payouts.db_port) == ("10.231.0.2", p.postgres)
     assert {sec.POSTGRES_PASSWORD, sec.PAYOUT_WALLET_KEY} <= set(plans["pool-1"].secrets)
     assert sec.POSTGRES_PASSWORD in plans["data-1"].secrets and sec.PAYOUT_WALLET_KEY not in plans["data-1"].secrets
-    # the node's host: only its RPC filter's certificate and token, nothing of the payouts
-    assert plans["node-1"].secrets == ["tls-rpc-filter.pem", "rpc-filter.token"]
+    # the node's host: only its RPC filter's and scrape gateway's certificates and tokens, nothing of the payouts
+    assert [s for s in plans["node-1"].secrets if not s.startswith("tls-scrape-")] == [
+        "tls-rpc-filter.pem", "rpc-filter.token", "scrape.token",
+    ]  # fmt: skip
     prom = yaml.safe_load(plans["pool-1"].files["compose/prometheus/prometheus.yml"])
     jobs = {job["job_name"]: job["static_configs"][0]["targets"] for job in prom["scrape_configs"]}
-    assert jobs["postgres"] == [f"10.231.0.2:{p.postgres_exporter}"]
+    assert jobs["postgres-gateway"] == [f"10.231.0.2:{p.scrape_gateway}"]
 
 
 def test_hosts_a_postgres_group_moves_it_and_split_pool_roles_keep_the_wallet_on_accounting(paying: Path) -> None:

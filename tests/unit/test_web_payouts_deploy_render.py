@@ -171,12 +171,15 @@ def test_hosts_serve_the_page_on_the_accounting_host_open_to_the_world(project: 
     assert pool_toml.web.enabled and pool_toml.web.public_url == f"http://10.231.0.3:{cfg.ports.web}/"
     rules = {r["port"]: r for r in plans["pool-1"].firewall}
     assert rules[cfg.ports.web]["public"] and rules[cfg.ports.stratum]["public"]
-    assert not rules[cfg.ports.pool_http]["public"] and rules[cfg.ports.pool_http]["sources"] == ["10.231.0.2"]
+    # /status and /metrics: no other host reaches them; the monitoring host scrapes through the scrape gateway
+    assert not rules[cfg.ports.pool_http]["public"] and rules[cfg.ports.pool_http]["sources"] == []
+    assert rules[cfg.ports.scrape_gateway]["sources"] == ["10.231.0.2"]
     nft = render_firewall(cfg, plans["pool-1"], ["0.0.0.0/0", "::/0"], [])
     assert f"meta nfproto ipv4 tcp dport {cfg.ports.web} accept" in nft
     assert f"meta nfproto ipv6 tcp dport {cfg.ports.web} accept" in nft
     assert f"meta nfproto ipv4 tcp dport {cfg.ports.pool_http} accept" not in nft
-    assert f"ip saddr {{ 10.231.0.2 }} tcp dport {cfg.ports.pool_http} accept" in nft
+    assert f"ip saddr {{ 10.231.0.2 }} tcp dport {cfg.ports.pool_http} accept" not in nft
+    assert f"ip saddr {{ 10.231.0.2 }} tcp dport {cfg.ports.scrape_gateway} accept" in nft
     for host in ("data-1", "node-1"):
         assert cfg.ports.web not in {r["port"] for r in plans[host].firewall}, host
         assert all(not r["public"] for r in plans[host].firewall if r["key"] != "stratum"), host
@@ -293,12 +296,13 @@ def test_hosts_run_one_engine_on_the_accounting_host_scraped_from_the_monitoring
     compose = yaml.safe_load(plans["pool-1"].files["compose/compose.yaml"])
     assert compose["services"]["payouts"]["command"][:2] == ["payouts", "serve"]
     assert "depends_on" not in compose["services"]["payouts"]  # the node, Redis and PostgreSQL run elsewhere
-    # Prometheus on data-1 scrapes it on pool-1's private address; the firewall admits data-1 only
-    assert _jobs(plans["data-1"].files["compose/prometheus/prometheus.yml"])["payouts"] == [
-        f"10.231.0.3:{cfg.ports.payouts_metrics}"
+    # Prometheus on data-1 scrapes it through pool-1's scrape gateway; the firewall admits data-1 only
+    assert _jobs(plans["data-1"].files["compose/prometheus/prometheus.yml"])["payouts-gateway"] == [
+        f"10.231.0.3:{cfg.ports.scrape_gateway}"
     ]
     rules = {r["port"]: r for r in plans["pool-1"].firewall}
-    assert rules[cfg.ports.payouts_metrics]["sources"] == ["10.231.0.2"]
+    assert rules[cfg.ports.scrape_gateway]["sources"] == ["10.231.0.2"]
+    assert rules.get(cfg.ports.payouts_metrics, {"sources": []})["sources"] == []
     assert not rules[cfg.ports.payouts_metrics]["public"]
     settings = load_pool_config(data=tomllib.loads(plans["pool-1"].files["compose/pool/pool.toml"])).payouts
     assert (settings.metrics_host, settings.metrics_port) == ("0.0.0.0", 8190)
