@@ -137,3 +137,35 @@ def test_the_kafka_exporter_gets_its_password_through_the_environment(
     tag = exporter["image"].rsplit(":", 1)[-1].rstrip("}")
     version = tuple(int(x) for x in re.findall(r"\d+", tag)[:3])
     assert version >= (1, 9, 0), exporter["image"]
+
+
+def test_the_hosts_target_stacks_keep_passwords_out_of_argv_too(tmp_path: Path) -> None:
+    """The hosts target renders each host's stack from the same template, the bus secured because it crosses
+    hosts (the exporter beside the broker on data-1, the pool on pool-1): the same checks on every host."""
+    from ckbpool.deploy.hostfiles import Placement, host_plan
+
+    config = tmp_path / "ckbpool.yaml"
+    result = CliRunner().invoke(
+        app, ["init", "-c", str(config), "-y", "--name", "hf", "--kafka", "--no-miner", "--workspace", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    cfg = load_config(config)
+    paths = Paths.of(config, cfg)
+    groups = {"ckb_node": ["node-1"], "kafka": ["data-1"], "redis": ["data-1"], "pool": ["pool-1"],
+              "monitoring": ["pool-1"]}  # fmt: skip
+    addresses = {"node-1": "10.231.0.1", "data-1": "10.231.0.2", "pool-1": "10.231.0.3"}
+    placement = Placement.from_inventory(cfg, groups, addresses)
+    passwords = [p.read_text().strip() for p in paths.secrets_dir.glob("kafka-*.password")]
+    assert len(passwords) >= 6
+    checked = set()
+    for host in addresses:
+        plan = host_plan(cfg, placement, host, install_dir="/opt/ckbpool/hf", controller_secrets_dir=paths.secrets_dir)
+        text = plan.files["compose/compose.yaml"]
+        assert not [p[:4] for p in passwords if p in text], host
+        for name, service in yaml.safe_load(text)["services"].items():
+            for shell in _shell_texts(service):
+                assert {(name, s) for s in argv_expansions(shell)} <= ARGV_EXCEPTIONS, (host, name)
+            if name == "kafka-exporter":  # the secured exporter, not the plaintext one
+                assert "SASL_USER_PASSWORD" in " ".join(_shell_texts(service)), host
+            checked.add(name)
+    assert {"kafka", "kafka-exporter", "pool"} <= checked
