@@ -27,10 +27,17 @@ Every figure comes with a baseline measured in the same run (shared design: benc
    (snapshot diff) next to the RSS growth (the rest is C memory: libuv handles, OpenSSL contexts, allocator
    slack) and the kernel's socket memory (``SO_MEMINFO``, not part of RSS).
 3. **Fan-out latency**: the server is told ``new_job`` (a new tip: future job + SetNewPrevHash per channel); the
-   load generator timestamps (CLOCK_MONOTONIC, shared by both processes) the arrival of each connection's
-   SetNewPrevHash; per-channel p50/p99 and the last channel, at 100, 1k and 10k channels. Baseline: the same
-   fan-out of pre-encoded identical payloads, only encrypted per connection (two writes per connection as the
-   pool does; also one joined write, for information).
+   arrival of each connection's SetNewPrevHash is timed against the server's t0 (CLOCK_MONOTONIC, shared by
+   both processes); per-channel p50/p99 and the last channel, at 100, 1k and 10k channels. The arrival is the
+   kernel's receive timestamp of the chunk (``SO_TIMESTAMPNS``; on loopback stamped inside the server's write):
+   the load generator stops reading for the round and reads the stamps after it (``loadgen.py``, ``arm``), so
+   its own 10k receive callbacks -- on the same 2 cores -- neither compete with the server nor sit in the
+   figure. With the stratum workers the rounds are repeated with the load generator stamping each chunk in its
+   event loop (what a Python client saw; rows "client-side stamps"), and ``benchmarks/bench_fanout.py`` splits
+   one worker's share of a new tip (5,000 channels) into its components in the same run: the pool's own work
+   (null transport), the four AEAD calls alone, the loopback write alone, all of it into real sockets.
+   Baseline: the same fan-out of pre-encoded identical payloads, only encrypted per connection (two writes per
+   connection; also one joined write, for information).
 4. **Block latency**: a real ckb dev node at difficulty 256, the embedded ``Pool`` (node, watcher, server,
    block maker, in-process bus), one load-generator miner submitting one share per job at a share target equal
    to the network target, so every share is a block. Instrumented in the benchmark process only (no src
@@ -473,7 +480,11 @@ def accounting_runs(s: Settings) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------------
 
 
-def fanout_rounds(server: Child, loadgen: Child, rounds: int, expected: int, **job_args: Any) -> dict[str, Any]:
+def fanout_rounds(
+    server: Child, loadgen: Child, rounds: int, expected: int, stamps: str = "kernel", **job_args: Any
+) -> dict[str, Any]:
+    """``rounds`` new tips; ``stamps``: "kernel" (receive timestamps read after the round, the load generator idle
+    during it) or "user" (stamped in the load generator's data_received)."""
     latencies: list[float] = []
     last: list[float] = []
     new_job_ms: list[float] = []
@@ -481,7 +492,7 @@ def fanout_rounds(server: Child, loadgen: Child, rounds: int, expected: int, **j
     gc_ms: list[float] = []
     missing = 0
     for _ in range(rounds):
-        loadgen.request("arm")
+        loadgen.request("arm", stamps=stamps)
         job = server.request("job", **job_args)
         got = loadgen.request("collect", timeout=90, t0=job["t0"], deadline=60)
         lat = got["latencies_ms"]
@@ -496,6 +507,7 @@ def fanout_rounds(server: Child, loadgen: Child, rounds: int, expected: int, **j
     return {
         "channels": expected,
         "rounds": rounds,
+        "stamps": stamps,
         "p50": _pct(latencies, 0.50),
         "p99": _pct(latencies, 0.99),
         "last_p50": _pct(last, 0.50),
@@ -557,14 +569,22 @@ def connections_run(kind: str, s: Settings, block: int, sizes: list[int], fanout
                     entry["fanout"] = fanout_rounds(server, loadgen, rounds, n, writes=2)
                     entry["fanout_1write"] = fanout_rounds(server, loadgen, rounds, n, writes=1)
                 else:
-                    cpu0 = server.request("stats")["cpu"] if kind.startswith("procs") else 0.0
-                    entry["fanout"] = fanout_rounds(server, loadgen, rounds, n)
-                    if kind.startswith("procs"):
-                        # the workers fan out on their own (the job command only publishes the template): their
-                        # CPU over all rounds per channel, the parent's and the idle turns between rounds included
-                        entry["fanout"]["cpu_us_per_channel"] = (
-                            (server.request("stats")["cpu"] - cpu0) / (rounds * max(1, n)) * 1e6
+                    procs = kind.startswith("procs")
+                    for key, stamps in (
+                        (("fanout", "kernel"), ("fanout_user", "user")) if procs else (("fanout", "kernel"),)
+                    ):
+                        cpu0 = server.request("stats")["cpu"] if procs else 0.0
+                        lg0 = loadgen.request("stats")["cpu"]
+                        entry[key] = fanout_rounds(server, loadgen, rounds, n, stamps)
+                        entry[key]["loadgen_cpu_us_per_channel"] = (
+                            (loadgen.request("stats")["cpu"] - lg0) / (rounds * max(1, n)) * 1e6
                         )
+                        if procs:
+                            # the workers fan out on their own (the job command only publishes the template): their
+                            # CPU over all rounds per channel, the parent's and the idle turns between rounds included
+                            entry[key]["cpu_us_per_channel"] = (
+                                (server.request("stats")["cpu"] - cpu0) / (rounds * max(1, n)) * 1e6
+                            )
             out["sizes"][str(n)] = entry
             if conn["connections"] < n:
                 out["stopped_at"] = conn["connections"]
@@ -738,6 +758,7 @@ def run(budget: float = 0.5, settings: Settings | None = None) -> dict[str, Any]
     )
     fan = sorted({min(n, cap) for n in (100, 10_000)})
     raw["procs_conns"] = attempt("connections-procs-2", connections_run, "procs-2", s, 35, fan, True)
+    raw["fanout_components"] = attempt("fanout-components", _fanout_components, min(5_000, cap // 2))
     raw["tcp_conns"] = attempt("connections-tcp", connections_run, "tcp", s, 40, sorted(set(s.rss_sizes)), False)
     raw["heap"] = attempt("heap", heap_run, s, 45)
     raw["blocks"] = attempt("blocks", blocks_run, s, 50)
@@ -779,10 +800,70 @@ def _row(
     }
 
 
+def _fanout_components(channels: int) -> dict[str, Any]:
+    """bench_fanout's per-channel split of a new tip, in a child process (its sockets and sessions go with it)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_fanout", "--channels", str(channels), "--rounds", "11", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(out.stdout)["components"]
+    return result
+
+
+def _fanout_rows(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """The workers' fan-out timed by the client's event loop (beside the kernel-stamped figure worker_rows
+    gives) and the per-channel components of a new tip."""
+    rows: list[dict[str, Any]] = []
+    conns = raw.get("procs_conns") or {}
+    for size, entry in sorted((conns.get("sizes") or {}).items(), key=lambda kv: int(kv[0])):
+        kernel, user = entry.get("fanout"), entry.get("fanout_user")
+        if not kernel or not user:
+            continue
+        rows.append(
+            _row(
+                f"fan-out p99 new template -> channel, 2 workers @ {int(size):,} channels, client-side stamps",
+                user["p99"],
+                "ms",
+                kernel["p99"],
+                "",
+                None,
+                f"baseline: the kernel-stamped figure above (same run); the load generator stamping each chunk in "
+                f"its event loop on the same 2 cores (it used {user.get('loadgen_cpu_us_per_channel', 0):.1f} µs "
+                f"CPU per channel, {kernel.get('loadgen_cpu_us_per_channel', 0):.1f} with kernel stamps); last "
+                f"channel median {user['last_p50']:.1f} ms; workers' CPU per channel "
+                f"{user.get('cpu_us_per_channel', 0):.1f} µs",
+            )
+        )
+    c = raw.get("fanout_components")
+    if c:
+        n = c["channels"]
+        rows.append(
+            _row(
+                f"fan-out CPU per channel, one process, new_job() into {n:,} loopback sockets",
+                c["new_job_sockets_us"],
+                "µs",
+                c["floor_us"],
+                "",
+                None,
+                f"baseline: the floor, 4 AEAD calls {c['aead4_us']:.2f} + one write of the same bytes "
+                f"{c['write_floor_us']:.2f} µs (bench_fanout, same run); new_job() with a null transport "
+                f"{c['new_job_null_us']:.2f} µs = AEAD {c['aead4_us']:.2f} + the rest {c['python_us']:.2f} "
+                f"(checks, patching, call overhead); {c['writes_per_channel']:.2f} writes, "
+                f"{c['wire_bytes_per_channel']:.0f} bytes per channel",
+            )
+        )
+    return rows
+
+
 def _rows(raw: dict[str, Any], s: Settings) -> list[dict[str, Any]]:
     from .bench_pool_workers import worker_rows
 
     rows: list[dict[str, Any]] = worker_rows(raw, _row)
+    rows += _fanout_rows(raw)
     shares = raw.get("shares") or {}
     base = shares.get("baseline")
     base_core = base["rate"] / base["server_cpu"] if base and base["server_cpu"] > 0 else None

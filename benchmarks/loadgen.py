@@ -19,8 +19,14 @@ Commands (``cmd`` plus arguments):
   write; if they run out, more are made on the fly and counted as ``live``);
 - ``shares_start`` window: every ready connection keeps ``window`` shares in flight (refilled as
   SubmitShares.Success acknowledges them); ``mark``: counters and CPU time now; ``shares_stop``;
-- ``arm`` / ``collect`` t0, deadline: timestamp (CLOCK_MONOTONIC, comparable with the server process) when each
-  connection receives the SetNewPrevHash of the next job, relative to ``t0``;
+- ``arm`` stamps / ``collect`` t0, deadline: when each connection receives the SetNewPrevHash of the next job,
+  relative to ``t0`` (CLOCK_MONOTONIC, comparable with the server process). ``stamps="kernel"`` (the fan-out
+  figure): the connections stop reading for the round (``pause_reading``), an edge-free one-shot epoll only
+  counts which sockets got data, and after the round each socket is read with ``recvmsg`` and the latency is
+  the kernel's receive timestamp of the chunk (``SO_TIMESTAMPNS``: on loopback taken inside the server's write
+  syscall), so the clients' own receive work -- 10k ``data_received`` callbacks, on the same 2 cores as the
+  server -- is neither in the figure nor competing with the server during the round. ``stamps="user"`` (for
+  comparison): each chunk is stamped in ``data_received``, what a Python miner's event loop saw;
 - ``mine`` blocks, deadline: on the first connection, solve each new job at the channel's target (one share per
   job, so at a share target equal to the network target every share is a block);
 - ``answered``: shares answered Success per connection (identity ``bench.w<index>``), to check the books;
@@ -36,10 +42,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
 import resource
+import select
 import signal
 import socket
 import struct
@@ -420,6 +428,54 @@ class Conn(asyncio.Protocol):
 
 
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+# Linux: the receive timestamp of each skb as a struct timespec (CLOCK_REALTIME) in recvmsg's ancillary data
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TIMESPEC = struct.Struct("@qq")
+_ANC_SIZE = socket.CMSG_SPACE(_TIMESPEC.size)
+
+
+def _recv_stamped(fd: int, limit: int = 64) -> list[tuple[int, bytes]]:
+    """Everything queued on socket ``fd`` now, as (kernel receive time in CLOCK_REALTIME ns, bytes) per read.
+
+    The descriptor stays the transport's: it is wrapped without a dup and detached again. A read that returns
+    several skbs carries the stamp of the last of them (tcp_recvmsg); a new tip is one write per connection."""
+    sock = socket.socket(fileno=fd)
+    out: list[tuple[int, bytes]] = []
+    try:
+        for _ in range(limit):
+            try:
+                data, anc, _flags, _addr = sock.recvmsg(1 << 16, _ANC_SIZE, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                    break
+                raise
+            if not data:
+                break
+            stamp = 0
+            for level, kind, payload in anc:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(payload) >= _TIMESPEC.size:
+                    sec, nsec = _TIMESPEC.unpack_from(payload)
+                    stamp = sec * 1_000_000_000 + nsec
+            out.append((stamp, data))
+    finally:
+        sock.detach()
+    return out
+
+
+def _realtime_minus_monotonic_ns() -> int:
+    """CLOCK_REALTIME - CLOCK_MONOTONIC now, from the tightest of a few paired readings (converts the kernel's
+    receive stamps to the monotonic clock the server's t0 is on)."""
+    best: tuple[int, int] | None = None
+    for _ in range(5):
+        m0 = time.monotonic_ns()
+        r = time.time_ns()
+        m1 = time.monotonic_ns()
+        if best is None or m1 - m0 < best[0]:
+            best = (m1 - m0, r - (m0 + m1) // 2)
+    assert best is not None
+    return best[1]
 
 
 def _bound_socket(source: str) -> socket.socket:
@@ -431,6 +487,7 @@ def _bound_socket(source: str) -> socket.socket:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)  # fan-out rounds read the kernel's receive stamps
         sock.bind((source, 0))
     except BaseException:
         sock.close()
@@ -451,6 +508,8 @@ class LoadGen:
         self.prevhashes = 0
         self.lost = 0
         self.last_rx = 0.0
+        self.stamps = "user"  # how the armed fan-out round is timed (see ``arm``)
+        self.round_epoll: select.epoll | None = None
         self.live = 0
         self.mining: Conn | None = None
         self.mined = 0
@@ -556,13 +615,35 @@ class LoadGen:
         result["inflight"] = sum(max(0, c.inflight) for c in self.conns)
         return result
 
-    def arm(self) -> dict[str, Any]:
-        for conn in self.conns:
-            conn.chunks = []
+    def arm(self, stamps: str = "user") -> dict[str, Any]:
+        """Get ready to time the next job's arrival. ``stamps="user"``: each chunk stamped in ``data_received``;
+        ``"kernel"``: reading paused and every socket put in a one-shot epoll that only says which ones got data
+        (no wake-up of this process per chunk: ``collect`` polls it), the kernel's receive stamps read after."""
+        if stamps not in ("user", "kernel"):
+            raise ValueError(f"stamps must be 'user' or 'kernel', not {stamps!r}")
+        self.stamps = stamps
+        if self.round_epoll is not None:
+            self.round_epoll.close()
+            self.round_epoll = None
+        if stamps == "kernel":
+            ep = self.round_epoll = select.epoll(sizehint=max(1, len(self.conns)))
+            for conn in self.conns:
+                transport = conn.transport
+                if transport is None or transport.is_closing():
+                    continue
+                transport.pause_reading()
+                sock = transport.get_extra_info("socket")
+                ep.register(sock.fileno(), select.EPOLLIN | select.EPOLLONESHOT)
+                conn.chunks = []
+        else:
+            for conn in self.conns:
+                conn.chunks = []
         self.last_rx = monotonic()
         return {"armed": len(self.conns)}
 
     async def collect(self, t0: float, timeout: float, quiet: float = 0.03) -> dict[str, Any]:
+        if self.stamps == "kernel":
+            return await self._collect_kernel(t0, timeout, quiet)
         conns = [c for c in self.conns if c.chunks is not None]
         deadline = monotonic() + timeout
         pending = conns
@@ -587,6 +668,48 @@ class LoadGen:
                 missing += 1
             else:
                 latencies.append(round((got - t0) * 1000, 4))
+        return {"latencies_ms": latencies, "missing": missing}
+
+    async def _collect_kernel(self, t0: float, timeout: float, quiet: float) -> dict[str, Any]:
+        """``collect`` of a ``stamps="kernel"`` round: wait (polling the one-shot epoll every few ms, so the
+        server's writes wake nothing here) until every armed socket got data, plus ``quiet`` for stragglers;
+        then read each socket with its receive stamps, decrypt, and resume reading."""
+        ep = self.round_epoll
+        assert ep is not None
+        conns = [c for c in self.conns if c.chunks is not None]
+        by_fd = {}
+        for conn in conns:
+            assert conn.transport is not None
+            by_fd[conn.transport.get_extra_info("socket").fileno()] = conn
+        seen: set[int] = set()
+        deadline = monotonic() + timeout
+        while len(seen) < len(by_fd) and monotonic() < deadline:
+            await asyncio.sleep(0.005)
+            seen.update(fd for fd, _ev in ep.poll(0))
+        await asyncio.sleep(quiet)
+        ep.close()
+        self.round_epoll = None
+        offset = _realtime_minus_monotonic_ns()
+        t0_ns = round(t0 * 1e9)
+        latencies: list[float] = []
+        missing = 0
+        for fd, conn in by_fd.items():
+            conn.chunks = None
+            got: int | None = None
+            noise = conn.noise
+            assert noise is not None
+            for stamp, data in _recv_stamped(fd):
+                for frame in noise.feed(data):
+                    if got is None and frame[2] == MSG_SET_NEW_PREV_HASH:
+                        got = stamp - offset if stamp else None
+                    conn.on_frame(frame)
+            if got is None:
+                missing += 1
+            else:
+                latencies.append(round((got - t0_ns) / 1e6, 4))
+            assert conn.transport is not None
+            if not conn.transport.is_closing():
+                conn.transport.resume_reading()
         return {"latencies_ms": latencies, "missing": missing}
 
     async def mine(self, blocks: int, timeout: float) -> dict[str, Any]:
@@ -632,7 +755,7 @@ async def amain(args: argparse.Namespace, info: dict[str, Any]) -> None:
         if cmd == "shares_stop":
             return await gen.shares_stop(float(req.get("drain", 2.0)))
         if cmd == "arm":
-            return gen.arm()
+            return gen.arm(str(req.get("stamps", "user")))
         if cmd == "collect":
             return await gen.collect(float(req["t0"]), float(req.get("deadline", 10.0)))
         if cmd == "mine":
