@@ -6,7 +6,7 @@
 #   $CKBPOOL_CACHE/bin/kafka_exporter   go install github.com/danielqsj/kafka_exporter@KAFKA_EXPORTER_VERSION
 #
 # The image has no stand-in (docker/local/README.md); the binary is the same source the image ships. Idempotent:
-# a binary built from the pinned version (kafka_exporter.version beside it) is kept. Cold: ~60 s of one core with a
+# a binary built from the pinned version (kafka_exporter.version beside it) is kept. Cold: 15 s of one core with a
 # warm module cache. Without a Go toolchain the step says so and succeeds: the test then skips, naming this step.
 set -euo pipefail
 CACHE="${CKBPOOL_CACHE:-$HOME/.cache/ckbpool}"
@@ -26,7 +26,7 @@ t=$SECONDS
 # from the module proxy; else from a checkout of the tag (CKBPOOL_KAFKA_EXPORTER_SRC, or a clone of GitHub's):
 # some proxies serve the exporter's dependencies but not the exporter itself
 if ! GOBIN="$CACHE/bin" nice go install -p 1 "github.com/danielqsj/kafka_exporter@$VERSION"; then
-  src="${CKBPOOL_KAFKA_EXPORTER_SRC:-$CACHE/k8s-build/kafka_exporter-$VERSION}"
+  src="${CKBPOOL_KAFKA_EXPORTER_SRC:-$CACHE/src/kafka_exporter-$VERSION}"
   if [ ! -f "$src/go.mod" ]; then
     git clone -q --depth 1 --branch "$VERSION" https://github.com/danielqsj/kafka_exporter "$src" || {
       echo "kafka-exporter-deps: kafka_exporter MISSING: neither the module proxy nor GitHub served $VERSION" \
