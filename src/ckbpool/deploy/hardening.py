@@ -21,9 +21,9 @@ What each image writes, from its contract (docker/local/README.md, which also sa
 
 * ckb (nervos/ckb, uid 1000): the chain, its logs (``log_to_file``) and its lock under ``data_dir`` =
   ``/var/lib/ckb``, the named volume; ``/etc/ckb`` is a read-only bind mount. Read-only root, ``/tmp`` only.
-* pool, payouts, proxy, rpc-filter, miner (ckbpool's own image, run as CKBPOOL_UID or the image's 10001):
-  found blocks, the Kafka spool and the SQLite ledger under ``/var/lib/ckbpool`` (bind mount); Python's
-  ``tempfile`` (SQLite's temporary files included) uses ``/tmp``. Read-only root, ``/tmp``.
+* pool, payouts, proxy, rpc-filter, scrape-gateway, miner (ckbpool's own image, run as CKBPOOL_UID or the
+  image's 10001): found blocks, the Kafka spool and the SQLite ledger under ``/var/lib/ckbpool`` (bind mount);
+  Python's ``tempfile`` (SQLite's temporary files included) uses ``/tmp``. Read-only root, ``/tmp``.
 * redis (``redis-server`` as CKBPOOL_UID, the image's entrypoint not used): AOF and snapshots in ``/data`` (bind
   mount). Read-only root, ``/tmp``.
 * kafka (apache/kafka, appuser 1000): its run script writes the final ``server.properties``, ``log4j2.yaml`` and
@@ -43,8 +43,10 @@ What each image writes, from its contract (docker/local/README.md, which also sa
   ``PGDATA``: read-only, narrower than ``DAC_OVERRIDE``), ``SETUID`` + ``SETGID`` (become postgres). The server
   itself then runs as 999 with none (a uid change from 0 clears them). Read-only root; the socket and lock
   directory ``/var/run/postgresql`` and ``/tmp`` are tmpfs (``/dev/shm`` is ``shm_size``).
-* prometheus (nobody): the TSDB in ``/prometheus`` (named volume). node-exporter, redis-exporter,
-  kafka-exporter, postgres-exporter: single static binaries that write nothing. Read-only root, ``/tmp``.
+* prometheus (nobody): the TSDB in ``/prometheus`` (named volume); scraping other hosts' gateways (hosts target)
+  it reads the CA and the token, so it runs as CKBPOOL_UID with the TSDB in ``data/prometheus``. node-exporter,
+  redis-exporter, kafka-exporter, postgres-exporter: single static binaries that write nothing. Read-only root,
+  ``/tmp``.
 * grafana (as CKBPOOL_UID): its database and plugins in ``/var/lib/grafana`` (named volume); it also logs to
   ``/var/log/grafana`` (``[log] mode = console file`` by default) and stages plugin downloads in ``/tmp``, both
   tmpfs. (No stand-in: not started by the e2e tests.)
