@@ -41,6 +41,7 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import socket
 import ssl
@@ -276,8 +277,8 @@ def _deployment(lab: Lab, images: dict[str, str], tmp_path: Path, **image_keys: 
     data["images"] = {**data.get("images", {}), **{key: images[name] for key, name in CONFIG_IMAGES.items()},
                       "pool_base": BASE_IMAGE, **image_keys}  # fmt: skip
     data.setdefault("monitoring", {}).update({"kafka_exporter": False, "scrape_interval": "2s"})
-    # the payout engine on pool-1 reads its ledger on data-1 every few seconds: traffic for the capture
-    data.setdefault("payouts", {}).update({"enabled": True, "database": "postgres", "interval_s": 5})
+    # the payout engine on pool-1, its ledger on data-1 (PostgreSQL reached across hosts: TLS only)
+    data.setdefault("payouts", {}).update({"enabled": True, "database": "postgres"})
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     inventory = tmp_path / "inventory.yml"
     common = {
@@ -366,6 +367,14 @@ def test_three_hosts_node_data_pool_mine_a_block_across_hosts(lab: Lab, images: 
         assert started.returncode == 0, started.stderr
     capture_start = time.monotonic()
     _send_cleartext_probe(lab, capture_ports)
+    # ledger traffic inside the capture (the engine's own passes are a minute apart): the pool's container on
+    # pool-1 opens the ledger exactly as its pool.toml says (verify-full, the CA) and asks whether it is TLS
+    ledger_tls = lab.run(
+        "pool-1", "sh", "-c",
+        "docker exec $(docker ps -q --filter label=com.docker.compose.service=pool) python -c "
+        + shlex.quote(LEDGER_TLS_PROBE),
+    )  # fmt: skip
+    assert ledger_tls.stdout.split()[-1:] == ["True"], ledger_tls.stdout + ledger_tls.stderr
     block = mine_until_block(
         miner, pool_status, filter_url, timeout=240, headers={"Authorization": f"Bearer {token}"}, verify=ca
     )
@@ -464,6 +473,14 @@ def test_three_hosts_node_data_pool_mine_a_block_across_hosts(lab: Lab, images: 
     )
 
 
+#: run in the pool's container: the ledger URL of its pool.toml, and whether the server sees that session as TLS
+LEDGER_TLS_PROBE = (
+    "from pathlib import Path; import sqlalchemy as sa; from ckbpool.pool.config import load_pool_config; "
+    "from ckbpool.payouts.ledger import create_ledger_engine; "
+    "e = create_ledger_engine(load_pool_config(Path('/etc/ckbpool/pool.toml')).payouts.database()); "
+    "c = e.connect(); print(c.execute(sa.text('SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()'))"
+    ".scalar()); c.close(); e.dispose()"
+)
 #: the cleartext the controller sends to each host's last watched port (the scrape gateway, which refuses it: it
 #: is not a TLS handshake): the control that the capture sees cleartext where there is some
 CLEARTEXT_PROBE = b"GET /ckbpool-capture-control HTTP/1.1\r\nHost: capture\r\n\r\n"
