@@ -282,3 +282,24 @@ def test_nothing_crosses_hosts_nothing_changes(tmp_path: Path) -> None:
     assert "scrape-gateway" not in solo.services and SCRAPE_GATEWAY_TOML not in solo.files
     assert "scheme: https" not in solo.files["compose/prometheus/prometheus.yml"]
     assert solo.files["compose/prometheus/prometheus.yml"] == reference["compose/prometheus/prometheus.yml"]
+
+
+def test_the_gateway_configuration_refuses_what_would_make_it_a_proxy_or_open(tmp_path: Path) -> None:
+    from ckbpool.pool.config import ConfigError
+
+    token = tmp_path / "token"
+    token.write_text("short\n")
+    base = {"tls_cert_file": "c.pem", "tls_key_file": "c.pem", "token_file": str(token)}
+    for targets, message in (
+        ({}, "name at least one job"),
+        ({"Node": "http://node-exporter:9100/metrics"}, "job names"),
+        ({"node": "file:///etc/shadow"}, "not an http"),
+        ({"node": "node-exporter:9100"}, "not an http"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_gateway_config(data={**base, "targets": targets})
+    with pytest.raises(ConfigError, match="token_file"):
+        load_gateway_config(data={"tls_cert_file": "c.pem", "tls_key_file": "c.pem", "targets": {"n": "http://a/"}})
+    config = load_gateway_config(data={**base, "targets": {"node": "http://node-exporter:9100/metrics"}})
+    with pytest.raises(ConfigError, match="shorter than 16"):
+        config.token()
