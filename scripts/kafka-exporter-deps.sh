@@ -28,7 +28,7 @@ t=$SECONDS
 if ! GOBIN="$CACHE/bin" nice go install -p 1 "github.com/danielqsj/kafka_exporter@$VERSION"; then
   src="${CKBPOOL_KAFKA_EXPORTER_SRC:-$CACHE/src/kafka_exporter-$VERSION}"
   if [ ! -f "$src/go.mod" ]; then
-    git clone -q --depth 1 --branch "$VERSION" https://github.com/danielqsj/kafka_exporter "$src" || {
+    timeout 120 git clone -q --depth 1 --branch "$VERSION" https://github.com/danielqsj/kafka_exporter "$src" || {
       echo "kafka-exporter-deps: kafka_exporter MISSING: neither the module proxy nor GitHub served $VERSION" \
            "(set CKBPOOL_KAFKA_EXPORTER_SRC to a checkout of the tag); its test will skip"
       exit 0
