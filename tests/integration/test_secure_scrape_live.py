@@ -303,3 +303,53 @@ async def _wait_up(port: int, proc: subprocess.Popen[bytes], log: Path, timeout:
                 return by_job
             await asyncio.sleep(0.5)
     raise TimeoutError(f"prometheus scraped nothing in {timeout}s: {log.read_text()[-2000:]}")
+
+
+async def test_the_gateway_relays_a_streamed_body_whole_and_cuts_an_oversized_one(
+    deployment: tuple[DeployConfig, Path, dict[str, HostPlan]],
+) -> None:
+    """An exporter that answers in many small writes gets relayed byte for byte; one over ``max_response_bytes``
+    is a 502, never a truncated exposition Prometheus would take for a complete one."""
+    from aiohttp import web
+
+    _cfg, secrets_dir, _plans = deployment
+    ca = str(secrets_dir / pki.KAFKA_CA_CERT)
+    line = b'ckbpool_test_metric{n="%d"} 1\n'
+    small = b"".join(line % i for i in range(20_000))  # ~600 kB
+    big = small * 3
+
+    async def exposition(request: web.Request) -> web.StreamResponse:
+        body = big if request.match_info["size"] == "big" else small
+        response = web.StreamResponse(headers={"Content-Type": "text/plain; version=0.0.4"})
+        await response.prepare(request)
+        for i in range(0, len(body), 4096):  # many writes, with pauses: chunks arrive one by one
+            await response.write(body[i : i + 4096])
+            if i % (64 * 4096) == 0:
+                await asyncio.sleep(0.01)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/{size}", exposition)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    upstream = int(runner.addresses[0][1])
+    pki.ensure_server_keystore(secrets_dir, "scrape-live-test", ["127.0.0.1"])
+    keystore = secrets_dir / pki.server_keystore_file("scrape-live-test")
+    config = load_gateway_config(data={
+        "listen_host": "127.0.0.1", "listen_port": 0, "tls_cert_file": str(keystore), "tls_key_file": str(keystore),
+        "token_file": str(secrets_dir / SCRAPE_TOKEN), "max_response_bytes": 1 << 20,
+        "targets": {"small": f"http://127.0.0.1:{upstream}/small", "big": f"http://127.0.0.1:{upstream}/big"},
+    })  # fmt: skip
+    bearer = {"Authorization": f"Bearer {(secrets_dir / SCRAPE_TOKEN).read_text().strip()}"}
+    try:
+        async with ScrapeGateway(config) as gateway:
+            status, text = await _get(f"https://127.0.0.1:{gateway.port}/scrape/small", ca, bearer)
+            assert status == 200 and text.encode() == small
+            status, text = await _get(f"https://127.0.0.1:{gateway.port}/scrape/big", ca, bearer)
+            assert status == 502 and "exceeds" in text
+            assert gateway.refused_total.labels(reason="too_large")._value.get() == 1
+    finally:
+        await runner.cleanup()

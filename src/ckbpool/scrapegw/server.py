@@ -114,8 +114,13 @@ class ScrapeGateway:
         accept = request.headers.get("Accept", "text/plain")
         limit = self.config.max_response_bytes
         try:
-            async with self._session.get(url, headers={"Accept": accept}) as upstream:
-                body = await upstream.content.read(limit + 1)
+            # gzip or nothing: what Prometheus decodes (aiohttp would offer br too when brotli is installed)
+            async with self._session.get(url, headers={"Accept": accept, "Accept-Encoding": "gzip"}) as upstream:
+                body = bytearray()
+                async for chunk in upstream.content.iter_chunked(1 << 16):
+                    body += chunk
+                    if len(body) > limit:
+                        break
                 status, content_type = upstream.status, upstream.headers.get("Content-Type", "text/plain")
                 encoding = upstream.headers.get("Content-Encoding")
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -128,4 +133,4 @@ class ScrapeGateway:
         headers = {"Content-Type": content_type}
         if encoding:
             headers["Content-Encoding"] = encoding
-        return web.Response(status=status, body=body, headers=headers)
+        return web.Response(status=status, body=bytes(body), headers=headers)
