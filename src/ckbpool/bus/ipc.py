@@ -670,7 +670,8 @@ class IpcBus(Bus):
             if topic is Topic.SHARES:
                 chunk = events[start : start + MANY_PER_FRAME]
                 for event in chunk:
-                    check_event(topic, event)
+                    if type(event) is not Share:
+                        check_event(topic, event)  # raises, naming the type
                 frames.append(encode_frame(SHARES, encode_shares(cast("Sequence[Share]", chunk))))
                 continue
             parts = [index]
