@@ -832,9 +832,10 @@ def _fanout_rows(raw: dict[str, Any]) -> list[dict[str, Any]]:
                 "",
                 None,
                 f"baseline: the kernel-stamped figure above (same run); the load generator stamping each chunk in "
-                f"its event loop on the same 2 cores (it used {user.get('loadgen_cpu_us_per_channel', 0):.1f} µs "
-                f"CPU per channel, {kernel.get('loadgen_cpu_us_per_channel', 0):.1f} with kernel stamps); last "
-                f"channel median {user['last_p50']:.1f} ms; workers' CPU per channel "
+                f"its event loop on the same 2 cores, during the round (its CPU per channel over the rounds "
+                f"{user.get('loadgen_cpu_us_per_channel', 0):.1f} µs; with kernel stamps "
+                f"{kernel.get('loadgen_cpu_us_per_channel', 0):.1f}, spent after each round: reads, decryption); "
+                f"last channel median {user['last_p50']:.1f} ms; workers' CPU per channel "
                 f"{user.get('cpu_us_per_channel', 0):.1f} µs",
             )
         )
