@@ -245,8 +245,11 @@ def test_three_hosts_are_planned_through_ansible(workdir: Path, tmp_path: Path) 
     assert result.returncode == 0, result.stdout + result.stderr
     plans = {h: json.loads((tmp_path / f"{h}.json").read_text()) for h in ("node-1", "data-1", "pool-1")}
     # the node's RPC reaches pool-1 through its filter; the pool's Kafka and Redis across hosts are secured
-    assert plans["node-1"]["services"] == ["ckb", "rpc-filter", "node-exporter"]
-    assert plans["data-1"]["services"] == ["redis", "kafka", "node-exporter", "redis-exporter", "kafka-exporter"]
+    # (and the monitoring host on pool-1 scrapes the other two through their scrape gateways: HTTPS + token)
+    assert plans["node-1"]["services"] == ["ckb", "rpc-filter", "node-exporter", "scrape-gateway"]
+    assert plans["data-1"]["services"] == [
+        "redis", "kafka", "node-exporter", "redis-exporter", "kafka-exporter", "scrape-gateway"
+    ]  # fmt: skip
     assert plans["pool-1"]["services"] == ["pool", "prometheus", "node-exporter"]
     pool_toml = plans["pool-1"]["files"]["compose/pool/pool.toml"]
     assert 'rpc_url = "https://10.231.0.1:8124"' in pool_toml and 'url = "rediss://10.231.0.2:6379/0"' in pool_toml

@@ -174,12 +174,39 @@ def last(instrs: list[tuple[str, str]], name: str) -> str | None:
 
 
 def service_block(name: str) -> str:
+    """The service's lines: up to the ``{%- endif %}`` of a conditional around the whole service, the next service or
+    the next top-level key; conditionals inside the service (its variants) stay in the block."""
     text = TEMPLATE.read_text()
     start = re.search(rf"(?m)^(?:\{{\{{[^}}]*\}}\}})?  {re.escape(name)}:\s*$", text)
     assert start, f"no service {name} in {TEMPLATE.name}"
-    # up to the service's `{%- endif %}`, the next service or the next top-level key
-    end = re.search(r"(?m)^\{%-? endif -?%\}\s*$|^(?:\{\{[^}]*\}\})?  [a-z][\w-]*:\s*$|^[a-z]", text[start.end() :])
-    return text[start.end() : start.end() + end.start()] if end else text[start.end() :]
+    lines, depth = [], 0
+    for line in text[start.end() :].splitlines(keepends=True):
+        if re.match(r"\{%-? if ", line):
+            depth += 1
+        elif re.match(r"\{%-? endif -?%\}\s*$", line):
+            if depth == 0:
+                break
+            depth -= 1
+        elif depth == 0 and re.match(r"(?:\{\{[^}]*\}\})?  [a-z][\w-]*:\s*$|[a-z]", line):
+            break
+        lines.append(line)
+    return "".join(lines)
+
+
+#: services whose secured variant (issue 18) replaces the image's entrypoint with bash -c, to prepare key files or
+#: format storage before the image's own start; both official images ship bash
+BASH_VARIANTS = frozenset({"kafka", "postgres"})
+
+
+def variants(block: str) -> list[str]:
+    """Every rendering of a service's inner ``{%- if %}`` / ``{%- else %}`` / ``{%- endif %}`` (one after another; none nests)."""
+    match = re.search(r"(?ms)^\{%-? if [^%]*%\}\n(.*?)^\{%-? endif -?%\}\n?", block)
+    if not match:
+        return [block]
+    parts = re.split(r"(?m)^\{%-? else -?%\}\n", match.group(1), maxsplit=1)
+    yes, no = parts[0], parts[1] if len(parts) > 1 else ""
+    before, after = block[: match.start()], block[match.end() :]
+    return [v for part in (yes, no) for v in variants(before + part + after)]
 
 
 def healthcheck_tools(block: str) -> set[str]:
@@ -240,14 +267,10 @@ def test_stand_in_declares_the_contract(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(CONTRACTS))
 def test_template_relies_on_nothing_outside_the_contract(name: str) -> None:
     contract = CONTRACTS[name]
-    whole = service_block(name)
-    # Kafka has two variants in the template: the secured broker (issue 18: started by bash -c, which formats its
-    # storage with the SCRAM users, then runs the broker class) and the image's own run script
-    variants = [(whole, contract)]
-    if "{%- if kafka.secure %}" in whole:
-        secured, plain = whole.split("{%- else %}", 1)
-        variants = [(secured, dataclasses.replace(contract, compose_entrypoint=["bash", "-c"])), (plain, contract)]
-    for block, expected in variants:
+    for block in variants(service_block(name)):
+        expected = contract
+        if name in BASH_VARIANTS and '    entrypoint: ["bash", "-c"]' in block:
+            expected = dataclasses.replace(contract, compose_entrypoint=["bash", "-c"])
         image_ref = f"${{CKBPOOL_IMAGE_{name.upper().replace('-', '_')}:-{{{{ cfg.images.{expected.image} }}}}}}"
         assert image_ref in block
         assert healthcheck_tools(block) <= expected.tools, "the healthcheck runs a program the contract does not list"
