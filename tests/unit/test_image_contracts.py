@@ -199,7 +199,8 @@ BASH_VARIANTS = frozenset({"kafka", "postgres"})
 
 
 def variants(block: str) -> list[str]:
-    """Every rendering of a service's inner ``{%- if %}`` / ``{%- else %}`` / ``{%- endif %}`` (one after another; none nests)."""
+    """Every rendering of a service's inner ``{%- if %}`` / ``{%- else %}`` / ``{%- endif %}`` (one after another;
+    none nests)."""
     match = re.search(r"(?ms)^\{%-? if [^%]*%\}\n(.*?)^\{%-? endif -?%\}\n?", block)
     if not match:
         return [block]
