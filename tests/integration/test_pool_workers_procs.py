@@ -196,8 +196,12 @@ async def test_two_workers_share_one_port_mine_a_block_and_keep_exact_books(
         # the finder wrote it to its own disk (its worker's directory) before submitting
         records = {p.name for p in (tmp_path / "blocks").glob("stratum-worker-*/*.json")}
         assert {f"{b.block_hash.hex()}.json" for b in accepted} <= records, records
-        status = await _status(pool)
-        assert status["found_blocks"], "the finders' own records are listed"
+
+        # the finder lists it in its next report (workers report once a second): wait for that, not the first read
+        async def found_listed() -> bool:
+            return bool((await _status(pool))["found_blocks"])
+
+        await _until(found_listed, 10, "the finders' own records are listed")
         metrics = await _metrics(pool)
         assert f"ckbpool_open_connections {float(len(miners))}" in metrics
         assert "ckbpool_stratum_processes_up 2.0" in metrics
