@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +22,7 @@ def rpcfilter_run(
     from ..pool.config import ConfigError
     from ..rpcfilter import ALLOWED_METHODS, RpcFilter, load_filter_config
     from .app import _setup_logging
+    from .serve import serve_until_signal
 
     _setup_logging(log_level)
     try:
@@ -32,26 +31,11 @@ def rpcfilter_run(
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
 
-    async def run() -> None:
-        rpc_filter = RpcFilter(cfg)
-        try:
-            await rpc_filter.start()
-        except (ValueError, OSError, ConfigError) as exc:
-            await rpc_filter.close()
-            console.print(f"[red]cannot start the RPC filter: {exc}[/red]")
-            raise typer.Exit(2) from None
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+    def started(rpc_filter: RpcFilter) -> str:
         tcp = f", subscriptions on {rpc_filter.tcp_port}" if rpc_filter.tcp_port else ""
-        console.print(
-            f"[green]RPC filter on https://{cfg.listen_host}:{rpc_filter.http_port}/{tcp} -> {cfg.upstream_url} "
-            f"({len(ALLOWED_METHODS)} methods allowed)[/green]"
+        return (
+            f"RPC filter on https://{cfg.listen_host}:{rpc_filter.http_port}/{tcp} -> {cfg.upstream_url} "
+            f"({len(ALLOWED_METHODS)} methods allowed)"
         )
-        try:
-            await stop.wait()
-        finally:
-            await rpc_filter.close()
 
-    asyncio.run(run())
+    serve_until_signal(lambda: RpcFilter(cfg), "RPC filter", started, console)

@@ -3,8 +3,6 @@ bearer token (:mod:`ckbpool.scrapegw`). Runs on each scraped host of the hosts t
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +22,7 @@ def scrapegw_run(
     from ..pool.config import ConfigError
     from ..scrapegw import ScrapeGateway, load_gateway_config
     from .app import _setup_logging
+    from .serve import serve_until_signal
 
     _setup_logging(log_level)
     try:
@@ -32,23 +31,8 @@ def scrapegw_run(
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
 
-    async def run() -> None:
-        gateway = ScrapeGateway(cfg)
-        try:
-            await gateway.start()
-        except (ValueError, OSError, ConfigError) as exc:
-            await gateway.close()
-            console.print(f"[red]cannot start the scrape gateway: {exc}[/red]")
-            raise typer.Exit(2) from None
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        console.print(f"[green]scrape gateway on https://{cfg.listen_host}:{gateway.port}/scrape/<job> "
-                      f"({', '.join(sorted(cfg.targets))})[/green]")  # fmt: skip
-        try:
-            await stop.wait()
-        finally:
-            await gateway.close()
+    def started(gateway: ScrapeGateway) -> str:
+        jobs = ", ".join(sorted(cfg.targets))
+        return f"scrape gateway on https://{cfg.listen_host}:{gateway.port}/scrape/<job> ({jobs})"
 
-    asyncio.run(run())
+    serve_until_signal(lambda: ScrapeGateway(cfg), "scrape gateway", started, console)
