@@ -18,14 +18,9 @@ from typing import Any
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from ckbpool.cli.app import app
-from ckbpool.deploy.config import load_config
-from ckbpool.deploy.k8s import chart_dir, chart_values, dump_values
-from ckbpool.deploy.secrets import generate_secrets
-from ckbpool.deploy.target import Paths
-from support.k8s import KubeApiServer, require_tools
+from ckbpool.deploy.k8s import chart_dir
+from support.k8s import KubeApiServer, require_tools, stack_values_file
 
 pytestmark = pytest.mark.integration
 
@@ -46,25 +41,7 @@ def api() -> Iterator[KubeApiServer]:
 
 @pytest.fixture(scope="module")
 def values_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("k8s-chart")
-    config = base / "ckbpool.yaml"
-    result = CliRunner().invoke(
-        app, ["init", "-c", str(config), "--non-interactive", "--name", "chart", "--network", "dev", "--no-miner"]
-    )
-    assert result.exit_code == 0, result.stderr
-    cfg = load_config(config)
-    cfg = cfg.model_copy(
-        update={
-            "services": cfg.services.model_copy(update={"proxy": True, "kafka": True}),
-            "payouts": cfg.payouts.model_copy(update={"enabled": True}),
-            "images": cfg.images.model_copy(update={"registry": "registry.example.com/ckbpool/pool"}),
-        }
-    )
-    paths = Paths.of(config, cfg)
-    generate_secrets(cfg, paths.secrets_dir)
-    path = base / "values.yaml"
-    path.write_text(dump_values(chart_values(cfg, paths)))
-    return path
+    return stack_values_file(tmp_path_factory.mktemp("k8s-chart"), "chart")
 
 
 def helm_run(helm: str, *args: str, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -711,3 +711,34 @@ def _unmount_under(directory: Path) -> None:
             points.append(point)
     for point in sorted(points, key=len, reverse=True):
         subprocess.run(["umount", "-l", point], capture_output=True, timeout=30, check=False)
+
+
+def stack_values_file(base: Path, name: str) -> Path:
+    """values.yaml of a fresh ``init`` with every chart part on (proxy, Kafka, payouts, a registry), its secrets
+    generated: what the chart tests render and install."""
+    from typer.testing import CliRunner
+
+    from ckbpool.cli.app import app
+    from ckbpool.deploy.config import load_config
+    from ckbpool.deploy.k8s import chart_values, dump_values
+    from ckbpool.deploy.secrets import generate_secrets
+    from ckbpool.deploy.target import Paths
+
+    config = base / "ckbpool.yaml"
+    result = CliRunner().invoke(
+        app, ["init", "-c", str(config), "--non-interactive", "--name", name, "--network", "dev", "--no-miner"]
+    )
+    assert result.exit_code == 0, result.output
+    cfg = load_config(config)
+    cfg = cfg.model_copy(
+        update={
+            "services": cfg.services.model_copy(update={"proxy": True, "kafka": True}),
+            "payouts": cfg.payouts.model_copy(update={"enabled": True}),
+            "images": cfg.images.model_copy(update={"registry": "registry.example.com/ckbpool/pool"}),
+        }
+    )
+    paths = Paths.of(config, cfg)
+    generate_secrets(cfg, paths.secrets_dir)
+    path = base / "values.yaml"
+    path.write_text(dump_values(chart_values(cfg, paths)))
+    return path

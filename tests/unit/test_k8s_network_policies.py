@@ -21,13 +21,9 @@ from typing import Any
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from ckbpool.cli.app import app
-from ckbpool.deploy.config import load_config
-from ckbpool.deploy.k8s import CACHE_BIN, chart_dir, chart_values, dump_values
-from ckbpool.deploy.secrets import generate_secrets
-from ckbpool.deploy.target import Paths
+from ckbpool.deploy.k8s import CACHE_BIN, chart_dir
+from support.k8s import stack_values_file
 
 pytestmark = pytest.mark.unit
 
@@ -53,25 +49,7 @@ def template(values: Path) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def values(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("netpol")
-    config = base / "ckbpool.yaml"
-    result = CliRunner().invoke(
-        app, ["init", "-c", str(config), "--non-interactive", "--name", "np", "--network", "dev", "--no-miner"]
-    )
-    assert result.exit_code == 0, result.output
-    cfg = load_config(config)
-    cfg = cfg.model_copy(
-        update={
-            "services": cfg.services.model_copy(update={"proxy": True, "kafka": True}),
-            "payouts": cfg.payouts.model_copy(update={"enabled": True}),
-            "images": cfg.images.model_copy(update={"registry": "registry.example.com/ckbpool/pool"}),
-        }
-    )
-    paths = Paths.of(config, cfg)
-    generate_secrets(cfg, paths.secrets_dir)
-    path = base / "values.yaml"
-    path.write_text(dump_values(chart_values(cfg, paths)))
-    return path
+    return stack_values_file(tmp_path_factory.mktemp("netpol"), "np")
 
 
 @pytest.fixture(scope="module")
