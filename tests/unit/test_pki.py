@@ -199,3 +199,28 @@ def test_broker_properties() -> None:
         keystore="k", truststore="t", plaintext_port=4,
     )  # fmt: skip
     assert "PLAIN://127.0.0.1:4" in plain["listeners"] and "PLAIN:PLAINTEXT" in plain["listener.security.protocol.map"]
+
+
+def test_server_and_broker_certificates_near_their_end_are_reissued(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pki.generate_kafka_secrets(tmp_path, {"broker-1": ["10.0.0.2"]}, ())
+    assert pki.ensure_server_keystore(tmp_path, "postgres", ["10.0.0.3"])
+    before = {f: (tmp_path / f).read_bytes() for f in (pki.broker_keystore_file("broker-1"), "tls-postgres.pem")}
+    # a deploy well before the renewal window keeps both
+    assert pki.generate_kafka_secrets(tmp_path, {"broker-1": ["10.0.0.2"]}, ()) == []
+    assert not pki.ensure_server_keystore(tmp_path, "postgres", ["10.0.0.3"])
+    end = pki.broker_certificate(tmp_path, "broker-1").not_valid_after_utc
+    # one day inside the renewal window: both are issued again, with a later end, the same SANs, the same CA
+    later = end - dt.timedelta(days=pki.RENEW_BEFORE_DAYS - 1)
+    monkeypatch.setattr(pki, "_now", lambda: later)
+    assert pki.generate_kafka_secrets(tmp_path, {"broker-1": ["10.0.0.2"]}, ()) == [
+        pki.broker_keystore_file("broker-1")
+    ]
+    assert pki.ensure_server_keystore(tmp_path, "postgres", ["10.0.0.3"])
+    for file, old in before.items():
+        new = (tmp_path / file).read_bytes()
+        assert new != old
+        cert = x509.load_pem_x509_certificates(new)[0]
+        assert cert.not_valid_after_utc > end
+        assert cert.issuer == pki.load_ca(tmp_path)[1].subject

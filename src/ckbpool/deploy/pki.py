@@ -54,6 +54,9 @@ KAFKA_PRINCIPALS: tuple[str, ...] = ("admin", "jobmaker", "stratum", "blockmaker
 BROKER_CN = "kafka-broker"
 CA_DAYS = 3650
 BROKER_CERT_DAYS = 825  # what browsers accept too: rotate well within it (`rotate_broker_certs`)
+#: a server certificate of the deployment CA closer than this to its end is re-issued by the next init or deploy
+#: (before the 30-day expiry alert fires), so a deployment that is deployed now and then never runs on an expired one
+RENEW_BEFORE_DAYS = 60
 SCRAM_MECHANISM = "SCRAM-SHA-512"
 SCRAM_ITERATIONS = 8192  # Kafka's default for SCRAM credentials (RFC 5802 asks for >= 4096)
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -202,12 +205,13 @@ def ensure_server_keystore(
     secrets_dir: Path, service: str, sans: Sequence[str], *, days: int = BROKER_CERT_DAYS
 ) -> bool:
     """``tls-<service>.pem`` (key, certificate, CA: what Redis's ``tls-cert-file``/``tls-key-file`` and Python's
-    ``load_cert_chain`` both read from one file) signed by the deployment CA for ``sans``. Issued when missing or
-    when a SAN asked for now is not in it (the deployment gained an address); True if it was."""
+    ``load_cert_chain`` both read from one file) signed by the deployment CA for ``sans``. Issued when missing, when
+    a SAN asked for now is not in it (the deployment gained an address) or when it ends within
+    :data:`RENEW_BEFORE_DAYS`; True if it was."""
     if not sans:
         raise SecretsError(f"TLS server {service}: give at least one host name or address for its certificate")
     path = secrets_dir / server_keystore_file(service)
-    if path.exists() and set(sans) <= set(_broker_sans(x509.load_pem_x509_certificates(path.read_bytes())[0])):
+    if path.exists() and _current(x509.load_pem_x509_certificates(path.read_bytes())[0], sans):
         return False
     _issue_server(secrets_dir, path.name, service, sans, days)
     return True
@@ -248,6 +252,12 @@ def _issue_server(secrets_dir: Path, file: str, cn: str, sans: Sequence[str], da
 def broker_certificate(secrets_dir: Path, broker: str) -> x509.Certificate:
     """The certificate in a broker's keystore (for checks: SANs, expiry)."""
     return x509.load_pem_x509_certificates((secrets_dir / broker_keystore_file(broker)).read_bytes())[0]
+
+
+def _current(cert: x509.Certificate, sans: Sequence[str]) -> bool:
+    """Keep ``cert``: it names every SAN asked for now and is further than :data:`RENEW_BEFORE_DAYS` from its end."""
+    renew_at = cert.not_valid_after_utc - dt.timedelta(days=RENEW_BEFORE_DAYS)
+    return set(sans) <= set(_broker_sans(cert)) and _now() < renew_at
 
 
 def _broker_sans(cert: x509.Certificate) -> list[str]:
@@ -318,14 +328,14 @@ def generate_kafka_secrets(
 ) -> list[str]:
     """Create what is missing: the CA, each broker's keystore (``brokers``: name -> the host names / addresses
     clients and peers reach it by, its certificate's SANs) and a password per principal. Returns the names of the
-    files created (never their content). A broker whose certificate lacks a SAN asked for now is re-issued (the
-    deployment gained an address); nothing else is ever replaced."""
+    files created (never their content). A broker whose certificate lacks a SAN asked for now (the deployment
+    gained an address) or ends within :data:`RENEW_BEFORE_DAYS` is re-issued; nothing else is ever replaced."""
     created: list[str] = []
     if ensure_ca(secrets_dir, name=name, days=ca_days):
         created += [KAFKA_CA_KEY, KAFKA_CA_CERT]
     for broker, sans in brokers.items():
         path = secrets_dir / broker_keystore_file(broker)
-        if path.exists() and set(sans) <= set(_broker_sans(broker_certificate(secrets_dir, broker))):
+        if path.exists() and _current(broker_certificate(secrets_dir, broker), sans):
             continue
         _issue_broker(secrets_dir, broker, sans, cert_days)
         created.append(path.name)

@@ -154,7 +154,8 @@ def ensure_server_secrets(
 ) -> list[str]:
     """Certificates that depend on where services run (under the secrets lock: the role renders hosts in
     parallel): the broker keystore for ``kafka_sans``, and ``tls-<service>.pem`` for each of ``servers``
-    (service -> SANs: ``redis``, ``rpc-filter``). Each is issued when missing or lacking a SAN; returns the files
+    (service -> SANs: ``redis``, ``rpc-filter``, ...). Each is issued when missing, lacking a SAN or near its end
+    (``pki.RENEW_BEFORE_DAYS``); returns the files
     created or re-issued. Needs the CA (``init`` with ``services.kafka``, or :func:`ensure_ca` here)."""
     created: list[str] = []
     with pki.secrets_lock(secrets_dir):
