@@ -850,11 +850,21 @@ class KafkaChaos:
             accepted = {s.share_id for s in published if s.accepted}
             maker = BlockStore(self.tmp / "blocks-maker").load_all()
             listed = {entry.get("block_hash") for entry in books.blocks}
-            blocks_open = sum(
-                1
+            done = {
+                r.found.block_hash
                 for r in maker
-                if r.status not in FINAL_STATUSES or not r.reported or r.found.block_hash.hex() not in listed
-            )
+                if r.status in FINAL_STATUSES and r.reported and r.found.block_hash.hex() in listed
+            }
+            # every block found -- by the maker's records, the finders' own stores and the found-blocks topic (a
+            # block found while Kafka was down reaches the maker only after its consumer rejoined the group, which
+            # waits out the killed member's session) -- must have its outcome
+            found = {r.found.block_hash for r in maker}
+            for name in ("stratum-1", "stratum-2"):
+                found |= {r.found.block_hash for r in BlockStore(self.tmp / f"blocks-{name}").load_all()}
+            found |= {
+                FoundBlock.from_proto(v).block_hash for v in await read_topic(self.kafka.bootstrap, Topic.FOUND_BLOCKS)
+            }
+            blocks_open = len(found - done)
             if spools == 0 and accepted <= booked and blocks_open == 0:
                 return books, published
             if time.monotonic() > deadline:
