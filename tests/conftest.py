@@ -60,3 +60,28 @@ def dev_node(ckb_binary: Path, tmp_path_factory: pytest.TempPathFactory, dev_key
         yield node
     finally:
         node.stop()
+
+
+#: test files that use one machine-wide thing -- the docker engine and its images, a kubelet's iptables chains,
+#: terraform's plugin cache, the checkout's build/ directory for a wheel: under ``pytest -n`` (make test) they run one
+#: after another on one worker, beside the other files
+MACHINE_WIDE = (
+    "tests/e2e/",
+    "tests/integration/test_hosts_images_engine.py",
+    "tests/integration/test_k8s_",
+    "tests/integration/test_terraform_",
+    "tests/integration/test_wheel_ships_role_and_modules.py",
+    "tests/unit/test_circleci.py",
+    "tests/unit/test_image_contracts.py",
+    "tests/unit/test_ansible_hostfiles.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With xdist's ``--dist loadgroup``: a file's tests stay on one worker (module fixtures such as ``dev_node``
+    start once), and the files of :data:`MACHINE_WIDE` share one group so they never overlap."""
+    if config.getoption("dist", "no") != "loadgroup":
+        return
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group("machine-wide" if path.startswith(MACHINE_WIDE) else path))
