@@ -6,8 +6,8 @@ BIN := $(VENV)/bin
 CACHE ?= $(HOME)/.cache/ckbpool
 export CKBPOOL_CACHE := $(CACHE)
 PYTEST_ARGS ?=
-# test files run on this many pytest-xdist workers (tests/conftest.py keeps a file on one worker and the files that
-# share the docker engine, terraform's cache or a kubelet on one worker, in turn); 0 = one process, as before
+# test files run on this many pytest-xdist workers (tests/conftest.py schedules a file as one unit, and the files that
+# share the docker engine, terraform's cache or a kubelet as one unit, in turn); 0 = one process, as before
 TEST_WORKERS ?= 2
 
 .PHONY: venv deps test test-unit test-integration lint bench abuse chaos demo fuzz clean
@@ -25,7 +25,7 @@ deps: venv
 	bash scripts/deps.sh
 
 test: venv deps
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25 $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --durations=25 $(PYTEST_ARGS)
 
 test-unit: venv
 	$(BIN)/pytest -q -m unit $(PYTEST_ARGS)

@@ -7,6 +7,7 @@ import concurrent.futures
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,11 +78,20 @@ MACHINE_WIDE = (
 )
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With xdist's ``--dist loadgroup``: a file's tests stay on one worker (module fixtures such as ``dev_node``
-    start once), and the files of :data:`MACHINE_WIDE` share one group so they never overlap."""
-    if config.getoption("dist", "no") != "loadgroup":
-        return
-    for item in items:
-        path = item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group("machine-wide" if path.startswith(MACHINE_WIDE) else path))
+def xdist_scope(nodeid: str) -> str:
+    """The unit of work one xdist worker takes: a test file (module fixtures such as ``dev_node`` start once), and
+    all the files of :data:`MACHINE_WIDE` together (they never overlap)."""
+    path = nodeid.split("::", 1)[0]
+    return "machine-wide" if path.startswith(MACHINE_WIDE) else path
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under ``pytest -n N`` (make test): xdist's scope scheduling with :func:`xdist_scope` as the scope. (Its own
+    ``--dist loadgroup`` marks do nothing with pytest 9.2, whose node ids are no longer the attribute it rewrites.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScopeScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_scope(nodeid)
+
+    return FileScopeScheduling(config, log)
