@@ -40,6 +40,7 @@ from ckbpool.deploy.probe import probe_pool
 from ckbpool.deploy.secrets import authority_public_key
 from ckbpool.deploy.target import Paths
 from ckbpool.miner.sv2 import Sv2Miner
+from support.ports import port_flags
 
 from .images import build, build_testing_image, docker
 from .mining import eventually, mine_until_block
@@ -128,9 +129,7 @@ def _container_names(engine: str, ids: list[str]) -> list[str]:
 @pytest.fixture
 def deployment(testhost: dict[str, object], images: dict[str, str], engine: str, tmp_path: Path) -> Iterator[Path]:
     config = tmp_path / "ckbpool.yaml"
-    ports: list[str] = []
-    for key in ("stratum", "pool_http", "node_rpc", "prometheus", "web"):  # loopback of the machine: free ones
-        ports += ["--port", f"{key}={free_port()}"]
+    ports = port_flags("stratum", "pool_http", "node_rpc", "prometheus", "web")  # loopback of the machine: free ones
     result = cli(
         "init", "-c", str(config), "-y", "--name", f"ans{os.getpid() % 10000}", "--bind-public", "127.0.0.1",
         "--no-grafana", "--no-miner", "--share-interval", "0.5", *ports,

@@ -34,7 +34,6 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
-from ckbpool.ckb.node import free_port
 from ckbpool.cli.app import app
 from ckbpool.deploy.compose import ComposeTarget, compose_command
 from ckbpool.deploy.config import load_config
@@ -42,6 +41,7 @@ from ckbpool.deploy.errors import TargetError, TargetUnavailable
 from ckbpool.deploy.secrets import authority_public_key
 from ckbpool.deploy.target import Paths
 from ckbpool.miner.sv2 import Sv2Miner
+from support.ports import port_flags
 
 from .images import build, docker
 from .mining import mine_until_block
@@ -55,10 +55,7 @@ def cli(*args: str) -> Result:
 
 
 def ports() -> list[str]:
-    flags: list[str] = []
-    for key in ("stratum", "pool_http", "node_rpc", "prometheus", "web", "payouts_metrics"):
-        flags += ["--port", f"{key}={free_port()}"]
-    return flags
+    return port_flags("stratum", "pool_http", "node_rpc", "prometheus", "web", "payouts_metrics")
 
 
 @pytest.fixture(scope="session")

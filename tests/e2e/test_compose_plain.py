@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -32,6 +31,7 @@ from typer.testing import CliRunner
 from ckbpool.cli.app import app
 from ckbpool.deploy.compose import compose_command, read_env_file
 from ckbpool.deploy.errors import TargetUnavailable
+from support.ports import port_flags
 
 from .images import build, docker
 
@@ -39,12 +39,6 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_UID = OPERATOR_GID = 4242
 SERVICES = {"ckb", "pool", "redis", "prometheus", "node-exporter", "redis-exporter"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -104,9 +98,7 @@ def operator_workspace(tmp_path: Path) -> Iterator[Path]:
     base = Path(tempfile.mkdtemp(prefix="ckbpool-operator-", dir="/tmp"))  # /tmp: reachable by uid 4242
     os.chown(base, OPERATOR_UID, OPERATOR_GID)
     config = str(base / "ckbpool.yaml")
-    ports: list[str] = []
-    for key in ("stratum", "pool_http", "node_rpc", "prometheus"):
-        ports += ["--port", f"{key}={free_port()}"]
+    ports = port_flags("stratum", "pool_http", "node_rpc", "prometheus")
     try:
         results = run_as_operator(
             base,

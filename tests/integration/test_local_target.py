@@ -21,11 +21,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
-from ckbpool.ckb.node import free_port
 from ckbpool.cli.app import app
 from ckbpool.deploy.config import load_config
 from ckbpool.deploy.local import LocalTarget, pid_alive, read_state
 from ckbpool.deploy.target import Paths
+from support.ports import port_flags
 
 pytestmark = pytest.mark.integration
 
@@ -37,13 +37,6 @@ MAINNET_GENESIS = "0x92b197aa1fba0f63633922c61c92375c9c074a93e85963554f5499fe145
 
 def cli(*args: str) -> Result:
     return CliRunner().invoke(app, list(args))
-
-
-def port_flags(*keys: str) -> list[str]:
-    flags: list[str] = []
-    for key in keys:
-        flags += ["--port", f"{key}={free_port()}"]
-    return flags
 
 
 @pytest.fixture
