@@ -63,35 +63,52 @@ def dev_node(ckb_binary: Path, tmp_path_factory: pytest.TempPathFactory, dev_key
         node.stop()
 
 
-#: test files that use one machine-wide thing -- the docker engine and its images, a kubelet's iptables chains,
-#: terraform's plugin cache, the checkout's build/ directory for a wheel: under ``pytest -n`` (make test) they run one
-#: after another on one worker, beside the other files
-MACHINE_WIDE = (
-    "tests/e2e/",
-    "tests/integration/test_hosts_images_engine.py",
-    "tests/integration/test_k8s_",
-    "tests/integration/test_terraform_",
-    "tests/integration/test_wheel_ships_role_and_modules.py",
-    "tests/unit/test_circleci.py",
-    "tests/unit/test_image_contracts.py",
-    "tests/unit/test_ansible_hostfiles.py",
-)
+#: test files that use one machine-wide thing, by that thing: under ``pytest -n`` (make test) the files of one group
+#: run one after another on one worker, beside the other files and the other group
+MACHINE_WIDE = {
+    # the docker engine and its images, the checkout's build/ for a wheel, a kubelet's iptables chains, nftables
+    "engine": (
+        "tests/e2e/",
+        "tests/integration/test_hosts_images_engine.py",
+        "tests/integration/test_wheel_ships_role_and_modules.py",
+        "tests/unit/test_circleci.py",
+        "tests/unit/test_image_contracts.py",
+        "tests/unit/test_ansible_hostfiles.py",
+    ),
+    # terraform's and tofu's plugin cache
+    "terraform": ("tests/integration/test_terraform_",),
+}
 
 
 def xdist_scope(nodeid: str) -> str:
-    """The unit of work one xdist worker takes: a test file (module fixtures such as ``dev_node`` start once), and
-    all the files of :data:`MACHINE_WIDE` together (they never overlap)."""
+    """The unit of work one xdist worker takes: a test file (module fixtures such as ``dev_node`` start once), or
+    all the files of one :data:`MACHINE_WIDE` group together (they never overlap)."""
     path = nodeid.split("::", 1)[0]
-    return "machine-wide" if path.startswith(MACHINE_WIDE) else path
+    for group, prefixes in MACHINE_WIDE.items():
+        if path.startswith(prefixes):
+            return group
+    return path
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """Under ``pytest -n N`` (make test): xdist's scope scheduling with :func:`xdist_scope` as the scope. (Its own
-    ``--dist loadgroup`` marks do nothing with pytest 9.2, whose node ids are no longer the attribute it rewrites.)"""
+    """Under ``pytest -n N`` (make test): xdist's scope scheduling with :func:`xdist_scope` as the scope, handed out
+    in collection order: the machine-wide groups first (the longest units), then the files. (xdist's own ``--dist
+    loadgroup`` marks do nothing with pytest 9.2, whose node ids are no longer the attribute it rewrites.)"""
     from xdist.scheduler import LoadScopeScheduling
+
+    config.option.loadscopereorder = False  # hand scopes out in collection order (see below), not by test count
 
     class FileScopeScheduling(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
             return xdist_scope(nodeid)
 
     return FileScopeScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist (every worker collects the same order): the machine-wide groups' files first, in their group
+    order, so the scheduler starts the longest units at once; a file's own order is kept (a stable sort)."""
+    if not hasattr(config, "workerinput"):
+        return
+    rank = {group: i for i, group in enumerate(MACHINE_WIDE)}
+    items.sort(key=lambda item: rank.get(xdist_scope(item.nodeid), len(rank)))
