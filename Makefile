@@ -6,9 +6,10 @@ BIN := $(VENV)/bin
 CACHE ?= $(HOME)/.cache/ckbpool
 export CKBPOOL_CACHE := $(CACHE)
 PYTEST_ARGS ?=
-# test files run on this many pytest-xdist workers (tests/conftest.py schedules a file as one unit, and the files that
-# share the docker engine, terraform's cache or a kubelet as one unit, in turn); 0 = one process, as before
-TEST_WORKERS ?= 2
+# pytest-xdist workers (tests/conftest.py schedules a test file as one unit and the files that share the docker engine,
+# a kubelet or terraform's cache as one unit each); 0 = one process, the default: a 2-worker run took 33 min instead of
+# ~46, but 2-worker runs still show failures that one process does not (being investigated), so CI stays on 0
+TEST_WORKERS ?= 0
 
 .PHONY: venv deps test test-unit test-integration lint bench abuse chaos demo fuzz clean
 
