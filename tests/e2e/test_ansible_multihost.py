@@ -153,6 +153,7 @@ ports, seconds, out = {int(p) for p in sys.argv[1].split(",")}, float(sys.argv[2
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(3))
 s.bind(("eth0", 0))
 s.settimeout(0.5)
+open(out + ".ready", "w").close()  # capturing from here: the test sends its cleartext probe after this
 seen = {p: bytearray() for p in ports}
 end = time.monotonic() + seconds
 while time.monotonic() < end:
@@ -359,6 +360,7 @@ def test_three_hosts_node_data_pool_mine_a_block_across_hosts(lab: Lab, images: 
                      "node-1": [ports.node_rpc_filter, ports.node_tcp_rpc_filter, ports.scrape_gateway]}  # fmt: skip
     capture_s = 45.0
     for host, watched in capture_ports.items():
+        lab.run(host, "rm", "-f", "/tmp/capture.json", "/tmp/capture.json.ready")
         started = subprocess.run(
             [lab.engine, "exec", "-d", lab.hosts[host].container, "python3", "-c", SNIFFER,
              ",".join(map(str, watched)), str(capture_s), "/tmp/capture.json"],
@@ -366,6 +368,10 @@ def test_three_hosts_node_data_pool_mine_a_block_across_hosts(lab: Lab, images: 
         )  # fmt: skip
         assert started.returncode == 0, started.stderr
     capture_start = time.monotonic()
+    for host in capture_ports:  # the probe only once each sniffer's raw socket is open (a CI run sent it before)
+        while lab.run(host, "test", "-e", "/tmp/capture.json.ready").returncode != 0:
+            assert time.monotonic() - capture_start < 30, f"the capture on {host} did not start"
+            time.sleep(0.2)
     _send_cleartext_probe(lab, capture_ports)
     # ledger traffic inside the capture (the engine's own passes are a minute apart): the pool's container on
     # pool-1 opens the ledger exactly as its pool.toml says (verify-full, the CA) and asks whether it is TLS
