@@ -28,11 +28,11 @@ from pathlib import Path
 
 import pytest
 
-from ckbpool.ckb.node import free_port
 from ckbpool.deploy.compose import ComposeTarget
 from ckbpool.deploy.config import load_config
 from ckbpool.deploy.image import image_id
 from ckbpool.deploy.target import Paths
+from support.ports import port_flags
 
 from .images import build, docker
 from .test_compose import (  # noqa: F401 - docker_engine is a fixture
@@ -129,8 +129,7 @@ def test_installed_wheel_builds_its_image_and_deploys_a_mining_stack(
     run_ckbpool(
         operator_venv, operator_dir, env,
         "init", "-y", "--name", name, "--bind-public", "127.0.0.1", "--no-monitoring", "--no-miner",
-        "--share-interval", "0.5", "--port", f"stratum={free_port()}", "--port", f"pool_http={free_port()}",
-        "--port", f"node_rpc={free_port()}",
+        "--share-interval", "0.5", *port_flags("stratum", "pool_http", "node_rpc", "web"),
     )  # fmt: skip
     config = operator_dir / "ckbpool.yaml"
     secrets_to_an_operator(config)  # as an operator's own init leaves them: not root's
@@ -185,7 +184,7 @@ def test_failed_build_and_failed_pull_name_the_image_and_start_nothing(
     run_ckbpool(
         operator_venv, operator_dir, env,
         "init", "-y", "--name", name, "--bind-public", "127.0.0.1", "--no-monitoring", "--no-miner",
-        "--port", f"stratum={free_port()}", "--port", f"pool_http={free_port()}", "--port", f"node_rpc={free_port()}",
+        *port_flags("stratum", "pool_http", "node_rpc", "web"),
     )  # fmt: skip
     config = operator_dir / "ckbpool.yaml"
     secrets_to_an_operator(config)

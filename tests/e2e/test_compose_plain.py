@@ -98,7 +98,7 @@ def operator_workspace(tmp_path: Path) -> Iterator[Path]:
     base = Path(tempfile.mkdtemp(prefix="ckbpool-operator-", dir="/tmp"))  # /tmp: reachable by uid 4242
     os.chown(base, OPERATOR_UID, OPERATOR_GID)
     config = str(base / "ckbpool.yaml")
-    ports = port_flags("stratum", "pool_http", "node_rpc", "prometheus")
+    ports = port_flags("stratum", "pool_http", "node_rpc", "prometheus", "web")
     try:
         results = run_as_operator(
             base,
