@@ -348,7 +348,14 @@ class MinerSession:
             log.warning("closing %s: it does not read what we send", self.peer)
             self.close()
 
-    def close(self) -> None:
+    def close(self, *, linger: bool = False) -> None:
+        """Acknowledge what was accepted, forget the channels, end the connection.
+
+        ``linger`` (the server's shutdown): half-close instead -- FIN after the last Successes, and keep reading
+        (and discarding) until the miner closes its side. Closing a socket whose receive queue holds bytes the
+        miner sent meanwhile (more shares) makes the kernel send a RST, and a RST can make the miner's kernel drop
+        our last Successes before the miner reads them: shares booked that the miner never saw answered. This is
+        the lingering close of HTTP servers; :meth:`StratumServer.close` bounds the wait."""
         if self.closed or self._closing:
             return
         self._closing = True  # send() may call close() again (slow reader) while the last acks go out
@@ -365,7 +372,11 @@ class MinerSession:
         self.closed = True
         for channel_id in list(self.channels):
             self.server.forget_channel(self, channel_id)
-        self.transport.close()  # after the buffered writes (the last Successes) went out
+        transport = self.transport
+        if linger and transport.can_write_eof():
+            transport.write_eof()  # after the buffered writes; reads go on (discarded) until the miner's FIN
+        else:
+            transport.close()  # after the buffered writes (the last Successes) went out
 
     # -- input ------------------------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
@@ -727,7 +738,7 @@ class StratumServer:
         host, port = self._server.sockets[0].getsockname()[:2]
         return host, port
 
-    async def close(self, *, flush_timeout: float = 10.0) -> None:
+    async def close(self, *, flush_timeout: float = 10.0, linger_timeout: float = 2.0) -> None:
         """Stop in the order that keeps the books and the miners' answers equal: stop listening and reading
         from miners, publish every queued share (bounded by ``flush_timeout``), send their Successes, and only
         then close the connections."""
@@ -741,12 +752,20 @@ class StratumServer:
         self.draining = True
         if not await self.flush_shares(flush_timeout):
             log.error("closing with %d shares not yet on the bus (not answered Success)", len(self._share_queue))
+        transports = [session.transport for session in self.sessions]
         for session in list(self.sessions):
-            session.close()  # sends the pending Successes first
+            session.close(linger=True)  # sends the pending Successes first, then half-closes
         self.flush_tally()
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
+        # the miners read to our FIN and close; whoever has not within the bound is closed now
+        deadline = time.monotonic() + linger_timeout
+        while time.monotonic() < deadline and not all(t.is_closing() for t in transports):
+            await asyncio.sleep(0.02)
+        for transport in transports:
+            if not transport.is_closing():
+                transport.close()
         # Let share publishing and block submissions finish briefly; a submission still retrying against a dead
         # node is cancelled — its block is already on disk as pending and is replayed at the next start.
         pending = list(self._tasks)
