@@ -96,6 +96,7 @@ def proxy_run(
 ) -> None:
     """Serve CKB Stratum V1 (and, if enabled, ckb miner's getwork RPC) on one SV2 upstream channel each."""
     from ..proxy import Proxy, ProxyConfigError, load_proxy_config
+    from .serve import serve_until_signal
 
     _setup_logging(log_level)
     try:
@@ -105,17 +106,7 @@ def proxy_run(
         raise typer.Exit(2) from None
     _install_uvloop()
 
-    async def run() -> None:
-        try:
-            proxy = Proxy(cfg)
-            await proxy.start()
-        except (ValueError, OSError) as exc:
-            console.print(f"[red]cannot start the proxy: {exc}[/red]")
-            raise typer.Exit(2) from None
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+    def started(proxy: Proxy) -> str:
         where = []
         if proxy.v1 is not None:
             where.append("V1 on {}:{}".format(*proxy.v1.address))
@@ -124,13 +115,10 @@ def proxy_run(
         if proxy.status_server is not None:
             where.append(f"metrics on http://{proxy.status_server.host}:{proxy.status_server.port}/metrics")
         up = cfg.upstream
-        console.print(f"[green]ckbpool proxy running ({', '.join(where)}) -> pool {up.host}:{up.port}[/green]")
-        try:
-            await stop.wait()
-        finally:
-            await proxy.close()
+        return f"ckbpool proxy running ({', '.join(where)}) -> pool {up.host}:{up.port}"
 
-    asyncio.run(run())
+    # a start that fails (a port taken) closes what had started, e.g. the V1 listener before getwork's bind failed
+    serve_until_signal(lambda: Proxy(cfg), "proxy", started, console)
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""The one way a small ckbpool service command runs (``rpc-filter run``, ``scrape-gateway run``): start it, say
+"""The one way a small ckbpool service command runs (``proxy run``, ``rpc-filter run``,
+``scrape-gateway run``): start it, say
 where it listens, serve until SIGINT/SIGTERM, close it. A start that fails (a port taken, a bad key file) is an exit
 code 2 with the reason, never a traceback, and closes what had started."""
 
@@ -29,7 +30,11 @@ def serve_until_signal(make: Callable[[], S], what: str, started: Callable[[S], 
     the line printed once it listens (its ports are known then)."""
 
     async def run() -> None:
-        service = make()
+        try:
+            service = make()
+        except (ValueError, ConfigError) as exc:
+            console.print(f"[red]cannot start the {what}: {exc}[/red]")
+            raise typer.Exit(2) from None
         try:
             await service.start()
         except (ValueError, OSError, ConfigError) as exc:
