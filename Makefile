@@ -45,12 +45,13 @@ bench: venv deps
 abuse: venv deps
 	$(BIN)/python -m benchmarks.abuse --out docs/abuse.md
 
-## chaos: issue 15's chaos runs -- kill -9 of stratum / accounting / block maker / Kafka / Redis under load, books
-## checked against every miner's answers (tests/chaos, docs/chaos.md). CHAOS_MINUTES (default 10) of Kafka topology,
-## CHAOS_EMBEDDED_MINUTES (default 3) of the embedded one; CHAOS_SEED repeats a run; `make test` runs a short one.
+## chaos: issue 15's chaos runs -- kill -9 of stratum (process or worker child) / accounting / block maker / Kafka /
+## Redis under load, books checked against every miner's answers (tests/chaos, docs/chaos.md). CHAOS_MINUTES (default 10) of Kafka topology,
+## CHAOS_EMBEDDED_MINUTES (default 10) of the embedded one; CHAOS_SEED repeats a run; `make test` runs a short one.
 CHAOS_MINUTES ?= 10
+CHAOS_EMBEDDED_MINUTES ?= 10
 chaos: venv deps
-	CHAOS_MINUTES=$(CHAOS_MINUTES) $(BIN)/pytest -q -s -m chaos tests/chaos $(PYTEST_ARGS)
+	CHAOS_MINUTES=$(CHAOS_MINUTES) CHAOS_EMBEDDED_MINUTES=$(CHAOS_EMBEDDED_MINUTES) $(BIN)/pytest -q -s -m chaos tests/chaos $(PYTEST_ARGS)
 
 ## demo: local target on a dev chain + CPU miners, live view until Ctrl-C (DEMO_ARGS="--blocks 3 --duration 120" bounds it)
 demo: venv deps

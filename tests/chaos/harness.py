@@ -75,7 +75,9 @@ from support.redis import RedisServer
 log = logging.getLogger("chaos")
 CKBPOOL = str(Path(sys.executable).parent / "ckbpool")
 PREFIX = "ckbpool:"
-KINDS = ("stratum", "accounting", "blockmaker", "kafka", "redis")
+#: ``stratum`` kills a stratum process (the parent: its worker processes lose their link and close on their own),
+#: ``stratum-worker`` one of a stratum process's worker children (the parent starts it again)
+KINDS = ("stratum", "stratum-worker", "accounting", "blockmaker", "kafka", "redis")
 #: V1 "job not found / stale": also what the proxy answers for shares whose verdict its lost upstream took along
 V1_STALE = "21"
 
@@ -670,6 +672,66 @@ def service_victim(service: Service) -> Victim:
     return Victim(service.name, service.kill9, service.start, blocking=False)
 
 
+def live_workers(service: Service) -> tuple[list[int], int]:
+    """The pids of a stratum process's live worker children by its ``/status`` (``stratum_processes``), each
+    checked to be a child of that process right now (a stale row must not send SIGKILL to a reused pid), and
+    how many workers it runs (``ckbpool pool run``: one per core)."""
+    popen = service.popen
+    if popen is None or popen.poll() is not None:
+        return [], 0
+    try:
+        rows = httpx.get(f"http://127.0.0.1:{service.http_port}/status", timeout=3).json()["stratum_processes"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return [], 0
+    pids = []
+    for row in rows:
+        pid = row.get("pid")
+        if row.get("alive") and isinstance(pid, int) and parent_pid(pid) == popen.pid:
+            pids.append(pid)
+    return pids, len(rows)
+
+
+def parent_pid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[1])  # the field after the state, past "(command)"
+
+
+def worker_victim(service: Service, rng: random.Random, timeout: float = 90.0) -> Victim:
+    """SIGKILL one live worker child of a stratum process. The parent itself starts it again (with its own
+    backoff), so ``restart`` only waits (bounded) until the parent lists every worker alive again, the killed one
+    replaced. The worker is picked at the kill: the parent may still be starting after an earlier kill, so this
+    waits (bounded) for a live one."""
+    chosen: list[int] = []
+
+    def kill() -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            pids, _count = live_workers(service)
+            if pids:
+                pid = rng.choice(sorted(pids))
+                chosen.append(pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{service.name}: no live stratum worker within {timeout:.0f}s\n{service.tail()}")
+            time.sleep(0.5)
+
+    def restart() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pids, count = live_workers(service)
+            if pids and chosen[-1] not in pids and len(pids) == count:
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"{service.name}: its killed worker was not started again within {timeout:.0f}s")
+
+    return Victim(f"{service.name}/worker", kill, restart)
+
+
 def kafka_victim(broker: KafkaBroker) -> Victim:
     def kill() -> None:
         broker.stop(keep_data=True, kill=True)
@@ -790,6 +852,9 @@ class KafkaChaos:
                     self.settings,
                     {
                         "stratum": lambda rng: service_victim(self.services[rng.choice(["stratum-1", "stratum-2"])]),
+                        "stratum-worker": lambda rng: worker_victim(
+                            self.services[rng.choice(["stratum-1", "stratum-2"])], rng
+                        ),
                         "accounting": lambda rng: service_victim(self.services["accounting"]),
                         "blockmaker": lambda rng: service_victim(self.services["maker"]),
                         "kafka": lambda rng: kafka_victim(self.kafka),
