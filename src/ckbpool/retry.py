@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -50,6 +51,25 @@ class Backoff:
 
     def bounded(self, *, attempts: int | None = None, timeout: float | None = None) -> Backoff:
         return replace(self, attempts=attempts, timeout=timeout)
+
+    def delay(self, failures: int, rng: random.Random | None = None) -> float:
+        """The wait after the ``failures``-th failure in a row (1 = the first): the same formula stamina uses
+        between attempts (``min(maximum, initial * 2**(failures - 1) + uniform(0, jitter))``).
+
+        For loops that cannot be written as "retry this call" -- a supervisor restarting a child process that
+        ran for a while before dying, where a long life resets the count -- so they share this policy value and
+        its jitter instead of carrying their own doubling arithmetic. Like stamina, no wait at all while
+        ``stamina.set_testing`` is on.
+        """
+        if failures < 1:
+            raise ValueError(f"failures counts from 1, got {failures}")
+        if stamina.is_testing():
+            return 0.0
+        jitter = (rng or random).uniform(0, self.jitter) if self.jitter else 0.0
+        try:
+            return min(self.maximum, self.initial * 2.0 ** (failures - 1) + jitter)
+        except OverflowError:
+            return self.maximum
 
 
 #: Until it works (reconnect loops, the accounting write: giving up would lose data; the owner cancels).

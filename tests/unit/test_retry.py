@@ -96,3 +96,25 @@ async def test_a_stop_async_iteration_of_the_call_propagates_untouched() -> None
 
     with pytest.raises(StopAsyncIteration):
         await retry(ended, on=ConnectionError, policy=FAST)
+
+
+def test_backoff_delay_is_stamina_formula_with_bounded_jitter() -> None:
+    import random
+
+    import stamina
+
+    policy = Backoff(initial=0.5, maximum=10.0, jitter=0.25)
+    rng = random.Random(7)
+    for failures, base in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (5, 8.0)]:
+        for _ in range(50):
+            assert base <= policy.delay(failures, rng) <= base + 0.25
+    assert policy.delay(6, rng) == 10.0  # 16 s capped
+    assert policy.delay(10_000, rng) == 10.0  # no overflow
+    assert Backoff(initial=0.1, maximum=1.0, jitter=0.0).delay(2) == pytest.approx(0.2)  # no jitter: exact
+    with pytest.raises(ValueError):
+        policy.delay(0)
+    stamina.set_testing(True)
+    try:
+        assert policy.delay(3) == 0.0  # the test switch removes the waits, as for retry()
+    finally:
+        stamina.set_testing(False)

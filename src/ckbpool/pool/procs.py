@@ -13,7 +13,7 @@ and submitted by the worker itself before anything else.
 - The port stays open: the parent binds (without listening) a ``SO_REUSEPORT`` socket on the address first,
   which fixes the port (``listen_port = 0`` included) and keeps it reserved while a worker restarts; the kernel
   hands connections only to the workers' listening sockets.
-- A worker that dies is started again (backoff 0.5 s doubling to 10 s while it keeps dying); its miners
+- A worker that dies is started again (``RESTART_BACKOFF``: 0.5 s doubling to 10 s while it keeps dying); its miners
   reconnect and land on the others meanwhile. What it published before it died is on the parent's socket and
   still read (``ckbpool.bus.ipc``), so no share it answered Success is lost.
 - Metrics: each worker reports its status and its Prometheus samples once a second over the link; the parent
@@ -51,6 +51,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from ..bus.ipc import IpcBus, IpcHub
+from ..retry import Backoff
 from ..sv2.noise import ResponderCredentials
 from .config import IDS_PER_STRATUM_HOST, PoolConfig
 
@@ -71,7 +72,8 @@ log = logging.getLogger(__name__)
 
 REPORT_INTERVAL_S = 1.0
 READY_TIMEOUT_S = 60.0
-RESTART_BACKOFF = (0.5, 10.0)  # first delay, cap; doubled while a worker keeps dying within STABLE_AFTER_S
+#: wait before starting a dead worker again: 0.5 s doubling to 10 s (+ jitter) while it dies within STABLE_AFTER_S
+RESTART_BACKOFF = Backoff(initial=0.5, maximum=10.0, jitter=0.25)
 STABLE_AFTER_S = 30.0
 #: gauges that are one process's share of a pool-wide total (summed); every other gauge is the maximum
 SUMMED_GAUGES = frozenset(
@@ -289,7 +291,9 @@ class StratumProcesses:
         return process
 
     async def _keep_running(self, index: int) -> None:
-        delay = RESTART_BACKOFF[0]
+        """Run worker ``index`` until stop(); a worker that dies is started again after ``RESTART_BACKOFF``'s
+        wait for its count of quick deaths in a row (one that lived past STABLE_AFTER_S counts as a first one)."""
+        failures = 0
         while not self._stopping:
             started = time.monotonic()
             process = await self._spawn(index)
@@ -297,12 +301,14 @@ class StratumProcesses:
             code = await process.wait()
             if self._stopping:
                 return
-            lived = time.monotonic() - started
-            delay = RESTART_BACKOFF[0] if lived > STABLE_AFTER_S else min(delay * 2, RESTART_BACKOFF[1])
+            failures = 1 if time.monotonic() - started > STABLE_AFTER_S else failures + 1
             self.restarts[index] += 1
             self.restarts_total += 1
-            log.error("stratum worker %d (pid %d) exited with %s; starting it again", index, process.pid, code)
-            await asyncio.sleep(delay if lived <= STABLE_AFTER_S else RESTART_BACKOFF[0])
+            delay = RESTART_BACKOFF.delay(failures)
+            log.error(
+                "stratum worker %d (pid %d) exited with %s; starting it again in %.1fs", index, process.pid, code, delay
+            )
+            await asyncio.sleep(delay)
 
     def signal_all(self, signum: int) -> None:
         for process in self.processes:
