@@ -290,3 +290,77 @@ def test_multi_host_topology_with_payouts_validates_and_places_postgres_with_red
         Placement.from_inventory(off, {**THREE, "postgres": ["data-1"]}, ADDRESSES)
     with pytest.raises(RoleVarsError, match="inventory group postgres: 2 hosts"):
         Placement.from_inventory(cfg, {**THREE, "postgres": ["data-1", "pool-1"]}, ADDRESSES)
+
+
+#: payment settings an operator might deploy, none of them a default (so a key the renderer drops shows up)
+PAYMENTS = {
+    "threshold_shannons": 250 * 100_000_000,
+    "fee_rate": 2_500,
+    "batch_size": 50,
+    "interval_s": 30.0,
+    "unconfirmed_alert_s": 900.0,
+}
+
+
+def test_payment_settings_reach_every_rendered_pool_toml(paying: Path) -> None:
+    """fee_rate, threshold, batch size, pass interval and the unconfirmed alert limit set in ckbpool.yaml are
+    what the pool's own config loads from compose, local and the hosts' accounting host -- and the schema's
+    defaults are the pool's, so an operator who sets nothing gets what PayoutSettings documents."""
+    from ckbpool.pool.config import PayoutSettings
+
+    pool_defaults = PayoutSettings()
+    deploy_defaults = DeployConfig(name="x", network="dev", payout_address=cfg_address(paying)).payouts
+    for key in PAYMENTS:
+        assert getattr(deploy_defaults, key) == getattr(pool_defaults, key), key
+    raw = yaml.safe_load(paying.read_text())
+    raw["payouts"].update(PAYMENTS)
+    paying.write_text(yaml.safe_dump(raw))
+    cfg, paths = _cfg(paying)
+    files = render_files(cfg, paths)
+    plans = _plans(cfg, paths, THREE, ADDRESSES)
+    rendered = {
+        "compose": files["compose/pool/pool.toml"],
+        "local": files["local/pool.toml"],
+        "hosts": plans["pool-1"].files["compose/pool/pool.toml"],
+    }
+    for where, text in rendered.items():
+        payouts = load_pool_config(data=tomllib.loads(text)).payouts
+        got = {key: getattr(payouts, key) for key in PAYMENTS}
+        assert got == PAYMENTS, where
+        assert payouts.max_batch_fee() == -(-(2_000 + 50 * 110) * 2_500 // 1000), where
+    # the role carries them too (the role variables round-trip into the same schema), and its argument spec
+    # and defaults name exactly the schema's keys with the schema's defaults
+    assert config_from_role_vars(role_vars(cfg, paths)).payouts == cfg.payouts
+    role = Path(__file__).resolve().parents[2] / "ansible" / "roles" / "btcpool"
+    specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())
+    spec = specs["argument_specs"]["main"]["options"]["btcpool_payouts"]["options"]
+    assert set(spec) == set(deploy_defaults.model_dump())
+    role_defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())["btcpool_payouts"]
+    assert role_defaults == deploy_defaults.model_dump()
+
+
+def cfg_address(config: Path) -> str:
+    return load_config(config).payout_address
+
+
+@pytest.mark.parametrize(
+    ("update", "match"),
+    [
+        ({"fee_rate": 0}, r"payouts\.fee_rate"),
+        ({"batch_size": 1001}, r"payouts\.batch_size"),
+        ({"threshold_shannons": 60 * 100_000_000}, r"payouts\.threshold_shannons"),
+        ({"interval_s": 0}, r"payouts\.interval_s"),
+        ({"unconfirmed_alert_s": -1}, r"payouts\.unconfirmed_alert_s"),
+        # above 61 CKB, but not above 61 CKB + a full batch's fee at this rate: the pool would refuse to load
+        ({"threshold_shannons": 61 * 100_000_000 + 1_000, "fee_rate": 10_000, "batch_size": 1_000},
+         r"payouts: threshold_shannons must be at least 6101120000 .*fee_rate 10000 and batch_size 1000"),
+    ],
+)  # fmt: skip
+def test_payment_settings_out_of_the_pools_bounds_are_refused_naming_the_key(
+    paying: Path, update: dict[str, Any], match: str
+) -> None:
+    raw = yaml.safe_load(paying.read_text())
+    raw["payouts"].update(update)
+    paying.write_text(yaml.safe_dump(raw))
+    with pytest.raises(Exception, match=match):
+        load_config(paying)

@@ -740,6 +740,11 @@ def payouts_settings(
         "pplns_n": config.payouts.pplns_n,
         "fee_bps": config.payouts.fee_bps,
         "fee_address": config.payout_address,
+        "threshold_shannons": config.payouts.threshold_shannons,
+        "fee_rate": config.payouts.fee_rate,
+        "batch_size": config.payouts.batch_size,
+        "interval_s": config.payouts.interval_s,
+        "unconfirmed_alert_s": config.payouts.unconfirmed_alert_s,
         "metrics_host": metrics[0],
         "metrics_port": metrics[1],
     }
