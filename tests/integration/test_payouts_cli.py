@@ -17,6 +17,7 @@ from rich.console import Console
 from typer.testing import CliRunner, Result
 
 from ckbpool.ckb.address import encode_address, secp256k1_lock
+from ckbpool.ckb.devwallet import DevKey
 from ckbpool.ckb.node import CkbNode
 from ckbpool.cli import payouts_cmds
 from ckbpool.cli.app import app
@@ -181,3 +182,91 @@ def test_status_shows_the_wallet_the_ledger_totals_and_the_next_batch(pool_toml:
     assert f"next:    batch 1: {len(due)} outputs, {_ckb(sum(due.values()))}" in out
     assert "batch 2" not in out
     assert os.stat(pool_toml.parent / "payout-wallet.key").st_mode & 0o077 == 0
+
+
+def _pool_size(rpc_url: str) -> tuple[int, int]:
+    """(pending, proposed) transactions in the node's pool (``tx_pool_info``)."""
+    import asyncio
+
+    from ckbpool.ckb.rpc import CkbRpcClient
+
+    async def ask() -> tuple[int, int]:
+        async with CkbRpcClient(rpc_url) as client:
+            info = await client.call("tx_pool_info")
+        return int(info["pending"], 16), int(info["proposed"], 16)
+
+    return asyncio.run(ask())
+
+
+@pytest.fixture
+def funded_toml(tmp_path: Path, dev_node: CkbNode, dev_key: DevKey) -> Path:
+    """A pool.toml whose payout wallet is the dev chain's genesis key (its issued cells: spendable at once, the
+    dev spec's cellbase maturity is 0) and whose SQLite ledger holds one credited block: alice and bob above the
+    default 100 CKB threshold, carol below it, the operator's 1 % fee below it too."""
+    key = tmp_path / "payout-wallet.key"
+    key.write_text(dev_key.private_key.hex() + "\n")
+    key.chmod(0o600)
+    db = tmp_path / "ledger.sqlite"
+    ledger = Ledger.open(f"sqlite:///{db}")
+    try:
+        _credit(ledger, BLOCKS[0], 10, {ALICE: 30, BOB: 10, CAROL: 1}, 2000 * CKB)
+    finally:
+        ledger.close()
+    path = tmp_path / "pool.toml"
+    path.write_text(
+        'network = "dev"\n'
+        "[node]\n"
+        f'rpc_url = "{dev_node.config.rpc_url}"\n'
+        "[payouts]\n"
+        "enabled = true\n"
+        f'sqlite_path = "{db}"\n'
+        f'wallet_key_file = "{key}"\n'
+        f'fee_address = "{OPERATOR}"\n'
+        "metrics_port = 0\n"
+    )
+    return path
+
+
+def test_run_dry_run_names_the_batch_and_neither_records_nor_sends_it(funded_toml: Path, dev_node: CkbNode) -> None:
+    """``payouts run --dry-run`` prints the batch a real pass would pay (each output's address and amount) and
+    leaves both the ledger and the node as they were; the same command without ``--dry-run`` then pays exactly
+    that batch -- so the dry run had something to send and did not."""
+    ledger = _ledger(funded_toml)
+    try:
+        before = ledger.balances()
+    finally:
+        ledger.close()
+    threshold = 100 * CKB  # PayoutSettings' default
+    due = sorted(((a, b.payable) for a, b in before.items() if b.payable >= threshold), key=lambda p: (-p[1], p[0]))
+    assert [a for a, _ in due] == [ALICE, BOB]  # carol (~48 CKB) and the operator (20 CKB) stay below
+    assert before[CAROL].payable > 0 and before[OPERATOR].payable > 0
+    pool_before = _pool_size(dev_node.config.rpc_url)
+
+    dry = _run("run", "-c", str(funded_toml), "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    batch = "batch 1 would pay: " + ", ".join(f"{a} {_ckb(amount)}" for a, amount in due)
+    assert batch in dry.output.splitlines(), dry.output
+    assert "batch 2" not in dry.output and CAROL not in dry.output
+    assert "not paid: dry run" in dry.output and "sent " not in dry.output
+    ledger = _ledger(funded_toml)
+    try:
+        assert ledger.payouts() == []
+        assert ledger.balances() == before
+    finally:
+        ledger.close()
+    assert _pool_size(dev_node.config.rpc_url) == pool_before
+
+    # the control: a real pass sends that very batch (one transaction, the same outputs and amounts)
+    real = _run("run", "-c", str(funded_toml))
+    assert real.exit_code == 0, real.output
+    ledger = _ledger(funded_toml)
+    try:
+        (payout,) = ledger.payouts()
+    finally:
+        ledger.close()
+    assert f"sent {payout.tx_hash}: 2 outputs, {_ckb(sum(a for _, a in due))}" in real.output, real.output
+    lines = dict(payout.outputs)
+    assert {a: lines[a] for a, _ in due} == dict(due)
+    assert set(lines) == {ALICE, BOB, OPERATOR} and lines[OPERATOR] == payout.fee  # the operator pays the fee
+    pending, proposed = _pool_size(dev_node.config.rpc_url)
+    assert pending + proposed == sum(pool_before) + 1
