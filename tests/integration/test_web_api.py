@@ -47,9 +47,18 @@ def share(user: str, worker: str, seq: int, *, accepted: bool = True, ts: float 
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
 class Books:
-    def __init__(self, alice: str, bob: str, block_hash: bytes, tx_hash: str) -> None:
-        self.alice, self.bob, self.block_hash, self.tx_hash = alice, bob, block_hash, tx_hash
+    """What the ``served`` fixture wrote: the two miners, their block and payment, the operator's fee
+    addresses (the ledger's and the config's: neither may appear in any answer) and when each worker's last
+    accepted share was (``last_share`` on the address answers)."""
+
+    alice: str
+    bob: str
+    block_hash: bytes
+    tx_hash: str
+    fee_addresses: tuple[str, ...]
+    last_shares: dict[tuple[str, str], float]
 
 
 @pytest.fixture
@@ -69,7 +78,8 @@ async def served(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[tup
     ledger.record_found(block_hash, 12, alice, "rig1")
     weights = {alice: 3, bob: 1}
     window = Window(target_work=4, weights=weights, counted_work=4, shares=2, complete=True)
-    ledger.accept(block_hash, network_difficulty=256, window=window, n=2, fee_bps=100, fee_address=dev_address())
+    fee_addresses = (dev_address(), dev_address())  # the ledger's, then the config's
+    ledger.accept(block_hash, network_difficulty=256, window=window, n=2, fee_bps=100, fee_address=fee_addresses[0])
     ledger.finalize(block_hash, MinerReward(100_000_000_000, 0, 0, 0), finalized_by=secrets.token_hex(32),
                     cellbase_epoch=0)  # fmt: skip
     ledger.mark_mature(block_hash)
@@ -84,15 +94,20 @@ async def served(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[tup
                     "cache_ttl_s": 2},
             # the page reads the ledger [payouts] names (the wallet key is the engine's, never read here)
             "payouts": {"enabled": True, "sqlite_path": str(tmp_path / "ledger.db"), "fee_bps": 150,
-                        "fee_address": dev_address(), "wallet_key_file": str(tmp_path / "absent.key")},
+                        "fee_address": fee_addresses[1], "wallet_key_file": str(tmp_path / "absent.key")},
         }
     )  # fmt: skip
+    last_shares: dict[tuple[str, str], float] = {}
+    for one in shares:
+        if one.accepted:
+            key = (one.user, one.worker)
+            last_shares[key] = max(last_shares.get(key, 0.0), one.timestamp)
     server = WebServer(config)
     await server.start()
     assert server.rollup is not None
     await server.rollup.run_once()
     try:
-        yield server, Books(alice, bob, block_hash, tx_hash)
+        yield server, Books(alice, bob, block_hash, tx_hash, fee_addresses, last_shares)
     finally:
         await server.close()
         ledger.close()
@@ -121,6 +136,7 @@ async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, Any, Any]:
 async def test_every_answer_matches_the_openapi_document(served: tuple[WebServer, Books]) -> None:
     server, books = served
     base = f"http://127.0.0.1:{server.port}"
+    asked_at = time.time()
     async with aiohttp.ClientSession() as session:
         status, doc, _ = await get(session, f"{base}/api/openapi.json")
         assert status == 200
@@ -173,6 +189,17 @@ async def test_every_answer_matches_the_openapi_document(served: tuple[WebServer
     assert missing["error"] == "unknown-address" and unknown in missing["detail"]
     wrong = answers[f"/api/address/{encode_address(secp256k1_lock(b'1' * 20), 'mainnet')}"]
     assert wrong["error"] == "address-wrong-network"
+    # nothing private: the operator's fee address (the ledger's and the config's) is in no answer
+    for url, body in answers.items():
+        for fee_address in books.fee_addresses:
+            assert fee_address not in json.dumps(body), f"{url} names the operator's fee address"
+    # each worker's last share: the time of its last accepted share in the books (not a rejected one's, not now)
+    for who, page in ((books.alice, alice), (books.bob, bob)):
+        assert page["workers"]
+        for worker in page["workers"]:
+            expected = books.last_shares[(who, worker["name"])]
+            assert worker["last_share"] == pytest.approx(expected, abs=0.01), (who, worker)
+            assert asked_at - 3600 < worker["last_share"] <= asked_at, "a recent timestamp, in seconds"
 
 
 async def test_bad_requests_and_private_paths(served: tuple[WebServer, Books]) -> None:
