@@ -301,34 +301,34 @@ class PayoutEngine:
         return report
 
     async def update_metrics(self) -> None:
-        balances: dict[str, Balance] = await self._db(self.ledger.balances)
+        """Refresh the gauges from the ledger and the wallet (the node's indexer)."""
+        wallet = await self.wallet.balance()
+        await self._db(self.observe, wallet.spendable)
+
+    def observe(self, wallet_spendable: int, now: dt.datetime | None = None) -> None:
+        """Set the gauges from the ledger's balances and the wallet's mature shannons (blocking: database).
+
+        ``wallet_shortfall`` is what the alert ``CkbpoolPayoutWalletShort`` reads: the payable balances of all
+        addresses (paid or not yet at the threshold: the pool owes them all) minus what the wallet can spend now,
+        0 when it covers them. In-flight payouts are outside both sides: their amounts left payable when they
+        were recorded, and the wallet does not count the inputs of the transactions it sent as spendable.
+        ``oldest_unconfirmed`` against ``unconfirmed_limit`` is ``CkbpoolPayoutUnconfirmed``."""
+        balances = self.ledger.balances()
         payable = sum(max(b.payable, 0) for b in balances.values())
         self.metrics.payable.set(payable)
         self.metrics.immature.set(sum(b.immature for b in balances.values()))
         self.metrics.paid.set(sum(b.paid for b in balances.values()))
         self.metrics.in_flight.set(sum(b.in_flight for b in balances.values()))
-        wallet = await self.wallet.balance()
-        self.metrics.wallet_spendable.set(wallet.spendable)
-        self.metrics.wallet_shortfall.set(max(0, payable - wallet.spendable))
-        self.metrics.oldest_unconfirmed.set(await self._db(self.oldest_unconfirmed_s))
+        self.metrics.wallet_spendable.set(wallet_spendable)
+        self.metrics.wallet_shortfall.set(max(0, payable - wallet_spendable))
+        self.metrics.oldest_unconfirmed.set(self.oldest_unconfirmed_s(now))
 
-    def oldest_unconfirmed_s(self) -> float:
+    def oldest_unconfirmed_s(self, now: dt.datetime | None = None) -> float:
         """Seconds since the oldest open (recorded or sent) payout was recorded; 0 when none is open."""
-        from sqlalchemy import func, select
-
-        from .models import PayoutTx
-
-        with self.ledger.engine.connect() as connection:
-            oldest = connection.scalar(
-                select(func.min(PayoutTx.created_at)).where(PayoutTx.status.in_(["recorded", "sent"]))
-            )
+        oldest = self.ledger.oldest_open_payout()
         if oldest is None:
             return 0.0
-        if isinstance(oldest, str):  # SQLite through a bare connection: ISO text
-            oldest = dt.datetime.fromisoformat(oldest)
-        if oldest.tzinfo is None:
-            oldest = oldest.replace(tzinfo=dt.UTC)
-        return max(0.0, (dt.datetime.now(dt.UTC) - oldest).total_seconds())
+        return max(0.0, ((now or dt.datetime.now(dt.UTC)) - oldest).total_seconds())
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Pass after pass every ``interval_s`` until ``stop`` is set; a failed pass is logged and retried."""

@@ -86,6 +86,11 @@ class BlockView:
     finalized_by: str | None
     cellbase_epoch: int | None
     credits: tuple[tuple[str, str, int], ...]  # (address, kind, amount)
+    # the PPLNS window fixed at acceptance, (address, work) by address -- the weights the credits were split by
+    # -- and the fee policy of that moment (an audit recomputes a block's credits from these three alone)
+    window: tuple[tuple[str, int], ...] = ()
+    fee_bps: int | None = None
+    fee_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -520,6 +525,18 @@ class Ledger:
                 for row in session.scalars(stmt)
             ]  # fmt: skip
 
+    def oldest_open_payout(self) -> dt.datetime | None:
+        """When the oldest payout transaction still open (recorded or sent, not committed nor gone) was
+        recorded, in UTC; None when none is open. The unconfirmed-payout alert is its age."""
+        with self._tx() as session:
+            oldest: dt.datetime | None = session.scalar(
+                select(PayoutTx.created_at)
+                .where(PayoutTx.status.in_(["recorded", "sent"]))
+                .order_by(PayoutTx.created_at)
+                .limit(1)
+            )
+        return oldest
+
     # -- invariants ---------------------------------------------------------------------------------------
     def check_invariants(self) -> list[str]:
         """Every broken rule of the books, as sentences (empty = the books are right):
@@ -573,4 +590,7 @@ def _view(block: FoundBlock) -> BlockView:
         finalized_by=block.finalized_by,
         cellbase_epoch=block.cellbase_epoch,
         credits=tuple((c.address, c.kind, c.amount) for c in block.credits),
+        window=tuple(sorted((w.address, w.work) for w in block.window)),
+        fee_bps=block.fee_bps,
+        fee_address=block.fee_address,
     )
