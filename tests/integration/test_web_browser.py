@@ -26,6 +26,7 @@ from test_pool_e2e import pool_config, pool_keys, pool_node  # noqa: F401  (pool
 from test_proxy_worker_identity import dev_address, proxy_config, settle_accounting
 
 from ckbpool.ckb.node import CkbNode
+from ckbpool.ckb.target import compact_to_target, target_to_difficulty
 from ckbpool.miner.sv2 import Sv2Miner
 from ckbpool.pool.accounting import PREFIX
 from ckbpool.pool.service import Pool
@@ -39,6 +40,21 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 MINING_S = 20.0
 #: screenshots and the network log land here (printed by the test); build/artifacts/web by default
 ARTIFACTS = Path(os.environ.get("CKBPOOL_ARTIFACTS", "build/artifacts")) / "web"
+
+
+async def tip_header(rpc_url: str) -> dict[str, Any]:
+    """The node's ``get_tip_header``, asked over JSON-RPC directly (not through the pool's client)."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        answer = await http.post(rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": "get_tip_header", "params": []})
+    header: dict[str, Any] = answer.json()["result"]
+    return header
+
+
+def shown_number(text: str) -> float:
+    """A figure as the page shows it ("123456", "1.23 M") back to a number."""
+    units = {"k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18, "Z": 1e21}
+    value, _, unit = text.partition(" ")
+    return float(value) * units.get(unit, 1.0)
 
 
 def _need_chromium() -> None:
@@ -91,6 +107,8 @@ def browse(base: str, addresses: list[str], shots: Path) -> dict[str, Any]:
             "hashrate": driver.find_element(By.ID, "pool-hashrate-10m").text,
             "miners": driver.find_element(By.ID, "pool-miners").text,
             "height": driver.find_element(By.ID, "network-height").text,
+            "difficulty": driver.find_element(By.ID, "network-difficulty").text,
+            "difficulty_value": driver.find_element(By.ID, "network-difficulty").get_attribute("data-value"),
             "blocks": cells("#pool-blocks tbody tr[data-hash]"),
             "chart": len(driver.find_elements(By.CSS_SELECTOR, "#pool-chart svg polyline")),
         }
@@ -221,7 +239,12 @@ async def test_the_page_shows_each_address_its_own_books_in_chromium(
                 for path in ("/status", "/metrics", "/health"):
                     assert (await http.get(base + path)).status_code == 404, path
 
+            tip_before = await tip_header(pool_node.config.rpc_url)
             seen = await asyncio.to_thread(browse, base, [alice, bob], shots)
+            async with httpx.AsyncClient(timeout=10) as http:
+                api_pool = (await http.get(base + "/api/pool")).json()
+            tip = await tip_header(pool_node.config.rpc_url)
+    assert tip == tip_before, "the chain moved while the browser read the page (nothing should mine now)"
     print(f"\nscreenshots and network log in {shots}")
     (shots / "network.json").write_text(json.dumps(seen["urls"], indent=1))
 
@@ -240,7 +263,16 @@ async def test_the_page_shows_each_address_its_own_books_in_chromium(
     overview = seen["pages"]["overview"]
     # the books' online count is by account: solo:<alice> is one next to <alice> and <bob>
     assert overview["miners"] in ("1", "2", "3") and not overview["hashrate"].startswith("0.00")
-    assert overview["height"] != "-" and int(overview["height"]) >= newest["height"]
+    # the network figures are the node's tip: height, and difficulty from its compact target as the pool computes it
+    network_difficulty = target_to_difficulty(compact_to_target(int(tip["compact_target"], 16)))
+    print(f"node tip {int(tip['number'], 16)}, difficulty {network_difficulty}; the page shows {overview['height']}, "
+          f"{overview['difficulty']!r} ({overview['difficulty_value']})")  # fmt: skip
+    assert int(tip["number"], 16) >= newest["height"]
+    assert api_pool["network"]["height"] == int(tip["number"], 16) and api_pool["network"]["tip_hash"] == tip["hash"]
+    assert api_pool["network"]["difficulty"] == str(network_difficulty)
+    assert overview["height"] == str(int(tip["number"], 16)), (overview["height"], tip["number"])
+    assert overview["difficulty_value"] == str(network_difficulty), (overview["difficulty_value"], network_difficulty)
+    assert shown_number(overview["difficulty"]) == pytest.approx(network_difficulty, rel=0.01), overview["difficulty"]
     assert overview["chart"] == 1
     assert "0x" + newest["block_hash"] in {b["data-hash"] for b in overview["blocks"]}, "the newest block is listed"
 

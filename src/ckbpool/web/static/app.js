@@ -145,6 +145,9 @@
     setText("pool-workers", String(p.workers_online));
     setText("network-height", p.network.height === null ? "-" : String(p.network.height));
     setText("network-difficulty", bigNumber(p.network.difficulty));
+    // the exact figure (the text is rounded to 3 significant digits), for a tooltip and for readers of the DOM
+    $("network-difficulty").dataset.value = p.network.difficulty === null ? "" : String(p.network.difficulty);
+    $("network-difficulty").title = p.network.difficulty === null ? "" : String(p.network.difficulty);
     setText("pool-scheme", p.payout_scheme ? `${p.payout_scheme}, fee ${p.fee_percent}%` : "-");
     chart($("pool-chart"), p.history.minutes);
     fillBlocks(document.querySelector("#pool-blocks tbody"), p.blocks);
