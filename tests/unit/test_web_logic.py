@@ -4,7 +4,9 @@ document, the [web] settings. The HTTP side against a real Redis is tests/integr
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
+from pathlib import Path
 
 import pytest
 from openapi_spec_validator import validate as validate_spec
@@ -12,7 +14,7 @@ from openapi_spec_validator import validate as validate_spec
 from ckbpool.ckb.address import encode_address, secp256k1_lock
 from ckbpool.pool.config import ConfigError, load_pool_config
 from ckbpool.web.api import ApiError, check_address
-from ckbpool.web.app import page_url
+from ckbpool.web.app import STATIC_FILES, page_url
 from ckbpool.web.books import ROLL_DELAY_MIN, rates_from
 from ckbpool.web.limits import AnswerCache, RateLimiter, client_key
 from ckbpool.web.models import openapi_document
@@ -194,3 +196,17 @@ def test_web_settings_are_off_by_default_and_strict() -> None:
         load_pool_config(data={"web": {"rate_limit_per_s": 0}})
     with pytest.raises(ConfigError, match=r"web\.colour"):
         load_pool_config(data={"web": {"colour": "red"}})
+
+
+def test_the_page_is_as_small_as_the_docs_say() -> None:
+    """docs/web.md gives the page's size (its files, uncompressed, as served): it must stay the measured one,
+    within half a KB, so that "small" stays a figure and not a claim."""
+    static = Path(__file__).resolve().parents[2] / "src" / "ckbpool" / "web" / "static"
+    names = ["index.html", *STATIC_FILES]
+    total = sum((static / name).stat().st_size for name in names)
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "web.md").read_text()
+    found = re.search(r"`ckbpool/web/static/`, ~(\d+) KB together", docs)
+    assert found, "docs/web.md no longer gives the page's size"
+    assert abs(total / 1000 - int(found.group(1))) <= 0.5, (
+        f"the page's files are {total:,} bytes; docs/web.md says ~{found.group(1)} KB"
+    )
