@@ -40,6 +40,7 @@ from ckbpool.miner.solo import current_template, mine_block, solve
 from ckbpool.miner.sv2 import Sv2Miner
 from ckbpool.payouts.engine import CRASH_ENV
 from ckbpool.payouts.ledger import Ledger
+from ckbpool.payouts.pplns import split_reward
 from ckbpool.payouts.wallet import PayoutWallet, TxState, create_key_file, load_key_file
 from ckbpool.pool.accounting import ShareAccounting, connect_redis
 from ckbpool.pool.config import MIN_PAYMENT_SHANNONS, PayoutSettings
@@ -248,6 +249,19 @@ async def test_two_miners_are_paid_exactly_once_through_two_kill_9s(
             for view in ledger.blocks(("credited",)):
                 assert view.reward_total is not None
                 rewards += view.reward_total
+                # the credits are the PPLNS split of the node's reward over the window stored at acceptance, to
+                # the shannon: recomputed here from the stored weights and the configured fee policy
+                weights = dict(view.window)
+                assert set(weights) <= {MINER_A, MINER_B} and sum(weights.values()) == view.window_work, view
+                assert (view.fee_bps, view.fee_address) == (FEE_BPS, OPERATOR), view
+                expected = split_reward(view.reward_total, weights, FEE_BPS, OPERATOR)
+                assert sorted(view.credits) == sorted((c.address, c.kind, c.amount) for c in expected), view
+                # the fee policy: floor(reward x bps / 10^4) to the operator, the rest to the miners by work
+                # (a window without work, which a pool's blocks cannot have, would give the operator all of it)
+                fee = view.reward_total * FEE_BPS // 10_000 if any(weights.values()) else view.reward_total
+                assert [(a, amount) for a, kind, amount in view.credits if kind == "fee"] == [(OPERATOR, fee)], view
+                shares = sum(amount for _, kind, amount in view.credits if kind == "share")
+                assert shares == view.reward_total - fee, view
                 for addr, _kind, amount in view.credits:
                     credits[addr] = credits.get(addr, 0) + amount
             assert set(credits) == {MINER_A, MINER_B, OPERATOR}, credits
