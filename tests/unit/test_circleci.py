@@ -151,6 +151,31 @@ def test_every_job_runs_in_the_workflow() -> None:
     assert in_workflows == set(cfg["jobs"])
 
 
+def test_the_integration_job_keeps_the_browser_test_artifacts() -> None:
+    """The miners' page test writes its screenshots and network log under ``$CKBPOOL_ARTIFACTS`` (default
+    build/artifacts, relative to the checkout): every job that runs the integration tests stores that directory
+    as artifacts, also when the tests failed (when they are most needed)."""
+    source = (REPO / "tests" / "integration" / "test_web_browser.py").read_text()
+    default = re.search(r'os\.environ\.get\("CKBPOOL_ARTIFACTS", "([^"]+)"\)', source)
+    assert default, "test_web_browser.py no longer says where its artifacts go"
+    cfg = circleci()
+    runners = set()
+    for job, calls in job_make_targets().items():
+        for targets, assignments in calls:
+            marker = re.search(r"-m\s+(\w+)", " ".join(assignments))
+            if "test-integration" in targets or ("test" in targets and (marker is None or marker[1] == "integration")):
+                runners.add(job)
+    assert "integration" in runners  # the parser works
+    for job in runners:
+        env = {**cfg["jobs"][job].get("environment", {})}
+        where = env.get("CKBPOOL_ARTIFACTS", default.group(1))
+        stored = steps_named(cfg["jobs"][job], "store_artifacts")
+        assert any(body["path"] == where for body in stored), f"{job} runs the browser test but keeps no {where}"
+        assert all(body.get("when") == "always" for body in stored if body["path"] == where), (
+            f"{job}: {where} is stored only when the job passes"
+        )
+
+
 #: the `ckbpool image` subcommands a job may call, and the options it may pass them
 IMAGE_COMMANDS = {"build": {"--tag", "--base", "--ca-bundle"}, "push": {"--to", "--tag"}}
 
