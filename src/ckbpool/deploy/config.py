@@ -178,6 +178,16 @@ class MinerOptions(_Strict):
     protocol: Literal["v2", "v1"] = "v2"
 
 
+class ProxyOptions(_Strict):
+    """The V1 <-> V2 translator (runs with ``services.proxy``)."""
+
+    # per-worker: each V1 miner's username (``<CKB address of the network>.<worker>``) is its own account at the
+    # pool, credited and paid to that address -- what a public pool needs, since every CKB ASIC speaks V1 only.
+    # aggregated: every V1 miner's work is credited to the proxy's own identity (``<payout_address>.proxy``), for a
+    # farm that is paid to one address (docs/sv2-ckb.md section 12).
+    identity: Literal["per-worker", "aggregated"] = "per-worker"
+
+
 class Services(_Strict):
     redis: bool = True  # share accounting
     kafka: bool = False  # the bus between pool processes; required when pool roles are split across hosts
@@ -504,6 +514,7 @@ class DeployConfig(_Strict):
     node: NodeOptions = NodeOptions()
     pool: PoolOptions = PoolOptions()
     services: Services = Services()
+    proxy: ProxyOptions = ProxyOptions()  # with services.proxy
     redis: RedisOptions = RedisOptions()
     payouts: PayoutsOptions = PayoutsOptions()
     web: WebOptions = WebOptions()

@@ -84,6 +84,7 @@ ROLE_VARS: dict[str, str] = {
     "btcpool_kafka_enabled": "services.kafka",
     "btcpool_kafka_security": "services.kafka_security",
     "btcpool_proxy_enabled": "services.proxy",
+    "btcpool_proxy_identity": "proxy.identity",
     "btcpool_payouts": "payouts",
     "btcpool_web": "web",
     "btcpool_monitoring_enabled": "monitoring.enabled",

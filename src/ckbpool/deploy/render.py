@@ -995,6 +995,7 @@ def hosts_context(config: DeployConfig, paths: Paths) -> dict[str, Any]:
         "btcpool_redis_enabled": config.services.redis,
         "btcpool_kafka_enabled": config.services.kafka,
         "btcpool_proxy_enabled": config.services.proxy,
+        "btcpool_proxy_identity": config.proxy.identity,
         "btcpool_payouts": config.payouts.model_dump(),
         "btcpool_web": config.web.model_dump(),
         "btcpool_monitoring_enabled": config.monitoring.enabled,
