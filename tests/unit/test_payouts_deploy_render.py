@@ -364,3 +364,28 @@ def test_payment_settings_out_of_the_pools_bounds_are_refused_naming_the_key(
     paying.write_text(yaml.safe_dump(raw))
     with pytest.raises(Exception, match=match):
         load_config(paying)
+
+
+def test_an_imported_wallet_key_is_kept_by_init_and_paid_by_the_block_assembler(tmp_path: Path) -> None:
+    """docs/payouts.md's import: the operator writes ``secrets/payout-wallet.key`` (64 hex digits, an optional
+    0x, mode 0600) before ``ckbpool init --payouts``; init keeps it byte for byte, the checks accept it, and the
+    rendered nodes pay the block rewards to its lock. A key others can read is refused by the checks."""
+    from ckbpool.ckb.signing import Secp256k1Key
+
+    imported = Secp256k1Key(bytes(31) + b"\x2a")
+    key_file = tmp_path / "secrets" / sec.PAYOUT_WALLET_KEY
+    key_file.parent.mkdir(mode=0o700)
+    key_file.write_text("0x" + imported.private_key.hex() + "\n")
+    key_file.chmod(0o600)
+    before = key_file.read_bytes()
+    cfg, paths = _cfg(_init(tmp_path, "--payouts", "--kafka"))
+    assert paths.secrets_dir / sec.PAYOUT_WALLET_KEY == key_file
+    assert key_file.read_bytes() == before
+    assert sec.check_secrets(cfg, paths.secrets_dir).errors == []
+    assert sec.payout_wallet_lock(paths.secrets_dir) == imported.lock
+    files = render_files(cfg, paths)
+    for path in ("compose/ckb/ckb.toml", "local/ckb/ckb.toml"):
+        assert tomllib.loads(files[path])["block_assembler"]["args"] == "0x" + imported.lock.args.hex(), path
+    key_file.chmod(0o644)
+    errors = sec.check_secrets(cfg, paths.secrets_dir).errors
+    assert any(sec.PAYOUT_WALLET_KEY in e and "0600" in e for e in errors), errors
