@@ -388,3 +388,32 @@ def test_v1_miners_need_the_proxy(project: Path) -> None:
     assert "services.miner.protocol: v1 miners connect through the proxy" in one_error_line(
         run("validate", "-c", str(project))
     )
+
+
+@pytest.mark.parametrize("network", ["testnet", "mainnet"])
+def test_init_offers_and_enables_the_v1_proxy_by_default_on_real_networks(tmp_path: Path, network: str) -> None:
+    """Every CKB ASIC in the field speaks Stratum V1 only (issue 14): on testnet and mainnet ``init`` asks with
+    yes as the default, and ``-y`` enables it; the proxy then credits each V1 miner to its own address."""
+    address = MAINNET_ADDRESS if network == "mainnet" else TESTNET_ADDRESS
+    config = tmp_path / "ckbpool.yaml"
+    # every answer the default: name, network, address, stratum port, then the yes/no questions
+    answers = "\n".join(["p", network, address, "34255", *[""] * 10])
+    result = CliRunner().invoke(app, ["init", "-c", str(config)], input=answers + "\n")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "V1 proxy for Stratum V1 miners (CKB ASICs)? [Y/n]" in result.stdout
+    data = yaml.safe_load(config.read_text())
+    assert data["network"] == network and data["services"]["proxy"] is True
+    from ckbpool.deploy.config import load_config
+
+    assert load_config(config).proxy.identity == "per-worker"
+
+    quiet = tmp_path / "quiet.yaml"
+    result = run("init", "-c", str(quiet), "-y", "--network", network, "--payout-address", address)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert yaml.safe_load(quiet.read_text())["services"]["proxy"] is True
+
+
+def test_init_leaves_the_v1_proxy_off_by_default_on_a_dev_chain(tmp_path: Path) -> None:
+    config = tmp_path / "ckbpool.yaml"
+    assert run("init", "-c", str(config), "-y").exit_code == 0
+    assert yaml.safe_load(config.read_text())["services"]["proxy"] is False
