@@ -55,9 +55,7 @@ def build(
     base: Annotated[str | None, typer.Option(help="base image (default: images.pool_base)")] = None,
     ca_bundle: Annotated[
         Path | None,
-        typer.Option(
-            help="CA bundle for pip in the build (a BuildKit secret, never in a layer; default $PIP_CERT)"
-        ),
+        typer.Option(help="CA bundle for pip in the build (a BuildKit secret, never in a layer; default $PIP_CERT)"),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="rebuild even when the image is up to date")] = False,
 ) -> None:

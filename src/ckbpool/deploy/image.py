@@ -59,7 +59,6 @@ _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 _STEP = re.compile(r"^#\d+ \[([^\]]+)\] (.*)$")
 
 
-
 class ImageError(TargetError):
     """An image could not be built, pulled, saved or pushed; the message names the image and the reason."""
 
