@@ -36,6 +36,7 @@ test-integration: venv deps
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy --strict src
 
 bench: venv deps

@@ -21,7 +21,7 @@ def test_defaults_are_private_and_encrypted() -> None:
 
 def test_unknown_key_is_reported_with_its_path(tmp_path: Path) -> None:
     path = tmp_path / "pool.toml"
-    path.write_text('[stratum]\nlisten_port = 3333\nlisten_prot = 1\n')
+    path.write_text("[stratum]\nlisten_port = 3333\nlisten_prot = 1\n")
     with pytest.raises(ConfigError) as err:
         load_pool_config(path)
     assert str(path) in str(err.value)
