@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -483,3 +484,43 @@ async def test_solo_mining_is_shown_apart_from_pplns(redis_server: RedisServer, 
     assert only_solo["solo"]["blocks"] == []
     assert answers[bob]["solo"] is None and answers[bob]["accepted"] == 3
     assert alice not in str(answers[bob]) and alice not in str(answers[carol]), "each page shows only its own"
+
+
+async def test_a_crowd_of_uncached_reads_waits_for_redis_connections_instead_of_failing(
+    redis_server: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """300 address requests at once, every one a cache miss (300 addresses, cache off): each answer reads the
+    books over up to 2 Redis connections at once, and the listener's client holds at most 100 (redis-py's
+    pool) -- beyond that a call fails at once (MaxConnectionsError) rather than waiting. The listener bounds its
+    concurrent reads so that a crowd queues: every answer is served on the first attempt, none retried."""
+    client = connect_redis(redis_server.url)
+    addresses = [dev_address() for _ in range(300)]
+    now = time.time()
+    await ShareAccounting(client).record([share(a, "rig", i, ts=now - 60) for i, a in enumerate(addresses, 1)])
+    config = PoolConfig.model_validate(
+        {
+            "network": "dev",
+            "redis": {"url": redis_server.url},
+            "web": {"enabled": True, "listen_port": 0, "cache_ttl_s": 0, "rate_limit_per_s": 1e6,
+                    "rate_limit_burst": 1_000_000},
+        }
+    )  # fmt: skip
+    server = WebServer(config)
+    await server.start()
+    caplog.set_level(logging.WARNING, logger="stamina")
+    try:
+        assert server.rollup is not None
+        await server.rollup.run_once()
+        base = f"http://127.0.0.1:{server.port}"
+        connector = aiohttp.TCPConnector(limit=len(addresses))
+        async with aiohttp.ClientSession(connector=connector) as session:
+            answers = await asyncio.gather(*(get(session, f"{base}/api/address/{a}") for a in addresses))
+    finally:
+        await server.close()
+        await client.aclose()
+    statuses = [status for status, _, _ in answers]
+    assert statuses == [200] * len(addresses), {s: statuses.count(s) for s in set(statuses)}
+    assert [body["accepted"] for _, body, _ in answers] == [1] * len(addresses)
+    retried = [r for r in caplog.records if r.getMessage() == "stamina.retry_scheduled"]
+    causes = {str(r.__dict__.get("stamina.caused_by")) for r in retried}
+    assert not retried, f"{len(retried)} reads were retried ({causes}): the crowd did not wait for connections"

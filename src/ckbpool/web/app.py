@@ -3,7 +3,8 @@
 It is apart from the operator's listener (``[http]``: /status, /metrics, /health) so that publishing this one
 to the internet publishes nothing else: the routes here are exactly those below, everything else is 404.
 Every request passes, in order: the query-length guard (414), the per-client token bucket (429 with
-Retry-After), then its handler; API answers are cached ``cache_ttl_s`` per path and query. The page is one
+Retry-After), then its handler; API answers are cached ``cache_ttl_s`` per path and query, and at most
+:data:`MAX_CONCURRENT_ANSWERS` are computed at once (the rest wait their turn: see there why). The page is one
 HTML file, one script and one stylesheet shipped in the package (``ckbpool/web/static``), served from here
 with a Content-Security-Policy that lets it load nothing from anywhere else.
 """
@@ -47,6 +48,13 @@ SECURITY_HEADERS = {
 }
 #: how often the rollups run (seconds)
 ROLLUP_INTERVAL_S = 10.0
+#: answers computed at once (cache misses), at most: each holds up to 2 Redis connections at a time (an address
+#: reads its PPLNS and SOLO accounts in parallel) and the client's pool has a fixed size (redis-py: 100), past
+#: which a call fails at once (MaxConnectionsError, retried after a backoff) instead of waiting -- a crowd of
+#: uncached requests queues here instead, and the public listener's load on Redis stays bounded
+MAX_CONCURRENT_ANSWERS = 32
+#: Redis connections one answer may hold at once, with room to spare (the rollup task has its own)
+CONNECTIONS_PER_ANSWER = 3
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -119,6 +127,11 @@ class WebServer:
         self.api = PublicApi(self.settings, config.payouts, config.network, books, rpc, ledger)
         self.limiter = RateLimiter(self.settings.rate_limit_per_s, self.settings.rate_limit_burst)
         self.cache = AnswerCache(self.settings.cache_ttl_s)
+        pool_size = getattr(getattr(redis_client, "connection_pool", None), "max_connections", None)
+        concurrent = MAX_CONCURRENT_ANSWERS
+        if isinstance(pool_size, int) and pool_size > 0:
+            concurrent = max(1, min(concurrent, (pool_size - 1) // CONNECTIONS_PER_ANSWER))
+        self._answering = asyncio.Semaphore(concurrent)
         self._trusted = frozenset(self.settings.trusted_proxies)
         self._openapi = _json(200, openapi_document())
         self._index = _static("index.html")
@@ -211,7 +224,8 @@ class WebServer:
     async def _cached(self, key: str, build: Callable[[], Awaitable[BaseModel]]) -> web.Response:
         async def compute() -> tuple[int, bytes]:
             try:
-                return 200, _json(200, await build())
+                async with self._answering:
+                    return 200, _json(200, await build())
             except ApiError as exc:
                 return exc.status, _json(exc.status, {"error": exc.error, "detail": exc.detail})
 
