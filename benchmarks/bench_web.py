@@ -11,9 +11,12 @@ Figures, each for ``seconds`` of load:
 * **baseline**: ``/api/openapi.json`` -- a pre-encoded JSON answer through the same server, routes and
   middleware (rate limit, headers): what serving any answer costs before reading the books;
 * **address, uncached**: ``/api/address/{a}`` for a different address each request, cache off
-  (``cache_ttl_s = 0``): every answer reads Redis (3 round trips: totals, worker index, one pipeline);
+  (``cache_ttl_s = 0``): every answer reads Redis -- one Lua script call per account, the address's PPLNS one
+  and its ``solo:`` one in parallel (totals, worker index, each worker's minutes and hours, all inside Redis),
+  then the books' block list (LRANGE) -- with at most 32 answers computed at once (``ckbpool.web.app``);
 * **address, cached**: the same call for one address with the default 5 s cache: a crowd watching one page;
-* **pool overview, uncached**: ``/api/pool`` with the cache off (node RPC left out: no node here).
+* **pool overview, uncached**: ``/api/pool`` with the cache off: one Lua script call (the pool's minutes
+  and hours), the online counts (two ZCOUNTs, pipelined), the block list (node RPC left out: no node here).
 
 For each: requests/s (wall) and requests per CPU-second of the server process (its one core's capacity, which
 does not depend on how fast this load generator is), and the ratio to the baseline.
