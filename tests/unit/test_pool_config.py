@@ -43,3 +43,13 @@ def test_bad_value_and_bad_toml_are_reported(tmp_path: Path) -> None:
 def test_testnet_uses_eaglesong_blake2b() -> None:
     assert PoolConfig(network="testnet").pow_blake2b
     assert not PoolConfig(network="mainnet").pow_blake2b
+
+
+def test_a_payouts_interval_the_stalled_alert_would_fire_on_is_refused(tmp_path: Path) -> None:
+    """CkbpoolPayoutsStalled fires 900 s after the last pass: a pass every 900 s or more would keep it firing."""
+    path = tmp_path / "pool.toml"
+    path.write_text("[payouts]\ninterval_s = 900\n")
+    with pytest.raises(ConfigError, match=r"payouts\.interval_s"):
+        load_pool_config(path)
+    path.write_text("[payouts]\ninterval_s = 600\n")
+    assert load_pool_config(path).payouts.interval_s == 600

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..ckb.address import parse_address
 from ..ckb.errors import MalformedError
-from ..pool.config import MIN_PAYMENT_SHANNONS, PayoutSettings
+from ..pool.config import MIN_PAYMENT_SHANNONS, PAYOUTS_MAX_INTERVAL_S, PayoutSettings
 from .errors import ConfigFileError
 from .image import DEFAULT_POOL_BASE, DEFAULT_POOL_IMAGE, LOCAL_REGISTRY
 
@@ -236,7 +236,7 @@ class PayoutsOptions(_Strict):
     threshold_shannons: Annotated[int, Field(ge=MIN_PAYMENT_SHANNONS)] = 100 * 100_000_000
     fee_rate: Annotated[int, Field(ge=1, le=10_000_000)] = 1_000
     batch_size: Annotated[int, Field(ge=1, le=1_000)] = 200
-    interval_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    interval_s: Annotated[float, Field(gt=0, le=PAYOUTS_MAX_INTERVAL_S)] = 60.0
     unconfirmed_alert_s: Annotated[float, Field(gt=0)] = 3600.0
     # PostgreSQL server memory (shared_buffers) and connection cap: a ledger of a few tables needs little
     postgres_shared_buffers_mb: Annotated[int, Field(ge=16, le=1 << 16)] = 128

@@ -368,6 +368,9 @@ class WebSettings(_Strict):
 #: a secp256k1_blake160 output's occupied capacity (8 capacity + 32 code hash + 1 hash type + 20 args bytes):
 #: ckb refuses a smaller output (InsufficientCellCapacity), so no payment can be below it
 MIN_PAYMENT_SHANNONS = 61 * 100_000_000
+# the alert CkbpoolPayoutsStalled fires 900 s after the last engine pass (monitoring/prometheus/rules): a longer
+# interval would keep it firing on a healthy engine
+PAYOUTS_MAX_INTERVAL_S = 600.0
 #: serialized bytes a payout transaction needs per output (CellOutput 97 + empty data 4 + offsets) and for the
 #: rest (one dep group, up to a few inputs with their witness, change, headers): bounds its fee for validation
 _TX_BYTES_PER_OUTPUT = 110
@@ -412,7 +415,7 @@ class PayoutSettings(_Strict):
     # outputs per payout transaction (a 1,000-output transaction is ~110 kB, well inside a block)
     batch_size: Annotated[int, Field(ge=1, le=1_000)] = 200
     # one engine pass (track blocks, settle sent payouts, pay) every this many seconds
-    interval_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    interval_s: Annotated[float, Field(gt=0, le=PAYOUTS_MAX_INTERVAL_S)] = 60.0
     # a payout transaction not committed this long after it was sent is reported (metric + alert)
     unconfirmed_alert_s: Annotated[float, Field(gt=0)] = 3600.0
     # send_transaction's outputs validator (wallet.py explains): passthrough to pay non-standard locks
