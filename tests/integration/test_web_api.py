@@ -282,35 +282,49 @@ async def test_a_flood_from_one_address_is_limited_while_another_is_served(serve
     path = "/api/pool"
     url = f"http://127.0.0.1:{server.port}{path}"
     settings = server.settings
-    other = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0)))
-    flood_begun = asyncio.Event()
-    honest: list[tuple[float, float, int]] = []  # (sent, received, status)
 
-    async def honest_client() -> None:
-        await asyncio.wait_for(flood_begun.wait(), 30)
-        for _ in range(10):
-            sent = time.monotonic()
+    async def attempt() -> tuple[list[Any], list[tuple[float, float, int]], int]:
+        other = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0)))
+        flood_begun = asyncio.Event()
+        honest: list[tuple[float, float, int]] = []  # (sent, received, status)
+        limited_before = server.limiter.limited
+
+        async def honest_client() -> None:
+            await asyncio.wait_for(flood_begun.wait(), 30)
+            for _ in range(10):
+                sent = time.monotonic()
+                async with other.get(url) as response:
+                    await response.read()
+                    honest.append((sent, time.monotonic(), response.status))
+
+        per_connection = FLOOD_REQUESTS // FLOOD_CONNECTIONS
+        try:
+            # the other address's connection is open before the flood (and the answer cached): a flood at
+            # ~10,000/s is over in a tenth of a second, so its ten requests must not spend that on a TCP handshake
             async with other.get(url) as response:
-                await response.read()
-                honest.append((sent, time.monotonic(), response.status))
+                assert response.status == 200
+            honest_task = asyncio.create_task(honest_client())
+            results = await asyncio.gather(
+                *(flood_connection(server.port, path, per_connection, flood_begun) for _ in range(FLOOD_CONNECTIONS))
+            )
+            await asyncio.wait_for(honest_task, 30)
+        finally:
+            await other.close()
+        return [a for result in results for a in result], honest, limited_before
 
-    per_connection = FLOOD_REQUESTS // FLOOD_CONNECTIONS
-    try:
-        # the other address's connection is open before the flood (and the answer cached): a flood at ~10,000/s
-        # is over in a tenth of a second, so its ten requests must not spend that on a TCP handshake
-        async with other.get(url) as response:
-            assert response.status == 200
-        honest_task = asyncio.create_task(honest_client())
-        results = await asyncio.gather(
-            *(flood_connection(server.port, path, per_connection, flood_begun) for _ in range(FLOOD_CONNECTIONS))
-        )
-        await asyncio.wait_for(honest_task, 30)
-    finally:
-        await other.close()
-    answers = [a for result in results for a in result]
-    began, ended = min(a.sent for a in answers), max(a.received for a in answers)
-    elapsed = ended - began
-    rate = len(answers) / elapsed
+    # The flood's rate and the other address's requests falling inside its span are what this test is about, but
+    # they depend on the machine's load: an attempt that misses either is repeated (bounded, after the bucket
+    # refilled); the limiter's own behaviour is asserted on the attempt that shows a real flood.
+    for tries in range(1, 4):
+        answers, honest, limited_before = await attempt()
+        began, ended = min(a.sent for a in answers), max(a.received for a in answers)
+        elapsed = ended - began
+        rate = len(answers) / elapsed
+        inside = bool(honest) and began <= honest[0][0] and honest[-1][1] <= ended
+        if rate >= FLOOD_MIN_RATE and inside:
+            break
+        print(f"\nattempt {tries}: {rate:,.0f} requests/s, other address inside the span: {inside}; again")
+        await asyncio.sleep(1 + settings.rate_limit_burst / settings.rate_limit_per_s)
     statuses = [a.status for a in answers]
     served_count = statuses.count(200)
     print(f"\n{len(answers):,} requests from one address in {elapsed:.3f}s ({rate:,.0f}/s): {served_count} served, "
@@ -318,8 +332,8 @@ async def test_a_flood_from_one_address_is_limited_while_another_is_served(serve
           f"{honest[-1][1] - honest[0][0]:.3f}s")  # fmt: skip
     assert len(answers) == FLOOD_REQUESTS and set(statuses) <= {200, 429}, sorted(set(statuses))
     assert rate >= FLOOD_MIN_RATE, (
-        f"the flood reached only {rate:,.0f} requests/s ({len(answers)} in {elapsed:.3f}s), below the "
-        f"{FLOOD_MIN_RATE:,.0f}/s this test is about: the machine is too loaded to show the limit under a flood"
+        f"the flood reached only {rate:,.0f} requests/s ({len(answers)} in {elapsed:.3f}s) in {tries} attempts, "
+        f"below the {FLOOD_MIN_RATE:,.0f}/s this test is about: the machine is too loaded to show the limit"
     )
     # the bucket: its burst at once, then its rate for as long as the flood lasted -- and no less than the burst
     allowed = settings.rate_limit_burst + settings.rate_limit_per_s * elapsed
@@ -333,7 +347,7 @@ async def test_a_flood_from_one_address_is_limited_while_another_is_served(serve
         decoded = json.loads(body)
         problem.validate(decoded)
         assert decoded["error"] == "rate-limited"
-    assert server.limiter.limited == len(limited), "only the flood was limited"
+    assert server.limiter.limited - limited_before == len(limited), "only the flood was limited"
     # another address is served throughout, while the flood runs
     assert [status for _, _, status in honest] == [200] * 10, "another address is served during the flood"
     assert began <= honest[0][0] and honest[-1][1] <= ended, (
