@@ -7,9 +7,8 @@ CACHE ?= $(HOME)/.cache/ckbpool
 export CKBPOOL_CACHE := $(CACHE)
 PYTEST_ARGS ?=
 # pytest-xdist workers (tests/conftest.py schedules a test file as one unit and the files that share the docker engine,
-# a kubelet or terraform's cache as one unit each); 0 = one process, the default: a 2-worker run took 33 min instead of
-# ~46, but 2-worker runs still show failures that one process does not (being investigated), so CI stays on 0
-TEST_WORKERS ?= 0
+# a kubelet or terraform's cache as one unit each); 2 (this machine's cores) by default, 0 = one process
+TEST_WORKERS ?= 2
 
 .PHONY: venv deps test test-unit test-integration lint bench abuse chaos demo fuzz clean
 
