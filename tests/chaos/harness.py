@@ -125,6 +125,8 @@ class ShareAudit:
     users: int = 0
     count_mismatches: int = 0
     stray_answers: int = 0
+    #: per user: [answered Success, in doubt found in the books, share log entries] (the summary's per-user line)
+    per_user: dict[str, list[int]] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
 
 
@@ -169,6 +171,11 @@ class ChaosReport:
             f"  books: {s.in_books} = Success {s.success} + in-doubt found on the bus {s.in_doubt_in_books}; "
             f"duplicates in books {s.books_duplicates}; bus records {s.bus_records} "
             f"(redelivered ids {s.bus_redeliveries}, deduplicated)",
+            "  per user (Success + in doubt in books = books): "
+            + "; ".join(
+                f"{user if len(user) <= 12 else '..' + user[-8:]} {ok} + {doubt} = {booked}"
+                for user, (ok, doubt, booked) in sorted(s.per_user.items())
+            ),
             f"  blocks found {b.found}: outcomes {dict(b.outcomes)}; book entries {b.books_entries} "
             f"(repeated {b.books_duplicate_entries})",
             f"  violations: {len(self.violations)}",
@@ -494,6 +501,7 @@ def audit_shares(published: Iterable[Share], books: Books, journals: list[ShareJ
             audit.submitted += 1
             if share.answer == "success":
                 audit.success += 1
+                audit.per_user.setdefault(journal.user, [0, 0, 0])[0] += 1
             elif share.answer == "none":
                 audit.no_answer += 1
             elif is_v1 and share.error == V1_STALE:
@@ -535,6 +543,7 @@ def audit_shares(published: Iterable[Share], books: Books, journals: list[ShareJ
             continue
         if in_doubt(chosen, event.user):
             audit.in_doubt_in_books += 1
+            audit.per_user.setdefault(event.user, [0, 0, 0])[1] += 1
         else:
             told = f"the miner was told error {chosen.error}"
             v.append(f"share {share_id} ({event.user}.{event.worker}) is in the books; {told}")
@@ -562,6 +571,7 @@ def audit_shares(published: Iterable[Share], books: Books, journals: list[ShareJ
     user_log: Counter[str] = Counter()
     for (user, _worker), count in per_worker.items():
         user_log[user] += count
+        audit.per_user.setdefault(user, [0, 0, 0])[2] += count
     for user in set(user_log) | set(books.users):
         if books.users.get(user, 0) != user_log.get(user, 0):
             v.append(f"user {user}: accepted {books.users.get(user, 0)}, share log {user_log.get(user, 0)}")

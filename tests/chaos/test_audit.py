@@ -48,6 +48,7 @@ def test_exact_books_with_an_in_doubt_share_on_the_bus_pass() -> None:
     assert audit.violations == []
     assert (audit.success, audit.errors, audit.no_answer, audit.in_doubt_in_books, audit.in_books) == (2, 1, 1, 1, 3)
     assert audit.bus_redeliveries == 1
+    assert audit.per_user == {"sv2m0": [2, 1, 3]}  # Success + in doubt found in the books = the books
 
 
 def test_an_in_doubt_share_never_published_is_not_expected_in_the_books() -> None:
