@@ -81,11 +81,14 @@ Keys (prefix ``ckbpool:``):
 - ``users`` / ``workers`` sorted sets: ``user`` / ``user.worker`` -> time of its last accepted share (members
   idle for ``idle_ttl_s`` removed). Books written before these were sets are converted by the script once.
 - ``hashrate:{minute}`` hash: field ``{user}.{worker}`` -> expected hashes in that minute (expires after 2 h)
-- ``sharelog`` stream: one entry per accepted share (user, worker, difficulty, height, ts, id, work = expected
-  hashes as an integer, cum = the log's running sum of work up to and including this entry, a float written
-  with 17 significant digits -- only the trimmer reads it); its entry IDs are the shares' times in ms (clamped
-  to be increasing and at most 60 s ahead of the consumer's clock), so ``XRANGE sharelog <from_ms> +`` reads
-  by share time; trimmed by work (:class:`ShareLogTrimmer`) and by time (``share_log_keep_s``, at each batch)
+- ``sharelog`` stream: one entry per accepted share (user, worker, ts, id, work = expected hashes as an
+  integer, cum = the log's running sum of work up to and including this entry, a float written with 17
+  significant digits -- only the trimmer reads it). No share difficulty (``work`` is the exact figure, and the
+  hashes keep the difficulty sums) nor job height (nothing read it): each field of the per-share XADD costs
+  Redis CPU on every share; entries written before carry both, and readers ignore them. Its entry IDs are the
+  shares' times in ms (clamped to be increasing and at most 60 s ahead of the consumer's clock), so ``XRANGE
+  sharelog <from_ms> +`` reads by share time; trimmed by work (:class:`ShareLogTrimmer`) and by time
+  (``share_log_keep_s``, at each batch)
 - ``hwm:{source}`` hash: field ``{user}.{worker}`` -> highest seq counted; ``hwm:{source}:seen`` sorted set:
   the same field -> when it was last written (the pruning index); both expire ``dedup_ttl_s`` after use
 - ``blocks`` list: the latest block outcomes as JSON, newest first, one per block hash; ``blocks:index`` hash:
@@ -235,10 +238,10 @@ local function reject(key, reason)
 end
 local clamp = math.floor(now * 1000) + 60000
 local id_ms, id_s = -1, ''
--- one line per share: "k\\tseq\\treason ('' = accepted)\\tdifficulty\\twork\\tts\\theight\\n"
+-- one line per share: "k\\tseq\\treason ('' = accepted)\\tdifficulty\\twork\\tts\\n"
 local field = '([^\\t\\n]*)'
-local line = '(%d+)\\t(%-?%d+)' .. string.rep('\\t' .. field, 5) .. '\\n'
-for k, seq, reason, difficulty, work, ts, height in string.gmatch(ARGV[i], line) do
+local line = '(%d+)\\t(%-?%d+)' .. string.rep('\\t' .. field, 4) .. '\\n'
+for k, seq, reason, difficulty, work, ts in string.gmatch(ARGV[i], line) do
   k = tonumber(k)
   local is_fast = fast[k]
   local fresh = true
@@ -255,9 +258,10 @@ for k, seq, reason, difficulty, work, ts, height in string.gmatch(ARGV[i], line)
     last_ms = math.max(last_ms, math.min(math.floor(t * 1000), clamp))
     if last_ms ~= id_ms then id_ms, id_s = last_ms, string.format('%.0f', last_ms) .. '-*' end
     cum = cum + (tonumber(work) or 0)
-    redis.call('XADD', sharelog, id_s, 'user', user_of[k], 'worker', worker_of[k],
-      'difficulty', difficulty, 'height', height, 'ts', ts, 'id', src[k] .. ':' .. seq, 'work', work,
-      'cum', string.format('%.17g', cum))
+    -- what PPLNS reads (user, work, ts, id), the trimmer's cum and the worker: each field costs Redis ~0.3 us
+    -- a share (argument objects, listpack, AOF propagation), and this XADD is most of the script's cost
+    redis.call('XADD', sharelog, id_s, 'user', user_of[k], 'worker', worker_of[k], 'ts', ts,
+      'id', src[k] .. ':' .. seq, 'work', work, 'cum', string.format('%.17g', cum))
     exists[wkey_of[k]], exists[ukey_of[k]] = true, true
     counted = counted + 1
     counted_seq[k] = seq
@@ -475,7 +479,7 @@ def _batch_args(shares: Sequence[Share]) -> list[str | int]:
     credited: dict[tuple[int, float], tuple[int, float, str]] = {}
     floor = math.floor
     for share in shares:
-        (_server, _channel, user, worker, _job, height, _nonce, target, difficulty, accepted, reason, _block, _hash,
+        (_server, _channel, user, worker, _job, _height, _nonce, target, difficulty, accepted, reason, _block, _hash,
          timestamp, source, seq) = share  # fmt: skip
         key = (source, user, worker)
         ident = records.get(key)
@@ -503,9 +507,9 @@ def _batch_args(shares: Sequence[Share]) -> list[str | int]:
             minute = floor(ts / 60)
             buckets = ident.buckets
             buckets[minute] = buckets.get(minute, 0) + work
-            line(f"{ident.index}\t{seq}\t\t{middle}{ts_s}\t{height}\n")
+            line(f"{ident.index}\t{seq}\t\t{middle}{ts_s}\n")
         else:
-            line(f"{ident.index}\t{seq}\t{_reason(reason)}\t0\t0\t0\t0\n")
+            line(f"{ident.index}\t{seq}\t{_reason(reason)}\t0\t0\t0\n")
     # two records sharing a high-water mark field (user "a.b" + worker "c" and user "a" + worker "b.c"): one
     # stream to the mark, so their shares are decided one by one, in batch order, against it
     fields: dict[tuple[str, str], _Identity] = {}
