@@ -4,7 +4,7 @@ shares in the same stream.
 What an attacker can do with names: every share names ``<account>.<worker>`` (a channel's identity, or a proxy's
 0x0002 / 0x4CCB tag per share), and before issue 15 every name -- even one with only rejected shares -- created
 Redis keys that never expired. The run feeds the real accounting consumer (``ShareAccounting``, the production Lua
-script) on a real ``redis-server`` (AOF everysec, ``maxmemory`` + ``noeviction`` as rendered deployments run it)
+script) on a real ``redis-server`` (AOF ``appendfsync always``, ``maxmemory`` + ``noeviction``, as rendered)
 with three phases of the same length:
 
 1. **baseline**: the honest worker alone (one share per batch slot, as a busy miner would fill batches);
@@ -90,7 +90,7 @@ async def _run() -> dict[str, Any]:
     from ckbpool.pool.accounting import PREFIX, ShareAccounting, connect_redis
 
     out: dict[str, Any] = {}
-    with RedisProcess() as redis_server:
+    with RedisProcess(appendfsync="always") as redis_server:  # as rendered (templates/redis.conf.j2)
         client = connect_redis(redis_server.url, timeout_s=30)
         try:
             await client.config_set("maxmemory", MAXMEMORY)
@@ -183,7 +183,7 @@ def to_markdown(r: dict[str, Any]) -> str:
     per_name = (mem1 - mem0) / NAMES
     mib = 1 / (1 << 20)
     lines = [
-        f"The real accounting script on redis-server (maxmemory {MAXMEMORY}, noeviction, AOF everysec), "
+        f"The real accounting script on redis-server (maxmemory {MAXMEMORY}, noeviction, AOF always), "
         f"{os.cpu_count()} shared cores; batches of {BATCH} with {HONEST_PER_BATCH} honest shares each during the "
         f"flood; idle TTL compressed to {IDLE_TTL_S} s (production: 30 days).",
         "",

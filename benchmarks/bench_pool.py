@@ -10,7 +10,7 @@ Every figure comes with a baseline measured in the same run (shared design: benc
    share sink the embedded ``Pool`` wires (each share published to the in-process bus; SubmitShares.Success
    goes out only once the bus took the share), and with exactly-once accounting attached as ``Pool.start``
    wires it (a manual-ack bus subscription, ``ShareAccounting.run`` writing each batch through its Lua script
-   to a real ``redis-server``, AOF everysec as rendered, pinned to the load generator's CPU): its figure, the
+   to a real ``redis-server``, AOF always as rendered, pinned to the load generator's CPU): its figure, the
    rate shares reached the books in the same window and the accounting backlog, then -- load stopped, books
    caught up -- shares answered Success per identity == accepted in Redis, exactly; once more with the
    consumer's batch capped at 256 (its cap before the per-identity script; the default is 8,192: it takes
@@ -288,14 +288,15 @@ def _py_spy() -> str | None:
 def share_run(kind: str, s: Settings, block: int) -> dict[str, Any]:
     """kind: "bare" | "bus" | "books" (pool server variants) or "baseline" (pool_baseline --mode noise).
 
-    "books": the bus plus the accounting consumer writing to a real ``redis-server`` (AOF everysec, as
-    rendered), pinned to the load generator's CPU so the server core's figure is the server's; after the window
-    the load stops, the books are let catch up, and shares answered Success are compared with the books, per
-    identity and in total. With ``s.cprofile`` a cProfile of the server follows the measured window."""
+    "books": the bus plus the accounting consumer writing to a real ``redis-server`` (AOF ``appendfsync always``,
+    as templates/redis.conf.j2 renders it), pinned to the load generator's CPU so the server core's figure is the
+    server's; after the window the load stops, the books are let catch up, and shares answered Success are
+    compared with the books, per identity and in total. With ``s.cprofile`` a cProfile of the server follows the
+    measured window."""
     server_cpu, lg_cpu = _cpus()
     redis: RedisProcess | None = None
     if kind.startswith(("books", "procs")):
-        redis = RedisProcess(lg_cpu, "everysec")
+        redis = RedisProcess(lg_cpu, "always")  # as rendered (templates/redis.conf.j2)
     try:
         return _share_run(kind, s, block, server_cpu, lg_cpu, redis)
     finally:
@@ -465,11 +466,12 @@ def _default_batch() -> int:
 
 def accounting_runs(s: Settings) -> dict[str, Any]:
     """The accounting consumer fed directly (benchmarks/bench_accounting.py): batches of its cap
-    (``redis.max_batch``, 8,192: what ``run()`` takes when behind) with Redis AOF as rendered (everysec) and as
-    its guarantees assume (always); and batches of 256 (the cap before), to show what the batch size does."""
+    (``redis.max_batch``, 8,192: what ``run()`` takes when behind) with Redis AOF ``always`` (as rendered, and
+    as its guarantees assume) and ``everysec`` (not rendered: what the per-write fsync costs); and batches of 256
+    (the cap before, AOF always), to show what the batch size does."""
     out = {}
     big = _default_batch()
-    for label, batch, mode in (("everysec", big, "everysec"), ("always", big, "always"), ("b256", 256, "everysec")):
+    for label, batch, mode in (("always", big, "always"), ("everysec", big, "everysec"), ("b256", 256, "always")):
         out[label] = consumer_run(s.accounting_count, batch, mode)
         _kill_children()
     return out
@@ -928,9 +930,9 @@ def _rows(raw: dict[str, Any], s: Settings) -> list[dict[str, Any]]:
             )
     stratum_core = max((v for k, v in per_core_of.items() if k in ("bare", "bus")), default=None)
     labels = {
-        "everysec": "batches of 8,192 (the default cap), AOF everysec (as rendered)",
-        "always": "batches of 8,192 (the default cap), AOF always (what its guarantees assume)",
-        "b256": "batches of 256 (the cap before), AOF everysec",
+        "always": "batches of 8,192 (the default cap), AOF always (as rendered; what its guarantees assume)",
+        "everysec": "batches of 8,192 (the default cap), AOF everysec (not rendered: for comparison)",
+        "b256": "batches of 256 (the cap before), AOF always",
     }
     for key, result in (raw.get("accounting") or {}).items():
         rec = result["record"]
