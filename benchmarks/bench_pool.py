@@ -107,6 +107,7 @@ class Settings:
     cprofile_s: float = 3.0  # cProfile of the books-attached server after its window (0: none)
     accounting_count: int = 200_000  # shares fed straight into the accounting consumer
     heap_connections: int = 3_000  # idle channels made under tracemalloc for the memory breakdown
+    books_only: bool = False  # only the share runs (baseline, bare, bus, books, books-b256) and the consumer runs
 
     @classmethod
     def quick(cls) -> Settings:
@@ -751,8 +752,36 @@ def run(budget: float = 0.5, settings: Settings | None = None) -> dict[str, Any]
     }
     # stratum worker processes (issue 19): 2 workers with the bus and exact books, against "books" above (the
     # single process, stratum.workers = 1) of the same run
-    raw["workers"] = {"procs-2": attempt("shares-procs-2", share_run, "procs-2", s, 16)}
+    if not s.books_only:
+        raw["workers"] = {"procs-2": attempt("shares-procs-2", share_run, "procs-2", s, 16)}
     raw["accounting"] = attempt("accounting", accounting_runs, s)
+    if not s.books_only:
+        _other_sections(raw, s, cap, attempt)
+    raw["errors"] = errors
+    raw["elapsed_s"] = round(time.monotonic() - started, 1)
+    rows = _rows(raw, s)
+    if s.books_only:  # the sections not run would show as "not reached"
+        rows = [row for row in rows if row["what"].startswith(BOOKS_ROWS)]
+    return {
+        "benchmark": "pool",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cores": os.cpu_count(),
+            "cpu": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "load_average": os.getloadavg()[0],
+        },
+        "rows": rows,
+        "raw": raw,
+    }
+
+
+#: the rows ``--books-only`` keeps: stratum shares/s per core (the consumer's bar) and the books' own
+BOOKS_ROWS = ("shares/s per server core", "books exact", "accounting consumer")
+
+
+def _other_sections(raw: dict[str, Any], s: Settings, cap: int, attempt: Any) -> None:
+    """Connections (RSS, fan-out), the Python heap and block latency: everything but the share runs."""
     sizes = sorted(set(s.fanout_sizes) | set(s.rss_sizes))
     raw["pool_conns"] = attempt("connections-pool", connections_run, "pool", s, 20, sizes, True)
     raw["noise_conns"] = attempt(
@@ -764,20 +793,6 @@ def run(budget: float = 0.5, settings: Settings | None = None) -> dict[str, Any]
     raw["tcp_conns"] = attempt("connections-tcp", connections_run, "tcp", s, 40, sorted(set(s.rss_sizes)), False)
     raw["heap"] = attempt("heap", heap_run, s, 45)
     raw["blocks"] = attempt("blocks", blocks_run, s, 50)
-    raw["errors"] = errors
-    raw["elapsed_s"] = round(time.monotonic() - started, 1)
-    return {
-        "benchmark": "pool",
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cores": os.cpu_count(),
-            "cpu": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-            "load_average": os.getloadavg()[0],
-        },
-        "rows": _rows(raw, s),
-        "raw": raw,
-    }
 
 
 def _row(
@@ -1576,6 +1591,9 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--no-50k", action="store_true", help="RSS at 10k and 20k only (50k is extrapolated)")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy the server during share windows")
+    parser.add_argument(
+        "--books-only", action="store_true", help="only the share runs and the accounting consumer (~5 minutes)"
+    )
     # child-process mode (used by the benchmark itself)
     parser.add_argument(
         "--serve", choices=["bare", "bus", "books", "node", "procs-2"], default=None, help=argparse.SUPPRESS
@@ -1596,6 +1614,7 @@ def main() -> int:
     if args.no_50k:
         settings.rss_sizes = (10_000, 20_000)
     settings.profile_dir = args.profile
+    settings.books_only = args.books_only
     result = run(0.1 if args.quick else 0.5, settings)
     print(json.dumps(result, indent=2) if args.json else to_markdown(result))
     return 0
