@@ -7,6 +7,13 @@ chain: one share per 0.05 s), against a real ckb dev node whose target (2^220) i
 2. **channels**: one connection asks for 1,000 extended channels (at 1e-9 H/s each) and stays connected.
 3. **half-open**: one address (127.0.0.3) keeps up to 5,000 TCP connections open that never start the Noise
    handshake, topping them up as the pool closes them, for the whole window.
+4. **names**: one address (127.0.0.4) opens 100,000 extended channels, each under a distinct worker name
+   (``mallory.n<i>``, 256 a connection: the default channel cap), and mines one share for each at its channel's
+   target (the difficulty floor: one hashing thread, as an attacker's core) -- so every name reaches the stratum
+   server's channel state and, once its share is accepted, the books: here the pool's accounting writes to a real
+   ``redis-server`` (AOF always, ``maxmemory`` 1 GiB, ``noeviction``, as rendered) and the books are read after
+   the run (attacker worker hashes, keys, memory). ``benchmarks.abuse_identity`` floods the books alone with 100k
+   accepted names (the cost the attacker did not pay here is the difficulty floor of each).
 
 Each run: the honest miner (127.0.0.1, one C Eaglesong thread, vardiff on) warms up, then its accepted shares are
 counted over a baseline window without abuse and then over the same length of window with the abuse running — the
@@ -37,16 +44,21 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 WARMUP_S = 5.0
 WINDOW_S = 15.0
-POOL_LIFETIME_S = 120  # the pool child kills itself after this (SIGALRM)
+#: longer windows where the abuse takes longer to set up (100k channels opened and a share mined for each)
+WINDOWS = {"names": 40.0}
+POOL_LIFETIME_S = 240  # the pool child kills itself after this (SIGALRM)
+KINDS = ("tiny", "channels", "half-open", "names")
 HALF_OPEN = 5_000
 CHANNELS = 1_000
+NAMES = 100_000
+NAMES_PER_CONNECTION = 256  # stratum.max_channels_per_connection's default
 EASY = (1 << 256) - 1
 TWO_256 = 1 << 256
 
@@ -186,6 +198,8 @@ class Outcome:
     peak_rss_kb: int = 0
     abuser: dict[str, Any] = field(default_factory=dict)
     limited: dict[str, float] = field(default_factory=dict)
+    window_s: float = WINDOW_S
+    books: dict[str, Any] = field(default_factory=dict)
 
     @property
     def loss(self) -> float:
@@ -226,8 +240,9 @@ async def _raw_session(host: str, port: int, authority: str, source: str) -> Any
         data = await asyncio.wait_for(reader.read(1 << 16), 5)
         if not data:
             raise ConnectionError("the pool closed the connection during setup")
-        if any(isinstance(e, ConnectionSetUp) for f in noise.feed(data) for e in conn.receive_frame(f)):
-            return reader, writer, noise, conn
+        for event in (e for f in noise.feed(data) for e in conn.receive_frame(f)):
+            if isinstance(event, ConnectionSetUp):
+                return reader, writer, noise, conn, event
     raise ConnectionError("no SetupConnection.Success")
 
 
@@ -235,7 +250,7 @@ async def _many_channels(host: str, port: int, authority: str, stop: asyncio.Eve
     from ckbpool.sv2.events import ChannelOpened, ChannelOpenRejected
     from ckbpool.sv2.messages import OpenExtendedMiningChannel
 
-    reader, writer, noise, conn = await _raw_session(host, port, authority, "127.0.0.2")
+    reader, writer, noise, conn, _setup = await _raw_session(host, port, authority, "127.0.0.2")
     opened = rejected = 0
     codes: dict[str, int] = {}
     frames_in = 0
@@ -262,6 +277,139 @@ async def _many_channels(host: str, port: int, authority: str, stop: asyncio.Eve
                     codes[event.response.error_code] = codes.get(event.response.error_code, 0) + 1
     writer.close()
     return {"channels asked": CHANNELS, "granted": opened, "refused": rejected, "codes": codes, "frames in": frames_in}
+
+
+@dataclass
+class _NameChannel:
+    """One of the name abuser's channels: its name's one share is mined once a job is active on it."""
+
+    prefix: bytes
+    extranonce_size: int
+    target: int
+    jobs: dict[int, Any] = field(default_factory=dict)
+    submitted: bool = False
+
+
+async def _many_names(host: str, port: int, authority: str, stop: asyncio.Event) -> dict[str, Any]:
+    """NAMES distinct worker names, each an extended channel (MAX_CHANNELS a connection, the default cap) from one
+    address, and for each name one share mined at its channel's target (the difficulty floor: the attacker pays
+    it): every name reaches the stratum server's per-channel state and, with an accepted share, the books."""
+    from ckbpool.ckb.eaglesong import search
+    from ckbpool.sv2 import ckb_profile
+    from ckbpool.sv2.events import ChannelOpened, ChannelOpenRejected, MessageReceived
+    from ckbpool.sv2.messages import (
+        NewExtendedMiningJob,
+        OpenExtendedMiningChannel,
+        SetNewPrevHash,
+        SubmitSharesError,
+        SubmitSharesExtended,
+        SubmitSharesSuccess,
+    )
+
+    counts = {"connections": 0, "connect failures": 0, "channels": 0, "refused": 0, "shares sent": 0,
+              "accepted": 0, "rejected": 0, "hashes": 0}  # fmt: skip
+    gate = asyncio.Semaphore(32)  # handshakes at a time (the per-IP in-progress cap is 256)
+    mining = asyncio.Lock()  # one hashing thread: the attacker's one core, as the tiny-rate run
+    sessions: list[Any] = []
+
+    async def connection(first: int) -> None:
+        async with gate:
+            try:
+                reader, writer, noise, conn, setup = await _raw_session(host, port, authority, "127.0.0.4")
+            except (OSError, TimeoutError, ConnectionError):
+                counts["connect failures"] += 1
+                return
+        counts["connections"] += 1
+        sessions.append(writer)
+        blake2b = ckb_profile.pow_function_from_flags(setup.response.flags) is ckb_profile.PowFunction.EAGLESONG_BLAKE2B
+        names = range(first, min(first + NAMES_PER_CONNECTION, NAMES))
+        writer.write(
+            b"".join(
+                noise.encrypt_frame(conn.send(OpenExtendedMiningChannel(i + 1, f"mallory.n{n:06d}", 1e-9, EASY, 0)))
+                for i, n in enumerate(names)
+            )
+        )
+        channels: dict[int, _NameChannel] = {}
+        ready: asyncio.Queue[tuple[int, _NameChannel, Any]] = asyncio.Queue()
+        seq = 0
+
+        async def submit_all() -> None:
+            nonlocal seq
+            while not stop.is_set():
+                channel_id, channel, job = await ready.get()
+                prefix = channel.prefix + bytes(channel.extranonce_size)
+                found = None
+                counter = 0
+                async with mining:
+                    while found is None and not stop.is_set():
+                        found = await asyncio.to_thread(
+                            search, job.pow_hash, counter, 4096, channel.target, blake2b=blake2b, nonce_prefix=prefix
+                        )
+                        counter += 4096
+                        counts["hashes"] += 4096 if found is None else (found >> (8 * len(prefix))) - counter + 4097
+                if found is None:
+                    return
+                parts = ckb_profile.split_nonce16(found.to_bytes(16, "little"), len(channel.prefix))
+                seq += 1
+                message = SubmitSharesExtended(
+                    channel_id, seq, job.job_id, parts.nonce, job.min_ntime or 0, parts.version, parts.extranonce
+                )
+                writer.write(noise.encrypt_frame(conn.send(message)))
+                counts["shares sent"] += 1
+
+        submitter = asyncio.create_task(submit_all())
+        try:
+            while not stop.is_set():
+                try:
+                    data = await asyncio.wait_for(reader.read(1 << 16), 0.5)
+                except TimeoutError:
+                    continue
+                if not data:
+                    break
+                for event in (e for f in noise.feed(data) for e in conn.receive_frame(f)):
+                    if isinstance(event, ChannelOpened):
+                        counts["channels"] += 1
+                        info = event.channel
+                        channels[info.channel_id] = _NameChannel(
+                            info.extranonce_prefix, info.extranonce_size, info.target
+                        )
+                    elif isinstance(event, ChannelOpenRejected):
+                        counts["refused"] += 1
+                    elif isinstance(event, MessageReceived):
+                        msg = event.message
+                        if isinstance(msg, NewExtendedMiningJob) and msg.channel_id in channels:
+                            job = ckb_profile.job_info(msg)
+                            channel = channels[msg.channel_id]
+                            channel.jobs[job.job_id] = job
+                            if job.min_ntime is not None and not channel.submitted:
+                                channel.submitted = True
+                                ready.put_nowait((msg.channel_id, channel, job))
+                        elif isinstance(msg, SetNewPrevHash) and msg.channel_id in channels:
+                            channel = channels[msg.channel_id]
+                            future = channel.jobs.get(msg.job_id)
+                            if future is not None and not channel.submitted:
+                                channel.submitted = True
+                                ready.put_nowait((msg.channel_id, channel, replace(future, min_ntime=msg.min_ntime)))
+                        elif isinstance(msg, SubmitSharesSuccess):
+                            counts["accepted"] += msg.new_submits_accepted_count
+                        elif isinstance(msg, SubmitSharesError):
+                            counts["rejected"] += 1
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            submitter.cancel()
+            with contextlib.suppress(BaseException):
+                await submitter
+
+    tasks = [asyncio.create_task(connection(first)) for first in range(0, NAMES, NAMES_PER_CONNECTION)]
+    await stop.wait()
+    await asyncio.wait(tasks, timeout=10)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for writer in sessions:
+        writer.close()
+    return {"names asked": NAMES, **counts}
 
 
 async def _half_open(host: str, port: int, stop: asyncio.Event) -> dict[str, Any]:
@@ -320,15 +468,16 @@ async def _run(kind: str, config: dict[str, Any], workdir: Path) -> Outcome:
     from ckbpool.miner.sv2 import Sv2Miner
 
     pool = await asyncio.to_thread(PoolChild, config, workdir)
-    outcome = Outcome(kind)
+    window = WINDOWS.get(kind, WINDOW_S)
+    outcome = Outcome(kind, window_s=window)
     try:
         honest = Sv2Miner("127.0.0.1", pool.port, "honest.rig1", authority_public_key=pool.authority)
-        honest_task = asyncio.create_task(honest.run(duration=WARMUP_S + 2 * WINDOW_S + 10))
+        honest_task = asyncio.create_task(honest.run(duration=WARMUP_S + 2 * window + 30))
         await asyncio.sleep(WARMUP_S)
         start, hashes = honest.stats.accepted, honest.stats.hashes
-        await asyncio.sleep(WINDOW_S)
-        outcome.baseline_rate = (honest.stats.accepted - start) / WINDOW_S
-        outcome.baseline_hashrate = (honest.stats.hashes - hashes) / WINDOW_S
+        await asyncio.sleep(window)
+        outcome.baseline_rate = (honest.stats.accepted - start) / window
+        outcome.baseline_hashrate = (honest.stats.hashes - hashes) / window
         before = await asyncio.to_thread(pool.stats)
         outcome.rss_before_kb = before["rss_kb"]
         honest_hashes = honest.stats.hashes
@@ -346,11 +495,11 @@ async def _run(kind: str, config: dict[str, Any], workdir: Path) -> Outcome:
             stderr=asyncio.subprocess.DEVNULL,
         )
         start = honest.stats.accepted
-        await asyncio.sleep(WINDOW_S)
-        outcome.abused_rate = (honest.stats.accepted - start) / WINDOW_S
-        outcome.abused_hashrate = (honest.stats.hashes - honest_hashes) / WINDOW_S
+        await asyncio.sleep(window)
+        outcome.abused_rate = (honest.stats.accepted - start) / window
+        outcome.abused_hashrate = (honest.stats.hashes - honest_hashes) / window
         during = await asyncio.to_thread(pool.stats)
-        out, _ = await asyncio.wait_for(abuser.communicate(), WINDOW_S + 30)
+        out, _ = await asyncio.wait_for(abuser.communicate(), window + 30)
         outcome.abuser = json.loads(out.decode().strip().splitlines()[-1])
         outcome.abuser["pool: connections admitted / channels open (in the window)"] = (
             f"{during['admitted']} / {during['channels']}"
@@ -381,11 +530,25 @@ def _pool_config(node: Any, data_dir: Path) -> dict[str, Any]:
     }
 
 
-def run() -> list[Outcome]:
+def _books(client: Any) -> dict[str, Any]:
+    """What the names left in Redis after the run (the pool closed: accounting drained)."""
+    attacker_workers = sum(1 for _ in client.scan_iter(match="ckbpool:worker:mallory.*", count=10_000))
+    return {
+        "used_memory_mib": int(client.info("memory")["used_memory"]) / 2**20,
+        "keys": int(client.dbsize()),
+        "attacker worker hashes": attacker_workers,
+        "workers index": int(client.zcard("ckbpool:workers")),
+        "share log entries": int(client.xlen("ckbpool:sharelog")),
+    }
+
+
+def run(kinds: tuple[str, ...] = KINDS) -> list[Outcome]:
     from ckbpool.ckb.devwallet import DEV_GENESIS_PRIVATE_KEY, DevKey
     from ckbpool.ckb.install import CKB_VERSION, find_or_install_ckb
     from ckbpool.ckb.node import CkbNode, NodeConfig
     from ckbpool.ckb.target import target_to_compact
+
+    from .bench_accounting import RedisProcess
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
@@ -408,10 +571,25 @@ def run() -> list[Outcome]:
         node.init(force=True)
         node.start()
         asyncio.run(node.wait_ready(timeout=60))
-        for kind in ("tiny", "channels", "half-open"):
+        for kind in kinds:
             run_dir = workdir / kind
             run_dir.mkdir()
-            outcomes.append(asyncio.run(_run(kind, _pool_config(node, run_dir), run_dir)))
+            config = _pool_config(node, run_dir)
+            if kind != "names":
+                outcomes.append(asyncio.run(_run(kind, config, run_dir)))
+                continue
+            # the names reach the books: the pool's accounting writes to a real redis-server as rendered
+            with RedisProcess(appendfsync="always") as redis:
+                client = redis.client()
+                try:
+                    client.config_set("maxmemory", "1gb")
+                    client.config_set("maxmemory-policy", "noeviction")
+                    config["redis"] = {"url": redis.url}
+                    outcome = asyncio.run(_run(kind, config, run_dir))
+                    outcome.books = _books(client)
+                finally:
+                    client.close()
+            outcomes.append(outcome)
     finally:
         node.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -422,6 +600,7 @@ TITLES = {
     "tiny": "a miner declaring 1e-9 H/s (mining on one CPU thread)",
     "channels": f"{CHANNELS:,} channels on one connection",
     "half-open": f"{HALF_OPEN:,} concurrent half-open handshakes from one IP",
+    "names": f"{NAMES:,} distinct worker names ({NAMES_PER_CONNECTION} channels a connection, a share mined for each)",
 }
 
 
@@ -429,9 +608,9 @@ def to_markdown(outcomes: list[Outcome]) -> str:
     lines = [
         "## Abuse runs (Stratum V2 side, default limits)",
         "",
-        f"Honest CPU miner (1 thread, vardiff aiming at 20 shares/s) on a fresh pool per run; {WINDOW_S:.0f} s "
-        f"baseline window, then {WINDOW_S:.0f} s with the abuse; real ckb dev node; loopback; "
-        f"{os.cpu_count()} cores shared.",
+        f"Honest CPU miner (1 thread, vardiff aiming at 20 shares/s) on a fresh pool per run; a baseline window "
+        f"({WINDOW_S:.0f} s; {', '.join(f'{k}: {v:.0f} s' for k, v in WINDOWS.items())}), then as long with the "
+        f"abuse; real ckb dev node; loopback; {os.cpu_count()} cores shared.",
         "",
         "| abuse | honest shares/s (baseline → abused) | loss | honest kH/s hashed (baseline → abused) "
         "| pool RSS before → peak | within 10 %? |",
@@ -450,32 +629,39 @@ def to_markdown(outcomes: list[Outcome]) -> str:
         lines.append(
             f"- **{TITLES[o.name]}** — abuser got: {got}. Pool refusals (`ckbpool_stratum_limited_total`): {limited}."
         )
+        if o.books:
+            books = "; ".join(
+                f"{k}: {v:,.0f}" if isinstance(v, int | float) else f"{k}: {v}" for k, v in o.books.items()
+            )
+            lines.append(f"  Books after the run (real redis-server, AOF always, maxmemory 1gb noeviction): {books}.")
     return "\n".join(lines) + "\n"
 
 
 async def _abuse(kind: str, port: int, authority: str) -> dict[str, Any]:
-    """Abuser child: run one abuse for WINDOW_S seconds, return what it got."""
+    """Abuser child: run one abuse for its window, return what it got."""
     stop = asyncio.Event()
-    asyncio.get_running_loop().call_later(WINDOW_S, stop.set)
+    asyncio.get_running_loop().call_later(WINDOWS.get(kind, WINDOW_S), stop.set)
     if kind == "tiny":
         return await _tiny_miner("127.0.0.1", port, authority, stop)
     if kind == "channels":
         return await _many_channels("127.0.0.1", port, authority, stop)
+    if kind == "names":
+        return await _many_names("127.0.0.1", port, authority, stop)
     return await _half_open("127.0.0.1", port, stop)
 
 
-def main() -> str:
-    """Run the three abuse runs (about 2.5 minutes) and return the markdown section."""
-    return to_markdown(run())
+def main(kinds: tuple[str, ...] = KINDS) -> str:
+    """Run the abuse runs (about 5 minutes) and return the markdown section."""
+    return to_markdown(run(kinds))
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--serve-pool":
         asyncio.run(_serve_pool(sys.argv[2]))
     elif len(sys.argv) == 5 and sys.argv[1] == "--abuse":
-        signal.alarm(int(WINDOW_S) + 60)
+        signal.alarm(int(WINDOWS.get(sys.argv[2], WINDOW_S)) + 60)
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
         print(json.dumps(asyncio.run(_abuse(sys.argv[2], int(sys.argv[3]), sys.argv[4]))), flush=True)
     else:
-        print(main())
+        print(main(tuple(sys.argv[1:]) or KINDS))
