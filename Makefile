@@ -46,8 +46,9 @@ abuse: venv deps
 	$(BIN)/python -m benchmarks.abuse --out docs/abuse.md
 
 ## chaos: issue 15's chaos runs -- kill -9 of stratum (process or worker child) / accounting / block maker / Kafka /
-## Redis under load, books checked against every miner's answers (tests/chaos, docs/chaos.md). CHAOS_MINUTES (default 10) of Kafka topology,
-## CHAOS_EMBEDDED_MINUTES (default 10) of the embedded one; CHAOS_SEED repeats a run; `make test` runs a short one.
+## Redis under load, books checked against every miner's answers (tests/chaos, docs/chaos.md). CHAOS_MINUTES
+## (default 10) of Kafka topology, then CHAOS_EMBEDDED_MINUTES (default 10) of the embedded one; CHAOS_SEED repeats
+## a run; `make test` runs a short one.
 CHAOS_MINUTES ?= 10
 CHAOS_EMBEDDED_MINUTES ?= 10
 chaos: venv deps

@@ -7,8 +7,10 @@ Topologies
   always``), and the pool as ``ckbpool pool run`` processes: ``maker`` (jobmaker + blockmaker), ``stratum-1``,
   ``stratum-2``, ``accounting``; the V1 proxy (``ckbpool proxy run``, per-worker identities) in front of
   ``stratum-2``. SV2 CPU miners mine on both stratum servers, V1 CPU miners through the proxy. A seeded driver
-  kills (SIGKILL) one of: a stratum server, the accounting process, the block maker, the broker, Redis -- and
-  restarts it (same ports, same data: spool, block store, Kafka log, AOF).
+  kills (SIGKILL) one of: a stratum process (the parent: ``ckbpool pool run`` runs one stratum worker child per
+  core, which then lose their link and stop on their own), one stratum worker child (its parent starts it
+  again), the accounting process, the block maker, the broker, Redis -- and restarts it (same ports, same data:
+  spool, block store, Kafka log, AOF).
 - **Embedded** (:class:`EmbeddedChaos`): one pool with every role on the in-process bus (in this process, so its
   bus can be tapped), the same miners, Redis kills only.
 
