@@ -755,6 +755,17 @@ def redis_victim(server: RedisServer) -> Victim:
     return Victim("redis", server.kill, lambda: server.start(timeout=60))
 
 
+def finder_records(directory: Path) -> list[BlockRecord]:
+    """A stratum process's found-block records: its own store and each of its worker children's
+    (``<blocks.data_dir>/stratum-worker-<i>``, ``procs.worker_config``) -- with worker processes the blocks are
+    found, written and submitted there, and the parent's own directory holds none."""
+    records = BlockStore(directory).load_all()
+    for sub in sorted(directory.glob("stratum-worker-*")):
+        if sub.is_dir():
+            records += BlockStore(sub).load_all()
+    return records
+
+
 def new_seed() -> int:
     explicit = os.environ.get("CHAOS_SEED")
     return int(explicit) if explicit else secrets.randbelow(2**31)
@@ -891,7 +902,7 @@ class KafkaChaos:
             ]
             finder: list[BlockRecord] = []
             for name in ("stratum-1", "stratum-2"):
-                finder += BlockStore(self.tmp / f"blocks-{name}").load_all()
+                finder += finder_records(self.tmp / f"blocks-{name}")
             maker = BlockStore(self.tmp / "blocks-maker").load_all()
             async with CkbRpcClient(self.node.config.rpc_url) as rpc:
                 blocks = await audit_blocks(found_events, published, finder, maker, books, rpc)
@@ -937,7 +948,7 @@ class KafkaChaos:
             # waits out the killed member's session) -- must have its outcome
             found = {r.found.block_hash for r in maker}
             for name in ("stratum-1", "stratum-2"):
-                found |= {r.found.block_hash for r in BlockStore(self.tmp / f"blocks-{name}").load_all()}
+                found |= {r.found.block_hash for r in finder_records(self.tmp / f"blocks-{name}")}
             found |= {
                 FoundBlock.from_proto(v).block_hash for v in await read_topic(self.kafka.bootstrap, Topic.FOUND_BLOCKS)
             }
