@@ -257,6 +257,34 @@ async def test_channels_beyond_the_cap_are_refused_with_too_many_channels() -> N
     session.close()
 
 
+async def test_channels_per_address_are_capped_over_all_its_connections_and_freed_on_close() -> None:
+    """One address cannot multiply the per-connection cap by opening connections: max_channels_per_ip counts
+    the channels of all its connections (docs/abuse.md: 10,000 connections x 256 channels would be ~3 GiB)."""
+    server, first, first_writer = pool_session(max_channels_per_connection=3, max_channels_per_ip=4)
+    for request_id in range(1, 4):
+        first.feed(encode_message(OpenExtendedMiningChannel(request_id, "abuser.w", 1e6, EASY, 0)))
+    second_writer = RecordingWriter()  # the same peer address (127.0.0.1), another connection
+    second = MinerSession(server, second_writer, None)  # type: ignore[arg-type]
+    server.sessions.add(second)
+    second.feed(encode_message(SetupConnection(PROTOCOL_MINING, 2, 2, 0, "127.0.0.1", 0, "test", "", "", "")))
+    for request_id in range(1, 4):
+        second.feed(encode_message(OpenExtendedMiningChannel(request_id, "abuser.w", 1e6, EASY, 0)))
+    assert len(first.channels) == 3 and len(second.channels) == 1
+    errors = second_writer.of(OpenMiningChannelError)
+    assert [(e.request_id, e.error_code) for e in errors] == [
+        (2, ERROR_TOO_MANY_CHANNELS),
+        (3, ERROR_TOO_MANY_CHANNELS),
+    ]
+    assert limited(server, "ip-channels") == 2 and limited(server, "channels-per-connection") == 0
+    # the first connection's channels are the address's again once it goes
+    first.close()
+    for request_id in range(4, 7):
+        second.feed(encode_message(OpenExtendedMiningChannel(request_id, "abuser.w", 1e6, EASY, 0)))
+    assert len(second.channels) == 3 and len(first_writer.of(OpenExtendedMiningChannelSuccess)) == 3
+    second.close()
+    assert server._channels_per_ip == {}, "every closed channel is given back"
+
+
 def test_the_default_channel_cap_fits_proxies_and_stops_a_thousand() -> None:
     cap = StratumSettings().max_channels_per_connection
     assert 2 <= cap < 1000

@@ -88,6 +88,10 @@ class StratumSettings(_Strict):
     # connection (its getwork channel has a connection of its own); SRI's translator opens one per device only
     # when it does not aggregate — 256 devices behind one such translator still fit.
     max_channels_per_connection: Annotated[int, Field(ge=1)] = 256
+    # Channels open from one IPv4 address / IPv6 /64 over all its connections: without it one address could hold
+    # max_connections_per_ip x max_channels_per_connection (2.56M) channels, ~3 GiB of pool memory (docs/abuse.md).
+    # 20,000 fits the 10,000-device farm behind one NAT with two channels a device.
+    max_channels_per_ip: Annotated[int, Field(ge=1)] = 20_000
     # UpdateChannel honoured per channel: a bucket of `update_channel_burst`, refilled one per
     # `update_channel_interval_s`. Excess UpdateChannels are ignored (counted), and an honoured one moves the
     # target without resetting vardiff's measurement, so repeating a tiny nominal_hash_rate buys nothing.

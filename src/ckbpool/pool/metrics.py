@@ -29,6 +29,7 @@ LIMIT_IP_CONNECTIONS = "ip-connections"  # connections from one IPv4 address / I
 LIMIT_IP_HANDSHAKE_RATE = "ip-handshake-rate"  # handshakes started per second from one address
 LIMIT_IP_HANDSHAKES_IN_PROGRESS = "ip-handshakes-in-progress"  # unfinished handshakes from one address
 LIMIT_CHANNELS_PER_CONNECTION = "channels-per-connection"  # OpenMiningChannel.Error too-many-channels
+LIMIT_IP_CHANNELS = "ip-channels"  # channels open from one address, all its connections (too-many-channels)
 LIMIT_UPDATE_CHANNEL_RATE = "update-channel-rate"  # an UpdateChannel ignored
 LIMIT_HASHRATE_FLOOR = "hashrate-floor"  # a declared nominal hashrate below vardiff.min_hashrate, raised to it
 LIMIT_FRAME_TOO_LARGE = "frame-too-large"  # a frame header announcing more than stratum.max_frame_bytes
@@ -39,6 +40,7 @@ LIMIT_REASONS = (
     LIMIT_IP_HANDSHAKE_RATE,
     LIMIT_IP_HANDSHAKES_IN_PROGRESS,
     LIMIT_CHANNELS_PER_CONNECTION,
+    LIMIT_IP_CHANNELS,
     LIMIT_UPDATE_CHANNEL_RATE,
     LIMIT_HASHRATE_FLOOR,
     LIMIT_FRAME_TOO_LARGE,

@@ -87,6 +87,7 @@ from .metrics import (
     LIMIT_CHANNELS_PER_CONNECTION,
     LIMIT_FRAME_TOO_LARGE,
     LIMIT_HASHRATE_FLOOR,
+    LIMIT_IP_CHANNELS,
     LIMIT_MESSAGE_RATE,
     LIMIT_REASONS,
     LIMIT_UPDATE_CHANNEL_RATE,
@@ -478,6 +479,11 @@ class MinerSession:
         channel.pending_sum = 0
 
 
+def _address_of(peer: Any) -> str:
+    """The per-address limits' key of a peer (:func:`ip_key`: an IPv4 address or an IPv6 /64)."""
+    return ip_key(str(peer[0])) if isinstance(peer, tuple) and peer else str(peer)
+
+
 class MinerProtocol(asyncio.Protocol):
     """One accepted TCP connection, driven by the event loop's callbacks.
 
@@ -504,7 +510,7 @@ class MinerProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport
         server = self.server
         peer = self.peer = transport.get_extra_info("peername")
-        address = ip_key(str(peer[0])) if isinstance(peer, tuple) and peer else str(peer)
+        address = _address_of(peer)
         # admitted (or not) before a byte is read: the handshake's EC work is what a flood of sockets would cost
         refusal = server.limiter.admit(address)
         if refusal is not None:
@@ -685,6 +691,8 @@ class StratumServer:
             handshake_burst_per_ip=st.handshake_burst_per_ip,
         )
         self._limited = {reason: metrics.stratum_limited_total.labels(reason=reason) for reason in LIMIT_REASONS}
+        #: channels open per address (ip_key), over all its connections: stratum.max_channels_per_ip
+        self._channels_per_ip: dict[str, int] = {}
         self._next_channel_id = 1
         # per-result counters resolved once: labels() on every share costs ~9% of the share path
         self._share_counters = {r: metrics.shares_total.labels(result=r.value) for r in ShareResult}
@@ -795,6 +803,11 @@ class StratumServer:
             self._limited[LIMIT_CHANNELS_PER_CONNECTION].inc()
             session.send(session.conn.reject_channel(request.request_id, ERROR_TOO_MANY_CHANNELS))
             return
+        address = _address_of(session.peer)
+        if self._channels_per_ip.get(address, 0) >= self.config.stratum.max_channels_per_ip:
+            self._limited[LIMIT_IP_CHANNELS].inc()
+            session.send(session.conn.reject_channel(request.request_id, ERROR_TOO_MANY_CHANNELS))
+            return
         if self.identity_network is not None or request.user_identity:
             # worker names are checked even without require_address_identity (charset, length: pool.identity)
             identity = cached_identity(request.user_identity, self.identity_network)
@@ -845,6 +858,7 @@ class StratumServer:
         session.send(reply)
         info = session.conn.channels[channel_id]
         session.channels[channel_id] = ChannelState(info=info, user=user, worker=worker, vardiff=vardiff, solo=solo)
+        self._channels_per_ip[address] = self._channels_per_ip.get(address, 0) + 1
         self.metrics.channels.labels(type="extended" if extended else "standard").inc()
         current = self.jobs.current
         if current is not None:
@@ -900,6 +914,12 @@ class StratumServer:
         channel = session.channels.pop(channel_id, None)
         if channel is None:
             return
+        address = _address_of(session.peer)
+        left = self._channels_per_ip.get(address, 0) - 1
+        if left > 0:
+            self._channels_per_ip[address] = left
+        else:
+            self._channels_per_ip.pop(address, None)
         self.prefixes.release(channel.info.extranonce_prefix)
         kind = "extended" if channel.info.kind is ChannelKind.EXTENDED else "standard"
         self.metrics.channels.labels(type=kind).dec()
