@@ -27,7 +27,7 @@ from ckbpool.pool.stratum import ERROR_TOO_MANY_CHANNELS, MinerSession, StratumS
 from ckbpool.sv2.errors import FrameTooLarge
 from ckbpool.sv2.extensions import share_tlvs
 from ckbpool.sv2.framing import DEFAULT_MAX_INBOUND_PAYLOAD, HEADER_SIZE, FrameDecoder, FrameHeader
-from ckbpool.sv2.messages import Message, UnknownMessage, decode_message, encode_message
+from ckbpool.sv2.messages import encode_message
 from ckbpool.sv2.messages_ckb import CkbSubmitSolution, CkbTemplateSubscribe
 from ckbpool.sv2.messages_common import PROTOCOL_MINING, RequestExtensions, SetupConnection
 from ckbpool.sv2.messages_mining import (
@@ -42,6 +42,7 @@ from ckbpool.sv2.messages_mining import (
     UpdateChannel,
 )
 from ckbpool.sv2.noise_transport import MAC_SIZE, NoiseEncryptor, NoiseTransport, encrypted_payload_size
+from support.transport import RecordingTransport
 
 pytestmark = pytest.mark.unit
 EASY = (1 << 256) - 1
@@ -194,38 +195,14 @@ def test_token_bucket_refills_at_its_rate_up_to_its_burst() -> None:
 # --- the pool's session: channels per connection, UpdateChannel, the hashrate floor, the frame cap ----------------
 
 
-class RecordingWriter:
-    """Enough of an asyncio transport for MinerSession: decodes every plaintext frame the pool writes."""
-
-    def __init__(self) -> None:
-        self.decoder = FrameDecoder((1 << 24) - 1)
-        self.messages: list[Message | UnknownMessage] = []
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.messages.extend(decode_message(f) for f in self.decoder.feed(data))
-
-    def close(self) -> None:
-        self.closed = True
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 1) if name == "peername" else default
-
-    def of(self, kind: type[Message]) -> list[Any]:
-        return [m for m in self.messages if isinstance(m, kind)]
-
-
-def pool_session(**stratum: Any) -> tuple[StratumServer, MinerSession, RecordingWriter]:
+def pool_session(**stratum: Any) -> tuple[StratumServer, MinerSession, RecordingTransport]:
     config = PoolConfig.model_validate({"stratum": {"noise": False, **stratum}, "success_batch_shares": 1})
     server = StratumServer(config, PoolMetrics(), None)
     # a mainnet-hard job: the floor, not the network target, is what bounds a channel's target
     template = json.loads((DATA_DIR / "rfc0031_vector.json").read_text())["template"]
     template["compact_target"] = "0x1a08a97e"
     server.new_job(1, job_from_template(BlockTemplate.from_json(template)))
-    writer = RecordingWriter()
+    writer = RecordingTransport()
     session = MinerSession(server, writer, None)  # type: ignore[arg-type]
     server.sessions.add(session)
     session.feed(encode_message(SetupConnection(PROTOCOL_MINING, 2, 2, 0, "127.0.0.1", 0, "test", "", "", "")))
@@ -263,7 +240,7 @@ async def test_channels_per_address_are_capped_over_all_its_connections_and_free
     server, first, first_writer = pool_session(max_channels_per_connection=3, max_channels_per_ip=4)
     for request_id in range(1, 4):
         first.feed(encode_message(OpenExtendedMiningChannel(request_id, "abuser.w", 1e6, EASY, 0)))
-    second_writer = RecordingWriter()  # the same peer address (127.0.0.1), another connection
+    second_writer = RecordingTransport()  # the same peer address (127.0.0.1), another connection
     second = MinerSession(server, second_writer, None)  # type: ignore[arg-type]
     server.sessions.add(second)
     second.feed(encode_message(SetupConnection(PROTOCOL_MINING, 2, 2, 0, "127.0.0.1", 0, "test", "", "", "")))

@@ -22,8 +22,7 @@ from ckbpool.pool.channels import TWO_256, Vardiff, _target_bounds, easiest_targ
 from ckbpool.pool.config import PoolConfig, VardiffSettings
 from ckbpool.pool.metrics import PoolMetrics
 from ckbpool.pool.stratum import MinerSession, StratumServer
-from ckbpool.sv2.framing import FrameDecoder
-from ckbpool.sv2.messages import Message, UnknownMessage, decode_message, encode_message
+from ckbpool.sv2.messages import encode_message
 from ckbpool.sv2.messages_common import PROTOCOL_MINING, SetupConnection
 from ckbpool.sv2.messages_mining import (
     OpenStandardMiningChannel,
@@ -32,34 +31,12 @@ from ckbpool.sv2.messages_mining import (
     SubmitSharesStandard,
     SubmitSharesSuccess,
 )
+from support.transport import RecordingTransport
 
 pytestmark = pytest.mark.unit
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 EASY = (1 << 256) - 1
-
-
-class RecordingTransport:
-    """Enough of an asyncio transport for MinerSession: decodes every plaintext frame the pool writes."""
-
-    def __init__(self) -> None:
-        self.decoder = FrameDecoder((1 << 24) - 1)
-        self.messages: list[Message | UnknownMessage] = []
-
-    def write(self, data: bytes) -> None:
-        self.messages.extend(decode_message(f) for f in self.decoder.feed(data))
-
-    def close(self) -> None:
-        pass
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 1) if name == "peername" else default
-
-    def of(self, kind: type[Message]) -> list[Any]:
-        return [m for m in self.messages if isinstance(m, kind)]
 
 
 def _server(on_shares: Any, on_share: Any = None) -> tuple[StratumServer, MinerSession, RecordingTransport, int]:

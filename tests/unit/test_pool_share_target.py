@@ -21,7 +21,6 @@ import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -36,8 +35,7 @@ from ckbpool.pool.metrics import PoolMetrics
 from ckbpool.pool.stratum import MinerSession, StratumServer
 from ckbpool.sv2 import ckb_profile
 from ckbpool.sv2.extensions import EXTENSION_TYPE_CKB, EXTENSION_TYPE_WORKER_HASHRATE_TRACKING, share_tlvs
-from ckbpool.sv2.framing import FrameDecoder
-from ckbpool.sv2.messages import Message, UnknownMessage, decode_message, encode_message
+from ckbpool.sv2.messages import encode_message
 from ckbpool.sv2.messages_common import (
     PROTOCOL_MINING,
     RequestExtensions,
@@ -52,6 +50,7 @@ from ckbpool.sv2.messages_mining import (
     SubmitSharesExtended,
     SubmitSharesSuccess,
 )
+from support.transport import RecordingTransport
 
 pytestmark = pytest.mark.unit
 
@@ -59,29 +58,6 @@ DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 ADDRESS = encode_address(DevKey(DEV_GENESIS_PRIVATE_KEY).lock, "dev")
 DEVICE = f"{ADDRESS}.rig7"
 HALF = 1 << 255  # a declared device target: about every second nonce meets it
-
-
-class RecordingTransport:
-    """Enough of an asyncio transport for MinerSession: decodes every plaintext frame the pool writes."""
-
-    def __init__(self) -> None:
-        self.decoder = FrameDecoder((1 << 24) - 1)
-        self.messages: list[Message | UnknownMessage] = []
-
-    def write(self, data: bytes) -> None:
-        self.messages.extend(decode_message(f) for f in self.decoder.feed(data))
-
-    def close(self) -> None:
-        pass
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 1) if name == "peername" else default
-
-    def of(self, kind: type[Message]) -> list[Any]:
-        return [m for m in self.messages if isinstance(m, kind)]
 
 
 @dataclasses.dataclass
