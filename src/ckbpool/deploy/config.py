@@ -20,7 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..ckb.address import parse_address
 from ..ckb.errors import MalformedError
-from ..pool.config import MIN_PAYMENT_SHANNONS, PAYOUTS_MAX_INTERVAL_S, PayoutSettings
+from ..pool.config import (
+    PaymentBatchSize,
+    PaymentFeeRate,
+    PaymentThreshold,
+    PayoutInterval,
+    check_payment_threshold,
+)
 from .errors import ConfigFileError
 from .image import DEFAULT_POOL_BASE, DEFAULT_POOL_IMAGE, LOCAL_REGISTRY
 
@@ -233,10 +239,10 @@ class PayoutsOptions(_Strict):
     # in transactions of at most batch_size outputs at fee_rate shannons per 1000 bytes (the node's
     # tx_pool.min_fee_rate, 1000 by default, is the floor); one engine pass every interval_s; a payout not
     # committed unconfirmed_alert_s after it was recorded raises an alert
-    threshold_shannons: Annotated[int, Field(ge=MIN_PAYMENT_SHANNONS)] = 100 * 100_000_000
-    fee_rate: Annotated[int, Field(ge=1, le=10_000_000)] = 1_000
-    batch_size: Annotated[int, Field(ge=1, le=1_000)] = 200
-    interval_s: Annotated[float, Field(gt=0, le=PAYOUTS_MAX_INTERVAL_S)] = 60.0
+    threshold_shannons: PaymentThreshold = 100 * 100_000_000
+    fee_rate: PaymentFeeRate = 1_000
+    batch_size: PaymentBatchSize = 200
+    interval_s: PayoutInterval = 60.0
     unconfirmed_alert_s: Annotated[float, Field(gt=0)] = 3600.0
     # PostgreSQL server memory (shared_buffers) and connection cap: a ledger of a few tables needs little
     postgres_shared_buffers_mb: Annotated[int, Field(ge=16, le=1 << 16)] = 128
@@ -247,13 +253,7 @@ class PayoutsOptions(_Strict):
         """The pool's own rule (PayoutSettings), checked here so ``ckbpool validate`` names the deploy keys rather
         than the rendered pool.toml failing to load on the host: the operator's balance pays each batch's fee, so
         a threshold below 61 CKB + that fee could leave a payment the wallet cannot make."""
-        bound = PayoutSettings.model_construct(fee_rate=self.fee_rate, batch_size=self.batch_size).max_batch_fee()
-        floor = MIN_PAYMENT_SHANNONS + bound
-        if self.threshold_shannons < floor:
-            raise ValueError(
-                f"threshold_shannons must be at least {floor} (61 CKB, a cell's minimum, plus one batch's "
-                f"transaction fee at fee_rate {self.fee_rate} and batch_size {self.batch_size})"
-            )
+        check_payment_threshold(self.threshold_shannons, self.fee_rate, self.batch_size)
         return self
 
 

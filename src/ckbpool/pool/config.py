@@ -380,6 +380,34 @@ PAYOUTS_MAX_INTERVAL_S = 600.0
 _TX_BYTES_PER_OUTPUT = 110
 _TX_BYTES_FIXED = 2_000
 
+# The payment fields' types, shared with the deploy schema (ckbpool.deploy.config.PayoutsOptions): the bounds an
+# operator's ckbpool.yaml is checked against are the ones the rendered pool.toml must meet on the host.
+#: a balance is paid once it reaches this (>= 61 CKB, a cell's minimum, plus one batch's transaction fee)
+PaymentThreshold = Annotated[int, Field(ge=MIN_PAYMENT_SHANNONS)]
+#: shannons per 1000 bytes of transaction (the node's tx_pool.min_fee_rate, 1000 by default, is the floor)
+PaymentFeeRate = Annotated[int, Field(ge=1, le=10_000_000)]
+#: outputs per payout transaction (a 1,000-output transaction is ~110 kB, well inside a block)
+PaymentBatchSize = Annotated[int, Field(ge=1, le=1_000)]
+#: one engine pass (track blocks, settle sent payouts, pay) every this many seconds
+PayoutInterval = Annotated[float, Field(gt=0, le=PAYOUTS_MAX_INTERVAL_S)]
+
+
+def max_batch_fee(fee_rate: int, batch_size: int) -> int:
+    """An upper bound of one full batch's transaction fee, in shannons (rounded up like ckb does)."""
+    size = _TX_BYTES_FIXED + batch_size * _TX_BYTES_PER_OUTPUT
+    return -(-size * fee_rate // 1000)
+
+
+def check_payment_threshold(threshold_shannons: int, fee_rate: int, batch_size: int) -> None:
+    """Raise ValueError when the threshold is below 61 CKB plus one batch's fee: the operator's balance pays each
+    batch's fee, so a lower threshold could leave a payment the wallet cannot make."""
+    floor = MIN_PAYMENT_SHANNONS + max_batch_fee(fee_rate, batch_size)
+    if threshold_shannons < floor:
+        raise ValueError(
+            f"threshold_shannons must be at least {floor} (61 CKB, a cell's minimum, plus one batch's "
+            f"transaction fee at fee_rate {fee_rate} and batch_size {batch_size})"
+        )
+
 
 class PayoutSettings(_Strict):
     """``[payouts]``: the PPLNS payout engine (:mod:`ckbpool.payouts.engine`, ``ckbpool payouts serve``).
@@ -412,14 +440,10 @@ class PayoutSettings(_Strict):
     # payout address); it also pays the payouts' transaction fees, so it must be >= 1 bps when enabled
     fee_bps: Annotated[int, Field(ge=0, le=10_000)] = 100
     fee_address: str | None = None
-    # a balance is paid once it reaches this (>= 61 CKB, a cell's minimum, plus one batch's transaction fee)
-    threshold_shannons: Annotated[int, Field(ge=MIN_PAYMENT_SHANNONS)] = 100 * 100_000_000
-    # shannons per 1000 bytes of transaction (the node's tx_pool.min_fee_rate, 1000 by default, is the floor)
-    fee_rate: Annotated[int, Field(ge=1, le=10_000_000)] = 1_000
-    # outputs per payout transaction (a 1,000-output transaction is ~110 kB, well inside a block)
-    batch_size: Annotated[int, Field(ge=1, le=1_000)] = 200
-    # one engine pass (track blocks, settle sent payouts, pay) every this many seconds
-    interval_s: Annotated[float, Field(gt=0, le=PAYOUTS_MAX_INTERVAL_S)] = 60.0
+    threshold_shannons: PaymentThreshold = 100 * 100_000_000
+    fee_rate: PaymentFeeRate = 1_000
+    batch_size: PaymentBatchSize = 200
+    interval_s: PayoutInterval = 60.0
     # a payout transaction not committed this long after it was sent is reported (metric + alert)
     unconfirmed_alert_s: Annotated[float, Field(gt=0)] = 3600.0
     # send_transaction's outputs validator (wallet.py explains): passthrough to pay non-standard locks
@@ -430,8 +454,7 @@ class PayoutSettings(_Strict):
 
     def max_batch_fee(self) -> int:
         """An upper bound of one full batch's transaction fee, in shannons (rounded up like ckb does)."""
-        size = _TX_BYTES_FIXED + self.batch_size * _TX_BYTES_PER_OUTPUT
-        return -(-size * self.fee_rate // 1000)
+        return max_batch_fee(self.fee_rate, self.batch_size)
 
     @model_validator(mode="after")
     def _check(self) -> PayoutSettings:
@@ -445,12 +468,7 @@ class PayoutSettings(_Strict):
         if self.db_sslmode in ("verify-ca", "verify-full") and self.db_sslrootcert is None:
             # libpq would look for ~/.postgresql/root.crt: name the CA rather than depend on a home directory
             raise ValueError(f"db_sslmode {self.db_sslmode} needs db_sslrootcert (the CA that signed the server)")
-        floor = MIN_PAYMENT_SHANNONS + self.max_batch_fee()
-        if self.threshold_shannons < floor:
-            raise ValueError(
-                f"threshold_shannons must be at least {floor} (61 CKB, a cell's minimum, plus one batch's "
-                f"transaction fee at fee_rate {self.fee_rate} and batch_size {self.batch_size})"
-            )
+        check_payment_threshold(self.threshold_shannons, self.fee_rate, self.batch_size)
         if self.enabled:
             missing = [
                 name
