@@ -259,7 +259,7 @@ async def test_channels_per_address_are_capped_over_all_its_connections_and_free
         second.feed(encode_message(OpenExtendedMiningChannel(request_id, "abuser.w", 1e6, EASY, 0)))
     assert len(second.channels) == 3 and len(first_writer.of(OpenExtendedMiningChannelSuccess)) == 3
     second.close()
-    assert server._channels_per_ip == {}, "every closed channel is given back"
+    assert server.limiter.channels_from("127.0.0.1") == 0, "every closed channel is given back"
 
 
 def test_the_default_channel_cap_fits_proxies_and_stops_a_thousand() -> None:

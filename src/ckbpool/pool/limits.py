@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .metrics import (
+    LIMIT_IP_CHANNELS,
     LIMIT_IP_CONNECTIONS,
     LIMIT_IP_HANDSHAKE_RATE,
     LIMIT_IP_HANDSHAKES_IN_PROGRESS,
@@ -36,6 +37,7 @@ REASON_MAX_CONNECTIONS = LIMIT_MAX_CONNECTIONS
 REASON_IP_CONNECTIONS = LIMIT_IP_CONNECTIONS
 REASON_HANDSHAKE_RATE = LIMIT_IP_HANDSHAKE_RATE
 REASON_HANDSHAKES_IN_PROGRESS = LIMIT_IP_HANDSHAKES_IN_PROGRESS
+REASON_IP_CHANNELS = LIMIT_IP_CHANNELS
 
 Clock = Callable[[], float]
 
@@ -91,7 +93,7 @@ class _Address:
 
 class ConnectionLimiter:
     """Connection admission: a global cap counted from accept, and per-address caps on open connections,
-    handshakes in progress and handshakes started per second (token bucket).
+    handshakes in progress and handshakes started per second (token bucket); and the per-address channel cap.
 
     Call :meth:`admit` when a socket is accepted (a refusal reason, or None and the connection is counted),
     :meth:`handshake_done` when its Noise handshake finished or failed, :meth:`release` when it closes.
@@ -107,6 +109,7 @@ class ConnectionLimiter:
         max_handshaking_per_ip: int,
         handshake_rate_per_ip: float,
         handshake_burst_per_ip: int,
+        max_channels_per_ip: int | None = None,
         max_tracked: int = 1 << 16,
         clock: Clock = time.monotonic,
     ) -> None:
@@ -115,10 +118,14 @@ class ConnectionLimiter:
         self.max_handshaking_per_ip = max_handshaking_per_ip
         self.handshake_rate_per_ip = handshake_rate_per_ip
         self.handshake_burst_per_ip = handshake_burst_per_ip
+        self.max_channels_per_ip = max_channels_per_ip  # None: no cap
         self.max_tracked = max_tracked
         self.clock = clock
         self.connections = 0
         self._addresses: dict[str, _Address] = {}
+        # channels open per address over all its connections (its own map: a channel is forgotten while its
+        # connection closes, after the connection's release)
+        self._channels: dict[str, int] = {}
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
     def admit(self, key: str) -> str | None:
@@ -164,6 +171,26 @@ class ConnectionLimiter:
             state.handshaking -= 1
         if state.connections <= 0:
             del self._addresses[key]
+
+    def channel_refusal(self, key: str) -> str | None:
+        """Why ``key`` may not open another channel (``max_channels_per_ip`` over all its connections: without
+        it one address could hold its connection cap times the per-connection channel cap), or None."""
+        if self.max_channels_per_ip is not None and self._channels.get(key, 0) >= self.max_channels_per_ip:
+            return REASON_IP_CHANNELS
+        return None
+
+    def channel_opened(self, key: str) -> None:
+        self._channels[key] = self._channels.get(key, 0) + 1
+
+    def channel_closed(self, key: str) -> None:
+        left = self._channels.get(key, 0) - 1
+        if left > 0:
+            self._channels[key] = left
+        else:
+            self._channels.pop(key, None)
+
+    def channels_from(self, key: str) -> int:
+        return self._channels.get(key, 0)
 
     def open_from(self, key: str) -> int:
         state = self._addresses.get(key)

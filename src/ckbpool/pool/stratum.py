@@ -87,7 +87,6 @@ from .metrics import (
     LIMIT_CHANNELS_PER_CONNECTION,
     LIMIT_FRAME_TOO_LARGE,
     LIMIT_HASHRATE_FLOOR,
-    LIMIT_IP_CHANNELS,
     LIMIT_MESSAGE_RATE,
     LIMIT_REASONS,
     LIMIT_UPDATE_CHANNEL_RATE,
@@ -689,10 +688,9 @@ class StratumServer:
             max_handshaking_per_ip=st.max_handshakes_in_progress_per_ip,
             handshake_rate_per_ip=st.handshake_rate_per_ip,
             handshake_burst_per_ip=st.handshake_burst_per_ip,
+            max_channels_per_ip=st.max_channels_per_ip,
         )
         self._limited = {reason: metrics.stratum_limited_total.labels(reason=reason) for reason in LIMIT_REASONS}
-        #: channels open per address (ip_key), over all its connections: stratum.max_channels_per_ip
-        self._channels_per_ip: dict[str, int] = {}
         self._next_channel_id = 1
         # per-result counters resolved once: labels() on every share costs ~9% of the share path
         self._share_counters = {r: metrics.shares_total.labels(result=r.value) for r in ShareResult}
@@ -804,8 +802,9 @@ class StratumServer:
             session.send(session.conn.reject_channel(request.request_id, ERROR_TOO_MANY_CHANNELS))
             return
         address = _address_of(session.peer)
-        if self._channels_per_ip.get(address, 0) >= self.config.stratum.max_channels_per_ip:
-            self._limited[LIMIT_IP_CHANNELS].inc()
+        refusal = self.limiter.channel_refusal(address)
+        if refusal is not None:
+            self._limited[refusal].inc()
             session.send(session.conn.reject_channel(request.request_id, ERROR_TOO_MANY_CHANNELS))
             return
         if self.identity_network is not None or request.user_identity:
@@ -858,7 +857,7 @@ class StratumServer:
         session.send(reply)
         info = session.conn.channels[channel_id]
         session.channels[channel_id] = ChannelState(info=info, user=user, worker=worker, vardiff=vardiff, solo=solo)
-        self._channels_per_ip[address] = self._channels_per_ip.get(address, 0) + 1
+        self.limiter.channel_opened(address)
         self.metrics.channels.labels(type="extended" if extended else "standard").inc()
         current = self.jobs.current
         if current is not None:
@@ -914,12 +913,7 @@ class StratumServer:
         channel = session.channels.pop(channel_id, None)
         if channel is None:
             return
-        address = _address_of(session.peer)
-        left = self._channels_per_ip.get(address, 0) - 1
-        if left > 0:
-            self._channels_per_ip[address] = left
-        else:
-            self._channels_per_ip.pop(address, None)
+        self.limiter.channel_closed(_address_of(session.peer))
         self.prefixes.release(channel.info.extranonce_prefix)
         kind = "extended" if channel.info.kind is ChannelKind.EXTENDED else "standard"
         self.metrics.channels.labels(type=kind).dec()
