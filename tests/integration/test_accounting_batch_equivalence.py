@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ckbpool.bus import Share
+from ckbpool.payouts.pplns import entry_shares, read_shares
 from ckbpool.pool.accounting import PREFIX, ShareAccounting, connect_redis
 from ckbpool.retry import Backoff
 from support.redis import RedisServer
@@ -116,7 +117,16 @@ async def dump(client: Any) -> dict[str, Any]:
         elif kind == "zset":
             value = [(m.decode(), s) for m, s in await client.zrange(key, 0, -1, withscores=True)]
         elif kind == "stream":
-            value = [(i.decode(), {k.decode(): v.decode() for k, v in f.items()}) for i, f in await client.xrange(key)]
+            # the share log's shares in order (entries differ: one per batch chunk, not per share), the newest
+            # entry's time and the running sums of work and shares
+            entries = await client.xrange(key)
+            newest = {k.decode(): v.decode() for k, v in entries[-1][1].items()}
+            value = {
+                "shares": [share for i, f in entries for share in entry_shares(i, f)],
+                "newest_ms": entries[-1][0].decode().split("-")[0],
+                "cum": newest["cum"],
+                "ncum": newest["ncum"],
+            }
         else:
             value = (await client.get(key)).decode()
         out[key] = (kind, value, await client.ttl(key) > 0)
@@ -186,7 +196,7 @@ def test_the_fast_and_the_one_by_one_paths_both_run(redis_server: RedisServer) -
             assert await acc.record(stream[8:] + stream[:10]) == (0, 12)  # repeats inside the batch
             stats = await acc.worker_stats("alice", "r1")
             assert stats["accepted"] == "10" and float(stats["difficulty"]) == 10.0
-            assert await client.xlen(f"{PREFIX}sharelog") == 10
+            assert len(await read_shares(client)) == 10
             assert (await client.hget(f"{PREFIX}hwm:s-1", "alice.r1")) == b"10"
         finally:
             await client.aclose()

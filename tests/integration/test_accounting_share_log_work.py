@@ -18,7 +18,7 @@ import pytest
 from ckbpool.bus import Share
 from ckbpool.ckb.node import CkbNode
 from ckbpool.ckb.rpc import CkbRpcClient
-from ckbpool.payouts.pplns import read_window, window_target
+from ckbpool.payouts.pplns import read_shares, read_window, window_target
 from ckbpool.pool.accounting import (
     PREFIX,
     ShareAccounting,
@@ -39,6 +39,7 @@ KEEP_WINDOWS = 3
 SHARES = 300
 SPACING_S = 36.0  # 300 shares over 3 hours
 SHARES_PER_DIFFICULTY = 16  # each share is 1/16 of the network difficulty of work
+BATCH = 10  # shares a write, so shares an entry of the log
 
 
 class Clock:
@@ -64,12 +65,12 @@ def share(seq: int, user: str, target: int, ts: float) -> Share:
 
 
 async def fill(acc: ShareAccounting, clock: Clock, target: int, start: float) -> list[float]:
-    """SHARES shares, one every SPACING_S from ``start``, users taking turns (batches of 10, as they come)."""
+    """SHARES shares, one every SPACING_S from ``start``, users taking turns (batches of BATCH, as they come)."""
     times = [start + i * SPACING_S for i in range(SHARES)]
-    for first in range(0, SHARES, 10):
-        batch = [share(i + 1, f"user{i % 3}", target, times[i]) for i in range(first, first + 10)]
+    for first in range(0, SHARES, BATCH):
+        batch = [share(i + 1, f"user{i % 3}", target, times[i]) for i in range(first, first + BATCH)]
         clock.now = batch[-1].timestamp + 1
-        assert await acc.record(batch) == (10, 0)
+        assert await acc.record(batch) == (BATCH, 0)
     return times
 
 
@@ -80,8 +81,9 @@ async def entry_ids(acc: ShareAccounting) -> list[str]:
 @pytest.mark.parametrize(
     ("min_keep_s", "kept"),
     [
-        # the work bound binds: 3 windows x 2 x difficulty = 96 shares (~58 min of them), more than the last 30 min
-        (1800, KEEP_WINDOWS * N * SHARES_PER_DIFFICULTY),
+        # the work bound binds: 3 windows x 2 x difficulty = 96 shares (~58 min of them), more than the last 30 min;
+        # the log's entries hold a batch (10 shares) each, so the oldest one kept takes the 96th newest share along
+        (1800, 100),
         # the minimum time binds: the last 2 h (200 shares) are kept although 96 would hold the work
         (7200, 200),
     ],
@@ -102,9 +104,9 @@ async def test_the_log_keeps_the_needed_work_and_trims_older_entries(
         times = await fill(acc, clock, target, start)
         clock.now = times[-1] + 1
 
-        # every entry carries the log's running work sum
+        # one entry per batch, and every entry carries the log's running work sum
         all_ids = await entry_ids(acc)
-        assert len(all_ids) == SHARES
+        assert len(all_ids) == SHARES // BATCH and len(await read_shares(client)) == SHARES
         newest = (await client.xrevrange(SHARELOG, count=1))[0][1]
         assert float(newest[b"cum"]) == SHARES * work
 
@@ -118,16 +120,18 @@ async def test_the_log_keeps_the_needed_work_and_trims_older_entries(
         )
         dropped = await trimmer.run_once()
         assert trimmer.network_difficulty == difficulty
-        assert dropped == SHARES - kept
+        assert dropped == (SHARES - kept) // BATCH
         ids = await entry_ids(acc)
-        assert ids == all_ids[SHARES - kept :], "the newest entries are kept, the older ones trimmed"
-        assert trimmer.entries == kept
+        assert ids == all_ids[(SHARES - kept) // BATCH :], "the newest entries are kept, the older ones trimmed"
+        assert trimmer.entries == kept == len(await read_shares(client))  # the metric counts shares
         assert trimmer.covered_work == kept * work >= trimmer.keep_work()
         assert trimmer.window_ratio() == pytest.approx(kept * work / (N * difficulty))
         assert trimmer.window_ratio() >= KEEP_WINDOWS
         assert trimmer.ever_trimmed
         # nothing younger than the minimum time was trimmed
-        assert len(ids) >= sum(1 for t in times if t * 1000 >= int((clock.now - min_keep_s) * 1000))
+        kept_times = [float(s["ts"]) for s in await read_shares(client)]
+        assert kept_times == times[SHARES - kept :]
+        assert len(kept_times) >= sum(1 for t in times if t * 1000 >= int((clock.now - min_keep_s) * 1000))
 
         # PPLNS over the trimmed log: complete, and the very same split as before trimming
         after = await read_window(client, found_at, window_work)
@@ -190,7 +194,8 @@ async def test_a_legacy_log_without_running_sums_is_left_to_the_time_cap(
         assert await acc.record(batch) == (100, 0)
         trimmer = ShareLogTrimmer(client, node_difficulty(rpc), pplns_n=N, keep_windows=1, min_keep_s=60, clock=clock)
         assert await trimmer.run_once() == 0
-        assert trimmer.entries == 300
+        assert trimmer.entries == 300  # shares: 200 per-share entries and one entry of 100
+        assert await client.xlen(SHARELOG) == 201
         assert trimmer.covered_work == 100 * work  # the measured part: the entries with sums
     finally:
         await client.aclose()

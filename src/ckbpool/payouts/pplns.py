@@ -30,6 +30,7 @@ SOLO shares are not pool work. A SOLO miner's jobs pay its own address through t
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -153,7 +154,8 @@ def _text(value: Any) -> str:
 
 
 def record_from_fields(entry_id: str, fields: Mapping[str, str]) -> ShareRecord:
-    """One share-log entry -> ShareRecord; ``work`` if present, else derived from ``difficulty`` (see above)."""
+    """One per-share share-log entry (the format before batched entries) -> ShareRecord; ``work`` if present, else
+    derived from ``difficulty`` (see above)."""
     user = fields.get("user", "")
     if not user:
         raise ShareLogError(f"share log entry {entry_id} has no user")
@@ -168,6 +170,133 @@ def record_from_fields(entry_id: str, fields: Mapping[str, str]) -> ShareRecord:
     return ShareRecord(address=user, work=work, ts=ts, id=fields.get("id", ""))
 
 
+# -- the two formats of the share log ---------------------------------------------------------------------------
+#
+# Per-share entries (written before batched entries; a pool upgraded in place keeps them until they are trimmed):
+# fields user, worker, ts, id, work, cum (older ones also difficulty, height; the oldest no work, no cum), ID = the
+# share's time in ms. Batched entries (ckbpool.pool.accounting, SHARE_LOG_CHUNK shares at most): fields n (shares),
+# s (one line per share in the order written, "user\tworker\tts\tsource:seq\twork"; a tab, newline or backslash in
+# a name escaped as \t \n \\), work (their sum), cum / ncum / ecum (the log's running sums of work, shares and
+# batched entries after this one), ID = the newest share's time in ms as a per-share entry would have had it.
+# The readers below take both, share by share, in the order written.
+
+_LINE_FIELDS = ("user", "worker", "ts", "id", "work")
+_UNESCAPE = {"t": "\t", "n": "\n", "\\": "\\"}
+
+
+def _unescape(value: str) -> str:
+    if "\\" not in value:
+        return value
+    out: list[str] = []
+    chars = iter(value)
+    for c in chars:
+        out.append(_UNESCAPE.get(next(chars, ""), "") if c == "\\" else c)
+    return "".join(out)
+
+
+def is_batched(fields: Mapping[Any, Any]) -> bool:
+    """A batched entry (many shares in its ``s`` field) rather than a per-share one."""
+    return "s" in fields or b"s" in fields
+
+
+def _lines(entry_id: str, fields: Mapping[str, str]) -> list[list[str]]:
+    """A batched entry's share lines, split into their five fields (unescaped), in the order written."""
+    text = fields["s"]
+    lines = [line.split("\t") for line in text.split("\n")] if text else []
+    try:
+        expected = int(fields.get("n", len(lines)))
+    except ValueError as exc:
+        raise ShareLogError(f"share log entry {entry_id}: n = {fields.get('n')!r}") from exc
+    if len(lines) != expected or any(len(parts) != 5 for parts in lines):
+        raise ShareLogError(f"share log entry {entry_id}: {len(lines)} lines for n = {expected}, or a line without "
+                            "5 fields")  # fmt: skip
+    if "\\" in text:
+        lines = [[_unescape(part) for part in parts] for parts in lines]
+    return lines
+
+
+def entry_records(entry_id: str, fields: Mapping[str, str]) -> list[ShareRecord]:
+    """The shares of one share-log entry of either format, in the order written (oldest first)."""
+    if "s" not in fields:
+        return [record_from_fields(entry_id, fields)]
+    records = []
+    for user, _worker, ts, share_id, work in _lines(entry_id, fields):
+        if not user:
+            raise ShareLogError(f"share log entry {entry_id} has a share without a user")
+        try:
+            records.append(ShareRecord(address=user, work=int(work), ts=float(ts), id=share_id))
+        except ValueError as exc:
+            raise ShareLogError(f"share log entry {entry_id}: {exc!r}") from exc
+    return records
+
+
+def entry_shares(raw_id: Any, raw_fields: Any) -> list[dict[str, str]]:
+    """The shares of one share-log entry (as redis-py returns it, bytes or str) as field dicts, oldest first: a
+    per-share entry's own fields, or ``user``, ``worker``, ``ts``, ``id``, ``work`` per line of a batched one."""
+    entry_id = _text(raw_id)
+    fields = {_text(k): _text(v) for k, v in (raw_fields or {}).items()}
+    if "s" not in fields:
+        return [fields]
+    return [dict(zip(_LINE_FIELDS, parts, strict=True)) for parts in _lines(entry_id, fields)]
+
+
+def entry_size(raw_fields: Any) -> int:
+    """How many shares an entry holds (1 for a per-share entry)."""
+    fields = raw_fields or {}
+    n = fields.get("n", fields.get(b"n")) if is_batched(fields) else None
+    return 1 if n is None else int(_text(n))
+
+
+def _next_count(entries: list[Any], page: int) -> int:
+    """The COUNT of the next XRANGE page: ~``page`` shares by the last page's shares per entry (a page of 5,000
+    batched entries would be millions of shares)."""
+    shares = sum(entry_size(fields) for _id, fields in entries)
+    return max(1, min(page, page * len(entries) // max(1, shares)))
+
+
+#: the first page's COUNT: a few entries, until their size is known
+_FIRST_COUNT = 8
+
+
+async def read_shares(
+    client: aioredis.Redis, key: str = SHARELOG_KEY, *, start: str = "-", page: int = 5000,
+    max_entries: int = 100_000_000,
+) -> list[dict[str, str]]:  # fmt: skip
+    """Every share in the log from the entry ``start`` on (an XRANGE bound), oldest first, from either format
+    (:func:`entry_shares`): what tests, the chaos harness and benchmarks count and compare. Pages of about
+    ``page`` shares; ``max_entries`` bounds the walk."""
+    out: list[dict[str, str]] = []
+    count, seen, lower = _FIRST_COUNT, 0, start
+    while seen < max_entries:
+        entries = await client.xrange(key, min=lower, max="+", count=count) or []
+        for raw_id, raw_fields in entries:
+            out += entry_shares(raw_id, raw_fields)
+        seen += len(entries)
+        if len(entries) < count:
+            break
+        lower = "(" + _text(entries[-1][0])
+        count = _next_count(entries, page)
+    return out
+
+
+def read_shares_sync(
+    client: Any, key: str = SHARELOG_KEY, *, start: str = "-", page: int = 5000, max_entries: int = 100_000_000
+) -> list[dict[str, str]]:
+    """:func:`read_shares` with a synchronous redis-py client (benchmarks, the chaos harness)."""
+    out: list[dict[str, str]] = []
+    count, seen, lower = _FIRST_COUNT, 0, start
+    while seen < max_entries:
+        entries = client.xrange(key, min=lower, max="+", count=count)
+        for raw_id, raw_fields in entries:
+            out += entry_shares(raw_id, raw_fields)
+        seen += len(entries)
+        if len(entries) < count:
+            break
+        lower = "(" + _text(entries[-1][0])
+        count = _next_count(entries, page)
+    return out
+
+
 async def read_window(
     client: aioredis.Redis,
     found_at: float,
@@ -178,39 +307,41 @@ async def read_window(
     grace_s: float = DEFAULT_GRACE_S,
     max_entries: int = 20_000_000,
 ) -> Window:
-    """Walk the share log newest -> oldest (XREVRANGE in pages of ``page``) from the block's find time and fill
-    its window. Entries written up to ``grace_s`` after ``found_at`` are looked at (accounting writes later than
-    a share happens) and those whose own ``ts`` is after ``found_at`` are skipped: they belong to the next
-    block. ``max_entries`` bounds the walk whatever the stream holds."""
+    """Walk the share log newest -> oldest (XREVRANGE in pages of about ``page`` shares) from the block's find time
+    and fill its window. Shares written up to ``grace_s`` after ``found_at`` are looked at (accounting writes later
+    than a share happens) and those whose own ``ts`` is after ``found_at`` are skipped: they belong to the next
+    block. ``max_entries`` bounds the walk whatever the stream holds.
+
+    "Written up to" is by the ID each share had as a per-share entry (the running maximum of the shares' clamped
+    times), so both formats give the same shares. A batched entry's ID is its newest share's: the entries at or
+    before the bound hold only shares at or before it; of the shares after it, only the oldest entry past the
+    bound can hold some (every later one starts after that entry, past the bound): its shares from the first up to
+    the first whose time (ms) is past the bound (a share's old ID was the running maximum of the times before it,
+    and where the +60 s clamp lowered a time, the whole entry's ID was at or below the bound -- see
+    :func:`_past_bound`)."""
     window = Window(target_work=target_work)
-    upper = f"{int((found_at + grace_s) * 1000)}"
-    seen = 0
+    upper_ms = int((found_at + grace_s) * 1000)
+    pending = await _past_bound(client, key, upper_ms, found_at)
+    upper = str(upper_ms)
+    count, seen = _FIRST_COUNT, 0
     while seen < max_entries:
-        entries = await client.xrevrange(key, max=upper, min="-", count=page)
-        if not entries:
-            break
-        records = []
+        entries = await client.xrevrange(key, max=upper, min="-", count=count) or []
+        records, pending = pending, []
         for raw_id, raw_fields in entries:
             entry_id = _text(raw_id)
-            record = record_from_fields(entry_id, {_text(k): _text(v) for k, v in (raw_fields or {}).items()})
-            if record.ts <= found_at:
-                records.append(record)
+            fields = {_text(k): _text(v) for k, v in (raw_fields or {}).items()}
+            for record in reversed(entry_records(entry_id, fields)):
+                if record.ts <= found_at:
+                    records.append(record)
         seen += len(entries)
-        part = window_from_shares(records, target_work - window.counted_work)
-        for address, work in part.weights.items():
-            window.weights[address] = window.weights.get(address, 0) + work
-        window.counted_work += part.counted_work
-        window.shares += part.shares
-        if part.newest_ts is not None and window.newest_ts is None:
-            window.newest_ts = part.newest_ts
-        if part.oldest_ts is not None:
-            window.oldest_ts = part.oldest_ts
+        _add(window, window_from_shares(records, target_work - window.counted_work))
         if window.counted_work >= target_work:
             window.complete = True
             break
-        if len(entries) < page:
+        if len(entries) < count:
             break
         upper = "(" + _text(entries[-1][0])
+        count = _next_count(entries, page)
     if not window.complete:
         log.warning(
             "pplns: incomplete window for the block found at %.3f: %d of %d work in %d shares (the share log "
@@ -218,3 +349,37 @@ async def read_window(
             found_at, window.counted_work, target_work, window.shares,
         )  # fmt: skip
     return window
+
+
+async def _past_bound(client: aioredis.Redis, key: str, upper_ms: int, found_at: float) -> list[ShareRecord]:
+    """The shares, newest first and at or before ``found_at``, that a batched entry written past ``upper_ms`` holds
+    but per-share entries would have had at or before it.
+
+    Per share i of an entry, its per-share ID was ``max(P, U_1..U_i)`` (ms), P the previous entry's ID and
+    ``U_j = min(T_j, C)`` (T_j its time, C the consumer's clock + 60 s); the entry's ID E is that of its last
+    share. Only the oldest entry past the bound matters (P <= bound for it, and > bound for every later one). With
+    E > bound some U_j = E > bound, so C > bound and ``U_j <= bound`` exactly when ``T_j <= bound``: share i was at
+    or before the bound when ``T_1..T_i`` all are -- the entry's leading shares up to the first later one."""
+    after = await client.xrange(key, min=str(upper_ms + 1), max="+", count=1) or []
+    if not after or not is_batched(after[0][1] or {}):
+        return []  # none, or a per-share entry: its own ID is past the bound
+    raw_id, raw_fields = after[0]
+    entry_id = _text(raw_id)
+    fields = {_text(k): _text(v) for k, v in (raw_fields or {}).items()}
+    lead: list[ShareRecord] = []
+    for record in entry_records(entry_id, fields):
+        if math.floor(record.ts * 1000) > upper_ms:
+            break
+        lead.append(record)
+    return [record for record in reversed(lead) if record.ts <= found_at]
+
+
+def _add(window: Window, part: Window) -> None:
+    for address, work in part.weights.items():
+        window.weights[address] = window.weights.get(address, 0) + work
+    window.counted_work += part.counted_work
+    window.shares += part.shares
+    if part.newest_ts is not None and window.newest_ts is None:
+        window.newest_ts = part.newest_ts
+    if part.oldest_ts is not None:
+        window.oldest_ts = part.oldest_ts

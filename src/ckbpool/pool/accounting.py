@@ -114,6 +114,7 @@ from ..bus.events import BlockOutcome, Share
 from ..ckb.rpc import CkbRpcClient
 from ..ckb.target import compact_to_target, target_to_difficulty
 from ..payouts.pplns import DEFAULT_N as DEFAULT_PPLNS_N
+from ..payouts.pplns import entry_shares
 from ..retry import FOREVER, REDIS_READ, Backoff, retry
 from .config import DEDUP_TTL_S, IDLE_TTL_S, SHARE_LOG_KEEP_S, RedisSettings
 from .redis_conn import connect_redis as connect_redis  # moved there; the name stays importable from here
@@ -135,6 +136,11 @@ TRANSIENT = (
     TimeoutError,
     OSError,
 )
+
+#: accepted shares per share-log entry at most (one XADD each; see the module docstring's Keys). Measured with
+#: ``benchmarks.bench_accounting``: Redis CPU per share falls with the chunk until the XADD is a small part of the
+#: script; larger chunks only make each entry (one Redis allocation, one read by PPLNS) bigger.
+SHARE_LOG_CHUNK = 1024
 
 # ARGV: prefix, now (s), share log keep (s), share log maxlen (0: none), dedup ttl, hashrate bucket ttl, idle ttl,
 # the number of identity records, the records (source, user, worker, their sums as one string), then one string
@@ -164,14 +170,18 @@ for _, legacy in ipairs({{users, 'user:'}, {workers, 'worker:'}}) do
 end
 local counted, duplicates, ignored = 0, 0, 0
 local newest = redis.call('XREVRANGE', sharelog, '+', '-', 'COUNT', 1)
--- cum: the log's running sum of work (a double: the trimmer's position need not be exact), carried on by each
--- entry; it starts again at 0 on an empty log or one whose newest entry predates the field
-local last_ms, cum = 0, 0
+-- the log's running sums, carried on by each entry: cum (work, a double: the trimmer's position need not be
+-- exact), ncum (shares) and ecum (batched entries) -- the trimmer's figures; they start again at 0 on an empty log
+-- or one whose newest entry predates them
+local last_ms, cum, ncum, ecum = 0, 0, 0, 0
 if #newest > 0 then
   last_ms = tonumber(string.match(newest[1][1], '^(%d+)'))
   local f = newest[1][2]
   for j = 1, #f - 1, 2 do
-    if f[j] == 'cum' then cum = tonumber(f[j + 1]) or 0 end
+    local name = f[j]
+    if name == 'cum' then cum = tonumber(f[j + 1]) or 0
+    elseif name == 'ncum' then ncum = tonumber(f[j + 1]) or 0
+    elseif name == 'ecum' then ecum = tonumber(f[j + 1]) or 0 end
   end
 end
 -- 1. identity records (one per (source, user, worker) of the batch): read each high-water mark once. A record is
@@ -202,6 +212,17 @@ for k = 1, nident do
     end
   end
   i = i + 4
+end
+-- each record's parts of a share-log line ("user\\tworker\\tts\\tsource:seq\\twork"), built once per record; a
+-- tab, newline or backslash in a name (parse_identity lets none through) is escaped as \\t \\n \\\\
+local function esc(v)
+  if not string.find(v, '[\\t\\n\\\\]') then return v end
+  return (string.gsub(v, '[\\t\\n\\\\]', {['\\t'] = '\\\\t', ['\\n'] = '\\\\n', ['\\\\'] = '\\\\\\\\'}))
+end
+local logp, logm = {}, {}
+for k = 1, nident do
+  logp[k] = esc(user_of[k]) .. '\\t' .. esc(worker_of[k]) .. '\\t'
+  logm[k] = '\\t' .. esc(src[k]) .. ':'
 end
 -- the marks: one HMGET per source (in chunks: Lua's unpack has a limit)
 for mark, fields in pairs(wanted) do
@@ -237,7 +258,19 @@ local function reject(key, reason)
   r.reasons[reason] = (r.reasons[reason] or 0) + 1
 end
 local clamp = math.floor(now * 1000) + 60000
-local id_ms, id_s = -1, ''
+-- the share log: one entry per chunk of up to @CHUNK@ accepted shares, in batch order (one XADD and one AOF record
+-- per chunk, not per share: the per-share XADD was most of this script's cost). Its ID is the chunk's newest
+-- share's time as the per-share entries had it: ms, never before the last entry, never past the consumer's clock
+-- + 60 s (so one stratum host with a clock in the future cannot hold the log's trimming back)
+local parts, chunk_n, chunk_work, entries, logged = {}, 0, 0, 0, 0
+local function flush()
+  if chunk_n == 0 then return end
+  parts[#parts] = nil  -- the last line's newline
+  ncum, ecum, entries, logged = ncum + chunk_n, ecum + 1, entries + 1, logged + chunk_n
+  redis.call('XADD', sharelog, string.format('%.0f', last_ms) .. '-*', 'n', chunk_n, 's', table.concat(parts),
+    'work', string.format('%.17g', chunk_work), 'cum', string.format('%.17g', cum), 'ncum', ncum, 'ecum', ecum)
+  parts, chunk_n, chunk_work = {}, 0, 0
+end
 -- one line per share: "k\\tseq\\treason ('' = accepted)\\tdifficulty\\twork\\tts\\n"
 local field = '([^\\t\\n]*)'
 local line = '(%d+)\\t(%-?%d+)' .. string.rep('\\t' .. field, 4) .. '\\n'
@@ -253,15 +286,14 @@ for k, seq, reason, difficulty, work, ts in string.gmatch(ARGV[i], line) do
     duplicates = duplicates + 1
   elseif reason == '' then
     local t = tonumber(ts)
-    -- the entry's ID is the share's time (ms; never before the last entry, never past the consumer's clock + 60 s,
-    -- so one stratum host with a clock in the future cannot hold the log's trimming back)
     last_ms = math.max(last_ms, math.min(math.floor(t * 1000), clamp))
-    if last_ms ~= id_ms then id_ms, id_s = last_ms, string.format('%.0f', last_ms) .. '-*' end
-    cum = cum + (tonumber(work) or 0)
-    -- what PPLNS reads (user, work, ts, id), the trimmer's cum and the worker: each field costs Redis ~0.3 us
-    -- a share (argument objects, listpack, AOF propagation), and this XADD is most of the script's cost
-    redis.call('XADD', sharelog, id_s, 'user', user_of[k], 'worker', worker_of[k], 'ts', ts,
-      'id', src[k] .. ':' .. seq, 'work', work, 'cum', string.format('%.17g', cum))
+    local w = tonumber(work) or 0
+    cum, chunk_work, chunk_n = cum + w, chunk_work + w, chunk_n + 1
+    -- the share's line: what PPLNS reads (user, ts, id, work) and the worker
+    local p = #parts
+    parts[p + 1], parts[p + 2], parts[p + 3], parts[p + 4], parts[p + 5], parts[p + 6], parts[p + 7] =
+      logp[k], ts, logm[k], seq, '\\t', work, '\\n'
+    if chunk_n >= @CHUNK@ then flush() end
     exists[wkey_of[k]], exists[ukey_of[k]] = true, true
     counted = counted + 1
     counted_seq[k] = seq
@@ -289,6 +321,7 @@ for k, seq, reason, difficulty, work, ts in string.gmatch(ARGV[i], line) do
     ignored = ignored + 1
   end
 end
+flush()
 -- 3. the sums: per worker (one record's, or its shares' added up above), per user (its records' added up here)
 local live, buckets, seen, last_user, last_ident, per_user = {}, {}, {}, {}, {}, {}
 local function add_accepted(key, n, difficulty, work, ts, ts_s)
@@ -382,12 +415,15 @@ for key in pairs(live) do redis.call('EXPIRE', key, idle_ttl) end
 redis.call('ZREMRANGEBYSCORE', users, '-inf', '(' .. (now - idle_ttl))
 redis.call('ZREMRANGEBYSCORE', workers, '-inf', '(' .. (now - idle_ttl))
 redis.call('XTRIM', sharelog, 'MINID', string.format('%.0f', math.max(0, now - keep) * 1000))
-if maxlen > 0 then redis.call('XTRIM', sharelog, 'MAXLEN', '~', maxlen) end
+-- the count cap is in shares; the stream's length is in entries: by this batch's shares per entry (about)
+if maxlen > 0 and entries > 0 then
+  redis.call('XTRIM', sharelog, 'MAXLEN', '~', math.max(1, math.ceil(maxlen * entries / logged)))
+end
 local oldest = redis.call('XRANGE', sharelog, '-', '+', 'COUNT', 1)
 local oldest_ms = 0
 if #oldest > 0 then oldest_ms = tonumber(string.match(oldest[1][1], '^(%d+)')) end
 return {counted, duplicates, ignored, oldest_ms}
-"""
+""".replace("@CHUNK@", str(SHARE_LOG_CHUNK))
 
 
 # ARGV: prefix, block hash (hex), status, entry JSON, how many to keep. Returns 1 if listed or updated, else 0.
@@ -755,8 +791,23 @@ class ShareAccounting:
         return total / (minutes * 60)
 
     async def share_log(self, count: int = 100) -> list[dict[str, str]]:
-        entries = await self._read(lambda: self.redis.xrevrange(f"{PREFIX}sharelog", count=count)) or []
-        return [{_s(k): _s(v) for k, v in (fields or {}).items()} for _id, fields in entries]
+        """The newest ``count`` shares of the log, newest first, one dict each whatever the entry's format
+        (:func:`ckbpool.payouts.pplns.entry_shares`)."""
+
+        async def read() -> list[dict[str, str]]:
+            out: list[dict[str, str]] = []
+            upper, page = "+", min(count, 8)
+            for _ in range(count + 1):  # bounded: each round adds an entry's shares or ends
+                entries = await self.redis.xrevrange(SHARELOG_KEY, max=upper, min="-", count=page) or []
+                for raw_id, raw_fields in entries:
+                    out += reversed(entry_shares(raw_id, raw_fields))
+                if len(out) >= count or len(entries) < page:
+                    break
+                upper = "(" + _s(entries[-1][0])
+            return out[:count]
+
+        result: list[dict[str, str]] = await self._read(read)
+        return result
 
 
 def _s(value: Any) -> str:
@@ -773,11 +824,15 @@ DIFFICULTY_TIMEOUT_S = 15.0
 @dataclass(frozen=True)
 class LogEntry:
     """What the trimmer needs of one share-log entry: its ID time (ms), running work sum (None: an entry from
-    before ``cum`` was written) and own work."""
+    before ``cum`` was written), own work (a batched entry's: its shares' sum), its shares (``n``, 1 for a
+    per-share entry) and the running sums of shares and batched entries (None: a per-share entry)."""
 
     ms: int
     cum: float | None
     work: float
+    n: int = 1
+    ncum: int | None = None
+    ecum: int | None = None
 
     def covered(self, newest_cum: float) -> float | None:
         """Work held from this entry (included) to the newest one; None when it cannot be told (legacy entry)."""
@@ -830,7 +885,13 @@ def _entry(raw_id: Any, raw_fields: Any) -> LogEntry:
         cum: float | None = float(fields["cum"]) if "cum" in fields else None
     except ValueError:
         cum = None
-    return LogEntry(ms, cum, work)
+    try:
+        n = int(fields.get("n", "1"))
+        ncum: int | None = int(fields["ncum"]) if "ncum" in fields else None
+        ecum: int | None = int(fields["ecum"]) if "ecum" in fields else None
+    except ValueError:
+        n, ncum, ecum = 1, None, None
+    return LogEntry(ms, cum, work, n, ncum, ecum)
 
 
 class ShareLogTrimmer:
@@ -867,7 +928,7 @@ class ShareLogTrimmer:
         self.clock = clock
         self.key = key
         self.network_difficulty: int | None = None  # last known (None: never read)
-        self.entries = 0  # XLEN after the last pass
+        self.entries = 0  # shares in the log after the last pass (see _count_shares)
         self.covered_work = 0.0  # work the log holds after the last pass (cum-bearing entries)
         self.trimmed = 0  # entries this trimmer dropped
         self.ever_trimmed = False  # the log has lost entries (by any trim, any process): entries-added > length
@@ -948,17 +1009,39 @@ class ShareLogTrimmer:
         await self._measure(ends)
         return dropped
 
+    async def _count_shares(self, length: int, ends: tuple[LogEntry, LogEntry] | None) -> int:
+        """Shares the log holds, from its ends' running sums (no walk): the batched entries hold ``ncum`` (newest)
+        - ``ncum`` + ``n`` (the oldest batched one) shares in ``ecum`` - ``ecum`` + 1 entries, every other entry
+        (per-share, older) one. The oldest batched entry is the oldest entry, or is found by a binary search while
+        per-share entries from before an upgrade remain. A log whose newest entry is per-share (written by an
+        older consumer) counts its entries."""
+        if ends is None:
+            return 0
+        oldest, newest = ends
+        if newest.ncum is None or newest.ecum is None:
+            return length
+        first: LogEntry | None = oldest
+        if oldest.ncum is None:
+            first = await self._first_with(lambda e: e.ncum is not None, oldest.ms, newest.ms)
+        if first is None or first.ncum is None or first.ecum is None:
+            return length
+        batched = newest.ecum - first.ecum + 1
+        if not 0 < batched <= length:  # the running sums restarted (an older consumer wrote in between)
+            return length
+        return newest.ncum - first.ncum + first.n + (length - batched)
+
     async def _measure(self, ends: tuple[LogEntry, LogEntry] | None) -> None:
-        self.entries = int(await self.redis.xlen(self.key))
+        length = int(await self.redis.xlen(self.key))
+        self.entries = await self._count_shares(length, ends)
         self.covered_work = 0.0
         if ends is not None and ends[1].cum is not None:
             oldest, newest = ends
             covered = oldest.covered(newest.cum) if newest.cum is not None else None
             if covered is None:  # legacy entries at the old end: count from the first entry with a running sum
-                first = await self._first_with_cum(oldest.ms, newest.ms)
+                first = await self._first_with(lambda e: e.cum is not None, oldest.ms, newest.ms)
                 covered = first.covered(newest.cum) if first is not None and newest.cum is not None else None
             self.covered_work = max(0.0, covered or 0.0)
-        if self.entries or await self.redis.exists(self.key):
+        if length or await self.redis.exists(self.key):
             # entries-added counts every XADD since the stream began (Redis >= 7.0; XTRIM does not move
             # max-deleted-entry-id, only XDEL does): more added than held = some were trimmed
             info: dict[Any, Any] = await self.redis.xinfo_stream(self.key)
@@ -973,8 +1056,9 @@ class ShareLogTrimmer:
                 continue
         self.blocks_accepted = accepted
 
-    async def _first_with_cum(self, lo: int, hi: int) -> LogEntry | None:
-        """The oldest entry that carries ``cum`` (entries from before it are all older): a binary search."""
+    async def _first_with(self, has: Callable[[LogEntry], bool], lo: int, hi: int) -> LogEntry | None:
+        """The oldest entry that ``has`` a field (``cum``, ``ncum``: the entries without it are all older): a
+        binary search."""
         found: LogEntry | None = None
         hi += 1
         for _ in range(64):
@@ -982,7 +1066,7 @@ class ShareLogTrimmer:
                 break
             mid = (lo + hi) // 2
             entry = await self._probe(mid)
-            if entry is not None and entry.cum is not None:
+            if entry is not None and has(entry):
                 found, hi = entry, mid
             else:
                 lo = mid + 1
