@@ -474,17 +474,10 @@ def _handshake(limit: int) -> tuple[NoiseTransport, NoiseTransport]:
 def _encrypt_crafted(miner: NoiseTransport, header: bytes, payload: bytes) -> bytes:
     """Encrypt a frame whose header may lie about the payload length, exactly as the encryptor lays out frames
     (header alone, then payload chunks); the library's own encrypt_frame refuses such frames."""
-    enc = miner.encryptor
-    seal = enc._encrypt  # the bound ChaCha20Poly1305.encrypt of the miner's sending key
-
-    def nonce() -> bytes:
-        n = enc.n
-        enc.n = n + 1
-        return struct.pack("<4xQ", n)
-
-    parts = [seal(nonce(), header, None)]
+    seal = miner.encryptor._cipher.seal  # one AEAD message under the miner's sending key and its next nonce
+    parts = [seal(header)]
     for start in range(0, len(payload), MAX_CHUNK_PLAINTEXT):
-        parts.append(seal(nonce(), payload[start : start + MAX_CHUNK_PLAINTEXT], None))
+        parts.append(seal(payload[start : start + MAX_CHUNK_PLAINTEXT]))
     return b"".join(parts)
 
 

@@ -171,6 +171,8 @@ def _pyproject() -> str:
                         "monitoring/**/*",
                         "image/*",
                         "ckb/*.c",
+                        "sv2/*.c",
+                        "sv2/*.pyi",
                         "web/static/*",
                         "payouts/migrations/*.mako",
                     ]
@@ -198,8 +200,9 @@ def build_context(dest: Path, base: str) -> str:
     every input (files, base image name), which labels the image so a changed ckbpool rebuilds it."""
     if not DOCKERFILE.is_file():
         raise ImageError(f"{DOCKERFILE} is missing: this ckbpool was installed without its image/Dockerfile")
-    if not (PACKAGE_DIR / "ckb" / "_eaglesong.c").is_file():
-        raise ImageError("ckbpool/ckb/_eaglesong.c is missing: this ckbpool was installed without its C source")
+    for c_source in ("ckb/_eaglesong.c", "sv2/_chacha.c"):
+        if not (PACKAGE_DIR / c_source).is_file():
+            raise ImageError(f"ckbpool/{c_source} is missing: this ckbpool was installed without its C source")
     digest = hashlib.sha256(f"base={base}\n".encode())
     ctx = dest / "context"
     pkg = ctx / "src" / DISTRIBUTION

@@ -1,4 +1,5 @@
-"""Build the Eaglesong C extension with the package's own build (no prebuilt download).
+"""Build the C extensions (Eaglesong; the Noise transport's ChaCha20-Poly1305 on OpenSSL's libcrypto) with the
+package's own build (no prebuilt download).
 
 One definition for both builds that compile ckbpool: the checkout's (the repository's setup.py runs this file) and
 the pool image's (``ckbpool image build`` ships this file in the build context as its setup.py, so the image's
@@ -13,6 +14,13 @@ setup(
             "ckbpool.ckb._eaglesong",
             sources=["src/ckbpool/ckb/_eaglesong.c"],
             extra_compile_args=["-O3", "-std=c99"],
-        )
+        ),
+        # links the libcrypto Python's own ssl module uses (Debian: libssl3 at run time, libssl-dev to build)
+        Extension(
+            "ckbpool.sv2._chacha",
+            sources=["src/ckbpool/sv2/_chacha.c"],
+            libraries=["crypto"],
+            extra_compile_args=["-O2", "-std=c11"],
+        ),
     ]
 )

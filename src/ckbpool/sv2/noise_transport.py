@@ -25,6 +25,7 @@ from typing import Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from ckbpool.sv2._chacha import Cipher, set_errors
 from ckbpool.sv2.errors import FrameTooLarge, Sv2Error
 
 __all__ = [
@@ -98,6 +99,10 @@ class NoiseStateError(NoiseError):
     """The cipher state cannot be used any more (nonce exhausted, or an earlier decryption failed)."""
 
 
+# what the C cipher raises: an exhausted counter or a bad key, and a tag that does not verify
+set_errors(NoiseStateError, NoiseDecryptError)
+
+
 def encrypted_payload_size(length: int) -> int:
     """Bytes on the wire for a ``length``-byte payload: the payload plus one MAC per started chunk."""
     return length + -(-length // MAX_CHUNK_PLAINTEXT) * MAC_SIZE
@@ -142,49 +147,42 @@ class CipherState:
 
 
 class NoiseEncryptor:
-    """Sending half of an established transport: plaintext SV2 frames in, wire bytes out."""
+    """Sending half of an established transport: plaintext SV2 frames in, wire bytes out.
 
-    __slots__ = ("_encrypt", "n")
+    The cipher is :class:`ckbpool.sv2._chacha.Cipher` (OpenSSL's ChaCha20-Poly1305 from a small C type, issue 19):
+    the key lives in it (never readable back), ``n`` is its nonce counter."""
+
+    __slots__ = ("_cipher", "_seal_frame", "seal_job")
 
     def __init__(self, key: bytes) -> None:
-        if len(key) != 32:
-            raise NoiseStateError("cipher key must be 32 bytes")
-        self._encrypt = ChaCha20Poly1305(key).encrypt
-        self.n = 0
+        self._cipher = Cipher(key)
+        self._seal_frame = self._cipher.seal_frame
+        #: ``seal_job(fd, channel_id, header1, tail1, header2, tail2)``: a new tip's per-channel step, see
+        #: :meth:`ckbpool.sv2._chacha.Cipher.seal_job` (None when written to ``fd``, else the bytes left to write)
+        self.seal_job = self._cipher.seal_job
+
+    @property
+    def n(self) -> int:
+        """The nonce counter: the next AEAD message's nonce."""
+        return self._cipher.n
+
+    @n.setter
+    def n(self, value: int) -> None:
+        self._cipher.n = value
 
     def __repr__(self) -> str:
         return f"NoiseEncryptor(n={self.n})"
 
     def encrypt_frame(self, frame: bytes) -> bytes:
-        """Encrypt one complete plaintext SV2 frame (6-byte header + payload) for the wire.
+        """Encrypt one complete plaintext SV2 frame (6-byte header + payload) for the wire: the header sealed
+        alone, the payload in chunks of at most 65519 bytes.
 
         The header's msg_length must match the payload, because the receiver sizes its read from it.
         """
         length = len(frame) - FRAME_HEADER_SIZE
         if length < 0 or frame[3] | frame[4] << 8 | frame[5] << 16 != length:
             raise NoiseFrameError("frame length does not match the msg_length in its header")
-        n = self.n
-        enc = self._encrypt
-        # Nonces n .. n+calls-1 must all stay below 2^64-1, the value SRI refuses to use.
-        if length <= MAX_CHUNK_PLAINTEXT:
-            if length == 0:
-                if n + 1 > _NONCE_LIMIT:
-                    raise NoiseStateError("nonce counter exhausted")
-                self.n = n + 1
-                return enc(_nonce(n), frame, None)
-            if n + 2 > _NONCE_LIMIT:
-                raise NoiseStateError("nonce counter exhausted")
-            self.n = n + 2
-            return enc(_nonce(n), frame[:6], None) + enc(_nonce(n + 1), frame[6:], None)
-        chunks = -(-length // MAX_CHUNK_PLAINTEXT)
-        if n + 1 + chunks > _NONCE_LIMIT:
-            raise NoiseStateError("nonce counter exhausted")
-        parts = [enc(_nonce(n), frame[:6], None)]
-        view = memoryview(frame)
-        for i, start in enumerate(range(FRAME_HEADER_SIZE, len(frame), MAX_CHUNK_PLAINTEXT)):
-            parts.append(enc(_nonce(n + 1 + i), bytes(view[start : start + MAX_CHUNK_PLAINTEXT]), None))
-        self.n = n + 1 + chunks
-        return b"".join(parts)
+        return self._seal_frame(frame)
 
     def encrypt_frames(self, frames: list[bytes]) -> bytes:
         """Encrypt several frames into one buffer (one ``write`` for a burst of messages)."""
@@ -192,35 +190,16 @@ class NoiseEncryptor:
         return b"".join([encrypt_frame(f) for f in frames])
 
     def encrypt_frame_pair(self, header1: bytes, payload1: bytes, header2: bytes, payload2: bytes) -> bytes:
-        """``encrypt_frames([header1 + payload1, header2 + payload2])`` for two frames given as header and payload,
-        each payload non-empty and at most one chunk: the same wire bytes and nonces, without joining and
-        slicing the frames again. The per-channel step of a new tip (job + SetNewPrevHash, the pool patches
-        each channel's id into the payloads, issue 19): four AEAD calls is what the protocol requires, this
-        keeps the Python around them to the checks."""
-        len1 = len(payload1)
-        len2 = len(payload2)
+        """``encrypt_frames([header1 + payload1, header2 + payload2])`` for two frames given as header and payload:
+        the same wire bytes and nonces. Both headers are checked before either frame uses a nonce."""
         if (
             len(header1) != FRAME_HEADER_SIZE
             or len(header2) != FRAME_HEADER_SIZE
-            or header1[3] | header1[4] << 8 | header1[5] << 16 != len1
-            or header2[3] | header2[4] << 8 | header2[5] << 16 != len2
+            or header1[3] | header1[4] << 8 | header1[5] << 16 != len(payload1)
+            or header2[3] | header2[4] << 8 | header2[5] << 16 != len(payload2)
         ):
             raise NoiseFrameError("frame length does not match the msg_length in its header")
-        if not (0 < len1 <= MAX_CHUNK_PLAINTEXT and 0 < len2 <= MAX_CHUNK_PLAINTEXT):
-            return self.encrypt_frames([header1 + payload1, header2 + payload2])
-        n = self.n
-        if n + 4 > _NONCE_LIMIT:
-            raise NoiseStateError("nonce counter exhausted")
-        self.n = n + 4
-        enc = self._encrypt
-        return b"".join(
-            (
-                enc(_nonce(n), header1, None),
-                enc(_nonce(n + 1), payload1, None),
-                enc(_nonce(n + 2), header2, None),
-                enc(_nonce(n + 3), payload2, None),
-            )
-        )
+        return self._seal_frame(header1 + payload1) + self._seal_frame(header2 + payload2)
 
 
 class NoiseDecryptor:
@@ -231,21 +210,29 @@ class NoiseDecryptor:
     After a MAC failure the decryptor refuses further input: the Noise stream cannot resynchronise.
     """
 
-    __slots__ = ("_buf", "_decrypt", "_failed", "_header", "_need", "max_frame_payload", "n")
+    __slots__ = ("_buf", "_cipher", "_failed", "_header", "_need", "_open", "_open_frames", "max_frame_payload")
 
     def __init__(self, key: bytes, *, max_frame_payload: int = DEFAULT_MAX_FRAME_PAYLOAD) -> None:
-        if len(key) != 32:
-            raise NoiseStateError("cipher key must be 32 bytes")
         if not 0 <= max_frame_payload <= MAX_U24:
             raise ValueError("max_frame_payload must be within 0..2^24-1")
-        self._decrypt = ChaCha20Poly1305(key).decrypt
-        self.n = 0
+        self._cipher = Cipher(key)
+        self._open = self._cipher.open
+        self._open_frames = self._cipher.open_frames
         self.max_frame_payload = max_frame_payload
         # bytes of an incomplete frame; b"" (shared) while none is pending, so an idle connection holds no buffer
         self._buf: bytes | bytearray = b""
         self._header: bytes | None = None
         self._need = 0
         self._failed = False
+
+    @property
+    def n(self) -> int:
+        """The nonce counter: the next AEAD message's nonce."""
+        return self._cipher.n
+
+    @n.setter
+    def n(self, value: int) -> None:
+        self._cipher.n = value
 
     def __repr__(self) -> str:
         return f"NoiseDecryptor(n={self.n}, buffered={len(self._buf)})"
@@ -259,42 +246,20 @@ class NoiseDecryptor:
         """Consume received bytes; return every plaintext frame (header + payload) completed by them."""
         if self._failed:
             raise NoiseStateError("transport failed earlier; close the connection")
-        n = self.n
-        if self._buf or self._header is not None or n + (len(data) >> 4) + 2 >= _NONCE_LIMIT:
+        if self._buf or self._header is not None:
             return self._feed_general(data)
-        # Fast path: nothing pending and no nonce limit in reach (each AEAD call consumes >= 17 bytes):
-        # decrypt whole small frames straight out of ``data``; the literals are 22 (encrypted header),
-        # 16 (MAC) and 65519 (largest single-chunk payload).
-        dec = self._decrypt
-        nonce = _nonce
-        limit = self.max_frame_payload
-        end = len(data)
-        pos = 0
-        out: list[bytes] = []
+        # Fast path, nothing pending: whole small frames decrypted straight out of ``data`` in one C call; it
+        # stops at a remainder shorter than a header, or (header opened) at a frame too big, multi-chunk or
+        # incomplete, which the general path takes on
         try:
-            while end - pos >= 22:
-                p = pos + 22
-                header = dec(nonce(n), data[pos:p], None)
-                n += 1
-                length = header[3] | header[4] << 8 | header[5] << 16
-                if length == 0:
-                    out.append(header)
-                    pos = p
-                    continue
-                stop = p + length + 16
-                if length > limit or length > 65519 or stop > end:  # too big, multi-chunk or incomplete
-                    self.n = n
-                    self._accept_header(header)
-                    return out + self._feed_general(data[p:])
-                out.append(header + dec(nonce(n), data[p:stop], None))
-                n += 1
-                pos = stop
-        except InvalidTag:
-            self.n = n
+            out, pos, header = self._open_frames(data, self.max_frame_payload)
+        except (NoiseDecryptError, NoiseStateError):
             self._failed = True
-            raise NoiseDecryptError("authentication tag mismatch on an incoming frame") from None
-        self.n = n
-        if pos < end:
+            raise
+        if header is not None:
+            self._accept_header(header)
+            return out + self._feed_general(data[pos:])
+        if pos < len(data):
             self._buf = bytearray(data[pos:])
         return out
 
@@ -319,18 +284,14 @@ class NoiseDecryptor:
         end = len(buf)
         pos = 0
         out: list[bytes] = []
-        dec = self._decrypt
-        n = self.n
+        open_ = self._open
         try:
             while True:
                 header = self._header
                 if header is None:
                     if end - pos < ENCRYPTED_HEADER_SIZE:
                         break
-                    if n >= _NONCE_LIMIT:
-                        raise NoiseStateError("nonce counter exhausted")
-                    header = dec(_nonce(n), buf[pos : pos + ENCRYPTED_HEADER_SIZE], None)
-                    n += 1
+                    header = open_(buf[pos : pos + ENCRYPTED_HEADER_SIZE])
                     pos += ENCRYPTED_HEADER_SIZE
                     self._accept_header(header)
                 need = self._need
@@ -339,21 +300,13 @@ class NoiseDecryptor:
                 parts = [header]
                 stop = pos + need
                 for start in range(pos, stop, _MAX_CHUNK_CIPHERTEXT):
-                    if n >= _NONCE_LIMIT:
-                        raise NoiseStateError("nonce counter exhausted")
-                    parts.append(dec(_nonce(n), buf[start : min(start + _MAX_CHUNK_CIPHERTEXT, stop)], None))
-                    n += 1
+                    parts.append(open_(buf[start : min(start + _MAX_CHUNK_CIPHERTEXT, stop)]))
                 out.append(b"".join(parts))
                 pos = stop
                 self._header = None
-        except InvalidTag:
-            self._failed = True
-            raise NoiseDecryptError("authentication tag mismatch on an incoming frame") from None
-        except NoiseStateError:
+        except (NoiseDecryptError, NoiseStateError):
             self._failed = True
             raise
-        finally:
-            self.n = n
         if buf is stash and isinstance(stash, bytearray):
             if pos >= end:
                 self._buf = b""  # drop the grown buffer: the next frame may be a while
