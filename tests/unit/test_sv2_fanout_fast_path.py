@@ -5,6 +5,7 @@ extended, its own job and SetNewPrevHash, decryptable by that miner, in one writ
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import json
@@ -197,3 +198,96 @@ def test_a_new_tip_reaches_every_noise_channel_as_its_own_job_in_one_write(gc_en
                 assert session.conn._future_jobs == {}
     finally:
         gc.enable() if was else gc.disable()
+
+
+class _CountingTransport:
+    """A real event loop's transport, with its ``write`` calls counted (everything else passed through)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        self.inner.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("loop_kind", ["uvloop", "asyncio"])
+def test_a_new_tip_goes_straight_to_the_socket_and_after_anything_the_transport_holds(loop_kind: str) -> None:
+    """The fan-out writes a job to the socket's descriptor itself only while the transport holds nothing: once the
+    socket is full and the transport queues the rest, every later job goes through the transport, after it -- the
+    miner decrypts every frame in order (one byte out of order would break the Noise nonces)."""
+    import asyncio
+    import socket
+
+    jobs = _jobs(400)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        miner = socket.socket()
+        miner.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # small buffers: the socket fills quickly
+        miner.connect(listener.getsockname())
+        ours, _ = listener.accept()
+        listener.close()
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        miner.setblocking(False)
+        transport, _protocol = await loop.connect_accepted_socket(asyncio.Protocol, ours)
+        try:
+            server = StratumServer(PoolConfig.model_validate({"stratum": {"noise": False}}), PoolMetrics(), None)
+            server.new_job(1, jobs[0])
+            counting = _CountingTransport(transport)
+            session = MinerSession(server, counting, None)  # type: ignore[arg-type]
+            assert session.fd == ours.fileno()
+            server.sessions.add(session)
+            session.feed(encode_message(SetupConnection(PROTOCOL_MINING, 2, 2, 0, "h", 0, "test", "", "", "")))
+            session.feed(encode_message(OpenStandardMiningChannel(1, "test.w0", 1e12, U256_MAX)))
+            plain = FrameDecoder(1 << 20)
+            received: list[Frame] = []
+            while len(received) < 4:  # SetupConnection.Success, OpenChannel.Success, its job and SetNewPrevHash
+                await asyncio.sleep(0.001)
+                with contextlib.suppress(BlockingIOError):
+                    received += plain.feed(miner.recv(1 << 16))
+            key = os.urandom(32)
+            session.noise = NoiseTransport.from_keys(key, os.urandom(32))
+            counting.writes = 0
+            server.new_job(2, jobs[1])
+            assert counting.writes == 0  # written to the descriptor, not through the transport
+            job_id = 2
+            while not transport.get_write_buffer_size() and job_id < 300:  # until the transport queues
+                job_id += 1
+                server.new_job(job_id, jobs[job_id - 1])
+            assert transport.get_write_buffer_size() > 0
+            # the miner reads some (the loop does not run: the transport keeps its bytes), so the socket has room
+            # again: a job written to it now would overtake the transport's bytes
+            decryptor = NoiseDecryptor(key)
+            frames: list[bytes] = decryptor.feed(miner.recv(1 << 16))
+            queued_at = counting.writes
+            for _ in range(20):
+                job_id += 1
+                server.new_job(job_id, jobs[job_id - 1])
+            assert counting.writes == queued_at + 20  # the transport holds bytes: every job goes after them
+            deadline = loop.time() + 10
+            while len(frames) < 2 * (job_id - 1) and loop.time() < deadline:
+                await asyncio.sleep(0.001)  # the loop flushes the transport as the miner reads
+                with contextlib.suppress(BlockingIOError):
+                    frames += decryptor.feed(miner.recv(1 << 16))
+            messages = [decode_frame_bytes(f) for f in frames]
+            assert [(type(m), m.job_id) for m in messages] == [
+                (kind, j) for j in range(2, job_id + 1) for kind in (NewMiningJob, SetNewPrevHash)
+            ]
+        finally:
+            transport.close()
+            miner.close()
+
+    if loop_kind == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(run())
+    else:
+        asyncio.run(run())

@@ -290,6 +290,7 @@ class MinerSession:
         "channels",
         "closed",
         "conn",
+        "fd",
         "last_rx",
         "noise",
         "peer",
@@ -314,6 +315,8 @@ class MinerSession:
         )
         self.channels: dict[int, ChannelState] = {}
         self.peer = transport.get_extra_info("peername") if peer is None else peer
+        #: the socket's descriptor, for the fan-out's direct write (StratumServer._send_job); -1: none
+        self.fd = _descriptor(transport)
         self._flush_handle: asyncio.TimerHandle | None = None
         self.closed = False
         self._closing = False
@@ -476,6 +479,15 @@ class MinerSession:
         )
         channel.pending_accepted = 0
         channel.pending_sum = 0
+
+
+def _descriptor(transport: asyncio.BaseTransport) -> int:
+    """The descriptor of a transport's socket (uvloop's and asyncio's both expose it), -1 if it has none."""
+    sock = transport.get_extra_info("socket")
+    try:
+        return int(sock.fileno()) if sock is not None else -1
+    except (AttributeError, OSError, ValueError):
+        return -1
 
 
 def _address_of(peer: Any) -> str:
@@ -998,14 +1010,18 @@ class StratumServer:
             job, prev_hash = prepared.job(info.kind), prepared.prev_hash()
             noise = session.noise
             if noise is not None and not session.closed and conn.check_new_tip(job, prev_hash, cid):
-                # the fan-out's per-channel step (issue 19): the state machine's checks, the channel id patched
-                # into the frames encoded once, four AEAD calls straight from the pieces, one write
-                channel_id = cid.to_bytes(4, "little")
-                session._write(
-                    noise.encryptor.encrypt_frame_pair(
-                        job.header, channel_id + job.tail, prev_hash.header, channel_id + prev_hash.tail
-                    )
-                )
+                # the fan-out's per-channel step (issue 19): the state machine's checks, then one C call patches
+                # the channel id into the frames encoded once, makes the four AEAD messages and writes them to the
+                # socket -- straight to its descriptor only while the transport has nothing queued and still owns
+                # it (so the bytes keep their order, and a closed transport's descriptor number, which the kernel
+                # may give to a new connection, is never written); what the socket does not take goes to the
+                # transport
+                fd = session.fd
+                if fd >= 0 and (session.transport.get_write_buffer_size() or session.transport.is_closing()):
+                    fd = -1
+                rest = noise.encryptor.seal_job(fd, cid, job.header, job.tail, prev_hash.header, prev_hash.tail)
+                if rest is not None:
+                    session._write(rest)
                 return
             session.send_many(list(conn.send_new_tip(job, prev_hash, cid)))
             return
