@@ -38,7 +38,7 @@ from ckbpool.pool.stratum import MinerSession, StratumServer, _JobFrames
 from ckbpool.sv2.messages import encode_message
 from ckbpool.sv2.messages_common import PROTOCOL_MINING, SetupConnection
 from ckbpool.sv2.messages_mining import OpenStandardMiningChannel
-from ckbpool.sv2.noise_transport import NoiseEncryptor, NoiseTransport, _nonce
+from ckbpool.sv2.noise_transport import NoiseEncryptor, NoiseTransport
 
 from .pool_baseline import make_jobs
 
@@ -67,6 +67,9 @@ class NullTransport:
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return ("127.0.0.1", 1) if name == "peername" else default
 
+    def is_closing(self) -> bool:
+        return False
+
 
 class SocketTransport(NullTransport):
     """A non-blocking loopback socket written straight away, as uvloop does when nothing is buffered."""
@@ -76,6 +79,10 @@ class SocketTransport(NullTransport):
     def __init__(self, sock: socket.socket) -> None:
         super().__init__()
         self.sock = sock
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """The socket too, as uvloop's transports give it: the fan-out writes to its descriptor directly."""
+        return self.sock if name == "socket" else super().get_extra_info(name, default)
 
     def write(self, data: bytes) -> None:
         sent = self.sock.send(data)
@@ -170,17 +177,10 @@ def components(channels: int = 5_000, rounds: int = 15) -> dict[str, Any]:
     frames = _JobFrames(server.jobs.current, new_height=True)  # type: ignore[arg-type]
     std, ph = frames.job(sessions[0].channels[next(iter(sessions[0].channels))].info.kind), frames.prev_hash()
     encryptors = [NoiseEncryptor(os.urandom(32)) for _ in range(channels)]
-    h1, p1, h2, p2 = std.frame[:6], std.frame[6:], ph.frame[:6], ph.frame[6:]
 
     def aead() -> None:
         for e in encryptors:
-            enc = e._encrypt
-            n = e.n
-            e.n = n + 4
-            enc(_nonce(n), h1, None)
-            enc(_nonce(n + 1), p1, None)
-            enc(_nonce(n + 2), h2, None)
-            enc(_nonce(n + 3), p2, None)
+            e.seal_job(-1, 1, std.header, std.tail, ph.header, ph.tail)
 
     aead_us = _median_cpu_per(aead, rounds, channels)
 

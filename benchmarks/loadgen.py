@@ -26,7 +26,11 @@ Commands (``cmd`` plus arguments):
   the kernel's receive timestamp of the chunk (``SO_TIMESTAMPNS``: on loopback taken inside the server's write
   syscall), so the clients' own receive work -- 10k ``data_received`` callbacks, on the same 2 cores as the
   server -- is neither in the figure nor competing with the server during the round. ``stamps="user"`` (for
-  comparison): each chunk is stamped in ``data_received``, what a Python miner's event loop saw;
+  comparison): each chunk is stamped in ``data_received``, what a Python miner's event loop saw. For kernel stamps
+  run this process on asyncio's own loop (``--no-uvloop``): uvloop's ``pause_reading`` leaves the socket in
+  libuv's epoll until its next event (libuv drops it lazily), so each socket's first chunk of a round would still
+  wake this process -- 10k wake-ups per round, ping-ponging with the server on its cores (seen with ``perf sched``:
+  a worker and this process alternating every ~15 µs) -- while asyncio's selector loop unregisters at once;
 - ``mine`` blocks, deadline: on the first connection, solve each new job at the channel's target (one share per
   job, so at a share target equal to the network target every share is a block);
 - ``answered``: shares answered Success per connection (identity ``bench.w<index>``), to check the books;
