@@ -67,6 +67,7 @@ from ckbpool.ckb.rpc import CkbRpcClient
 from ckbpool.miner.journal import ShareJournal, SubmittedShare
 from ckbpool.miner.sv2 import MinerError, Sv2Miner
 from ckbpool.miner.v1 import V1Miner
+from ckbpool.payouts.pplns import read_shares_sync
 from ckbpool.pool.blocks import FINAL_STATUSES, BlockRecord, BlockStore
 from ckbpool.pool.config import IDS_PER_STRATUM_HOST
 from ckbpool.sv2.certs import Certificate
@@ -414,7 +415,7 @@ class MinerFleet:
 # -- the books and the bus --------------------------------------------------------------------------------------
 @dataclass
 class Books:
-    sharelog: list[tuple[str, str, str]]  # (user, worker, id) per entry
+    sharelog: list[tuple[str, str, str]]  # (user, worker, id) per share
     workers: dict[tuple[str, str], int]  # accepted per (user, worker)
     users: dict[str, int]
     blocks: list[dict[str, Any]]
@@ -423,15 +424,8 @@ class Books:
     def read(cls, url: str) -> Books:
         client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=10)
         try:
-            entries: list[tuple[str, str, str]] = []
-            start = "-"
-            while True:
-                page = client.xrange(f"{PREFIX}sharelog", min=start, max="+", count=5000)
-                for _entry_id, fields in page:
-                    entries.append((fields["user"], fields["worker"], fields.get("id", "")))
-                if len(page) < 5000:
-                    break
-                start = "(" + page[-1][0]
+            # per share, whatever an entry holds (one share, or a batch chunk of them)
+            entries = [(s["user"], s["worker"], s.get("id", "")) for s in read_shares_sync(client, f"{PREFIX}sharelog")]
             # every counter hash there is (not only the members of the users/workers indexes, whose type the
             # accounting module is free to change)
             workers: dict[tuple[str, str], int] = {}

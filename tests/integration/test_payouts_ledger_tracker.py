@@ -63,7 +63,8 @@ async def test_read_window_walks_the_share_log_in_pages_and_says_when_it_is_shor
     now = time.time()
     shares = [_share(i, ["alice", "bob", "carol"][i % 3], 100, now - 50 + i) for i in range(30)]
     shares.append(_share(30, "late", 100, now + 5))  # after the find time: the next block's
-    await accounting.record(shares)
+    for first in range(0, len(shares), 3):  # entries of 3 shares (one per write): pages of ~4 shares cut them
+        await accounting.record(shares[first : first + 3])
     window = await read_window(accounting.redis, now, 1000, page=4)
     assert window.complete and window.counted_work == 1000 and window.shares == 10
     assert window.weights == {"alice": 300, "bob": 300, "carol": 400}  # seq 29..20, newest first

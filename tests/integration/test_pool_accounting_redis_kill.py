@@ -22,6 +22,7 @@ from test_pool_e2e import pool_keys
 
 from ckbpool.bus import JobTemplate, Topic
 from ckbpool.miner.sv2 import MinerError, Sv2Miner
+from ckbpool.payouts.pplns import read_shares
 from ckbpool.pool.config import PoolConfig
 from ckbpool.pool.service import Pool
 from support.redis import RedisServer
@@ -106,7 +107,7 @@ async def test_success_answers_equal_the_books_through_redis_kills(redis_server:
                 total += recorded
             assert total == sum(m.stats.accepted for m in miners)
             print(f"answered Success {total}, in the books {total}, redis errors retried {books.errors}")
-            assert int(await client.xlen("ckbpool:sharelog")) == total
+            assert len(await read_shares(client)) == total
         finally:
             await client.aclose()
     finally:

@@ -29,6 +29,7 @@ from ckbpool.ckb.address import encode_address, secp256k1_lock
 from ckbpool.ckb.node import CkbNode
 from ckbpool.miner.sv2 import Sv2Miner
 from ckbpool.miner.v1 import V1Miner
+from ckbpool.payouts.pplns import read_shares
 from ckbpool.pool.accounting import PREFIX
 from ckbpool.pool.service import Pool
 from ckbpool.proxy import Proxy, load_proxy_config
@@ -178,12 +179,12 @@ async def test_v1_miners_each_credited_to_their_own_address(
                 # exactly what the miner was answered true for, under its own address
                 assert books == result.accepted == int(user_books.get("accepted", 0)), name
                 assert float(worker_books["work"]) > 0, name
-            # the share log (what PPLNS reads): one entry per accepted share, under the share's own (user, worker)
+            # the share log (what PPLNS reads): each accepted share once, under the share's own (user, worker)
             assert pool.accounting is not None
-            log = await pool.accounting.redis.xrange(f"{PREFIX}sharelog", "-", "+")
+            log = await read_shares(pool.accounting.redis)
             logged: dict[str, int] = {}
-            for _id, fields in log:
-                key = f"{fields[b'user'].decode()}.{fields[b'worker'].decode()}"
+            for fields in log:
+                key = f"{fields['user']}.{fields['worker']}"
                 logged[key] = logged.get(key, 0) + 1
             assert logged == dict(zip(usernames, per_miner, strict=True))
             total = sum(r.accepted for r in results)

@@ -35,7 +35,7 @@ from ckbpool.miner.solo import mine_block
 from ckbpool.miner.sv2 import MinerError, Sv2Miner
 from ckbpool.miner.v1 import V1Miner
 from ckbpool.payouts.ledger import Ledger
-from ckbpool.payouts.pplns import SHARELOG_KEY
+from ckbpool.payouts.pplns import SHARELOG_KEY, read_shares
 from ckbpool.payouts.tracker import BlockTracker, PayoutPolicy
 from ckbpool.pool.accounting import connect_redis
 from ckbpool.pool.service import Pool
@@ -156,8 +156,7 @@ async def test_the_solo_finder_is_paid_by_the_cellbase_and_left_out_of_pplns(
                 assert len(tx["transaction"]["inputs"]) == 1
 
             # -- the books: SOLO shares logged as such; the SOLO blocks mode solo; PPLNS windows without them ------
-            entries = await redis.xrange(SHARELOG_KEY, count=1_000_000)
-            users = {fields[b"user"].decode() for _, fields in entries}
+            users = {share["user"] for share in await read_shares(redis, SHARELOG_KEY)}
             assert users == {SOLO_ACCOUNT, PPLNS}, users
             tracker = BlockTracker(ledger, client, PayoutPolicy(fee_address=OPERATOR, fee_bps=100), redis)
             await tracker.step()
