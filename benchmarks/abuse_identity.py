@@ -163,7 +163,10 @@ async def _run() -> dict[str, Any]:
             out["memory_after"] = await _memory(client)
             out["workers_zset_after"] = int(await client.zcard(f"{PREFIX}workers"))
             out["attacker_worker_keys_after"] = len(await client.keys(f"{PREFIX}worker:mallory.*"))
-            out["sharelog_len"] = int(await client.xlen(f"{PREFIX}sharelog"))
+            from ckbpool.payouts.pplns import read_shares
+
+            out["sharelog_len"] = len(await read_shares(client))  # shares (an entry holds a batch's chunk)
+            out["sharelog_entries"] = int(await client.xlen(f"{PREFIX}sharelog"))
             out["honest_counted"] = int((await acc.worker_stats(ADDRESS, "rig1")).get("accepted", 0))
             out["honest_sent"] = seq
             out["rss_after_kb"] = _rss_kb()
@@ -207,7 +210,8 @@ def to_markdown(r: dict[str, Any]) -> str:
         f"{per_name:,.0f} |",
         f"| `workers` sorted set: peak → after expiry | {r['workers_zset_peak']:,} → {r['workers_zset_after']:,} |",
         f"| attacker worker hashes left after expiry | {r['attacker_worker_keys_after']:,} |",
-        f"| share log entries (time-trimmed, 7 days: the flood's accepted shares stay in it) | {r['sharelog_len']:,} |",
+        f"| share log shares (time-trimmed, 7 days: the flood's accepted shares stay in it) | {r['sharelog_len']:,} "
+        f"in {r.get('sharelog_entries', 0):,} entries |",
         f"| accounting process RSS: before → peak → after | {r['rss_before_kb'] / 1024:.0f} → "
         f"{r['rss_peak_kb'] / 1024:.0f} → {r['rss_after_kb'] / 1024:.0f} MiB |",
         "",

@@ -551,12 +551,15 @@ def _pool_config(node: Any, data_dir: Path) -> dict[str, Any]:
 
 def _books(client: Any) -> dict[str, Any]:
     """What the names left in Redis after the run (the pool closed: accounting drained)."""
+    from ckbpool.payouts.pplns import read_shares_sync
+
     attacker_workers = sum(1 for _ in client.scan_iter(match="ckbpool:worker:mallory.*", count=10_000))
     return {
         "used_memory_mib": int(client.info("memory")["used_memory"]) / 2**20,
         "keys": int(client.dbsize()),
         "attacker worker hashes": attacker_workers,
         "workers index": int(client.zcard("ckbpool:workers")),
+        "share log shares": len(read_shares_sync(client)),  # an entry holds a batch's chunk of shares
         "share log entries": int(client.xlen("ckbpool:sharelog")),
     }
 

@@ -175,7 +175,10 @@ def _members(client: Any, key: str) -> list[Any]:
 
 
 def books_totals(client: Any, user_prefix: str | None = None) -> dict[str, Any]:
-    """What the books say: accepted per user (from ``ckbpool:user:*``), per ``user.worker``, and the total."""
+    """What the books say: accepted per user (from ``ckbpool:user:*``), per ``user.worker``, the total, and the
+    share log's shares (read per share, whatever an entry holds) and entries."""
+    from ckbpool.payouts.pplns import read_shares_sync
+
     users = {(u.decode() if isinstance(u, bytes) else u) for u in _members(client, "ckbpool:users")}
     workers = {(w.decode() if isinstance(w, bytes) else w) for w in _members(client, "ckbpool:workers")}
     per_user = {u: int(client.hget(f"ckbpool:user:{u}", "accepted") or 0) for u in users}
@@ -185,7 +188,8 @@ def books_totals(client: Any, user_prefix: str | None = None) -> dict[str, Any]:
         "workers": per_worker,
         "total": sum(per_user.values()),
         "workers_total": sum(per_worker.values()),
-        "sharelog": int(client.xlen("ckbpool:sharelog")),
+        "sharelog": len(read_shares_sync(client)),
+        "sharelog_entries": int(client.xlen("ckbpool:sharelog")),
     }
 
 
@@ -329,12 +333,14 @@ def consumer_run(count: int = 200_000, batch: int | None = None, appendfsync: st
         result["books_workers_total"] = books["workers_total"]
         result["books_users"] = len(books["users"])
         result["sharelog"] = books["sharelog"]
+        result["sharelog_entries"] = books["sharelog_entries"]
         result["exact"] = (
             books["total"] == count
             and books["workers_total"] == count
             and result["record"].get("counted") == count
             and result["again"].get("counted") == 0
             and result["again"].get("duplicates") == count
+            and books["sharelog"] == count
         )
         result["appendfsync"] = appendfsync
         return result

@@ -16,12 +16,13 @@ PPLNS at a 1M-share window (issue 16's Must show), with the real code of :mod:`c
   does at finalization); the split also alone. Baseline in the same run: summing the same 1M works into a dict by
   address in plain Python (the least any split by address must do).
 - ``read_window`` from a real ``redis-server`` (``tests/support/redis.py``) whose ``ckbpool:sharelog`` stream holds
-  entries written with the accounting script's fields (user, worker, difficulty, height, ts, id, work, cum).
-  Reading 1M entries takes over a minute (measured once: fill 4.4 s, read_window 72 s, bare XREVRANGE 71 s -- the
-  time is redis-py's pure-Python RESP parser, hiredis is not installed), so by default ``REDIS_ENTRIES`` = 20,000
-  entries are read and the 1M figure is extrapolated linearly (pages of 5,000; in one run the extrapolation was ~20%
-  below the measured 1M); ``--redis-entries 1000000`` measures it. Baseline: the same ``XREVRANGE`` pages
-  read with redis-py alone, without building the window.
+  the shares in both formats the readers take: batched entries of ``SHARE_LOG_CHUNK`` shares as the accounting
+  script writes them now (n, s = one line per share, work, cum, ncum, ecum), and per-share entries as it wrote them
+  before (user, worker, difficulty, height, ts, id, work, cum; a pool upgraded in place still holds some). By
+  default ``REDIS_ENTRIES`` = 20,000 shares are read and the 1M figure is extrapolated linearly (pages of ~5,000
+  shares); ``--redis-entries 1000000`` measures it (once, on the 2-core box: read_window 2.2 s batched against
+  7.5 s per-share, bare XREVRANGE 0.08 s against 3.2 s, 161 against 189 MiB of Redis). Baseline: the same
+  ``XREVRANGE`` pages read with redis-py alone, without building the window.
 """
 
 from __future__ import annotations
@@ -98,8 +99,9 @@ def _share_records(addresses: list[str]) -> list[ShareRecord]:
     return list(map(ShareRecord, who, works, stamps))
 
 
-# One share-log entry per i in [ARGV[1], ARGV[2]), as accounting's XADD writes them (same fields, same order);
-# ARGV[4..] are the addresses. Entry i's id is t0 + i ms, its work (1 + i % 4) x 2^32.
+# One share-log entry per i in [ARGV[1], ARGV[2]), as accounting's XADD wrote them before batched entries (same
+# fields, same order; a pool upgraded in place still has such entries); ARGV[4..] are the addresses. Entry i's id is
+# t0 + i ms, its work (1 + i % 4) x 2^32.
 _FILL = """
 local n0, n1, t0 = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local na = #ARGV - 3
@@ -117,9 +119,36 @@ return n1
 """
 
 
-def _redis_read(addresses: list[str], entries: int, budget: float) -> dict[str, Any]:
-    """Fill a real redis-server's share log with ``entries`` entries; time ``read_window`` of a window holding
-    exactly all of them, and the bare XREVRANGE pages of the same walk."""
+# The same shares as _FILL, as the accounting script writes them now: one entry per chunk of ARGV[4] shares (fields
+# n, s = one "user\tworker\tts\tid\twork" line per share, work, cum, ncum, ecum; ID = its newest share's ms);
+# ARGV[5..] are the addresses. ARGV[1] is a multiple of the chunk.
+_FILL_BATCHED = """
+local n0, n1, t0, chunk = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local na = #ARGV - 4
+local cum = 0
+for c = n0, n1 - 1, chunk do
+  local parts, sum, last = {}, 0, math.min(c + chunk, n1) - 1
+  for i = c, last do
+    local work = 4294967296 * (1 + i % 4)
+    sum = sum + work
+    parts[#parts + 1] = ARGV[5 + (i * 7919) % na] .. '\\trig' .. (i % 3) .. '\\t' ..
+      string.format('%.3f', (t0 + i) / 1000) .. '\\tstratum-1:' .. i .. '\\t' .. string.format('%.0f', work)
+  end
+  cum = cum + sum
+  redis.call('XADD', KEYS[1], string.format('%.0f', t0 + last) .. '-0', 'n', last - c + 1,
+    's', table.concat(parts, '\\n'), 'work', string.format('%.17g', sum), 'cum', string.format('%.17g', cum),
+    'ncum', last + 1, 'ecum', math.floor(c / chunk) + 1)
+end
+return n1
+"""
+
+
+def _redis_read(addresses: list[str], entries: int, budget: float, batched: bool = False) -> dict[str, Any]:
+    """Fill a real redis-server's share log with ``entries`` shares (per-share entries, or ``batched`` ones of
+    ``SHARE_LOG_CHUNK`` shares as accounting writes them now); time ``read_window`` of a window holding exactly all
+    of them, and the bare XREVRANGE pages of the same walk (pages of ~5,000 shares)."""
+    from ckbpool.pool.accounting import SHARE_LOG_CHUNK
+
     if str(REPO / "tests") not in sys.path:
         sys.path.insert(0, str(REPO / "tests"))
     import redis
@@ -136,12 +165,16 @@ def _redis_read(addresses: list[str], entries: int, budget: float) -> dict[str, 
     found_at = (t0_ms + entries - 1) / 1000
     with server:
         sync = redis.Redis.from_url(server.url)
-        fill = sync.register_script(_FILL)
+        fill = sync.register_script(_FILL_BATCHED if batched else _FILL)
+        chunk = SHARE_LOG_CHUNK if batched else 1
         start = time.perf_counter()
-        for first in range(0, entries, 100_000):
-            fill(keys=[SHARELOG_KEY], args=[first, min(entries, first + 100_000), t0_ms, *addresses])
+        step = 100 * 1024  # a multiple of the chunk
+        for first in range(0, entries, step):
+            extra = [chunk] if batched else []
+            fill(keys=[SHARELOG_KEY], args=[first, min(entries, first + step), t0_ms, *extra, *addresses])
         fill_s = time.perf_counter() - start
-        assert sync.xlen(SHARELOG_KEY) == entries
+        stream_entries = int(sync.xlen(SHARELOG_KEY))
+        assert stream_entries == -(-entries // chunk)
         memory = int(sync.info("memory")["used_memory"])
         sync.close()
         with asyncio.Runner() as runner:
@@ -153,11 +186,11 @@ def _redis_read(addresses: list[str], entries: int, budget: float) -> dict[str, 
                 return got
 
             async def pages() -> int:
-                upper, seen = "+", 0
+                upper, seen, count = "+", 0, max(1, 5000 // chunk)
                 while True:
-                    part = await client.xrevrange(SHARELOG_KEY, max=upper, min="-", count=5000)
+                    part = await client.xrevrange(SHARELOG_KEY, max=upper, min="-", count=count)
                     seen += len(part)
-                    if len(part) < 5000:
+                    if len(part) < count:
                         return seen
                     upper = "(" + part[-1][0].decode()
 
@@ -166,6 +199,8 @@ def _redis_read(addresses: list[str], entries: int, budget: float) -> dict[str, 
             runner.run(client.aclose())
     return {
         "entries": entries,
+        "stream_entries": stream_entries,
+        "batched": batched,
         "fill_s": fill_s,
         "memory_bytes": memory,
         "read_s": read_s,
@@ -230,30 +265,35 @@ def _pplns(budget: float, redis_entries: int) -> tuple[dict[str, Any], list[dict
         "window_work": target,
         "records_setup_s": setup_s,
     }
-    if redis_entries > 0:
-        read = _redis_read(addresses, redis_entries, budget)
-        info["redis"] = read
+    for batched in (True, False) if redis_entries > 0 else ():
+        # batched entries (as written now), then per-share ones (a pool upgraded in place still holds some)
+        read = _redis_read(addresses, redis_entries, budget, batched)
+        info["redis_batched" if batched else "redis"] = read
         if "read_s" in read:
+            form = "batched entries" if batched else "per-share entries"
             scale = SHARES / read["entries"]
             label = f"{read['entries']:,}" if read["entries"] != SHARES else "1M"
             add(
-                f"read_window from redis-server, {label} entries",
+                f"read_window from redis-server, {label} shares in {form}",
                 read["read_s"],
                 read["read_calls"],
-                f"XREVRANGE pages of 5,000 + records + window; fill {read['fill_s']:.2f} s",
+                f"XREVRANGE pages of ~5,000 shares + records + window; fill {read['fill_s']:.2f} s, "
+                f"{read['memory_bytes'] / 2**20:,.0f} MiB",
             )
-            add(f"XREVRANGE of the same {label} entries", read["xrevrange_s"], read["xrevrange_calls"], "baseline")
+            add(f"XREVRANGE of the same {label} shares ({form})", read["xrevrange_s"], read["xrevrange_calls"],
+                "baseline")  # fmt: skip
             if scale != 1:
                 rows.append(
                     {
-                        "what": f"read_window, 1M entries (extrapolated x{scale:g})",
+                        "what": f"read_window, 1M shares in {form} (extrapolated x{scale:g})",
                         "ms": read["read_s"] * scale * 1e3,
                         "calls": "-",
-                        "note": "linear in entries; --redis-entries 1000000 measures it",
+                        "note": "linear in shares; --redis-entries 1000000 measures it",
                     }
                 )
-            ratios["read_window / bare XREVRANGE"] = read["read_s"] / read["xrevrange_s"]
-            ratios["read_window (1M) / in-memory window+split"] = read["read_s"] * scale / both
+            tag = " (batched)" if batched else ""
+            ratios[f"read_window / bare XREVRANGE{tag}"] = read["read_s"] / read["xrevrange_s"]
+            ratios[f"read_window (1M) / in-memory window+split{tag}"] = read["read_s"] * scale / both
     return info, rows, ratios
 
 
@@ -326,14 +366,15 @@ def to_markdown(result: dict[str, Any]) -> str:
             f"PPLNS: a window of N={pplns['n']} x network difficulty holding exactly {pplns['shares']:,} shares of "
             f"{pplns['addresses']:,} addresses (real encoded addresses), split with a {FEE_BPS} bps fee."
         )
-        read = pplns.get("redis", {})
-        if "skipped" in read:
-            lines.append(f"read_window from Redis skipped: {read['skipped']}")
-        elif read:
-            lines.append(
-                f"Redis share log: {read['entries']:,} entries filled in {read['fill_s']:.2f} s "
-                f"({read['memory_bytes'] / 2**20:,.0f} MiB used)."
-            )
+        for key in ("redis_batched", "redis"):
+            read = pplns.get(key, {})
+            if "skipped" in read:
+                lines.append(f"read_window from Redis skipped: {read['skipped']}")
+            elif read:
+                lines.append(
+                    f"Redis share log: {read['entries']:,} shares in {read.get('stream_entries', 0):,} entries "
+                    f"filled in {read['fill_s']:.2f} s ({read['memory_bytes'] / 2**20:,.0f} MiB used)."
+                )
     lines += [
         "",
         "| what | best ms per call | calls | note |",
