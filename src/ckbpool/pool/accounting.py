@@ -24,8 +24,10 @@ user, in the per-minute hashrate buckets and in the share log -- through:
   batch, and the script applies such a record whole -- a few Redis calls per identity instead of ~16 per share
   -- only when every one of its shares is new (seqs rising, the first above the mark); a record overlapping
   the mark (a partial redelivery) or repeating seqs is decided share by share in the script against a mark
-  that moves as they count. Only the share log's XADD stays per share. ``tests/integration/
-  test_accounting_batch_equivalence.py`` checks it with random batchings, redeliveries and overlaps.
+  that moves as they count. The share log gets one entry per chunk of up to ``SHARE_LOG_CHUNK`` accepted shares
+  (one line each, in batch order), not one per share: the per-share XADD (and its own AOF record) was most of
+  Redis' CPU per share. ``tests/integration/test_accounting_batch_equivalence.py`` checks it all (the log share by
+  share) with random batchings, redeliveries and overlaps.
 
 Why per (source, user.worker) and not per source: the Kafka record key of a share is ``user.worker``, so one
 such stream lives in one partition and reaches the consumers in publish order, while one source's shares are
@@ -70,7 +72,8 @@ full Redis refuses the batch, which is retried while the lag alert fires -- neve
   at each batch (``share_log_keep_s``, 7 days). So a burst of shares cannot push the PPLNS window out, and a busy
   pool keeps hours, not 7 days of shares (7 days at 1,000 shares/s would be ~130 GB). The metrics
   ``ckbpool_accounting_share_log_{entries,oldest_age_seconds,work_hashes,window_ratio}`` show what it holds;
-  a ratio < 1 is an incomplete window. ``share_log_maxlen`` (off by default) adds a count cap as a last resort.
+  a ratio < 1 is an incomplete window. ``share_log_maxlen`` (off by default) adds a count cap as a last resort
+  (in shares, turned into entries by each batch's shares per entry: approximate, as Redis' ``MAXLEN ~`` is).
 - Dedup marks are pruned per (source, ``user.worker``) once idle ``dedup_ttl_s`` (a long-running stratum server
   seeing 100k names does not keep 100k marks forever); hashrate buckets expire after 2 h; the ``blocks`` list
   keeps the latest 1,000 outcomes, one per block hash.
@@ -81,14 +84,19 @@ Keys (prefix ``ckbpool:``):
 - ``users`` / ``workers`` sorted sets: ``user`` / ``user.worker`` -> time of its last accepted share (members
   idle for ``idle_ttl_s`` removed). Books written before these were sets are converted by the script once.
 - ``hashrate:{minute}`` hash: field ``{user}.{worker}`` -> expected hashes in that minute (expires after 2 h)
-- ``sharelog`` stream: one entry per accepted share (user, worker, ts, id, work = expected hashes as an
-  integer, cum = the log's running sum of work up to and including this entry, a float written with 17
-  significant digits -- only the trimmer reads it). No share difficulty (``work`` is the exact figure, and the
-  hashes keep the difficulty sums) nor job height (nothing read it): each field of the per-share XADD costs
-  Redis CPU on every share; entries written before carry both, and readers ignore them. Its entry IDs are the
-  shares' times in ms (clamped to be increasing and at most 60 s ahead of the consumer's clock), so ``XRANGE
-  sharelog <from_ms> +`` reads by share time; trimmed by work (:class:`ShareLogTrimmer`) and by time
-  (``share_log_keep_s``, at each batch)
+- ``sharelog`` stream: one entry per chunk of up to ``SHARE_LOG_CHUNK`` (1,024) accepted shares of a batch, in
+  batch order: ``n`` (its shares), ``s`` (one line per share, ``user\\tworker\\tts\\tsource:seq\\twork``, work =
+  expected hashes as an integer; a tab, newline or backslash in a name is escaped as ``\\t \\n \\\\``), ``work``
+  (their sum), and the log's running sums after it: ``cum`` (work, a float written with 17 significant digits),
+  ``ncum`` (shares), ``ecum`` (such entries) -- only the trimmer reads those. The entry's ID is its newest share's
+  time in ms as a per-share entry had it (the running maximum of the shares' times, each clamped to at most 60 s
+  ahead of the consumer's clock; increasing), so ``XRANGE sharelog <from_ms> +`` reads by share time, give or take
+  the shares of the one entry that straddles the bound (:func:`ckbpool.payouts.pplns.read_window` reads it share
+  by share). Entries written before this format hold one share each (user, worker, ts, id, work, cum; older ones
+  difficulty and height too), with the same IDs; a pool upgraded in place holds both, and every reader
+  (:func:`ckbpool.payouts.pplns.entry_shares` / ``read_shares`` / ``read_window``, :meth:`ShareAccounting.share_log`,
+  :class:`ShareLogTrimmer`) takes both, share by share. Trimmed by work (:class:`ShareLogTrimmer`, whole entries)
+  and by time (``share_log_keep_s``, at each batch)
 - ``hwm:{source}`` hash: field ``{user}.{worker}`` -> highest seq counted; ``hwm:{source}:seen`` sorted set:
   the same field -> when it was last written (the pruning index); both expire ``dedup_ttl_s`` after use
 - ``blocks`` list: the latest block outcomes as JSON, newest first, one per block hash; ``blocks:index`` hash:

@@ -190,16 +190,17 @@ class RedisSettings(_Strict):
     username: str | None = None
     # rediss:// URLs use TLS; the server is verified against this CA (the deployment's), else the system store
     tls_ca_file: Path | None = None
-    # The share log (stream ``sharelog``, one entry per accepted share) is what PPLNS reads: the last N x network
-    # difficulty of work (N = payouts.pplns_n). That window lasts about N x block interval / the pool's share of the
-    # network hashrate: ~30 min for a 1 % pool, ~4.5 h at 0.1 %, ~2 days at 0.01 %. So the log is kept by *work*:
-    # every share_log_trim_interval_s the trimmer (ckbpool.pool.accounting.ShareLogTrimmer) drops the entries
-    # older than the newest share_log_keep_windows x N x network difficulty of work, never those younger than
+    # The share log (stream ``sharelog``: one entry per chunk of up to 1,024 accepted shares of a write, a line per
+    # share; logs written before hold an entry per share, and both are read) is what PPLNS reads: the last N x
+    # network difficulty of work (N = payouts.pplns_n). That window lasts about N x block interval / the pool's
+    # share of the network hashrate: ~30 min for a 1 % pool, ~4.5 h at 0.1 %, ~2 days at 0.01 %. So the log is kept
+    # by *work*: every share_log_trim_interval_s the trimmer (ckbpool.pool.accounting.ShareLogTrimmer) drops the
+    # entries older than the newest share_log_keep_windows x N x network difficulty of work, never those younger than
     # share_log_min_keep_s, and the script drops anything older than share_log_keep_s at each batch (a cap: a
     # pool too small to fill its windows in that time shows a window ratio < 1 and an alert).
     # Memory: a window is ~N blocks' worth of shares whatever the pool's size (a busy pool has short windows),
-    # ~150-250 bytes an entry (benchmarks.abuse_identity) -- without the work bound, 7 days at 1,000 shares/s
-    # would be ~130 GB against a 1 GiB maxmemory.
+    # ~150-250 bytes a share (benchmarks.abuse_identity, bench_payouts) -- without the work bound, 7 days at 1,000
+    # shares/s would be ~130 GB against a 1 GiB maxmemory.
     share_log_keep_s: Annotated[int, Field(ge=600, le=90 * 86400)] = SHARE_LOG_KEEP_S
     # Windows of work kept, not 1: (1) a block's window is read when the payouts tracker sees the block accepted
     # (a pass every payouts.interval_s, later if it was down), reaching back from the block's *find* time, so the
@@ -215,7 +216,8 @@ class RedisSettings(_Strict):
     # how often the trimmer refreshes the network difficulty from the node and trims (one bounded RPC + a
     # binary search of ~30 XRANGE probes + one XTRIM)
     share_log_trim_interval_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
-    # optional hard cap on the share log's entries on top of the time limit (None: none). It trims the PPLNS
+    # optional hard cap on the share log's shares on top of the time limit (None: none; about: the log is cut by
+    # whole entries, counted by the current write's shares per entry). It trims the PPLNS
     # window silently when the share rate outgrows it, so it is a last resort; watch
     # ckbpool_accounting_share_log_oldest_age_seconds instead.
     share_log_maxlen: Annotated[int, Field(ge=1000)] | None = None
