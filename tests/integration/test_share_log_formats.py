@@ -177,3 +177,46 @@ async def test_both_formats_give_the_same_windows_and_credits(clients: list[Any]
     # the bound fell inside a batched entry (shares of it read past the bound) in some of these, or the test
     # would not check that case
     assert past_bound_used > 0
+
+
+def _share(seq: int, ts: float, user: str = "ckt1alice", worker: str = "rig0", source: str = "s-1") -> Share:
+    return Share(
+        server_id="stratum-f", channel_id=1, user=user, worker=worker, job_id=1, height=1000, nonce=seq,
+        share_target=1 << 240, share_difficulty=1.0, accepted=True, reason="", is_block=False, block_hash=b"",
+        timestamp=ts, source=source, seq=seq,
+    )  # fmt: skip
+
+
+async def test_names_with_separators_come_back_whole(clients: list[Any]) -> None:
+    """A tab, newline or backslash in a name (parse_identity lets none through; the books take any) is escaped in
+    a batched entry's line and comes back as it was."""
+    client = clients[1]
+    clock = Clock()
+    accounting = ShareAccounting(client, clock=clock, policy=ONCE)
+    names = [("a\tb", "w\n1", "s\\1"), ("c\\\\d", "w", "s-2"), ("plain", "rig", "s-3")]
+    shares = [_share(i + 1, T0 + i, user, worker, source) for i, (user, worker, source) in enumerate(names)]
+    assert await accounting.record(shares) == (3, 0)
+    got = await read_shares(client)
+    assert [(s["user"], s["worker"], s["id"]) for s in got] == [(u, w, f"{src}:{i + 1}") for i, (u, w, src) in
+                                                                 enumerate(names)]  # fmt: skip
+    window = await read_window(client, T0 + 10, 10 * share_work_int(1 << 240))
+    assert window.weights == {u: share_work_int(1 << 240) for u, _, _ in names}
+
+
+async def test_the_count_cap_is_in_shares(clients: list[Any]) -> None:
+    """``share_log_maxlen`` caps shares, not entries: about that many shares stay (whole entries: within one)."""
+    client = clients[1]
+    clock = Clock()
+    accounting = ShareAccounting(client, clock=clock, policy=ONCE, share_log_maxlen=3000)
+    seq = 0
+    for _ in range(5):
+        batch = [_share(seq + i + 1, T0 + (seq + i) / 100) for i in range(2000)]
+        seq += 2000
+        clock.now = batch[-1].timestamp
+        assert await accounting.record(batch) == (2000, 0)
+    kept = await read_shares(client)
+    assert 3000 - SHARE_LOG_CHUNK < len(kept) <= 3000 + SHARE_LOG_CHUNK
+    assert kept[-1]["id"] == f"s-1:{seq}"  # the newest stay
+    trimmer = ShareLogTrimmer(client, None)
+    await trimmer.trim()
+    assert trimmer.entries == len(kept)
