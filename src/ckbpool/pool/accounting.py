@@ -221,17 +221,13 @@ for k = 1, nident do
   end
   i = i + 4
 end
--- each record's parts of a share-log line ("user\\tworker\\tts\\tsource:seq\\twork"), built once per record; a
--- tab, newline or backslash in a name (parse_identity lets none through) is escaped as \\t \\n \\\\
+-- each record's parts of a share-log line ("user\\tworker\\tts\\tsource:seq\\twork"), built at its first logged
+-- share; a tab, newline or backslash in a name (parse_identity lets none through) is escaped as \\t \\n \\\\
 local function esc(v)
   if not string.find(v, '[\\t\\n\\\\]') then return v end
   return (string.gsub(v, '[\\t\\n\\\\]', {['\\t'] = '\\\\t', ['\\n'] = '\\\\n', ['\\\\'] = '\\\\\\\\'}))
 end
 local logp, logm = {}, {}
-for k = 1, nident do
-  logp[k] = esc(user_of[k]) .. '\\t' .. esc(worker_of[k]) .. '\\t'
-  logm[k] = '\\t' .. esc(src[k]) .. ':'
-end
 -- the marks: one HMGET per source (in chunks: Lua's unpack has a limit)
 for mark, fields in pairs(wanted) do
   local m = marks[mark]
@@ -298,6 +294,9 @@ for k, seq, reason, difficulty, work, ts in string.gmatch(ARGV[i], line) do
     local w = tonumber(work) or 0
     cum, chunk_work, chunk_n = cum + w, chunk_work + w, chunk_n + 1
     -- the share's line: what PPLNS reads (user, ts, id, work) and the worker
+    if not logp[k] then
+      logp[k], logm[k] = esc(user_of[k]) .. '\\t' .. esc(worker_of[k]) .. '\\t', '\\t' .. esc(src[k]) .. ':'
+    end
     local p = #parts
     parts[p + 1], parts[p + 2], parts[p + 3], parts[p + 4], parts[p + 5], parts[p + 6], parts[p + 7] =
       logp[k], ts, logm[k], seq, '\\t', work, '\\n'
