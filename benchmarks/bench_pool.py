@@ -1181,8 +1181,8 @@ def to_markdown(result: dict[str, Any]) -> str:
             "",
             f"Where an idle encrypted channel's memory goes ({heap['connections']:,} connections made under "
             f"tracemalloc, a separate run; per connection): the Python heap {heap['traced_per_conn'] / 1024:.1f} KiB; "
-            f"C memory tracemalloc cannot see (OpenSSL contexts: each ChaCha20Poly1305 object, one per direction, "
-            f"holds ~2.2 KiB; libuv handles; allocator slack) {untraced}; kernel socket buffers (not in RSS, "
+            f"C memory tracemalloc cannot see (libuv handles, allocator slack; the Noise ciphers are 32-byte keys in "
+            f"the C extension's objects, sv2/_chacha.c) {untraced}; kernel socket buffers (not in RSS, "
             f"SO_MEMINFO) {heap['kernel_socket_per_conn']:,.0f} B. Python heap by allocation site, top 10:",
             "",
             "| allocated at | bytes per connection | blocks per connection |",

@@ -146,7 +146,23 @@ class CipherState:
         return plaintext
 
 
-class NoiseEncryptor:
+class _Counter:
+    """The nonce counter ``n`` of a half's C cipher (``_cipher``), readable and settable like a plain attribute."""
+
+    __slots__ = ()
+    _cipher: Cipher
+
+    @property
+    def n(self) -> int:
+        """The nonce counter: the next AEAD message's nonce."""
+        return self._cipher.n
+
+    @n.setter
+    def n(self, value: int) -> None:
+        self._cipher.n = value
+
+
+class NoiseEncryptor(_Counter):
     """Sending half of an established transport: plaintext SV2 frames in, wire bytes out.
 
     The cipher is :class:`ckbpool.sv2._chacha.Cipher` (OpenSSL's ChaCha20-Poly1305 from a small C type, issue 19):
@@ -160,15 +176,6 @@ class NoiseEncryptor:
         #: ``seal_job(fd, channel_id, header1, tail1, header2, tail2)``: a new tip's per-channel step, see
         #: :meth:`ckbpool.sv2._chacha.Cipher.seal_job` (None when written to ``fd``, else the bytes left to write)
         self.seal_job = self._cipher.seal_job
-
-    @property
-    def n(self) -> int:
-        """The nonce counter: the next AEAD message's nonce."""
-        return self._cipher.n
-
-    @n.setter
-    def n(self, value: int) -> None:
-        self._cipher.n = value
 
     def __repr__(self) -> str:
         return f"NoiseEncryptor(n={self.n})"
@@ -202,7 +209,7 @@ class NoiseEncryptor:
         return self._seal_frame(header1 + payload1) + self._seal_frame(header2 + payload2)
 
 
-class NoiseDecryptor:
+class NoiseDecryptor(_Counter):
     """Receiving half of an established transport: wire bytes in (any split), plaintext frames out.
 
     The payload size announced by a decrypted header is checked against ``max_frame_payload`` before
@@ -224,15 +231,6 @@ class NoiseDecryptor:
         self._header: bytes | None = None
         self._need = 0
         self._failed = False
-
-    @property
-    def n(self) -> int:
-        """The nonce counter: the next AEAD message's nonce."""
-        return self._cipher.n
-
-    @n.setter
-    def n(self, value: int) -> None:
-        self._cipher.n = value
 
     def __repr__(self) -> str:
         return f"NoiseDecryptor(n={self.n}, buffered={len(self._buf)})"
