@@ -10,11 +10,14 @@ Wire format, checked against SRI's ``codec_sv2`` 7.0.0 (``encoder.rs``/``decoder
 * each direction has its own key and counter, starting at 0 and incremented once per AEAD call; the
   counter may never reach 2^64-1 (SRI refuses it too).
 
-So a small frame costs exactly two AEAD calls each way; everything else here is kept to a handful of
-bytecode operations per frame because the pool's share path goes through it (see
-``benchmarks/bench_sv2.py``). Nothing here does I/O: :meth:`NoiseEncryptor.encrypt_frame` returns bytes to
-write, :meth:`NoiseDecryptor.feed` takes whatever bytes the socket produced and returns whole plaintext
-frames.
+So a small frame costs exactly two AEAD calls each way. The transport's halves run them in
+``ckbpool.sv2._chacha`` (a small C type on OpenSSL's libcrypto, sv2/_chacha.c): for messages this small the cost
+was the Python around each call, and each ``cryptography`` ChaCha20Poly1305 object held a ~2.2 KiB OpenSSL
+context, two per connection (issue 19). The handshake's :class:`CipherState` keeps ``cryptography`` (a handful of
+messages per connection, with associated data). Nothing here does I/O except
+:meth:`ckbpool.sv2._chacha.Cipher.seal_job`, the fan-out's one write to a socket the caller hands it:
+:meth:`NoiseEncryptor.encrypt_frame` returns bytes to write, :meth:`NoiseDecryptor.feed` takes whatever bytes the
+socket produced and returns whole plaintext frames.
 """
 
 from __future__ import annotations
