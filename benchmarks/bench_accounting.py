@@ -232,7 +232,9 @@ def make_shares(count: int, users: int = 100, workers_per_user: int = 10) -> lis
     return shares
 
 
-async def _consume(url: str, count: int, batch: int, redis_pid: int) -> dict[str, Any]:
+async def _consume(
+    url: str, count: int, batch: int, redis_pid: int, users: int = 100, workers_per_user: int = 10
+) -> dict[str, Any]:
     from ckbpool.pool.accounting import PREFIX, ShareAccounting, _batch_args, connect_redis
 
     from .loadgen import cpu_seconds
@@ -245,12 +247,12 @@ async def _consume(url: str, count: int, batch: int, redis_pid: int) -> dict[str
             return float("nan")
 
     t_build = time.perf_counter()
-    shares = make_shares(count)
+    shares = make_shares(count, users, workers_per_user)
     build_s = time.perf_counter() - t_build
     batches = [shares[i : i + batch] for i in range(0, len(shares), batch)]
     client = connect_redis(url, timeout_s=30)
     accounting = ShareAccounting(client, batch=batch)
-    out: dict[str, Any] = {"count": count, "batch": batch, "build_s": build_s}
+    out: dict[str, Any] = {"count": count, "batch": batch, "build_s": build_s, "identities": users * workers_per_user}
     try:
         # the floor: one EVAL per batch carrying the same arguments, doing nothing with them
         noop = client.register_script("return 0")
@@ -290,7 +292,7 @@ def consume_main(args: argparse.Namespace) -> int:
 
     child_setup("accounting", args.cpu, args.max_seconds, 4096)
     install_uvloop(True)
-    result = asyncio.run(_consume(args.url, args.count, args.batch, args.redis_pid))
+    result = asyncio.run(_consume(args.url, args.count, args.batch, args.redis_pid, args.users, args.workers_per_user))
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
     return 0
@@ -306,8 +308,16 @@ def _cpus() -> tuple[int | None, int | None]:
     return (allowed[0], allowed[1]) if len(allowed) >= 2 else (None, None)
 
 
-def consumer_run(count: int = 200_000, batch: int | None = None, appendfsync: str = "always") -> dict[str, Any]:
-    """One consumer measurement against a fresh Redis; the books are checked for exactly ``count`` shares."""
+def consumer_run(
+    count: int = 200_000,
+    batch: int | None = None,
+    appendfsync: str = "always",
+    users: int = 100,
+    workers_per_user: int = 10,
+) -> dict[str, Any]:
+    """One consumer measurement against a fresh Redis; the books are checked for exactly ``count`` shares.
+
+    ``users`` x ``workers_per_user`` identities, round robin (the pool benchmark's load generator has 50)."""
     if batch is None:
         from ckbpool.pool.accounting import DEFAULT_BATCH
 
@@ -318,6 +328,7 @@ def consumer_run(count: int = 200_000, batch: int | None = None, appendfsync: st
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "src"), env.get("PYTHONPATH")]))
         cmd = [sys.executable, "-m", "benchmarks.bench_accounting", "--consume", "--url", redis.url]
         cmd += ["--count", str(count), "--batch", str(batch), "--redis-pid", str(redis.pid)]
+        cmd += ["--users", str(users), "--workers-per-user", str(workers_per_user)]
         cmd += [] if consumer_cpu is None else ["--cpu", str(consumer_cpu)]
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         if proc.returncode != 0:
@@ -353,12 +364,22 @@ def per_cpu(rate: float, cpu: float, elapsed: float) -> float | None:
     return rate * elapsed / cpu
 
 
-def run(budget: float = 0.5, count: int | None = None) -> dict[str, Any]:
+def run(
+    budget: float = 0.5,
+    count: int | None = None,
+    users: int = 100,
+    workers_per_user: int = 10,
+    modes: tuple[str, ...] = ("always", "everysec", "b256"),
+) -> dict[str, Any]:
+    """The runs ``modes`` names: ``always`` / ``everysec`` (AOF fsync, batches of the consumer's cap) and
+    ``b256`` (``always``, batches of 256)."""
     count = count or (50_000 if budget < 0.3 else 200_000)
     out: dict[str, Any] = {"load_average": os.getloadavg()[0]}
-    for mode in ("always", "everysec"):  # as rendered (templates/redis.conf.j2), then for comparison
-        out[mode] = consumer_run(count, None, mode)
-    out["b256"] = consumer_run(count, 256, "always")
+    for mode in modes:  # as rendered (templates/redis.conf.j2), then for comparison
+        if mode == "b256":
+            out[mode] = consumer_run(count, 256, "always", users, workers_per_user)
+        else:
+            out[mode] = consumer_run(count, None, mode, users, workers_per_user)
     return out
 
 
@@ -413,6 +434,9 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=None)
     parser.add_argument("--budget", type=float, default=0.5)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--users", type=int, default=100, help="distinct users (x --workers-per-user identities)")
+    parser.add_argument("--workers-per-user", type=int, default=10)
+    parser.add_argument("--modes", default="always,everysec,b256", help="comma-separated runs: always, everysec, b256")
     parser.add_argument("--consume", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", default="", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=8192, help=argparse.SUPPRESS)
@@ -422,7 +446,11 @@ def main() -> int:
     args = parser.parse_args()
     if args.consume:
         return consume_main(args)
-    result = run(args.budget, args.count)
+    modes = tuple(m for m in args.modes.split(",") if m)
+    unknown = set(modes) - {"always", "everysec", "b256"}
+    if unknown:
+        parser.error(f"--modes: unknown {sorted(unknown)} (always, everysec, b256)")
+    result = run(args.budget, args.count, args.users, args.workers_per_user, modes)
     print(json.dumps(result, indent=2) if args.json else to_markdown(result))
     return 0
 
