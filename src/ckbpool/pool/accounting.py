@@ -151,31 +151,16 @@ TRANSIENT = (
 SHARE_LOG_CHUNK = 1024
 
 # ARGV: prefix, now (s), share log keep (s), share log maxlen (0: none), dedup ttl, hashrate bucket ttl, idle ttl,
-# the number of identity records, the records (source, user, worker, their sums as one string), then one string
-# of lines, one per share in batch order (see _batch_args). Returns {counted, duplicates, ignored, oldest share
-# log entry (ms, 0: empty)}.
+# the number of identity records, the records (source, user, worker, their sums as one string), then the shares in
+# one of two forms (see _batch_args): 'L' and one string of lines, one per share in batch order; or 'C', the number
+# of share-log chunks and per chunk its shares, their work (%.17g), the newest share's time and the entry's text.
+# Returns {counted, duplicates, ignored, oldest share log entry (ms, 0: empty)} -- or {-1, 0, 0, 0}, having
+# written nothing, when chunks came and a record is not all new (the consumer then sends the lines).
 _RECORD_LUA = """
 local prefix, now, keep, maxlen = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local dedup_ttl, rate_ttl, idle_ttl = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local nident = tonumber(ARGV[8])
 local users, workers, sharelog = prefix .. 'users', prefix .. 'workers', prefix .. 'sharelog'
--- once, on books written before v2 of this script: the users/workers SETs become sorted sets (by last share),
--- and the hashes they name, which had no TTL, get one (as if their last share were now)
-for _, legacy in ipairs({{users, 'user:'}, {workers, 'worker:'}}) do
-  if redis.call('TYPE', legacy[1]).ok == 'set' then
-    local members = redis.call('SMEMBERS', legacy[1])
-    redis.call('DEL', legacy[1])
-    for i = 1, #members, 500 do
-      local args = {}
-      for j = i, math.min(i + 499, #members) do
-        args[#args + 1] = now
-        args[#args + 1] = members[j]
-        redis.call('EXPIRE', prefix .. legacy[2] .. members[j], idle_ttl, 'NX')
-      end
-      redis.call('ZADD', legacy[1], unpack(args))
-    end
-  end
-end
 local counted, duplicates, ignored = 0, 0, 0
 local newest = redis.call('XREVRANGE', sharelog, '+', '-', 'COUNT', 1)
 -- the log's running sums, carried on by each entry: cum (work, a double: the trimmer's position need not be
@@ -205,11 +190,11 @@ for k = 1, nident do
   local ident = user .. '.' .. worker
   src[k], user_of[k], worker_of[k], ident_of[k] = source, user, worker, ident
   wkey_of[k], ukey_of[k] = prefix .. 'worker:' .. ident, prefix .. 'user:' .. user
-  -- "first_seq monotone n difficulty work last_ts[ minute work]...": the consumer's sums
-  local first, monotone, n, difficulty, work, ts, minutes =
-    string.match(ARGV[i + 3], '^(%-?%d+) (%d) (%d+) (%S+) (%S+) (%S+)(.*)$')
+  -- "first_seq monotone n difficulty work last_ts last_seq[ minute work]...": the consumer's sums
+  local first, monotone, n, difficulty, work, ts, last_seq, minutes =
+    string.match(ARGV[i + 3], '^(%-?%d+) (%d) (%d+) (%S+) (%S+) (%S+) (%-?%d+)(.*)$')
   sums[k] = {first = tonumber(first), monotone = monotone == '1', n = tonumber(n), difficulty = difficulty,
-    work = work, ts_s = ts, minutes = minutes}
+    work = work, ts_s = ts, last_seq = last_seq, minutes = minutes}
   if source ~= '' then
     local mark = prefix .. 'hwm:' .. source
     mark_of[k] = mark
@@ -247,6 +232,31 @@ for k = 1, nident do
     fast[k] = true
   end
 end
+-- the shares came as share-log chunks (the consumer saw every share accepted and each record's seqs rising): valid
+-- only if every record is all new -- else nothing is written and the consumer sends the lines instead
+local chunked = ARGV[i] == 'C'
+if chunked then
+  for k = 1, nident do
+    if not fast[k] then return {-1, 0, 0, 0} end
+  end
+end
+-- once, on books written before v2 of this script: the users/workers SETs become sorted sets (by last share),
+-- and the hashes they name, which had no TTL, get one (as if their last share were now)
+for _, legacy in ipairs({{users, 'user:'}, {workers, 'worker:'}}) do
+  if redis.call('TYPE', legacy[1]).ok == 'set' then
+    local members = redis.call('SMEMBERS', legacy[1])
+    redis.call('DEL', legacy[1])
+    for i = 1, #members, 500 do
+      local args = {}
+      for j = i, math.min(i + 499, #members) do
+        args[#args + 1] = now
+        args[#args + 1] = members[j]
+        redis.call('EXPIRE', prefix .. legacy[2] .. members[j], idle_ttl, 'NX')
+      end
+      redis.call('ZADD', legacy[1], unpack(args))
+    end
+  end
+end
 -- 2. the shares, in batch order: dedup (slow records), the share log, rejected shares
 local exists = {}
 local function known(key)
@@ -266,69 +276,91 @@ local clamp = math.floor(now * 1000) + 60000
 -- per chunk, not per share: the per-share XADD was most of this script's cost). Its ID is the chunk's newest
 -- share's time as the per-share entries had it: ms, never before the last entry, never past the consumer's clock
 -- + 60 s (so one stratum host with a clock in the future cannot hold the log's trimming back)
-local parts, chunk_n, chunk_work, entries, logged = {}, 0, 0, 0, 0
-local function flush()
-  if chunk_n == 0 then return end
-  parts[#parts] = nil  -- the last line's newline
-  ncum, ecum, entries, logged = ncum + chunk_n, ecum + 1, entries + 1, logged + chunk_n
-  redis.call('XADD', sharelog, string.format('%.0f', last_ms) .. '-*', 'n', chunk_n, 's', table.concat(parts),
-    'work', string.format('%.17g', chunk_work), 'cum', string.format('%.17g', cum), 'ncum', ncum, 'ecum', ecum)
-  parts, chunk_n, chunk_work = {}, 0, 0
+-- cum grows by each entry's work (a double summed share by share in batch order) -- the same number whether the
+-- script or the consumer summed the chunk
+local entries, logged = 0, 0
+local function xadd(n, s, work)
+  cum, ncum, ecum, entries, logged = cum + work, ncum + n, ecum + 1, entries + 1, logged + n
+  redis.call('XADD', sharelog, string.format('%.0f', last_ms) .. '-*', 'n', n, 's', s,
+    'work', string.format('%.17g', work), 'cum', string.format('%.17g', cum), 'ncum', ncum, 'ecum', ecum)
 end
--- one line per share: "k\\tseq\\treason ('' = accepted)\\tdifficulty\\twork\\tts\\n"
-local field = '([^\\t\\n]*)'
-local line = '(%d+)\\t(%-?%d+)' .. string.rep('\\t' .. field, 4) .. '\\n'
-for k, seq, reason, difficulty, work, ts in string.gmatch(ARGV[i], line) do
-  k = tonumber(k)
-  local is_fast = fast[k]
-  local fresh = true
-  if not is_fast then
-    local last = marks[mark_of[k]][ident_of[k]]
-    if last and tonumber(seq) <= last then fresh = false end
+if chunked then
+  -- the fast path: every share is new and accepted, so the log is every share in batch order, chunked and
+  -- written out by the consumer exactly as the loop below would (tests/integration/test_accounting_fast_path.py
+  -- compares the two); only what needs the books is done here: the entry's ID from the last one and the clock
+  -- (the clamp is monotone, so the chunk's newest share decides it), the running sums
+  local j = i + 2
+  for _ = 1, tonumber(ARGV[i + 1]) do
+    local n = tonumber(ARGV[j])
+    last_ms = math.max(last_ms, math.min(math.floor(tonumber(ARGV[j + 2]) * 1000), clamp))
+    xadd(n, ARGV[j + 3], tonumber(ARGV[j + 1]))
+    counted = counted + n
+    j = j + 4
   end
-  if not fresh then
-    duplicates = duplicates + 1
-  elseif reason == '' then
-    local t = tonumber(ts)
-    last_ms = math.max(last_ms, math.min(math.floor(t * 1000), clamp))
-    local w = tonumber(work) or 0
-    cum, chunk_work, chunk_n = cum + w, chunk_work + w, chunk_n + 1
-    -- the share's line: what PPLNS reads (user, ts, id, work) and the worker
-    if not logp[k] then
-      logp[k], logm[k] = esc(user_of[k]) .. '\\t' .. esc(worker_of[k]) .. '\\t', '\\t' .. esc(src[k]) .. ':'
-    end
-    local p = #parts
-    parts[p + 1], parts[p + 2], parts[p + 3], parts[p + 4], parts[p + 5], parts[p + 6], parts[p + 7] =
-      logp[k], ts, logm[k], seq, '\\t', work, '\\n'
-    if chunk_n >= @CHUNK@ then flush() end
-    exists[wkey_of[k]], exists[ukey_of[k]] = true, true
-    counted = counted + 1
-    counted_seq[k] = seq
+  for k = 1, nident do counted_seq[k] = sums[k].last_seq end
+else
+  local parts, chunk_n, chunk_work = {}, 0, 0
+  local function flush()
+    if chunk_n == 0 then return end
+    parts[#parts] = nil  -- the last line's newline
+    xadd(chunk_n, table.concat(parts), chunk_work)
+    parts, chunk_n, chunk_work = {}, 0, 0
+  end
+  -- one line per share: "k\\tseq\\treason ('' = accepted)\\tdifficulty\\twork\\tts\\n"
+  local field = '([^\\t\\n]*)'
+  local line = '(%d+)\\t(%-?%d+)' .. string.rep('\\t' .. field, 4) .. '\\n'
+  for k, seq, reason, difficulty, work, ts in string.gmatch(ARGV[i + 1], line) do
+    k = tonumber(k)
+    local is_fast = fast[k]
+    local fresh = true
     if not is_fast then
-      marks[mark_of[k]][ident_of[k]], marks_s[mark_of[k]][ident_of[k]] = tonumber(seq), seq
-      local a = slow[k]
-      if not a then a = {n = 0, difficulty = 0, work = 0, ts = -1, ts_s = '0', buckets = {}}; slow[k] = a end
+      local last = marks[mark_of[k]][ident_of[k]]
+      if last and tonumber(seq) <= last then fresh = false end
+    end
+    if not fresh then
+      duplicates = duplicates + 1
+    elseif reason == '' then
+      local t = tonumber(ts)
+      last_ms = math.max(last_ms, math.min(math.floor(t * 1000), clamp))
       local w = tonumber(work) or 0
-      a.n, a.difficulty, a.work = a.n + 1, a.difficulty + tonumber(difficulty), a.work + w
-      if t > a.ts then a.ts, a.ts_s = t, ts end
-      local minute = string.format('%.0f', math.floor(t / 60))
-      a.buckets[minute] = (a.buckets[minute] or 0) + w
+      chunk_work, chunk_n = chunk_work + w, chunk_n + 1
+      -- the share's line: what PPLNS reads (user, ts, id, work) and the worker
+      if not logp[k] then
+        logp[k], logm[k] = esc(user_of[k]) .. '\\t' .. esc(worker_of[k]) .. '\\t', '\\t' .. esc(src[k]) .. ':'
+      end
+      local p = #parts
+      parts[p + 1], parts[p + 2], parts[p + 3], parts[p + 4], parts[p + 5], parts[p + 6], parts[p + 7] =
+        logp[k], ts, logm[k], seq, '\\t', work, '\\n'
+      if chunk_n >= @CHUNK@ then flush() end
+      exists[wkey_of[k]], exists[ukey_of[k]] = true, true
+      counted = counted + 1
+      counted_seq[k] = seq
+      if not is_fast then
+        marks[mark_of[k]][ident_of[k]], marks_s[mark_of[k]][ident_of[k]] = tonumber(seq), seq
+        local a = slow[k]
+        if not a then a = {n = 0, difficulty = 0, work = 0, ts = -1, ts_s = '0', buckets = {}}; slow[k] = a end
+        local w = tonumber(work) or 0
+        a.n, a.difficulty, a.work = a.n + 1, a.difficulty + tonumber(difficulty), a.work + w
+        if t > a.ts then a.ts, a.ts_s = t, ts end
+        local minute = string.format('%.0f', math.floor(t / 60))
+        a.buckets[minute] = (a.buckets[minute] or 0) + w
+      end
+    elseif known(wkey_of[k]) then
+      -- a rejected share of a worker the books know (accepted a share within the idle TTL): counted there,
+      -- without refreshing its TTL -- rejected shares alone never keep a key alive or create one
+      reject(wkey_of[k], reason)
+      if known(ukey_of[k]) then reject(ukey_of[k], reason) end
+      counted = counted + 1
+      counted_seq[k] = seq
+      if not is_fast then
+        marks[mark_of[k]][ident_of[k]], marks_s[mark_of[k]][ident_of[k]] = tonumber(seq), seq
+      end
+    else
+      ignored = ignored + 1
     end
-  elseif known(wkey_of[k]) then
-    -- a rejected share of a worker the books know (accepted a share within the idle TTL): counted there,
-    -- without refreshing its TTL -- rejected shares alone never keep a key alive or create one
-    reject(wkey_of[k], reason)
-    if known(ukey_of[k]) then reject(ukey_of[k], reason) end
-    counted = counted + 1
-    counted_seq[k] = seq
-    if not is_fast then
-      marks[mark_of[k]][ident_of[k]], marks_s[mark_of[k]][ident_of[k]] = tonumber(seq), seq
-    end
-  else
-    ignored = ignored + 1
   end
+  flush()
 end
-flush()
 -- 3. the sums: per worker (one record's, or its shares' added up above), per user (its records' added up here)
 local live, buckets, seen, last_user, last_ident, per_user = {}, {}, {}, {}, {}, {}
 local function add_accepted(key, n, difficulty, work, ts, ts_s)
@@ -477,12 +509,15 @@ def share_work_int(share_target: int) -> int:
 class _Identity:
     """What the consumer sums for one (source, user, worker) of a batch (see :func:`_batch_args`)."""
 
-    __slots__ = ("buckets", "difficulty", "first_seq", "index", "last_seq", "monotone", "n", "source", "ts",
-                 "ts_s", "user", "work", "worker")  # fmt: skip
+    __slots__ = ("buckets", "difficulty", "first_seq", "index", "last_seq", "log_mid", "log_prefix", "monotone", "n",
+                 "source", "ts", "ts_s", "user", "work", "worker")  # fmt: skip
 
     def __init__(self, index: int, share: Share) -> None:
         self.index = index
         self.source, self.user, self.worker = share.source, share.user, share.worker
+        # its share-log line's parts around the time and the seq: "user\tworker\t" ts "\tsource:" seq "\twork"
+        self.log_prefix = f"{_escape(share.user)}\t{_escape(share.worker)}\t"
+        self.log_mid = f"\t{_escape(share.source)}:"
         self.first_seq = self.last_seq = share.seq
         self.monotone = True
         self.n = 0
@@ -494,22 +529,39 @@ class _Identity:
 
     def args(self) -> list[str | int]:
         """source, user, worker (arguments of their own: any characters), then the numbers in one string."""
-        sums = f"{self.first_seq} {int(self.monotone)} {self.n} {self.difficulty!r} {self.work} {self.ts_s}"
+        sums = (
+            f"{self.first_seq} {int(self.monotone)} {self.n} {self.difficulty!r} {self.work} {self.ts_s} "
+            f"{self.last_seq}"
+        )
         minutes = "".join(f" {minute} {work}" for minute, work in self.buckets.items())
         return [self.source, self.user, self.worker, sums + minutes]
 
 
-def _batch_args(shares: Sequence[Share]) -> list[str | int]:
+def _escape(name: str) -> str:
+    """A name as a share-log line carries it: tab, newline and backslash escaped (as the script's ``esc``)."""
+    if "\\" in name or "\t" in name or "\n" in name:
+        return name.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+    return name
+
+
+def _batch_args(shares: Sequence[Share], chunks: bool = True) -> list[str | int]:
     """The script's arguments after its header: the number of identity records, the records, then the shares.
 
     The consumer does the per-share arithmetic the script would otherwise do with one Redis call each: per
     (source, user, worker) it sums the accepted shares' count, difficulty and work, their latest time and the work
     of each hashrate minute, and checks that the seqs rise. The script applies such a record as a whole when all
     of its shares are new (the first seq above the identity's high-water mark), else decides its shares one by
-    one (a redelivery overlapping the mark). Each share still goes along -- one tab-separated line, in batch
-    order -- for its share log entry (accepted) or its reason (rejected) and for that one-by-one case. The lines
-    are one argument, and a record's numbers one string: packing ~60k separate arguments per batch cost the
-    consumer more than everything else it does (redis-py encodes each argument in Python).
+    one (a redelivery overlapping the mark). A record's numbers are one string: packing ~60k separate arguments
+    per batch cost the consumer more than everything else it does (redis-py encodes each argument in Python).
+
+    The shares go along in one of two forms. The common batch -- every share accepted, each record's seqs rising
+    (and ``chunks``) -- goes as its share log, built here: per chunk of ``SHARE_LOG_CHUNK`` shares in batch order
+    the entry's text (``s``, the lines the script would write), its shares, its work (summed share by share as
+    doubles, as the script does, written ``%.17g``) and its newest share's time; the script then does no
+    per-share work at all (issue 19: per share, the gmatch and the line building were most of Redis' CPU) if
+    every record is all new, and refuses the form otherwise (a redelivery: ``-1``, nothing written). Any other
+    batch goes as one tab-separated line per share, in batch order, for its share-log line (accepted), its reason
+    (rejected) and the one-by-one decisions: ``k seq reason difficulty work ts`` (``k`` = its record).
 
     The minute of a share is ``floor(ts / 60)`` in IEEE doubles on both sides, so a record summed here and one
     summed in the script put a share in the same minute."""
@@ -517,9 +569,14 @@ def _batch_args(shares: Sequence[Share]) -> list[str | int]:
     order: list[_Identity] = []
     lines: list[str] = []
     line = lines.append
-    # per distinct (target, difficulty): the work and the line's middle "difficulty\twork\t" -- a batch has a few
-    # of each, and a float's repr and a 256-bit division per share were most of this function's cost (issue 19)
-    credited: dict[tuple[int, float], tuple[int, float, str]] = {}
+    chunked = chunks and all(share.accepted for share in shares)
+    chunk_args: list[str | int] = []
+    chunk_work = 0.0
+    newest, newest_s = -math.inf, repr(-math.inf)
+    # per distinct (target, difficulty): the work and the line's middle "difficulty\twork\t", the work as a
+    # double and a log line's tail "\twork" -- a batch has a few of each, and a float's repr and a 256-bit
+    # division per share were most of this function's cost (issue 19)
+    credited: dict[tuple[int, float], tuple[int, float, str, float, str]] = {}
     floor = math.floor
     for share in shares:
         (_server, _channel, user, worker, _job, _height, _nonce, target, difficulty, accepted, reason, _block, _hash,
@@ -538,8 +595,8 @@ def _batch_args(shares: Sequence[Share]) -> list[str | int]:
             if known is None:
                 d = float(difficulty)
                 w = share_work_int(target)
-                known = credited[(target, difficulty)] = (w, d, f"{d!r}\t{w}\t")
-            work, d, middle = known
+                known = credited[(target, difficulty)] = (w, d, f"{d!r}\t{w}\t", float(w), f"\t{w}")
+            work, d, middle, work_f, tail = known
             ts = float(timestamp)
             ts_s = repr(ts)
             ident.n += 1
@@ -550,7 +607,17 @@ def _batch_args(shares: Sequence[Share]) -> list[str | int]:
             minute = floor(ts / 60)
             buckets = ident.buckets
             buckets[minute] = buckets.get(minute, 0) + work
-            line(f"{ident.index}\t{seq}\t\t{middle}{ts_s}\n")
+            if chunked:
+                line(f"{ident.log_prefix}{ts_s}{ident.log_mid}{seq}{tail}")
+                chunk_work += work_f
+                if ts > newest:  # the script's clamp is monotone: the chunk's newest share gives its ID
+                    newest, newest_s = ts, ts_s
+                if len(lines) == SHARE_LOG_CHUNK:
+                    chunk_args += [len(lines), f"{chunk_work:.17g}", newest_s, "\n".join(lines)]
+                    lines.clear()
+                    chunk_work, newest, newest_s = 0.0, -math.inf, repr(-math.inf)
+            else:
+                line(f"{ident.index}\t{seq}\t\t{middle}{ts_s}\n")
         else:
             line(f"{ident.index}\t{seq}\t{_reason(reason)}\t0\t0\t0\n")
     # two records sharing a high-water mark field (user "a.b" + worker "c" and user "a" + worker "b.c"): one
@@ -562,10 +629,17 @@ def _batch_args(shares: Sequence[Share]) -> list[str | int]:
         other = fields.setdefault((ident.source, f"{ident.user}.{ident.worker}"), ident)
         if other is not ident:
             other.monotone = ident.monotone = False
+    if chunked and not all(ident.monotone or not ident.source for ident in order):
+        return _batch_args(shares, chunks=False)  # a repeat or a shared mark: one by one (a source "" has no mark)
     args: list[str | int] = [len(order)]
     for ident in order:
         args += ident.args()
-    args.append("".join(lines))
+    if chunked:
+        if lines:
+            chunk_args += [len(lines), f"{chunk_work:.17g}", newest_s, "\n".join(lines)]
+        args += ["C", len(chunk_args) // 4, *chunk_args]
+    else:
+        args += ["L", "".join(lines)]
     return args
 
 
@@ -591,6 +665,7 @@ class ShareAccounting:
         max_lag_s: float = 30.0,
         policy: Backoff = FOREVER,
         clock: Callable[[], float] = time.time,
+        fast_path: bool = True,
     ) -> None:
         self.redis = client
         self.share_log_keep_s = share_log_keep_s
@@ -601,6 +676,8 @@ class ShareAccounting:
         self.max_lag_s = max_lag_s
         self.policy = policy
         self.clock = clock  # the books' "now" (TTL pruning, share log trimming); tests move it
+        # False: every batch through the script's per-share path (tests compare it with the fast path's books)
+        self.fast_path = fast_path
         self._script = client.register_script(_RECORD_LUA)
         self._block_script = client.register_script(_BLOCK_LUA)
         self.written = 0  # shares counted (not duplicates)
@@ -636,7 +713,7 @@ class ShareAccounting:
     async def _apply(self, shares: Sequence[Share]) -> tuple[int, int, int]:
         if not shares:
             return 0, 0, 0
-        args: list[str | int | float] = [
+        args: list[str | int] = [
             PREFIX,
             repr(float(self.clock())),
             repr(float(self.share_log_keep_s)),
@@ -645,8 +722,14 @@ class ShareAccounting:
             HASHRATE_BUCKET_TTL_S,
             self.idle_ttl_s,
         ]
-        args += _batch_args(shares)
-        counted, duplicates, ignored, oldest_ms = await self._script(keys=[], args=args)
+        counted, duplicates, ignored, oldest_ms = await self._script(
+            keys=[], args=args + _batch_args(shares, self.fast_path)
+        )
+        if counted == -1:
+            # the chunks were refused (a record not all new: a redelivery), nothing written: the shares one by one
+            counted, duplicates, ignored, oldest_ms = await self._script(
+                keys=[], args=args + _batch_args(shares, False)
+            )
         self.share_log_oldest_ms = int(oldest_ms)
         return int(counted), int(duplicates), int(ignored)
 
