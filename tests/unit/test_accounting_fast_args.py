@@ -1,9 +1,10 @@
 """Which form the consumer gives a batch's shares (no Redis; the books both forms write are compared in
 tests/integration/test_accounting_fast_path.py).
 
-A batch of accepted shares whose seqs rise per (source, user.worker) goes as share-log chunks ('C'): per chunk of
-``SHARE_LOG_CHUNK`` shares in batch order its count, work (summed as doubles in order, ``%.17g``), newest share time
-and the entry's text -- the lines the script writes. Anything else goes as per-share lines ('L').
+A batch whose seqs rise per (source, user.worker) goes as share-log chunks ('C'): per chunk of
+``SHARE_LOG_CHUNK`` accepted shares in batch order its count, work (summed as doubles in order, ``%.17g``), newest
+share time and the entry's text -- the lines the script writes -- then its rejected shares. Anything else goes as
+per-share lines ('L').
 """
 
 from __future__ import annotations
@@ -66,16 +67,31 @@ def test_large_works_are_summed_as_the_script_sums_them() -> None:
 @pytest.mark.parametrize(
     "shares",
     [
-        [share(1), share(2, accepted=False), share(3)],  # a reject
         [share(1), share(2), share(2)],  # a repeat
         [share(2), share(1)],  # seqs not rising
         [share(1, user="a.b", worker="c"), share(2, user="a", worker="b.c")],  # one mark field, two records
     ],
-    ids=["reject", "repeat", "falling", "shared-mark"],
+    ids=["repeat", "falling", "shared-mark"],
 )
 def test_any_other_batch_goes_share_by_share(shares: list[Share]) -> None:
     marker, rest = form(_batch_args(shares))
     assert marker == "L" and len(str(rest[0]).splitlines()) == len(shares)
+
+
+def test_rejected_shares_go_beside_the_chunks_with_what_came_before_them() -> None:
+    shares = [
+        share(1, accepted=False),  # nothing of alice accepted yet
+        share(2),
+        share(3, accepted=False),  # alice.rig accepted before
+        share(4, worker="other", accepted=False),  # alice (the user) accepted before, alice.other not
+        share(5, user="bob\tx", accepted=False),
+    ]
+    args = _batch_args(shares)
+    marker, rest = form(args)
+    assert marker == "C" and rest[0] == 1 and rest[1] == 1
+    assert rest[5] == "1\t1\tstale-share\t00\n1\t3\tstale-share\t11\n2\t4\tstale-share\t01\n3\t5\tstale-share\t00\n"
+    # each record's last accepted seq ('-': none) for its high-water mark
+    assert [str(args[4 + 4 * k]).split()[6] for k in range(3)] == ["2", "-", "-"]
 
 
 def test_shares_without_ids_have_no_mark_and_still_go_as_chunks() -> None:

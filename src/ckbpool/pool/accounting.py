@@ -190,9 +190,9 @@ for k = 1, nident do
   local ident = user .. '.' .. worker
   src[k], user_of[k], worker_of[k], ident_of[k] = source, user, worker, ident
   wkey_of[k], ukey_of[k] = prefix .. 'worker:' .. ident, prefix .. 'user:' .. user
-  -- "first_seq monotone n difficulty work last_ts last_seq[ minute work]...": the consumer's sums
+  -- "first_seq monotone n difficulty work last_ts last_accepted_seq('-': none)[ minute work]...": the consumer's sums
   local first, monotone, n, difficulty, work, ts, last_seq, minutes =
-    string.match(ARGV[i + 3], '^(%-?%d+) (%d) (%d+) (%S+) (%S+) (%S+) (%-?%d+)(.*)$')
+    string.match(ARGV[i + 3], '^(%-?%d+) (%d) (%d+) (%S+) (%S+) (%S+) (%S+)(.*)$')
   sums[k] = {first = tonumber(first), monotone = monotone == '1', n = tonumber(n), difficulty = difficulty,
     work = work, ts_s = ts, last_seq = last_seq, minutes = minutes}
   if source ~= '' then
@@ -232,8 +232,8 @@ for k = 1, nident do
     fast[k] = true
   end
 end
--- the shares came as share-log chunks (the consumer saw every share accepted and each record's seqs rising): valid
--- only if every record is all new -- else nothing is written and the consumer sends the lines instead
+-- the shares came as share-log chunks and rejected shares (the consumer saw each record's seqs rising): valid only
+-- if every record is all new -- else nothing is written and the consumer sends the lines instead
 local chunked = ARGV[i] == 'C'
 if chunked then
   for k = 1, nident do
@@ -285,10 +285,10 @@ local function xadd(n, s, work)
     'work', string.format('%.17g', work), 'cum', string.format('%.17g', cum), 'ncum', ncum, 'ecum', ecum)
 end
 if chunked then
-  -- the fast path: every share is new and accepted, so the log is every share in batch order, chunked and
-  -- written out by the consumer exactly as the loop below would (tests/integration/test_accounting_fast_path.py
-  -- compares the two); only what needs the books is done here: the entry's ID from the last one and the clock
-  -- (the clamp is monotone, so the chunk's newest share decides it), the running sums
+  -- the fast path: every share is new, so the log is every accepted share in batch order, chunked and written
+  -- out by the consumer exactly as the loop below would (tests/integration/test_accounting_fast_path.py compares
+  -- the two); only what needs the books is done here: the entry's ID from the last one and the clock (the clamp
+  -- is monotone, so the chunk's newest share decides it), the running sums
   local j = i + 2
   for _ = 1, tonumber(ARGV[i + 1]) do
     local n = tonumber(ARGV[j])
@@ -297,7 +297,23 @@ if chunked then
     counted = counted + n
     j = j + 4
   end
-  for k = 1, nident do counted_seq[k] = sums[k].last_seq end
+  for k = 1, nident do
+    if sums[k].last_seq ~= '-' then counted_seq[k] = sums[k].last_seq end
+  end
+  -- then the rejected shares, in batch order, as below; "k\\tseq\\treason\\tWU\\n", W (U): an accepted share of
+  -- this user.worker (user) came earlier in the batch -- the loop below knows that by its exists table
+  for k, seq, reason, w_seen, u_seen in string.gmatch(ARGV[j], '(%d+)\\t(%-?%d+)\\t([^\\t\\n]*)\\t(%d)(%d)\\n') do
+    k = tonumber(k)
+    if w_seen == '1' or known(wkey_of[k]) then
+      reject(wkey_of[k], reason)
+      if u_seen == '1' or known(ukey_of[k]) then reject(ukey_of[k], reason) end
+      counted = counted + 1
+      local c = counted_seq[k]
+      if not c or tonumber(seq) > tonumber(c) then counted_seq[k] = seq end  -- seqs rise: the later share's
+    else
+      ignored = ignored + 1
+    end
+  end
 else
   local parts, chunk_n, chunk_work = {}, 0, 0
   local function flush()
@@ -509,8 +525,8 @@ def share_work_int(share_target: int) -> int:
 class _Identity:
     """What the consumer sums for one (source, user, worker) of a batch (see :func:`_batch_args`)."""
 
-    __slots__ = ("buckets", "difficulty", "first_seq", "index", "last_seq", "log_mid", "log_prefix", "monotone", "n",
-                 "source", "ts", "ts_s", "user", "work", "worker")  # fmt: skip
+    __slots__ = ("buckets", "difficulty", "first_seq", "index", "last_accepted", "last_seq", "log_mid", "log_prefix",
+                 "monotone", "n", "source", "ts", "ts_s", "user", "work", "worker")  # fmt: skip
 
     def __init__(self, index: int, share: Share) -> None:
         self.index = index
@@ -519,6 +535,7 @@ class _Identity:
         self.log_prefix = f"{_escape(share.user)}\t{_escape(share.worker)}\t"
         self.log_mid = f"\t{_escape(share.source)}:"
         self.first_seq = self.last_seq = share.seq
+        self.last_accepted: int | None = None  # the seq of its last accepted share
         self.monotone = True
         self.n = 0
         self.difficulty = 0.0
@@ -531,7 +548,7 @@ class _Identity:
         """source, user, worker (arguments of their own: any characters), then the numbers in one string."""
         sums = (
             f"{self.first_seq} {int(self.monotone)} {self.n} {self.difficulty!r} {self.work} {self.ts_s} "
-            f"{self.last_seq}"
+            f"{'-' if self.last_accepted is None else self.last_accepted}"
         )
         minutes = "".join(f" {minute} {work}" for minute, work in self.buckets.items())
         return [self.source, self.user, self.worker, sums + minutes]
@@ -554,14 +571,16 @@ def _batch_args(shares: Sequence[Share], chunks: bool = True) -> list[str | int]
     one (a redelivery overlapping the mark). A record's numbers are one string: packing ~60k separate arguments
     per batch cost the consumer more than everything else it does (redis-py encodes each argument in Python).
 
-    The shares go along in one of two forms. The common batch -- every share accepted, each record's seqs rising
-    (and ``chunks``) -- goes as its share log, built here: per chunk of ``SHARE_LOG_CHUNK`` shares in batch order
-    the entry's text (``s``, the lines the script would write), its shares, its work (summed share by share as
-    doubles, as the script does, written ``%.17g``) and its newest share's time; the script then does no
-    per-share work at all (issue 19: per share, the gmatch and the line building were most of Redis' CPU) if
-    every record is all new, and refuses the form otherwise (a redelivery: ``-1``, nothing written). Any other
-    batch goes as one tab-separated line per share, in batch order, for its share-log line (accepted), its reason
-    (rejected) and the one-by-one decisions: ``k seq reason difficulty work ts`` (``k`` = its record).
+    The shares go along in one of two forms. A batch whose records' seqs all rise (and ``chunks``) goes as
+    ``C``: its share log, built here -- per chunk of ``SHARE_LOG_CHUNK`` accepted shares in batch order the
+    entry's shares, its work (summed share by share as doubles, as the script does, written ``%.17g``), its newest
+    share's time and its text (``s``, the lines the script would build) -- then its rejected shares, one line each
+    (``k seq reason WU``: W, U = an accepted share of the same ``user.worker``, user came earlier in the batch).
+    The script does no per-accepted-share work for it (issue 19: the gmatch and the line building were most of
+    Redis' CPU per share) if every record is all new, and refuses it unwritten otherwise (a redelivery: ``-1``).
+    Any other batch, or a refused one, goes as ``L``: one line per share in batch order, ``k seq reason
+    difficulty work ts`` (``k`` = its record), for its share-log line (accepted), its reason (rejected) and the
+    one-by-one decisions. The lines thus go once per script call, never twice.
 
     The minute of a share is ``floor(ts / 60)`` in IEEE doubles on both sides, so a record summed here and one
     summed in the script put a share in the same minute."""
@@ -569,7 +588,10 @@ def _batch_args(shares: Sequence[Share], chunks: bool = True) -> list[str | int]
     order: list[_Identity] = []
     lines: list[str] = []
     line = lines.append
-    chunked = chunks and all(share.accepted for share in shares)
+    rejects: list[str] = []
+    # the records by user.worker and by user (the keys a rejected share counts on), for the C form's W and U
+    by_worker: dict[str, list[_Identity]] = {}
+    by_user: dict[str, list[_Identity]] = {}
     chunk_args: list[str | int] = []
     chunk_work = 0.0
     newest, newest_s = -math.inf, repr(-math.inf)
@@ -586,6 +608,8 @@ def _batch_args(shares: Sequence[Share], chunks: bool = True) -> list[str | int]
         if ident is None:
             ident = records[key] = _Identity(len(order) + 1, share)
             order.append(ident)
+            by_worker.setdefault(f"{user}.{worker}", []).append(ident)
+            by_user.setdefault(user, []).append(ident)
         elif seq <= ident.last_seq:
             ident.monotone = False  # a repeat inside the batch: the script decides these shares one by one
         else:
@@ -600,6 +624,7 @@ def _batch_args(shares: Sequence[Share], chunks: bool = True) -> list[str | int]
             ts = float(timestamp)
             ts_s = repr(ts)
             ident.n += 1
+            ident.last_accepted = seq
             ident.difficulty += d
             ident.work += work
             if ts > ident.ts:
@@ -607,7 +632,7 @@ def _batch_args(shares: Sequence[Share], chunks: bool = True) -> list[str | int]
             minute = floor(ts / 60)
             buckets = ident.buckets
             buckets[minute] = buckets.get(minute, 0) + work
-            if chunked:
+            if chunks:
                 line(f"{ident.log_prefix}{ts_s}{ident.log_mid}{seq}{tail}")
                 chunk_work += work_f
                 if ts > newest:  # the script's clamp is monotone: the chunk's newest share gives its ID
@@ -618,6 +643,10 @@ def _batch_args(shares: Sequence[Share], chunks: bool = True) -> list[str | int]
                     chunk_work, newest, newest_s = 0.0, -math.inf, repr(-math.inf)
             else:
                 line(f"{ident.index}\t{seq}\t\t{middle}{ts_s}\n")
+        elif chunks:
+            w_seen = any(r.n for r in by_worker[f"{user}.{worker}"])
+            u_seen = any(r.n for r in by_user[user])
+            rejects.append(f"{ident.index}\t{seq}\t{_reason(reason)}\t{int(w_seen)}{int(u_seen)}\n")
         else:
             line(f"{ident.index}\t{seq}\t{_reason(reason)}\t0\t0\t0\n")
     # two records sharing a high-water mark field (user "a.b" + worker "c" and user "a" + worker "b.c"): one
@@ -629,15 +658,15 @@ def _batch_args(shares: Sequence[Share], chunks: bool = True) -> list[str | int]
         other = fields.setdefault((ident.source, f"{ident.user}.{ident.worker}"), ident)
         if other is not ident:
             other.monotone = ident.monotone = False
-    if chunked and not all(ident.monotone or not ident.source for ident in order):
+    if chunks and not all(ident.monotone or not ident.source for ident in order):
         return _batch_args(shares, chunks=False)  # a repeat or a shared mark: one by one (a source "" has no mark)
     args: list[str | int] = [len(order)]
     for ident in order:
         args += ident.args()
-    if chunked:
+    if chunks:
         if lines:
             chunk_args += [len(lines), f"{chunk_work:.17g}", newest_s, "\n".join(lines)]
-        args += ["C", len(chunk_args) // 4, *chunk_args]
+        args += ["C", len(chunk_args) // 4, *chunk_args, "".join(rejects)]
     else:
         args += ["L", "".join(lines)]
     return args
