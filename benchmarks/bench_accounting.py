@@ -22,8 +22,9 @@ Baseline in the same run: the stratum figures of ``bench_pool`` (the consumer mu
 the same batches as a plain ``EVAL`` of an empty script (``return 0`` with the same arguments, built by the
 consumer's own ``_batch_args``): what building the arguments and one round trip cost before any counting.
 
-``python -m benchmarks.bench_accounting [--count N] [--json]``; the consumer child has a hard lifetime
-(SIGALRM) and Redis is stopped by pid on the way out.
+``python -m benchmarks.bench_accounting [--count N] [--users U --workers-per-user W] [--modes always,...]
+[--json]`` (``--users 50 --workers-per-user 1``: the pool benchmark's 50 identities, so a batch holds ~160 shares
+of each); the consumer child has a hard lifetime (SIGALRM) and Redis is stopped by pid on the way out.
 """
 
 from __future__ import annotations

@@ -28,6 +28,14 @@ user, in the per-minute hashrate buckets and in the share log -- through:
   (one line each, in batch order), not one per share: the per-share XADD (and its own AOF record) was most of
   Redis' CPU per share. ``tests/integration/test_accounting_batch_equivalence.py`` checks it all (the log share by
   share) with random batchings, redeliveries and overlaps.
+- The common batch (each record's seqs rising, all of them new) costs Redis no per-share work: the consumer
+  sends its share log already chunked -- each entry's lines, share count, work and newest share time -- plus one
+  short line per rejected share, and the script only XADDs the chunks (their IDs and running sums from the log's
+  newest entry and the clock) and counts the rejects. A batch the consumer cannot vouch for (a repeat inside it,
+  two records on one mark) goes share by share as above; one the script finds overlapping a mark (a
+  redelivery) is refused before anything is written and sent again share by share (two calls, the second
+  today's). The books are byte for byte those of the share-by-share path
+  (``tests/integration/test_accounting_fast_path.py`` runs the same deliveries both ways).
 
 Why per (source, user.worker) and not per source: the Kafka record key of a share is ``user.worker``, so one
 such stream lives in one partition and reaches the consumers in publish order, while one source's shares are
@@ -87,7 +95,8 @@ Keys (prefix ``ckbpool:``):
 - ``sharelog`` stream: one entry per chunk of up to ``SHARE_LOG_CHUNK`` (1,024) accepted shares of a batch, in
   batch order: ``n`` (its shares), ``s`` (one line per share, ``user\\tworker\\tts\\tsource:seq\\twork``, work =
   expected hashes as an integer; a tab, newline or backslash in a name is escaped as ``\\t \\n \\\\``), ``work``
-  (their sum), and the log's running sums after it: ``cum`` (work, a float written with 17 significant digits),
+  (their sum, as doubles in batch order), and the log's running sums after it: ``cum`` (work: the previous
+  entry's ``cum`` plus this one's ``work``, a float written with 17 significant digits),
   ``ncum`` (shares), ``ecum`` (such entries) -- only the trimmer reads those. The entry's ID is its newest share's
   time in ms as a per-share entry had it (the running maximum of the shares' times, each clamped to at most 60 s
   ahead of the consumer's clock; increasing), so ``XRANGE sharelog <from_ms> +`` reads by share time, give or take
@@ -163,9 +172,9 @@ local nident = tonumber(ARGV[8])
 local users, workers, sharelog = prefix .. 'users', prefix .. 'workers', prefix .. 'sharelog'
 local counted, duplicates, ignored = 0, 0, 0
 local newest = redis.call('XREVRANGE', sharelog, '+', '-', 'COUNT', 1)
--- the log's running sums, carried on by each entry: cum (work, a double: the trimmer's position need not be
--- exact), ncum (shares) and ecum (batched entries) -- the trimmer's figures; they start again at 0 on an empty log
--- or one whose newest entry predates them
+-- the log's running sums, carried on by each entry: cum (work, a double grown by each entry's work: the trimmer's
+-- position need not be exact), ncum (shares) and ecum (batched entries) -- the trimmer's figures; they start again
+-- at 0 on an empty log or one whose newest entry predates them
 local last_ms, cum, ncum, ecum = 0, 0, 0, 0
 if #newest > 0 then
   last_ms = tonumber(string.match(newest[1][1], '^(%d+)'))
