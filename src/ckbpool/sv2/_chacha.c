@@ -243,13 +243,20 @@ PyDoc_STRVAR(seal_job_doc,
 
 static PyObject *Cipher_seal_job(CipherObject *self, PyObject *args) {
     int fd;
-    unsigned long cid;
+    PyObject *cid_obj;
     Py_buffer h1, t1, h2, t2;
-    if (!PyArg_ParseTuple(args, "iky*y*y*y*:seal_job", &fd, &cid, &h1, &t1, &h2, &t2)) return NULL;
+    if (!PyArg_ParseTuple(args, "iOy*y*y*y*:seal_job", &fd, &cid_obj, &h1, &t1, &h2, &t2)) return NULL;
     PyObject *result = NULL;
     unsigned char *buf = NULL;
     unsigned char stack[2048];
-    if (h1.len != HEADER_BYTES || h2.len != HEADER_BYTES || cid > 0xFFFFFFFFul ||
+    /* a u32: checked, never wrapped ("k" would take any int modulo 2^64) */
+    unsigned long long cid = PyLong_Check(cid_obj) ? PyLong_AsUnsignedLongLong(cid_obj) : 0;
+    if (!PyLong_Check(cid_obj) || (cid == (unsigned long long)-1 && PyErr_Occurred()) || cid > 0xFFFFFFFFull) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_ValueError, "seal_job: the channel id must be an integer in 0..2^32-1");
+        goto done;
+    }
+    if (h1.len != HEADER_BYTES || h2.len != HEADER_BYTES ||
         header_length(h1.buf) != 4 + t1.len || header_length(h2.buf) != 4 + t2.len || 4 + t1.len > MAX_CHUNK ||
         4 + t2.len > MAX_CHUNK) {
         PyErr_SetString(PyExc_ValueError, "seal_job: a header's msg_length does not match its payload");
