@@ -141,7 +141,8 @@ class PoolMetrics:
         )
         # the share log kept by work (ckbpool.pool.accounting.ShareLogTrimmer, one pass a minute)
         self.accounting_share_log_entries = Gauge(
-            "ckbpool_accounting_share_log_entries", "Entries in the share log (accepted shares PPLNS can read)",
+            "ckbpool_accounting_share_log_entries",
+            "Accepted shares in the share log (what PPLNS can read; a stream entry holds up to 1,024)",
             registry=r,
         )  # fmt: skip
         self.accounting_share_log_work = Gauge(
