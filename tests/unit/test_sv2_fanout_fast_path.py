@@ -1,7 +1,8 @@
-"""The new-tip fan-out's per-channel step (issue 19): ``NoiseEncryptor.encrypt_frame_pair`` must give the wire bytes
-and nonces of ``encrypt_frames`` on the two joined frames; ``ServerConnection.check_new_tip`` the checks and state
-of ``send_new_tip``; and ``StratumServer.new_job`` over Noise must still give every channel, standard and
-extended, its own job and SetNewPrevHash, decryptable by that miner, in one write per connection."""
+"""The new-tip fan-out's per-channel step (issue 19): ``NoiseEncryptor.seal_job`` must give the wire bytes and
+nonces of ``encrypt_frames`` on the two frames with the channel id patched in, whatever their size;
+``ServerConnection.check_new_tip`` the checks and state of ``send_new_tip``; and ``StratumServer.new_job`` over
+Noise must still give every channel, standard and extended, its own job and SetNewPrevHash, decryptable by that
+miner, in one write per connection."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from ckbpool.sv2.messages_mining import (
     OpenStandardMiningChannelSuccess,
     SetNewPrevHash,
 )
-from ckbpool.sv2.noise_transport import NoiseDecryptor, NoiseEncryptor, NoiseFrameError, NoiseTransport
+from ckbpool.sv2.noise_transport import NoiseDecryptor, NoiseEncryptor, NoiseTransport
 from ckbpool.sv2.server import PreparedJobMessage, ServerConnection
 
 pytestmark = pytest.mark.unit
@@ -47,32 +48,27 @@ def _frame(msg_type: int, payload: bytes) -> tuple[bytes, bytes]:
     return header, payload
 
 
-@pytest.mark.parametrize("sizes", [(1, 1), (90, 36), (4, 65519), (65519, 200)])
-def test_a_frame_pair_is_encrypted_as_encrypt_frames_does(sizes: tuple[int, int]) -> None:
-    (h1, p1), (h2, p2) = _frame(0x15, os.urandom(sizes[0])), _frame(0x20, os.urandom(sizes[1]))
-    pair, reference = NoiseEncryptor(KEY), NoiseEncryptor(KEY)
+def _job_frames(cid: int, tail1: bytes, tail2: bytes) -> tuple[tuple[bytes, bytes], tuple[bytes, bytes]]:
+    """Two frames as the fan-out has them (header, tail after the channel id) and as a miner gets them (whole)."""
+    (h1, p1), (h2, p2) = (
+        _frame(0x15, cid.to_bytes(4, "little") + tail1),
+        _frame(0x20, cid.to_bytes(4, "little") + tail2),
+    )
+    return (h1, h1 + p1), (h2, h2 + p2)
+
+
+# payloads (channel id + tail) of 4 and 4, 90 and 36, one chunk exactly (65519), and beyond one chunk (70,000)
+@pytest.mark.parametrize("tails", [(0, 0), (86, 32), (0, 65515), (65515, 196), (69_996, 0)])
+def test_a_new_tip_is_sealed_as_encrypt_frames_does(tails: tuple[int, int]) -> None:
+    t1, t2 = os.urandom(tails[0]), os.urandom(tails[1])
+    (h1, f1), (h2, f2) = _job_frames(9, t1, t2)
+    sealed, reference = NoiseEncryptor(KEY), NoiseEncryptor(KEY)
     for _ in range(3):  # the nonces move on alike
-        assert pair.encrypt_frame_pair(h1, p1, h2, p2) == reference.encrypt_frames([h1 + p1, h2 + p2])
-        assert pair.n == reference.n
+        assert sealed.seal_job(-1, 9, h1, t1, h2, t2) == reference.encrypt_frames([f1, f2])
+        assert sealed.n == reference.n
     decryptor = NoiseDecryptor(KEY)
-    wire = NoiseEncryptor(KEY).encrypt_frame_pair(h1, p1, h2, p2)
-    assert decryptor.feed(wire) == [h1 + p1, h2 + p2]
-
-
-def test_a_frame_pair_beyond_one_chunk_or_empty_takes_the_general_path() -> None:
-    (h1, p1), (h2, p2) = _frame(0x15, os.urandom(70_000)), _frame(0x20, b"")
-    pair, reference = NoiseEncryptor(KEY), NoiseEncryptor(KEY)
-    assert pair.encrypt_frame_pair(h1, p1, h2, p2) == reference.encrypt_frames([h1 + p1, h2 + p2])
-    assert pair.n == reference.n
-
-
-def test_a_header_that_does_not_announce_its_payload_is_refused_and_uses_no_nonce() -> None:
-    (h1, p1), (h2, p2) = _frame(0x15, b"abcd"), _frame(0x20, b"efgh")
-    encryptor = NoiseEncryptor(KEY)
-    for args in ((h1, p1 + b"x", h2, p2), (h1, p1, h2, p2[:-1]), (h1[:5], p1, h2, p2)):
-        with pytest.raises(NoiseFrameError):
-            encryptor.encrypt_frame_pair(*args)
-    assert encryptor.n == 0
+    wire = NoiseEncryptor(KEY).seal_job(-1, 9, h1, t1, h2, t2)
+    assert wire is not None and decryptor.feed(wire) == [f1, f2]
 
 
 def _connected() -> tuple[ServerConnection, int, int]:

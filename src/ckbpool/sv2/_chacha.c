@@ -236,7 +236,8 @@ static Py_ssize_t header_length(const unsigned char *h) { return h[3] | (h[4] <<
 PyDoc_STRVAR(seal_job_doc,
              "seal_job(fd, channel_id, header1, tail1, header2, tail2) -> bytes | None\n\n"
              "A new tip's per-channel step: two frames whose payloads are the channel id (u32 LE) followed by a tail "
-             "encoded once for every channel, sealed as four AEAD messages (each header and each payload), then "
+             "encoded once for every channel, sealed as `seal_frame` seals each (the header alone, the payload in "
+             "chunks of at most 65519 bytes: four AEAD messages for the usual small job), then "
              "written to the socket `fd` without blocking when fd >= 0. Returns None when every byte went out, else "
              "the bytes still to write (all of them for fd < 0, the rest after a short or refused write): the caller "
              "hands them to its transport, which then keeps the order.");
@@ -256,14 +257,14 @@ static PyObject *Cipher_seal_job(CipherObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "seal_job: the channel id must be an integer in 0..2^32-1");
         goto done;
     }
-    if (h1.len != HEADER_BYTES || h2.len != HEADER_BYTES ||
-        header_length(h1.buf) != 4 + t1.len || header_length(h2.buf) != 4 + t2.len || 4 + t1.len > MAX_CHUNK ||
-        4 + t2.len > MAX_CHUNK) {
+    if (h1.len != HEADER_BYTES || h2.len != HEADER_BYTES || header_length(h1.buf) != 4 + t1.len ||
+        header_length(h2.buf) != 4 + t2.len) {
         PyErr_SetString(PyExc_ValueError, "seal_job: a header's msg_length does not match its payload");
         goto done;
     }
-    if (reserve(self, 4) < 0) goto done;
-    Py_ssize_t total = 2 * SEALED_HEADER_BYTES + (4 + t1.len + MAC_BYTES) + (4 + t2.len + MAC_BYTES);
+    Py_ssize_t chunks1 = (4 + t1.len + MAX_CHUNK - 1) / MAX_CHUNK, chunks2 = (4 + t2.len + MAX_CHUNK - 1) / MAX_CHUNK;
+    if (reserve(self, 2 + (uint64_t)(chunks1 + chunks2)) < 0) goto done;
+    Py_ssize_t total = 2 * SEALED_HEADER_BYTES + (4 + t1.len) + (4 + t2.len) + (chunks1 + chunks2) * MAC_BYTES;
     buf = total <= (Py_ssize_t)sizeof stack ? stack : PyMem_Malloc((size_t)total);
     if (buf == NULL) {
         PyErr_NoMemory();
@@ -278,11 +279,18 @@ static PyObject *Cipher_seal_job(CipherObject *self, PyObject *args) {
     for (int f = 0; f < 2; f++) {
         if (seal_one(self, n++, headers[f]->buf, HEADER_BYTES, dst) < 0) goto done;
         dst += SEALED_HEADER_BYTES;
-        int tl = (int)tails[f]->len;
-        if (begin(enc_ctx, self, n++, 1) < 0 || seal_update(id, 4, dst) < 0 ||
-            seal_update(tails[f]->buf, tl, dst + 4) < 0 || seal_final(dst + 4 + tl) < 0)
-            goto done;
-        dst += 4 + tl + MAC_BYTES;
+        /* the payload, id + tail, in chunks of MAX_CHUNK: the id (4 < MAX_CHUNK bytes) is in the first */
+        const unsigned char *tail = tails[f]->buf;
+        Py_ssize_t left = 4 + tails[f]->len;
+        for (int first = 1; left > 0; first = 0) {
+            int len = (int)(left < MAX_CHUNK ? left : MAX_CHUNK), from_tail = first ? len - 4 : len;
+            if (begin(enc_ctx, self, n++, 1) < 0 || (first && seal_update(id, 4, dst) < 0) ||
+                seal_update(tail, from_tail, dst + (len - from_tail)) < 0 || seal_final(dst + len) < 0)
+                goto done;
+            tail += from_tail;
+            left -= len;
+            dst += len + MAC_BYTES;
+        }
     }
     self->n = n;
     Py_ssize_t sent = 0;

@@ -199,18 +199,6 @@ class NoiseEncryptor(_Counter):
         encrypt_frame = self.encrypt_frame
         return b"".join([encrypt_frame(f) for f in frames])
 
-    def encrypt_frame_pair(self, header1: bytes, payload1: bytes, header2: bytes, payload2: bytes) -> bytes:
-        """``encrypt_frames([header1 + payload1, header2 + payload2])`` for two frames given as header and payload:
-        the same wire bytes and nonces. Both headers are checked before either frame uses a nonce."""
-        if (
-            len(header1) != FRAME_HEADER_SIZE
-            or len(header2) != FRAME_HEADER_SIZE
-            or header1[3] | header1[4] << 8 | header1[5] << 16 != len(payload1)
-            or header2[3] | header2[4] << 8 | header2[5] << 16 != len(payload2)
-        ):
-            raise NoiseFrameError("frame length does not match the msg_length in its header")
-        return self._seal_frame(header1 + payload1) + self._seal_frame(header2 + payload2)
-
 
 class NoiseDecryptor(_Counter):
     """Receiving half of an established transport: wire bytes in (any split), plaintext frames out.
