@@ -153,6 +153,11 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def entry_fields(raw_fields: Any) -> dict[str, str]:
+    """A stream entry's fields as redis-py returns them (bytes or str, or None) as text."""
+    return {_text(k): _text(v) for k, v in (raw_fields or {}).items()}
+
+
 def record_from_fields(entry_id: str, fields: Mapping[str, str]) -> ShareRecord:
     """One per-share share-log entry (the format before batched entries) -> ShareRecord; ``work`` if present, else
     derived from ``difficulty`` (see above)."""
@@ -234,7 +239,7 @@ def entry_shares(raw_id: Any, raw_fields: Any) -> list[dict[str, str]]:
     """The shares of one share-log entry (as redis-py returns it, bytes or str) as field dicts, oldest first: a
     per-share entry's own fields, or ``user``, ``worker``, ``ts``, ``id``, ``work`` per line of a batched one."""
     entry_id = _text(raw_id)
-    fields = {_text(k): _text(v) for k, v in (raw_fields or {}).items()}
+    fields = entry_fields(raw_fields)
     if "s" not in fields:
         return [fields]
     return [dict(zip(_LINE_FIELDS, parts, strict=True)) for parts in _lines(entry_id, fields)]
@@ -258,6 +263,27 @@ def _next_count(entries: list[Any], page: int) -> int:
 _FIRST_COUNT = 8
 
 
+class _SharePages:
+    """The paging of :func:`read_shares` / :func:`read_shares_sync`, written once for the async and the sync
+    client: :attr:`count` is the next XRANGE page's COUNT (None: done), :meth:`take` takes its entries."""
+
+    def __init__(self, start: str, page: int, max_entries: int) -> None:
+        self.out: list[dict[str, str]] = []
+        self.lower, self.count = start, _FIRST_COUNT
+        self.page, self.left = page, max_entries
+        self.done = max_entries <= 0
+
+    def take(self, entries: list[Any]) -> None:
+        for raw_id, raw_fields in entries:
+            self.out += entry_shares(raw_id, raw_fields)
+        self.left -= len(entries)
+        if len(entries) < self.count or self.left <= 0:
+            self.done = True
+            return
+        self.lower = "(" + _text(entries[-1][0])
+        self.count = _next_count(entries, self.page)
+
+
 async def read_shares(
     client: aioredis.Redis, key: str = SHARELOG_KEY, *, start: str = "-", page: int = 5000,
     max_entries: int = 100_000_000,
@@ -265,36 +291,20 @@ async def read_shares(
     """Every share in the log from the entry ``start`` on (an XRANGE bound), oldest first, from either format
     (:func:`entry_shares`): what tests, the chaos harness and benchmarks count and compare. Pages of about
     ``page`` shares; ``max_entries`` bounds the walk."""
-    out: list[dict[str, str]] = []
-    count, seen, lower = _FIRST_COUNT, 0, start
-    while seen < max_entries:
-        entries = await client.xrange(key, min=lower, max="+", count=count) or []
-        for raw_id, raw_fields in entries:
-            out += entry_shares(raw_id, raw_fields)
-        seen += len(entries)
-        if len(entries) < count:
-            break
-        lower = "(" + _text(entries[-1][0])
-        count = _next_count(entries, page)
-    return out
+    pages = _SharePages(start, page, max_entries)
+    while not pages.done:
+        pages.take(await client.xrange(key, min=pages.lower, max="+", count=pages.count) or [])
+    return pages.out
 
 
 def read_shares_sync(
     client: Any, key: str = SHARELOG_KEY, *, start: str = "-", page: int = 5000, max_entries: int = 100_000_000
 ) -> list[dict[str, str]]:
     """:func:`read_shares` with a synchronous redis-py client (benchmarks, the chaos harness)."""
-    out: list[dict[str, str]] = []
-    count, seen, lower = _FIRST_COUNT, 0, start
-    while seen < max_entries:
-        entries = client.xrange(key, min=lower, max="+", count=count)
-        for raw_id, raw_fields in entries:
-            out += entry_shares(raw_id, raw_fields)
-        seen += len(entries)
-        if len(entries) < count:
-            break
-        lower = "(" + _text(entries[-1][0])
-        count = _next_count(entries, page)
-    return out
+    pages = _SharePages(start, page, max_entries)
+    while not pages.done:
+        pages.take(client.xrange(key, min=pages.lower, max="+", count=pages.count) or [])
+    return pages.out
 
 
 async def read_window(
@@ -328,9 +338,7 @@ async def read_window(
         entries = await client.xrevrange(key, max=upper, min="-", count=count) or []
         records, pending = pending, []
         for raw_id, raw_fields in entries:
-            entry_id = _text(raw_id)
-            fields = {_text(k): _text(v) for k, v in (raw_fields or {}).items()}
-            for record in reversed(entry_records(entry_id, fields)):
+            for record in reversed(entry_records(_text(raw_id), entry_fields(raw_fields))):
                 if record.ts <= found_at:
                     records.append(record)
         seen += len(entries)
@@ -364,10 +372,8 @@ async def _past_bound(client: aioredis.Redis, key: str, upper_ms: int, found_at:
     if not after or not is_batched(after[0][1] or {}):
         return []  # none, or a per-share entry: its own ID is past the bound
     raw_id, raw_fields = after[0]
-    entry_id = _text(raw_id)
-    fields = {_text(k): _text(v) for k, v in (raw_fields or {}).items()}
     lead: list[ShareRecord] = []
-    for record in entry_records(entry_id, fields):
+    for record in entry_records(_text(raw_id), entry_fields(raw_fields)):
         if math.floor(record.ts * 1000) > upper_ms:
             break
         lead.append(record)

@@ -131,7 +131,7 @@ from ..bus.events import BlockOutcome, Share
 from ..ckb.rpc import CkbRpcClient
 from ..ckb.target import compact_to_target, target_to_difficulty
 from ..payouts.pplns import DEFAULT_N as DEFAULT_PPLNS_N
-from ..payouts.pplns import entry_shares
+from ..payouts.pplns import entry_fields, entry_shares
 from ..retry import FOREVER, REDIS_READ, Backoff, retry
 from .config import DEDUP_TTL_S, IDLE_TTL_S, SHARE_LOG_KEEP_S, RedisSettings
 from .redis_conn import connect_redis as connect_redis  # moved there; the name stays importable from here
@@ -1003,7 +1003,7 @@ async def find_cut_ms(
 
 
 def _entry(raw_id: Any, raw_fields: Any) -> LogEntry:
-    fields = {_s(k): _s(v) for k, v in (raw_fields or {}).items()}
+    fields = entry_fields(raw_fields)
     ms = int(_s(raw_id).split("-")[0])
     try:
         work = float(fields.get("work", "0"))
