@@ -110,6 +110,29 @@ static int seal_one(const CipherObject *self, uint64_t n, const unsigned char *i
     return seal_final(out + len);
 }
 
+/* One SV2 frame for the wire from its header and its payload, the payload given as `prefix` (at most 4 bytes: a
+ * channel id patched in, or none) followed by `tail`: the header sealed alone, then the payload in chunks of at
+ * most MAX_CHUNK bytes, under nonces *n, *n+1, ... (advanced). Writes 22 + plen + tlen + 16 x chunks bytes. */
+static int seal_frame_parts(const CipherObject *self, uint64_t *n, const unsigned char *header,
+                            const unsigned char *prefix, int plen, const unsigned char *tail, Py_ssize_t tlen,
+                            unsigned char **dst) {
+    if (seal_one(self, (*n)++, header, HEADER_BYTES, *dst) < 0) return -1;
+    *dst += SEALED_HEADER_BYTES;
+    for (Py_ssize_t left = plen + tlen; left > 0; plen = 0) {
+        int len = (int)(left < MAX_CHUNK ? left : MAX_CHUNK), from_tail = len - plen;
+        if (begin(enc_ctx, self, (*n)++, 1) < 0 || (plen && seal_update(prefix, plen, *dst) < 0) ||
+            seal_update(tail, from_tail, *dst + plen) < 0 || seal_final(*dst + len) < 0)
+            return -1;
+        tail += from_tail;
+        left -= len;
+        *dst += len + MAC_BYTES;
+    }
+    return 0;
+}
+
+/* chunks of a payload of `len` bytes (0 for an empty one) */
+static Py_ssize_t chunks_of(Py_ssize_t len) { return (len + MAX_CHUNK - 1) / MAX_CHUNK; }
+
 /* Open `len` (>= 16) sealed bytes with nonce n into out (len - 16 bytes). 1: ok, 0: the tag does not verify,
  * -1: an error is set. */
 static int open_one(const CipherObject *self, uint64_t n, const unsigned char *in, Py_ssize_t len, unsigned char *out) {
@@ -206,25 +229,18 @@ static PyObject *Cipher_seal_frame(CipherObject *self, PyObject *arg) {
         PyErr_SetString(PyExc_ValueError, "an SV2 frame has a 6-byte header");
         goto done;
     }
-    Py_ssize_t payload = in.len - HEADER_BYTES;
-    Py_ssize_t chunks = (payload + MAX_CHUNK - 1) / MAX_CHUNK;
+    Py_ssize_t chunks = chunks_of(in.len - HEADER_BYTES);
     if (reserve(self, 1 + (uint64_t)chunks) < 0) goto done;
     out = PyBytes_FromStringAndSize(NULL, in.len + (1 + chunks) * MAC_BYTES);
     if (out == NULL) goto done;
     const unsigned char *src = in.buf;
     unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(out);
     uint64_t n = self->n;
-    if (seal_one(self, n++, src, HEADER_BYTES, dst) < 0) goto fail;
-    dst += SEALED_HEADER_BYTES;
-    for (Py_ssize_t off = HEADER_BYTES; off < in.len; off += MAX_CHUNK) {
-        int len = (int)(in.len - off < MAX_CHUNK ? in.len - off : MAX_CHUNK);
-        if (seal_one(self, n++, src + off, len, dst) < 0) goto fail;
-        dst += len + MAC_BYTES;
+    if (seal_frame_parts(self, &n, src, NULL, 0, src + HEADER_BYTES, in.len - HEADER_BYTES, &dst) < 0) {
+        Py_CLEAR(out);
+        goto done;
     }
     self->n = n;
-    goto done;
-fail:
-    Py_CLEAR(out);
 done:
     PyBuffer_Release(&in);
     return out;
@@ -262,7 +278,7 @@ static PyObject *Cipher_seal_job(CipherObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "seal_job: a header's msg_length does not match its payload");
         goto done;
     }
-    Py_ssize_t chunks1 = (4 + t1.len + MAX_CHUNK - 1) / MAX_CHUNK, chunks2 = (4 + t2.len + MAX_CHUNK - 1) / MAX_CHUNK;
+    Py_ssize_t chunks1 = chunks_of(4 + t1.len), chunks2 = chunks_of(4 + t2.len);
     if (reserve(self, 2 + (uint64_t)(chunks1 + chunks2)) < 0) goto done;
     Py_ssize_t total = 2 * SEALED_HEADER_BYTES + (4 + t1.len) + (4 + t2.len) + (chunks1 + chunks2) * MAC_BYTES;
     buf = total <= (Py_ssize_t)sizeof stack ? stack : PyMem_Malloc((size_t)total);
@@ -274,24 +290,9 @@ static PyObject *Cipher_seal_job(CipherObject *self, PyObject *args) {
                            (unsigned char)(cid >> 24)};
     uint64_t n = self->n;
     unsigned char *dst = buf;
-    const Py_buffer *tails[2] = {&t1, &t2};
-    const Py_buffer *headers[2] = {&h1, &h2};
-    for (int f = 0; f < 2; f++) {
-        if (seal_one(self, n++, headers[f]->buf, HEADER_BYTES, dst) < 0) goto done;
-        dst += SEALED_HEADER_BYTES;
-        /* the payload, id + tail, in chunks of MAX_CHUNK: the id (4 < MAX_CHUNK bytes) is in the first */
-        const unsigned char *tail = tails[f]->buf;
-        Py_ssize_t left = 4 + tails[f]->len;
-        for (int first = 1; left > 0; first = 0) {
-            int len = (int)(left < MAX_CHUNK ? left : MAX_CHUNK), from_tail = first ? len - 4 : len;
-            if (begin(enc_ctx, self, n++, 1) < 0 || (first && seal_update(id, 4, dst) < 0) ||
-                seal_update(tail, from_tail, dst + (len - from_tail)) < 0 || seal_final(dst + len) < 0)
-                goto done;
-            tail += from_tail;
-            left -= len;
-            dst += len + MAC_BYTES;
-        }
-    }
+    if (seal_frame_parts(self, &n, h1.buf, id, 4, t1.buf, t1.len, &dst) < 0 ||
+        seal_frame_parts(self, &n, h2.buf, id, 4, t2.buf, t2.len, &dst) < 0)
+        goto done;
     self->n = n;
     Py_ssize_t sent = 0;
     if (fd >= 0) {
