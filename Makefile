@@ -12,7 +12,7 @@ TEST_WORKERS ?= 2
 
 .PHONY: venv deps test test-unit test-integration lint bench abuse chaos demo fuzz clean
 
-$(BIN)/.installed: pyproject.toml setup.py src/ckbpool/image/setup.py src/ckbpool/ckb/_eaglesong.c src/ckbpool/sv2/_chacha.c
+$(BIN)/.installed: pyproject.toml setup.py src/ckbpool/image/setup.py src/ckbpool/ckb/_eaglesong.c src/ckbpool/sv2/_chacha.c src/ckbpool/bus/_sharecodec.c
 	@# the Noise cipher (src/ckbpool/sv2/_chacha.c) links OpenSSL's libcrypto: its headers before the build
 	@test -f /usr/include/openssl/evp.h || { echo "venv: installing libssl-dev (OpenSSL's headers, for the Noise cipher)"; \
 	  [ "$$(id -u)" = 0 ] || { echo "venv: need root, or: sudo apt-get install libssl-dev" >&2; exit 1; }; \

@@ -64,7 +64,8 @@ def test_the_wheel_carries_the_role_the_terraform_modules_and_the_image_recipe(t
     assert shipped_tf == unpacked / "ckbpool" / "terraform"
 
     # the pool image's recipe: the Dockerfile and the C source, and a build context assembled from the wheel alone
-    assert {"ckbpool/image/Dockerfile", "ckbpool/ckb/_eaglesong.c", "ckbpool/sv2/_chacha.c"} <= names
+    sources = {"ckbpool/ckb/_eaglesong.c", "ckbpool/sv2/_chacha.c", "ckbpool/bus/_sharecodec.c"}
+    assert {"ckbpool/image/Dockerfile", *sources} <= names
     context = subprocess.run(
         [sys.executable, "-c", "import sys; from pathlib import Path; from ckbpool.deploy.image import build_context; "
          "print(build_context(Path(sys.argv[1]), 'base:1'))", str(tmp_path / "image")],
@@ -73,7 +74,7 @@ def test_the_wheel_carries_the_role_the_terraform_modules_and_the_image_recipe(t
     assert context.returncode == 0, context.stderr
     ctx = tmp_path / "image" / "context"
     assert (tmp_path / "image" / "Dockerfile").is_file() and (ctx / "src/ckbpool/ckb/_eaglesong.c").is_file()
-    assert (ctx / "src/ckbpool/sv2/_chacha.c").is_file()
+    assert (ctx / "src/ckbpool/sv2/_chacha.c").is_file() and (ctx / "src/ckbpool/bus/_sharecodec.c").is_file()
     assert not (ctx / "src/ckbpool/ansible").exists() and not list(ctx.rglob("*.so"))
     assert 'name = "ckbpool"' in (ctx / "pyproject.toml").read_text()
     if not (BIN / "ansible-playbook").exists():

@@ -22,3 +22,11 @@ def test_the_noise_cipher_is_the_c_extension_built_against_libcrypto() -> None:
 
     assert noise_transport.Cipher is _chacha.Cipher
     assert _chacha.__file__ is not None and _chacha.__file__.endswith(".so")
+
+
+def test_the_ipc_share_codec_is_the_c_extension() -> None:
+    """No fallback exists for the stratum workers' share codec (bus/_sharecodec.c) either."""
+    from ckbpool.bus import _sharecodec, ipc
+
+    assert ipc.encode_shares is _sharecodec.encode_shares and ipc.decode_shares is _sharecodec.decode_shares
+    assert _sharecodec.__file__ is not None and _sharecodec.__file__.endswith(".so")

@@ -30,7 +30,7 @@ def test_context_is_the_installed_package_with_generated_build_files(tmp_path: P
     ctx = tmp_path / "context"
     pkg = ctx / "src" / "ckbpool"
     assert (pkg / "ckb" / "_eaglesong.c").is_file() and (pkg / "templates").is_dir()
-    assert (pkg / "sv2" / "_chacha.c").is_file()
+    assert (pkg / "sv2" / "_chacha.c").is_file() and (pkg / "bus" / "_sharecodec.c").is_file()
     assert (pkg / "image" / "Dockerfile").read_bytes() == (tmp_path / "Dockerfile").read_bytes()
     # no compiled objects from the controller's Python, no caches, no deploy-only directories
     files = [p.relative_to(pkg).as_posix() for p in pkg.rglob("*") if p.is_file()]
@@ -44,7 +44,8 @@ def test_context_is_the_installed_package_with_generated_build_files(tmp_path: P
     assert any(d.startswith("pydantic") for d in deps) and any(d.startswith("coincurve") for d in deps)
     assert not [d for d in deps if "extra" in d]  # hosts/cloud/dev extras stay out of the image
     assert not [d for d in deps if d.startswith(("ansible", "boto3", "pytest"))]
-    assert "ckb/_eaglesong.c" in (ctx / "setup.py").read_text() and "sv2/_chacha.c" in (ctx / "setup.py").read_text()
+    setup_py = (ctx / "setup.py").read_text()
+    assert all(c in setup_py for c in ("ckb/_eaglesong.c", "sv2/_chacha.c", "bus/_sharecodec.c"))
     assert len(digest) == 64
 
 

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from . import _sharecodec
 from .base import (
     EVENT_TYPES,
     Bus,
@@ -127,120 +128,15 @@ def decode_frames(buffer: bytearray) -> list[tuple[int, bytes]]:
     return frames
 
 
-#: one share: channel_id, job_id, height, nonce (u128 LE), share_target (u256 LE), share_difficulty, accepted,
-#: is_block, timestamp, seq, the string table indexes of server_id, user, worker, reason and source, and the
-#: length of its block_hash (the hashes follow all the records, in order: the records stay fixed-size)
-_SHARE = struct.Struct(">IQQ16s32sd??dQIIIIIB")
-_COUNTS = struct.Struct(">II")  # string count, share count
-
-
-def encode_shares(shares: Sequence[Share]) -> bytes:
-    """Shares as one payload: ``u32 strings | u32 shares | (u32 length | UTF-8)* | record* | block_hash*``."""
-    table: dict[str, int] = {}
-    ref = table.setdefault
-    pack = _SHARE.pack
-    records = []
-    hashes = []
-    for share in shares:
-        block_hash = share.block_hash
-        records.append(
-            pack(
-                share.channel_id,
-                share.job_id,
-                share.height,
-                share.nonce.to_bytes(16, "little"),
-                share.share_target.to_bytes(32, "little"),
-                share.share_difficulty,
-                share.accepted,
-                share.is_block,
-                share.timestamp,
-                share.seq,
-                ref(share.server_id, len(table)),
-                ref(share.user, len(table)),
-                ref(share.worker, len(table)),
-                ref(share.reason, len(table)),
-                ref(share.source, len(table)),
-                len(block_hash),
-            )
-        )
-        if block_hash:
-            hashes.append(block_hash)
-    parts = [_COUNTS.pack(len(table), len(shares))]
-    for text in table:  # insertion order: the indexes
-        data = text.encode()
-        parts.append(_LEN.pack(len(data)))
-        parts.append(data)
-    return b"".join(parts + records + hashes)
-
-
-def decode_shares(payload: bytes) -> list[Share]:
-    """The inverse of :func:`encode_shares`; :class:`FrameError` for a payload that is not one. Every field is in
-    the range a Share allows by the record's format (the seq checked on its own), so the Shares are built without
-    running Share's checks again."""
-    try:
-        count, total = _COUNTS.unpack_from(payload, 0)
-        offset = _COUNTS.size
-        strings: list[str] = []
-        for _ in range(count):
-            (size,) = _LEN.unpack_from(payload, offset)
-            offset += 4
-            if offset + size > len(payload):
-                raise FrameError("a string runs past the end of its SHARES frame")
-            strings.append(payload[offset : offset + size].decode())
-            offset += size
-        end = offset + total * _SHARE.size
-        if end > len(payload):
-            raise FrameError("the share records run past the end of their SHARES frame")
-        frombytes = int.from_bytes
-        make = tuple.__new__
-        targets: dict[bytes, int] = {}  # a batch's shares share a few targets: each decoded once
-        shares: list[Share] = []
-        append = shares.append
-        hashes = end
-        records = _SHARE.iter_unpack(memoryview(payload)[offset:end])
-        for cid, job, height, nonce, tbytes, diff, accepted, block, ts, seq, si, ui, wi, ri, so, hl in records:
-            block_hash = b""
-            if hl:
-                block_hash = payload[hashes : hashes + hl]
-                if len(block_hash) != hl:
-                    raise FrameError("a block hash runs past the end of its SHARES frame")
-                hashes += hl
-            if seq > SEQ_MAX:
-                raise FrameError(f"share seq {seq} above {SEQ_MAX}")
-            target = targets.get(tbytes)
-            if target is None:
-                target = targets[tbytes] = frombytes(tbytes, "little")
-            # Share's own range checks are the record format's field widths (u32 channel, u64 job and height,
-            # 16- and 32-byte nonce and target) and the seq check above: built as the tuple it is, unchecked
-            # again (Share.__new__'s checks were a fifth of the hub's cost per share, issue 19)
-            append(
-                make(
-                    Share,
-                    (
-                        strings[si],
-                        cid,
-                        strings[ui],
-                        strings[wi],
-                        job,
-                        height,
-                        frombytes(nonce, "little"),
-                        target,
-                        diff,
-                        accepted,
-                        strings[ri],
-                        block,
-                        block_hash,
-                        ts,
-                        strings[so],
-                        seq,
-                    ),
-                )
-            )
-    except (struct.error, IndexError, UnicodeDecodeError) as exc:
-        raise FrameError(f"malformed SHARES frame: {exc}") from exc
-    if hashes != len(payload):
-        raise FrameError(f"{len(payload) - hashes} bytes after the last share of a SHARES frame")
-    return shares
+# The SHARES codec is C (_sharecodec.c: the format, and why): with several workers, encoding each share in the
+# worker and decoding it in the parent is per-share work the one-process pool does not have, and in Python it was a
+# tenth of a share's cost (issue 19). tests/unit/test_bus_ipc.py keeps a struct-based reference of the format.
+_sharecodec.configure(Share, FrameError, SEQ_MAX)
+#: Shares as one payload: ``u32 strings | u32 shares | (u32 length | UTF-8)* | record* | block_hash*``
+encode_shares = _sharecodec.encode_shares
+#: the inverse of :func:`encode_shares`; :class:`FrameError` for a payload that is not one (a Share's ranges are the
+#: record's field widths, seq checked on its own, so the Shares are built without running Share's checks again)
+decode_shares = _sharecodec.decode_shares
 
 
 def _decode_event(topic: Topic, data: bytes) -> Event:

@@ -200,7 +200,7 @@ def build_context(dest: Path, base: str) -> str:
     every input (files, base image name), which labels the image so a changed ckbpool rebuilds it."""
     if not DOCKERFILE.is_file():
         raise ImageError(f"{DOCKERFILE} is missing: this ckbpool was installed without its image/Dockerfile")
-    for c_source in ("ckb/_eaglesong.c", "sv2/_chacha.c"):
+    for c_source in ("ckb/_eaglesong.c", "sv2/_chacha.c", "bus/_sharecodec.c"):
         if not (PACKAGE_DIR / c_source).is_file():
             raise ImageError(f"ckbpool/{c_source} is missing: this ckbpool was installed without its C source")
     digest = hashlib.sha256(f"base={base}\n".encode())

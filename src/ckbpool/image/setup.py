@@ -1,5 +1,5 @@
-"""Build the C extensions (Eaglesong; the Noise transport's ChaCha20-Poly1305 on OpenSSL's libcrypto) with the
-package's own build (no prebuilt download).
+"""Build the C extensions (Eaglesong; the Noise transport's ChaCha20-Poly1305 on OpenSSL's libcrypto; the IPC
+bus's share codec) with the package's own build (no prebuilt download).
 
 One definition for both builds that compile ckbpool: the checkout's (the repository's setup.py runs this file) and
 the pool image's (``ckbpool image build`` ships this file in the build context as its setup.py, so the image's
@@ -20,6 +20,12 @@ setup(
             "ckbpool.sv2._chacha",
             sources=["src/ckbpool/sv2/_chacha.c"],
             libraries=["crypto"],
+            extra_compile_args=["-O2", "-std=c11"],
+        ),
+        # the IPC bus's SHARES codec (stratum workers -> parent); CPython's C API only
+        Extension(
+            "ckbpool.bus._sharecodec",
+            sources=["src/ckbpool/bus/_sharecodec.c"],
             extra_compile_args=["-O2", "-std=c11"],
         ),
     ]

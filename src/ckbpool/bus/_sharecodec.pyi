@@ -1,0 +1,9 @@
+"""Types of the C extension ``_sharecodec.c`` (the IPC bus's SHARES codec: Share events <-> one payload)."""
+
+from collections.abc import Sequence
+
+from .events import Share
+
+def configure(share_type: type[Share], frame_error: type[BaseException], seq_max: int, /) -> None: ...
+def encode_shares(shares: Sequence[Share], /) -> bytes: ...
+def decode_shares(payload: bytes | bytearray | memoryview, /) -> list[Share]: ...
