@@ -1449,16 +1449,22 @@ def _profile_top(profiler: Any, top: int) -> list[dict[str, Any]]:
     total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
     rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]  # type: ignore[attr-defined]
     out = []
-    for (filename, line, name), (_cc, ncalls, tottime, cumtime, _callers) in rows:
+
+    def where(filename: str, line: int, name: str) -> str:
         short = filename
         for marker in ("/src/ckbpool/", "/benchmarks/", "/site-packages/", "/lib/python"):
             if marker in filename:
                 short = filename.split(marker, 1)[1]
                 break
-        where = name if filename == "~" else f"{short}:{line} {name}"
+        return name if filename == "~" else f"{short}:{line} {name}"
+
+    for (filename, line, name), (_cc, ncalls, tottime, cumtime, callers) in rows:
+        # its main caller (by the time spent in it from there): who to blame for a library function's calls
+        caller = max(callers.items(), key=lambda kv: kv[1][2], default=None)
         out.append(
             {
-                "function": where,
+                "function": where(filename, line, name),
+                "caller": where(*caller[0]) if caller else "",
                 "calls": ncalls,
                 "tottime_s": round(tottime, 3),
                 "cumtime_s": round(cumtime, 3),

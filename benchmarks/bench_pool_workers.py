@@ -315,7 +315,7 @@ def main() -> int:
             flush=True,
         )
         for entry in result.get("cprofile") or []:
-            print(f"    {entry['tottime_s']:7.3f} {entry['calls']:>9} {entry['function']}")
+            print(f"    {entry['tottime_s']:7.3f} {entry['calls']:>9} {entry['function']} <- {entry.get('caller', '')}")
     one, two, floor = results.get("books"), results.get("procs-2"), results.get("baseline")
 
     def us(result: dict[str, Any], key: str = "server_cpu") -> float:
