@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from ckbpool.bus import InProcBus, Share, Topic
 from ckbpool.bus.base import Event, Subscription
-from ckbpool.pool.accounting import DEFAULT_BATCH, ShareAccounting
+from ckbpool.pool.accounting import DEFAULT_BATCH, DEFAULT_WRITE_INTERVAL_S, ShareAccounting
 from ckbpool.pool.config import RedisSettings
 
 pytestmark = pytest.mark.unit
@@ -35,13 +35,16 @@ def share(seq: int) -> Share:
 class Recording(ShareAccounting):
     """The consumer with its Redis write replaced by a record of the batch (and of the acks seen before it)."""
 
-    def __init__(self, batch: int, log: list[str]) -> None:
-        super().__init__(aioredis.Redis(), batch=batch)  # never connects: record() is overridden
+    def __init__(self, batch: int, log: list[str], write_interval_s: float = DEFAULT_WRITE_INTERVAL_S) -> None:
+        # never connects: record() is overridden
+        super().__init__(aioredis.Redis(), batch=batch, write_interval_s=write_interval_s)
         self.batches: list[int] = []
+        self.started: list[float] = []  # each write's start (loop time)
         self.log = log
 
     async def record(self, shares: Iterable[Share]) -> tuple[int, int]:
         batch = list(shares)
+        self.started.append(asyncio.get_running_loop().time())
         self.batches.append(len(batch))
         self.log.append(f"write {len(batch)}")
         self.written += len(batch)
@@ -106,3 +109,58 @@ def test_the_cap_is_a_setting_and_pool_wires_it() -> None:
     assert acc.batch == 1000
     with pytest.raises(ValidationError, match="max_batch"):
         RedisSettings(max_batch=0)
+
+
+async def test_a_steady_stream_is_written_once_per_interval_and_a_lone_share_at_once() -> None:
+    """Shares trickling in (one per ms) are not written back to back as each arrives: a write starts no sooner
+    than the interval after the previous one, so the batches hold what came meanwhile; the first share of a quiet
+    pool is written at once (the interval counts from the previous write), and a full batch does not wait."""
+    bus = InProcBus()
+    await bus.start()
+    subscription = bus.subscribe(Topic.SHARES, "accounting", manual_ack=True)
+    acc = Recording(8192, [], write_interval_s=0.2)
+    task = asyncio.ensure_future(acc.run(subscription, poll_s=0.05))
+    loop = asyncio.get_running_loop()
+    first = loop.time()
+    await bus.publish(Topic.SHARES, share(1))
+    for _ in range(200):  # bounded: the lone share's write
+        if acc.batches:
+            break
+        await asyncio.sleep(0.005)
+    assert acc.batches == [1] and acc.started[0] - first < 0.15  # not held for the interval
+    seq = 1
+    end = loop.time() + 0.7
+    while loop.time() < end:  # ~1 share per ms for 0.7 s
+        seq += 1
+        await bus.publish(Topic.SHARES, share(seq))
+        await asyncio.sleep(0.001)
+    for _ in range(200):  # bounded: the last batch's write
+        if acc.written == seq:
+            break
+        await asyncio.sleep(0.01)
+    assert acc.written == seq
+    gaps = [b - a for a, b in zip(acc.started, acc.started[1:], strict=False)]
+    assert all(gap >= 0.2 - 0.005 for gap in gaps), gaps
+    assert len(acc.batches) <= 1 + 0.7 / 0.2 + 2  # without the interval: a write per share or so
+    task.cancel()
+    # a backlog of full batches is written without waiting for the interval (60 s here)
+    backlog = bus.subscribe(Topic.SHARES, "backlog", manual_ack=True)
+    for n in range(3 * 100):
+        await bus.publish(Topic.SHARES, share(seq + 1 + n))
+    full = Recording(100, [], write_interval_s=60.0)
+    task = asyncio.ensure_future(full.run(backlog, poll_s=0.05))
+    for _ in range(500):  # bounded: ~5 s, far below the interval
+        if full.written == 300:
+            break
+        await asyncio.sleep(0.01)
+    assert full.batches == [100, 100, 100]
+    task.cancel()
+    await bus.close()
+
+
+def test_the_write_interval_is_a_setting_and_pool_wires_it() -> None:
+    assert RedisSettings().write_interval_ms == 100 and DEFAULT_WRITE_INTERVAL_S == 0.1
+    acc = ShareAccounting.from_settings(aioredis.Redis(), RedisSettings(write_interval_ms=0))
+    assert acc.write_interval_s == 0.0
+    with pytest.raises(ValidationError, match="write_interval_ms"):
+        RedisSettings(write_interval_ms=-1)

@@ -144,6 +144,8 @@ BLOCKS_KEPT = 1000
 REDIS_TIMEOUT_S = 5.0
 #: the most shares one write takes (``RedisSettings.max_batch`` says why)
 DEFAULT_BATCH: int = RedisSettings.model_fields["max_batch"].default
+#: the least time between two writes' starts (``RedisSettings.write_interval_ms`` says why)
+DEFAULT_WRITE_INTERVAL_S: float = RedisSettings.model_fields["write_interval_ms"].default / 1000
 #: errors a Redis call is retried on when it may only fail loudly (status reads); writes retry on anything
 TRANSIENT = (
     rexc.ConnectionError,  # BusyLoadingError (a restarted Redis loading its AOF) is one
@@ -704,6 +706,7 @@ class ShareAccounting:
         policy: Backoff = FOREVER,
         clock: Callable[[], float] = time.time,
         fast_path: bool = True,
+        write_interval_s: float = DEFAULT_WRITE_INTERVAL_S,
     ) -> None:
         self.redis = client
         self.share_log_keep_s = share_log_keep_s
@@ -716,6 +719,7 @@ class ShareAccounting:
         self.clock = clock  # the books' "now" (TTL pruning, share log trimming); tests move it
         # False: every batch through the script's per-share path (tests compare it with the fast path's books)
         self.fast_path = fast_path
+        self.write_interval_s = write_interval_s  # the least time between two writes' starts (see run)
         self._script = client.register_script(_RECORD_LUA)
         self._block_script = client.register_script(_BLOCK_LUA)
         self.written = 0  # shares counted (not duplicates)
@@ -740,6 +744,7 @@ class ShareAccounting:
             dedup_ttl_s=settings.dedup_ttl_s,
             max_lag_s=settings.max_lag_s,
             batch=settings.max_batch,
+            write_interval_s=settings.write_interval_ms / 1000,
         )
 
     # -- writes -----------------------------------------------------------------------------------
@@ -836,19 +841,32 @@ class ShareAccounting:
         (up to ``batch``), write it (retrying), then ``ack()`` -- so a Kafka offset never passes a share that is
         not in Redis yet. Whatever queued up during one write goes into the next, so batches grow exactly when
         the share rate needs them to: a write costs a round trip and the script's fixed part whatever its size,
-        so a consumer that fell behind catches up with bigger batches instead of queueing without bound."""
+        so a consumer that fell behind catches up with bigger batches instead of queueing without bound.
+
+        A write starts no sooner than ``write_interval_s`` after the previous one started (while the batch is not
+        full and the consumer is not draining): Redis' cost of a write is mostly per write (the AOF's fsync, the
+        script's fixed part, each identity's keys), so a consumer that keeps up easily would otherwise write
+        small batches back to back and spend Redis' CPU -- on the cores the stratum shares -- on those fixed
+        parts (issue 19: with two stratum workers the parent idles between writes and its batches were half the
+        size of a one-process pool's, redis-server's CPU per share twice). A quiet pool's shares are written at
+        once: the interval counts from the previous write."""
         self.stopped = False
+        loop = asyncio.get_running_loop()
+        last_start = -math.inf
         try:
             while True:
                 events = await subscription.next_batch(self.batch, 0.0 if self._draining else poll_s)
                 if events is None:
                     return
                 ended = False
-                # top up with what is there already: one next_batch hands out at most one Kafka fetch (~500)
+                # top up with what is there already (one next_batch hands out at most one Kafka fetch, ~500),
+                # and with what comes before the write interval is over
+                due = last_start + self.write_interval_s
                 for _ in range(self.batch):  # bounded: each round adds at least one event or stops
                     if not events or len(events) >= self.batch:
                         break
-                    more = await subscription.next_batch(self.batch - len(events), 0.0)
+                    wait = 0.0 if self._draining else max(0.0, due - loop.time())
+                    more = await subscription.next_batch(self.batch - len(events), wait)
                     if more is None:
                         ended = True
                         break
@@ -857,6 +875,7 @@ class ShareAccounting:
                     events += more
                 shares = [e for e in events if isinstance(e, Share)]
                 if shares:
+                    last_start = loop.time()
                     await self.record(shares)
                 if events:
                     await subscription.ack()

@@ -240,6 +240,11 @@ class RedisSettings(_Strict):
     # share, ~0.1 s at 8,192, measured on a loaded machine) and the consumer's memory; Kafka hands out ~500
     # records a fetch, topped up to it.
     max_batch: Annotated[int, Field(ge=1, le=65536)] = 8192
+    # the least time between the starts of two accounting writes while shares keep coming (a quiet pool's share is
+    # written at once): a write's cost in Redis is mostly per write (AOF fsync, the script's fixed part), so
+    # batches written back to back as soon as one share waits spend Redis' CPU on those parts; the books lag the
+    # shares by at most this much more (ShareAccounting.run)
+    write_interval_ms: Annotated[int, Field(ge=0, le=10_000)] = 100
 
     @model_validator(mode="after")
     def _check_share_log(self) -> RedisSettings:
