@@ -7,7 +7,7 @@
  * in Python they cost ~0.3 us (encode) and ~0.5 us (decode) of a ~12 us share -- a tenth of what keeps two workers
  * from scaling to 2x. Here a share is a fixed copy of 115 bytes each way plus the objects a Share holds.
  *
- * The wire format (unchanged from the Python codec it replaces; tests/unit/test_bus_ipc.py keeps a struct-based
+ * The wire format (unchanged from the Python codec it replaces; tests/unit/test_share_codec.py keeps a struct-based
  * reference and checks both directions against it):
  *
  *   u32 strings | u32 shares | (u32 length | UTF-8)*strings | record*shares | block_hash*

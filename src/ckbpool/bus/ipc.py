@@ -130,7 +130,7 @@ def decode_frames(buffer: bytearray) -> list[tuple[int, bytes]]:
 
 # The SHARES codec is C (_sharecodec.c: the format, and why): with several workers, encoding each share in the
 # worker and decoding it in the parent is per-share work the one-process pool does not have, and in Python it was a
-# tenth of a share's cost (issue 19). tests/unit/test_bus_ipc.py keeps a struct-based reference of the format.
+# tenth of a share's cost (issue 19). tests/unit/test_share_codec.py keeps a struct-based reference of the format.
 _sharecodec.configure(Share, FrameError, SEQ_MAX)
 #: Shares as one payload: ``u32 strings | u32 shares | (u32 length | UTF-8)* | record* | block_hash*``
 encode_shares = _sharecodec.encode_shares
