@@ -118,7 +118,7 @@ async def test_a_steady_stream_is_written_once_per_interval_and_a_lone_share_at_
     bus = InProcBus()
     await bus.start()
     subscription = bus.subscribe(Topic.SHARES, "accounting", manual_ack=True)
-    acc = Recording(8192, [], write_interval_s=0.2)
+    acc = Recording(8192, [], write_interval_s=0.5)
     task = asyncio.ensure_future(acc.run(subscription, poll_s=0.05))
     loop = asyncio.get_running_loop()
     first = loop.time()
@@ -127,21 +127,21 @@ async def test_a_steady_stream_is_written_once_per_interval_and_a_lone_share_at_
         if acc.batches:
             break
         await asyncio.sleep(0.005)
-    assert acc.batches == [1] and acc.started[0] - first < 0.15  # not held for the interval
+    assert acc.batches == [1] and acc.started[0] - first < 0.4  # not held for the interval
     seq = 1
-    end = loop.time() + 0.7
-    while loop.time() < end:  # ~1 share per ms for 0.7 s
+    end = loop.time() + 1.2
+    while loop.time() < end:  # ~1 share per ms for 1.2 s
         seq += 1
         await bus.publish(Topic.SHARES, share(seq))
         await asyncio.sleep(0.001)
-    for _ in range(200):  # bounded: the last batch's write
+    for _ in range(300):  # bounded: the last batch's write
         if acc.written == seq:
             break
         await asyncio.sleep(0.01)
     assert acc.written == seq
     gaps = [b - a for a, b in zip(acc.started, acc.started[1:], strict=False)]
-    assert all(gap >= 0.2 - 0.005 for gap in gaps), gaps
-    assert len(acc.batches) <= 1 + 0.7 / 0.2 + 2  # without the interval: a write per share or so
+    assert all(gap >= 0.5 - 0.005 for gap in gaps), gaps
+    assert len(acc.batches) <= 1 + 1.2 / 0.5 + 2  # without the interval: a write per share or so
     task.cancel()
     # a backlog of full batches is written without waiting for the interval (60 s here)
     backlog = bus.subscribe(Topic.SHARES, "backlog", manual_ack=True)
