@@ -149,13 +149,15 @@ def split_reward(reward: int, weights: Mapping[str, int], fee_bps: int, fee_addr
     return lines
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A value as redis-py returns it (bytes, or str with decode_responses) as text."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def entry_fields(raw_fields: Any) -> dict[str, str]:
-    """A stream entry's fields as redis-py returns them (bytes or str, or None) as text."""
-    return {_text(k): _text(v) for k, v in (raw_fields or {}).items()}
+    """A stream entry's fields (or a hash's, from HGETALL) as redis-py returns them (bytes or str, or None) as
+    text."""
+    return {as_text(k): as_text(v) for k, v in (raw_fields or {}).items()}
 
 
 def record_from_fields(entry_id: str, fields: Mapping[str, str]) -> ShareRecord:
@@ -238,7 +240,7 @@ def entry_records(entry_id: str, fields: Mapping[str, str]) -> list[ShareRecord]
 def entry_shares(raw_id: Any, raw_fields: Any) -> list[dict[str, str]]:
     """The shares of one share-log entry (as redis-py returns it, bytes or str) as field dicts, oldest first: a
     per-share entry's own fields, or ``user``, ``worker``, ``ts``, ``id``, ``work`` per line of a batched one."""
-    entry_id = _text(raw_id)
+    entry_id = as_text(raw_id)
     fields = entry_fields(raw_fields)
     if "s" not in fields:
         return [fields]
@@ -249,7 +251,7 @@ def entry_size(raw_fields: Any) -> int:
     """How many shares an entry holds (1 for a per-share entry)."""
     fields = raw_fields or {}
     n = fields.get("n", fields.get(b"n")) if is_batched(fields) else None
-    return 1 if n is None else int(_text(n))
+    return 1 if n is None else int(as_text(n))
 
 
 def _next_count(entries: list[Any], page: int) -> int:
@@ -280,7 +282,7 @@ class _SharePages:
         if len(entries) < self.count or self.left <= 0:
             self.done = True
             return
-        self.lower = "(" + _text(entries[-1][0])
+        self.lower = "(" + as_text(entries[-1][0])
         self.count = _next_count(entries, self.page)
 
 
@@ -338,7 +340,7 @@ async def read_window(
         entries = await client.xrevrange(key, max=upper, min="-", count=count) or []
         records, pending = pending, []
         for raw_id, raw_fields in entries:
-            for record in reversed(entry_records(_text(raw_id), entry_fields(raw_fields))):
+            for record in reversed(entry_records(as_text(raw_id), entry_fields(raw_fields))):
                 if record.ts <= found_at:
                     records.append(record)
         seen += len(entries)
@@ -348,7 +350,7 @@ async def read_window(
             break
         if len(entries) < count:
             break
-        upper = "(" + _text(entries[-1][0])
+        upper = "(" + as_text(entries[-1][0])
         count = _next_count(entries, page)
     if not window.complete:
         log.warning(
@@ -373,7 +375,7 @@ async def _past_bound(client: aioredis.Redis, key: str, upper_ms: int, found_at:
         return []  # none, or a per-share entry: its own ID is past the bound
     raw_id, raw_fields = after[0]
     lead: list[ShareRecord] = []
-    for record in entry_records(_text(raw_id), entry_fields(raw_fields)):
+    for record in entry_records(as_text(raw_id), entry_fields(raw_fields)):
         if math.floor(record.ts * 1000) > upper_ms:
             break
         lead.append(record)

@@ -131,7 +131,7 @@ from ..bus.events import BlockOutcome, Share
 from ..ckb.rpc import CkbRpcClient
 from ..ckb.target import compact_to_target, target_to_difficulty
 from ..payouts.pplns import DEFAULT_N as DEFAULT_PPLNS_N
-from ..payouts.pplns import entry_fields, entry_shares
+from ..payouts.pplns import as_text, entry_fields, entry_shares
 from ..retry import FOREVER, REDIS_READ, Backoff, retry
 from .config import DEDUP_TTL_S, IDLE_TTL_S, SHARE_LOG_KEEP_S, RedisSettings
 from .redis_conn import connect_redis as connect_redis  # moved there; the name stays importable from here
@@ -914,11 +914,11 @@ class ShareAccounting:
 
     async def worker_stats(self, user: str, worker: str) -> dict[str, str]:
         raw = await self._read(lambda: self.redis.hgetall(f"{PREFIX}worker:{user}.{worker}"))
-        return {_s(k): _s(v) for k, v in raw.items()}
+        return entry_fields(raw)
 
     async def user_stats(self, user: str) -> dict[str, str]:
         raw = await self._read(lambda: self.redis.hgetall(f"{PREFIX}user:{user}"))
-        return {_s(k): _s(v) for k, v in raw.items()}
+        return entry_fields(raw)
 
     async def hashrate(self, minutes: int = 10, identity: str | None = None, now: float | None = None) -> float:
         """Hashes per second over the last ``minutes`` complete-or-current minutes."""
@@ -957,15 +957,11 @@ class ShareAccounting:
                     out += reversed(entry_shares(raw_id, raw_fields))
                 if len(out) >= count or len(entries) < page:
                     break
-                upper = "(" + _s(entries[-1][0])
+                upper = "(" + as_text(entries[-1][0])
             return out[:count]
 
         result: list[dict[str, str]] = await self._read(read)
         return result
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 # -- keeping the share log by work ------------------------------------------------------------------------------
@@ -1030,7 +1026,7 @@ async def find_cut_ms(
 
 def _entry(raw_id: Any, raw_fields: Any) -> LogEntry:
     fields = entry_fields(raw_fields)
-    ms = int(_s(raw_id).split("-")[0])
+    ms = int(as_text(raw_id).split("-")[0])
     try:
         work = float(fields.get("work", "0"))
     except ValueError:

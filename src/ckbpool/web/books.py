@@ -37,6 +37,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from ..payouts.pplns import as_text
 from ..pool.accounting import HASHRATE_BUCKET_TTL_S, PREFIX, TRANSIENT
 from ..retry import REDIS_READ, retry
 
@@ -201,12 +202,8 @@ class Rates:
     hours: list[float]  # the last 24 hours, oldest first (the current one over its elapsed part)
 
 
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _f(value: Any) -> float:
-    return float(_s(value)) if value is not None else 0.0
+    return float(as_text(value)) if value is not None else 0.0
 
 
 def rates_from(minute_work: list[float], hour_work: list[float], now: float) -> Rates:
@@ -258,7 +255,7 @@ class BooksReader:
         current = int(now // 60)
         args: list[str | int] = [PREFIX, current, current // 60, ROLL_DELAY_MIN]
         raw = await self._read(lambda: self._pool_script(keys=[], args=args))
-        data = json.loads(_s(raw))
+        data = json.loads(as_text(raw))
         return rates_from([float(v) for v in data["minutes"]], [float(v) for v in data["hours"]], now)
 
     async def address(
@@ -274,7 +271,7 @@ class BooksReader:
         current = int(now // 60)
         args: list[str | int] = [PREFIX, user, current, current // 60, ROLL_DELAY_MIN, limit]
         raw = await self._read(lambda: self._address_script(keys=[], args=args))
-        data = json.loads(_s(raw))
+        data = json.loads(as_text(raw))
         user_minutes = [float(v) for v in data["minutes"]]
         rows = []
         for worker in data["workers"] or []:
@@ -319,7 +316,7 @@ class BooksReader:
         out = []
         for item in raw:
             try:
-                entry = json.loads(_s(item))
+                entry = json.loads(as_text(item))
             except ValueError:
                 continue
             if isinstance(entry, dict) and "block_hash" in entry:
