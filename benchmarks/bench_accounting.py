@@ -47,7 +47,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 # a mainnet address (97 characters), as real users' keys in the books look
 ADDRESS = "ckb1qzda0cr08m85hc8jlnfp3zer7xulejywt49kt2rr0vthywaa50xwsqdnnw7qkdnnclfkg59uzn8umtfd2kwxceqxwquc4"
-CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -91,7 +90,7 @@ class RedisProcess:
         self.appendfsync = appendfsync
         args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--requirepass", self.password]
         args += ["--dir", str(self.dir), "--logfile", str(self.dir / "redis.log"), "--save", ""]
-        args += ["--appendonly", "yes", "--appendfsync", appendfsync]
+        args += ["--appendonly", "yes", "--appendfsync", appendfsync, "--rdbcompression", "no"]  # as rendered
         self.proc = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL,
@@ -122,12 +121,10 @@ class RedisProcess:
         return self.proc.pid
 
     def cpu_seconds(self) -> float:
-        """user + system CPU time of redis-server so far (all its threads), from /proc/<pid>/stat."""
-        try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / CLK_TCK
-        except (OSError, IndexError, ValueError):
-            return float("nan")
+        """user + system CPU time of redis-server so far: all its threads and its AOF-rewrite children."""
+        from .loadgen import process_cpu_seconds
+
+        return process_cpu_seconds(self.pid, children=True)
 
     def client(self) -> Any:
         import redis
@@ -238,14 +235,10 @@ async def _consume(
 ) -> dict[str, Any]:
     from ckbpool.pool.accounting import PREFIX, ShareAccounting, _batch_args, connect_redis
 
-    from .loadgen import cpu_seconds
+    from .loadgen import cpu_seconds, process_cpu_seconds
 
     def redis_cpu() -> float:
-        try:
-            fields = Path(f"/proc/{redis_pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / CLK_TCK
-        except (OSError, IndexError, ValueError):
-            return float("nan")
+        return process_cpu_seconds(redis_pid, children=True)
 
     t_build = time.perf_counter()
     shares = make_shares(count, users, workers_per_user)

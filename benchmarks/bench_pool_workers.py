@@ -26,15 +26,14 @@ from typing import Any
 
 __all__ = ["serve_procs"]
 
-_CLK_TCK = 100
-
 
 def _proc_cpu(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime + stime
+    """utime + stime of a worker or the parent so far; 0 once it is gone (a killed worker's share is its
+    successor's)."""
+    from .loadgen import process_cpu_seconds
+
+    seconds = process_cpu_seconds(pid)
+    return 0.0 if seconds != seconds else seconds  # NaN: gone
 
 
 def _proc_rss(pid: int) -> int:

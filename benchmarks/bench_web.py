@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_accounting import CLK_TCK, RedisProcess, RedisUnavailable, _cpus, _pin_before_exec
+from benchmarks.bench_accounting import RedisProcess, RedisUnavailable, _cpus, _pin_before_exec
 
 ROOT = Path(__file__).resolve().parents[1]
 ADDRESSES = 10_000
@@ -143,8 +143,9 @@ class ServerChild:
         self.port = int(line)
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        from benchmarks.loadgen import process_cpu_seconds
+
+        return process_cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):

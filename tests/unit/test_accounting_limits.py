@@ -106,6 +106,9 @@ def test_every_rendered_redis_conf_has_maxmemory_and_noeviction(project: Path) -
         directives = _directives(conf)
         assert directives["maxmemory"] == "1024mb", name
         assert directives["maxmemory-policy"] == "noeviction", name
+        # the books' durability (accounting.py's guarantees assume it), and AOF rewrites that do not compress
+        assert (directives["appendonly"], directives["appendfsync"], directives["save"]) == ("yes", "always", '""')
+        assert directives["rdbcompression"] == "no", name
     # configurable, and the role variable maps onto the same key
     sized = cfg.model_copy(update={"redis": cfg.redis.model_copy(update={"maxmemory_mb": 4096})})
     for name, conf in _redis_confs(sized, Paths.of(project, sized)).items():
