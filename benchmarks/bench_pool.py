@@ -73,7 +73,7 @@ import tempfile
 import threading
 import time
 import tracemalloc
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,10 @@ class Settings:
     accounting_count: int = 200_000  # shares fed straight into the accounting consumer
     heap_connections: int = 3_000  # idle channels made under tracemalloc for the memory breakdown
     books_only: bool = False  # only the share runs (baseline, bare, bus, books, books-b256) and the consumer runs
+    # pairs of share runs (1 worker, then 2 workers) for issue 19's ratio: the first pair is the "books" run above
+    # and the first procs-2 run; the row shows the pair with the median ratio (one pair's ratio moves by +-0.1
+    # on this shared 2-core box)
+    worker_pairs: int = 3
 
     @classmethod
     def quick(cls) -> Settings:
@@ -123,6 +127,7 @@ class Settings:
             connect_timeout_s=60.0,
             cprofile_s=2.0,
             accounting_count=50_000,
+            worker_pairs=1,
             heap_connections=1_000,
         )
 
@@ -756,6 +761,15 @@ def run(budget: float = 0.5, settings: Settings | None = None) -> dict[str, Any]
     # single process, stratum.workers = 1) of the same run
     if not s.books_only:
         raw["workers"] = {"procs-2": attempt("shares-procs-2", share_run, "procs-2", s, 16)}
+        pairs = raw["workers"]["pairs"] = [{"books": raw["shares"].get("books"), "procs-2": raw["workers"]["procs-2"]}]
+        plain = replace(s, cprofile_s=0.0, profile_dir=None)  # the profiles are the first pair's
+        for i in range(1, s.worker_pairs):
+            pairs.append(
+                {
+                    kind: attempt(f"shares-{kind}-pair{i + 1}", share_run, kind, plain, 70 + 2 * i + j)
+                    for j, kind in enumerate(("books", "procs-2"))
+                }
+            )
     raw["accounting"] = attempt("accounting", accounting_runs, s)
     if not s.books_only:
         _other_sections(raw, s, cap, attempt)
@@ -1602,6 +1616,9 @@ def main() -> int:
     parser.add_argument(
         "--books-only", action="store_true", help="only the share runs and the accounting consumer (~5 minutes)"
     )
+    parser.add_argument(
+        "--worker-pairs", type=int, default=None, help="alternated 1-/2-worker share run pairs (default 3; quick 1)"
+    )
     # child-process mode (used by the benchmark itself)
     parser.add_argument(
         "--serve", choices=["bare", "bus", "books", "node", "procs-2"], default=None, help=argparse.SUPPRESS
@@ -1623,6 +1640,8 @@ def main() -> int:
         settings.rss_sizes = (10_000, 20_000)
     settings.profile_dir = args.profile
     settings.books_only = args.books_only
+    if args.worker_pairs is not None:
+        settings.worker_pairs = max(1, args.worker_pairs)
     result = run(0.1 if args.quick else 0.5, settings)
     print(json.dumps(result, indent=2) if args.json else to_markdown(result))
     return 0

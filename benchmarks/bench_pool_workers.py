@@ -230,17 +230,45 @@ def cpu_bound(one: dict[str, Any], two: dict[str, Any]) -> tuple[float, float, f
     return 2e6 / box, 1e6 / _us(one), box
 
 
+def median_pair(
+    pairs: list[dict[str, Any]],
+) -> tuple[dict[str, Any], dict[str, Any], list[float], bool] | None:
+    """Of alternated (1 worker, 2 workers) share runs, the pair whose wall ratio is the median (the lower middle
+    one of an even count), every complete pair's ratio in run order, and whether every 2-worker run's books were
+    exact (a row showing one pair must not hide another's lost share); None if no pair completed."""
+    done = [
+        (p["books"], p["procs-2"], p["procs-2"]["rate"] / p["books"]["rate"])
+        for p in pairs
+        if p.get("books") and p.get("procs-2") and p["books"].get("rate") and p["procs-2"].get("rate")
+    ]
+    if not done:
+        return None
+    ranked = sorted(done, key=lambda d: d[2])
+    one, two, _ = ranked[(len(ranked) - 1) // 2]
+    return one, two, [d[2] for d in done], all(bool(d[1].get("books_exact")) for d in done)
+
+
 def worker_rows(raw: dict[str, Any], row: Any) -> list[dict[str, Any]]:
     """bench_pool's rows for the worker processes: shares/s with 2 workers vs 1 (both with bus + exact books,
     same run), and fan-out new template -> last channel across the workers."""
     rows: list[dict[str, Any]] = []
     one = (raw.get("shares") or {}).get("books")  # one process (stratum.workers = 1), bus + books, same run
     two = (raw.get("workers") or {}).get("procs-2")
+    pairs_note = ""
+    pair = median_pair((raw.get("workers") or {}).get("pairs") or [])
+    if pair is not None:
+        one, two, ratios, exact = pair
+        if len(ratios) > 1:
+            pairs_note = (
+                f"the pair of runs (1 worker, then 2) with the median ratio of {len(ratios)} alternated pairs: "
+                + ", ".join(f"{r:.2f}x" for r in ratios)
+                + f" (books exact in every 2-worker run: {exact}); "
+            )
     if two:
         rate = two.get("server_accepted_rate") or 0.0
         per_share = two.get("server_cpu", 0) / rate * 1e6 if rate else float("nan")
         parent = two.get("parent_cpu", 0) / rate * 1e6 if rate else float("nan")
-        note = (
+        note = pairs_note + (
             f"books exact: {two.get('books_exact')} ({two.get('books_total', 0):,} in the books, "
             f"{two.get('answered_total', 0):,} answered Success); errors {two.get('errors')}; server CPU "
             f"{two.get('server_cpu', 0):.2f} cores (parent {two.get('parent_cpu', 0):.2f}), "
