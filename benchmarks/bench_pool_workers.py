@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -33,7 +34,7 @@ def _proc_cpu(pid: int) -> float:
     from .loadgen import process_cpu_seconds
 
     seconds = process_cpu_seconds(pid)
-    return 0.0 if seconds != seconds else seconds  # NaN: gone
+    return 0.0 if math.isnan(seconds) else seconds
 
 
 def _proc_rss(pid: int) -> int:

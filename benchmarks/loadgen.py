@@ -146,9 +146,8 @@ def process_cpu_seconds(pid: int, children: bool = False) -> float:
     and those still running (``/proc/<pid>/task/<pid>/children``, one level). For redis-server: its AOF-rewrite
     children (forked whenever the AOF doubles; their RDB preamble's compression was most of their CPU) are Redis's
     cost per share as much as its main thread's, and on the benchmark's 2 cores they compete with the pool."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+    fields = _stat_fields(pid)
+    if fields is None:
         return float("nan")
     ticks = int(fields[11]) + int(fields[12])
     if children:
@@ -158,12 +157,18 @@ def process_cpu_seconds(pid: int, children: bool = False) -> float:
         except OSError:
             live = []
         for child in live:
-            try:
-                child_fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue  # reaped meanwhile: then in cutime/cstime from the next reading on
-            ticks += int(child_fields[11]) + int(child_fields[12])
+            child_fields = _stat_fields(int(child))
+            if child_fields is not None:  # else reaped meanwhile: in cutime/cstime from the next reading on
+                ticks += int(child_fields[11]) + int(child_fields[12])
     return ticks / CLK_TCK
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat's fields after the command name (field 3 on is index 0 on); None if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
 
 
 def install_uvloop(enabled: bool) -> str:
