@@ -60,11 +60,22 @@ echo "docker-deps: engine $("$DOCKER" version --format '{{.Server.Version}}' 2>/
   "(storage driver $("$DOCKER" info --format '{{.Driver}}' 2>/dev/null))"
 
 # 3. base image ---------------------------------------------------------------------------------------
+# A debootstrap killed mid-run (an interrupted `make deps`) leaves its chroot's /proc (and maybe /sys) mounted:
+# a plain rm -rf of the old root would then walk into the host's /proc. Unmount what is under it, deepest first,
+# and never let rm cross into another file system.
+clear_root() {
+  local dir=$1 mnt
+  [ -e "$dir" ] || return 0
+  for mnt in $(awk -v d="$(realpath "$dir")" '$2 == d || index($2, d "/") == 1 {print $2}' /proc/self/mounts | sort -r); do
+    umount "$mnt" 2>/dev/null || umount -l "$mnt"
+  done
+  rm -rf --one-file-system "$dir"
+}
 if ! "$DOCKER" image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
   tarball="$CACHE/docker/debian-$SUITE-minbase.tar"
   if [ ! -s "$tarball" ]; then
     root="$CACHE/docker/rootfs-$SUITE"
-    rm -rf "$root"
+    clear_root "$root"
     echo "docker-deps: debootstrap --variant=minbase $SUITE (log: $CACHE/logs/debootstrap.log)"
     debootstrap --variant=minbase "$SUITE" "$root" "$MIRROR" >"$CACHE/logs/debootstrap.log" 2>&1 || {
       tail -n 30 "$CACHE/logs/debootstrap.log" >&2; exit 1; }
@@ -72,7 +83,7 @@ if ! "$DOCKER" image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
     echo "deb $MIRROR $SUITE main" >"$root/etc/apt/sources.list"
     rm -rf "$root/var/cache/apt/archives/"*.deb "$root/var/lib/apt/lists/"*
     tar -C "$root" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
-    rm -rf "$root"
+    clear_root "$root"
   fi
   "$DOCKER" import "$tarball" "$BASE_IMAGE" >/dev/null
 fi
