@@ -57,6 +57,18 @@ else
   say "etcd MISSING: apt-get install etcd-server (as root); the API-server tests will skip"
 fi
 
+# -- CNI plugins -------------------------------------------------------------------------------------------
+# the kubelet's pods get their network from Debian's bridge/host-local/loopback/portmap plugins in /usr/lib/cni
+# (tests/support/k8s.py); a machine with the kubelet cached but not the package skipped the pods test
+if [ -x /usr/lib/cni/bridge ]; then
+  say "CNI plugins present"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containernetworking-plugins >/dev/null
+  say "CNI plugins installed from Debian"
+else
+  say "CNI plugins MISSING: apt-get install containernetworking-plugins (as root); the kubelet test will skip"
+fi
+
 # -- kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy ----------------------------
 # the controller-manager and the scheduler make the tests' cluster behave like one without nodes: Deployments
 # and StatefulSets get pods, and the pods are Pending with the scheduler's reason (what `status` must show);
