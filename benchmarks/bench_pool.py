@@ -1619,7 +1619,11 @@ def main() -> int:
         "--books-only", action="store_true", help="only the share runs and the accounting consumer (~5 minutes)"
     )
     parser.add_argument(
-        "--worker-pairs", type=int, default=None, help="alternated 1-/2-worker share run pairs (default 3; quick 1)"
+        "--worker-pairs",
+        type=int,
+        default=None,
+        help="alternated 1-/2-worker share run pairs "
+        f"(default {Settings.worker_pairs}; quick {Settings.quick().worker_pairs})",
     )
     # child-process mode (used by the benchmark itself)
     parser.add_argument(
