@@ -8,16 +8,24 @@ subscriber, a durable hub's acknowledgements, and nothing lost when a client van
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import socket
 import struct
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from ckbpool.bus import BusClosed, BusUnavailable, InProcBus, JobTemplate, Share, Topic
+from ckbpool.bus import BusClosed, BusUnavailable, InProcBus, JobTemplate, Share, Topic, ipc
 from ckbpool.bus.events import SEQ_MAX
 from ckbpool.bus.ipc import (
+    EVENT,
+    HELLO,
     PUBLISH,
+    SUBSCRIBE,
+    WELCOME,
     FrameError,
     IpcBus,
     IpcHub,
@@ -232,3 +240,97 @@ def test_decoded_shares_are_shares_and_a_seq_beyond_what_lua_compares_exactly_is
     assert data.count(wire) == 1
     with pytest.raises(FrameError, match="seq"):
         decode_shares(data.replace(wire, struct.pack(">Q", SEQ_MAX + 1)))
+
+
+async def _until(check: Any, what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+def _peek(bus: IpcBus) -> bytes:
+    """The bytes waiting on a worker's socket, read without taking them (a dup of its descriptor)."""
+    assert bus._writer is not None
+    fd = bus._writer.transport.get_extra_info("socket").fileno()
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        try:
+            return sock.recv(1 << 20, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return b""
+
+
+@pytest.mark.integration
+async def test_a_template_the_hub_publishes_is_on_every_worker_socket_when_publish_returns_and_arrives_once(
+    tmp_path: Path,
+) -> None:
+    """Issue 19's fan-out: the parent writes a new template to its workers inside ``publish`` (not on a later
+    turn of its loop); the wrapped bus's copy of it is not sent again; a template that only the wrapped bus has
+    (a job maker on another host) still comes through."""
+    hub = IpcHub(InProcBus(), tmp_path / "hub.sock")
+    await hub.start()
+    workers = [IpcBus(tmp_path / "hub.sock", f"stratum-worker-{i}") for i in range(2)]
+    subs = []
+    for i, worker in enumerate(workers):
+        await worker.start()
+        subs.append(worker.subscribe(Topic.TEMPLATES, f"stratum-{i + 1}"))
+    await hub.publish(Topic.TEMPLATES, JobTemplate(0, b"{}", time.time()))
+    for sub in subs:  # both subscriptions are attached
+        assert (await asyncio.wait_for(sub.__anext__(), 5)).job_id == 0  # type: ignore[attr-defined]
+    for worker in workers:  # stop the workers' reading: what publish wrote stays on their sockets
+        assert worker._read_task is not None and worker._writer is not None
+        worker._read_task.cancel()
+        worker._writer.transport.pause_reading()
+    await asyncio.sleep(0)
+    for job_id in (1, 2, 3):
+        await hub.publish(Topic.TEMPLATES, JobTemplate(job_id, b'{"n": %d}' % job_id, time.time()))
+        # no await in between: publish itself wrote the frame to each worker's socket
+        for worker in workers:
+            assert b'{"n": %d}' % job_id in _peek(worker), f"template {job_id} not on {worker.name}'s socket"
+    await hub.inner.publish(Topic.TEMPLATES, JobTemplate(4, b'{"n": 4}', time.time()))  # only the wrapped bus
+    await asyncio.sleep(0.3)  # the hub's pumps have had every chance to send their copies
+    for worker, sub in zip(workers, subs, strict=True):
+        data = _peek(worker)
+        frames = decode_frames(bytearray(data))
+        ids = [JobTemplate.from_proto(payload[4:]).job_id for kind, payload in frames if kind == EVENT]
+        assert ids == [1, 2, 3, 4], f"{worker.name} got templates {ids}"
+        await sub.close()
+    for worker in workers:
+        await worker.close()
+    await hub.close()
+
+
+@pytest.mark.integration
+async def test_a_worker_that_stops_reading_gets_the_latest_template_once_it_reads_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hub does not pile up templates for a worker that does not read: past TEMPLATE_BACKLOG_MAX unsent
+    bytes it stops writing to it, and the latest template goes out once the socket drained."""
+    monkeypatch.setattr(ipc, "TEMPLATE_BACKLOG_MAX", 256 << 10)
+    hub = IpcHub(InProcBus(), tmp_path / "hub.sock")
+    await hub.start()
+    reader, writer = await asyncio.open_unix_connection(str(tmp_path / "hub.sock"), limit=1 << 22)
+    writer.write(encode_frame(HELLO, json.dumps({"name": "stuck", "pid": 0}).encode()))
+    length, kind = struct.unpack(">IB", await reader.readexactly(5))
+    assert kind == WELCOME
+    await reader.readexactly(length - 1)
+    request = {"id": 1, "topic": Topic.TEMPLATES.value, "group": "stratum-9"}
+    writer.write(encode_frame(SUBSCRIBE, json.dumps(request).encode()))
+    await _until(lambda: len(hub._template_sinks) == 1, "the template subscription")
+    sink = hub._template_sinks[0]
+    body = b"x" * (200 << 10)
+    for job_id in range(1, 41):  # 8 MiB in all: far more than the kernel's socket buffers take
+        await hub.publish(Topic.TEMPLATES, JobTemplate(job_id, body, time.time()))
+        assert sink.writer.transport.get_write_buffer_size() < (256 << 10) + (201 << 10)
+    assert sink.catch_up is not None  # it stopped writing
+    await asyncio.sleep(0.05)
+    ids: list[int] = []
+    buffer = bytearray()
+    while 40 not in ids:
+        chunk = await asyncio.wait_for(reader.read(1 << 20), 5)
+        assert chunk, "the hub closed the link"
+        buffer += chunk
+        ids += [JobTemplate.from_proto(p[4:]).job_id for k, p in decode_frames(buffer) if k == EVENT]
+    assert ids == sorted(ids) and len(ids) < 40, f"templates sent: {ids}"
+    writer.close()
+    await hub.close()
