@@ -157,6 +157,10 @@ async def test_two_workers_share_one_port_mine_a_block_and_keep_exact_books(
         status = await _status(pool)
         assert status["stratum"] == f"127.0.0.1:{port}" and "stratum" in status["roles"]
         assert [row["server_id"] for row in status["stratum_processes"]] == [1, 2]
+        # the workers do not preempt the parent on wake-up (procs docstring: a new tip reaches both promptly)
+        pids = [p.pid for p in pool.stratum_processes.processes if p is not None]
+        assert len(pids) == 2 and all(os.sched_getscheduler(pid) == os.SCHED_BATCH for pid in pids)
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the parent keeps the default
 
         async def on_both_workers() -> bool:
             rows = (await _status(pool))["stratum_processes"]

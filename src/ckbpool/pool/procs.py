@@ -20,6 +20,14 @@ and submitted by the worker itself before anything else.
   sums them into its own (``/metrics``: counters and histograms summed, the per-process gauges too, the
   pool-wide ones -- job height, template age -- as the maximum) and lists the workers in ``/status``
   (``stratum_processes``).
+- Scheduling: a worker runs as ``SCHED_BATCH`` (Linux; elsewhere it stays as it is): its wake-ups do not preempt
+  the task running on their CPU. Why: a new tip reaches the workers as one socket write each, and a Unix socket
+  wakes its reader "sync" -- onto the writer's CPU, where the first worker preempted the parent before its write
+  to the second, which then waited for the first one's whole fan-out (~1-2 ms at 100 channels). Measured
+  (bench_pool's fan-out, 2 workers @ 100 channels, 3 alternated pairs): p99 3.05/2.56/2.57 ms against
+  3.52/3.37/4.16, shares/s unchanged. The cost: a worker woken while a normal task runs on its CPU (and none is
+  idle) waits for that task's slice to end, a few ms at most -- nothing for a miner's Success or a found block's
+  submit, which are not ms-critical.
 - Shutdown: the parent asks every worker to stop (SIGTERM): each stops reading from miners, publishes its queued
   shares and sends their Successes, then closes; the parent reads every link to its end before accounting
   drains (``Pool.close``).
@@ -450,7 +458,19 @@ def main() -> None:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    _batch_scheduling()
     asyncio.run(run_worker(spec))
+
+
+def _batch_scheduling() -> None:
+    """This process as SCHED_BATCH (module docstring: why); a platform without it keeps its default."""
+    batch = getattr(os, "SCHED_BATCH", None)
+    if batch is None:
+        return
+    try:
+        os.sched_setscheduler(0, batch, os.sched_param(0))
+    except OSError as exc:  # a sandbox may refuse it: the worker runs as before
+        log.info("stratum worker keeps the default scheduling policy: %s", exc)
 
 
 if __name__ == "__main__":
