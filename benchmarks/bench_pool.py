@@ -805,7 +805,8 @@ def _other_sections(raw: dict[str, Any], s: Settings, cap: int, attempt: Any) ->
     raw["noise_conns"] = attempt(
         "connections-noise", connections_run, "noise", s, 30, sorted(set(s.fanout_sizes)), True
     )
-    fan = sorted({min(n, cap) for n in (100, 10_000)})
+    # the workers' fan-out at 100 and 10k channels, then on to the largest RSS size: the whole pool's memory (issue 19)
+    fan = sorted({min(n, cap) for n in (100, 10_000)} | set(s.rss_sizes))
     raw["procs_conns"] = attempt("connections-procs-2", connections_run, "procs-2", s, 35, fan, True)
     raw["fanout_components"] = attempt("fanout-components", _fanout_components, min(5_000, cap // 2))
     raw["tcp_conns"] = attempt("connections-tcp", connections_run, "tcp", s, 40, sorted(set(s.rss_sizes)), False)

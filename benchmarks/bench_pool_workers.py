@@ -334,6 +334,49 @@ def worker_rows(raw: dict[str, Any], row: Any) -> list[dict[str, Any]]:
                     "process CPU (parent + workers) over all rounds / (rounds x channels): the noise-robust comparison",
                 )
             )
+    rows += _whole_pool_rss_rows(raw, conns, row)
+    return rows
+
+
+def _whole_pool_rss_rows(raw: dict[str, Any], conns: dict[str, Any], row: Any) -> list[dict[str, Any]]:
+    """Issue 19's memory goal on the whole pool: parent + 2 workers' RSS (summed from /proc; shared library pages
+    counted once per process, so on the high side) per idle encrypted channel at each size measured, and at 50k
+    extrapolated from the largest one with the processes' fixed cost included. Baseline: the one-process server at
+    the same size, same run."""
+    from .bench_pool import RSS_50K_BYTES, RSS_PER_CHANNEL_KIB
+
+    rows: list[dict[str, Any]] = []
+    single = (raw.get("pool_conns") or {}).get("sizes") or {}
+    measured = [(int(k), v) for k, v in (conns.get("sizes") or {}).items() if "rss" in v]
+    for n, entry in sorted(measured):
+        base = single.get(str(n), {})
+        rows.append(
+            row(
+                f"RSS per idle encrypted channel, whole pool (parent + 2 workers) @ {entry['server_sessions']:,}",
+                entry["rss_per_conn"] / 1024,
+                "KiB",
+                base["rss_per_conn"] / 1024 if "rss" in base else None,
+                "≤ 10.8 (528 MB / 50k, issue 19)",
+                entry["rss_per_conn"] / 1024 <= RSS_PER_CHANNEL_KIB,
+                f"total {entry['rss'] / 2**20:,.0f} MiB, of which {conns['rss0'] / 2**20:,.0f} MiB before the "
+                f"first connection (parent + workers); baseline: the one-process server at {n:,}",
+            )
+        )
+    if measured:
+        n, entry = max(measured)
+        total = conns["rss0"] + entry["rss_per_conn"] * 50_000
+        rows.append(
+            row(
+                "whole pool RSS at 50k idle channels, parent + 2 workers (extrapolated)",
+                total / 2**20,
+                "MiB",
+                None,
+                "≤ 503.5 (528 MB)",
+                total <= RSS_50K_BYTES,
+                f"fixed {conns['rss0'] / 2**20:,.0f} MiB + 50,000 x the slope measured at "
+                f"{entry['server_sessions']:,} connections",
+            )
+        )
     return rows
 
 
