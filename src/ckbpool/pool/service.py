@@ -36,9 +36,7 @@ import time
 from collections.abc import Coroutine
 from functools import partial
 from pathlib import Path
-from typing import Any
-
-import redis.asyncio as aioredis
+from typing import TYPE_CHECKING, Any
 
 from ..bus import create_bus
 from ..bus.base import Bus, BusClosed, Topic
@@ -52,17 +50,24 @@ from ..retry import Backoff, retry
 from ..sv2.certs import Certificate, CertificateError, CertificateExpired
 from ..sv2.keys import decode_secret_key
 from ..sv2.noise import ResponderCredentials
-from ..web.app import WebServer
-from .accounting import ShareAccounting, ShareLogTrimmer, node_difficulty
 from .blocks import BlockMaker, BlockRecord, BlockStore
 from .config import PoolConfig
 from .metrics import BusCollector, FunctionCounter, PoolMetrics
 from .procs import MergedMetrics, StratumProcesses, worker_count
-from .redis_conn import redis_from_settings
-from .status import MetricsSource, StatusServer
 from .stratum import StratumServer, server_stats
-from .templates import NewJob, TemplateWatcher
 from .workers import WorkerBook
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+    from ..web.app import WebServer
+    from .accounting import ShareAccounting, ShareLogTrimmer
+    from .status import MetricsSource, StatusServer
+    from .templates import NewJob, TemplateWatcher
+
+# The accounting, job maker, status and web modules (Redis, aiohttp and the web app's models with them) are imported
+# where their role starts, not here: a stratum worker (ckbpool.pool.procs) runs none of them, and importing them
+# anyway was ~19 MiB of each worker's RSS (76 -> 57 MiB; issue 19's memory goal counts every process of the pool).
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +212,9 @@ class Pool:
             self._spawn(maker.replay_pending())
             self._spawn(maker.keep_resubmitting())
         if "accounting" in self.roles and cfg.redis.url:
+            from .accounting import ShareAccounting, ShareLogTrimmer, node_difficulty
+            from .redis_conn import redis_from_settings
+
             self._redis = redis_from_settings(cfg.redis)
             self.accounting = ShareAccounting.from_settings(self._redis, cfg.redis)
             shares = self.bus.subscribe(Topic.SHARES, "accounting", manual_ack=True)
@@ -244,6 +252,8 @@ class Pool:
             if cfg.node.subscribe_address:
                 host, _, port = cfg.node.subscribe_address.rpartition(":")
                 subscribe = (host, int(port))
+            from .templates import TemplateWatcher
+
             self.watcher = TemplateWatcher(
                 self.rpc,
                 self._on_new_job,
@@ -260,12 +270,16 @@ class Pool:
         self._register_metrics()
         if self.worker_index is not None:
             return  # a stratum worker: its parent serves /status, /metrics and the web page for all
+        from .status import StatusServer
+
         self.status_server = StatusServer(
             cfg.http.listen_host, cfg.http.listen_port, self.status, self._metrics_source(), self.healthy
         )
         await self.status_server.start()
         if cfg.web.enabled:
             # its own listener and Redis client: the public side shares nothing with the operator's endpoints
+            from ..web.app import WebServer
+
             self.web_server = WebServer(cfg, rpc=self.rpc)
             await self.web_server.start()
 
