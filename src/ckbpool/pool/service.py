@@ -67,7 +67,7 @@ if TYPE_CHECKING:
 
 # The accounting, job maker, status and web modules (Redis, aiohttp and the web app's models with them) are imported
 # where their role starts, not here: a stratum worker (ckbpool.pool.procs) runs none of them, and importing them
-# anyway was ~19 MiB of each worker's RSS (76 -> 57 MiB; issue 19's memory goal counts every process of the pool).
+# anyway was ~16 MiB of each worker's RSS (81 -> 65 MiB running; issue 19's memory goal counts every process).
 
 log = logging.getLogger(__name__)
 
