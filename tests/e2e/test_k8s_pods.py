@@ -13,7 +13,7 @@ The miner reaches stratum through the Service's NodePort (``kubernetes.service_t
 node's address -- the host side of the pods' bridge, never a real interface; the node's RPC and the block
 maker's /status are read through their ClusterIPs, which kube-proxy routes from the host too.
 
-Skipped, naming the missing piece, without the binaries (``CKBPOOL_K8S_APISERVER=1 scripts/k8s-deps.sh``),
+Skipped, naming the missing piece, without the binaries (``scripts/k8s-deps.sh``, a step of ``make deps``),
 containerd / runc / the CNI plugins, root, or the Docker engine.
 """
 
