@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -18,15 +17,9 @@ from ckbpool.miner.sv2 import Sv2Miner
 from ckbpool.pool.service import Pool
 from ckbpool.sv2.certs import Certificate
 from ckbpool.sv2.keys import main as keys_main
+from support.waiting import until
 
 pytestmark = pytest.mark.integration
-
-
-async def _until(condition: object, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.05)
 
 
 async def test_rotate_and_sighup_reload_without_dropping_miners(pool_node: CkbNode, tmp_path: Path) -> None:  # noqa: F811
@@ -51,7 +44,7 @@ async def test_rotate_and_sighup_reload_without_dropping_miners(pool_node: CkbNo
         old = Sv2Miner(host, port, "alice.before", authority_public_key=authority)
         old_task = asyncio.create_task(old.run(duration=120))
         try:
-            await _until(lambda: old.stats.accepted >= 3, "the first miner's shares")
+            await until(lambda: old.stats.accepted >= 3, "the first miner's shares", 60.0)
 
             # rotate: a new static key and a year's certificate; SIGHUP as `ckbpool pool run` wires it
             assert keys_main([
@@ -61,11 +54,12 @@ async def test_rotate_and_sighup_reload_without_dropping_miners(pool_node: CkbNo
             loop.add_signal_handler(signal.SIGHUP, pool.reload_credentials)
             try:
                 os.kill(os.getpid(), signal.SIGHUP)
-                await _until(
+                await until(
                     lambda: pool.metrics.registry.get_sample_value(
                         "ckbpool_pool_certificate_reloads_total", {"result": "ok"}
                     ) == 1,
                     "the SIGHUP reload",
+                    60.0,
                 )  # fmt: skip
             finally:
                 loop.remove_signal_handler(signal.SIGHUP)
@@ -79,7 +73,9 @@ async def test_rotate_and_sighup_reload_without_dropping_miners(pool_node: CkbNo
             new = Sv2Miner(host, port, "bob.after", authority_public_key=authority)
             new_task = asyncio.create_task(new.run(duration=60))
             try:
-                await _until(lambda: new.stats.accepted >= 3 and old.stats.accepted >= accepted + 3, "shares after")
+                await until(
+                    lambda: new.stats.accepted >= 3 and old.stats.accepted >= accepted + 3, "shares after", 60.0
+                )
             finally:
                 new.stop()
                 await new_task

@@ -14,7 +14,6 @@ import socket
 import struct
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -36,6 +35,7 @@ from ckbpool.bus.ipc import (
 )
 from ckbpool.pool.config import PoolConfig
 from ckbpool.pool.procs import merge_users, with_default_workers
+from support.waiting import until
 
 
 def _share(source: str, seq: int) -> Share:
@@ -242,13 +242,6 @@ def test_decoded_shares_are_shares_and_a_seq_beyond_what_lua_compares_exactly_is
         decode_shares(data.replace(wire, struct.pack(">Q", SEQ_MAX + 1)))
 
 
-async def _until(check: Any, what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
-
-
 def _peek(bus: IpcBus) -> bytes:
     """The bytes waiting on a worker's socket, read without taking them (a dup of its descriptor)."""
     assert bus._writer is not None
@@ -316,7 +309,7 @@ async def test_a_worker_that_stops_reading_gets_the_latest_template_once_it_read
     await reader.readexactly(length - 1)
     request = {"id": 1, "topic": Topic.TEMPLATES.value, "group": "stratum-9"}
     writer.write(encode_frame(SUBSCRIBE, json.dumps(request).encode()))
-    await _until(lambda: len(hub._template_sinks) == 1, "the template subscription")
+    await until(lambda: len(hub._template_sinks) == 1, "the template subscription", 5.0, 0.01)
     sink = hub._template_sinks[0]
     body = b"x" * (200 << 10)
     for job_id in range(1, 41):  # 8 MiB in all: far more than the kernel's socket buffers take
